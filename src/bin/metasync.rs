@@ -1,0 +1,2 @@
+//! The `metasync` command line: argument parsing and printing only.
+fn main() {}

@@ -1,0 +1,23 @@
+//! Metasync's engine: keeps a home folder's synced files (a live SQLite knowledge graph and
+//! its rules file) identical across locations — the home itself, an iCloud Drive folder, an
+//! external drive — without ever losing a version.
+//!
+//! The pipeline is update detection ([`scan`]) → reconciliation ([`plan`], pure) →
+//! propagation ([`apply`]), with the per-machine [`archive`] as memory between runs and
+//! [`engine::Engine`] sequencing one run under a lock. The CLI and the app are thin faces
+//! over [`Engine`].
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod names;
+pub mod report;
+pub mod select;
+
+pub use clock::{Clock, SystemClock};
+pub use config::{Config, Strategy};
+pub use engine::{Engine, Mode, RunOptions};
+pub use error::{Error, Result};
+pub use report::*;
