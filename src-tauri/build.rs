@@ -1,0 +1,18 @@
+fn main() {
+    // The panel may call only these app commands; each gets an `allow-<name>` permission
+    // that the capability files grant explicitly.
+    let manifest = tauri_build::AppManifest::new().commands(&[
+        "get_status",
+        "sync_now",
+        "list_backups",
+        "restore_backup",
+        "list_conflicts",
+        "resolve_conflict",
+        "recent_runs",
+        "set_paused",
+        "get_autostart",
+        "set_autostart",
+    ]);
+    tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest))
+        .expect("tauri-build failed");
+}

@@ -1,0 +1,198 @@
+//! The commands the panel calls. Each returns the engine's own report types (errors as
+//! strings for the page); ids and paths from the page go straight to the engine, which
+//! checks them. Engine calls run on blocking threads.
+
+use crate::scheduler::{self, RunRequest, Trigger};
+use crate::state::{AppState, AppView, EngineHandle};
+use metasync::{
+    BackupEntry, ConflictReport, Engine, Event, RestoreReport, RunReport, RunSummary, StatusReport,
+};
+use serde::Serialize;
+use tauri::{AppHandle, Manager, Runtime, State};
+use tauri_plugin_autostart::ManagerExt;
+
+/// How many runs `recent_runs` returns when the page does not say.
+pub const RECENT_RUNS: usize = 20;
+
+async fn blocking<T: Send + 'static>(
+    engine: &EngineHandle,
+    f: impl FnOnce(Engine) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let engine = engine.clone();
+    tauri::async_runtime::spawn_blocking(move || f(engine.open()?))
+        .await
+        .map_err(|e| format!("engine task failed: {e}"))?
+}
+
+/// `get_status`: the engine's status plus the app's own state.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    /// The engine's status report, flattened.
+    #[serde(flatten)]
+    pub status: StatusReport,
+    /// Paused, running, tray state, last outcome.
+    pub app: AppView,
+}
+
+/// Locations, files, conflicts and the last run, with the app's state.
+#[tauri::command]
+pub async fn get_status(state: State<'_, AppState>) -> Result<StatusView, String> {
+    let status = blocking(&state.engine, |e| e.status().map_err(|e| e.to_string())).await?;
+    state.set_last_status(status.clone());
+    Ok(StatusView {
+        status,
+        app: state.view(),
+    })
+}
+
+/// What `sync_now` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncNowReply {
+    /// A run was in progress; one more follows it.
+    pub queued: bool,
+    /// The report of the run this call made, if it made one.
+    pub report: Option<RunReport>,
+}
+
+/// Runs a sync now, or queues one more behind the running one.
+#[tauri::command]
+pub async fn sync_now<R: Runtime>(app: AppHandle<R>) -> Result<SyncNowReply, String> {
+    match scheduler::request_run(&app, Trigger::Manual).await {
+        RunRequest::Ran(Ok(report)) => Ok(SyncNowReply {
+            queued: false,
+            report: Some(report),
+        }),
+        RunRequest::Ran(Err(e)) => Err(e),
+        RunRequest::Queued | RunRequest::Skipped(_) => Ok(SyncNowReply {
+            queued: true,
+            report: None,
+        }),
+    }
+}
+
+/// Every backup in every available location, newest first.
+#[tauri::command]
+pub async fn list_backups(state: State<'_, AppState>) -> Result<Vec<BackupEntry>, String> {
+    blocking(&state.engine, |e| {
+        e.backups(None, None, true).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Puts backup `id` back in place (the engine checks the id and backs up the current version).
+#[tauri::command]
+pub async fn restore_backup<R: Runtime>(
+    app: AppHandle<R>,
+    id: String,
+) -> Result<RestoreReport, String> {
+    let engine = app.state::<AppState>().engine.clone();
+    let (result, events) = blocking(&engine, move |e| {
+        let mut events: Vec<Event> = Vec::new();
+        let r = e
+            .restore(&id, false, &mut |ev| events.push(ev.clone()))
+            .map_err(|e| e.to_string());
+        Ok((r, events))
+    })
+    .await?;
+    if result.is_ok()
+        && !events
+            .iter()
+            .any(|e| matches!(e, Event::BackupRestored { .. }))
+    {
+        // The engine may not emit the event; the notification is promised either way.
+        if let Ok(r) = &result {
+            let ev = Event::BackupRestored {
+                id: r.backup.id.clone(),
+                file: r.backup.file.clone(),
+            };
+            let notices = app
+                .state::<AppState>()
+                .notifier()
+                .notices(&[ev], None, None);
+            crate::notify::show(&app, &notices);
+        }
+    } else {
+        let notices = app
+            .state::<AppState>()
+            .notifier()
+            .notices(&events, None, None);
+        crate::notify::show(&app, &notices);
+    }
+    scheduler::refresh_status(&app).await;
+    result
+}
+
+/// Unresolved conflicts.
+#[tauri::command]
+pub async fn list_conflicts(state: State<'_, AppState>) -> Result<Vec<ConflictReport>, String> {
+    blocking(&state.engine, |e| e.conflicts().map_err(|e| e.to_string())).await
+}
+
+/// Settles the conflict on `file` with the version in `location`.
+#[tauri::command]
+pub async fn resolve_conflict<R: Runtime>(
+    app: AppHandle<R>,
+    file: String,
+    location: String,
+) -> Result<RunReport, String> {
+    let engine = app.state::<AppState>().engine.clone();
+    let app2 = app.clone();
+    let (result, events) = blocking(&engine, move |e| {
+        let state = app2.state::<AppState>();
+        let _quiet = state.begin_write();
+        let mut events: Vec<Event> = Vec::new();
+        let r = e
+            .resolve(&file, &location, &mut |ev| events.push(ev.clone()))
+            .map_err(|e| e.to_string());
+        Ok((r, events))
+    })
+    .await?;
+    match &result {
+        Ok(report) => scheduler::after_call(&app, "resolve", Ok(report), &events).await,
+        // A refused resolve (unknown file or location) is the page's error, not a failed sync.
+        Err(_) => scheduler::refresh_status(&app).await,
+    }
+    result
+}
+
+/// The most recent runs from the archive, newest first.
+#[tauri::command]
+pub async fn recent_runs(
+    state: State<'_, AppState>,
+    limit: Option<usize>,
+) -> Result<Vec<RunSummary>, String> {
+    let limit = limit.unwrap_or(RECENT_RUNS).clamp(1, 500);
+    blocking(&state.engine, move |e| {
+        e.history(limit).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Pauses or resumes scheduled runs; returns the app's state.
+#[tauri::command]
+pub fn set_paused<R: Runtime>(app: AppHandle<R>, paused: bool) -> AppView {
+    let state = app.state::<AppState>();
+    state.set_paused(paused);
+    scheduler::changed(&app);
+    state.view()
+}
+
+/// Whether the app starts at login.
+#[tauri::command]
+pub fn get_autostart<R: Runtime>(app: AppHandle<R>) -> Result<bool, String> {
+    app.autolaunch().is_enabled().map_err(|e| e.to_string())
+}
+
+/// Turns start-at-login on or off; returns the new setting.
+#[tauri::command]
+pub fn set_autostart<R: Runtime>(app: AppHandle<R>, enabled: bool) -> Result<bool, String> {
+    let auto = app.autolaunch();
+    if enabled {
+        auto.enable()
+    } else {
+        auto.disable()
+    }
+    .map_err(|e| e.to_string())?;
+    crate::tray::refresh(&app);
+    auto.is_enabled().map_err(|e| e.to_string())
+}

@@ -1,0 +1,34 @@
+//! The panel window: created hidden at start (WebDriver and a quick first open need it to
+//! exist), shown from the tray, hidden again when closed.
+
+use tauri::{AppHandle, Manager, Runtime, WebviewUrl, WebviewWindow, WebviewWindowBuilder};
+
+/// The panel window's label (the capability file grants commands to it only).
+pub const PANEL: &str = "panel";
+
+/// Creates the panel window, visible or not.
+pub fn create<R: Runtime>(app: &AppHandle<R>, visible: bool) -> tauri::Result<WebviewWindow<R>> {
+    WebviewWindowBuilder::new(app, PANEL, WebviewUrl::App("index.html".into()))
+        .title("Metasync")
+        .inner_size(760.0, 680.0)
+        .min_inner_size(520.0, 420.0)
+        .visible(visible)
+        .build()
+}
+
+/// Shows and focuses the panel, creating it if it was never made.
+pub fn show<R: Runtime>(app: &AppHandle<R>) {
+    let window = match app.get_webview_window(PANEL) {
+        Some(w) => w,
+        None => match create(app, true) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("metasync-app: cannot open the panel: {e}");
+                return;
+            }
+        },
+    };
+    let _ = window.unminimize();
+    let _ = window.show();
+    let _ = window.set_focus();
+}

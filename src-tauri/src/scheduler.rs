@@ -1,0 +1,442 @@
+//! When the engine runs: a few seconds after start, every `interval_secs`, a few seconds
+//! after a synced file changes (debounced, ignoring the app's own writes), when a
+//! configured drive is mounted, and on "Sync now". One run at a time; a Sync now during a
+//! run queues exactly one more. Engine calls run on blocking threads, never on the UI.
+
+use crate::state::{AppState, LastOutcome};
+use crate::{notify, tray};
+use metasync::select::Selector;
+use metasync::{Event, RunOptions, RunReport};
+use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tauri::{AppHandle, Emitter, Manager, Runtime};
+use tokio::sync::mpsc;
+
+/// Delay between start and the first run (a login catches up at once, after the tray is up).
+pub const STARTUP_DELAY: Duration = Duration::from_secs(3);
+/// How long file events are gathered before they count as one change.
+pub const DEBOUNCE: Duration = Duration::from_secs(2);
+/// How often watched folders and mount points are looked at again.
+pub const POLL: Duration = Duration::from_secs(5);
+/// The event the page listens to: the app's state changed (a run ended, pause toggled).
+pub const CHANGED_EVENT: &str = "metasync:changed";
+
+/// Why a run is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Shortly after start.
+    Startup,
+    /// The period elapsed.
+    Interval,
+    /// A synced file changed.
+    FilesChanged,
+    /// A configured drive was mounted.
+    DriveMounted,
+    /// The user asked.
+    Manual,
+}
+
+impl Trigger {
+    /// Whether the user asked: such runs happen while paused and queue behind a running one.
+    pub fn is_manual(self) -> bool {
+        self == Trigger::Manual
+    }
+}
+
+/// What [`RunQueue::request`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Nothing runs: the caller runs now.
+    Start,
+    /// A run is in progress; one more will follow it.
+    Queued,
+    /// A run is in progress and this request is covered by it.
+    Dropped,
+}
+
+/// Coalesces run requests: at most one run at a time and at most one waiting.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunQueue {
+    running: bool,
+    pending: bool,
+}
+
+impl RunQueue {
+    /// A request; `queue_if_busy` for manual ones (a scheduled tick during a run is moot).
+    pub fn request(&mut self, queue_if_busy: bool) -> Admission {
+        if !self.running {
+            self.running = true;
+            Admission::Start
+        } else if queue_if_busy {
+            // Any number of clicks during one run make exactly one more run.
+            self.pending = true;
+            Admission::Queued
+        } else {
+            Admission::Dropped
+        }
+    }
+
+    /// The running run ended: whether to run again (a request was queued meanwhile).
+    pub fn finish(&mut self) -> bool {
+        if self.pending {
+            self.pending = false;
+            true
+        } else {
+            self.running = false;
+            false
+        }
+    }
+
+    /// Whether a run is in progress.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+}
+
+/// What became of a run request.
+#[derive(Debug, Clone)]
+pub enum RunRequest {
+    /// This call ran the engine (perhaps more than once); the last result.
+    Ran(Result<RunReport, String>),
+    /// A run is in progress; one more follows it.
+    Queued,
+    /// Not run: paused, or a run in progress covers it.
+    Skipped(&'static str),
+}
+
+/// Runs the engine for `trigger` unless paused or covered; returns when done.
+pub async fn request_run<R: Runtime>(app: &AppHandle<R>, trigger: Trigger) -> RunRequest {
+    let state = app.state::<AppState>();
+    if !trigger.is_manual() && state.is_paused() {
+        return RunRequest::Skipped("paused");
+    }
+    let admission = state.queue().request(trigger.is_manual());
+    match admission {
+        Admission::Queued => return RunRequest::Queued,
+        Admission::Dropped => return RunRequest::Skipped("a run is in progress"),
+        Admission::Start => {}
+    }
+    changed(app);
+    let mut last;
+    loop {
+        last = run_once(app).await;
+        if !state.queue().finish() {
+            break;
+        }
+    }
+    changed(app);
+    RunRequest::Ran(last)
+}
+
+async fn run_once<R: Runtime>(app: &AppHandle<R>) -> Result<RunReport, String> {
+    let engine = app.state::<AppState>().engine.clone();
+    let app2 = app.clone();
+    let joined = tauri::async_runtime::spawn_blocking(move || {
+        let state = app2.state::<AppState>();
+        let _quiet = state.begin_write();
+        let mut events = Vec::new();
+        let result = engine.open().and_then(|e| {
+            e.run(&RunOptions::default(), &mut |ev| events.push(ev.clone()))
+                .map_err(|err| err.to_string())
+        });
+        (result, events)
+    })
+    .await;
+    let (result, events) =
+        joined.unwrap_or_else(|e| (Err(format!("sync task failed: {e}")), vec![]));
+    after_call(app, "sync", result.as_ref(), &events).await;
+    result
+}
+
+/// After any engine call that reports a run (sync, resolve, restore): remember the outcome,
+/// notify, refresh the tray from a fresh status, tell the page.
+pub async fn after_call<R: Runtime>(
+    app: &AppHandle<R>,
+    command: &str,
+    result: Result<&RunReport, &String>,
+    events: &[Event],
+) {
+    let state = app.state::<AppState>();
+    let (failure, open) = match result {
+        Ok(report) => {
+            state.set_last(LastOutcome::from_report(report));
+            let failure = (!report.errors.is_empty()).then(|| report.errors.join("; "));
+            (failure, Some(report.conflicts.clone()))
+        }
+        Err(error) => {
+            let now = chrono::Local::now().to_rfc3339();
+            state.set_last(LastOutcome::failed(command, now, error));
+            (Some(error.clone()), None)
+        }
+    };
+    let notices = state
+        .notifier()
+        .notices(events, failure.as_deref(), open.as_deref());
+    notify::show(app, &notices);
+    refresh_status(app).await;
+}
+
+/// Reads a fresh status for the tray menu (off the UI thread), then rebuilds the tray.
+pub async fn refresh_status<R: Runtime>(app: &AppHandle<R>) {
+    let engine = app.state::<AppState>().engine.clone();
+    let status = tauri::async_runtime::spawn_blocking(move || {
+        engine.open()?.status().map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match status {
+        Ok(s) => app.state::<AppState>().set_last_status(s),
+        Err(e) => eprintln!("metasync-app: status failed: {e}"),
+    }
+    changed(app);
+}
+
+/// The app's state changed: rebuild the tray, tell the page.
+pub fn changed<R: Runtime>(app: &AppHandle<R>) {
+    tray::refresh(app);
+    let view = app.state::<AppState>().view();
+    let _ = app.emit(CHANGED_EVENT, view);
+}
+
+/// Whether a change to `rel` (relative to a location root) is a change to a synced file. A
+/// live SQLite database changes through its `-wal` or `-journal` before its main file.
+pub fn is_synced_change(selector: &Selector, rel: &str) -> bool {
+    if selector.matches(rel) {
+        return true;
+    }
+    ["-wal", "-journal"]
+        .iter()
+        .filter_map(|s| rel.strip_suffix(s))
+        .any(|main| !main.is_empty() && selector.matches(main))
+}
+
+/// The relative path of `path` under the first root that holds it, with `/` separators.
+pub fn relative_to(roots: &[PathBuf], path: &Path) -> Option<String> {
+    roots.iter().find_map(|r| {
+        let rel = path.strip_prefix(r).ok()?;
+        let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+        parts.map(|p| p.join("/")).filter(|s| !s.is_empty())
+    })
+}
+
+/// What the scheduler watches, as read from the config now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Targets {
+    roots: Vec<PathBuf>,
+    mounted: BTreeSet<PathBuf>,
+    interval: Duration,
+}
+
+fn targets<R: Runtime>(app: &AppHandle<R>) -> (Targets, Option<Selector>) {
+    let state = app.state::<AppState>();
+    let engine = match state.engine.open() {
+        Ok(e) => e,
+        Err(_) => {
+            return (
+                Targets {
+                    interval: Duration::from_secs(300),
+                    ..Targets::default()
+                },
+                None,
+            )
+        }
+    };
+    let config = engine.config();
+    let mut roots = vec![engine.home().to_path_buf()];
+    for loc in &config.locations {
+        let p = metasync::config::expand_tilde(&loc.path);
+        if p.is_dir() {
+            roots.push(p);
+        }
+    }
+    let mounted = config
+        .locations
+        .iter()
+        .filter_map(|l| l.mount_point.as_deref())
+        .map(metasync::config::expand_tilde)
+        .filter(|m| is_mounted(m))
+        .collect();
+    let interval = Duration::from_secs(config.interval_secs.max(1));
+    (
+        Targets {
+            roots,
+            mounted,
+            interval,
+        },
+        Selector::new(&config.files).ok(),
+    )
+}
+
+/// Whether `path` is a mounted volume: its device differs from its parent's.
+#[cfg(unix)]
+fn is_mounted(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(m), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
+        return false;
+    };
+    std::fs::metadata(parent).is_ok_and(|p| p.dev() != m.dev())
+}
+
+#[cfg(not(unix))]
+fn is_mounted(path: &Path) -> bool {
+    path.is_dir()
+}
+
+type Watcher = notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>;
+
+fn watch<R: Runtime>(app: &AppHandle<R>, roots: &[PathBuf], selector: Selector) -> Option<Watcher> {
+    let app2 = app.clone();
+    let roots2 = roots.to_vec();
+    let handler = move |res: DebounceEventResult| {
+        let Ok(events) = res else { return };
+        let state = app2.state::<AppState>();
+        if state.is_quiet() {
+            return;
+        }
+        let relevant = events.iter().any(|e| {
+            relative_to(&roots2, &e.path).is_some_and(|rel| is_synced_change(&selector, &rel))
+        });
+        if relevant {
+            state.trigger(Trigger::FilesChanged);
+        }
+    };
+    let mut debouncer = match new_debouncer(DEBOUNCE, handler) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("metasync-app: cannot watch files: {e}");
+            return None;
+        }
+    };
+    for root in roots {
+        if let Err(e) = debouncer.watcher().watch(root, RecursiveMode::Recursive) {
+            eprintln!("metasync-app: cannot watch {}: {e}", root.display());
+        }
+    }
+    Some(debouncer)
+}
+
+/// Starts the background task.
+pub fn start<R: Runtime>(app: AppHandle<R>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    app.state::<AppState>().set_trigger_sender(tx);
+    tauri::async_runtime::spawn(run_loop(app, rx));
+}
+
+async fn run_loop<R: Runtime>(app: AppHandle<R>, mut rx: mpsc::UnboundedReceiver<Trigger>) {
+    let (mut current, selector) = targets(&app);
+    let mut _watcher = selector.and_then(|s| watch(&app, &current.roots, s));
+    let mut next = tokio::time::Instant::now() + STARTUP_DELAY;
+    let mut first = true;
+    let mut poll = tokio::time::interval(POLL);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {
+                let t = if first { Trigger::Startup } else { Trigger::Interval };
+                first = false;
+                next = tokio::time::Instant::now() + current.interval;
+                spawn_run(&app, t);
+            }
+            got = rx.recv() => match got {
+                Some(t) => spawn_run(&app, t),
+                None => return,
+            },
+            _ = poll.tick() => {
+                let (seen, selector) = targets(&app);
+                if seen.mounted.difference(&current.mounted).next().is_some() {
+                    spawn_run(&app, Trigger::DriveMounted);
+                }
+                if seen.roots != current.roots {
+                    _watcher = selector.and_then(|s| watch(&app, &seen.roots, s));
+                }
+                if seen.interval != current.interval {
+                    next = tokio::time::Instant::now() + seen.interval;
+                }
+                current = seen;
+            }
+        }
+    }
+}
+
+fn spawn_run<R: Runtime>(app: &AppHandle<R>, trigger: Trigger) {
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        request_run(&app, trigger).await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_run_at_a_time_and_one_more_for_any_clicks_during_it() {
+        let mut q = RunQueue::default();
+        assert_eq!(q.request(true), Admission::Start);
+        assert!(q.is_running());
+        assert_eq!(q.request(true), Admission::Queued);
+        assert_eq!(q.request(true), Admission::Queued);
+        assert_eq!(q.request(false), Admission::Dropped);
+        assert!(q.finish(), "the queued run follows");
+        assert!(q.is_running());
+        assert!(!q.finish(), "only one more");
+        assert!(!q.is_running());
+        assert_eq!(q.request(false), Admission::Start);
+    }
+
+    #[test]
+    fn a_scheduled_tick_during_a_run_is_dropped() {
+        let mut q = RunQueue::default();
+        assert_eq!(q.request(false), Admission::Start);
+        assert_eq!(q.request(false), Admission::Dropped);
+        assert!(!q.finish());
+        assert!(!q.is_running());
+    }
+
+    fn sel(p: &[&str]) -> Selector {
+        Selector::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn only_synced_files_and_their_journals_count() {
+        let s = sel(&["metastore.db", "sorting-rules.yaml", "notes/*.md"]);
+        for yes in [
+            "metastore.db",
+            "metastore.db-wal",
+            "metastore.db-journal",
+            "sorting-rules.yaml",
+            "notes/a.md",
+        ] {
+            assert!(is_synced_change(&s, yes), "{yes}");
+        }
+        for no in [
+            "metastore.db-shm",
+            "metastore.db.backup-20260101-100000",
+            ".metasync/state.db",
+            ".metasync/state.db-wal",
+            "logs/metasync.log",
+            "metasync.toml",
+            "other.txt",
+            "-wal",
+        ] {
+            assert!(!is_synced_change(&s, no), "{no}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_under_roots() {
+        let roots = vec![PathBuf::from("/h"), PathBuf::from("/r/x")];
+        assert_eq!(
+            relative_to(&roots, Path::new("/h/a/b.md")).as_deref(),
+            Some("a/b.md")
+        );
+        assert_eq!(
+            relative_to(&roots, Path::new("/r/x/metastore.db")).as_deref(),
+            Some("metastore.db")
+        );
+        assert_eq!(relative_to(&roots, Path::new("/elsewhere/f")), None);
+        assert_eq!(relative_to(&roots, Path::new("/h")), None);
+    }
+}

@@ -1,0 +1,527 @@
+//! The app's state: where the engine lives, the paused flag, the run queue, what the last
+//! run said, and the tray state derived from them (a pure function, tested below).
+
+use crate::notify::Notifier;
+use crate::scheduler::{RunQueue, Trigger};
+use metasync::{Engine, RunReport, StatusReport};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// How long after the app's own writes file-system events are still ignored: the watcher
+/// delivers debounced events a couple of seconds late.
+pub const QUIET_AFTER_WRITE: Duration = Duration::from_secs(4);
+
+/// Where the engine's home and config are; opens a fresh [`Engine`] per call so an edited
+/// `metasync.toml` takes effect on the next run.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    home: PathBuf,
+    config: Option<PathBuf>,
+}
+
+impl EngineHandle {
+    /// A handle on `home`, with an explicit config file or the default `<home>/metasync.toml`.
+    pub fn new(home: impl Into<PathBuf>, config: Option<PathBuf>) -> Self {
+        EngineHandle {
+            home: home.into(),
+            config,
+        }
+    }
+
+    /// The engine's home resolution: `METASYNC_HOME` or `~/.metasystem`; `METASYNC_CONFIG`.
+    pub fn from_env() -> Self {
+        let home = std::env::var_os("METASYNC_HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(metasync::config::default_home);
+        let config = std::env::var_os("METASYNC_CONFIG")
+            .filter(|c| !c.is_empty())
+            .map(PathBuf::from);
+        EngineHandle::new(home, config)
+    }
+
+    /// The home folder.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// Opens the engine; the error is the engine's message, for the page or the tooltip.
+    pub fn open(&self) -> Result<Engine, String> {
+        Engine::open(&self.home, self.config.as_deref()).map_err(|e| e.to_string())
+    }
+}
+
+/// What the tray icon shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrayState {
+    /// Idle, everything agreed at the last run.
+    InSync,
+    /// A run is in progress.
+    Syncing,
+    /// Unresolved conflicts wait for the user.
+    Conflict,
+    /// The last run failed.
+    Error,
+    /// No remote was available at the last run.
+    Offline,
+    /// Scheduled runs are paused.
+    Paused,
+}
+
+impl TrayState {
+    /// Its stable name (icon file stem, `data-state` in the panel).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrayState::InSync => "in_sync",
+            TrayState::Syncing => "syncing",
+            TrayState::Conflict => "conflict",
+            TrayState::Error => "error",
+            TrayState::Offline => "offline",
+            TrayState::Paused => "paused",
+        }
+    }
+
+    /// Words for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            TrayState::InSync => "In sync",
+            TrayState::Syncing => "Syncing…",
+            TrayState::Conflict => "Conflict — needs you",
+            TrayState::Error => "Last sync failed",
+            TrayState::Offline => "Offline — no remote available",
+            TrayState::Paused => "Paused",
+        }
+    }
+}
+
+/// How a run (or resolve) ended, as far as the tray cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Done, everything agrees.
+    Ok,
+    /// Done, but conflicts remain.
+    Conflict,
+    /// The run failed or reported errors.
+    Failed,
+}
+
+/// The last run, boiled down.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastOutcome {
+    /// `sync`, `resolve`, ...
+    pub command: String,
+    /// When it ended, RFC 3339.
+    pub finished: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Unresolved conflicts after it.
+    pub conflicts: usize,
+    /// Configured remotes (every location but `local`).
+    pub remotes: usize,
+    /// Of those, how many were available.
+    pub remotes_available: usize,
+    /// One line for people: the error, or what happened.
+    pub message: String,
+}
+
+impl LastOutcome {
+    /// From an engine report.
+    pub fn from_report(report: &RunReport) -> Self {
+        let remotes: Vec<_> = report
+            .locations
+            .iter()
+            .filter(|l| l.name != "local")
+            .collect();
+        let outcome = if !report.errors.is_empty() || report.exit_code == 1 {
+            Outcome::Failed
+        } else if !report.conflicts.is_empty() || report.exit_code == 3 {
+            Outcome::Conflict
+        } else {
+            Outcome::Ok
+        };
+        let written = report.actions.iter().filter(|a| a.done).count();
+        let message = match outcome {
+            Outcome::Failed => report.errors.join("; "),
+            Outcome::Conflict => plural(report.conflicts.len(), "conflict", "conflicts"),
+            Outcome::Ok if written == 0 => "in sync, nothing to do".to_string(),
+            Outcome::Ok => format!("in sync, {}", plural(written, "write", "writes")),
+        };
+        LastOutcome {
+            command: report.command.clone(),
+            finished: report.finished.clone(),
+            outcome,
+            conflicts: report.conflicts.len(),
+            remotes: remotes.len(),
+            remotes_available: remotes.iter().filter(|l| l.available).count(),
+            message,
+        }
+    }
+
+    /// A run that returned an error instead of a report.
+    pub fn failed(command: &str, finished: String, error: &str) -> Self {
+        LastOutcome {
+            command: command.to_string(),
+            finished,
+            outcome: Outcome::Failed,
+            conflicts: 0,
+            remotes: 0,
+            remotes_available: 0,
+            message: error.to_string(),
+        }
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// The tray state from the last outcome, the paused flag and whether a run is in progress.
+/// A run in progress shows first, then paused, then failure, conflicts, and being offline.
+pub fn tray_state(last: Option<&LastOutcome>, paused: bool, running: bool) -> TrayState {
+    if running {
+        return TrayState::Syncing;
+    }
+    if paused {
+        return TrayState::Paused;
+    }
+    match last {
+        None => TrayState::InSync,
+        Some(l) if l.outcome == Outcome::Failed => TrayState::Error,
+        Some(l) if l.outcome == Outcome::Conflict || l.conflicts > 0 => TrayState::Conflict,
+        Some(l) if l.remotes_available == 0 => TrayState::Offline,
+        Some(_) => TrayState::InSync,
+    }
+}
+
+/// The tooltip: the state, then when the last sync ended and how.
+pub fn tooltip(state: TrayState, last: Option<&LastOutcome>) -> String {
+    match last {
+        None => format!("Metasync — {}\nNo sync yet", state.label()),
+        Some(l) => format!(
+            "Metasync — {}\nLast {} {}: {}",
+            state.label(),
+            l.command,
+            short_time(&l.finished),
+            l.message
+        ),
+    }
+}
+
+/// `HH:MM` in local time for today's RFC 3339 stamps, else `YYYY-MM-DD HH:MM`.
+pub fn short_time(rfc3339: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => {
+            let local = t.with_timezone(&chrono::Local);
+            if local.date_naive() == chrono::Local::now().date_naive() {
+                local.format("%H:%M").to_string()
+            } else {
+                local.format("%Y-%m-%d %H:%M").to_string()
+            }
+        }
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
+/// What the page and the tray see of the app itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppView {
+    /// Scheduled runs are paused.
+    pub paused: bool,
+    /// A run is in progress.
+    pub running: bool,
+    /// The tray state.
+    pub tray_state: TrayState,
+    /// Its words.
+    pub tray_label: String,
+    /// The tooltip text.
+    pub tooltip: String,
+    /// The last run, if any since the app started.
+    pub last: Option<LastOutcome>,
+}
+
+/// Everything the app keeps, managed by Tauri.
+pub struct AppState {
+    /// Where the engine is.
+    pub engine: EngineHandle,
+    paused: AtomicBool,
+    writers: AtomicUsize,
+    quiet_until: Mutex<Option<Instant>>,
+    queue: Mutex<RunQueue>,
+    last: Mutex<Option<LastOutcome>>,
+    last_status: Mutex<Option<StatusReport>>,
+    notifier: Mutex<Notifier>,
+    triggers: Mutex<Option<UnboundedSender<Trigger>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the tray down with it: the data is plain values.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl AppState {
+    /// Fresh state for this engine.
+    pub fn new(engine: EngineHandle) -> Self {
+        AppState {
+            engine,
+            paused: AtomicBool::new(false),
+            writers: AtomicUsize::new(0),
+            quiet_until: Mutex::new(None),
+            queue: Mutex::new(RunQueue::default()),
+            last: Mutex::new(None),
+            last_status: Mutex::new(None),
+            notifier: Mutex::new(Notifier::default()),
+            triggers: Mutex::new(None),
+        }
+    }
+
+    /// Whether scheduled runs are paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Pauses or resumes scheduled runs.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Whether a run is in progress.
+    pub fn is_running(&self) -> bool {
+        lock(&self.queue).is_running()
+    }
+
+    /// The run queue.
+    pub fn queue(&self) -> MutexGuard<'_, RunQueue> {
+        lock(&self.queue)
+    }
+
+    /// The last outcome.
+    pub fn last(&self) -> Option<LastOutcome> {
+        lock(&self.last).clone()
+    }
+
+    /// Records the last outcome.
+    pub fn set_last(&self, outcome: LastOutcome) {
+        *lock(&self.last) = Some(outcome);
+    }
+
+    /// The last status the tray menu was built from.
+    pub fn last_status(&self) -> Option<StatusReport> {
+        lock(&self.last_status).clone()
+    }
+
+    /// Keeps a fresh status for the tray menu.
+    pub fn set_last_status(&self, status: StatusReport) {
+        *lock(&self.last_status) = Some(status);
+    }
+
+    /// The notification bookkeeping.
+    pub fn notifier(&self) -> MutexGuard<'_, Notifier> {
+        lock(&self.notifier)
+    }
+
+    /// Marks the start of an engine call that writes synced files; the returned guard marks
+    /// its end. While any is open, and for [`QUIET_AFTER_WRITE`] after, file events are ours.
+    pub fn begin_write(&self) -> WriteGuard<'_> {
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        WriteGuard { state: self }
+    }
+
+    /// Whether a file event now is probably the app's own write.
+    pub fn is_quiet(&self) -> bool {
+        if self.writers.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        matches!(*lock(&self.quiet_until), Some(t) if Instant::now() < t)
+    }
+
+    /// Where the scheduler listens.
+    pub fn set_trigger_sender(&self, tx: UnboundedSender<Trigger>) {
+        *lock(&self.triggers) = Some(tx);
+    }
+
+    /// Pokes the scheduler (no-op before it started).
+    pub fn trigger(&self, trigger: Trigger) {
+        if let Some(tx) = lock(&self.triggers).as_ref() {
+            let _ = tx.send(trigger);
+        }
+    }
+
+    /// The app's own view of itself.
+    pub fn view(&self) -> AppView {
+        let last = self.last();
+        let state = tray_state(last.as_ref(), self.is_paused(), self.is_running());
+        AppView {
+            paused: self.is_paused(),
+            running: self.is_running(),
+            tray_state: state,
+            tray_label: state.label().to_string(),
+            tooltip: tooltip(state, last.as_ref()),
+            last,
+        }
+    }
+}
+
+/// Ends a write window (see [`AppState::begin_write`]).
+pub struct WriteGuard<'a> {
+    state: &'a AppState,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        *lock(&self.state.quiet_until) = Some(Instant::now() + QUIET_AFTER_WRITE);
+        self.state.writers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(
+        outcome: Outcome,
+        conflicts: usize,
+        remotes: usize,
+        available: usize,
+    ) -> LastOutcome {
+        LastOutcome {
+            command: "sync".into(),
+            finished: "2026-01-01T10:00:00+00:00".into(),
+            outcome,
+            conflicts,
+            remotes,
+            remotes_available: available,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn tray_state_table() {
+        use Outcome::*;
+        use TrayState::*;
+        let ok = outcome(Ok, 0, 2, 1);
+        let offline = outcome(Ok, 0, 1, 0);
+        let no_remote = outcome(Ok, 0, 0, 0);
+        let conflict = outcome(Conflict, 1, 1, 1);
+        let failed = outcome(Failed, 0, 1, 1);
+        let cases: &[(Option<&LastOutcome>, bool, bool, TrayState)] = &[
+            (None, false, false, InSync),
+            (None, false, true, Syncing),
+            (None, true, false, Paused),
+            (Some(&ok), false, false, InSync),
+            (Some(&ok), true, true, Syncing),
+            (Some(&ok), true, false, Paused),
+            (Some(&offline), false, false, Offline),
+            (Some(&no_remote), false, false, Offline),
+            (Some(&conflict), false, false, Conflict),
+            (Some(&conflict), true, false, Paused),
+            (Some(&failed), false, false, Error),
+            (Some(&failed), false, true, Syncing),
+        ];
+        for (i, (last, paused, running, want)) in cases.iter().enumerate() {
+            assert_eq!(tray_state(*last, *paused, *running), *want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn failure_beats_conflict_and_offline() {
+        let mut l = outcome(Outcome::Failed, 2, 1, 0);
+        assert_eq!(tray_state(Some(&l), false, false), TrayState::Error);
+        l.outcome = Outcome::Conflict;
+        assert_eq!(tray_state(Some(&l), false, false), TrayState::Conflict);
+    }
+
+    fn report(errors: Vec<String>, conflicts: usize, exit_code: i32) -> RunReport {
+        use metasync::*;
+        RunReport {
+            command: "sync".into(),
+            dry_run: false,
+            strategy: "newest".into(),
+            started: "2026-01-01T10:00:00+00:00".into(),
+            finished: "2026-01-01T10:00:01+00:00".into(),
+            locations: vec![
+                LocationReport {
+                    name: "local".into(),
+                    path: "/h".into(),
+                    available: true,
+                    reason: None,
+                },
+                LocationReport {
+                    name: "usb".into(),
+                    path: "/u".into(),
+                    available: false,
+                    reason: Some("drive not mounted".into()),
+                },
+                LocationReport {
+                    name: "cloud".into(),
+                    path: "/c".into(),
+                    available: true,
+                    reason: None,
+                },
+            ],
+            files: vec![],
+            actions: vec![],
+            conflicts: (0..conflicts)
+                .map(|i| ConflictReport {
+                    file: format!("f{i}"),
+                    detected: "2026-01-01T10:00:00+00:00".into(),
+                    reason: "changed in local and cloud".into(),
+                    candidates: vec![],
+                })
+                .collect(),
+            warnings: vec![],
+            errors,
+            exit_code,
+        }
+    }
+
+    #[test]
+    fn outcome_from_report() {
+        let ok = LastOutcome::from_report(&report(vec![], 0, 0));
+        assert_eq!(ok.outcome, Outcome::Ok);
+        assert_eq!((ok.remotes, ok.remotes_available), (2, 1));
+        assert_eq!(ok.message, "in sync, nothing to do");
+        let c = LastOutcome::from_report(&report(vec![], 2, 3));
+        assert_eq!((c.outcome, c.conflicts), (Outcome::Conflict, 2));
+        assert_eq!(c.message, "2 conflicts");
+        let f = LastOutcome::from_report(&report(vec!["disk full".into()], 1, 1));
+        assert_eq!(f.outcome, Outcome::Failed);
+        assert_eq!(f.message, "disk full");
+    }
+
+    #[test]
+    fn tooltip_names_state_time_and_result() {
+        assert_eq!(
+            tooltip(TrayState::InSync, None),
+            "Metasync — In sync\nNo sync yet"
+        );
+        let l = LastOutcome::failed("sync", "not a time".into(), "lock held");
+        assert_eq!(
+            tooltip(TrayState::Error, Some(&l)),
+            "Metasync — Last sync failed\nLast sync not a time: lock held"
+        );
+    }
+
+    #[test]
+    fn write_guard_makes_quiet_then_lets_go() {
+        let s = AppState::new(EngineHandle::new("/nowhere", None));
+        assert!(!s.is_quiet());
+        {
+            let _g = s.begin_write();
+            assert!(s.is_quiet());
+        }
+        // Still quiet just after: the watcher's events arrive late.
+        assert!(s.is_quiet());
+        *lock(&s.quiet_until) = Some(Instant::now() - Duration::from_millis(1));
+        assert!(!s.is_quiet());
+    }
+}

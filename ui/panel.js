@@ -1,0 +1,261 @@
+// Metasync panel: shows what the Rust commands return and sends the user's choices back.
+// It decides nothing the engine decides; ids and names it sends come from the engine's own
+// reports and are checked again by the engine.
+"use strict";
+
+const tauri = window.__TAURI__;
+const invoke = tauri.core.invoke;
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("data-") || k === "title" || k === "type" || k === "id") node.setAttribute(k, String(v));
+    else node[k] = v;
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function size(bytes) {
+  if (bytes === null || bytes === undefined) return "—";
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["KB", "MB", "GB", "TB"];
+  let v = bytes / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+function when(rfc3339) {
+  if (!rfc3339) return "—";
+  const d = new Date(rfc3339);
+  if (Number.isNaN(d.getTime())) return rfc3339;
+  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+const short = (h) => (h ? h.slice(0, 7) : "—");
+
+function say(text, kind) {
+  const m = $("message");
+  if (!text) { m.hidden = true; m.textContent = ""; return; }
+  m.textContent = text;
+  m.dataset.kind = kind || "info";
+  m.hidden = false;
+}
+
+function counts(f) {
+  const parts = [];
+  if (f.entities !== null && f.entities !== undefined) parts.push(`${f.entities} entities`);
+  if (f.conversations !== null && f.conversations !== undefined) parts.push(`${f.conversations} conversations`);
+  return parts.join(" · ");
+}
+
+function renderApp(app) {
+  const pill = $("state");
+  pill.dataset.state = app.tray_state;
+  pill.textContent = app.tray_label;
+  $("pause-toggle").textContent = app.paused ? "Resume" : "Pause";
+  $("pause-toggle").dataset.paused = String(app.paused);
+  $("sync-now").dataset.running = String(app.running);
+  $("sync-now").textContent = app.running ? "Syncing…" : "Sync now";
+  $("last-run").textContent = app.last
+    ? `Last ${app.last.command} ${when(app.last.finished)}: ${app.last.message}`
+    : "No sync since the app started.";
+}
+
+function renderLocations(status) {
+  const box = $("locations");
+  box.replaceChildren();
+  for (const loc of status.locations) {
+    const health = loc.available ? (loc.reason ? `available — ${loc.reason}` : "available") : `unavailable — ${loc.reason || "unknown reason"}`;
+    const rows = loc.files.map((f) =>
+      el("tr", { "data-file": f.file },
+        el("td", {}, el("span", { text: f.file })),
+        el("td", { text: f.state === "present" ? "" : f.state }),
+        el("td", { class: "num", text: f.state === "present" ? size(f.size) : "" }),
+        el("td", { class: "hash", title: f.sha256 || "", text: short(f.sha256) }),
+        el("td", { text: counts(f) })));
+    const table = rows.length
+      ? el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "File" }), el("th", { text: "" }), el("th", { class: "num", text: "Size" }), el("th", { text: "Version" }), el("th", { text: "Rows" }))), el("tbody", {}, ...rows))
+      : el("p", { class: "empty", text: loc.available ? "No synced files here yet." : "" });
+    box.append(el("div", { class: "card location", "data-location": loc.name, "data-available": String(loc.available) },
+      el("div", { class: "card-head" },
+        el("strong", { text: loc.name }),
+        el("span", { class: "health", "data-available": String(loc.available), text: health })),
+      el("div", { class: "path", text: loc.path }),
+      table,
+      loc.conflict_copies && loc.conflict_copies.length
+        ? el("p", { class: "muted", text: `iCloud conflict copies: ${loc.conflict_copies.join(", ")}` })
+        : null));
+  }
+  const warnings = $("warnings");
+  warnings.replaceChildren(...(status.warnings || []).map((w) => el("li", { text: w })));
+}
+
+function renderConflicts(conflicts) {
+  const box = $("conflicts");
+  $("conflict-count").textContent = conflicts.length ? `(${conflicts.length})` : "";
+  if (!conflicts.length) {
+    box.replaceChildren(el("p", { class: "empty", text: "No conflicts." }));
+    return;
+  }
+  box.replaceChildren(...conflicts.map((c) =>
+    el("div", { class: "conflict", "data-conflict": c.file },
+      el("h3", { text: c.file }),
+      el("p", { class: "reason", text: `${c.reason} · seen ${when(c.detected)}` }),
+      el("div", { class: "candidates" }, ...c.candidates.map((k) =>
+        el("div", { class: "candidate", "data-candidate": k.location },
+          el("strong", { text: k.location }),
+          el("span", { class: "muted", text: k.sha256 ? `${size(k.size)} · ${when(k.mtime)}` : "deleted here" }),
+          el("span", { class: "hash", title: k.sha256 || "", text: short(k.sha256) }),
+          counts(k) ? el("span", { class: "muted", text: counts(k) }) : null,
+          el("button", {
+            type: "button", class: "keep small primary", "data-file": c.file, "data-location": k.location,
+            text: "Keep this", onclick: () => keep(c.file, k.location),
+          })))))));
+}
+
+function renderBackups(backups) {
+  const box = $("backups");
+  if (!backups.length) {
+    box.replaceChildren(el("p", { class: "empty", text: "No backups yet." }));
+    return;
+  }
+  // Grouped by file; within a group the engine's order (newest first) is kept.
+  const groups = new Map();
+  for (const b of backups) {
+    if (!groups.has(b.file)) groups.set(b.file, []);
+    groups.get(b.file).push(b);
+  }
+  box.replaceChildren(...[...groups.entries()].map(([file, list]) =>
+    el("div", { class: "backup-group", "data-backups-of": file },
+      el("h3", { text: file }),
+      el("table", {},
+        el("thead", {}, el("tr", {}, el("th", { text: "Made" }), el("th", { text: "Location" }), el("th", { class: "num", text: "Size" }), el("th", { text: "Rows" }), el("th", { text: "" }))),
+        el("tbody", {}, ...list.map((b) =>
+          el("tr", { class: "backup", "data-backup-id": b.id },
+            el("td", { text: when(b.created) }),
+            el("td", { text: b.location }),
+            el("td", { class: "num", text: size(b.size) }),
+            el("td", { text: counts(b) }),
+            el("td", { class: "num" }, el("button", {
+              type: "button", class: "restore small", "data-backup-id": b.id, text: "Restore…",
+              onclick: () => askRestore(b),
+            })))))))));
+}
+
+function renderRuns(runs) {
+  const box = $("runs");
+  if (!runs.length) {
+    box.replaceChildren(el("li", { class: "empty", text: "No runs yet." }));
+    return;
+  }
+  box.replaceChildren(...runs.map((r) =>
+    el("li", { "data-run-id": r.id },
+      el("span", { class: "when", text: when(r.finished || r.started) }),
+      el("span", { class: "result", "data-result": r.result, text: r.result }),
+      el("span", { text: `${r.command}: ${r.summary}` }))));
+}
+
+let refreshing = null;
+async function refresh() {
+  // Coalesce bursts of change events into one reload.
+  if (refreshing) return refreshing;
+  refreshing = (async () => {
+    try {
+      const status = await invoke("get_status");
+      renderApp(status.app);
+      renderLocations(status);
+      const [conflicts, backups, runs] = await Promise.all([
+        invoke("list_conflicts"), invoke("list_backups"), invoke("recent_runs", { limit: 10 }),
+      ]);
+      renderConflicts(conflicts);
+      renderBackups(backups);
+      renderRuns(runs);
+      document.body.dataset.loaded = "true";
+    } catch (e) {
+      say(String(e), "error");
+      document.body.dataset.loaded = "error";
+    } finally {
+      refreshing = null;
+    }
+  })();
+  return refreshing;
+}
+
+async function act(label, fn) {
+  say("");
+  try {
+    const out = await fn();
+    if (label) say(label(out));
+  } catch (e) {
+    say(String(e), "error");
+  }
+  await refresh();
+}
+
+async function syncNow() {
+  $("sync-now").textContent = "Syncing…";
+  await act((r) => {
+    if (r.queued) return "A sync is running; one more will follow it.";
+    const rep = r.report;
+    if (rep.errors.length) return `Sync finished with errors: ${rep.errors.join("; ")}`;
+    if (rep.conflicts.length) return `Sync finished: ${rep.conflicts.length} conflict(s) need you.`;
+    return "Sync finished: everything is in sync.";
+  }, () => invoke("sync_now"));
+}
+
+async function keep(file, location) {
+  for (const b of document.querySelectorAll("button.keep")) b.disabled = true;
+  await act(() => `Kept the ${location} version of ${file} everywhere.`, () => invoke("resolve_conflict", { file, location }));
+}
+
+let pendingRestore = null;
+function askRestore(backup) {
+  pendingRestore = backup;
+  $("confirm-message").textContent =
+    `Put the ${backup.file} backup from ${when(backup.created)} (${backup.location}, ${size(backup.size)}) back in place? ` +
+    "The current version is kept as a backup first.";
+  $("confirm").hidden = false;
+  $("confirm-ok").focus();
+}
+
+function closeConfirm() {
+  $("confirm").hidden = true;
+  pendingRestore = null;
+}
+
+async function confirmRestore() {
+  const b = pendingRestore;
+  closeConfirm();
+  if (!b) return;
+  await act((r) => `Restored ${r.backup.file} in ${r.backup.location}.`, () => invoke("restore_backup", { id: b.id }));
+}
+
+async function init() {
+  $("sync-now").addEventListener("click", syncNow);
+  $("pause-toggle").addEventListener("click", () =>
+    act(null, () => invoke("set_paused", { paused: $("pause-toggle").dataset.paused !== "true" })));
+  $("confirm-cancel").addEventListener("click", closeConfirm);
+  $("confirm-ok").addEventListener("click", confirmRestore);
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("confirm").hidden) closeConfirm(); });
+  const auto = $("autostart");
+  try { auto.checked = await invoke("get_autostart"); } catch (_) { auto.disabled = true; }
+  auto.addEventListener("change", async () => {
+    try { auto.checked = await invoke("set_autostart", { enabled: auto.checked }); } catch (e) { say(String(e), "error"); }
+  });
+  if (tauri.event) {
+    await tauri.event.listen("metasync:changed", (ev) => { renderApp(ev.payload); refresh(); });
+  }
+  await refresh();
+}
+
+init();
