@@ -166,27 +166,30 @@ function renderRuns(runs) {
 }
 
 let refreshing = null;
+let again = false;
 async function refresh() {
-  // Coalesce bursts of change events into one reload.
-  if (refreshing) return refreshing;
+  // Bursts of change events make one reload, plus one more if any came in during it.
+  if (refreshing) { again = true; return refreshing; }
   refreshing = (async () => {
-    try {
-      const status = await invoke("get_status");
-      renderApp(status.app);
-      renderLocations(status);
-      const [conflicts, backups, runs] = await Promise.all([
-        invoke("list_conflicts"), invoke("list_backups"), invoke("recent_runs", { limit: 10 }),
-      ]);
-      renderConflicts(conflicts);
-      renderBackups(backups);
-      renderRuns(runs);
-      document.body.dataset.loaded = "true";
-    } catch (e) {
-      say(String(e), "error");
-      document.body.dataset.loaded = "error";
-    } finally {
-      refreshing = null;
-    }
+    do {
+      again = false;
+      try {
+        const status = await invoke("get_status");
+        renderApp(status.app);
+        renderLocations(status);
+        const [conflicts, backups, runs] = await Promise.all([
+          invoke("list_conflicts"), invoke("list_backups"), invoke("recent_runs", { limit: 10 }),
+        ]);
+        renderConflicts(conflicts);
+        renderBackups(backups);
+        renderRuns(runs);
+        document.body.dataset.loaded = "true";
+      } catch (e) {
+        say(String(e), "error");
+        document.body.dataset.loaded = "error";
+      }
+    } while (again);
+    refreshing = null;
   })();
   return refreshing;
 }

@@ -406,13 +406,12 @@ mod tests {
 
     #[test]
     fn tray_state_table() {
-        use Outcome::*;
         use TrayState::*;
-        let ok = outcome(Ok, 0, 2, 1);
-        let offline = outcome(Ok, 0, 1, 0);
-        let no_remote = outcome(Ok, 0, 0, 0);
-        let conflict = outcome(Conflict, 1, 1, 1);
-        let failed = outcome(Failed, 0, 1, 1);
+        let ok = outcome(Outcome::Ok, 0, 2, 1);
+        let offline = outcome(Outcome::Ok, 0, 1, 0);
+        let no_remote = outcome(Outcome::Ok, 0, 0, 0);
+        let conflict = outcome(Outcome::Conflict, 1, 1, 1);
+        let failed = outcome(Outcome::Failed, 0, 1, 1);
         let cases: &[(Option<&LastOutcome>, bool, bool, TrayState)] = &[
             (None, false, false, InSync),
             (None, false, true, Syncing),

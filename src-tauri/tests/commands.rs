@@ -1,0 +1,261 @@
+//! The panel's commands through Tauri's IPC on the mock runtime, with the app's real
+//! context (capabilities included) and real temporary folders behind the engine: a home
+//! and one remote folder configured in a metasync.toml written here.
+
+use metasync_app::state::{AppState, EngineHandle};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{get_ipc_response, mock_builder, MockRuntime, INVOKE_KEY};
+use tauri::webview::InvokeRequest;
+use tauri::{App, Manager, WebviewUrl, WebviewWindow, WebviewWindowBuilder};
+
+/// Start-at-login writes `$HOME/.config/autostart`: every test in this binary shares one
+/// temporary HOME, set before any app is built.
+fn temp_user_home() -> &'static Path {
+    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp HOME");
+        std::env::set_var("HOME", dir.path());
+        std::env::set_var("XDG_CONFIG_HOME", dir.path().join(".config"));
+        dir
+    })
+    .path()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    remote: PathBuf,
+    _app: App<MockRuntime>,
+    panel: WebviewWindow<MockRuntime>,
+}
+
+const RULES: &str = "sorting-rules.yaml";
+
+fn fixture(strategy: &str) -> Fixture {
+    temp_user_home();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let remote = dir.path().join("remote");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::create_dir_all(&remote).expect("remote");
+    let config = format!(
+        "interval_secs = 3600\nstrategy = \"{strategy}\"\nfiles = [\"metastore.db\", \"{RULES}\"]\n\n\
+         [[locations]]\nname = \"drive\"\npath = {:?}\n",
+        remote.display().to_string()
+    );
+    std::fs::write(home.join("metasync.toml"), config).expect("config");
+    std::fs::write(home.join(RULES), "rules: v1\n").expect("rules");
+    let app = mock_builder()
+        .plugin(tauri_plugin_autostart::init(
+            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
+            None,
+        ))
+        .plugin(tauri_plugin_notification::init())
+        .manage(AppState::new(EngineHandle::new(&home, None)))
+        .invoke_handler(metasync_app::handler())
+        .build(metasync_app::context())
+        .expect("mock app");
+    let panel = WebviewWindowBuilder::new(&app, "panel", WebviewUrl::App("index.html".into()))
+        .build()
+        .expect("panel window");
+    Fixture {
+        _dir: dir,
+        home,
+        remote,
+        _app: app,
+        panel,
+    }
+}
+
+impl Fixture {
+    fn call(&self, cmd: &str, args: Value) -> Result<Value, Value> {
+        call_on(&self.panel, cmd, args)
+    }
+
+    fn ok(&self, cmd: &str, args: Value) -> Value {
+        match self.call(cmd, args) {
+            Ok(v) => v,
+            Err(e) => panic!("{cmd} failed: {e}"),
+        }
+    }
+
+    fn read(&self, root: &Path, file: &str) -> String {
+        std::fs::read_to_string(root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+    }
+
+    /// Sets a file's mtime explicitly, so `newest` and the scan cache see a real edit.
+    fn write_at(&self, root: &Path, file: &str, text: &str, secs_ago: u64) {
+        let path = root.join(file);
+        std::fs::write(&path, text).expect("write");
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs_ago);
+        let f = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        f.set_modified(t).expect("set mtime");
+    }
+}
+
+fn call_on(w: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result<Value, Value> {
+    let request = InvokeRequest {
+        cmd: cmd.into(),
+        callback: CallbackFn(0),
+        error: CallbackFn(1),
+        // Local origin: http://tauri.localhost counts as remote on Linux (LINUX-TAURI.md).
+        url: "tauri://localhost".parse().expect("url"),
+        body: InvokeBody::Json(args),
+        headers: Default::default(),
+        invoke_key: INVOKE_KEY.to_string(),
+    };
+    get_ipc_response(w, request).map(|b| b.deserialize::<Value>().unwrap_or(Value::Null))
+}
+
+fn names(v: &Value, key: &str) -> Vec<String> {
+    v[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn status_shows_both_locations_and_the_app_state() {
+    let f = fixture("newest");
+    let s = f.ok("get_status", json!({}));
+    assert_eq!(names(&s, "locations"), ["local", "drive"], "{s}");
+    assert_eq!(s["locations"][0]["available"], true, "{s}");
+    assert_eq!(s["app"]["paused"], false);
+    assert_eq!(s["app"]["running"], false);
+    assert!(s["app"]["tray_state"].is_string(), "{s}");
+}
+
+#[test]
+fn sync_now_copies_to_the_remote_and_lands_in_history() {
+    let f = fixture("newest");
+    let r = f.ok("sync_now", json!({}));
+    assert_eq!(r["queued"], false, "{r}");
+    assert_eq!(r["report"]["exit_code"], 0, "{r}");
+    assert_eq!(f.read(&f.remote, RULES), "rules: v1\n");
+    let runs = f.ok("recent_runs", json!({ "limit": 5 }));
+    assert!(
+        !runs.as_array().map(Vec::is_empty).unwrap_or(true),
+        "{runs}"
+    );
+    let s = f.ok("get_status", json!({}));
+    assert_eq!(s["app"]["tray_state"], "in_sync", "{s}");
+    assert_eq!(s["app"]["last"]["outcome"], "ok", "{s}");
+}
+
+#[test]
+fn backups_list_and_restore() {
+    let f = fixture("newest");
+    f.ok("sync_now", json!({}));
+    // A newer edit at home overwrites the remote's copy, which is kept as a backup there.
+    f.write_at(&f.home, RULES, "rules: v2\n", 0);
+    f.ok("sync_now", json!({}));
+    assert_eq!(f.read(&f.remote, RULES), "rules: v2\n");
+    let backups = f.ok("list_backups", json!({}));
+    let list = backups.as_array().cloned().unwrap_or_default();
+    let b = list
+        .iter()
+        .find(|b| b["file"] == RULES && b["location"] == "drive")
+        .unwrap_or_else(|| panic!("a backup of the remote's v1: {backups}"));
+    let id = b["id"].as_str().expect("id").to_string();
+    let r = f.ok("restore_backup", json!({ "id": id }));
+    assert_eq!(r["backup"]["id"], id.as_str(), "{r}");
+    assert_eq!(f.read(&f.remote, RULES), "rules: v1\n");
+    // The page cannot name a path of its own choosing.
+    let refused = f.call("restore_backup", json!({ "id": "/etc/passwd" }));
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[test]
+fn a_manual_conflict_is_listed_and_resolved() {
+    let f = fixture("manual");
+    f.ok("sync_now", json!({}));
+    f.write_at(&f.home, RULES, "rules: home\n", 5);
+    f.write_at(&f.remote, RULES, "rules: drive\n", 0);
+    let r = f.ok("sync_now", json!({}));
+    assert_eq!(r["report"]["exit_code"], 3, "{r}");
+    let conflicts = f.ok("list_conflicts", json!({}));
+    assert_eq!(conflicts[0]["file"], RULES, "{conflicts}");
+    let s = f.ok("get_status", json!({}));
+    assert_eq!(s["app"]["tray_state"], "conflict", "{s}");
+    // Nothing was overwritten while waiting.
+    assert_eq!(f.read(&f.home, RULES), "rules: home\n");
+    assert_eq!(f.read(&f.remote, RULES), "rules: drive\n");
+
+    let bad = f.call(
+        "resolve_conflict",
+        json!({ "file": RULES, "location": "nowhere" }),
+    );
+    assert!(bad.is_err(), "{bad:?}");
+    f.ok(
+        "resolve_conflict",
+        json!({ "file": RULES, "location": "drive" }),
+    );
+    assert_eq!(f.read(&f.home, RULES), "rules: drive\n");
+    assert_eq!(f.read(&f.remote, RULES), "rules: drive\n");
+    let conflicts = f.ok("list_conflicts", json!({}));
+    assert_eq!(conflicts, json!([]));
+    let s = f.ok("get_status", json!({}));
+    assert_eq!(s["app"]["tray_state"], "in_sync", "{s}");
+}
+
+#[test]
+fn pause_stops_scheduled_runs_but_not_sync_now() {
+    let f = fixture("newest");
+    let v = f.ok("set_paused", json!({ "paused": true }));
+    assert_eq!(v["paused"], true);
+    assert_eq!(v["tray_state"], "paused");
+    let state = f.panel.state::<AppState>();
+    assert!(state.is_paused());
+    let rt = tauri::async_runtime::block_on(metasync_app::scheduler::request_run(
+        f.panel.app_handle(),
+        metasync_app::scheduler::Trigger::Interval,
+    ));
+    assert!(
+        matches!(rt, metasync_app::scheduler::RunRequest::Skipped("paused")),
+        "{rt:?}"
+    );
+    assert!(
+        !f.remote.join(RULES).exists(),
+        "a paused tick writes nothing"
+    );
+    // The user's own click still runs.
+    f.ok("sync_now", json!({}));
+    assert_eq!(f.read(&f.remote, RULES), "rules: v1\n");
+    let v = f.ok("set_paused", json!({ "paused": false }));
+    assert_eq!(v["paused"], false);
+}
+
+#[test]
+fn autostart_round_trip_in_a_temp_home() {
+    let f = fixture("newest");
+    assert_eq!(f.ok("set_autostart", json!({ "enabled": true })), true);
+    assert_eq!(f.ok("get_autostart", json!({})), true);
+    assert_eq!(f.ok("set_autostart", json!({ "enabled": false })), false);
+    assert_eq!(f.ok("get_autostart", json!({})), false);
+}
+
+#[test]
+fn only_the_panel_window_may_call_commands() {
+    let f = fixture("newest");
+    let other = WebviewWindowBuilder::new(
+        f.panel.app_handle(),
+        "other",
+        WebviewUrl::App("index.html".into()),
+    )
+    .build()
+    .expect("window");
+    let r = call_on(&other, "get_autostart", json!({}));
+    assert!(r.is_err(), "{r:?}");
+    let r = call_on(&f.panel, "not_a_command", json!({}));
+    assert!(r.is_err(), "{r:?}");
+}
