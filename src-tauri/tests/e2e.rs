@@ -183,10 +183,18 @@ async fn scenario(driver_bin: PathBuf) {
     let d = WebDriver::new(format!("http://127.0.0.1:{port}"), caps)
         .await
         .expect("WebDriver session with the app");
-    let result = steps(&d, &home, &remote).await;
+    // The steps run as their own task so that a failed assertion still leaves a picture.
+    let d2 = d.clone();
+    let (h, r) = (home.clone(), remote.clone());
+    let result = tokio::spawn(async move { steps(&d2, &h, &r).await }).await;
+    if !matches!(result, Ok(Ok(()))) {
+        save_screenshot(&d, "panel-failure.png").await;
+    }
     let _ = d.quit().await;
-    if let Err(e) = result {
-        panic!("{e}");
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{e}"),
+        Err(e) => panic!("e2e steps failed (see tests/artifacts/panel-failure.png): {e}"),
     }
 }
 
