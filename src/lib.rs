@@ -12,7 +12,16 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod apply;
+pub mod backups;
+pub mod ids;
+pub mod lock;
+pub mod kind;
+pub mod scan;
+pub mod location;
 pub mod names;
+pub mod plan;
+pub mod archive;
 pub mod report;
 pub mod select;
 
