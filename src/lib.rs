@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod names;
 pub mod report;
+pub mod retention;
 pub mod select;
 
 pub use clock::{Clock, SystemClock};
