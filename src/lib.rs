@@ -23,6 +23,7 @@ pub mod names;
 pub mod plan;
 pub mod archive;
 pub mod report;
+pub mod retention;
 pub mod select;
 
 pub use clock::{Clock, SystemClock};
