@@ -2,7 +2,7 @@
 //! check, rename. Makes no decisions: it carries out one step and says whether it worked.
 
 use crate::error::{Error, IoContext, Result};
-use crate::kind::{self, Kind};
+use crate::kind::Kind;
 use crate::names;
 use chrono::NaiveDateTime;
 use std::fs::File;
@@ -17,6 +17,9 @@ pub enum BackupMethod {
     LinkOrCopy,
     /// A full copy (the file is then written in place).
     Copy,
+    /// A consistent SQLite snapshot (a live database is then written in place); a byte copy
+    /// when the database is too damaged to snapshot.
+    Snapshot,
 }
 
 /// Keeps the current content of `path` as `<name>.backup-<at>[-N]` beside it; returns its path.
@@ -24,9 +27,18 @@ pub fn backup(path: &Path, at: NaiveDateTime, method: BackupMethod) -> Result<Pa
     let name = file_name(path)?;
     for n in 0..10_000 {
         let target = path.with_file_name(names::backup_name(name, at, n));
+        if method == BackupMethod::Snapshot && target.symlink_metadata().is_err() {
+            match crate::sqlite::snapshot(path, &target, &crate::sqlite::SqliteOptions::default()) {
+                Ok(_) => return Ok(target),
+                Err(e) if !crate::sqlite::is_corruption(&e) => return Err(e),
+                Err(_) => {} // too damaged to snapshot: keep its bytes instead
+            }
+        }
         let linked = match method {
             BackupMethod::LinkOrCopy => std::fs::hard_link(path, &target),
-            BackupMethod::Copy => Err(std::io::Error::other("copy requested")),
+            BackupMethod::Copy | BackupMethod::Snapshot => {
+                Err(std::io::Error::other("copy requested"))
+            }
         };
         match linked {
             Ok(()) => return Ok(target),
@@ -38,12 +50,18 @@ pub fn backup(path: &Path, at: NaiveDateTime, method: BackupMethod) -> Result<Pa
             },
         }
     }
-    Err(Error::Refused(format!("too many backups of {} in one second", path.display())))
+    Err(Error::Refused(format!(
+        "too many backups of {} in one second",
+        path.display()
+    )))
 }
 
 fn copy_new(from: &Path, to: &Path) -> std::io::Result<()> {
     let mut src = File::open(from)?;
-    let mut dst = std::fs::OpenOptions::new().write(true).create_new(true).open(to)?;
+    let mut dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)?;
     let result = std::io::copy(&mut src, &mut dst).and_then(|_| dst.sync_all());
     if result.is_err() {
         let _ = std::fs::remove_file(to);
@@ -75,12 +93,31 @@ impl Drop for Temp {
 
 /// Writes the content of `src` to `dest` through a temp file beside it: streamed with the hash
 /// computed on the way, fsynced, checked against `expected`, given `mtime`, renamed into place.
-pub fn copy_file(src: &Path, dest: &Path, expected: &str, mtime: std::time::SystemTime, machine: &str) -> Result<()> {
-    let dir = dest.parent().ok_or_else(|| Error::Usage(format!("no folder for {}", dest.display())))?;
+pub fn copy_file(
+    src: &Path,
+    dest: &Path,
+    expected: &str,
+    mtime: std::time::SystemTime,
+    machine: &str,
+) -> Result<()> {
+    let dir = dest
+        .parent()
+        .ok_or_else(|| Error::Usage(format!("no folder for {}", dest.display())))?;
     std::fs::create_dir_all(dir).ctx("create folder", dir)?;
-    let temp = Temp { path: dir.join(names::temp_name(file_name(dest)?, machine, &crate::ids::random_hex(8))), keep: false };
+    let temp = Temp {
+        path: dir.join(names::temp_name(
+            file_name(dest)?,
+            machine,
+            &crate::ids::random_hex(8),
+        )),
+        keep: false,
+    };
     let mut input = File::open(src).ctx("open source", src)?;
-    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp.path).ctx("create temp file", &temp.path)?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp.path)
+        .ctx("create temp file", &temp.path)?;
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -89,7 +126,8 @@ pub fn copy_file(src: &Path, dest: &Path, expected: &str, mtime: std::time::Syst
             break;
         }
         sha2::Digest::update(&mut hasher, &buf[..n]);
-        out.write_all(&buf[..n]).ctx("write temp file", &temp.path)?;
+        out.write_all(&buf[..n])
+            .ctx("write temp file", &temp.path)?;
     }
     out.sync_all().ctx("fsync temp file", &temp.path)?;
     let got = crate::ids::hex_lower(&sha2::Digest::finalize(hasher));
@@ -101,7 +139,8 @@ pub fn copy_file(src: &Path, dest: &Path, expected: &str, mtime: std::time::Syst
             &got[..12]
         )));
     }
-    out.set_modified(mtime).ctx("set modification time", &temp.path)?;
+    out.set_modified(mtime)
+        .ctx("set modification time", &temp.path)?;
     drop(out);
     install(temp, dest)
 }
@@ -118,16 +157,6 @@ fn install(mut temp: Temp, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks that a freshly written file holds `expected` (hashing it again by its kind).
-pub fn verify(dest: &Path, expected: &str) -> Result<()> {
-    let got = kind::read_content(dest)?.hash;
-    if got == expected {
-        Ok(())
-    } else {
-        Err(Error::Refused(format!("{} does not hold the expected version after writing", dest.display())))
-    }
-}
-
 /// Deletes a synced file by moving it to a backup name; returns the backup's path.
 pub fn delete_to_backup(path: &Path, at: NaiveDateTime) -> Result<PathBuf> {
     let name = file_name(path)?;
@@ -139,20 +168,30 @@ pub fn delete_to_backup(path: &Path, at: NaiveDateTime) -> Result<PathBuf> {
         std::fs::rename(path, &target).ctx("move to backup", path)?;
         return Ok(target);
     }
-    Err(Error::Refused(format!("too many backups of {} in one second", path.display())))
+    Err(Error::Refused(format!(
+        "too many backups of {} in one second",
+        path.display()
+    )))
 }
 
 /// Removes temp files left by crashed runs in `dir`: this machine's (no run of ours is live
 /// while we hold the lock) and other machines' older than an hour.
 pub fn clean_stale_temps(dir: &Path, machine: &str) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return removed };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(owner) = name.to_str().and_then(names::temp_machine) else { continue };
+        let Some(owner) = name.to_str().and_then(names::temp_machine) else {
+            continue;
+        };
         let stale = owner == machine
-            || entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < hour_ago);
+            || entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < hour_ago);
         if stale && std::fs::remove_file(entry.path()).is_ok() {
             removed.push(entry.path());
         }
@@ -163,7 +202,7 @@ pub fn clean_stale_temps(dir: &Path, machine: &str) -> Vec<PathBuf> {
 /// The kind-appropriate backup method for overwriting a file of `kind` in a location.
 pub fn backup_method(kind: Kind, local: bool) -> BackupMethod {
     match (kind, local) {
-        (Kind::Sqlite, true) => BackupMethod::Copy,
+        (Kind::Sqlite, true) => BackupMethod::Snapshot,
         _ => BackupMethod::LinkOrCopy,
     }
 }
@@ -174,7 +213,10 @@ mod tests {
     use chrono::NaiveDate;
 
     fn at() -> NaiveDateTime {
-        NaiveDate::from_ymd_opt(2026, 12, 1).unwrap().and_hms_opt(10, 0, 0).unwrap()
+        NaiveDate::from_ymd_opt(2026, 12, 1)
+            .unwrap()
+            .and_hms_opt(10, 0, 0)
+            .unwrap()
     }
 
     #[test]
@@ -194,16 +236,23 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         std::fs::write(&src, "hello").unwrap();
-        let good = kind::sha256_file(&src).unwrap();
+        let good = crate::kind::sha256_file(&src).unwrap();
         let dest = d.path().join("sub/dest");
         let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         copy_file(&src, &dest, &good, t, "m1").unwrap();
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "hello");
         assert_eq!(std::fs::metadata(&dest).unwrap().modified().unwrap(), t);
         let err = copy_file(&src, &d.path().join("other"), "00", t, "m1").unwrap_err();
-        assert!(err.to_string().contains("changed while being copied"), "{err}");
+        assert!(
+            err.to_string().contains("changed while being copied"),
+            "{err}"
+        );
         assert!(!d.path().join("other").exists());
-        let leftovers: Vec<_> = std::fs::read_dir(d.path().join("sub")).unwrap().flatten().map(|e| e.file_name()).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(d.path().join("sub"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("dest")]);
     }
 

@@ -131,7 +131,10 @@ impl Archive {
 
     fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         self.conn
-            .execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)", [key, value])
+            .execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+                [key, value],
+            )
             .map(|_| ())
             .map_err(|e| self.err("write archive meta", e))
     }
@@ -143,9 +146,12 @@ impl Archive {
             .prepare("SELECT file, location, hash FROM records")
             .map_err(|e| self.err("read records", e))?;
         let rows = stmt
-            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), Recorded::from_column(r.get(2)?))))
+            .query_map([], |r| {
+                Ok(((r.get(0)?, r.get(1)?), Recorded::from_column(r.get(2)?)))
+            })
             .map_err(|e| self.err("read records", e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err("read records", e))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read records", e))
     }
 
     /// Every file → last agreed version.
@@ -166,7 +172,8 @@ impl Archive {
                 ))
             })
             .map_err(|e| self.err("read agreed versions", e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err("read agreed versions", e))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read agreed versions", e))
     }
 
     /// The scan cache of one location.
@@ -189,7 +196,8 @@ impl Archive {
                 ))
             })
             .map_err(|e| self.err("read scan cache", e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err("read scan cache", e))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read scan cache", e))
     }
 
     /// Known location ids (from their markers).
@@ -201,7 +209,8 @@ impl Archive {
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(|e| self.err("read location ids", e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err("read location ids", e))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read location ids", e))
     }
 
     /// Unresolved conflicts, by file.
@@ -212,14 +221,25 @@ impl Archive {
             .map_err(|e| self.err("read conflicts", e))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
             })
             .map_err(|e| self.err("read conflicts", e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (file, detected, reason, candidates) = row.map_err(|e| self.err("read conflicts", e))?;
+            let (file, detected, reason, candidates) =
+                row.map_err(|e| self.err("read conflicts", e))?;
             let candidates = serde_json::from_str(&candidates).unwrap_or_default();
-            out.push(ConflictReport { file, detected, reason, candidates });
+            out.push(ConflictReport {
+                file,
+                detected,
+                reason,
+                candidates,
+            });
         }
         Ok(out)
     }
@@ -246,7 +266,8 @@ impl Archive {
                 })
             })
             .map_err(|e| self.err("read history", e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err("read history", e))
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read history", e))
     }
 
     /// Applies a batch of changes in one transaction.
@@ -292,13 +313,21 @@ impl Archive {
                     "INSERT OR REPLACE INTO location_ids(location, id) VALUES (?1, ?2)",
                     params![location, id],
                 ),
-                None => tx.execute("DELETE FROM location_ids WHERE location = ?1", params![location]),
+                None => tx.execute(
+                    "DELETE FROM location_ids WHERE location = ?1",
+                    params![location],
+                ),
             }
             .map_err(err)?;
         }
         for location in &changes.forget_location {
-            tx.execute("DELETE FROM records WHERE location = ?1", params![location]).map_err(err)?;
-            tx.execute("DELETE FROM scan_cache WHERE location = ?1", params![location]).map_err(err)?;
+            tx.execute("DELETE FROM records WHERE location = ?1", params![location])
+                .map_err(err)?;
+            tx.execute(
+                "DELETE FROM scan_cache WHERE location = ?1",
+                params![location],
+            )
+            .map_err(err)?;
         }
         for (file, conflict) in &changes.conflicts {
             match conflict {
@@ -317,7 +346,11 @@ impl Archive {
                 params![run.command, run.started, run.finished, run.result, run.written as i64, run.summary],
             )
             .map_err(err)?;
-            tx.execute("DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - 1000", []).map_err(err)?;
+            tx.execute(
+                "DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - 1000",
+                [],
+            )
+            .map_err(err)?;
         }
         tx.commit().map_err(err)
     }

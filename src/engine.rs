@@ -49,7 +49,11 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { mode: Mode::Sync, strategy: None, dry_run: false }
+        RunOptions {
+            mode: Mode::Sync,
+            strategy: None,
+            dry_run: false,
+        }
     }
 }
 
@@ -71,18 +75,28 @@ pub(crate) struct Place {
 impl Place {
     pub(crate) fn report(&self) -> LocationReport {
         let (available, reason) = match &self.availability {
-            Availability::Available { create_folder: true, .. } => {
-                (true, Some("new: the folder is created on first use".to_string()))
-            }
+            Availability::Available {
+                create_folder: true,
+                ..
+            } => (
+                true,
+                Some("new: the folder is created on first use".to_string()),
+            ),
             Availability::Available { .. } => (true, None),
             Availability::Unavailable(r) => (false, Some(r.clone())),
         };
-        LocationReport { name: self.loc.name.clone(), path: self.loc.root.display().to_string(), available, reason }
+        LocationReport {
+            name: self.loc.name.clone(),
+            path: self.loc.root.display().to_string(),
+            available,
+            reason,
+        }
     }
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    t.with_timezone(&chrono::Local)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
 /// RFC 3339 (local offset) of a time in ns since the epoch.
@@ -120,7 +134,13 @@ impl Engine {
     /// An engine over an already loaded config.
     pub fn with_config(home: PathBuf, config: Config, source: ConfigSource) -> Result<Engine> {
         let selector = Selector::new(&config.files).map_err(Error::Config)?;
-        Ok(Engine { home, config, source, selector, clock: Arc::new(SystemClock) })
+        Ok(Engine {
+            home,
+            config,
+            source,
+            selector,
+            clock: Arc::new(SystemClock),
+        })
     }
 
     /// Replaces the clock (tests).
@@ -148,12 +168,20 @@ impl Engine {
         self.clock.as_ref()
     }
 
+    pub(crate) fn read_ctx(&self) -> crate::kind::ReadCtx {
+        crate::kind::ReadCtx::new(&self.home, &self.config)
+    }
+
     pub(crate) fn selector(&self) -> &Selector {
         &self.selector
     }
 
     pub(crate) fn lock(&self, what: &str) -> Result<crate::lock::RunLock> {
-        crate::lock::acquire(&self.home, what, Duration::from_secs(self.config.lock_wait_secs))
+        crate::lock::acquire(
+            &self.home,
+            what,
+            Duration::from_secs(self.config.lock_wait_secs),
+        )
     }
 
     pub(crate) fn places(&self, known: &HashMap<String, String>) -> Vec<Place> {
@@ -167,7 +195,11 @@ impl Engine {
     }
 
     /// The synced files this run looks at: what the patterns find plus what the archive knows.
-    pub(crate) fn file_set(&self, places: &[Place], archive: Option<&Archive>) -> Result<BTreeSet<String>> {
+    pub(crate) fn file_set(
+        &self,
+        places: &[Place],
+        archive: Option<&Archive>,
+    ) -> Result<BTreeSet<String>> {
         let mut files = BTreeSet::new();
         for p in places.iter().filter(|p| p.availability.is_available()) {
             files.extend(self.selector.find(&p.loc.root));
@@ -194,15 +226,29 @@ impl Engine {
     }
 
     /// Settles a conflict on `file` with the version in `keep`.
-    pub fn resolve(&self, file: &str, keep: &str, events: &mut dyn FnMut(&Event)) -> Result<RunReport> {
+    pub fn resolve(
+        &self,
+        file: &str,
+        keep: &str,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<RunReport> {
         if !self.selector.matches(file) {
-            return Err(Error::Usage(format!("`{file}` is not a synced file (see `files` in the config)")));
+            return Err(Error::Usage(format!(
+                "`{file}` is not a synced file (see `files` in the config)"
+            )));
         }
         if keep != location::LOCAL && !self.config.locations.iter().any(|l| l.name == keep) {
             return Err(Error::Usage(format!("no location named `{keep}`")));
         }
         let _lock = self.lock("metasync resolve")?;
-        let report = self.execute("resolve", &Direction::Keep(keep.to_string()), self.config.strategy, Some(file), false, events)?;
+        let report = self.execute(
+            "resolve",
+            &Direction::Keep(keep.to_string()),
+            self.config.strategy,
+            Some(file),
+            false,
+            events,
+        )?;
         Ok(report)
     }
 
@@ -216,7 +262,9 @@ impl Engine {
         events: &mut dyn FnMut(&Event),
     ) -> Result<RunReport> {
         let started = self.clock.now();
-        events(&Event::RunStarted { command: command.to_string() });
+        events(&Event::RunStarted {
+            command: command.to_string(),
+        });
         tracing::info!(target: "metasync", "{command}: started{}", if dry_run { " (dry run)" } else { "" });
         let mut archive = Archive::open(&self.home)?;
         let machine = archive.machine_id()?;
@@ -227,13 +275,22 @@ impl Engine {
         for p in &places {
             if let Availability::Unavailable(reason) = &p.availability {
                 tracing::warn!(target: "metasync", "{}: skipped: {reason}", p.loc.name);
-                events(&Event::LocationUnavailable { location: p.loc.name.clone(), reason: reason.clone() });
+                events(&Event::LocationUnavailable {
+                    location: p.loc.name.clone(),
+                    reason: reason.clone(),
+                });
                 warnings.push(format!("{} unavailable: {reason}", p.loc.name));
             }
         }
-        let available: Vec<&Place> = places.iter().filter(|p| p.availability.is_available()).collect();
+        let available: Vec<&Place> = places
+            .iter()
+            .filter(|p| p.availability.is_available())
+            .collect();
 
-        let mut files: Vec<String> = self.file_set(&places, Some(&archive))?.into_iter().collect();
+        let mut files: Vec<String> = self
+            .file_set(&places, Some(&archive))?
+            .into_iter()
+            .collect();
         if let Some(f) = only {
             files.retain(|x| x == f);
             if files.is_empty() {
@@ -244,18 +301,31 @@ impl Engine {
         let mut changes = Changes::default();
         let mut scans: Scans = HashMap::new();
         let scan_time = now_ns();
+        let ctx = self.read_ctx();
+        let mut hashed = 0u64;
         for p in &available {
             let cache = archive.cache(&p.loc.name)?;
-            for (file, found) in scan::scan_location(&p.loc.root, &files, &cache) {
+            for (file, found) in scan::scan_location(&p.loc.root, &files, &cache, &ctx) {
                 let key = (p.loc.name.clone(), file.clone());
                 match &found {
-                    Found::Present { stat, content, hashed: true } => {
-                        changes.cache.push((key, Some(scan::cache_entry(stat, content, scan_time))));
+                    Found::Present {
+                        stat,
+                        content,
+                        hashed: true,
+                    } => {
+                        hashed += 1;
+                        changes
+                            .cache
+                            .push((key, Some(scan::cache_entry(stat, content, scan_time))));
                     }
                     Found::Absent if cache.contains_key(&file) => changes.cache.push((key, None)),
                     Found::Skipped(reason) => {
                         tracing::warn!(target: "metasync", "{file} in {}: skipped: {reason}", p.loc.name);
-                        events(&Event::FileSkipped { file: file.clone(), location: p.loc.name.clone(), reason: reason.clone() });
+                        events(&Event::FileSkipped {
+                            file: file.clone(),
+                            location: p.loc.name.clone(),
+                            reason: reason.clone(),
+                        });
                         warnings.push(format!("{file} in {}: {reason}", p.loc.name));
                     }
                     _ => {}
@@ -266,8 +336,11 @@ impl Engine {
 
         let records = archive.records()?;
         let agreed = archive.agreed()?;
-        let old_conflicts: HashMap<String, ConflictReport> =
-            archive.conflicts()?.into_iter().map(|c| (c.file.clone(), c)).collect();
+        let old_conflicts: HashMap<String, ConflictReport> = archive
+            .conflicts()?
+            .into_iter()
+            .map(|c| (c.file.clone(), c))
+            .collect();
         let mut outcomes = Vec::new();
         let mut actions_done = Vec::new();
         let mut conflicts = Vec::new();
@@ -280,7 +353,10 @@ impl Engine {
                 .map(|p| Side {
                     location: p.loc.name.clone(),
                     local: p.loc.is_local(),
-                    observed: self.observed(&scans[&(file.clone(), p.loc.name.clone())], agreed.get(file)),
+                    observed: self.observed(
+                        &scans[&(file.clone(), p.loc.name.clone())],
+                        agreed.get(file),
+                    ),
                     recorded: records.get(&(file.clone(), p.loc.name.clone())).cloned(),
                 })
                 .collect();
@@ -293,14 +369,32 @@ impl Engine {
             let planned = plan::plan_file(&input, direction);
             for (loc, detail) in &planned.refused {
                 tracing::warn!(target: "metasync", "{file} in {loc}: corrupt version refused: {detail}");
-                events(&Event::CorruptRefused { file: file.clone(), location: loc.clone(), detail: detail.clone() });
-                warnings.push(format!("{file} in {loc} is corrupt and was refused: {detail}"));
+                events(&Event::CorruptRefused {
+                    file: file.clone(),
+                    location: loc.clone(),
+                    detail: detail.clone(),
+                });
+                warnings.push(format!(
+                    "{file} in {loc} is corrupt and was refused: {detail}"
+                ));
             }
             let (outcome, winner_name, winner_hash, reason) = match &planned.decision {
-                Decision::InSync(v) => ("in_sync", None, v.hash().map(String::from), "every location holds it".to_string()),
-                Decision::Propagate { winner, source, reason } => {
-                    ("propagated", Some(source.clone()), winner.hash().map(String::from), reason.clone())
-                }
+                Decision::InSync(v) => (
+                    "in_sync",
+                    None,
+                    v.hash().map(String::from),
+                    "every location holds it".to_string(),
+                ),
+                Decision::Propagate {
+                    winner,
+                    source,
+                    reason,
+                } => (
+                    "propagated",
+                    Some(source.clone()),
+                    winner.hash().map(String::from),
+                    reason.clone(),
+                ),
                 Decision::Conflict { reason, .. } => ("conflict", None, None, reason.clone()),
                 Decision::Stuck { reason, failure } => {
                     if *failure {
@@ -316,9 +410,15 @@ impl Engine {
             if let Decision::Conflict { candidates, reason } = &planned.decision {
                 let report = ConflictReport {
                     file: file.clone(),
-                    detected: old_conflicts.get(file).map(|c| c.detected.clone()).unwrap_or_else(|| rfc3339(started)),
+                    detected: old_conflicts
+                        .get(file)
+                        .map(|c| c.detected.clone())
+                        .unwrap_or_else(|| rfc3339(started)),
                     reason: reason.clone(),
-                    candidates: candidates.iter().map(|(loc, _)| self.candidate(&scans, file, loc)).collect(),
+                    candidates: candidates
+                        .iter()
+                        .map(|(loc, _)| self.candidate(&scans, file, loc))
+                        .collect(),
                 };
                 if !old_conflicts.contains_key(file) {
                     events(&Event::Conflict(report.clone()));
@@ -337,7 +437,8 @@ impl Engine {
                 while i < planned.actions.len() {
                     let target = action_target(&planned.actions[i]).to_string();
                     let mut j = i;
-                    while j < planned.actions.len() && action_target(&planned.actions[j]) == target {
+                    while j < planned.actions.len() && action_target(&planned.actions[j]) == target
+                    {
                         j += 1;
                     }
                     let group = &planned.actions[i..j];
@@ -351,7 +452,17 @@ impl Engine {
                         }
                         continue;
                     }
-                    match self.apply_group(file, place, group, source_found, &scans, &machine, &mut ready, &mut changes, events) {
+                    match self.apply_group(
+                        file,
+                        place,
+                        group,
+                        source_found,
+                        &scans,
+                        &machine,
+                        &mut ready,
+                        &mut changes,
+                        events,
+                    ) {
                         Ok(reports) => {
                             written.insert(target.clone());
                             written_count += 1;
@@ -370,13 +481,31 @@ impl Engine {
                     }
                 }
                 if !dry_run {
-                    self.record_decided(file, winner, &input, &written, &untouched, &scans, &mut changes);
+                    self.record_decided(
+                        file,
+                        winner,
+                        &input,
+                        &written,
+                        &untouched,
+                        &scans,
+                        &mut changes,
+                    );
                 }
             } else if let (Decision::InSync(winner), false) = (&planned.decision, dry_run) {
-                self.record_decided(file, winner, &input, &written, &untouched, &scans, &mut changes);
+                self.record_decided(
+                    file,
+                    winner,
+                    &input,
+                    &written,
+                    &untouched,
+                    &scans,
+                    &mut changes,
+                );
             }
-            if matches!(planned.decision, Decision::InSync(_) | Decision::Propagate { .. })
-                && old_conflicts.contains_key(file)
+            if matches!(
+                planned.decision,
+                Decision::InSync(_) | Decision::Propagate { .. }
+            ) && old_conflicts.contains_key(file)
                 && outcome != "failed"
             {
                 changes.conflicts.push((file.clone(), None));
@@ -392,10 +521,18 @@ impl Engine {
 
         // Identity markers: adopt what another machine wrote; write ours on first use.
         for p in &available {
-            if let Availability::Available { new_id: Some(id), create_folder } = &p.availability {
+            if let Availability::Available {
+                new_id: Some(id),
+                create_folder,
+            } = &p.availability
+            {
                 match id {
-                    NewId::Adopt(m) => changes.location_ids.push((p.loc.name.clone(), Some(m.clone()))),
-                    NewId::Create if !dry_run && (!create_folder || ready.contains(&p.loc.name)) => {
+                    NewId::Adopt(m) => changes
+                        .location_ids
+                        .push((p.loc.name.clone(), Some(m.clone()))),
+                    NewId::Create
+                        if !dry_run && (!create_folder || ready.contains(&p.loc.name)) =>
+                    {
                         if !ready.contains(&p.loc.name) {
                             if let Err(e) = self.make_ready(p, &mut ready, &mut changes) {
                                 errors.push(e.to_string());
@@ -456,7 +593,10 @@ impl Engine {
             }
         }
         tracing::info!(target: "metasync", "{command}: {result}: {summary}");
-        events(&Event::RunFinished { result: result.to_string(), summary });
+        events(&Event::RunFinished {
+            result: result.to_string(),
+            summary,
+        });
         Ok(RunReport {
             command: command.to_string(),
             dry_run,
@@ -469,6 +609,7 @@ impl Engine {
             conflicts,
             warnings,
             errors,
+            hashed,
             exit_code,
         })
     }
@@ -479,8 +620,15 @@ impl Engine {
             Found::Present { stat, content, .. } => Observed::Present(plan::Version {
                 hash: content.hash.clone(),
                 mtime_ns: stat.mtime_ns,
-                corrupt: (!content.facts.integrity.is_empty()).then(|| content.facts.integrity.join("; ")),
-                hold: agreed.and_then(|a| crate::kind::shrink_reason(a, &content.facts, self.config.sqlite.max_shrink_percent)),
+                corrupt: (!content.facts.integrity.is_empty())
+                    .then(|| content.facts.integrity.join("; ")),
+                hold: agreed.and_then(|a| {
+                    crate::kind::shrink_reason(
+                        a,
+                        &content.facts,
+                        self.config.sqlite.max_shrink_percent,
+                    )
+                }),
             }),
             Found::Absent => Observed::Absent,
             Found::Skipped(r) => Observed::Skipped(r.clone()),
@@ -497,26 +645,57 @@ impl Engine {
                 entities: content.facts.entities,
                 conversations: content.facts.conversations,
             },
-            _ => Candidate { location: loc.to_string(), sha256: None, size: None, mtime: None, entities: None, conversations: None },
+            _ => Candidate {
+                location: loc.to_string(),
+                sha256: None,
+                size: None,
+                mtime: None,
+                entities: None,
+                conversations: None,
+            },
         }
     }
 
     /// Creates a location's folder and marker before its first write.
-    fn make_ready(&self, place: &Place, ready: &mut HashSet<String>, changes: &mut Changes) -> Result<()> {
+    fn make_ready(
+        &self,
+        place: &Place,
+        ready: &mut HashSet<String>,
+        changes: &mut Changes,
+    ) -> Result<()> {
         if ready.contains(&place.loc.name) {
             return Ok(());
         }
-        if let Availability::Available { create_folder, new_id } = &place.availability {
+        if let Availability::Available {
+            create_folder,
+            new_id,
+        } = &place.availability
+        {
             if *create_folder {
                 std::fs::create_dir(&place.loc.root)
-                    .or_else(|e| if place.loc.root.is_dir() { Ok(()) } else { Err(e) })
+                    .or_else(|e| {
+                        if place.loc.root.is_dir() {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
                     .map_err(|e| Error::io("create folder", &place.loc.root, e))?;
             }
             if let Some(NewId::Create) = new_id {
                 let id = crate::ids::random_hex(16);
-                location::write_marker(&place.loc.root, &id, &place.loc.name, &rfc3339(self.clock.now()))
-                    .map_err(|e| Error::io("write marker", place.loc.root.join(crate::names::MARKER), e))?;
-                changes.location_ids.push((place.loc.name.clone(), Some(id)));
+                location::write_marker(
+                    &place.loc.root,
+                    &id,
+                    &place.loc.name,
+                    &rfc3339(self.clock.now()),
+                )
+                .map_err(|e| {
+                    Error::io("write marker", place.loc.root.join(crate::names::MARKER), e)
+                })?;
+                changes
+                    .location_ids
+                    .push((place.loc.name.clone(), Some(id)));
             }
         }
         ready.insert(place.loc.name.clone());
@@ -548,7 +727,11 @@ impl Engine {
             _ => None,
         };
         if now_stat != scanned_stat {
-            return Err((reports, Error::Refused("changed since it was scanned; it will be synced next run".into()), true));
+            return Err((
+                reports,
+                Error::Refused("changed since it was scanned; it will be synced next run".into()),
+                true,
+            ));
         }
         if let Err(e) = self.make_ready(place, ready, changes) {
             return Err((reports, e, false));
@@ -561,21 +744,39 @@ impl Engine {
                         Some(Found::Present { content, .. }) => content.kind,
                         _ => Kind::Plain,
                     };
-                    crate::apply::backup(&dest, at, crate::apply::backup_method(kind, place.loc.is_local()))
-                        .map(|p| p.display().to_string())
+                    crate::apply::backup(
+                        &dest,
+                        at,
+                        crate::apply::backup_method(kind, place.loc.is_local()),
+                    )
+                    .map(|p| p.display().to_string())
                 }
                 Action::Copy { from, hash, .. } => {
                     let (Some(Found::Present { stat, content, .. }), Some(src_root)) =
                         (source_found, self.root_of(from))
                     else {
-                        return Err((reports, Error::Refused(format!("no source for {file} in {from}")), false));
+                        return Err((
+                            reports,
+                            Error::Refused(format!("no source for {file} in {from}")),
+                            false,
+                        ));
                     };
                     let src = src_root.join(file);
                     let mtime = ns_to_system_time(stat.mtime_ns);
-                    crate::kind::write_version(content.kind, &src, &dest, place.loc.is_local(), hash, mtime, machine, &self.config)
-                        .map(|_| format!("from {from}"))
+                    crate::kind::write_version(
+                        content.kind,
+                        &src,
+                        &dest,
+                        place.loc.is_local(),
+                        hash,
+                        mtime,
+                        machine,
+                        &self.read_ctx(),
+                    )
+                    .map(|_| format!("from {from}"))
                 }
-                Action::Delete { .. } => crate::apply::delete_to_backup(&dest, at).map(|p| format!("moved to {}", p.display())),
+                Action::Delete { .. } => crate::apply::delete_to_backup(&dest, at)
+                    .map(|p| format!("moved to {}", p.display())),
             };
             match result {
                 Ok(detail) => {
@@ -594,12 +795,17 @@ impl Engine {
                 }
             }
         }
-        changes.cache.push(((place.loc.name.clone(), file.to_string()), None));
+        changes
+            .cache
+            .push(((place.loc.name.clone(), file.to_string()), None));
         Ok(reports)
     }
 
     pub(crate) fn root_of(&self, name: &str) -> Option<PathBuf> {
-        location::all(&self.home, &self.config).into_iter().find(|l| l.name == name).map(|l| l.root)
+        location::all(&self.home, &self.config)
+            .into_iter()
+            .find(|l| l.name == name)
+            .map(|l| l.root)
     }
 
     /// What the archive learns from a decided file: written locations hold the winner; the
@@ -631,7 +837,9 @@ impl Engine {
                     Observed::Skipped(_) => continue,
                 }
             };
-            if let (Recorded::Present(h), Some(Found::Present { content, .. })) = (winner, scans.get(&key)) {
+            if let (Recorded::Present(h), Some(Found::Present { content, .. })) =
+                (winner, scans.get(&key))
+            {
                 if &content.hash == h {
                     winner_facts = Some(content.facts.clone());
                 }
@@ -641,7 +849,11 @@ impl Engine {
         let facts = winner_facts.unwrap_or_default();
         changes.agreed.push((
             file.to_string(),
-            Agreed { version: winner.clone(), entities: facts.entities, conversations: facts.conversations },
+            Agreed {
+                version: winner.clone(),
+                entities: facts.entities,
+                conversations: facts.conversations,
+            },
         ));
     }
 
@@ -667,7 +879,10 @@ impl Engine {
             None => HashMap::new(),
         };
         let places = self.places(&known);
-        let files: Vec<String> = self.file_set(&places, archive.as_ref())?.into_iter().collect();
+        let files: Vec<String> = self
+            .file_set(&places, archive.as_ref())?
+            .into_iter()
+            .collect();
         let mut locations = Vec::new();
         for p in &places {
             let mut file_reports = Vec::new();
@@ -677,12 +892,18 @@ impl Engine {
                     Some(a) => a.cache(&p.loc.name)?,
                     None => HashMap::new(),
                 };
-                for (file, found) in scan::scan_location(&p.loc.root, &files, &cache) {
+                for (file, found) in
+                    scan::scan_location(&p.loc.root, &files, &cache, &self.read_ctx())
+                {
                     file_reports.push(file_report(&file, &found));
                     copies.extend(conflict_copies(&p.loc.path_of(&file)));
                 }
             }
-            locations.push(LocationStatus { location: p.report(), files: file_reports, conflict_copies: copies });
+            locations.push(LocationStatus {
+                location: p.report(),
+                files: file_reports,
+                conflict_copies: copies,
+            });
         }
         let mut warnings = Vec::new();
         if self.config.locations.is_empty() {
@@ -732,13 +953,21 @@ impl Engine {
         let mut archive = Archive::open(&self.home)?;
         let previous = archive.location_ids()?.remove(name);
         match location::check(&loc, None) {
-            Availability::Unavailable(r) => return Err(Error::Refused(format!("{name} cannot be relinked now: {r}"))),
-            Availability::Available { create_folder: true, .. } => {
-                std::fs::create_dir(&loc.root).map_err(|e| Error::io("create folder", &loc.root, e))?
+            Availability::Unavailable(r) => {
+                return Err(Error::Refused(format!(
+                    "{name} cannot be relinked now: {r}"
+                )))
             }
+            Availability::Available {
+                create_folder: true,
+                ..
+            } => std::fs::create_dir(&loc.root)
+                .map_err(|e| Error::io("create folder", &loc.root, e))?,
             _ => {}
         }
-        let id = match location::read_marker(&loc.root).map_err(|e| Error::io("read marker", &loc.root, e))? {
+        let id = match location::read_marker(&loc.root)
+            .map_err(|e| Error::io("read marker", &loc.root, e))?
+        {
             Some(id) => id,
             None => {
                 let id = crate::ids::random_hex(16);
@@ -755,7 +984,11 @@ impl Engine {
         };
         archive.commit(&changes)?;
         tracing::info!(target: "metasync", "{name}: relinked as {id}");
-        Ok(RelinkReport { location: name.to_string(), id, previous_id: previous })
+        Ok(RelinkReport {
+            location: name.to_string(),
+            id,
+            previous_id: previous,
+        })
     }
 
     /// The most recent runs, newest first.
@@ -774,14 +1007,29 @@ fn action_target(a: &Action) -> &str {
     }
 }
 
-fn action_report(file: &str, a: &Action, detail: String, done: bool, error: Option<String>) -> ActionReport {
+fn action_report(
+    file: &str,
+    a: &Action,
+    detail: String,
+    done: bool,
+    error: Option<String>,
+) -> ActionReport {
     let (action, detail) = match a {
         Action::Backup { .. } => ("backup", detail),
-        Action::Copy { from, hash, .. } if detail.is_empty() => ("copy", format!("from {from} ({})", short(hash))),
+        Action::Copy { from, hash, .. } if detail.is_empty() => {
+            ("copy", format!("from {from} ({})", short(hash)))
+        }
         Action::Copy { .. } => ("copy", detail),
         Action::Delete { .. } => ("delete", detail),
     };
-    ActionReport { file: file.to_string(), location: action_target(a).to_string(), action: action.into(), detail, done, error }
+    ActionReport {
+        file: file.to_string(),
+        location: action_target(a).to_string(),
+        action: action.into(),
+        detail,
+        done,
+        error,
+    }
 }
 
 pub(crate) fn file_report(file: &str, found: &Found) -> FileReport {
@@ -811,7 +1059,12 @@ pub(crate) fn file_report(file: &str, found: &Found) -> FileReport {
         }
         Found::Absent => r.state = "missing".into(),
         Found::Skipped(reason) => {
-            r.state = if reason.contains("evicted") { "evicted" } else { "unreadable" }.into();
+            r.state = if reason.contains("evicted") {
+                "evicted"
+            } else {
+                "unreadable"
+            }
+            .into();
             r.note = Some(reason.clone());
         }
     }
@@ -822,7 +1075,9 @@ fn conflict_copies(path: &Path) -> Vec<String> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
     };
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut out: Vec<String> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(String::from))

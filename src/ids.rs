@@ -8,7 +8,9 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// `len` hex characters (at most 64), different on every call.
 pub fn random_hex(len: usize) -> String {
     let mut h = Sha256::new();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     h.update(now.as_nanos().to_le_bytes());
     h.update(std::process::id().to_le_bytes());
     h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());

@@ -33,7 +33,11 @@ impl Location {
 
 /// `local` first, then the configured remotes in order.
 pub fn all(home: &Path, config: &Config) -> Vec<Location> {
-    let mut out = vec![Location { name: LOCAL.into(), root: home.to_path_buf(), mount_point: None }];
+    let mut out = vec![Location {
+        name: LOCAL.into(),
+        root: home.to_path_buf(),
+        mount_point: None,
+    }];
     for l in &config.locations {
         out.push(Location {
             name: l.name.clone(),
@@ -80,7 +84,11 @@ pub fn icloud_root(path: &Path) -> Option<PathBuf> {
     let mut comps = path.components().peekable();
     while let Some(c) = comps.next() {
         acc.push(c);
-        if c.as_os_str() == "Mobile Documents" && comps.peek().is_some_and(|n| n.as_os_str() == "com~apple~CloudDocs") {
+        if c.as_os_str() == "Mobile Documents"
+            && comps
+                .peek()
+                .is_some_and(|n| n.as_os_str() == "com~apple~CloudDocs")
+        {
             acc.push("com~apple~CloudDocs");
             return Some(acc);
         }
@@ -91,7 +99,9 @@ pub fn icloud_root(path: &Path) -> Option<PathBuf> {
 /// Whether `path` is a mounted volume: it exists and lies on another device than its parent.
 pub fn is_mount_point(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(path) else { return false };
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
     if !meta.is_dir() {
         return false;
     }
@@ -108,7 +118,9 @@ pub fn is_mount_point(path: &Path) -> bool {
 /// Reads a location's identity marker: `Ok(None)` when there is none.
 pub fn read_marker(root: &Path) -> std::io::Result<Option<String>> {
     match std::fs::read_to_string(root.join(names::MARKER)) {
-        Ok(text) => Ok(text.lines().find_map(|l| l.strip_prefix("id = ").map(|s| s.trim().to_string()))),
+        Ok(text) => Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("id = ").map(|s| s.trim().to_string()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -129,23 +141,38 @@ pub fn write_marker(root: &Path, id: &str, name: &str, created: &str) -> std::io
 pub fn check(loc: &Location, known_id: Option<&str>) -> Availability {
     use Availability::*;
     if loc.is_local() {
-        return Available { create_folder: !loc.root.is_dir(), new_id: None };
+        return Available {
+            create_folder: !loc.root.is_dir(),
+            new_id: None,
+        };
     }
     if let Some(mp) = &loc.mount_point {
         if !is_mount_point(mp) {
-            return Unavailable(format!("drive not mounted ({} is not a mounted volume)", mp.display()));
+            return Unavailable(format!(
+                "drive not mounted ({} is not a mounted volume)",
+                mp.display()
+            ));
         }
         if !loc.root.starts_with(mp) {
-            return Unavailable(format!("path {} is not on the drive {}", loc.root.display(), mp.display()));
+            return Unavailable(format!(
+                "path {} is not on the drive {}",
+                loc.root.display(),
+                mp.display()
+            ));
         }
     }
     if let Some(cloud) = icloud_root(&loc.root) {
         if !cloud.is_dir() {
-            return Unavailable(format!("iCloud Drive not found ({} is missing)", cloud.display()));
+            return Unavailable(format!(
+                "iCloud Drive not found ({} is missing)",
+                cloud.display()
+            ));
         }
     }
     match std::fs::metadata(&loc.root) {
-        Ok(m) if !m.is_dir() => return Unavailable(format!("{} is not a folder", loc.root.display())),
+        Ok(m) if !m.is_dir() => {
+            return Unavailable(format!("{} is not a folder", loc.root.display()))
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if known_id.is_some() {
@@ -158,9 +185,15 @@ pub fn check(loc: &Location, known_id: Option<&str>) -> Availability {
             }
             let parent_ok = loc.root.parent().is_some_and(|p| p.is_dir());
             return if parent_ok {
-                Available { create_folder: true, new_id: Some(NewId::Create) }
+                Available {
+                    create_folder: true,
+                    new_id: Some(NewId::Create),
+                }
             } else {
-                Unavailable(format!("folder missing: {} (and its parent)", loc.root.display()))
+                Unavailable(format!(
+                    "folder missing: {} (and its parent)",
+                    loc.root.display()
+                ))
             };
         }
         Err(e) => return Unavailable(format!("cannot reach {}: {e}", loc.root.display())),
@@ -173,7 +206,10 @@ pub fn check(loc: &Location, known_id: Option<&str>) -> Availability {
         Err(e) => return Unavailable(format!("cannot read its marker {}: {e}", names::MARKER)),
     };
     match (marker, known_id) {
-        (Some(m), Some(k)) if m == k => Available { create_folder: false, new_id: None },
+        (Some(m), Some(k)) if m == k => Available {
+            create_folder: false,
+            new_id: None,
+        },
         (Some(m), Some(k)) => Unavailable(format!(
             "a different location: its marker says {m}, this machine knows {k} \
              (another drive under the same name?); run `metasync relink {}` if it is the right one",
@@ -185,8 +221,14 @@ pub fn check(loc: &Location, known_id: Option<&str>) -> Availability {
             names::MARKER,
             loc.name
         )),
-        (Some(m), None) => Available { create_folder: false, new_id: Some(NewId::Adopt(m)) },
-        (None, None) => Available { create_folder: false, new_id: Some(NewId::Create) },
+        (Some(m), None) => Available {
+            create_folder: false,
+            new_id: Some(NewId::Adopt(m)),
+        },
+        (None, None) => Available {
+            create_folder: false,
+            new_id: Some(NewId::Create),
+        },
     }
 }
 
@@ -195,7 +237,11 @@ mod tests {
     use super::*;
 
     fn remote(root: &Path, mp: Option<&Path>) -> Location {
-        Location { name: "ext".into(), root: root.to_path_buf(), mount_point: mp.map(Path::to_path_buf) }
+        Location {
+            name: "ext".into(),
+            root: root.to_path_buf(),
+            mount_point: mp.map(Path::to_path_buf),
+        }
     }
 
     #[test]
@@ -207,7 +253,10 @@ mod tests {
         assert!(!is_mount_point(&d.path().join("missing")));
         assert!(is_mount_point(Path::new("/")));
         let a = check(&remote(&mp.join(".metasystem"), Some(&mp)), None);
-        assert!(matches!(a, Availability::Unavailable(ref r) if r.contains("not mounted")), "{a:?}");
+        assert!(
+            matches!(a, Availability::Unavailable(ref r) if r.contains("not mounted")),
+            "{a:?}"
+        );
         assert!(!mp.join(".metasystem").exists());
     }
 
@@ -223,28 +272,65 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("cloud");
         let loc = remote(&root, None);
-        assert_eq!(check(&loc, None), Availability::Available { create_folder: true, new_id: Some(NewId::Create) });
-        assert!(matches!(check(&loc, Some("x")), Availability::Unavailable(ref r) if r.contains("folder missing")));
-        std::fs::create_dir(&root).unwrap();
-        assert_eq!(check(&loc, None), Availability::Available { create_folder: false, new_id: Some(NewId::Create) });
-        assert!(matches!(check(&loc, Some("x")), Availability::Unavailable(ref r) if r.contains("marker")));
-        write_marker(&root, "abc", "ext", "now").unwrap();
-        assert_eq!(read_marker(&root).unwrap().as_deref(), Some("abc"));
-        assert_eq!(check(&loc, Some("abc")), Availability::Available { create_folder: false, new_id: None });
-        assert!(matches!(check(&loc, Some("zzz")), Availability::Unavailable(ref r) if r.contains("different")));
         assert_eq!(
             check(&loc, None),
-            Availability::Available { create_folder: false, new_id: Some(NewId::Adopt("abc".into())) }
+            Availability::Available {
+                create_folder: true,
+                new_id: Some(NewId::Create)
+            }
+        );
+        assert!(
+            matches!(check(&loc, Some("x")), Availability::Unavailable(ref r) if r.contains("folder missing"))
+        );
+        std::fs::create_dir(&root).unwrap();
+        assert_eq!(
+            check(&loc, None),
+            Availability::Available {
+                create_folder: false,
+                new_id: Some(NewId::Create)
+            }
+        );
+        assert!(
+            matches!(check(&loc, Some("x")), Availability::Unavailable(ref r) if r.contains("marker"))
+        );
+        write_marker(&root, "abc", "ext", "now").unwrap();
+        assert_eq!(read_marker(&root).unwrap().as_deref(), Some("abc"));
+        assert_eq!(
+            check(&loc, Some("abc")),
+            Availability::Available {
+                create_folder: false,
+                new_id: None
+            }
+        );
+        assert!(
+            matches!(check(&loc, Some("zzz")), Availability::Unavailable(ref r) if r.contains("different"))
+        );
+        assert_eq!(
+            check(&loc, None),
+            Availability::Available {
+                create_folder: false,
+                new_id: Some(NewId::Adopt("abc".into()))
+            }
         );
     }
 
     #[test]
     fn icloud_root_is_required() {
         let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("Library/Mobile Documents/com~apple~CloudDocs/.metasystem");
-        assert_eq!(icloud_root(&root), Some(d.path().join("Library/Mobile Documents/com~apple~CloudDocs")));
+        let root = d
+            .path()
+            .join("Library/Mobile Documents/com~apple~CloudDocs/.metasystem");
+        assert_eq!(
+            icloud_root(&root),
+            Some(
+                d.path()
+                    .join("Library/Mobile Documents/com~apple~CloudDocs")
+            )
+        );
         let loc = remote(&root, None);
-        assert!(matches!(check(&loc, None), Availability::Unavailable(ref r) if r.contains("iCloud Drive not found")));
+        assert!(
+            matches!(check(&loc, None), Availability::Unavailable(ref r) if r.contains("iCloud Drive not found"))
+        );
         std::fs::create_dir_all(root.parent().unwrap()).unwrap();
         assert!(check(&loc, None).is_available());
     }

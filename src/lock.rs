@@ -46,8 +46,16 @@ pub fn acquire(home: &Path, holder: &str, wait: Duration) -> Result<RunLock> {
                 if start.elapsed() >= wait {
                     let mut who = String::new();
                     let _ = file.read_to_string(&mut who);
-                    let who = if who.trim().is_empty() { "unknown holder".to_string() } else { who.trim().to_string() };
-                    return Err(Error::Locked { path, holder: who, waited_secs: start.elapsed().as_secs() });
+                    let who = if who.trim().is_empty() {
+                        "unknown holder".to_string()
+                    } else {
+                        who.trim().to_string()
+                    };
+                    return Err(Error::Locked {
+                        path,
+                        holder: who,
+                        waited_secs: start.elapsed().as_secs(),
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -71,7 +79,11 @@ mod tests {
         let first = acquire(d.path(), "metasync sync", Duration::from_secs(1)).unwrap();
         let err = acquire(d.path(), "metasync push", Duration::from_millis(200)).unwrap_err();
         assert!(err.to_string().contains("metasync sync"), "{err}");
-        assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
         acquire(d.path(), "metasync push", Duration::from_millis(200)).unwrap();
     }

@@ -164,7 +164,12 @@ pub fn plan_file(input: &FileInput, direction: &Direction) -> FilePlan {
         Decision::Propagate { winner, source, .. } => actions_for(input, winner, source, direction),
         Decision::InSync(_) | Decision::Conflict { .. } | Decision::Stuck { .. } => Vec::new(),
     };
-    FilePlan { file: input.file.clone(), decision, actions, refused }
+    FilePlan {
+        file: input.file.clone(),
+        decision,
+        actions,
+        refused,
+    }
 }
 
 /// A changed version: its value and the first location (in order) holding it.
@@ -177,7 +182,9 @@ fn changed_sides(input: &FileInput) -> (Vec<Changed<'_>>, bool) {
     let mut changed = Vec::new();
     let mut first_sync_rule = false;
     for side in &input.sides {
-        let Some(cur) = current(&side.observed) else { continue };
+        let Some(cur) = current(&side.observed) else {
+            continue;
+        };
         let is_change = match (&side.recorded, &input.agreed) {
             (Some(rec), _) => cur != *rec,
             // A location this machine never saw: compared with the agreed version.
@@ -205,7 +212,8 @@ fn changed_sides(input: &FileInput) -> (Vec<Changed<'_>>, bool) {
 
 fn holder<'a>(input: &'a FileInput, value: &Recorded) -> Option<&'a Side> {
     input.sides.iter().find(|s| {
-        current(&s.observed).as_ref() == Some(value) && version(&s.observed).is_none_or(|v| v.corrupt.is_none())
+        current(&s.observed).as_ref() == Some(value)
+            && version(&s.observed).is_none_or(|v| v.corrupt.is_none())
     })
 }
 
@@ -224,19 +232,33 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
                         reason: format!("kept {location}'s version"),
                     },
                     Observed::Present(v) => Decision::Stuck {
-                        reason: format!("{location}'s version is corrupt: {}", v.corrupt.clone().unwrap_or_default()),
+                        reason: format!(
+                            "{location}'s version is corrupt: {}",
+                            v.corrupt.clone().unwrap_or_default()
+                        ),
                         failure: true,
                     },
-                    _ => Decision::Stuck { reason: format!("{location} holds no usable version"), failure: true },
+                    _ => Decision::Stuck {
+                        reason: format!("{location} holds no usable version"),
+                        failure: true,
+                    },
                 },
-                None => Decision::Stuck { reason: format!("{location} is not available"), failure: true },
+                None => Decision::Stuck {
+                    reason: format!("{location} is not available"),
+                    failure: true,
+                },
             };
         }
         Direction::Push => {
             if let Some(side) = input.sides.iter().find(|s| s.local) {
                 if let Observed::Present(v) = &side.observed {
                     if v.corrupt.is_none() {
-                        return propagate_or_in_sync(input, Recorded::Present(v.hash.clone()), side, "push: local wins");
+                        return propagate_or_in_sync(
+                            input,
+                            Recorded::Present(v.hash.clone()),
+                            side,
+                            "push: local wins",
+                        );
                     }
                 }
             }
@@ -254,11 +276,20 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
     let any_corrupt_change = changed.iter().any(|c| !healthy(c));
 
     // Held-back versions (shrink guard) wait for the user whatever the strategy.
-    let held: Vec<&&Changed<'_>> =
-        distinct.iter().filter(|c| version(&c.side.observed).is_some_and(|v| v.hold.is_some())).collect();
+    let held: Vec<&&Changed<'_>> = distinct
+        .iter()
+        .filter(|c| version(&c.side.observed).is_some_and(|v| v.hold.is_some()))
+        .collect();
     if let Some(h) = held.first() {
-        let why = version(&h.side.observed).and_then(|v| v.hold.clone()).unwrap_or_default();
-        return conflict(input, &distinct, first_sync_rule, format!("held back in {}: {why}", h.side.location));
+        let why = version(&h.side.observed)
+            .and_then(|v| v.hold.clone())
+            .unwrap_or_default();
+        return conflict(
+            input,
+            &distinct,
+            first_sync_rule,
+            format!("held back in {}: {why}", h.side.location),
+        );
     }
 
     // The first-sync rule: a location never seen that holds another version than the agreed
@@ -269,7 +300,10 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
         if let Some(agreed @ Recorded::Present(_)) = &input.agreed {
             if !with_agreed.iter().any(|d| &d.value == agreed) {
                 if let Some(side) = holder(input, agreed) {
-                    agreed_changed = Changed { value: agreed.clone(), side };
+                    agreed_changed = Changed {
+                        value: agreed.clone(),
+                        side,
+                    };
                     with_agreed.push(&agreed_changed);
                 }
             }
@@ -281,7 +315,10 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
         0 => {
             let Some(agreed) = &input.agreed else {
                 return if any_corrupt_change {
-                    Decision::Stuck { reason: "no healthy version anywhere".into(), failure: true }
+                    Decision::Stuck {
+                        reason: "no healthy version anywhere".into(),
+                        failure: true,
+                    }
                 } else {
                     Decision::InSync(Recorded::Absent)
                 };
@@ -290,10 +327,13 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
                 return Decision::InSync(Recorded::Absent);
             }
             match holder(input, agreed) {
-                Some(side) => propagate_or_in_sync(input, agreed.clone(), side, "the agreed version"),
-                None if any_corrupt_change => {
-                    Decision::Stuck { reason: "no healthy version anywhere".into(), failure: true }
+                Some(side) => {
+                    propagate_or_in_sync(input, agreed.clone(), side, "the agreed version")
                 }
+                None if any_corrupt_change => Decision::Stuck {
+                    reason: "no healthy version anywhere".into(),
+                    failure: true,
+                },
                 None => Decision::Stuck {
                     reason: "the agreed version is in no available location".into(),
                     failure: false,
@@ -310,9 +350,15 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
             propagate_or_in_sync(input, c.value.clone(), c.side, &why)
         }
         _ => {
-            let names: Vec<&str> = candidates.iter().map(|c| c.side.location.as_str()).collect();
+            let names: Vec<&str> = candidates
+                .iter()
+                .map(|c| c.side.location.as_str())
+                .collect();
             let reason = if first_sync_rule && candidates.len() == 2 {
-                format!("{} differ and one was never synced from this machine", names.join(" and "))
+                format!(
+                    "{} differ and one was never synced from this machine",
+                    names.join(" and ")
+                )
             } else {
                 format!("changed in {}", names.join(" and "))
             };
@@ -321,16 +367,24 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
                 Direction::Push | Direction::Keep(_) => Strategy::Newest,
             };
             match pick(&candidates, strategy) {
-                Some((c, how)) => {
-                    propagate_or_in_sync(input, c.value.clone(), c.side, &format!("conflict ({reason}): {how}"))
-                }
+                Some((c, how)) => propagate_or_in_sync(
+                    input,
+                    c.value.clone(),
+                    c.side,
+                    &format!("conflict ({reason}): {how}"),
+                ),
                 None => conflict(input, &candidates, first_sync_rule, reason),
             }
         }
     }
 }
 
-fn conflict(input: &FileInput, candidates: &[&Changed<'_>], _first: bool, reason: String) -> Decision {
+fn conflict(
+    input: &FileInput,
+    candidates: &[&Changed<'_>],
+    _first: bool,
+    reason: String,
+) -> Decision {
     let mut list: Vec<(String, Option<Version>)> = Vec::new();
     for c in candidates {
         for side in &input.sides {
@@ -341,7 +395,10 @@ fn conflict(input: &FileInput, candidates: &[&Changed<'_>], _first: bool, reason
     }
     list.sort_by_key(|(loc, _)| input.sides.iter().position(|s| &s.location == loc));
     list.dedup();
-    Decision::Conflict { candidates: list, reason }
+    Decision::Conflict {
+        candidates: list,
+        reason,
+    }
 }
 
 fn mtime(c: &Changed<'_>) -> Option<i64> {
@@ -349,8 +406,14 @@ fn mtime(c: &Changed<'_>) -> Option<i64> {
 }
 
 /// The strategy's pick among two or more distinct candidates; `None` for manual.
-fn pick<'a, 'b>(candidates: &[&'b Changed<'a>], strategy: Strategy) -> Option<(&'b Changed<'a>, String)> {
-    let present: Vec<&&Changed<'_>> = candidates.iter().filter(|c| c.value != Recorded::Absent).collect();
+fn pick<'a, 'b>(
+    candidates: &[&'b Changed<'a>],
+    strategy: Strategy,
+) -> Option<(&'b Changed<'a>, String)> {
+    let present: Vec<&&Changed<'_>> = candidates
+        .iter()
+        .filter(|c| c.value != Recorded::Absent)
+        .collect();
     // A modification beats a deletion: the safe side keeps data.
     if present.len() == 1 && strategy != Strategy::Manual {
         return Some((present[0], "the modification wins over the deletion".into()));
@@ -360,7 +423,8 @@ fn pick<'a, 'b>(candidates: &[&'b Changed<'a>], strategy: Strategy) -> Option<(&
         Strategy::Newest => newest(&present).map(|c| (c, format!("newest ({})", c.side.location))),
         Strategy::Local => match present.iter().find(|c| c.side.local) {
             Some(c) => Some((c, "local wins".into())),
-            None => newest(&present).map(|c| (c, format!("local unchanged; newest ({})", c.side.location))),
+            None => newest(&present)
+                .map(|c| (c, format!("local unchanged; newest ({})", c.side.location))),
         },
         Strategy::Remote => present
             .iter()
@@ -380,7 +444,12 @@ fn newest<'a, 'b>(present: &[&&'b Changed<'a>]) -> Option<&'b Changed<'a>> {
     best
 }
 
-fn propagate_or_in_sync(input: &FileInput, winner: Recorded, source: &Side, reason: &str) -> Decision {
+fn propagate_or_in_sync(
+    input: &FileInput,
+    winner: Recorded,
+    source: &Side,
+    reason: &str,
+) -> Decision {
     let all_hold = input.sides.iter().all(|s| match current(&s.observed) {
         Some(cur) => cur == winner && version(&s.observed).is_none_or(|v| v.corrupt.is_none()),
         None => true,
@@ -388,17 +457,28 @@ fn propagate_or_in_sync(input: &FileInput, winner: Recorded, source: &Side, reas
     if all_hold {
         Decision::InSync(winner)
     } else {
-        Decision::Propagate { winner, source: source.location.clone(), reason: reason.to_string() }
+        Decision::Propagate {
+            winner,
+            source: source.location.clone(),
+            reason: reason.to_string(),
+        }
     }
 }
 
-fn actions_for(input: &FileInput, winner: &Recorded, source: &str, direction: &Direction) -> Vec<Action> {
+fn actions_for(
+    input: &FileInput,
+    winner: &Recorded,
+    source: &str,
+    direction: &Direction,
+) -> Vec<Action> {
     let mut actions = Vec::new();
     for side in &input.sides {
         if matches!(direction, Direction::Pull(_)) && !side.local {
             continue;
         }
-        let Some(cur) = current(&side.observed) else { continue };
+        let Some(cur) = current(&side.observed) else {
+            continue;
+        };
         let corrupt = version(&side.observed).is_some_and(|v| v.corrupt.is_some());
         if cur == *winner && !corrupt {
             continue;
@@ -406,13 +486,21 @@ fn actions_for(input: &FileInput, winner: &Recorded, source: &str, direction: &D
         match winner {
             Recorded::Present(hash) => {
                 if cur != Recorded::Absent {
-                    actions.push(Action::Backup { location: side.location.clone() });
+                    actions.push(Action::Backup {
+                        location: side.location.clone(),
+                    });
                 }
-                actions.push(Action::Copy { from: source.to_string(), to: side.location.clone(), hash: hash.clone() });
+                actions.push(Action::Copy {
+                    from: source.to_string(),
+                    to: side.location.clone(),
+                    hash: hash.clone(),
+                });
             }
             Recorded::Absent => {
                 if cur != Recorded::Absent {
-                    actions.push(Action::Delete { location: side.location.clone() });
+                    actions.push(Action::Delete {
+                        location: side.location.clone(),
+                    });
                 }
             }
         }
@@ -449,7 +537,12 @@ mod tests {
             "-" => Some(Recorded::Absent),
             h => Some(Recorded::Present(h.into())),
         };
-        Side { location: location.into(), local: location == "local", observed, recorded }
+        Side {
+            location: location.into(),
+            local: location == "local",
+            observed,
+            recorded,
+        }
     }
 
     fn rec(s: &str) -> Option<Recorded> {
@@ -465,9 +558,17 @@ mod tests {
             .map(|a| {
                 let p: Vec<&str> = a.split(' ').collect();
                 match p[0] {
-                    "backup" => Action::Backup { location: p[1].into() },
-                    "delete" => Action::Delete { location: p[1].into() },
-                    "copy" => Action::Copy { from: p[1].into(), to: p[2].into(), hash: p[3].into() },
+                    "backup" => Action::Backup {
+                        location: p[1].into(),
+                    },
+                    "delete" => Action::Delete {
+                        location: p[1].into(),
+                    },
+                    "copy" => Action::Copy {
+                        from: p[1].into(),
+                        to: p[2].into(),
+                        hash: p[3].into(),
+                    },
                     _ => unreachable!(),
                 }
             })
@@ -479,8 +580,16 @@ mod tests {
         match d {
             Decision::InSync(Recorded::Present(h)) => format!("sync {h}"),
             Decision::InSync(Recorded::Absent) => "sync -".into(),
-            Decision::Propagate { winner: Recorded::Present(h), source, .. } => format!("prop {h} {source}"),
-            Decision::Propagate { winner: Recorded::Absent, source, .. } => format!("del {source}"),
+            Decision::Propagate {
+                winner: Recorded::Present(h),
+                source,
+                ..
+            } => format!("prop {h} {source}"),
+            Decision::Propagate {
+                winner: Recorded::Absent,
+                source,
+                ..
+            } => format!("del {source}"),
             Decision::Conflict { .. } => "conflict".into(),
             Decision::Stuck { failure: false, .. } => "stuck".into(),
             Decision::Stuck { failure: true, .. } => "fail".into(),
@@ -519,7 +628,12 @@ mod tests {
                 deletes: false,
                 direction: sync(Newest),
                 expect: "prop b local",
-                actions: &["backup icloud", "copy local icloud b", "backup external", "copy local external b"],
+                actions: &[
+                    "backup icloud",
+                    "copy local icloud b",
+                    "backup external",
+                    "copy local external b",
+                ],
             },
             Case {
                 name: "remote edit comes home",
@@ -567,13 +681,19 @@ mod tests {
                 actions: &["backup icloud", "copy local icloud b"],
             },
             Case {
-                name: "conflict between remotes, local unchanged, strategy local falls back to newest",
+                name:
+                    "conflict between remotes, local unchanged, strategy local falls back to newest",
                 agreed: "a",
                 sides: &["local:a@1:a", "icloud:b@5:a", "external:c@3:a"],
                 deletes: false,
                 direction: sync(Local),
                 expect: "prop b icloud",
-                actions: &["backup local", "copy icloud local b", "backup external", "copy icloud external b"],
+                actions: &[
+                    "backup local",
+                    "copy icloud local b",
+                    "backup external",
+                    "copy icloud external b",
+                ],
             },
             Case {
                 name: "conflict, remote wins (first changed remote in config order)",
@@ -582,7 +702,12 @@ mod tests {
                 deletes: false,
                 direction: sync(Remote),
                 expect: "prop c external",
-                actions: &["backup local", "copy external local c", "backup icloud", "copy external icloud c"],
+                actions: &[
+                    "backup local",
+                    "copy external local c",
+                    "backup icloud",
+                    "copy external icloud c",
+                ],
             },
             Case {
                 name: "conflict, manual: nothing moves",
@@ -848,11 +973,16 @@ mod tests {
         let input = FileInput {
             file: "f".into(),
             agreed: rec("a"),
-            sides: ["local:b@2:a", "icloud:c@3:a", "external:c@3:a"].iter().map(|s| side(s)).collect(),
+            sides: ["local:b@2:a", "icloud:c@3:a", "external:c@3:a"]
+                .iter()
+                .map(|s| side(s))
+                .collect(),
             propagate_deletes: false,
         };
         let plan = plan_file(&input, &Direction::Sync(Manual));
-        let Decision::Conflict { candidates, reason } = plan.decision else { panic!("not a conflict") };
+        let Decision::Conflict { candidates, reason } = plan.decision else {
+            panic!("not a conflict")
+        };
         let locs: Vec<&str> = candidates.iter().map(|(l, _)| l.as_str()).collect();
         assert_eq!(locs, ["local", "icloud", "external"]);
         assert!(reason.contains("local and icloud"), "{reason}");
@@ -863,10 +993,16 @@ mod tests {
         let input = FileInput {
             file: "f".into(),
             agreed: rec("a"),
-            sides: ["local:a@1:a", "icloud:x@9!:a"].iter().map(|s| side(s)).collect(),
+            sides: ["local:a@1:a", "icloud:x@9!:a"]
+                .iter()
+                .map(|s| side(s))
+                .collect(),
             propagate_deletes: false,
         };
         let plan = plan_file(&input, &Direction::Sync(Newest));
-        assert_eq!(plan.refused, vec![("icloud".to_string(), "malformed".to_string())]);
+        assert_eq!(
+            plan.refused,
+            vec![("icloud".to_string(), "malformed".to_string())]
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! mtime, inode and ctime all match and the entry is not "racy", hash otherwise.
 
 use crate::archive::CacheEntry;
-use crate::kind::{self, Content, Facts, Kind};
+use crate::kind::{self, Content, Facts, Kind, ReadCtx};
 use crate::names;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -36,7 +36,9 @@ impl Stat {
         };
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
-        let side = std::fs::metadata(PathBuf::from(wal)).ok().map(|w| (w.size(), w.mtime() * 1_000_000_000 + w.mtime_nsec()));
+        let side = std::fs::metadata(PathBuf::from(wal))
+            .ok()
+            .map(|w| (w.size(), w.mtime() * 1_000_000_000 + w.mtime_nsec()));
         let stat = Stat {
             size: meta.size(),
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
@@ -49,8 +51,14 @@ impl Stat {
 
     /// The cache key form.
     pub fn signature(&self) -> String {
-        let side = self.side.map(|(s, m)| format!("{s}/{m}")).unwrap_or_else(|| "-".into());
-        format!("{}:{}:{}:{}:{side}", self.size, self.mtime_ns, self.ino, self.ctime_ns)
+        let side = self
+            .side
+            .map(|(s, m)| format!("{s}/{m}"))
+            .unwrap_or_else(|| "-".into());
+        format!(
+            "{}:{}:{}:{}:{side}",
+            self.size, self.mtime_ns, self.ino, self.ctime_ns
+        )
     }
 }
 
@@ -74,7 +82,10 @@ pub enum Found {
 
 /// Whether a cached entry may be trusted for `stat` (the racy-clean rule).
 pub fn cache_holds(entry: &CacheEntry, stat: &Stat) -> bool {
-    let newest = stat.mtime_ns.max(stat.ctime_ns).max(stat.side.map(|s| s.1).unwrap_or(i64::MIN));
+    let newest = stat
+        .mtime_ns
+        .max(stat.ctime_ns)
+        .max(stat.side.map(|s| s.1).unwrap_or(i64::MIN));
     entry.signature == stat.signature() && newest.saturating_add(RACY_NS) < entry.scanned_ns
 }
 
@@ -95,7 +106,9 @@ fn evicted_reason(path: &Path) -> Option<String> {
     let placeholder = path.with_file_name(names::placeholder_name(name));
     if placeholder.exists() {
         request_download(path);
-        return Some("evicted by iCloud (placeholder present); download requested, skipped this run".into());
+        return Some(
+            "evicted by iCloud (placeholder present); download requested, skipped this run".into(),
+        );
     }
     None
 }
@@ -127,10 +140,14 @@ fn request_download(path: &Path) {
 fn request_download(_path: &Path) {}
 
 /// Scans one file: stat, cache, hash. Never fails: problems become `Skipped`.
-pub fn scan_file(path: &Path, cached: Option<&CacheEntry>) -> Found {
+pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Found {
     let (stat, meta) = match Stat::of(path) {
         Ok(Some(s)) => s,
-        Ok(None) => return evicted_reason(path).map(Found::Skipped).unwrap_or(Found::Absent),
+        Ok(None) => {
+            return evicted_reason(path)
+                .map(Found::Skipped)
+                .unwrap_or(Found::Absent)
+        }
         Err(e) => return Found::Skipped(format!("cannot stat: {e}")),
     };
     if meta.file_type().is_symlink() {
@@ -141,33 +158,62 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>) -> Found {
     }
     if is_dataless(&meta) {
         request_download(path);
-        return Found::Skipped("evicted by iCloud (dataless); download requested, skipped this run".into());
+        return Found::Skipped(
+            "evicted by iCloud (dataless); download requested, skipped this run".into(),
+        );
     }
     if let Some(entry) = cached {
         if cache_holds(entry, &stat) {
             let facts: Facts = serde_json::from_str(&entry.extra).unwrap_or_default();
-            let content = Content { hash: entry.hash.clone(), kind: Kind::parse(&entry.kind), facts };
-            return Found::Present { stat, content, hashed: false };
+            let content = Content {
+                hash: entry.hash.clone(),
+                kind: Kind::parse(&entry.kind),
+                facts,
+            };
+            return Found::Present {
+                stat,
+                content,
+                hashed: false,
+            };
         }
     }
-    let content = match kind::read_content(path) {
+    let content = match kind::read_content(path, ctx) {
         Ok(c) => c,
         Err(e) => return Found::Skipped(format!("cannot read: {e}")),
     };
     match Stat::of(path) {
-        Ok(Some((after, _))) if after == stat => Found::Present { stat, content, hashed: true },
+        Ok(Some((after, _))) if after == stat => Found::Present {
+            stat,
+            content,
+            hashed: true,
+        },
         _ => Found::Skipped("changed while being read; it will be synced next run".into()),
     }
 }
 
 /// Scans every file of one location.
-pub fn scan_location(root: &Path, files: &[String], cache: &HashMap<String, CacheEntry>) -> Vec<(String, Found)> {
-    files.iter().map(|f| (f.clone(), scan_file(&root.join(f), cache.get(f)))).collect()
+pub fn scan_location(
+    root: &Path,
+    files: &[String],
+    cache: &HashMap<String, CacheEntry>,
+    ctx: &ReadCtx,
+) -> Vec<(String, Found)> {
+    files
+        .iter()
+        .map(|f| (f.clone(), scan_file(&root.join(f), cache.get(f), ctx)))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ctx() -> ReadCtx {
+        ReadCtx {
+            sqlite: Default::default(),
+            scratch: std::env::temp_dir(),
+        }
+    }
 
     fn now_ns() -> i64 {
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
@@ -178,7 +224,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
         std::fs::write(&p, "one").unwrap();
-        let Found::Present { stat, content, hashed } = scan_file(&p, None) else { panic!() };
+        let Found::Present {
+            stat,
+            content,
+            hashed,
+        } = scan_file(&p, None, &ctx())
+        else {
+            panic!()
+        };
         assert!(hashed);
         // Recorded right now: the file's mtime is within the racy window, so not trusted.
         let racy = cache_entry(&stat, &content, now_ns());
@@ -186,11 +239,20 @@ mod tests {
         // Recorded well after the file's last change: trusted.
         let clean = cache_entry(&stat, &content, stat.ctime_ns + RACY_NS + 1);
         assert!(cache_holds(&clean, &stat));
-        let Found::Present { hashed, .. } = scan_file(&p, Some(&clean)) else { panic!() };
+        let Found::Present { hashed, .. } = scan_file(&p, Some(&clean), &ctx()) else {
+            panic!()
+        };
         assert!(!hashed);
         // Same size, new content: the signature moves (mtime/ctime), so it is hashed again.
         std::fs::write(&p, "two").unwrap();
-        let Found::Present { content: c2, hashed, .. } = scan_file(&p, Some(&clean)) else { panic!() };
+        let Found::Present {
+            content: c2,
+            hashed,
+            ..
+        } = scan_file(&p, Some(&clean), &ctx())
+        else {
+            panic!()
+        };
         assert!(hashed);
         assert_ne!(c2.hash, content.hash);
     }
@@ -198,9 +260,14 @@ mod tests {
     #[test]
     fn placeholder_is_skipped_not_absent() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(scan_file(&d.path().join("metastore.db"), None), Found::Absent);
+        assert_eq!(
+            scan_file(&d.path().join("metastore.db"), None, &ctx()),
+            Found::Absent
+        );
         std::fs::write(d.path().join(".metastore.db.icloud"), "plist").unwrap();
-        assert!(matches!(scan_file(&d.path().join("metastore.db"), None), Found::Skipped(r) if r.contains("evicted")));
+        assert!(
+            matches!(scan_file(&d.path().join("metastore.db"), None, &ctx()), Found::Skipped(r) if r.contains("evicted"))
+        );
     }
 
     #[test]
@@ -208,7 +275,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("outside"), "secret").unwrap();
         std::os::unix::fs::symlink(d.path().join("outside"), d.path().join("f")).unwrap();
-        assert!(matches!(scan_file(&d.path().join("f"), None), Found::Skipped(r) if r.contains("symbolic link")));
+        assert!(
+            matches!(scan_file(&d.path().join("f"), None, &ctx()), Found::Skipped(r) if r.contains("symbolic link"))
+        );
     }
 
     #[test]
