@@ -146,8 +146,10 @@ pub fn copy_file(
 }
 
 fn install(mut temp: Temp, dest: &Path) -> Result<()> {
+    crate::failpoint::hit("before_rename");
     std::fs::rename(&temp.path, dest).ctx("rename into place", dest)?;
     temp.keep = true;
+    crate::failpoint::hit("after_rename");
     if let Some(dir) = dest.parent() {
         // Make the rename durable; failure to sync a folder is not worth failing the write for.
         if let Ok(d) = File::open(dir) {

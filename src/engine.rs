@@ -586,6 +586,7 @@ impl Engine {
             changes.conflicts.clear();
             changes.location_ids.clear();
         }
+        crate::failpoint::hit("before_archive_commit");
         archive.commit(&changes)?;
         if !dry_run {
             if let Err(e) = crate::backups::prune_after_sync(self, &available) {
@@ -744,12 +745,10 @@ impl Engine {
                         Some(Found::Present { content, .. }) => content.kind,
                         _ => Kind::Plain,
                     };
-                    crate::apply::backup(
-                        &dest,
-                        at,
-                        crate::apply::backup_method(kind, place.loc.is_local()),
-                    )
-                    .map(|p| p.display().to_string())
+                    let method = crate::apply::backup_method(kind, place.loc.is_local());
+                    let made = crate::apply::backup(&dest, at, method);
+                    crate::failpoint::hit("after_backup");
+                    made.map(|p| p.display().to_string())
                 }
                 Action::Copy { from, hash, .. } => {
                     let (Some(Found::Present { stat, content, .. }), Some(src_root)) =

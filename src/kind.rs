@@ -232,9 +232,12 @@ pub fn write_version(
                 src.display()
             )));
         }
+        crate::failpoint::hit("after_temp_write");
         let live = dest_is_local && crate::sqlite::is_sqlite(dest)?;
         if live {
+            crate::failpoint::hit("before_rename");
             crate::sqlite::write_live(&temp, dest, &ctx.sqlite)?;
+            crate::failpoint::hit("after_rename");
             let f = std::fs::File::options()
                 .write(true)
                 .open(dest)
@@ -248,7 +251,9 @@ pub fn write_version(
                 .ctx("open", &temp)?;
             f.set_modified(mtime).ctx("set modification time", &temp)?;
             drop(f);
+            crate::failpoint::hit("before_rename");
             std::fs::rename(&temp, dest).ctx("rename into place", dest)?;
+            crate::failpoint::hit("after_rename");
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
             }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod ids;
 pub mod kind;
 pub mod location;
