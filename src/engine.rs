@@ -1,11 +1,19 @@
 //! One run: lock → scan → plan → apply → commit the archive → report.
 
+use crate::archive::{Agreed, Archive, Changes, Recorded};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigSource, Strategy};
 use crate::error::{Error, Result};
+use crate::kind::Kind;
+use crate::location::{self, Availability, Location, NewId};
+use crate::plan::{self, Action, Decision, Direction, FileInput, Observed, Side};
 use crate::report::*;
+use crate::scan::{self, Found};
+use crate::select::Selector;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Which way a run moves versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +24,16 @@ pub enum Mode {
     Push,
     /// Only local is written.
     Pull,
+}
+
+impl Mode {
+    fn command(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Push => "push",
+            Mode::Pull => "pull",
+        }
+    }
 }
 
 /// What a run is asked to do.
@@ -44,18 +62,83 @@ pub struct Engine {
     home: PathBuf,
     config: Config,
     source: ConfigSource,
+    selector: Selector,
     clock: Arc<dyn Clock>,
 }
+
+/// A location with its availability this run.
+pub(crate) struct Place {
+    pub(crate) loc: Location,
+    pub(crate) availability: Availability,
+}
+
+impl Place {
+    pub(crate) fn report(&self) -> LocationReport {
+        let (available, reason) = match &self.availability {
+            Availability::Available {
+                create_folder: true,
+                ..
+            } => (
+                true,
+                Some("new: the folder is created on first use".to_string()),
+            ),
+            Availability::Available { .. } => (true, None),
+            Availability::Unavailable(r) => (false, Some(r.clone())),
+        };
+        LocationReport {
+            name: self.loc.name.clone(),
+            path: self.loc.root.display().to_string(),
+            available,
+            reason,
+        }
+    }
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono::Local)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+/// RFC 3339 (local offset) of a time in ns since the epoch.
+pub fn ns_to_rfc3339(ns: i64) -> String {
+    rfc3339(chrono::DateTime::from_timestamp_nanos(ns))
+}
+
+fn ns_to_system_time(ns: i64) -> std::time::SystemTime {
+    if ns >= 0 {
+        std::time::UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        std::time::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// Everything scanned for one (file, location).
+type Scans = HashMap<(String, String), Found>;
 
 impl Engine {
     /// Opens the engine for `home` with the config at `config_path` (or the default one).
     pub fn open(home: impl Into<PathBuf>, config_path: Option<&Path>) -> Result<Engine> {
         let home = home.into();
         let (config, source) = Config::load(&home, config_path)?;
+        Engine::with_config(home, config, source)
+    }
+
+    /// An engine over an already loaded config.
+    pub fn with_config(home: PathBuf, config: Config, source: ConfigSource) -> Result<Engine> {
+        let selector = Selector::new(&config.files).map_err(Error::Config)?;
         Ok(Engine {
             home,
             config,
             source,
+            selector,
             clock: Arc::new(SystemClock),
         })
     }
@@ -81,68 +164,924 @@ impl Engine {
         &self.source
     }
 
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    pub(crate) fn read_ctx(&self) -> crate::kind::ReadCtx {
+        crate::kind::ReadCtx::new(&self.home, &self.config)
+    }
+
+    pub(crate) fn selector(&self) -> &Selector {
+        &self.selector
+    }
+
+    pub(crate) fn lock(&self, what: &str) -> Result<crate::lock::RunLock> {
+        crate::lock::acquire(
+            &self.home,
+            what,
+            Duration::from_secs(self.config.lock_wait_secs),
+        )
+    }
+
+    pub(crate) fn places(&self, known: &HashMap<String, String>) -> Vec<Place> {
+        location::all(&self.home, &self.config)
+            .into_iter()
+            .map(|loc| {
+                let availability = location::check(&loc, known.get(&loc.name).map(String::as_str));
+                Place { loc, availability }
+            })
+            .collect()
+    }
+
+    /// The synced files this run looks at: what the patterns find plus what the archive knows.
+    pub(crate) fn file_set(
+        &self,
+        places: &[Place],
+        archive: Option<&Archive>,
+    ) -> Result<BTreeSet<String>> {
+        let mut files = BTreeSet::new();
+        for p in places.iter().filter(|p| p.availability.is_available()) {
+            files.extend(self.selector.find(&p.loc.root));
+        }
+        if let Some(a) = archive {
+            files.extend(a.records()?.into_keys().map(|(f, _)| f));
+            files.extend(a.agreed()?.into_keys());
+        }
+        files.retain(|f| self.selector.matches(f));
+        Ok(files)
+    }
+
     /// `sync`, `push` or `pull`.
-    pub fn run(&self, _opts: &RunOptions, _events: &mut dyn FnMut(&Event)) -> Result<RunReport> {
-        Err(Error::Usage("not implemented yet".into()))
+    pub fn run(&self, opts: &RunOptions, events: &mut dyn FnMut(&Event)) -> Result<RunReport> {
+        let strategy = opts.strategy.unwrap_or(self.config.strategy);
+        let direction = match opts.mode {
+            Mode::Sync => Direction::Sync(strategy),
+            Mode::Push => Direction::Push,
+            Mode::Pull => Direction::Pull(strategy),
+        };
+        let command = opts.mode.command();
+        let _lock = self.lock(&format!("metasync {command}"))?;
+        self.execute(command, &direction, strategy, None, opts.dry_run, events)
     }
 
     /// Settles a conflict on `file` with the version in `keep`.
     pub fn resolve(
         &self,
-        _file: &str,
-        _keep: &str,
-        _events: &mut dyn FnMut(&Event),
+        file: &str,
+        keep: &str,
+        events: &mut dyn FnMut(&Event),
     ) -> Result<RunReport> {
-        Err(Error::Usage("not implemented yet".into()))
+        if !self.selector.matches(file) {
+            return Err(Error::Usage(format!(
+                "`{file}` is not a synced file (see `files` in the config)"
+            )));
+        }
+        if keep != location::LOCAL && !self.config.locations.iter().any(|l| l.name == keep) {
+            return Err(Error::Usage(format!("no location named `{keep}`")));
+        }
+        let _lock = self.lock("metasync resolve")?;
+        let report = self.execute(
+            "resolve",
+            &Direction::Keep(keep.to_string()),
+            self.config.strategy,
+            Some(file),
+            false,
+            events,
+        )?;
+        Ok(report)
     }
 
-    /// Locations, files, conflicts and the last run; reads no file contents that the scan cache knows.
+    fn execute(
+        &self,
+        command: &str,
+        direction: &Direction,
+        strategy: Strategy,
+        only: Option<&str>,
+        dry_run: bool,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<RunReport> {
+        let started = self.clock.now();
+        events(&Event::RunStarted {
+            command: command.to_string(),
+        });
+        tracing::info!(target: "metasync", "{command}: started{}", if dry_run { " (dry run)" } else { "" });
+        let mut archive = Archive::open(&self.home)?;
+        let machine = archive.machine_id()?;
+        let known_ids = archive.location_ids()?;
+        let places = self.places(&known_ids);
+        let mut warnings = Vec::new();
+        let mut errors = Vec::new();
+        for p in &places {
+            if let Availability::Unavailable(reason) = &p.availability {
+                tracing::warn!(target: "metasync", "{}: skipped: {reason}", p.loc.name);
+                events(&Event::LocationUnavailable {
+                    location: p.loc.name.clone(),
+                    reason: reason.clone(),
+                });
+                warnings.push(format!("{} unavailable: {reason}", p.loc.name));
+            }
+        }
+        let available: Vec<&Place> = places
+            .iter()
+            .filter(|p| p.availability.is_available())
+            .collect();
+
+        let mut files: Vec<String> = self
+            .file_set(&places, Some(&archive))?
+            .into_iter()
+            .collect();
+        if let Some(f) = only {
+            files.retain(|x| x == f);
+            if files.is_empty() {
+                files.push(f.to_string());
+            }
+        }
+
+        let mut changes = Changes::default();
+        let mut scans: Scans = HashMap::new();
+        let scan_time = now_ns();
+        let ctx = self.read_ctx();
+        let mut hashed = 0u64;
+        for p in &available {
+            let cache = archive.cache(&p.loc.name)?;
+            for (file, found) in scan::scan_location(&p.loc.root, &files, &cache, &ctx) {
+                let key = (p.loc.name.clone(), file.clone());
+                match &found {
+                    Found::Present {
+                        stat,
+                        content,
+                        hashed: true,
+                    } => {
+                        hashed += 1;
+                        changes
+                            .cache
+                            .push((key, Some(scan::cache_entry(stat, content, scan_time))));
+                    }
+                    Found::Absent if cache.contains_key(&file) => changes.cache.push((key, None)),
+                    Found::Skipped(reason) => {
+                        tracing::warn!(target: "metasync", "{file} in {}: skipped: {reason}", p.loc.name);
+                        events(&Event::FileSkipped {
+                            file: file.clone(),
+                            location: p.loc.name.clone(),
+                            reason: reason.clone(),
+                        });
+                        warnings.push(format!("{file} in {}: {reason}", p.loc.name));
+                    }
+                    _ => {}
+                }
+                scans.insert((file, p.loc.name.clone()), found);
+            }
+        }
+
+        let records = archive.records()?;
+        let agreed = archive.agreed()?;
+        let old_conflicts: HashMap<String, ConflictReport> = archive
+            .conflicts()?
+            .into_iter()
+            .map(|c| (c.file.clone(), c))
+            .collect();
+        let mut outcomes = Vec::new();
+        let mut actions_done = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut ready: HashSet<String> = HashSet::new();
+        let mut written_count = 0u64;
+
+        for file in &files {
+            let sides: Vec<Side> = available
+                .iter()
+                .map(|p| Side {
+                    location: p.loc.name.clone(),
+                    local: p.loc.is_local(),
+                    observed: self.observed(
+                        &scans[&(file.clone(), p.loc.name.clone())],
+                        agreed.get(file),
+                    ),
+                    recorded: records.get(&(file.clone(), p.loc.name.clone())).cloned(),
+                })
+                .collect();
+            let input = FileInput {
+                file: file.clone(),
+                agreed: agreed.get(file).map(|a| a.version.clone()),
+                sides,
+                propagate_deletes: self.config.propagate_deletes,
+            };
+            let planned = plan::plan_file(&input, direction);
+            for (loc, detail) in &planned.refused {
+                tracing::warn!(target: "metasync", "{file} in {loc}: corrupt version refused: {detail}");
+                events(&Event::CorruptRefused {
+                    file: file.clone(),
+                    location: loc.clone(),
+                    detail: detail.clone(),
+                });
+                warnings.push(format!(
+                    "{file} in {loc} is corrupt and was refused: {detail}"
+                ));
+            }
+            let (outcome, winner_name, winner_hash, reason) = match &planned.decision {
+                Decision::InSync(v) => (
+                    "in_sync",
+                    None,
+                    v.hash().map(String::from),
+                    "every location holds it".to_string(),
+                ),
+                Decision::Propagate {
+                    winner,
+                    source,
+                    reason,
+                } => (
+                    "propagated",
+                    Some(source.clone()),
+                    winner.hash().map(String::from),
+                    reason.clone(),
+                ),
+                Decision::Conflict { reason, .. } => ("conflict", None, None, reason.clone()),
+                Decision::Stuck { reason, failure } => {
+                    if *failure {
+                        errors.push(format!("{file}: {reason}"));
+                    } else {
+                        warnings.push(format!("{file}: {reason}"));
+                    }
+                    ("skipped", None, None, reason.clone())
+                }
+            };
+            let mut outcome = outcome.to_string();
+
+            if let Decision::Conflict { candidates, reason } = &planned.decision {
+                let report = ConflictReport {
+                    file: file.clone(),
+                    detected: old_conflicts
+                        .get(file)
+                        .map(|c| c.detected.clone())
+                        .unwrap_or_else(|| rfc3339(started)),
+                    reason: reason.clone(),
+                    candidates: candidates
+                        .iter()
+                        .map(|(loc, _)| self.candidate(&scans, file, loc))
+                        .collect(),
+                };
+                if !old_conflicts.contains_key(file) {
+                    events(&Event::Conflict(report.clone()));
+                }
+                tracing::warn!(target: "metasync", "{file}: conflict: {reason}");
+                changes.conflicts.push((file.clone(), Some(report.clone())));
+                conflicts.push(report);
+            }
+
+            // Carry out the actions, location by location.
+            let mut written: HashSet<String> = HashSet::new();
+            let mut untouched: HashSet<String> = HashSet::new();
+            if let Decision::Propagate { winner, source, .. } = &planned.decision {
+                let source_found = scans.get(&(file.clone(), source.clone()));
+                let mut i = 0;
+                while i < planned.actions.len() {
+                    let target = action_target(&planned.actions[i]).to_string();
+                    let mut j = i;
+                    while j < planned.actions.len() && action_target(&planned.actions[j]) == target
+                    {
+                        j += 1;
+                    }
+                    let group = &planned.actions[i..j];
+                    i = j;
+                    let place = available.iter().find(|p| p.loc.name == target).copied();
+                    let Some(place) = place else { continue };
+                    if dry_run {
+                        for a in group {
+                            let r = action_report(file, a, String::new(), false, None);
+                            actions_done.push(r);
+                        }
+                        continue;
+                    }
+                    match self.apply_group(
+                        file,
+                        place,
+                        group,
+                        source_found,
+                        &scans,
+                        &machine,
+                        &mut ready,
+                        &mut changes,
+                        events,
+                    ) {
+                        Ok(reports) => {
+                            written.insert(target.clone());
+                            written_count += 1;
+                            actions_done.extend(reports);
+                        }
+                        Err((reports, e, changed_meanwhile)) => {
+                            actions_done.extend(reports);
+                            if changed_meanwhile {
+                                untouched.insert(target.clone());
+                                warnings.push(format!("{file} in {target}: {e}"));
+                            } else {
+                                errors.push(format!("{file} in {target}: {e}"));
+                            }
+                            outcome = "failed".into();
+                        }
+                    }
+                }
+                if !dry_run {
+                    self.record_decided(
+                        file,
+                        winner,
+                        &input,
+                        &written,
+                        &untouched,
+                        &scans,
+                        &mut changes,
+                    );
+                }
+            } else if let (Decision::InSync(winner), false) = (&planned.decision, dry_run) {
+                self.record_decided(
+                    file,
+                    winner,
+                    &input,
+                    &written,
+                    &untouched,
+                    &scans,
+                    &mut changes,
+                );
+            }
+            if matches!(
+                planned.decision,
+                Decision::InSync(_) | Decision::Propagate { .. }
+            ) && old_conflicts.contains_key(file)
+                && outcome != "failed"
+            {
+                changes.conflicts.push((file.clone(), None));
+            }
+            outcomes.push(FileOutcome {
+                file: file.clone(),
+                outcome,
+                winner: winner_name,
+                sha256: winner_hash,
+                reason,
+            });
+        }
+
+        // Identity markers: adopt what another machine wrote; write ours on first use.
+        for p in &available {
+            if let Availability::Available {
+                new_id: Some(id),
+                create_folder,
+            } = &p.availability
+            {
+                match id {
+                    NewId::Adopt(m) => changes
+                        .location_ids
+                        .push((p.loc.name.clone(), Some(m.clone()))),
+                    NewId::Create
+                        if !dry_run && (!create_folder || ready.contains(&p.loc.name)) =>
+                    {
+                        if !ready.contains(&p.loc.name) {
+                            if let Err(e) = self.make_ready(p, &mut ready, &mut changes) {
+                                errors.push(e.to_string());
+                            }
+                        }
+                    }
+                    NewId::Create => {}
+                }
+            }
+        }
+        if !dry_run {
+            self.clean_temps(&available, &files, &machine);
+        }
+
+        let finished = self.clock.now();
+        let exit_code = if !errors.is_empty() {
+            1
+        } else if !conflicts.is_empty() {
+            3
+        } else {
+            0
+        };
+        let result = if dry_run {
+            "dry_run"
+        } else if exit_code == 1 {
+            "failed"
+        } else if exit_code == 3 {
+            "conflict"
+        } else {
+            "ok"
+        };
+        let summary = format!(
+            "{} file(s), {written_count} written, {} conflict(s), {} location(s) unavailable",
+            files.len(),
+            conflicts.len(),
+            places.len() - available.len()
+        );
+        changes.now = rfc3339(finished);
+        changes.run = Some(RunSummary {
+            id: 0,
+            command: command.to_string(),
+            started: rfc3339(started),
+            finished: rfc3339(finished),
+            result: result.to_string(),
+            written: written_count,
+            summary: summary.clone(),
+        });
+        if dry_run {
+            changes.records.clear();
+            changes.agreed.clear();
+            changes.conflicts.clear();
+            changes.location_ids.clear();
+        }
+        crate::failpoint::hit("before_archive_commit");
+        archive.commit(&changes)?;
+        if !dry_run {
+            if let Err(e) = crate::backups::prune_after_sync(self, &available) {
+                warnings.push(format!("backup retention: {e}"));
+            }
+        }
+        tracing::info!(target: "metasync", "{command}: {result}: {summary}");
+        events(&Event::RunFinished {
+            result: result.to_string(),
+            summary,
+        });
+        Ok(RunReport {
+            command: command.to_string(),
+            dry_run,
+            strategy: strategy.as_str().to_string(),
+            started: rfc3339(started),
+            finished: rfc3339(finished),
+            locations: places.iter().map(Place::report).collect(),
+            files: outcomes,
+            actions: actions_done,
+            conflicts,
+            warnings,
+            errors,
+            hashed,
+            exit_code,
+        })
+    }
+
+    /// The plan's view of a scan.
+    fn observed(&self, found: &Found, agreed: Option<&Agreed>) -> Observed {
+        match found {
+            Found::Present { stat, content, .. } => Observed::Present(plan::Version {
+                hash: content.hash.clone(),
+                mtime_ns: stat.mtime_ns,
+                corrupt: (!content.facts.integrity.is_empty())
+                    .then(|| content.facts.integrity.join("; ")),
+                hold: agreed.and_then(|a| {
+                    crate::kind::shrink_reason(
+                        a,
+                        &content.facts,
+                        self.config.sqlite.max_shrink_percent,
+                    )
+                }),
+            }),
+            Found::Absent => Observed::Absent,
+            Found::Skipped(r) => Observed::Skipped(r.clone()),
+        }
+    }
+
+    pub(crate) fn candidate(&self, scans: &Scans, file: &str, loc: &str) -> Candidate {
+        match scans.get(&(file.to_string(), loc.to_string())) {
+            Some(Found::Present { stat, content, .. }) => Candidate {
+                location: loc.to_string(),
+                sha256: Some(content.hash.clone()),
+                size: Some(stat.size),
+                mtime: Some(ns_to_rfc3339(stat.mtime_ns)),
+                entities: content.facts.entities,
+                conversations: content.facts.conversations,
+            },
+            _ => Candidate {
+                location: loc.to_string(),
+                sha256: None,
+                size: None,
+                mtime: None,
+                entities: None,
+                conversations: None,
+            },
+        }
+    }
+
+    /// Creates a location's folder and marker before its first write.
+    fn make_ready(
+        &self,
+        place: &Place,
+        ready: &mut HashSet<String>,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        if ready.contains(&place.loc.name) {
+            return Ok(());
+        }
+        if let Availability::Available {
+            create_folder,
+            new_id,
+        } = &place.availability
+        {
+            if *create_folder {
+                std::fs::create_dir(&place.loc.root)
+                    .or_else(|e| {
+                        if place.loc.root.is_dir() {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(|e| Error::io("create folder", &place.loc.root, e))?;
+            }
+            if let Some(NewId::Create) = new_id {
+                let id = crate::ids::random_hex(16);
+                location::write_marker(
+                    &place.loc.root,
+                    &id,
+                    &place.loc.name,
+                    &rfc3339(self.clock.now()),
+                )
+                .map_err(|e| {
+                    Error::io("write marker", place.loc.root.join(crate::names::MARKER), e)
+                })?;
+                changes
+                    .location_ids
+                    .push((place.loc.name.clone(), Some(id)));
+            }
+        }
+        ready.insert(place.loc.name.clone());
+        Ok(())
+    }
+
+    /// Backs up then writes (or deletes) one file in one location. On error: the reports so
+    /// far, the error, and whether it was because the target changed since the scan.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_group(
+        &self,
+        file: &str,
+        place: &Place,
+        group: &[Action],
+        source_found: Option<&Found>,
+        scans: &Scans,
+        machine: &str,
+        ready: &mut HashSet<String>,
+        changes: &mut Changes,
+        events: &mut dyn FnMut(&Event),
+    ) -> std::result::Result<Vec<ActionReport>, (Vec<ActionReport>, Error, bool)> {
+        let mut reports = Vec::new();
+        let dest = place.loc.path_of(file);
+        let scanned = scans.get(&(file.to_string(), place.loc.name.clone()));
+        // Guard: the target must still be what was scanned, or a fresh edit would be lost.
+        let now_stat = scan::Stat::of(&dest).ok().flatten().map(|(s, _)| s);
+        let scanned_stat = match scanned {
+            Some(Found::Present { stat, .. }) => Some(stat.clone()),
+            _ => None,
+        };
+        if now_stat != scanned_stat {
+            return Err((
+                reports,
+                Error::Refused("changed since it was scanned; it will be synced next run".into()),
+                true,
+            ));
+        }
+        if let Err(e) = self.make_ready(place, ready, changes) {
+            return Err((reports, e, false));
+        }
+        let at = self.clock.now_local().naive_local();
+        for action in group {
+            let result = match action {
+                Action::Backup { .. } => {
+                    let kind = match scanned {
+                        Some(Found::Present { content, .. }) => content.kind,
+                        _ => Kind::Plain,
+                    };
+                    let method = crate::apply::backup_method(kind, place.loc.is_local());
+                    let made = crate::apply::backup(&dest, at, method);
+                    crate::failpoint::hit("after_backup");
+                    made.map(|p| p.display().to_string())
+                }
+                Action::Copy { from, hash, .. } => {
+                    let (Some(Found::Present { stat, content, .. }), Some(src_root)) =
+                        (source_found, self.root_of(from))
+                    else {
+                        return Err((
+                            reports,
+                            Error::Refused(format!("no source for {file} in {from}")),
+                            false,
+                        ));
+                    };
+                    let src = src_root.join(file);
+                    let mtime = ns_to_system_time(stat.mtime_ns);
+                    crate::kind::write_version(
+                        content.kind,
+                        &src,
+                        &dest,
+                        place.loc.is_local(),
+                        hash,
+                        mtime,
+                        machine,
+                        &self.read_ctx(),
+                    )
+                    .map(|_| format!("from {from}"))
+                }
+                Action::Delete { .. } => crate::apply::delete_to_backup(&dest, at)
+                    .map(|p| format!("moved to {}", p.display())),
+            };
+            match result {
+                Ok(detail) => {
+                    let r = action_report(file, action, detail, true, None);
+                    tracing::info!(target: "metasync", "{file} in {}: {} {}", place.loc.name, r.action, r.detail);
+                    events(&Event::Action(r.clone()));
+                    reports.push(r);
+                }
+                Err(e) => {
+                    let r = action_report(file, action, String::new(), false, Some(e.to_string()));
+                    tracing::error!(target: "metasync", "{file} in {}: {} failed: {e}", place.loc.name, r.action);
+                    events(&Event::Action(r.clone()));
+                    reports.push(r);
+                    let changed = matches!(e, Error::Refused(ref m) if m.contains("changed while"));
+                    return Err((reports, e, changed));
+                }
+            }
+        }
+        changes
+            .cache
+            .push(((place.loc.name.clone(), file.to_string()), None));
+        Ok(reports)
+    }
+
+    pub(crate) fn root_of(&self, name: &str) -> Option<PathBuf> {
+        location::all(&self.home, &self.config)
+            .into_iter()
+            .find(|l| l.name == name)
+            .map(|l| l.root)
+    }
+
+    /// What the archive learns from a decided file: written locations hold the winner; the
+    /// others that took part hold what was scanned there (a loser not yet overwritten stays a
+    /// loser: it is not "changed" next time); skipped or raced locations keep their record.
+    #[allow(clippy::too_many_arguments)]
+    fn record_decided(
+        &self,
+        file: &str,
+        winner: &Recorded,
+        input: &FileInput,
+        written: &HashSet<String>,
+        untouched: &HashSet<String>,
+        scans: &Scans,
+        changes: &mut Changes,
+    ) {
+        let mut winner_facts = None;
+        for side in &input.sides {
+            let key = (file.to_string(), side.location.clone());
+            if untouched.contains(&side.location) {
+                continue;
+            }
+            let rec = if written.contains(&side.location) {
+                winner.clone()
+            } else {
+                match &side.observed {
+                    Observed::Present(v) => Recorded::Present(v.hash.clone()),
+                    Observed::Absent => Recorded::Absent,
+                    Observed::Skipped(_) => continue,
+                }
+            };
+            if let (Recorded::Present(h), Some(Found::Present { content, .. })) =
+                (winner, scans.get(&key))
+            {
+                if &content.hash == h {
+                    winner_facts = Some(content.facts.clone());
+                }
+            }
+            changes.records.push((key, rec));
+        }
+        let facts = winner_facts.unwrap_or_default();
+        changes.agreed.push((
+            file.to_string(),
+            Agreed {
+                version: winner.clone(),
+                entities: facts.entities,
+                conversations: facts.conversations,
+            },
+        ));
+    }
+
+    fn clean_temps(&self, available: &[&Place], files: &[String], machine: &str) {
+        for p in available {
+            let dirs: BTreeSet<PathBuf> = files
+                .iter()
+                .filter_map(|f| p.loc.path_of(f).parent().map(Path::to_path_buf))
+                .collect();
+            for dir in dirs {
+                for removed in crate::apply::clean_stale_temps(&dir, machine) {
+                    tracing::info!(target: "metasync", "removed stale temp file {}", removed.display());
+                }
+            }
+        }
+    }
+
+    /// Locations, files, conflicts and the last run; reads no file the scan cache knows.
     pub fn status(&self) -> Result<StatusReport> {
-        Err(Error::Usage("not implemented yet".into()))
-    }
-
-    /// Every backup in every available location, newest first.
-    pub fn backups(
-        &self,
-        _file: Option<&str>,
-        _location: Option<&str>,
-        _with_counts: bool,
-    ) -> Result<Vec<BackupEntry>> {
-        Err(Error::Usage("not implemented yet".into()))
-    }
-
-    /// Puts a backup (by id or path) back in place; the current version is backed up first.
-    pub fn restore(
-        &self,
-        _backup: &str,
-        _dry_run: bool,
-        _events: &mut dyn FnMut(&Event),
-    ) -> Result<RestoreReport> {
-        Err(Error::Usage("not implemented yet".into()))
+        let archive = Archive::open_existing(&self.home)?;
+        let known = match &archive {
+            Some(a) => a.location_ids()?,
+            None => HashMap::new(),
+        };
+        let places = self.places(&known);
+        let files: Vec<String> = self
+            .file_set(&places, archive.as_ref())?
+            .into_iter()
+            .collect();
+        let mut locations = Vec::new();
+        for p in &places {
+            let mut file_reports = Vec::new();
+            let mut copies = Vec::new();
+            if p.availability.is_available() {
+                let cache = match &archive {
+                    Some(a) => a.cache(&p.loc.name)?,
+                    None => HashMap::new(),
+                };
+                for (file, found) in
+                    scan::scan_location(&p.loc.root, &files, &cache, &self.read_ctx())
+                {
+                    file_reports.push(file_report(&file, &found));
+                    copies.extend(conflict_copies(&p.loc.path_of(&file)));
+                }
+            }
+            locations.push(LocationStatus {
+                location: p.report(),
+                files: file_reports,
+                conflict_copies: copies,
+            });
+        }
+        let mut warnings = Vec::new();
+        if self.config.locations.is_empty() {
+            warnings.push(format!(
+                "no remote configured: add a [[locations]] entry (name, path) to {}",
+                crate::config::default_path(&self.home).display()
+            ));
+        }
+        for l in &locations {
+            for c in &l.conflict_copies {
+                warnings.push(format!("iCloud conflict copy in {}: {c}", l.location.name));
+            }
+        }
+        let (conflicts, last_run) = match &archive {
+            Some(a) => (a.conflicts()?, a.history(1)?.into_iter().next()),
+            None => (Vec::new(), None),
+        };
+        Ok(StatusReport {
+            home: self.home.display().to_string(),
+            config: match &self.source {
+                ConfigSource::Defaults => "(defaults)".into(),
+                ConfigSource::File(p) => p.display().to_string(),
+            },
+            locations,
+            conflicts,
+            last_run,
+            warnings,
+        })
     }
 
     /// Unresolved conflicts.
     pub fn conflicts(&self) -> Result<Vec<ConflictReport>> {
-        Err(Error::Usage("not implemented yet".into()))
+        match Archive::open_existing(&self.home)? {
+            Some(a) => a.conflicts(),
+            None => Ok(Vec::new()),
+        }
     }
 
-    /// Accepts a remote whose identity marker is missing or different.
-    pub fn relink(&self, _location: &str) -> Result<RelinkReport> {
-        Err(Error::Usage("not implemented yet".into()))
-    }
-
-    /// Integrity and table counts of every database in every available location.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        Err(Error::Usage("not implemented yet".into()))
-    }
-
-    /// Applies the backup retention now.
-    pub fn prune(&self, _dry_run: bool) -> Result<PruneReport> {
-        Err(Error::Usage("not implemented yet".into()))
+    /// Accepts a remote whose identity marker is missing or different: from now on its
+    /// content is compared as if this machine had never seen it (the first-sync rule).
+    pub fn relink(&self, name: &str) -> Result<RelinkReport> {
+        let loc = location::all(&self.home, &self.config)
+            .into_iter()
+            .find(|l| l.name == name && !l.is_local())
+            .ok_or_else(|| Error::Usage(format!("no remote location named `{name}`")))?;
+        let _lock = self.lock("metasync relink")?;
+        let mut archive = Archive::open(&self.home)?;
+        let previous = archive.location_ids()?.remove(name);
+        match location::check(&loc, None) {
+            Availability::Unavailable(r) => {
+                return Err(Error::Refused(format!(
+                    "{name} cannot be relinked now: {r}"
+                )))
+            }
+            Availability::Available {
+                create_folder: true,
+                ..
+            } => std::fs::create_dir(&loc.root)
+                .map_err(|e| Error::io("create folder", &loc.root, e))?,
+            _ => {}
+        }
+        let id = match location::read_marker(&loc.root)
+            .map_err(|e| Error::io("read marker", &loc.root, e))?
+        {
+            Some(id) => id,
+            None => {
+                let id = crate::ids::random_hex(16);
+                location::write_marker(&loc.root, &id, name, &rfc3339(self.clock.now()))
+                    .map_err(|e| Error::io("write marker", &loc.root, e))?;
+                id
+            }
+        };
+        let changes = Changes {
+            now: rfc3339(self.clock.now()),
+            location_ids: vec![(name.to_string(), Some(id.clone()))],
+            forget_location: vec![name.to_string()],
+            ..Default::default()
+        };
+        archive.commit(&changes)?;
+        tracing::info!(target: "metasync", "{name}: relinked as {id}");
+        Ok(RelinkReport {
+            location: name.to_string(),
+            id,
+            previous_id: previous,
+        })
     }
 
     /// The most recent runs, newest first.
-    pub fn history(&self, _limit: usize) -> Result<Vec<RunSummary>> {
-        Err(Error::Usage("not implemented yet".into()))
+    pub fn history(&self, limit: usize) -> Result<Vec<RunSummary>> {
+        match Archive::open_existing(&self.home)? {
+            Some(a) => a.history(limit),
+            None => Ok(Vec::new()),
+        }
     }
+}
+
+fn action_target(a: &Action) -> &str {
+    match a {
+        Action::Backup { location } | Action::Delete { location } => location,
+        Action::Copy { to, .. } => to,
+    }
+}
+
+fn action_report(
+    file: &str,
+    a: &Action,
+    detail: String,
+    done: bool,
+    error: Option<String>,
+) -> ActionReport {
+    let (action, detail) = match a {
+        Action::Backup { .. } => ("backup", detail),
+        Action::Copy { from, hash, .. } if detail.is_empty() => {
+            ("copy", format!("from {from} ({})", short(hash)))
+        }
+        Action::Copy { .. } => ("copy", detail),
+        Action::Delete { .. } => ("delete", detail),
+    };
+    ActionReport {
+        file: file.to_string(),
+        location: action_target(a).to_string(),
+        action: action.into(),
+        detail,
+        done,
+        error,
+    }
+}
+
+pub(crate) fn file_report(file: &str, found: &Found) -> FileReport {
+    let mut r = FileReport {
+        file: file.to_string(),
+        state: String::new(),
+        size: None,
+        mtime: None,
+        sha256: None,
+        kind: None,
+        entities: None,
+        conversations: None,
+        note: None,
+    };
+    match found {
+        Found::Present { stat, content, .. } => {
+            r.state = "present".into();
+            r.size = Some(stat.size);
+            r.mtime = Some(ns_to_rfc3339(stat.mtime_ns));
+            r.sha256 = Some(content.hash.clone());
+            r.kind = Some(content.kind.as_str().into());
+            r.entities = content.facts.entities;
+            r.conversations = content.facts.conversations;
+            if !content.facts.integrity.is_empty() {
+                r.note = Some(format!("corrupt: {}", content.facts.integrity.join("; ")));
+            }
+        }
+        Found::Absent => r.state = "missing".into(),
+        Found::Skipped(reason) => {
+            r.state = if reason.contains("evicted") {
+                "evicted"
+            } else {
+                "unreadable"
+            }
+            .into();
+            r.note = Some(reason.clone());
+        }
+    }
+    r
+}
+
+fn conflict_copies(path: &Path) -> Vec<String> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .filter(|n| crate::names::is_conflict_copy_of(n, name))
+        .collect();
+    out.sort();
+    out
 }

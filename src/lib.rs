@@ -8,13 +8,28 @@
 //! over [`Engine`].
 #![deny(missing_docs)]
 
+pub mod apply;
+pub mod archive;
+pub mod backups;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
+pub mod ids;
+pub mod kind;
+pub mod location;
+pub mod lock;
 pub mod names;
+pub mod plan;
 pub mod report;
+pub mod retention;
+pub mod scan;
 pub mod select;
+pub mod sqlite;
+pub mod text;
+pub mod verify;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{Config, Strategy};

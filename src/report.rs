@@ -138,6 +138,8 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     /// Failures (the run exits 1 when non-empty).
     pub errors: Vec<String>,
+    /// How many (file, location) versions had to be read and hashed (0 on a no-op re-sync).
+    pub hashed: u64,
     /// The CLI exit code this run maps to (0, 1 or 3).
     pub exit_code: i32,
 }

@@ -1,2 +1,379 @@
 //! The `metasync` command line: argument parsing and printing only.
-fn main() {}
+
+use clap::{Parser, Subcommand};
+use metasync::{Config, Engine, Error, Event, Mode, RunOptions, Strategy};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "metasync",
+    version,
+    about = "Keeps ~/.metasystem identical across your machines, losing nothing"
+)]
+struct Cli {
+    /// The home folder (default ~/.metasystem).
+    #[arg(long, global = true, env = "METASYNC_HOME")]
+    home: Option<PathBuf>,
+    /// The config file (default <home>/metasync.toml).
+    #[arg(long, global = true, env = "METASYNC_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print every action as it happens.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the default config (refuses to overwrite).
+    Init,
+    /// Bidirectional sync.
+    Sync {
+        /// newest | local | remote | manual
+        #[arg(long)]
+        strategy: Option<Strategy>,
+        /// Decide and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Local's version wins everywhere.
+    Push {
+        /// Decide and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Only local is written.
+    Pull {
+        /// newest | local | remote | manual
+        #[arg(long)]
+        strategy: Option<Strategy>,
+        /// Decide and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Locations, availability, files, conflicts, last run.
+    Status,
+    /// SQLite integrity and table counts in every available location.
+    Verify,
+    /// List backups, newest first.
+    Backups {
+        /// Only backups of this synced file.
+        file: Option<String>,
+        /// Only backups in this location.
+        #[arg(long)]
+        location: Option<String>,
+        /// Add entity/conversation counts for databases.
+        #[arg(long)]
+        counts: bool,
+    },
+    /// Put a backup back in place (the current version is backed up first).
+    Restore {
+        /// A backup id (from `backups`) or its path.
+        backup: String,
+        /// Check and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Unresolved conflicts (exit 3 while any remain).
+    Conflicts,
+    /// Settle a conflict with one location's version.
+    Resolve {
+        /// The synced file.
+        file: String,
+        /// The location whose version wins.
+        #[arg(long)]
+        keep: String,
+    },
+    /// Apply the backup retention now.
+    Prune {
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Accept a remote whose identity marker is missing or different.
+    Relink {
+        /// The location.
+        location: String,
+    },
+    /// Run the background loop, headless.
+    Daemon {
+        /// Seconds between runs (default: interval_secs from the config).
+        #[arg(long)]
+        interval: Option<u64>,
+    },
+    /// A self-contained walk-through in a temporary folder.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": e.to_string(), "exit_code": e.exit_code() })
+                );
+            }
+            eprintln!("metasync: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn init_logging(
+    home: &std::path::Path,
+    verbose: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::prelude::*;
+    let dir = home.join(metasync::names::LOGS_DIR);
+    let file = std::fs::create_dir_all(&dir).ok().and_then(|_| {
+        tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("metasync")
+            .filename_suffix("log")
+            .max_log_files(14)
+            .build(&dir)
+            .ok()
+    });
+    let filter =
+        || tracing_subscriber::filter::Targets::new().with_target("metasync", tracing::Level::INFO);
+    let (file_layer, guard) = match file {
+        Some(appender) => {
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            (
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(writer)
+                        .with_ansi(false)
+                        .with_target(false)
+                        .with_filter(filter()),
+                ),
+                Some(guard),
+            )
+        }
+        None => (None, None),
+    };
+    let stderr_layer = verbose.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_target(false)
+            .with_filter(filter())
+    });
+    let _ = tracing_subscriber::registry()
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init();
+    guard
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    );
+}
+
+fn run(cli: &Cli) -> Result<i32, Error> {
+    let home = cli
+        .home
+        .clone()
+        .unwrap_or_else(metasync::config::default_home);
+    match &cli.command {
+        Command::Init => return init(&home, cli),
+        Command::Demo => {
+            let mut out = std::io::stdout();
+            return metasync::demo::run(&mut out).map(|_| 0);
+        }
+        _ => {}
+    }
+    let engine = Engine::open(&home, cli.config.as_deref())?;
+    let _guard = init_logging(&home, cli.verbose);
+    let human = !cli.json && !cli.quiet;
+    let mut on_event = |e: &Event| {
+        if human && !cli.verbose {
+            if let Some(line) = metasync::text::event_line(e) {
+                eprintln!("{line}");
+            }
+        }
+    };
+    match &cli.command {
+        Command::Init | Command::Demo => unreachable!("handled above"),
+        Command::Sync { strategy, dry_run } => {
+            run_sync(&engine, cli, Mode::Sync, *strategy, *dry_run, &mut on_event)
+        }
+        Command::Push { dry_run } => {
+            run_sync(&engine, cli, Mode::Push, None, *dry_run, &mut on_event)
+        }
+        Command::Pull { strategy, dry_run } => {
+            run_sync(&engine, cli, Mode::Pull, *strategy, *dry_run, &mut on_event)
+        }
+        Command::Status => {
+            let s = engine.status()?;
+            if cli.json {
+                print_json(&s);
+            } else if !cli.quiet {
+                print!("{}", metasync::text::status(&s));
+            }
+            Ok(0)
+        }
+        Command::Verify => {
+            let v = engine.verify()?;
+            if cli.json {
+                print_json(&v);
+            } else if !cli.quiet {
+                print!("{}", metasync::text::verify(&v));
+            }
+            Ok(v.exit_code)
+        }
+        Command::Backups {
+            file,
+            location,
+            counts,
+        } => {
+            let list = engine.backups(file.as_deref(), location.as_deref(), *counts)?;
+            if cli.json {
+                print_json(&list);
+            } else if !cli.quiet {
+                print!("{}", metasync::text::backups(&list));
+            }
+            Ok(0)
+        }
+        Command::Restore { backup, dry_run } => {
+            let r = engine.restore(backup, *dry_run, &mut on_event)?;
+            if cli.json {
+                print_json(&r);
+            } else if !cli.quiet {
+                let verb = if r.dry_run {
+                    "would restore"
+                } else {
+                    "restored"
+                };
+                println!("{verb} {} to {}", r.backup.path, r.restored_to);
+                if let Some(p) = &r.previous_backup {
+                    println!("the version it replaced is kept as {p}");
+                }
+                if !r.dry_run {
+                    println!("the next sync propagates it to the other locations");
+                }
+            }
+            Ok(0)
+        }
+        Command::Conflicts => {
+            let list = engine.conflicts()?;
+            if cli.json {
+                print_json(&list);
+            } else if !cli.quiet {
+                print!("{}", metasync::text::conflicts(&list));
+            }
+            Ok(if list.is_empty() { 0 } else { 3 })
+        }
+        Command::Resolve { file, keep } => {
+            let r = engine.resolve(file, keep, &mut on_event)?;
+            if cli.json {
+                print_json(&r);
+            } else if !cli.quiet {
+                print!("{}", metasync::text::run(&r));
+            }
+            Ok(r.exit_code)
+        }
+        Command::Prune { dry_run } => {
+            let r = engine.prune(*dry_run)?;
+            if cli.json {
+                print_json(&r);
+            } else if !cli.quiet {
+                let verb = if r.dry_run { "would delete" } else { "deleted" };
+                for b in &r.deleted {
+                    println!("{verb} {}", b.path);
+                }
+                println!("{} backup(s) {verb}, {} kept", r.deleted.len(), r.kept);
+            }
+            Ok(0)
+        }
+        Command::Relink { location } => {
+            let r = engine.relink(location)?;
+            if cli.json {
+                print_json(&r);
+            } else if !cli.quiet {
+                println!(
+                    "{} relinked (id {}); its files are compared afresh at the next sync",
+                    r.location, r.id
+                );
+            }
+            Ok(0)
+        }
+        Command::Daemon { interval } => {
+            let secs = interval.unwrap_or(engine.config().interval_secs).max(1);
+            loop {
+                match engine.run(&RunOptions::default(), &mut on_event) {
+                    Ok(r) => {
+                        if cli.json {
+                            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                        } else if !cli.quiet {
+                            println!("{}", metasync::text::run_line(&r));
+                        }
+                    }
+                    Err(e) => eprintln!("metasync: {e}"),
+                }
+                std::thread::sleep(std::time::Duration::from_secs(secs));
+            }
+        }
+    }
+}
+
+fn run_sync(
+    engine: &Engine,
+    cli: &Cli,
+    mode: Mode,
+    strategy: Option<Strategy>,
+    dry_run: bool,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<i32, Error> {
+    let r = engine.run(
+        &RunOptions {
+            mode,
+            strategy,
+            dry_run,
+        },
+        on_event,
+    )?;
+    if cli.json {
+        print_json(&r);
+    } else if !cli.quiet {
+        print!("{}", metasync::text::run(&r));
+    }
+    Ok(r.exit_code)
+}
+
+fn init(home: &std::path::Path, cli: &Cli) -> Result<i32, Error> {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| metasync::config::default_path(home));
+    if path.exists() {
+        return Err(Error::Usage(format!(
+            "{} exists already; not overwriting it",
+            path.display()
+        )));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+    }
+    std::fs::write(&path, Config::template()).map_err(|e| Error::io("write config", &path, e))?;
+    if cli.json {
+        print_json(&serde_json::json!({ "config": path.display().to_string() }));
+    } else if !cli.quiet {
+        println!("wrote {}", path.display());
+    }
+    Ok(0)
+}

@@ -1,0 +1,270 @@
+//! Propagation (SPEC §5): backups first, then temp file in the target's folder, fsync, hash
+//! check, rename. Makes no decisions: it carries out one step and says whether it worked.
+
+use crate::error::{Error, IoContext, Result};
+use crate::kind::Kind;
+use crate::names;
+use chrono::NaiveDateTime;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// How a backup is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupMethod {
+    /// A hard link (the file is then replaced by rename, so the backup keeps the old inode);
+    /// falls back to a copy where links are not supported.
+    LinkOrCopy,
+    /// A full copy (the file is then written in place).
+    Copy,
+    /// A consistent SQLite snapshot (a live database is then written in place); a byte copy
+    /// when the database is too damaged to snapshot.
+    Snapshot,
+}
+
+/// Keeps the current content of `path` as `<name>.backup-<at>[-N]` beside it; returns its path.
+pub fn backup(path: &Path, at: NaiveDateTime, method: BackupMethod) -> Result<PathBuf> {
+    let name = file_name(path)?;
+    for n in 0..10_000 {
+        let target = path.with_file_name(names::backup_name(name, at, n));
+        if method == BackupMethod::Snapshot && target.symlink_metadata().is_err() {
+            match crate::sqlite::snapshot(path, &target, &crate::sqlite::SqliteOptions::default()) {
+                Ok(_) => return Ok(target),
+                Err(e) if !crate::sqlite::is_corruption(&e) => return Err(e),
+                Err(_) => {} // too damaged to snapshot: keep its bytes instead
+            }
+        }
+        let linked = match method {
+            BackupMethod::LinkOrCopy => std::fs::hard_link(path, &target),
+            BackupMethod::Copy | BackupMethod::Snapshot => {
+                Err(std::io::Error::other("copy requested"))
+            }
+        };
+        match linked {
+            Ok(()) => return Ok(target),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) => match copy_new(path, &target) {
+                Ok(()) => return Ok(target),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io("back up", path, e)),
+            },
+        }
+    }
+    Err(Error::Refused(format!(
+        "too many backups of {} in one second",
+        path.display()
+    )))
+}
+
+fn copy_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut src = File::open(from)?;
+    let mut dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)?;
+    let result = std::io::copy(&mut src, &mut dst).and_then(|_| dst.sync_all());
+    if result.is_err() {
+        let _ = std::fs::remove_file(to);
+    }
+    let mtime = std::fs::metadata(from)?.modified()?;
+    dst.set_modified(mtime)?;
+    result
+}
+
+fn file_name(path: &Path) -> Result<&str> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Usage(format!("not a usable file name: {}", path.display())))
+}
+
+/// A temp file in the target's folder that removes itself unless it is renamed into place.
+struct Temp {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes the content of `src` to `dest` through a temp file beside it: streamed with the hash
+/// computed on the way, fsynced, checked against `expected`, given `mtime`, renamed into place.
+pub fn copy_file(
+    src: &Path,
+    dest: &Path,
+    expected: &str,
+    mtime: std::time::SystemTime,
+    machine: &str,
+) -> Result<()> {
+    let dir = dest
+        .parent()
+        .ok_or_else(|| Error::Usage(format!("no folder for {}", dest.display())))?;
+    std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+    let temp = Temp {
+        path: dir.join(names::temp_name(
+            file_name(dest)?,
+            machine,
+            &crate::ids::random_hex(8),
+        )),
+        keep: false,
+    };
+    let mut input = File::open(src).ctx("open source", src)?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp.path)
+        .ctx("create temp file", &temp.path)?;
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input.read(&mut buf).ctx("read", src)?;
+        if n == 0 {
+            break;
+        }
+        sha2::Digest::update(&mut hasher, &buf[..n]);
+        out.write_all(&buf[..n])
+            .ctx("write temp file", &temp.path)?;
+    }
+    out.sync_all().ctx("fsync temp file", &temp.path)?;
+    let got = crate::ids::hex_lower(&sha2::Digest::finalize(hasher));
+    if got != expected {
+        return Err(Error::Refused(format!(
+            "{} changed while being copied (expected {}, read {}); it will be synced next run",
+            src.display(),
+            &expected[..12.min(expected.len())],
+            &got[..12]
+        )));
+    }
+    out.set_modified(mtime)
+        .ctx("set modification time", &temp.path)?;
+    drop(out);
+    install(temp, dest)
+}
+
+fn install(mut temp: Temp, dest: &Path) -> Result<()> {
+    crate::failpoint::hit("before_rename");
+    std::fs::rename(&temp.path, dest).ctx("rename into place", dest)?;
+    temp.keep = true;
+    crate::failpoint::hit("after_rename");
+    if let Some(dir) = dest.parent() {
+        // Make the rename durable; failure to sync a folder is not worth failing the write for.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a synced file by moving it to a backup name; returns the backup's path.
+pub fn delete_to_backup(path: &Path, at: NaiveDateTime) -> Result<PathBuf> {
+    let name = file_name(path)?;
+    for n in 0..10_000 {
+        let target = path.with_file_name(names::backup_name(name, at, n));
+        if target.exists() {
+            continue;
+        }
+        std::fs::rename(path, &target).ctx("move to backup", path)?;
+        return Ok(target);
+    }
+    Err(Error::Refused(format!(
+        "too many backups of {} in one second",
+        path.display()
+    )))
+}
+
+/// Removes temp files left by crashed runs in `dir`: this machine's (no run of ours is live
+/// while we hold the lock) and other machines' older than an hour.
+pub fn clean_stale_temps(dir: &Path, machine: &str) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name.to_str().and_then(names::temp_machine) else {
+            continue;
+        };
+        let stale = owner == machine
+            || entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < hour_ago);
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
+/// The kind-appropriate backup method for overwriting a file of `kind` in a location.
+pub fn backup_method(kind: Kind, local: bool) -> BackupMethod {
+    match (kind, local) {
+        (Kind::Sqlite, true) => BackupMethod::Snapshot,
+        _ => BackupMethod::LinkOrCopy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    fn at() -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(2026, 12, 1)
+            .unwrap()
+            .and_hms_opt(10, 0, 0)
+            .unwrap()
+    }
+
+    #[test]
+    fn backups_never_collide() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f.yaml");
+        std::fs::write(&p, "v1").unwrap();
+        let b0 = backup(&p, at(), BackupMethod::LinkOrCopy).unwrap();
+        let b1 = backup(&p, at(), BackupMethod::Copy).unwrap();
+        assert_eq!(b0.file_name().unwrap(), "f.yaml.backup-20261201-100000");
+        assert_eq!(b1.file_name().unwrap(), "f.yaml.backup-20261201-100000-1");
+        assert_eq!(std::fs::read_to_string(b1).unwrap(), "v1");
+    }
+
+    #[test]
+    fn copy_checks_the_hash_and_leaves_no_temp_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::write(&src, "hello").unwrap();
+        let good = crate::kind::sha256_file(&src).unwrap();
+        let dest = d.path().join("sub/dest");
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        copy_file(&src, &dest, &good, t, "m1").unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "hello");
+        assert_eq!(std::fs::metadata(&dest).unwrap().modified().unwrap(), t);
+        let err = copy_file(&src, &d.path().join("other"), "00", t, "m1").unwrap_err();
+        assert!(
+            err.to_string().contains("changed while being copied"),
+            "{err}"
+        );
+        assert!(!d.path().join("other").exists());
+        let leftovers: Vec<_> = std::fs::read_dir(d.path().join("sub"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("dest")]);
+    }
+
+    #[test]
+    fn stale_temps_of_this_machine_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(names::temp_name("a", "m1", "x")), "").unwrap();
+        std::fs::write(d.path().join(names::temp_name("a", "m2", "x")), "").unwrap();
+        std::fs::write(d.path().join("a"), "").unwrap();
+        assert_eq!(clean_stale_temps(d.path(), "m1").len(), 1);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+}

@@ -1,0 +1,378 @@
+//! The per-machine sync state in `<home>/.metasync/state.db`: for every (file, location) the
+//! version this machine last saw there after a successful sync, the last agreed version of
+//! every file, the scan cache, unresolved conflicts, location identities and run history.
+
+use crate::error::{Error, Result};
+use crate::report::{ConflictReport, RunSummary};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A version as the archive remembers it: a hash, or known absence.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Recorded {
+    /// The file was there with this hash.
+    Present(String),
+    /// The file was known not to be there.
+    Absent,
+}
+
+impl Recorded {
+    fn from_column(hash: Option<String>) -> Recorded {
+        hash.map(Recorded::Present).unwrap_or(Recorded::Absent)
+    }
+    fn to_column(&self) -> Option<&str> {
+        match self {
+            Recorded::Present(h) => Some(h),
+            Recorded::Absent => None,
+        }
+    }
+    /// The hash, when present.
+    pub fn hash(&self) -> Option<&str> {
+        self.to_column()
+    }
+}
+
+/// The last agreed version of one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agreed {
+    /// The version.
+    pub version: Recorded,
+    /// Its `entities` count, for databases (the shrink guard's reference).
+    pub entities: Option<u64>,
+    /// Its `conversations` count, for databases.
+    pub conversations: Option<u64>,
+}
+
+/// What the scan cache knows of one file in one location.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheEntry {
+    /// The stat signature the hash was computed for.
+    pub signature: String,
+    /// When the entry was recorded (ns since the epoch); the racy-clean rule compares against it.
+    pub scanned_ns: i64,
+    /// The version hash.
+    pub hash: String,
+    /// `plain` or `sqlite`.
+    pub kind: String,
+    /// Kind-specific facts as JSON (database counts and integrity).
+    pub extra: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records(file TEXT NOT NULL, location TEXT NOT NULL, hash TEXT,
+    PRIMARY KEY(file, location));
+CREATE TABLE IF NOT EXISTS agreed(file TEXT PRIMARY KEY, hash TEXT, entities INTEGER,
+    conversations INTEGER, updated TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scan_cache(location TEXT NOT NULL, file TEXT NOT NULL,
+    signature TEXT NOT NULL, scanned_ns INTEGER NOT NULL, hash TEXT NOT NULL, kind TEXT NOT NULL,
+    extra TEXT NOT NULL, PRIMARY KEY(location, file));
+CREATE TABLE IF NOT EXISTS conflicts(file TEXT PRIMARY KEY, detected TEXT NOT NULL,
+    reason TEXT NOT NULL, candidates TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS location_ids(location TEXT PRIMARY KEY, id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY AUTOINCREMENT, command TEXT NOT NULL,
+    started TEXT NOT NULL, finished TEXT NOT NULL, result TEXT NOT NULL, written INTEGER NOT NULL,
+    summary TEXT NOT NULL);
+";
+
+/// An open archive.
+pub struct Archive {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Archive {
+    /// Opens (creating if needed) `<home>/.metasync/state.db`.
+    pub fn open(home: &Path) -> Result<Archive> {
+        let dir = home.join(crate::names::STATE_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create folder", &dir, e))?;
+        let path = dir.join("state.db");
+        let conn = Connection::open(&path).map_err(|e| Error::sqlite("open archive", &path, e))?;
+        let a = Archive { conn, path };
+        a.conn
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .and_then(|_| a.conn.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|_| a.conn.pragma_update(None, "synchronous", "NORMAL"))
+            .and_then(|_| a.conn.execute_batch(SCHEMA))
+            .map_err(|e| a.err("initialise archive", e))?;
+        Ok(a)
+    }
+
+    /// Opens an existing archive read-only; `None` when there is none yet.
+    pub fn open_existing(home: &Path) -> Result<Option<Archive>> {
+        let path = home.join(crate::names::STATE_DIR).join("state.db");
+        if !path.exists() {
+            return Ok(None);
+        }
+        Archive::open(home).map(Some)
+    }
+
+    fn err(&self, op: &'static str, e: rusqlite::Error) -> Error {
+        Error::sqlite(op, &self.path, e)
+    }
+
+    /// This machine's id (made once, random), used in temp-file names.
+    pub fn machine_id(&self) -> Result<String> {
+        if let Some(id) = self.meta("machine_id")? {
+            return Ok(id);
+        }
+        let id = crate::ids::random_hex(8);
+        self.set_meta("machine_id", &id)?;
+        Ok(id)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err("read archive meta", e))
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+                [key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err("write archive meta", e))
+    }
+
+    /// Every (file, location) → recorded version.
+    pub fn records(&self) -> Result<HashMap<(String, String), Recorded>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT file, location, hash FROM records")
+            .map_err(|e| self.err("read records", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(((r.get(0)?, r.get(1)?), Recorded::from_column(r.get(2)?)))
+            })
+            .map_err(|e| self.err("read records", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read records", e))
+    }
+
+    /// Every file → last agreed version.
+    pub fn agreed(&self) -> Result<HashMap<String, Agreed>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT file, hash, entities, conversations FROM agreed")
+            .map_err(|e| self.err("read agreed versions", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Agreed {
+                        version: Recorded::from_column(r.get(1)?),
+                        entities: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                        conversations: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                    },
+                ))
+            })
+            .map_err(|e| self.err("read agreed versions", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read agreed versions", e))
+    }
+
+    /// The scan cache of one location.
+    pub fn cache(&self, location: &str) -> Result<HashMap<String, CacheEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT file, signature, scanned_ns, hash, kind, extra FROM scan_cache WHERE location = ?1")
+            .map_err(|e| self.err("read scan cache", e))?;
+        let rows = stmt
+            .query_map([location], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    CacheEntry {
+                        signature: r.get(1)?,
+                        scanned_ns: r.get(2)?,
+                        hash: r.get(3)?,
+                        kind: r.get(4)?,
+                        extra: r.get(5)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.err("read scan cache", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read scan cache", e))
+    }
+
+    /// Known location ids (from their markers).
+    pub fn location_ids(&self) -> Result<HashMap<String, String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT location, id FROM location_ids")
+            .map_err(|e| self.err("read location ids", e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err("read location ids", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read location ids", e))
+    }
+
+    /// Unresolved conflicts, by file.
+    pub fn conflicts(&self) -> Result<Vec<ConflictReport>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT file, detected, reason, candidates FROM conflicts ORDER BY file")
+            .map_err(|e| self.err("read conflicts", e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|e| self.err("read conflicts", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (file, detected, reason, candidates) =
+                row.map_err(|e| self.err("read conflicts", e))?;
+            let candidates = serde_json::from_str(&candidates).unwrap_or_default();
+            out.push(ConflictReport {
+                file,
+                detected,
+                reason,
+                candidates,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The most recent runs, newest first.
+    pub fn history(&self, limit: usize) -> Result<Vec<RunSummary>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, command, started, finished, result, written, summary FROM runs
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.err("read history", e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(RunSummary {
+                    id: r.get(0)?,
+                    command: r.get(1)?,
+                    started: r.get(2)?,
+                    finished: r.get(3)?,
+                    result: r.get(4)?,
+                    written: r.get::<_, i64>(5)? as u64,
+                    summary: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err("read history", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read history", e))
+    }
+
+    /// Applies a batch of changes in one transaction.
+    pub fn commit(&mut self, changes: &Changes) -> Result<()> {
+        let path = self.path.clone();
+        let err = |e| Error::sqlite("write archive", &path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        for ((file, location), rec) in &changes.records {
+            tx.execute(
+                "INSERT OR REPLACE INTO records(file, location, hash) VALUES (?1, ?2, ?3)",
+                params![file, location, rec.to_column()],
+            )
+            .map_err(err)?;
+        }
+        for (file, agreed) in &changes.agreed {
+            tx.execute(
+                "INSERT OR REPLACE INTO agreed(file, hash, entities, conversations, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    file,
+                    agreed.version.to_column(),
+                    agreed.entities.map(|v| v as i64),
+                    agreed.conversations.map(|v| v as i64),
+                    changes.now
+                ],
+            )
+            .map_err(err)?;
+        }
+        for ((location, file), entry) in &changes.cache {
+            match entry {
+                Some(e) => tx.execute(
+                    "INSERT OR REPLACE INTO scan_cache(location, file, signature, scanned_ns, hash, kind, extra)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![location, file, e.signature, e.scanned_ns, e.hash, e.kind, e.extra],
+                ),
+                None => tx.execute("DELETE FROM scan_cache WHERE location = ?1 AND file = ?2", params![location, file]),
+            }
+            .map_err(err)?;
+        }
+        for (location, id) in &changes.location_ids {
+            match id {
+                Some(id) => tx.execute(
+                    "INSERT OR REPLACE INTO location_ids(location, id) VALUES (?1, ?2)",
+                    params![location, id],
+                ),
+                None => tx.execute(
+                    "DELETE FROM location_ids WHERE location = ?1",
+                    params![location],
+                ),
+            }
+            .map_err(err)?;
+        }
+        for location in &changes.forget_location {
+            tx.execute("DELETE FROM records WHERE location = ?1", params![location])
+                .map_err(err)?;
+            tx.execute(
+                "DELETE FROM scan_cache WHERE location = ?1",
+                params![location],
+            )
+            .map_err(err)?;
+        }
+        for (file, conflict) in &changes.conflicts {
+            match conflict {
+                Some(c) => tx.execute(
+                    "INSERT INTO conflicts(file, detected, reason, candidates) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(file) DO UPDATE SET reason = excluded.reason, candidates = excluded.candidates",
+                    params![file, c.detected, c.reason, serde_json::to_string(&c.candidates).unwrap_or_default()],
+                ),
+                None => tx.execute("DELETE FROM conflicts WHERE file = ?1", params![file]),
+            }
+            .map_err(err)?;
+        }
+        if let Some(run) = &changes.run {
+            tx.execute(
+                "INSERT INTO runs(command, started, finished, result, written, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run.command, run.started, run.finished, run.result, run.written as i64, run.summary],
+            )
+            .map_err(err)?;
+            tx.execute(
+                "DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - 1000",
+                [],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+/// Changes to write to the archive at the end of a run, all at once.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// RFC 3339 time of the commit.
+    pub now: String,
+    /// (file, location) → version now recorded.
+    pub records: Vec<((String, String), Recorded)>,
+    /// file → new agreed version.
+    pub agreed: Vec<(String, Agreed)>,
+    /// (location, file) → new cache entry, or `None` to drop it.
+    pub cache: Vec<((String, String), Option<CacheEntry>)>,
+    /// location → id now known, or `None` to forget it.
+    pub location_ids: Vec<(String, Option<String>)>,
+    /// Locations whose records and cache are forgotten (relink).
+    pub forget_location: Vec<String>,
+    /// file → conflict to record, or `None` to drop it.
+    pub conflicts: Vec<(String, Option<ConflictReport>)>,
+    /// The run to add to history.
+    pub run: Option<RunSummary>,
+}

@@ -1,0 +1,409 @@
+//! Backups as a lifecycle: listing with stable ids, restoring safely (only real backups inside
+//! a configured location), and retention after every sync and on `prune`.
+
+use crate::archive::{Archive, Changes};
+use crate::engine::{ns_to_rfc3339, Engine, Place};
+use crate::error::{Error, Result};
+use crate::location::Availability;
+use crate::names;
+use crate::report::{BackupEntry, Event, PruneReport, RestoreReport};
+use crate::retention::{self, BackupItem};
+use crate::scan::{self, Found};
+use chrono::{Local, TimeZone};
+use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+
+/// One backup found on disk.
+#[derive(Debug, Clone)]
+pub(crate) struct Found_ {
+    pub(crate) entry: BackupEntry,
+    pub(crate) rel: String,
+    pub(crate) created: chrono::DateTime<chrono::Utc>,
+}
+
+fn created_of(at: chrono::NaiveDateTime) -> chrono::DateTime<Local> {
+    // A name in a skipped daylight-saving hour has no local time: read it as UTC.
+    Local
+        .from_local_datetime(&at)
+        .earliest()
+        .unwrap_or_else(|| chrono::Utc.from_utc_datetime(&at).with_timezone(&Local))
+}
+
+/// The backups of the synced file `file` in one location.
+fn backups_of(place: &Place, file: &str) -> Vec<Found_> {
+    let path = place.loc.path_of(file);
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let prefix = file
+        .rsplit_once('/')
+        .map(|(d, _)| format!("{d}/"))
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(name) = e.file_name().to_str().map(String::from) else {
+            continue;
+        };
+        let Some(parsed) = names::parse_backup_name(&name) else {
+            continue;
+        };
+        if parsed.file_name != base {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let created = created_of(parsed.at);
+        let rel = format!("{prefix}{name}");
+        out.push(Found_ {
+            entry: BackupEntry {
+                id: format!("{}:{rel}", place.loc.name),
+                location: place.loc.name.clone(),
+                file: file.to_string(),
+                path: e.path().display().to_string(),
+                created: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                size: meta.len(),
+                entities: None,
+                conversations: None,
+            },
+            rel,
+            created: created.with_timezone(&chrono::Utc),
+        });
+    }
+    out
+}
+
+fn sort_newest_first(list: &mut [Found_]) {
+    list.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then_with(|| b.rel.cmp(&a.rel))
+            .then_with(|| a.entry.location.cmp(&b.entry.location))
+    });
+}
+
+impl Engine {
+    fn available_places(&self) -> Result<(Vec<Place>, Option<Archive>)> {
+        let archive = Archive::open_existing(self.home())?;
+        let known = match &archive {
+            Some(a) => a.location_ids()?,
+            None => HashMap::new(),
+        };
+        let places = self
+            .places(&known)
+            .into_iter()
+            .filter(|p| p.availability.is_available())
+            .collect();
+        Ok((places, archive))
+    }
+
+    /// Every backup in every available location, newest first.
+    pub fn backups(
+        &self,
+        file: Option<&str>,
+        location: Option<&str>,
+        with_counts: bool,
+    ) -> Result<Vec<BackupEntry>> {
+        if let Some(l) = location {
+            if l != crate::location::LOCAL && !self.config().locations.iter().any(|c| c.name == l) {
+                return Err(Error::Usage(format!("no location named `{l}`")));
+            }
+        }
+        let (places, archive) = self.available_places()?;
+        let files = self.file_set(&places, archive.as_ref())?;
+        let mut all = Vec::new();
+        for p in places
+            .iter()
+            .filter(|p| location.is_none_or(|l| l == p.loc.name))
+        {
+            for f in files
+                .iter()
+                .filter(|f| file.is_none_or(|x| x == f.as_str()))
+            {
+                all.extend(backups_of(p, f));
+            }
+        }
+        sort_newest_first(&mut all);
+        let mut out: Vec<BackupEntry> = all.into_iter().map(|b| b.entry).collect();
+        if with_counts {
+            for b in &mut out {
+                let facts = crate::kind::read_content(Path::new(&b.path), &self.read_ctx())
+                    .map(|c| c.facts)
+                    .unwrap_or_default();
+                b.entities = facts.entities;
+                b.conversations = facts.conversations;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finds the backup named by an id (`location:relative/path`) or a path, refusing
+    /// anything that is not a real backup of a synced file inside an available location.
+    pub(crate) fn find_backup(&self, spec: &str) -> Result<(Place, String, PathBuf)> {
+        let (places, _) = self.available_places()?;
+        let refuse =
+            |why: String| Error::Refused(format!("`{spec}` is not a restorable backup: {why}"));
+        let (place, rel) =
+            if let Some((loc, rel)) = spec.split_once(':').filter(|(l, _)| !l.contains('/')) {
+                let place = places
+                    .into_iter()
+                    .find(|p| p.loc.name == loc)
+                    .ok_or_else(|| refuse(format!("no available location named `{loc}`")))?;
+                (place, rel.to_string())
+            } else {
+                let path = Path::new(spec);
+                if !path.is_absolute() {
+                    return Err(refuse(
+                        "give a backup id (location:path) or an absolute path".into(),
+                    ));
+                }
+                let mut found = None;
+                for p in places {
+                    if let Ok(rel) = path.strip_prefix(&p.loc.root) {
+                        let rel = rel
+                            .to_str()
+                            .ok_or_else(|| refuse("the path is not valid UTF-8".into()))?
+                            .to_string();
+                        found = Some((p, rel));
+                        break;
+                    }
+                }
+                found.ok_or_else(|| refuse("it is not inside any available location".into()))?
+            };
+        let rel_path = Path::new(&rel);
+        if rel.is_empty()
+            || rel_path
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(refuse(
+                "the path must stay inside the location (no `..`, no absolute part)".into(),
+            ));
+        }
+        let name = rel_path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let parsed = names::parse_backup_name(name)
+            .ok_or_else(|| refuse("its name is not a backup name".into()))?;
+        let file = match rel.rsplit_once('/') {
+            Some((dir, _)) => format!("{dir}/{}", parsed.file_name),
+            None => parsed.file_name.clone(),
+        };
+        if !self.selector().matches(&file) {
+            return Err(refuse(format!("`{file}` is not a synced file")));
+        }
+        let full = place.loc.root.join(&rel);
+        let meta =
+            std::fs::symlink_metadata(&full).map_err(|e| refuse(format!("cannot read it: {e}")))?;
+        if !meta.is_file() {
+            return Err(refuse("it is a link or not a regular file".into()));
+        }
+        // Every folder on the way must be inside the location too (no symlinked folders out).
+        let root = std::fs::canonicalize(&place.loc.root)
+            .map_err(|e| Error::io("resolve", &place.loc.root, e))?;
+        let real = std::fs::canonicalize(&full).map_err(|e| Error::io("resolve", &full, e))?;
+        if !real.starts_with(&root) {
+            return Err(refuse("it leads outside the location".into()));
+        }
+        Ok((place, file, full))
+    }
+
+    /// Puts a backup (by id or path) back in place; the current version is backed up first.
+    /// The restored version then propagates at the next sync as an ordinary change.
+    pub fn restore(
+        &self,
+        spec: &str,
+        dry_run: bool,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<RestoreReport> {
+        let _lock = self.lock("metasync restore")?;
+        let (place, file, backup_path) = self.find_backup(spec)?;
+        let content = crate::kind::read_content(&backup_path, &self.read_ctx())?;
+        if !content.facts.integrity.is_empty() {
+            return Err(Error::Refused(format!(
+                "backup {} fails its integrity check ({}); not restored",
+                backup_path.display(),
+                content.facts.integrity.join("; ")
+            )));
+        }
+        let entry = backups_of(&place, &file)
+            .into_iter()
+            .find(|b| Path::new(&b.entry.path) == backup_path)
+            .map(|b| b.entry)
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "{} is not a backup of {file}",
+                    backup_path.display()
+                ))
+            })?;
+        let dest = place.loc.path_of(&file);
+        let mut report = RestoreReport {
+            backup: entry,
+            restored_to: dest.display().to_string(),
+            previous_backup: None,
+            dry_run,
+        };
+        if dry_run {
+            return Ok(report);
+        }
+        let at = self.clock().now_local().naive_local();
+        if let Found::Present {
+            content: current, ..
+        } = scan::scan_file(&dest, None, &self.read_ctx())
+        {
+            let method = crate::apply::backup_method(current.kind, place.loc.is_local());
+            report.previous_backup = Some(
+                crate::apply::backup(&dest, at, method)?
+                    .display()
+                    .to_string(),
+            );
+        }
+        let archive = Archive::open(self.home())?;
+        let machine = archive.machine_id()?;
+        crate::kind::write_version(
+            content.kind,
+            &backup_path,
+            &dest,
+            place.loc.is_local(),
+            &content.hash,
+            std::time::SystemTime::now(),
+            &machine,
+            &self.read_ctx(),
+        )?;
+        tracing::info!(target: "metasync", "{file} in {}: restored from {}", place.loc.name, backup_path.display());
+        events(&Event::BackupRestored {
+            id: report.backup.id.clone(),
+            file: file.clone(),
+        });
+        Ok(report)
+    }
+
+    /// Applies the backup retention now.
+    pub fn prune(&self, dry_run: bool) -> Result<PruneReport> {
+        let _lock = self.lock("metasync prune")?;
+        let (places, _) = self.available_places()?;
+        let refs: Vec<&Place> = places.iter().collect();
+        prune_places(self, &refs, dry_run)
+    }
+}
+
+/// Retention after a sync (the caller holds the lock).
+pub(crate) fn prune_after_sync(engine: &Engine, available: &[&Place]) -> Result<()> {
+    prune_places(engine, available, false).map(|_| ())
+}
+
+fn prune_places(engine: &Engine, places: &[&Place], dry_run: bool) -> Result<PruneReport> {
+    let mut archive = Archive::open(engine.home())?;
+    let files = engine.file_set(
+        &places
+            .iter()
+            .map(|p| Place {
+                loc: p.loc.clone(),
+                availability: p.availability.clone(),
+            })
+            .collect::<Vec<_>>(),
+        Some(&archive),
+    )?;
+    let policy = &engine.config().backups;
+    let ctx = engine.read_ctx();
+    let mut changes = Changes::default();
+    let mut report = PruneReport {
+        deleted: Vec::new(),
+        kept: 0,
+        dry_run,
+    };
+    let scan_time = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+
+    // Versions that exist as current files anywhere available.
+    let mut elsewhere: HashSet<String> = HashSet::new();
+    let mut per_place: Vec<(&Place, String, Vec<Found_>)> = Vec::new();
+    let mut caches = HashMap::new();
+    for p in places {
+        if !matches!(p.availability, Availability::Available { .. }) {
+            continue;
+        }
+        let cache = archive.cache(&p.loc.name)?;
+        for f in &files {
+            if let Found::Present { content, .. } =
+                scan::scan_file(&p.loc.path_of(f), cache.get(f), &ctx)
+            {
+                elsewhere.insert(content.hash);
+            }
+            let list = backups_of(p, f);
+            if !list.is_empty() {
+                per_place.push((p, f.clone(), list));
+            }
+        }
+        caches.insert(p.loc.name.clone(), cache);
+    }
+    for (place, _file, list) in per_place {
+        if list.len() <= policy.keep_last {
+            report.kept += list.len();
+            continue;
+        }
+        let cache = &caches[&place.loc.name];
+        let mut items = Vec::new();
+        let mut by_id = HashMap::new();
+        for b in &list {
+            let version =
+                match scan::scan_file(&place.loc.root.join(&b.rel), cache.get(&b.rel), &ctx) {
+                    Found::Present {
+                        stat,
+                        content,
+                        hashed,
+                    } => {
+                        if hashed {
+                            changes.cache.push((
+                                (place.loc.name.clone(), b.rel.clone()),
+                                Some(scan::cache_entry(&stat, &content, scan_time)),
+                            ));
+                        }
+                        Some(content.hash)
+                    }
+                    _ => None,
+                };
+            items.push(BackupItem {
+                id: b.entry.id.clone(),
+                created: b.created,
+                version,
+            });
+            by_id.insert(b.entry.id.clone(), b);
+        }
+        let doomed: HashSet<String> =
+            retention::to_delete(&items, policy, engine.clock().now(), &|h| {
+                elsewhere.contains(h)
+            })
+            .into_iter()
+            .collect();
+        for item in &items {
+            let b = by_id[&item.id];
+            if doomed.contains(&item.id) {
+                if !dry_run {
+                    std::fs::remove_file(&b.entry.path)
+                        .map_err(|e| Error::io("delete old backup", &b.entry.path, e))?;
+                    changes
+                        .cache
+                        .push(((place.loc.name.clone(), b.rel.clone()), None));
+                    tracing::info!(target: "metasync", "pruned backup {}", b.entry.path);
+                }
+                report.deleted.push(b.entry.clone());
+            } else {
+                report.kept += 1;
+                // What survives here counts as "elsewhere" for the next location.
+                if let Some(h) = &item.version {
+                    elsewhere.insert(h.clone());
+                }
+            }
+        }
+    }
+    if !changes.cache.is_empty() {
+        changes.now = ns_to_rfc3339(scan_time);
+        archive.commit(&changes)?;
+    }
+    report.deleted.sort_by(|a, b| a.created.cmp(&b.created));
+    Ok(report)
+}

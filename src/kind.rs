@@ -1,0 +1,357 @@
+//! The per-file "kind" seam: how a version is read, hashed and written. Plain files are
+//! bytes; SQLite databases are read through snapshots and hashed logically.
+
+use crate::error::{IoContext, Result};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+
+/// How a synced file is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Bytes: SHA-256 of the content, copied as is.
+    Plain,
+    /// A SQLite database (header `SQLite format 3\0`).
+    Sqlite,
+}
+
+impl Kind {
+    /// Its name in reports and the scan cache.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Plain => "plain",
+            Kind::Sqlite => "sqlite",
+        }
+    }
+    /// Parses [`Kind::as_str`].
+    pub fn parse(s: &str) -> Kind {
+        if s == "sqlite" {
+            Kind::Sqlite
+        } else {
+            Kind::Plain
+        }
+    }
+}
+
+/// Kind-specific facts about one version, kept in the scan cache.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Facts {
+    /// Integrity problems, for databases (empty when healthy or not a database).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub integrity: Vec<String>,
+    /// Row count of `entities`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<u64>,
+    /// Row count of `conversations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<u64>,
+}
+
+/// A version as read: its hash, kind and facts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Content {
+    /// Version hash (hex).
+    pub hash: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Kind-specific facts.
+    pub facts: Facts,
+}
+
+/// Streams a file through SHA-256 in constant memory.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).ctx("open for hashing", path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).ctx("read for hashing", path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(crate::ids::hex_lower(&h.finalize()))
+}
+
+/// What reading a version needs: SQLite settings and a scratch folder for snapshots.
+#[derive(Debug, Clone)]
+pub struct ReadCtx {
+    /// SQLite handling.
+    pub sqlite: crate::sqlite::SqliteOptions,
+    /// Where snapshots taken only for hashing go (inside home's state folder).
+    pub scratch: std::path::PathBuf,
+}
+
+impl ReadCtx {
+    /// The context for a home and config.
+    pub fn new(home: &Path, config: &crate::config::Config) -> ReadCtx {
+        ReadCtx {
+            sqlite: crate::sqlite::SqliteOptions::from(&config.sqlite),
+            scratch: home.join(crate::names::STATE_DIR).join("tmp"),
+        }
+    }
+}
+
+/// Whether a file is, or must be, a SQLite database: it has the header, or its name says
+/// it is one (`.db`, `.sqlite`, `.sqlite3`) — then a file without the header is a corrupt database,
+/// never a plain file that could overwrite a healthy one.
+pub fn should_be_database(path: &Path) -> Result<bool> {
+    if crate::sqlite::is_sqlite(path)? {
+        return Ok(true);
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    Ok(matches!(ext.as_str(), "db" | "sqlite" | "sqlite3"))
+}
+
+/// Reads the version at `path`: detects its kind and hashes it (databases through a
+/// consistent snapshot, with their integrity and counts).
+pub fn read_content(path: &Path, ctx: &ReadCtx) -> Result<Content> {
+    if !should_be_database(path)? {
+        return Ok(Content {
+            hash: sha256_file(path)?,
+            kind: Kind::Plain,
+            facts: Facts::default(),
+        });
+    }
+    if !crate::sqlite::is_sqlite(path)? {
+        return Ok(Content {
+            hash: sha256_file(path)?,
+            kind: Kind::Sqlite,
+            facts: Facts {
+                integrity: vec!["not a SQLite database (no SQLite header)".into()],
+                ..Facts::default()
+            },
+        });
+    }
+    std::fs::create_dir_all(&ctx.scratch).ctx("create folder", &ctx.scratch)?;
+    let snap = ctx
+        .scratch
+        .join(format!("scan-{}.db", crate::ids::random_hex(12)));
+    let result = crate::sqlite::snapshot(path, &snap, &ctx.sqlite);
+    let _ = std::fs::remove_file(&snap);
+    match result {
+        Ok(info) => Ok(Content {
+            hash: info.logical_hash,
+            kind: Kind::Sqlite,
+            facts: Facts {
+                integrity: if info.integrity.ok {
+                    Vec::new()
+                } else {
+                    info.integrity.messages.clone()
+                },
+                entities: info.counts.entities(),
+                conversations: info.counts.conversations(),
+            },
+        }),
+        Err(e) if crate::sqlite::is_corruption(&e) => Ok(Content {
+            hash: format!("corrupt-{}", &sha256_file(path)?[..56]),
+            kind: Kind::Sqlite,
+            facts: Facts {
+                integrity: vec![e.to_string()],
+                ..Facts::default()
+            },
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The shrink guard (SPEC §6): why a version must wait for the user, when its `entities` or
+/// `conversations` count fell by more than `max_percent` against the last agreed version.
+pub fn shrink_reason(
+    agreed: &crate::archive::Agreed,
+    facts: &Facts,
+    max_percent: u32,
+) -> Option<String> {
+    let check = |table: &str, before: Option<u64>, after: Option<u64>| -> Option<String> {
+        let (before, after) = (before?, after.unwrap_or(0));
+        if before == 0 || after >= before {
+            return None;
+        }
+        let fell = (before - after) * 100 / before;
+        (fell > u64::from(max_percent)).then(|| {
+            format!(
+                "{table} fell from {before} to {after} (-{fell}%); confirm with `metasync resolve`"
+            )
+        })
+    };
+    if facts.entities.is_none() && facts.conversations.is_none() && facts.integrity.is_empty() {
+        // Not a database (or not one with these tables): nothing to guard.
+        if agreed.entities.is_none() && agreed.conversations.is_none() {
+            return None;
+        }
+    }
+    check("entities", agreed.entities, facts.entities)
+        .or_else(|| check("conversations", agreed.conversations, facts.conversations))
+}
+
+/// Writes the version at `src` to `dest` the way its kind needs, checking it is `expected`.
+/// Plain files: temp + fsync + hash + rename. Databases: a one-step snapshot of `src` into a
+/// temp file beside `dest`, integrity-checked and hash-checked; then renamed into a remote,
+/// or, for the local home (which another program may hold open), written in through the
+/// backup API under SQLite's locking.
+#[allow(clippy::too_many_arguments)]
+pub fn write_version(
+    kind: Kind,
+    src: &Path,
+    dest: &Path,
+    dest_is_local: bool,
+    expected: &str,
+    mtime: std::time::SystemTime,
+    machine: &str,
+    ctx: &ReadCtx,
+) -> Result<()> {
+    if kind == Kind::Plain {
+        return crate::apply::copy_file(src, dest, expected, mtime, machine);
+    }
+    let dir = dest
+        .parent()
+        .ok_or_else(|| crate::Error::Usage(format!("no folder for {}", dest.display())))?;
+    std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("db");
+    let temp = dir.join(crate::names::temp_name(
+        name,
+        machine,
+        &crate::ids::random_hex(8),
+    ));
+    let outcome = (|| {
+        let info = crate::sqlite::snapshot(src, &temp, &ctx.sqlite)?;
+        if !info.integrity.ok {
+            return Err(crate::Error::Refused(format!(
+                "{} fails its integrity check ({}); not propagated",
+                src.display(),
+                info.integrity.summary()
+            )));
+        }
+        if info.logical_hash != expected {
+            return Err(crate::Error::Refused(format!(
+                "{} changed while being copied; it will be synced next run",
+                src.display()
+            )));
+        }
+        crate::failpoint::hit("after_temp_write");
+        let live = dest_is_local && crate::sqlite::is_sqlite(dest)?;
+        if live {
+            crate::failpoint::hit("before_rename");
+            crate::sqlite::write_live(&temp, dest, &ctx.sqlite)?;
+            crate::failpoint::hit("after_rename");
+            let f = std::fs::File::options()
+                .write(true)
+                .open(dest)
+                .ctx("open", dest)?;
+            f.set_modified(mtime).ctx("set modification time", dest)?;
+        } else {
+            set_aside_side_files(dest)?;
+            let f = std::fs::File::options()
+                .write(true)
+                .open(&temp)
+                .ctx("open", &temp)?;
+            f.set_modified(mtime).ctx("set modification time", &temp)?;
+            drop(f);
+            crate::failpoint::hit("before_rename");
+            std::fs::rename(&temp, dest).ctx("rename into place", dest)?;
+            crate::failpoint::hit("after_rename");
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&temp);
+    outcome
+}
+
+/// Before a database is renamed over `dest`: a `-wal` left beside it would be replayed into
+/// the new file, so it is kept aside (renamed, never deleted) and the derived `-shm` removed.
+fn set_aside_side_files(dest: &Path) -> Result<()> {
+    let side = |suffix: &str| {
+        let mut s = dest.as_os_str().to_owned();
+        s.push(suffix);
+        std::path::PathBuf::from(s)
+    };
+    for suffix in ["-wal", "-journal"] {
+        let p = side(suffix);
+        if p.exists() {
+            let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+            let mut aside = p.as_os_str().to_owned();
+            aside.push(format!(".set-aside-{stamp}-{}", crate::ids::random_hex(4)));
+            std::fs::rename(&p, std::path::PathBuf::from(aside)).ctx("set aside", &p)?;
+        }
+    }
+    let shm = side("-shm");
+    if shm.exists() {
+        std::fs::remove_file(&shm).ctx("remove", &shm)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{Agreed, Recorded};
+
+    fn agreed(e: Option<u64>, c: Option<u64>) -> Agreed {
+        Agreed {
+            version: Recorded::Present("h".into()),
+            entities: e,
+            conversations: c,
+        }
+    }
+
+    fn facts(e: Option<u64>, c: Option<u64>) -> Facts {
+        Facts {
+            integrity: vec![],
+            entities: e,
+            conversations: c,
+        }
+    }
+
+    #[test]
+    fn shrink_guard_cases() {
+        let cases = [
+            (
+                agreed(Some(92), Some(1)),
+                facts(Some(92), Some(1)),
+                50,
+                false,
+            ),
+            (
+                agreed(Some(92), Some(1)),
+                facts(Some(46), Some(1)),
+                50,
+                false,
+            ),
+            (
+                agreed(Some(92), Some(1)),
+                facts(Some(45), Some(1)),
+                50,
+                true,
+            ),
+            (
+                agreed(Some(92), Some(1)),
+                facts(Some(92), Some(0)),
+                50,
+                true,
+            ),
+            (
+                agreed(Some(92), Some(2)),
+                facts(Some(92), Some(1)),
+                50,
+                false,
+            ),
+            (agreed(Some(0), None), facts(Some(0), None), 50, false),
+            (agreed(None, None), facts(Some(1), None), 50, false),
+            (agreed(Some(92), None), facts(None, None), 50, true),
+            (agreed(Some(100), None), facts(Some(1), None), 100, false),
+        ];
+        for (i, (a, f, pct, held)) in cases.iter().enumerate() {
+            assert_eq!(shrink_reason(a, f, *pct).is_some(), *held, "case {i}");
+        }
+        assert!(shrink_reason(&cases[2].0, &cases[2].1, 50)
+            .unwrap()
+            .contains("entities fell from 92 to 45"));
+    }
+}

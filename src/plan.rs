@@ -1,0 +1,1008 @@
+//! Reconciliation (SPEC §4): from the archive's memory and this run's scans to a decision
+//! and a list of actions, per file. Pure: no I/O, every sync decision is made and tested here.
+
+use crate::archive::Recorded;
+use crate::config::Strategy;
+
+/// One version of a file as scanned in one location.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version {
+    /// Version hash.
+    pub hash: String,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Set when the version failed its integrity check: it never wins.
+    pub corrupt: Option<String>,
+    /// Set when the version is held back (shrink guard) until the user confirms it.
+    pub hold: Option<String>,
+}
+
+/// What a scan found for one file in one location.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    /// The file is there.
+    Present(Version),
+    /// The file is not there.
+    Absent,
+    /// The file cannot be used this run (evicted, unreadable, changing): leave it alone.
+    Skipped(String),
+}
+
+/// One available location's view of one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Side {
+    /// Location name.
+    pub location: String,
+    /// Whether it is the local home.
+    pub local: bool,
+    /// What is there now.
+    pub observed: Observed,
+    /// What this machine recorded there after the last successful sync (`None`: never seen).
+    pub recorded: Option<Recorded>,
+}
+
+/// How this run decides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Direction {
+    /// Bidirectional with a strategy for conflicts.
+    Sync(Strategy),
+    /// Local's version wins everywhere.
+    Push,
+    /// Like `Sync`, but only local is written.
+    Pull(Strategy),
+    /// The user chose this location's version.
+    Keep(String),
+}
+
+/// Everything the decision for one file depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileInput {
+    /// The synced file.
+    pub file: String,
+    /// The last agreed version, if any.
+    pub agreed: Option<Recorded>,
+    /// Every available location, local first, then remotes in config order.
+    pub sides: Vec<Side>,
+    /// Whether a missing file is a deletion.
+    pub propagate_deletes: bool,
+}
+
+/// A step of propagation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Keep the current version at `location` as a backup (before it is overwritten).
+    Backup {
+        /// Where.
+        location: String,
+    },
+    /// Write the version `hash` from `from` into `to`.
+    Copy {
+        /// Source location.
+        from: String,
+        /// Target location.
+        to: String,
+        /// The version expected (checked after writing).
+        hash: String,
+    },
+    /// Delete the file at `location` (by moving it to a backup).
+    Delete {
+        /// Where.
+        location: String,
+    },
+}
+
+/// The decision for one file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Every location already holds the winner.
+    InSync(Recorded),
+    /// `winner` goes everywhere it is not yet, taken from `source`.
+    Propagate {
+        /// The winning version (`Absent` for a propagated deletion).
+        winner: Recorded,
+        /// A location holding it (for a deletion, the one where it was deleted).
+        source: String,
+        /// Why it won.
+        reason: String,
+    },
+    /// Two or more versions and no automatic winner: nothing moves.
+    Conflict {
+        /// Every version in play: (location, observed version).
+        candidates: Vec<(String, Option<Version>)>,
+        /// Why.
+        reason: String,
+    },
+    /// Nothing can be done (the agreed version is nowhere available, no healthy version...).
+    Stuck {
+        /// Why.
+        reason: String,
+        /// Whether the run fails because of it.
+        failure: bool,
+    },
+}
+
+/// The plan for one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilePlan {
+    /// The synced file.
+    pub file: String,
+    /// What was decided.
+    pub decision: Decision,
+    /// What to do, in order.
+    pub actions: Vec<Action>,
+    /// Corrupt versions that were refused: (location, detail).
+    pub refused: Vec<(String, String)>,
+}
+
+fn current(observed: &Observed) -> Option<Recorded> {
+    match observed {
+        Observed::Present(v) => Some(Recorded::Present(v.hash.clone())),
+        Observed::Absent => Some(Recorded::Absent),
+        Observed::Skipped(_) => None,
+    }
+}
+
+fn version(observed: &Observed) -> Option<&Version> {
+    match observed {
+        Observed::Present(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Decides what happens to one file.
+pub fn plan_file(input: &FileInput, direction: &Direction) -> FilePlan {
+    let refused: Vec<(String, String)> = input
+        .sides
+        .iter()
+        .filter_map(|s| {
+            let v = version(&s.observed)?;
+            v.corrupt.as_ref().map(|c| (s.location.clone(), c.clone()))
+        })
+        .collect();
+    let decision = decide(input, direction);
+    let actions = match &decision {
+        Decision::Propagate { winner, source, .. } => actions_for(input, winner, source, direction),
+        Decision::InSync(_) | Decision::Conflict { .. } | Decision::Stuck { .. } => Vec::new(),
+    };
+    FilePlan {
+        file: input.file.clone(),
+        decision,
+        actions,
+        refused,
+    }
+}
+
+/// A changed version: its value and the first location (in order) holding it.
+struct Changed<'a> {
+    value: Recorded,
+    side: &'a Side,
+}
+
+fn changed_sides(input: &FileInput) -> (Vec<Changed<'_>>, bool) {
+    let mut changed = Vec::new();
+    let mut first_sync_rule = false;
+    for side in &input.sides {
+        let Some(cur) = current(&side.observed) else {
+            continue;
+        };
+        let is_change = match (&side.recorded, &input.agreed) {
+            (Some(rec), _) => cur != *rec,
+            // A location this machine never saw: compared with the agreed version.
+            (None, Some(agreed)) => {
+                let differs = cur != *agreed && cur != Recorded::Absent;
+                first_sync_rule |= differs && *agreed != Recorded::Absent;
+                differs
+            }
+            (None, None) => cur != Recorded::Absent,
+        };
+        if !is_change {
+            continue;
+        }
+        if cur == Recorded::Absent {
+            // A missing file is a deletion only where it was seen, and only when asked for.
+            let was_present = matches!(side.recorded, Some(Recorded::Present(_)));
+            if !(input.propagate_deletes && was_present) {
+                continue;
+            }
+        }
+        changed.push(Changed { value: cur, side });
+    }
+    (changed, first_sync_rule)
+}
+
+fn holder<'a>(input: &'a FileInput, value: &Recorded) -> Option<&'a Side> {
+    input.sides.iter().find(|s| {
+        current(&s.observed).as_ref() == Some(value)
+            && version(&s.observed).is_none_or(|v| v.corrupt.is_none())
+    })
+}
+
+fn healthy(c: &Changed<'_>) -> bool {
+    version(&c.side.observed).is_none_or(|v| v.corrupt.is_none())
+}
+
+fn decide(input: &FileInput, direction: &Direction) -> Decision {
+    match direction {
+        Direction::Keep(location) => {
+            return match input.sides.iter().find(|s| &s.location == location) {
+                Some(side) => match &side.observed {
+                    Observed::Present(v) if v.corrupt.is_none() => Decision::Propagate {
+                        winner: Recorded::Present(v.hash.clone()),
+                        source: side.location.clone(),
+                        reason: format!("kept {location}'s version"),
+                    },
+                    Observed::Present(v) => Decision::Stuck {
+                        reason: format!(
+                            "{location}'s version is corrupt: {}",
+                            v.corrupt.clone().unwrap_or_default()
+                        ),
+                        failure: true,
+                    },
+                    _ => Decision::Stuck {
+                        reason: format!("{location} holds no usable version"),
+                        failure: true,
+                    },
+                },
+                None => Decision::Stuck {
+                    reason: format!("{location} is not available"),
+                    failure: true,
+                },
+            };
+        }
+        Direction::Push => {
+            if let Some(side) = input.sides.iter().find(|s| s.local) {
+                if let Observed::Present(v) = &side.observed {
+                    if v.corrupt.is_none() {
+                        return propagate_or_in_sync(
+                            input,
+                            Recorded::Present(v.hash.clone()),
+                            side,
+                            "push: local wins",
+                        );
+                    }
+                }
+            }
+        }
+        Direction::Sync(_) | Direction::Pull(_) => {}
+    }
+
+    let (changed, first_sync_rule) = changed_sides(input);
+    let mut distinct: Vec<&Changed<'_>> = Vec::new();
+    for c in changed.iter().filter(|c| healthy(c)) {
+        if !distinct.iter().any(|d| d.value == c.value) {
+            distinct.push(c);
+        }
+    }
+    let any_corrupt_change = changed.iter().any(|c| !healthy(c));
+
+    // Held-back versions (shrink guard) wait for the user whatever the strategy.
+    let held: Vec<&&Changed<'_>> = distinct
+        .iter()
+        .filter(|c| version(&c.side.observed).is_some_and(|v| v.hold.is_some()))
+        .collect();
+    if let Some(h) = held.first() {
+        let why = version(&h.side.observed)
+            .and_then(|v| v.hold.clone())
+            .unwrap_or_default();
+        return conflict(
+            input,
+            &distinct,
+            first_sync_rule,
+            format!("held back in {}: {why}", h.side.location),
+        );
+    }
+
+    // The first-sync rule: a location never seen that holds another version than the agreed
+    // one makes the agreed version a candidate too.
+    let mut with_agreed = distinct.clone();
+    let agreed_changed;
+    if first_sync_rule {
+        if let Some(agreed @ Recorded::Present(_)) = &input.agreed {
+            if !with_agreed.iter().any(|d| &d.value == agreed) {
+                if let Some(side) = holder(input, agreed) {
+                    agreed_changed = Changed {
+                        value: agreed.clone(),
+                        side,
+                    };
+                    with_agreed.push(&agreed_changed);
+                }
+            }
+        }
+    }
+    let candidates = with_agreed;
+
+    match candidates.len() {
+        0 => {
+            let Some(agreed) = &input.agreed else {
+                return if any_corrupt_change {
+                    Decision::Stuck {
+                        reason: "no healthy version anywhere".into(),
+                        failure: true,
+                    }
+                } else {
+                    Decision::InSync(Recorded::Absent)
+                };
+            };
+            if *agreed == Recorded::Absent {
+                return Decision::InSync(Recorded::Absent);
+            }
+            match holder(input, agreed) {
+                Some(side) => {
+                    propagate_or_in_sync(input, agreed.clone(), side, "the agreed version")
+                }
+                None if any_corrupt_change => Decision::Stuck {
+                    reason: "no healthy version anywhere".into(),
+                    failure: true,
+                },
+                None => Decision::Stuck {
+                    reason: "the agreed version is in no available location".into(),
+                    failure: false,
+                },
+            }
+        }
+        1 => {
+            let c = candidates[0];
+            let why = if c.value == Recorded::Absent {
+                format!("deleted in {}", c.side.location)
+            } else {
+                format!("changed in {}", c.side.location)
+            };
+            propagate_or_in_sync(input, c.value.clone(), c.side, &why)
+        }
+        _ => {
+            let names: Vec<&str> = candidates
+                .iter()
+                .map(|c| c.side.location.as_str())
+                .collect();
+            let reason = if first_sync_rule && candidates.len() == 2 {
+                format!(
+                    "{} differ and one was never synced from this machine",
+                    names.join(" and ")
+                )
+            } else {
+                format!("changed in {}", names.join(" and "))
+            };
+            let strategy = match direction {
+                Direction::Sync(s) | Direction::Pull(s) => *s,
+                Direction::Push | Direction::Keep(_) => Strategy::Newest,
+            };
+            match pick(&candidates, strategy) {
+                Some((c, how)) => propagate_or_in_sync(
+                    input,
+                    c.value.clone(),
+                    c.side,
+                    &format!("conflict ({reason}): {how}"),
+                ),
+                None => conflict(input, &candidates, first_sync_rule, reason),
+            }
+        }
+    }
+}
+
+fn conflict(
+    input: &FileInput,
+    candidates: &[&Changed<'_>],
+    _first: bool,
+    reason: String,
+) -> Decision {
+    let mut list: Vec<(String, Option<Version>)> = Vec::new();
+    for c in candidates {
+        for side in &input.sides {
+            if current(&side.observed).as_ref() == Some(&c.value) {
+                list.push((side.location.clone(), version(&side.observed).cloned()));
+            }
+        }
+    }
+    list.sort_by_key(|(loc, _)| input.sides.iter().position(|s| &s.location == loc));
+    list.dedup();
+    Decision::Conflict {
+        candidates: list,
+        reason,
+    }
+}
+
+fn mtime(c: &Changed<'_>) -> Option<i64> {
+    version(&c.side.observed).map(|v| v.mtime_ns)
+}
+
+/// The strategy's pick among two or more distinct candidates; `None` for manual.
+fn pick<'a, 'b>(
+    candidates: &[&'b Changed<'a>],
+    strategy: Strategy,
+) -> Option<(&'b Changed<'a>, String)> {
+    let present: Vec<&&Changed<'_>> = candidates
+        .iter()
+        .filter(|c| c.value != Recorded::Absent)
+        .collect();
+    // A modification beats a deletion: the safe side keeps data.
+    if present.len() == 1 && strategy != Strategy::Manual {
+        return Some((present[0], "the modification wins over the deletion".into()));
+    }
+    match strategy {
+        Strategy::Manual => None,
+        Strategy::Newest => newest(&present).map(|c| (c, format!("newest ({})", c.side.location))),
+        Strategy::Local => match present.iter().find(|c| c.side.local) {
+            Some(c) => Some((c, "local wins".into())),
+            None => newest(&present)
+                .map(|c| (c, format!("local unchanged; newest ({})", c.side.location))),
+        },
+        Strategy::Remote => present
+            .iter()
+            .find(|c| !c.side.local)
+            .map(|c| (**c, format!("remote wins ({})", c.side.location))),
+    }
+}
+
+fn newest<'a, 'b>(present: &[&&'b Changed<'a>]) -> Option<&'b Changed<'a>> {
+    // Ties go to the earlier location (local first, then config order).
+    let mut best: Option<&'b Changed<'a>> = None;
+    for c in present {
+        if best.is_none_or(|b| mtime(c) > mtime(b)) {
+            best = Some(c);
+        }
+    }
+    best
+}
+
+fn propagate_or_in_sync(
+    input: &FileInput,
+    winner: Recorded,
+    source: &Side,
+    reason: &str,
+) -> Decision {
+    let all_hold = input.sides.iter().all(|s| match current(&s.observed) {
+        Some(cur) => cur == winner && version(&s.observed).is_none_or(|v| v.corrupt.is_none()),
+        None => true,
+    });
+    if all_hold {
+        Decision::InSync(winner)
+    } else {
+        Decision::Propagate {
+            winner,
+            source: source.location.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+fn actions_for(
+    input: &FileInput,
+    winner: &Recorded,
+    source: &str,
+    direction: &Direction,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for side in &input.sides {
+        if matches!(direction, Direction::Pull(_)) && !side.local {
+            continue;
+        }
+        let Some(cur) = current(&side.observed) else {
+            continue;
+        };
+        let corrupt = version(&side.observed).is_some_and(|v| v.corrupt.is_some());
+        if cur == *winner && !corrupt {
+            continue;
+        }
+        match winner {
+            Recorded::Present(hash) => {
+                if cur != Recorded::Absent {
+                    actions.push(Action::Backup {
+                        location: side.location.clone(),
+                    });
+                }
+                actions.push(Action::Copy {
+                    from: source.to_string(),
+                    to: side.location.clone(),
+                    hash: hash.clone(),
+                });
+            }
+            Recorded::Absent => {
+                if cur != Recorded::Absent {
+                    actions.push(Action::Delete {
+                        location: side.location.clone(),
+                    });
+                }
+            }
+        }
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Strategy::*;
+
+    /// A side: name, what is there ("-" absent, "?" skipped, "h@t" hash h with mtime t,
+    /// "h@t!" corrupt, "h@t~" held back), what was recorded ("" never seen, "-" absent, "h").
+    fn side(spec: &str) -> Side {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (location, now, rec) = (parts[0], parts[1], parts.get(2).copied().unwrap_or(""));
+        let observed = match now {
+            "-" => Observed::Absent,
+            "?" => Observed::Skipped("evicted".into()),
+            v => {
+                let (h, rest) = v.split_once('@').unwrap();
+                let t: i64 = rest.trim_end_matches(['!', '~']).parse().unwrap();
+                Observed::Present(Version {
+                    hash: h.into(),
+                    mtime_ns: t,
+                    corrupt: rest.ends_with('!').then(|| "malformed".into()),
+                    hold: rest.ends_with('~').then(|| "entities fell".into()),
+                })
+            }
+        };
+        let recorded = match rec {
+            "" => None,
+            "-" => Some(Recorded::Absent),
+            h => Some(Recorded::Present(h.into())),
+        };
+        Side {
+            location: location.into(),
+            local: location == "local",
+            observed,
+            recorded,
+        }
+    }
+
+    fn rec(s: &str) -> Option<Recorded> {
+        match s {
+            "" => None,
+            "-" => Some(Recorded::Absent),
+            h => Some(Recorded::Present(h.into())),
+        }
+    }
+
+    fn acts(list: &[&str]) -> Vec<Action> {
+        list.iter()
+            .map(|a| {
+                let p: Vec<&str> = a.split(' ').collect();
+                match p[0] {
+                    "backup" => Action::Backup {
+                        location: p[1].into(),
+                    },
+                    "delete" => Action::Delete {
+                        location: p[1].into(),
+                    },
+                    "copy" => Action::Copy {
+                        from: p[1].into(),
+                        to: p[2].into(),
+                        hash: p[3].into(),
+                    },
+                    _ => unreachable!(),
+                }
+            })
+            .collect()
+    }
+
+    /// Expected outcome: "sync h", "prop h from", "del from", "conflict", "stuck", "fail".
+    fn outcome(d: &Decision) -> String {
+        match d {
+            Decision::InSync(Recorded::Present(h)) => format!("sync {h}"),
+            Decision::InSync(Recorded::Absent) => "sync -".into(),
+            Decision::Propagate {
+                winner: Recorded::Present(h),
+                source,
+                ..
+            } => format!("prop {h} {source}"),
+            Decision::Propagate {
+                winner: Recorded::Absent,
+                source,
+                ..
+            } => format!("del {source}"),
+            Decision::Conflict { .. } => "conflict".into(),
+            Decision::Stuck { failure: false, .. } => "stuck".into(),
+            Decision::Stuck { failure: true, .. } => "fail".into(),
+        }
+    }
+
+    struct Case {
+        name: &'static str,
+        agreed: &'static str,
+        sides: &'static [&'static str],
+        deletes: bool,
+        direction: Direction,
+        expect: &'static str,
+        actions: &'static [&'static str],
+    }
+
+    fn sync(s: Strategy) -> Direction {
+        Direction::Sync(s)
+    }
+
+    fn cases() -> Vec<Case> {
+        vec![
+            Case {
+                name: "nothing changed",
+                agreed: "a",
+                sides: &["local:a@1:a", "icloud:a@1:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "sync a",
+                actions: &[],
+            },
+            Case {
+                name: "local edit goes to the remotes",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:a@1:a", "external:a@1:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "prop b local",
+                actions: &[
+                    "backup icloud",
+                    "copy local icloud b",
+                    "backup external",
+                    "copy local external b",
+                ],
+            },
+            Case {
+                name: "remote edit comes home",
+                agreed: "a",
+                sides: &["local:a@1:a", "icloud:b@2:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "prop b icloud",
+                actions: &["backup local", "copy icloud local b"],
+            },
+            Case {
+                name: "same edit in two places is no conflict",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:b@3:a"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "sync b",
+                actions: &[],
+            },
+            Case {
+                name: "conflict, newest wins",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:c@3:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "prop c icloud",
+                actions: &["backup local", "copy icloud local c"],
+            },
+            Case {
+                name: "conflict, newest tie goes to the earlier location",
+                agreed: "a",
+                sides: &["local:b@3:a", "icloud:c@3:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "prop b local",
+                actions: &["backup icloud", "copy local icloud b"],
+            },
+            Case {
+                name: "conflict, local wins",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:c@3:a"],
+                deletes: false,
+                direction: sync(Local),
+                expect: "prop b local",
+                actions: &["backup icloud", "copy local icloud b"],
+            },
+            Case {
+                name:
+                    "conflict between remotes, local unchanged, strategy local falls back to newest",
+                agreed: "a",
+                sides: &["local:a@1:a", "icloud:b@5:a", "external:c@3:a"],
+                deletes: false,
+                direction: sync(Local),
+                expect: "prop b icloud",
+                actions: &[
+                    "backup local",
+                    "copy icloud local b",
+                    "backup external",
+                    "copy icloud external b",
+                ],
+            },
+            Case {
+                name: "conflict, remote wins (first changed remote in config order)",
+                agreed: "a",
+                sides: &["local:b@9:a", "icloud:a@1:a", "external:c@3:a"],
+                deletes: false,
+                direction: sync(Remote),
+                expect: "prop c external",
+                actions: &[
+                    "backup local",
+                    "copy external local c",
+                    "backup icloud",
+                    "copy external icloud c",
+                ],
+            },
+            Case {
+                name: "conflict, manual: nothing moves",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:c@3:a"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "conflict",
+                actions: &[],
+            },
+            Case {
+                name: "missing file is restored, not deleted",
+                agreed: "a",
+                sides: &["local:-:a", "icloud:a@1:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "prop a icloud",
+                actions: &["copy icloud local a"],
+            },
+            Case {
+                name: "missing file with propagate_deletes is deleted everywhere",
+                agreed: "a",
+                sides: &["local:-:a", "icloud:a@1:a"],
+                deletes: true,
+                direction: sync(Newest),
+                expect: "del local",
+                actions: &["delete icloud"],
+            },
+            Case {
+                name: "deletion against a modification: the modification wins",
+                agreed: "a",
+                sides: &["local:-:a", "icloud:b@1:a"],
+                deletes: true,
+                direction: sync(Newest),
+                expect: "prop b icloud",
+                actions: &["copy icloud local b"],
+            },
+            Case {
+                name: "deletion against a modification under manual is a conflict",
+                agreed: "a",
+                sides: &["local:-:a", "icloud:b@1:a"],
+                deletes: true,
+                direction: sync(Manual),
+                expect: "conflict",
+                actions: &[],
+            },
+            Case {
+                name: "returning drive catches up without a conflict",
+                agreed: "c",
+                sides: &["local:c@3:c", "icloud:c@3:c", "external:a@1:a"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "prop c local",
+                actions: &["backup external", "copy local external c"],
+            },
+            Case {
+                name: "a drive never seen with an old copy is a conflict (first-sync rule)",
+                agreed: "c",
+                sides: &["local:c@3:c", "external:a@1:"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "conflict",
+                actions: &[],
+            },
+            Case {
+                name: "first-sync rule under newest: the newer agreed version wins",
+                agreed: "c",
+                sides: &["local:c@3:c", "external:a@1:"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "prop c local",
+                actions: &["backup external", "copy local external c"],
+            },
+            Case {
+                name: "a never-seen location holding the agreed version is in sync",
+                agreed: "c",
+                sides: &["local:c@3:c", "external:c@3:"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "sync c",
+                actions: &[],
+            },
+            Case {
+                name: "a never-seen empty location gets the agreed version",
+                agreed: "c",
+                sides: &["local:c@3:c", "external:-:"],
+                deletes: true,
+                direction: sync(Manual),
+                expect: "prop c local",
+                actions: &["copy local external c"],
+            },
+            Case {
+                name: "first sync ever: one side has the file",
+                agreed: "",
+                sides: &["local:a@1:", "icloud:-:"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "prop a local",
+                actions: &["copy local icloud a"],
+            },
+            Case {
+                name: "first sync ever: both hold the same version",
+                agreed: "",
+                sides: &["local:a@1:", "icloud:a@2:"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "sync a",
+                actions: &[],
+            },
+            Case {
+                name: "first sync ever: different versions are a conflict",
+                agreed: "",
+                sides: &["local:a@1:", "icloud:b@2:"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "conflict",
+                actions: &[],
+            },
+            Case {
+                name: "first sync ever, newest",
+                agreed: "",
+                sides: &["local:a@1:", "icloud:b@2:"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "prop b icloud",
+                actions: &["backup local", "copy icloud local b"],
+            },
+            Case {
+                name: "file nowhere",
+                agreed: "",
+                sides: &["local:-:", "icloud:-:"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "sync -",
+                actions: &[],
+            },
+            Case {
+                name: "an evicted copy is not a deletion and is not written",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:?:a"],
+                deletes: true,
+                direction: sync(Newest),
+                expect: "sync b",
+                actions: &[],
+            },
+            Case {
+                name: "agreed version nowhere available: stuck, no failure",
+                agreed: "a",
+                sides: &["local:-:a", "icloud:?:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "stuck",
+                actions: &[],
+            },
+            Case {
+                name: "a corrupt change never wins and is replaced after a backup",
+                agreed: "a",
+                sides: &["local:a@1:a", "icloud:x@9!:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "prop a local",
+                actions: &["backup icloud", "copy local icloud a"],
+            },
+            Case {
+                name: "a corrupt change loses to a healthy change",
+                agreed: "a",
+                sides: &["local:b@1:a", "icloud:x@9!:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "prop b local",
+                actions: &["backup icloud", "copy local icloud b"],
+            },
+            Case {
+                name: "no healthy version anywhere: fail, nothing moves",
+                agreed: "",
+                sides: &["local:x@1!:", "icloud:-:"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "fail",
+                actions: &[],
+            },
+            Case {
+                name: "a held-back version is a conflict whatever the strategy",
+                agreed: "a",
+                sides: &["local:a@1:a", "icloud:s@9~:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "conflict",
+                actions: &[],
+            },
+            Case {
+                name: "push: local wins even though a remote changed",
+                agreed: "a",
+                sides: &["local:a@1:a", "icloud:b@9:a"],
+                deletes: false,
+                direction: Direction::Push,
+                expect: "prop a local",
+                actions: &["backup icloud", "copy local icloud a"],
+            },
+            Case {
+                name: "pull writes only local",
+                agreed: "a",
+                sides: &["local:a@1:a", "icloud:b@9:a", "external:a@1:a"],
+                deletes: false,
+                direction: Direction::Pull(Newest),
+                expect: "prop b icloud",
+                actions: &["backup local", "copy icloud local b"],
+            },
+            Case {
+                name: "pull of a local change writes nothing",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:a@1:a"],
+                deletes: false,
+                direction: Direction::Pull(Newest),
+                expect: "prop b local",
+                actions: &[],
+            },
+            Case {
+                name: "keep a location's version settles a conflict",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:c@3:a"],
+                deletes: false,
+                direction: Direction::Keep("local".into()),
+                expect: "prop b local",
+                actions: &["backup icloud", "copy local icloud b"],
+            },
+            Case {
+                name: "keep a location that has no version fails",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:-:a"],
+                deletes: false,
+                direction: Direction::Keep("icloud".into()),
+                expect: "fail",
+                actions: &[],
+            },
+        ]
+    }
+
+    #[test]
+    fn reconciliation_table() {
+        let mut failures = Vec::new();
+        for case in cases() {
+            let input = FileInput {
+                file: "f".into(),
+                agreed: rec(case.agreed),
+                sides: case.sides.iter().map(|s| side(s)).collect(),
+                propagate_deletes: case.deletes,
+            };
+            let plan = plan_file(&input, &case.direction);
+            let got = outcome(&plan.decision);
+            if got != case.expect || plan.actions != acts(case.actions) {
+                failures.push(format!(
+                    "{}: expected {} {:?}, got {} {:?}",
+                    case.name, case.expect, case.actions, got, plan.actions
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn conflict_lists_every_location_holding_a_candidate() {
+        let input = FileInput {
+            file: "f".into(),
+            agreed: rec("a"),
+            sides: ["local:b@2:a", "icloud:c@3:a", "external:c@3:a"]
+                .iter()
+                .map(|s| side(s))
+                .collect(),
+            propagate_deletes: false,
+        };
+        let plan = plan_file(&input, &Direction::Sync(Manual));
+        let Decision::Conflict { candidates, reason } = plan.decision else {
+            panic!("not a conflict")
+        };
+        let locs: Vec<&str> = candidates.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(locs, ["local", "icloud", "external"]);
+        assert!(reason.contains("local and icloud"), "{reason}");
+    }
+
+    #[test]
+    fn refused_corrupt_versions_are_reported() {
+        let input = FileInput {
+            file: "f".into(),
+            agreed: rec("a"),
+            sides: ["local:a@1:a", "icloud:x@9!:a"]
+                .iter()
+                .map(|s| side(s))
+                .collect(),
+            propagate_deletes: false,
+        };
+        let plan = plan_file(&input, &Direction::Sync(Newest));
+        assert_eq!(
+            plan.refused,
+            vec![("icloud".to_string(), "malformed".to_string())]
+        );
+    }
+}

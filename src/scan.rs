@@ -1,0 +1,293 @@
+//! Update detection (SPEC §4.1): stat every synced file, trust the scan cache when size,
+//! mtime, inode and ctime all match and the entry is not "racy", hash otherwise.
+
+use crate::archive::CacheEntry;
+use crate::kind::{self, Content, Facts, Kind, ReadCtx};
+use crate::names;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// An entry recorded while the file's mtime or ctime was this close to the scan is re-hashed.
+pub const RACY_NS: i64 = 2_000_000_000;
+
+/// The stat facts that decide whether a cached hash still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+    /// Size and mtime of a SQLite `-wal` beside it, which holds committed rows too.
+    pub side: Option<(u64, i64)>,
+}
+
+impl Stat {
+    /// Stats a regular file (and its `-wal`); `None` when absent.
+    pub fn of(path: &Path) -> std::io::Result<Option<(Stat, std::fs::Metadata)>> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let side = std::fs::metadata(PathBuf::from(wal))
+            .ok()
+            .map(|w| (w.size(), w.mtime() * 1_000_000_000 + w.mtime_nsec()));
+        let stat = Stat {
+            size: meta.size(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            ino: meta.ino(),
+            side,
+        };
+        Ok(Some((stat, meta)))
+    }
+
+    /// The cache key form.
+    pub fn signature(&self) -> String {
+        let side = self
+            .side
+            .map(|(s, m)| format!("{s}/{m}"))
+            .unwrap_or_else(|| "-".into());
+        format!(
+            "{}:{}:{}:{}:{side}",
+            self.size, self.mtime_ns, self.ino, self.ctime_ns
+        )
+    }
+}
+
+/// What scanning one file in one location found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// A regular file, with its version.
+    Present {
+        /// Its stat.
+        stat: Stat,
+        /// Its version.
+        content: Content,
+        /// Whether its content was read this time (false: from the cache).
+        hashed: bool,
+    },
+    /// Nothing there.
+    Absent,
+    /// Cannot be used this run; the reason says why.
+    Skipped(String),
+}
+
+/// Whether a cached entry may be trusted for `stat` (the racy-clean rule).
+pub fn cache_holds(entry: &CacheEntry, stat: &Stat) -> bool {
+    let newest = stat
+        .mtime_ns
+        .max(stat.ctime_ns)
+        .max(stat.side.map(|s| s.1).unwrap_or(i64::MIN));
+    entry.signature == stat.signature() && newest.saturating_add(RACY_NS) < entry.scanned_ns
+}
+
+/// The cache entry to store for a version just read at `now_ns`.
+pub fn cache_entry(stat: &Stat, content: &Content, now_ns: i64) -> CacheEntry {
+    CacheEntry {
+        signature: stat.signature(),
+        scanned_ns: now_ns,
+        hash: content.hash.clone(),
+        kind: content.kind.as_str().into(),
+        extra: serde_json::to_string(&content.facts).unwrap_or_default(),
+    }
+}
+
+/// Why a file that is not there is not absent either: an iCloud placeholder beside it.
+fn evicted_reason(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let placeholder = path.with_file_name(names::placeholder_name(name));
+    if placeholder.exists() {
+        request_download(path);
+        return Some(
+            "evicted by iCloud (placeholder present); download requested, skipped this run".into(),
+        );
+    }
+    None
+}
+
+#[cfg(target_os = "macos")]
+fn is_dataless(meta: &std::fs::Metadata) -> bool {
+    use std::os::macos::fs::MetadataExt as _;
+    const SF_DATALESS: u32 = 0x4000_0000;
+    meta.st_flags() & SF_DATALESS != 0
+}
+
+#[cfg(not(target_os = "macos"))]
+fn is_dataless(_meta: &std::fs::Metadata) -> bool {
+    false
+}
+
+#[cfg(target_os = "macos")]
+fn request_download(path: &Path) {
+    // Fire and forget: the download must never block the run.
+    let _ = std::process::Command::new("brctl")
+        .arg("download")
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
+#[cfg(not(target_os = "macos"))]
+fn request_download(_path: &Path) {}
+
+/// Scans one file: stat, cache, hash. Never fails: problems become `Skipped`.
+pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Found {
+    let (stat, meta) = match Stat::of(path) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return evicted_reason(path)
+                .map(Found::Skipped)
+                .unwrap_or(Found::Absent)
+        }
+        Err(e) => return Found::Skipped(format!("cannot stat: {e}")),
+    };
+    if meta.file_type().is_symlink() {
+        return Found::Skipped("is a symbolic link; Metasync does not follow links".into());
+    }
+    if !meta.is_file() {
+        return Found::Skipped("is not a regular file".into());
+    }
+    if is_dataless(&meta) {
+        request_download(path);
+        return Found::Skipped(
+            "evicted by iCloud (dataless); download requested, skipped this run".into(),
+        );
+    }
+    if let Some(entry) = cached {
+        if cache_holds(entry, &stat) {
+            let facts: Facts = serde_json::from_str(&entry.extra).unwrap_or_default();
+            let content = Content {
+                hash: entry.hash.clone(),
+                kind: Kind::parse(&entry.kind),
+                facts,
+            };
+            return Found::Present {
+                stat,
+                content,
+                hashed: false,
+            };
+        }
+    }
+    let content = match kind::read_content(path, ctx) {
+        Ok(c) => c,
+        Err(e) => return Found::Skipped(format!("cannot read: {e}")),
+    };
+    match Stat::of(path) {
+        Ok(Some((after, _))) if after == stat => Found::Present {
+            stat,
+            content,
+            hashed: true,
+        },
+        _ => Found::Skipped("changed while being read; it will be synced next run".into()),
+    }
+}
+
+/// Scans every file of one location.
+pub fn scan_location(
+    root: &Path,
+    files: &[String],
+    cache: &HashMap<String, CacheEntry>,
+    ctx: &ReadCtx,
+) -> Vec<(String, Found)> {
+    files
+        .iter()
+        .map(|f| (f.clone(), scan_file(&root.join(f), cache.get(f), ctx)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ReadCtx {
+        ReadCtx {
+            sqlite: Default::default(),
+            scratch: std::env::temp_dir(),
+        }
+    }
+
+    fn now_ns() -> i64 {
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    }
+
+    #[test]
+    fn cache_is_trusted_only_when_not_racy_and_unchanged() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, "one").unwrap();
+        let Found::Present {
+            stat,
+            content,
+            hashed,
+        } = scan_file(&p, None, &ctx())
+        else {
+            panic!()
+        };
+        assert!(hashed);
+        // Recorded right now: the file's mtime is within the racy window, so not trusted.
+        let racy = cache_entry(&stat, &content, now_ns());
+        assert!(!cache_holds(&racy, &stat));
+        // Recorded well after the file's last change: trusted.
+        let clean = cache_entry(&stat, &content, stat.ctime_ns + RACY_NS + 1);
+        assert!(cache_holds(&clean, &stat));
+        let Found::Present { hashed, .. } = scan_file(&p, Some(&clean), &ctx()) else {
+            panic!()
+        };
+        assert!(!hashed);
+        // Same size, new content: the signature moves (mtime/ctime), so it is hashed again.
+        std::fs::write(&p, "two").unwrap();
+        let Found::Present {
+            content: c2,
+            hashed,
+            ..
+        } = scan_file(&p, Some(&clean), &ctx())
+        else {
+            panic!()
+        };
+        assert!(hashed);
+        assert_ne!(c2.hash, content.hash);
+    }
+
+    #[test]
+    fn placeholder_is_skipped_not_absent() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(
+            scan_file(&d.path().join("metastore.db"), None, &ctx()),
+            Found::Absent
+        );
+        std::fs::write(d.path().join(".metastore.db.icloud"), "plist").unwrap();
+        assert!(
+            matches!(scan_file(&d.path().join("metastore.db"), None, &ctx()), Found::Skipped(r) if r.contains("evicted"))
+        );
+    }
+
+    #[test]
+    fn symlinks_are_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("outside"), "secret").unwrap();
+        std::os::unix::fs::symlink(d.path().join("outside"), d.path().join("f")).unwrap();
+        assert!(
+            matches!(scan_file(&d.path().join("f"), None, &ctx()), Found::Skipped(r) if r.contains("symbolic link"))
+        );
+    }
+
+    #[test]
+    fn sha256_matches_known_vector() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("abc");
+        std::fs::write(&p, "abc").unwrap();
+        assert_eq!(
+            kind::sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! Human-readable renderings of the engine's reports, for the CLI.
+
+use crate::report::*;
+use std::fmt::Write;
+
+fn short(h: &str) -> &str {
+    &h[..h.len().min(12)]
+}
+
+/// One line per progress event worth showing while a run goes on.
+pub fn event_line(e: &Event) -> Option<String> {
+    match e {
+        Event::LocationUnavailable { location, reason } => {
+            Some(format!("skipping {location}: {reason}"))
+        }
+        Event::FileSkipped {
+            file,
+            location,
+            reason,
+        } => Some(format!("{file} in {location}: {reason}")),
+        Event::CorruptRefused {
+            file,
+            location,
+            detail,
+        } => Some(format!(
+            "{file} in {location} is corrupt and was refused: {detail}"
+        )),
+        Event::Conflict(c) => Some(format!("conflict on {}: {}", c.file, c.reason)),
+        _ => None,
+    }
+}
+
+/// The one-line summary of a run.
+pub fn run_line(r: &RunReport) -> String {
+    let written = r
+        .actions
+        .iter()
+        .filter(|a| a.done && a.action != "backup")
+        .count();
+    format!(
+        "{} {}: {} file(s), {} written, {} conflict(s), {} warning(s), {} error(s)",
+        r.finished,
+        r.command,
+        r.files.len(),
+        written,
+        r.conflicts.len(),
+        r.warnings.len(),
+        r.errors.len()
+    )
+}
+
+/// A run report.
+pub fn run(r: &RunReport) -> String {
+    let mut s = String::new();
+    if r.dry_run {
+        let _ = writeln!(s, "dry run: nothing was written");
+    }
+    for f in &r.files {
+        let winner = match (&f.winner, &f.sha256) {
+            (Some(w), Some(h)) => format!(" ← {w} ({})", short(h)),
+            (Some(w), None) => format!(" ← {w}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(s, "{:<11} {}{winner}: {}", f.outcome, f.file, f.reason);
+    }
+    for a in &r.actions {
+        let state = if a.done {
+            "done"
+        } else if r.dry_run {
+            "would"
+        } else {
+            "FAILED"
+        };
+        let err = a
+            .error
+            .as_ref()
+            .map(|e| format!(" — {e}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {state:<6} {} {} in {}: {}{err}",
+            a.action, a.file, a.location, a.detail
+        );
+    }
+    for c in &r.conflicts {
+        let _ = writeln!(
+            s,
+            "conflict on {}: {} — settle with `metasync resolve {} --keep LOCATION`",
+            c.file, c.reason, c.file
+        );
+    }
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    for e in &r.errors {
+        let _ = writeln!(s, "error: {e}");
+    }
+    let _ = writeln!(s, "{}", run_line(r));
+    s
+}
+
+/// A status report.
+pub fn status(st: &StatusReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "home {}  (config: {})", st.home, st.config);
+    for l in &st.locations {
+        let health = if l.location.available {
+            "available".to_string()
+        } else {
+            "UNAVAILABLE".to_string()
+        };
+        let reason = l
+            .location
+            .reason
+            .as_ref()
+            .map(|r| format!(" — {r}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "\n{} [{health}] {}{reason}",
+            l.location.name, l.location.path
+        );
+        for f in &l.files {
+            let mut line = format!("  {:<24} {:<8}", f.file, f.state);
+            if let (Some(size), Some(h)) = (f.size, &f.sha256) {
+                let _ = write!(
+                    line,
+                    " {size:>10} B  {}  {}",
+                    f.mtime.as_deref().unwrap_or(""),
+                    short(h)
+                );
+            }
+            if let (Some(e), Some(c)) = (f.entities, f.conversations) {
+                let _ = write!(line, "  {e} entities, {c} conversations");
+            }
+            if let Some(n) = &f.note {
+                let _ = write!(line, "  ({n})");
+            }
+            let _ = writeln!(s, "{line}");
+        }
+    }
+    if st.conflicts.is_empty() {
+        let _ = writeln!(s, "\nno conflicts");
+    } else {
+        let _ = writeln!(s);
+        s.push_str(&conflicts(&st.conflicts));
+    }
+    match &st.last_run {
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "last run: {} {} at {}: {}",
+                r.command, r.result, r.finished, r.summary
+            );
+        }
+        None => {
+            let _ = writeln!(s, "last run: never");
+        }
+    }
+    for w in &st.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
+
+/// The conflicts list.
+pub fn conflicts(list: &[ConflictReport]) -> String {
+    let mut s = String::new();
+    if list.is_empty() {
+        let _ = writeln!(s, "no unresolved conflicts");
+    }
+    for c in list {
+        let _ = writeln!(
+            s,
+            "conflict on {} (since {}): {}",
+            c.file, c.detected, c.reason
+        );
+        for v in &c.candidates {
+            let counts = match (v.entities, v.conversations) {
+                (Some(e), Some(c)) => format!("  {e} entities, {c} conversations"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "  {:<10} {:>10} B  {}  {}{counts}",
+                v.location,
+                v.size.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+                v.mtime.as_deref().unwrap_or("(missing)"),
+                v.sha256.as_deref().map(short).unwrap_or("-")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  settle it with: metasync resolve {} --keep LOCATION",
+            c.file
+        );
+    }
+    s
+}
+
+/// The backups list.
+pub fn backups(list: &[BackupEntry]) -> String {
+    let mut s = String::new();
+    if list.is_empty() {
+        let _ = writeln!(s, "no backups");
+    }
+    for b in list {
+        let counts = match (b.entities, b.conversations) {
+            (Some(e), Some(c)) => format!("  {e} entities, {c} conversations"),
+            _ => String::new(),
+        };
+        let _ = writeln!(s, "{}  {:>10} B  {}{counts}", b.created, b.size, b.id);
+    }
+    s
+}
+
+/// The verify report.
+pub fn verify(v: &VerifyReport) -> String {
+    let mut s = String::new();
+    for d in &v.databases {
+        let _ = writeln!(s, "{} in {}: integrity {}", d.file, d.location, d.integrity);
+        for (t, n) in &d.tables {
+            let _ = writeln!(s, "  {t:<24} {n}");
+        }
+    }
+    for l in &v.skipped {
+        let _ = writeln!(
+            s,
+            "skipped {}: {}",
+            l.name,
+            l.reason.as_deref().unwrap_or("")
+        );
+    }
+    if v.databases.is_empty() {
+        let _ = writeln!(s, "no databases found");
+    }
+    s
+}
