@@ -479,6 +479,7 @@ mod tests {
                 .collect(),
             warnings: vec![],
             errors,
+            hashed: 0,
             exit_code,
         }
     }
