@@ -38,16 +38,19 @@ function when(rfc3339) {
   if (!rfc3339) return "—";
   const d = new Date(rfc3339);
   if (Number.isNaN(d.getTime())) return rfc3339;
-  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const opts = { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false };
+  if (d.getFullYear() !== new Date().getFullYear()) opts.year = "numeric";
+  return d.toLocaleString(undefined, opts);
 }
 
 const short = (h) => (h ? h.slice(0, 7) : "—");
 
-function say(text, kind) {
+function say(text, kind, action) {
   const m = $("message");
-  if (!text) { m.hidden = true; m.textContent = ""; return; }
+  if (!text) { m.hidden = true; m.textContent = ""; delete m.dataset.kind; delete m.dataset.action; return; }
   m.textContent = text;
   m.dataset.kind = kind || "info";
+  if (action) m.dataset.action = action; else delete m.dataset.action;
   m.hidden = false;
 }
 
@@ -76,15 +79,17 @@ function renderLocations(status) {
   box.replaceChildren();
   for (const loc of status.locations) {
     const health = loc.available ? (loc.reason ? `available — ${loc.reason}` : "available") : `unavailable — ${loc.reason || "unknown reason"}`;
+    const withRows = loc.files.some((f) => counts(f));
     const rows = loc.files.map((f) =>
       el("tr", { "data-file": f.file },
-        el("td", {}, el("span", { text: f.file })),
-        el("td", { text: f.state === "present" ? "" : f.state }),
+        el("td", {}, el("span", { text: f.file }), f.state === "present" ? null : el("span", { class: "muted", text: ` (${f.state})` })),
         el("td", { class: "num", text: f.state === "present" ? size(f.size) : "" }),
         el("td", { class: "hash", title: f.sha256 || "", text: short(f.sha256) }),
-        el("td", { text: counts(f) })));
+        withRows ? el("td", { text: counts(f) }) : null));
     const table = rows.length
-      ? el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "File" }), el("th", { text: "" }), el("th", { class: "num", text: "Size" }), el("th", { text: "Version" }), el("th", { text: "Rows" }))), el("tbody", {}, ...rows))
+      ? el("table", {},
+          el("thead", {}, el("tr", {}, el("th", { text: "File" }), el("th", { class: "num", text: "Size" }), el("th", { text: "Version" }), withRows ? el("th", { text: "Rows" }) : null)),
+          el("tbody", {}, ...rows))
       : el("p", { class: "empty", text: loc.available ? "No synced files here yet." : "" });
     box.append(el("div", { class: "card location", "data-location": loc.name, "data-available": String(loc.available) },
       el("div", { class: "card-head" },
@@ -114,7 +119,7 @@ function renderConflicts(conflicts) {
       el("div", { class: "candidates" }, ...c.candidates.map((k) =>
         el("div", { class: "candidate", "data-candidate": k.location },
           el("strong", { text: k.location }),
-          el("span", { class: "muted", text: k.sha256 ? `${size(k.size)} · ${when(k.mtime)}` : "deleted here" }),
+          el("span", { class: "muted", text: k.sha256 ? `${size(k.size)} · changed ${when(k.mtime)}` : "deleted here" }),
           el("span", { class: "hash", title: k.sha256 || "", text: short(k.sha256) }),
           counts(k) ? el("span", { class: "muted", text: counts(k) }) : null,
           el("button", {
@@ -135,21 +140,23 @@ function renderBackups(backups) {
     if (!groups.has(b.file)) groups.set(b.file, []);
     groups.get(b.file).push(b);
   }
-  box.replaceChildren(...[...groups.entries()].map(([file, list]) =>
-    el("div", { class: "backup-group", "data-backups-of": file },
-      el("h3", { text: file }),
+  box.replaceChildren(...[...groups.entries()].map(([file, list]) => {
+    const withRows = list.some((b) => counts(b));
+    return el("div", { class: "backup-group", "data-backups-of": file },
+      el("h3", {}, file, el("span", { class: "muted", text: ` · ${list.length} backup${list.length === 1 ? "" : "s"}, newest first` })),
       el("table", {},
-        el("thead", {}, el("tr", {}, el("th", { text: "Made" }), el("th", { text: "Location" }), el("th", { class: "num", text: "Size" }), el("th", { text: "Rows" }), el("th", { text: "" }))),
+        el("thead", {}, el("tr", {}, el("th", { text: "Made" }), el("th", { text: "Location" }), el("th", { class: "num", text: "Size" }), withRows ? el("th", { text: "Rows" }) : null, el("th", { text: "" }))),
         el("tbody", {}, ...list.map((b) =>
           el("tr", { class: "backup", "data-backup-id": b.id },
-            el("td", { text: when(b.created) }),
+            el("td", { class: "nowrap", text: when(b.created) }),
             el("td", { text: b.location }),
             el("td", { class: "num", text: size(b.size) }),
-            el("td", { text: counts(b) }),
+            withRows ? el("td", { text: counts(b) }) : null,
             el("td", { class: "num" }, el("button", {
               type: "button", class: "restore small", "data-backup-id": b.id, text: "Restore…",
               onclick: () => askRestore(b),
-            })))))))));
+            })))))));
+  }));
 }
 
 function renderRuns(runs) {
@@ -194,20 +201,20 @@ async function refresh() {
   return refreshing;
 }
 
-async function act(label, fn) {
+async function act(action, label, fn) {
   say("");
   try {
     const out = await fn();
-    if (label) say(label(out));
+    if (label) say(label(out), "info", action);
   } catch (e) {
-    say(String(e), "error");
+    say(String(e), "error", action);
   }
   await refresh();
 }
 
 async function syncNow() {
   $("sync-now").textContent = "Syncing…";
-  await act((r) => {
+  await act("sync", (r) => {
     if (r.queued) return "A sync is running; one more will follow it.";
     const rep = r.report;
     if (rep.errors.length) return `Sync finished with errors: ${rep.errors.join("; ")}`;
@@ -218,7 +225,7 @@ async function syncNow() {
 
 async function keep(file, location) {
   for (const b of document.querySelectorAll("button.keep")) b.disabled = true;
-  await act(() => `Kept the ${location} version of ${file} everywhere.`, () => invoke("resolve_conflict", { file, location }));
+  await act("resolve", () => `Kept the ${location} version of ${file} everywhere.`, () => invoke("resolve_conflict", { file, location }));
 }
 
 let pendingRestore = null;
@@ -240,13 +247,13 @@ async function confirmRestore() {
   const b = pendingRestore;
   closeConfirm();
   if (!b) return;
-  await act((r) => `Restored ${r.backup.file} in ${r.backup.location}.`, () => invoke("restore_backup", { id: b.id }));
+  await act("restore", (r) => `Restored ${r.backup.file} in ${r.backup.location}.`, () => invoke("restore_backup", { id: b.id }));
 }
 
 async function init() {
   $("sync-now").addEventListener("click", syncNow);
   $("pause-toggle").addEventListener("click", () =>
-    act(null, () => invoke("set_paused", { paused: $("pause-toggle").dataset.paused !== "true" })));
+    act("pause", null, () => invoke("set_paused", { paused: $("pause-toggle").dataset.paused !== "true" })));
   $("confirm-cancel").addEventListener("click", closeConfirm);
   $("confirm-ok").addEventListener("click", confirmRestore);
   document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("confirm").hidden) closeConfirm(); });

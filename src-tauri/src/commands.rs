@@ -139,11 +139,14 @@ pub async fn resolve_conflict<R: Runtime>(
     let app2 = app.clone();
     let (result, events) = blocking(&engine, move |e| {
         let state = app2.state::<AppState>();
-        let _quiet = state.begin_write();
+        let _writing = state.begin_write();
         let mut events: Vec<Event> = Vec::new();
         let r = e
             .resolve(&file, &location, &mut |ev| events.push(ev.clone()))
             .map_err(|e| e.to_string());
+        if let Ok(report) = &r {
+            state.record_own_writes(report);
+        }
         Ok((r, events))
     })
     .await?;

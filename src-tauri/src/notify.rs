@@ -117,20 +117,29 @@ impl Notifier {
     }
 }
 
-/// Shows notices natively. Delivery cannot be confirmed on every platform (without a
-/// notification daemon the plugin still returns Ok), so errors are only logged.
+/// Shows notices natively, off the caller's thread: a notification daemon that is slow to
+/// start (D-Bus activation) must not hold up a command or a run. Delivery cannot be
+/// confirmed on every platform (without a daemon the plugin still returns Ok), so errors
+/// are only logged.
 pub fn show<R: Runtime>(app: &AppHandle<R>, notices: &[Notice]) {
-    for n in notices {
-        if let Err(e) = app
-            .notification()
-            .builder()
-            .title(&n.title)
-            .body(&n.body)
-            .show()
-        {
-            eprintln!("metasync-app: notification failed: {e}");
-        }
+    if notices.is_empty() {
+        return;
     }
+    let app = app.clone();
+    let notices = notices.to_vec();
+    tauri::async_runtime::spawn_blocking(move || {
+        for n in notices {
+            if let Err(e) = app
+                .notification()
+                .builder()
+                .title(&n.title)
+                .body(&n.body)
+                .show()
+            {
+                eprintln!("metasync-app: notification failed: {e}");
+            }
+        }
+    });
 }
 
 #[cfg(test)]

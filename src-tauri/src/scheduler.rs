@@ -135,12 +135,15 @@ async fn run_once<R: Runtime>(app: &AppHandle<R>) -> Result<RunReport, String> {
     let app2 = app.clone();
     let joined = tauri::async_runtime::spawn_blocking(move || {
         let state = app2.state::<AppState>();
-        let _quiet = state.begin_write();
+        let _writing = state.begin_write();
         let mut events = Vec::new();
         let result = engine.open().and_then(|e| {
             e.run(&RunOptions::default(), &mut |ev| events.push(ev.clone()))
                 .map_err(|err| err.to_string())
         });
+        if let Ok(report) = &result {
+            state.record_own_writes(report);
+        }
         (result, events)
     })
     .await;
@@ -200,24 +203,27 @@ pub fn changed<R: Runtime>(app: &AppHandle<R>) {
     let _ = app.emit(CHANGED_EVENT, view);
 }
 
-/// Whether a change to `rel` (relative to a location root) is a change to a synced file. A
-/// live SQLite database changes through its `-wal` or `-journal` before its main file.
-pub fn is_synced_change(selector: &Selector, rel: &str) -> bool {
+/// The synced file a change to `rel` (relative to a location root) concerns, if any. A live
+/// SQLite database changes through its `-wal` or `-journal` before its main file.
+pub fn synced_file_of<'a>(selector: &Selector, rel: &'a str) -> Option<&'a str> {
     if selector.matches(rel) {
-        return true;
+        return Some(rel);
     }
     ["-wal", "-journal"]
         .iter()
         .filter_map(|s| rel.strip_suffix(s))
-        .any(|main| !main.is_empty() && selector.matches(main))
+        .find(|main| !main.is_empty() && selector.matches(main))
 }
 
-/// The relative path of `path` under the first root that holds it, with `/` separators.
-pub fn relative_to(roots: &[PathBuf], path: &Path) -> Option<String> {
+/// The root that holds `path` and the path relative to it, with `/` separators.
+pub fn relative_to<'a>(roots: &'a [PathBuf], path: &Path) -> Option<(&'a Path, String)> {
     roots.iter().find_map(|r| {
         let rel = path.strip_prefix(r).ok()?;
         let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-        parts.map(|p| p.join("/")).filter(|s| !s.is_empty())
+        parts
+            .map(|p| p.join("/"))
+            .filter(|s| !s.is_empty())
+            .map(|s| (r.as_path(), s))
     })
 }
 
@@ -292,11 +298,12 @@ fn watch<R: Runtime>(app: &AppHandle<R>, roots: &[PathBuf], selector: Selector) 
     let handler = move |res: DebounceEventResult| {
         let Ok(events) = res else { return };
         let state = app2.state::<AppState>();
-        if state.is_quiet() {
-            return;
-        }
         let relevant = events.iter().any(|e| {
-            relative_to(&roots2, &e.path).is_some_and(|rel| is_synced_change(&selector, &rel))
+            let Some((root, rel)) = relative_to(&roots2, &e.path) else {
+                return false;
+            };
+            synced_file_of(&selector, &rel)
+                .is_some_and(|main| !state.is_own_change(&e.path, &root.join(main)))
         });
         if relevant {
             state.trigger(Trigger::FilesChanged);
@@ -402,14 +409,14 @@ mod tests {
     #[test]
     fn only_synced_files_and_their_journals_count() {
         let s = sel(&["metastore.db", "sorting-rules.yaml", "notes/*.md"]);
-        for yes in [
-            "metastore.db",
-            "metastore.db-wal",
-            "metastore.db-journal",
-            "sorting-rules.yaml",
-            "notes/a.md",
+        for (rel, main) in [
+            ("metastore.db", "metastore.db"),
+            ("metastore.db-wal", "metastore.db"),
+            ("metastore.db-journal", "metastore.db"),
+            ("sorting-rules.yaml", "sorting-rules.yaml"),
+            ("notes/a.md", "notes/a.md"),
         ] {
-            assert!(is_synced_change(&s, yes), "{yes}");
+            assert_eq!(synced_file_of(&s, rel), Some(main), "{rel}");
         }
         for no in [
             "metastore.db-shm",
@@ -421,22 +428,23 @@ mod tests {
             "other.txt",
             "-wal",
         ] {
-            assert!(!is_synced_change(&s, no), "{no}");
+            assert_eq!(synced_file_of(&s, no), None, "{no}");
         }
     }
 
     #[test]
     fn relative_paths_under_roots() {
         let roots = vec![PathBuf::from("/h"), PathBuf::from("/r/x")];
+        let rel = |p: &str| relative_to(&roots, Path::new(p)).map(|(r, s)| (r.to_path_buf(), s));
         assert_eq!(
-            relative_to(&roots, Path::new("/h/a/b.md")).as_deref(),
-            Some("a/b.md")
+            rel("/h/a/b.md"),
+            Some((PathBuf::from("/h"), "a/b.md".into()))
         );
         assert_eq!(
-            relative_to(&roots, Path::new("/r/x/metastore.db")).as_deref(),
-            Some("metastore.db")
+            rel("/r/x/metastore.db"),
+            Some((PathBuf::from("/r/x"), "metastore.db".into()))
         );
-        assert_eq!(relative_to(&roots, Path::new("/elsewhere/f")), None);
-        assert_eq!(relative_to(&roots, Path::new("/h")), None);
+        assert_eq!(rel("/elsewhere/f"), None);
+        assert_eq!(rel("/h"), None);
     }
 }

@@ -5,15 +5,37 @@ use crate::notify::Notifier;
 use crate::scheduler::{RunQueue, Trigger};
 use metasync::{Engine, RunReport, StatusReport};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::SystemTime;
 use tokio::sync::mpsc::UnboundedSender;
 
-/// How long after the app's own writes file-system events are still ignored: the watcher
-/// delivers debounced events a couple of seconds late.
-pub const QUIET_AFTER_WRITE: Duration = Duration::from_secs(4);
+/// What a file looked like right after the engine wrote it: a later event on it that finds
+/// it unchanged is the echo of that write, not an edit.
+pub type Fingerprint = (u64, SystemTime);
+
+/// The fingerprint of a file now, if it exists.
+pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// Whether a file event is the echo of the engine's own write: the synced file still looks
+/// exactly as the engine left it, and the event is on that file or on a side file (a
+/// rollback journal) that has already gone again.
+pub fn is_echo(
+    recorded: Option<&Fingerprint>,
+    now: Option<Fingerprint>,
+    event_on_main: bool,
+    event_path_exists: bool,
+) -> bool {
+    match (recorded, now) {
+        (Some(r), Some(n)) => *r == n && (event_on_main || !event_path_exists),
+        _ => false,
+    }
+}
 
 /// Where the engine's home and config are; opens a fresh [`Engine`] per call so an edited
 /// `metasync.toml` takes effect on the next run.
@@ -255,7 +277,7 @@ pub struct AppState {
     pub engine: EngineHandle,
     paused: AtomicBool,
     writers: AtomicUsize,
-    quiet_until: Mutex<Option<Instant>>,
+    own_writes: Mutex<HashMap<PathBuf, Fingerprint>>,
     queue: Mutex<RunQueue>,
     last: Mutex<Option<LastOutcome>>,
     last_status: Mutex<Option<StatusReport>>,
@@ -275,7 +297,7 @@ impl AppState {
             engine,
             paused: AtomicBool::new(false),
             writers: AtomicUsize::new(0),
-            quiet_until: Mutex::new(None),
+            own_writes: Mutex::new(HashMap::new()),
             queue: Mutex::new(RunQueue::default()),
             last: Mutex::new(None),
             last_status: Mutex::new(None),
@@ -329,19 +351,45 @@ impl AppState {
         lock(&self.notifier)
     }
 
-    /// Marks the start of an engine call that writes synced files; the returned guard marks
-    /// its end. While any is open, and for [`QUIET_AFTER_WRITE`] after, file events are ours.
+    /// Marks the start of an engine call that writes synced files (a run, a resolve); the
+    /// returned guard marks its end. While any is open, file events are taken as ours.
     pub fn begin_write(&self) -> WriteGuard<'_> {
         self.writers.fetch_add(1, Ordering::SeqCst);
         WriteGuard { state: self }
     }
 
-    /// Whether a file event now is probably the app's own write.
-    pub fn is_quiet(&self) -> bool {
+    /// Remembers what the engine wrote in a run, so the watcher can tell its echoes from
+    /// edits. Call before the write guard is dropped.
+    pub fn record_own_writes(&self, report: &RunReport) {
+        let mut own = lock(&self.own_writes);
+        for a in report
+            .actions
+            .iter()
+            .filter(|a| a.done && a.action != "backup")
+        {
+            let Some(loc) = report.locations.iter().find(|l| l.name == a.location) else {
+                continue;
+            };
+            let path = Path::new(&loc.path).join(&a.file);
+            if let Some(fp) = fingerprint(&path) {
+                own.insert(path, fp);
+            }
+        }
+    }
+
+    /// Whether an event on `path` (the synced file `main`, or one of its side files) is the
+    /// app's own doing: during an engine write, or an echo of one.
+    pub fn is_own_change(&self, path: &Path, main: &Path) -> bool {
         if self.writers.load(Ordering::SeqCst) > 0 {
             return true;
         }
-        matches!(*lock(&self.quiet_until), Some(t) if Instant::now() < t)
+        let own = lock(&self.own_writes);
+        is_echo(
+            own.get(main),
+            fingerprint(main),
+            path == main,
+            path.exists(),
+        )
     }
 
     /// Where the scheduler listens.
@@ -378,7 +426,6 @@ pub struct WriteGuard<'a> {
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
-        *lock(&self.state.quiet_until) = Some(Instant::now() + QUIET_AFTER_WRITE);
         self.state.writers.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -512,16 +559,51 @@ mod tests {
     }
 
     #[test]
-    fn write_guard_makes_quiet_then_lets_go() {
-        let s = AppState::new(EngineHandle::new("/nowhere", None));
-        assert!(!s.is_quiet());
+    fn echoes_of_own_writes_are_told_from_edits() {
+        let t = SystemTime::UNIX_EPOCH;
+        let fp = (12, t);
+        let later = (12, t + std::time::Duration::from_secs(1));
+        // The file as the engine left it: an echo, on the file or a vanished journal.
+        assert!(is_echo(Some(&fp), Some(fp), true, true));
+        assert!(is_echo(Some(&fp), Some(fp), false, false));
+        // A side file still there (a live -wal) may be someone else's write.
+        assert!(!is_echo(Some(&fp), Some(fp), false, true));
+        // Changed since, never written by us, or gone: an edit.
+        assert!(!is_echo(Some(&fp), Some(later), true, true));
+        assert!(!is_echo(Some(&fp), Some((13, t)), true, true));
+        assert!(!is_echo(None, Some(fp), true, true));
+        assert!(!is_echo(Some(&fp), None, true, false));
+    }
+
+    #[test]
+    fn during_a_write_every_event_is_ours_then_only_echoes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let f = dir.path().join("sorting-rules.yaml");
+        std::fs::write(&f, "a").unwrap_or_else(|e| panic!("{e}"));
+        let s = AppState::new(EngineHandle::new(dir.path(), None));
+        assert!(!s.is_own_change(&f, &f));
         {
             let _g = s.begin_write();
-            assert!(s.is_quiet());
+            assert!(s.is_own_change(&f, &f));
         }
-        // Still quiet just after: the watcher's events arrive late.
-        assert!(s.is_quiet());
-        *lock(&s.quiet_until) = Some(Instant::now() - Duration::from_millis(1));
-        assert!(!s.is_quiet());
+        assert!(!s.is_own_change(&f, &f));
+        let mut report = sample_report();
+        report.locations[0].path = dir.path().display().to_string();
+        report.actions.push(metasync::ActionReport {
+            file: "sorting-rules.yaml".into(),
+            location: "local".into(),
+            action: "copy".into(),
+            detail: "usb".into(),
+            done: true,
+            error: None,
+        });
+        s.record_own_writes(&report);
+        assert!(s.is_own_change(&f, &f), "the echo of our copy");
+        std::fs::write(&f, "a longer edit").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!s.is_own_change(&f, &f), "the user's edit after it");
+    }
+
+    fn sample_report() -> RunReport {
+        report(vec![], 0, 0)
     }
 }

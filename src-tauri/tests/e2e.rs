@@ -78,6 +78,18 @@ fn write_aged(path: &Path, text: &str, secs_ago: u64) {
     }
 }
 
+/// A small knowledge graph: 3 entities, 2 conversations.
+fn make_metastore(path: &Path) {
+    let db = rusqlite::Connection::open(path).expect("create metastore.db");
+    db.execute_batch(
+        "CREATE TABLE entities (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         CREATE TABLE conversations (id INTEGER PRIMARY KEY, title TEXT NOT NULL);
+         INSERT INTO entities (name) VALUES ('Ada'), ('Grace'), ('Edsger');
+         INSERT INTO conversations (title) VALUES ('kick-off'), ('review');",
+    )
+    .expect("fill metastore.db");
+}
+
 async fn wait_until<F: FnMut() -> bool>(what: &str, mut ok: F) {
     let start = Instant::now();
     while !ok() {
@@ -145,6 +157,7 @@ async fn scenario(driver_bin: PathBuf) {
     );
     std::fs::write(home.join("metasync.toml"), config).expect("config");
     write_aged(&home.join(RULES), "rules: v1\n", 60);
+    make_metastore(&home.join("metastore.db"));
 
     let port = free_port();
     let native_port = free_port();
@@ -260,7 +273,20 @@ async fn steps(d: &WebDriver, home: &Path, remote: &Path) -> Result<(), String> 
         read(&home.join(RULES)) == "rules: home\n"
     })
     .await;
-    wait_css(d, "#message[data-kind='info']").await;
+    wait_css(d, "#message[data-action='restore'][data-kind='info']").await;
+    // The current version was backed up before the restore: now two backups at home.
+    wait_css(
+        d,
+        "[data-backups-of='sorting-rules.yaml'] tr.backup[data-backup-id^='local:'] ~ tr.backup[data-backup-id^='local:']",
+    )
+    .await;
+    // The restore is an ordinary change: the watcher notices it and a sync carries it to
+    // the drive a few seconds later, with no click.
+    wait_until("the restored version to reach the drive by itself", || {
+        read(&remote.join(RULES)) == "rules: home\n"
+    })
+    .await;
+    wait_css(d, ".runs li:first-child .result[data-result='ok']").await;
     // Let the page settle on its refreshed state before the picture.
     tokio::time::sleep(Duration::from_millis(800)).await;
     save_screenshot(d, "panel.png").await;
