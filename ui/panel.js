@@ -79,16 +79,17 @@ function renderLocations(status) {
   box.replaceChildren();
   for (const loc of status.locations) {
     const health = loc.available ? (loc.reason ? `available — ${loc.reason}` : "available") : `unavailable — ${loc.reason || "unknown reason"}`;
-    const withRows = loc.files.some((f) => counts(f));
     const rows = loc.files.map((f) =>
       el("tr", { "data-file": f.file },
-        el("td", {}, el("span", { text: f.file }), f.state === "present" ? null : el("span", { class: "muted", text: ` (${f.state})` })),
-        el("td", { class: "num", text: f.state === "present" ? size(f.size) : "" }),
-        el("td", { class: "hash", title: f.sha256 || "", text: short(f.sha256) }),
-        withRows ? el("td", { text: counts(f) }) : null));
+        el("td", {},
+          el("div", { class: "nowrap" }, f.file, f.state === "present" ? null : el("span", { class: "muted", text: ` (${f.state})` })),
+          counts(f) ? el("div", { class: "sub", text: counts(f) }) : null,
+          f.note ? el("div", { class: "sub", text: f.note }) : null),
+        el("td", { class: "num nowrap", text: f.state === "present" ? size(f.size) : "" }),
+        el("td", { class: "hash nowrap", title: f.sha256 || "", text: short(f.sha256) })));
     const table = rows.length
       ? el("table", {},
-          el("thead", {}, el("tr", {}, el("th", { text: "File" }), el("th", { class: "num", text: "Size" }), el("th", { text: "Version" }), withRows ? el("th", { text: "Rows" }) : null)),
+          el("thead", {}, el("tr", {}, el("th", { text: "File" }), el("th", { class: "num", text: "Size" }), el("th", { text: "Version" }))),
           el("tbody", {}, ...rows))
       : el("p", { class: "empty", text: loc.available ? "No synced files here yet." : "" });
     box.append(el("div", { class: "card location", "data-location": loc.name, "data-available": String(loc.available) },
@@ -150,7 +151,7 @@ function renderBackups(backups) {
           el("tr", { class: "backup", "data-backup-id": b.id },
             el("td", { class: "nowrap", text: when(b.created) }),
             el("td", { text: b.location }),
-            el("td", { class: "num", text: size(b.size) }),
+            el("td", { class: "num nowrap", text: size(b.size) }),
             withRows ? el("td", { text: counts(b) }) : null,
             el("td", { class: "num" }, el("button", {
               type: "button", class: "restore small", "data-backup-id": b.id, text: "Restore…",
