@@ -5,19 +5,21 @@
 
 use crate::state::{AppState, LastOutcome};
 use crate::{notify, tray};
+use ::notify::{EventKind, RecursiveMode, Watcher as _};
 use metasync::select::Selector;
 use metasync::{Event, RunOptions, RunReport};
-use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tauri::{AppHandle, Emitter, Manager, Runtime};
 use tokio::sync::mpsc;
 
 /// Delay between start and the first run (a login catches up at once, after the tray is up).
 pub const STARTUP_DELAY: Duration = Duration::from_secs(3);
-/// How long file events are gathered before they count as one change.
+/// A change triggers a run once files have been quiet this long...
 pub const DEBOUNCE: Duration = Duration::from_secs(2);
+/// ...or this long after the first change, if they never go quiet (a busy database).
+pub const DEBOUNCE_MAX: Duration = Duration::from_secs(15);
 /// How often watched folders and mount points are looked at again.
 pub const POLL: Duration = Duration::from_secs(5);
 /// The event the page listens to: the app's state changed (a run ended, pause toggled).
@@ -116,7 +118,7 @@ pub async fn request_run<R: Runtime>(app: &AppHandle<R>, trigger: Trigger) -> Ru
     match admission {
         Admission::Queued => return RunRequest::Queued,
         Admission::Dropped => return RunRequest::Skipped("a run is in progress"),
-        Admission::Start => {}
+        Admission::Start => eprintln!("metasync-app: sync ({trigger:?})"),
     }
     changed(app);
     let mut last;
@@ -290,38 +292,79 @@ fn is_mounted(path: &Path) -> bool {
     path.is_dir()
 }
 
-type Watcher = notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>;
+/// Whether a file-system event can be a change. Reads are not: the engine's own scans open
+/// and read every synced file.
+pub fn is_change_kind(kind: &EventKind) -> bool {
+    !matches!(kind, EventKind::Access(_))
+}
 
-fn watch<R: Runtime>(app: &AppHandle<R>, roots: &[PathBuf], selector: Selector) -> Option<Watcher> {
+/// Gathers a burst of changes into one run: due [`DEBOUNCE`] after the last change, and at
+/// the latest [`DEBOUNCE_MAX`] after the first.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Debounce {
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Debounce {
+    /// A change at `now`.
+    pub fn note(&mut self, now: Instant) {
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    /// When the gathered changes should run, if any are waiting.
+    pub fn due(&self) -> Option<Instant> {
+        match (self.first, self.last) {
+            (Some(f), Some(l)) => Some((l + DEBOUNCE).min(f + DEBOUNCE_MAX)),
+            _ => None,
+        }
+    }
+
+    /// The run was started: nothing waits any more.
+    pub fn clear(&mut self) {
+        *self = Debounce::default();
+    }
+}
+
+fn watch<R: Runtime>(
+    app: &AppHandle<R>,
+    roots: &[PathBuf],
+    selector: Selector,
+) -> Option<::notify::RecommendedWatcher> {
     let app2 = app.clone();
     let roots2 = roots.to_vec();
-    let handler = move |res: DebounceEventResult| {
-        let Ok(events) = res else { return };
+    let handler = move |res: ::notify::Result<::notify::Event>| {
+        let Ok(event) = res else { return };
+        if !is_change_kind(&event.kind) {
+            return;
+        }
         let state = app2.state::<AppState>();
-        let relevant = events.iter().any(|e| {
-            let Some((root, rel)) = relative_to(&roots2, &e.path) else {
-                return false;
+        let ours = |path: &PathBuf| {
+            let Some((root, rel)) = relative_to(&roots2, path) else {
+                return true;
             };
             synced_file_of(&selector, &rel)
-                .is_some_and(|main| !state.is_own_change(&e.path, &root.join(main)))
-        });
-        if relevant {
+                .is_none_or(|main| state.is_own_change(path, &root.join(main)))
+        };
+        if let Some(p) = event.paths.iter().find(|p| !ours(p)) {
+            eprintln!("metasync-app: changed: {}", p.display());
             state.trigger(Trigger::FilesChanged);
         }
     };
-    let mut debouncer = match new_debouncer(DEBOUNCE, handler) {
-        Ok(d) => d,
+    let mut watcher = match ::notify::recommended_watcher(handler) {
+        Ok(w) => w,
         Err(e) => {
             eprintln!("metasync-app: cannot watch files: {e}");
             return None;
         }
     };
     for root in roots {
-        if let Err(e) = debouncer.watcher().watch(root, RecursiveMode::Recursive) {
+        if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
             eprintln!("metasync-app: cannot watch {}: {e}", root.display());
         }
     }
-    Some(debouncer)
+    Some(watcher)
 }
 
 /// Starts the background task.
@@ -337,7 +380,9 @@ async fn run_loop<R: Runtime>(app: AppHandle<R>, mut rx: mpsc::UnboundedReceiver
     let mut next = tokio::time::Instant::now() + STARTUP_DELAY;
     let mut first = true;
     let mut poll = tokio::time::interval(POLL);
+    let mut changes = Debounce::default();
     loop {
+        let change_due = changes.due().map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {
                 let t = if first { Trigger::Startup } else { Trigger::Interval };
@@ -345,7 +390,12 @@ async fn run_loop<R: Runtime>(app: AppHandle<R>, mut rx: mpsc::UnboundedReceiver
                 next = tokio::time::Instant::now() + current.interval;
                 spawn_run(&app, t);
             }
+            _ = tokio::time::sleep_until(change_due.unwrap_or(next)), if change_due.is_some() => {
+                changes.clear();
+                spawn_run(&app, Trigger::FilesChanged);
+            }
             got = rx.recv() => match got {
+                Some(Trigger::FilesChanged) => changes.note(Instant::now()),
                 Some(t) => spawn_run(&app, t),
                 None => return,
             },
@@ -430,6 +480,40 @@ mod tests {
         ] {
             assert_eq!(synced_file_of(&s, no), None, "{no}");
         }
+    }
+
+    #[test]
+    fn a_plain_folder_is_not_a_mounted_volume() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!is_mounted(dir.path()));
+        assert!(!is_mounted(&dir.path().join("missing")));
+        #[cfg(target_os = "linux")]
+        assert!(is_mounted(Path::new("/proc")));
+    }
+
+    #[test]
+    fn reads_are_not_changes() {
+        use ::notify::event::{AccessKind, CreateKind, ModifyKind, RemoveKind};
+        assert!(!is_change_kind(&EventKind::Access(AccessKind::Any)));
+        assert!(is_change_kind(&EventKind::Create(CreateKind::File)));
+        assert!(is_change_kind(&EventKind::Modify(ModifyKind::Any)));
+        assert!(is_change_kind(&EventKind::Remove(RemoveKind::File)));
+    }
+
+    #[test]
+    fn a_burst_of_changes_makes_one_run_soon_after_it_ends() {
+        let t0 = Instant::now();
+        let mut d = Debounce::default();
+        assert_eq!(d.due(), None);
+        d.note(t0);
+        assert_eq!(d.due(), Some(t0 + DEBOUNCE));
+        d.note(t0 + Duration::from_secs(1));
+        assert_eq!(d.due(), Some(t0 + Duration::from_secs(1) + DEBOUNCE));
+        // Changes that never stop still run within DEBOUNCE_MAX of the first.
+        d.note(t0 + DEBOUNCE_MAX);
+        assert_eq!(d.due(), Some(t0 + DEBOUNCE_MAX));
+        d.clear();
+        assert_eq!(d.due(), None);
     }
 
     #[test]
