@@ -273,6 +273,7 @@ impl Engine {
             std::time::SystemTime::now(),
             &machine,
             &self.read_ctx(),
+            None,
         )?;
         tracing::info!(target: "metasync", "{file} in {}: restored from {}", place.loc.name, backup_path.display());
         events(&Event::BackupRestored {

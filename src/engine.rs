@@ -301,7 +301,9 @@ impl Engine {
         let mut changes = Changes::default();
         let mut scans: Scans = HashMap::new();
         let scan_time = now_ns();
-        let ctx = self.read_ctx();
+        let run_dir = RunScratch::create(&self.home)?;
+        let mut ctx = self.read_ctx();
+        ctx.keep_snapshots = Some(run_dir.0.clone());
         let mut hashed = 0u64;
         for p in &available {
             let cache = archive.cache(&p.loc.name)?;
@@ -771,6 +773,7 @@ impl Engine {
                         mtime,
                         machine,
                         &self.read_ctx(),
+                        content.snapshot.as_deref(),
                     )
                     .map(|_| format!("from {from}"))
                 }
@@ -996,6 +999,35 @@ impl Engine {
             Some(a) => a.history(limit),
             None => Ok(Vec::new()),
         }
+    }
+}
+
+/// A run's own folder for database snapshots, removed when the run ends (and, if a crash left
+/// one behind, by the next run, which holds the lock).
+struct RunScratch(PathBuf);
+
+impl RunScratch {
+    fn create(home: &Path) -> Result<RunScratch> {
+        let tmp = home.join(crate::names::STATE_DIR).join("tmp");
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                if e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("run-"))
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("run-{}", crate::ids::random_hex(12)));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create folder", &dir, e))?;
+        Ok(RunScratch(dir))
+    }
+}
+
+impl Drop for RunScratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
