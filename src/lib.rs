@@ -15,6 +15,7 @@ pub mod error;
 pub mod names;
 pub mod report;
 pub mod select;
+pub mod sqlite;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{Config, Strategy};

@@ -1,0 +1,2034 @@
+//! The engine's SQLite primitives (SPEC §6): recognising a database, taking a consistent
+//! snapshot of a live one through the online backup API, its logical hash, the integrity
+//! gate, table counts, live-safe writes into a database another program holds open, and the
+//! shrink guard.
+//!
+//! Every function opens its own connection and closes it before returning. The user's
+//! database is only ever opened read-only for reading (`SQLITE_OPEN_READONLY`, with
+//! checkpoint-on-close disabled as well), so closing Metasync's connection never checkpoints
+//! it or removes its `-wal`. One caveat of SQLite itself: a read-only connection to a
+//! WAL-mode database whose `-wal`/`-shm` do not exist creates them (empty) when the folder is
+//! writable; it never writes database content.
+//!
+//! # The logical hash
+//!
+//! [`logical_hash`] is a SHA-256 (hex) over a byte stream built like SQLite's `dbhash`, read
+//! in one read transaction:
+//!
+//! 1. the tag `metasync-logical-hash-v1\0`;
+//! 2. `PRAGMA user_version` and `PRAGMA application_id` (applications use them to mark schema
+//!    migrations; both survive VACUUM and backup copies);
+//! 3. the schema: every `sqlite_schema` row (`type`, `name`, `tbl_name`, `sql` — `rootpage`
+//!    is left out because VACUUM changes it), sorted by (`type`, `name`) bytewise, the `sql`
+//!    text exactly as stored (nothing normalised);
+//! 4. the rows of every table with storage, tables sorted by name bytewise. Included:
+//!    every ordinary table and `sqlite_sequence` (it decides the next AUTOINCREMENT id, so it
+//!    is part of what the database means), and the shadow tables of virtual tables (FTS
+//!    indexes are stored there). Left out: `sqlite_stat1`…`sqlite_stat4` (ANALYZE /
+//!    `PRAGMA optimize` statistics, rewritten without any data changing) and the virtual
+//!    tables themselves (their content is their shadow tables', and their module may be
+//!    missing). Rows of a rowid table are taken in rowid order; the rowid itself is hashed
+//!    only when it is a column (`INTEGER PRIMARY KEY`), because VACUUM may renumber the
+//!    rowids of other tables. Rows of a `WITHOUT ROWID` table are taken in PRIMARY KEY order
+//!    (with the key's own collations and directions). Indexes are not hashed: they follow
+//!    from the rows.
+//!
+//! Every item is length-prefixed and type-tagged, so no two different databases give the same
+//! stream: `N` NULL; `I` + 8-byte big-endian i64; `F` + the 8 big-endian bytes of the IEEE-754
+//! double (exact); `T` + u64 length + UTF-8 bytes; `B` + u64 length + bytes. So integer `1`,
+//! text `'1'` and real `1.0` differ, and NULL differs from an empty blob or text.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::config::DbConfig;
+use rusqlite::types::ValueRef;
+use rusqlite::{ffi, Connection, ErrorCode, OpenFlags};
+use sha2::{Digest, Sha256};
+
+use crate::config::SqliteConfig;
+use crate::error::{Error, IoContext, Result};
+
+/// The 16 bytes every SQLite database file begins with.
+pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Tag that starts the logical hash's byte stream; bump it when the stream's format changes.
+const HASH_TAG: &[u8] = b"metasync-logical-hash-v1\0";
+
+/// Options for SQLite handling (built by the engine from config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// How long one attempt waits for another connection's lock.
+    pub busy_timeout: Duration,
+    /// Above this file size `quick_check` replaces `integrity_check`.
+    pub quick_check_above_bytes: u64,
+    /// How many times a backup step that found the database busy is attempted in all.
+    pub max_snapshot_attempts: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            busy_timeout: Duration::from_secs(5),
+            quick_check_above_bytes: 512 * 1024 * 1024,
+            max_snapshot_attempts: 5,
+        }
+    }
+}
+
+impl From<&SqliteConfig> for SqliteOptions {
+    fn from(c: &SqliteConfig) -> Self {
+        SqliteOptions {
+            busy_timeout: Duration::from_millis(c.busy_timeout_ms),
+            quick_check_above_bytes: c.quick_check_above_mb.saturating_mul(1024 * 1024),
+            ..SqliteOptions::default()
+        }
+    }
+}
+
+/// What [`snapshot`] learnt about the snapshot it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The snapshot's [`logical_hash`] (hex SHA-256). For a snapshot that fails its integrity
+    /// check and cannot be read row by row, a domain-separated SHA-256 of its bytes instead.
+    pub logical_hash: String,
+    /// The snapshot's integrity check.
+    pub integrity: Integrity,
+    /// Row counts of its user tables (empty when a corrupt snapshot cannot be counted).
+    pub counts: TableCounts,
+    /// The snapshot file's size in bytes.
+    pub size: u64,
+}
+
+/// The result of SQLite's integrity check on a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Integrity {
+    /// Whether the check reported `ok`.
+    pub ok: bool,
+    /// What the check reported when not ok (empty when ok).
+    pub messages: Vec<String>,
+    /// Whether `quick_check` ran instead of the full `integrity_check`.
+    pub quick: bool,
+}
+
+impl Integrity {
+    /// `"ok"`, or the messages joined by `"; "` (for reports).
+    pub fn summary(&self) -> String {
+        if self.ok {
+            "ok".to_string()
+        } else {
+            self.messages.join("; ")
+        }
+    }
+
+    fn failed(message: impl Into<String>, quick: bool) -> Self {
+        Integrity {
+            ok: false,
+            messages: vec![message.into()],
+            quick,
+        }
+    }
+}
+
+/// Row counts of every user table (not `sqlite_*`), `entities` and `conversations` first when
+/// present, then the rest by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableCounts(pub Vec<(String, u64)>);
+
+impl TableCounts {
+    /// The row count of `table` (table names compare ASCII-case-insensitively, as in SQLite).
+    pub fn get(&self, table: &str) -> Option<u64> {
+        self.0
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(table))
+            .map(|&(_, n)| n)
+    }
+
+    /// The row count of `entities`, when the table exists.
+    pub fn entities(&self) -> Option<u64> {
+        self.get("entities")
+    }
+
+    /// The row count of `conversations`, when the table exists.
+    pub fn conversations(&self) -> Option<u64> {
+        self.get("conversations")
+    }
+}
+
+/// Whether the file begins with the 16-byte header `SQLite format 3\0` (false for shorter or
+/// other files and for a missing file; Err only on another I/O error).
+pub fn is_sqlite(path: &Path) -> Result<bool> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let mut buf = [0u8; 16];
+    let n = read_up_to(&mut f, &mut buf).ctx("read", path)?;
+    Ok(n == buf.len() && &buf == SQLITE_HEADER)
+}
+
+/// Whether an error is SQLite saying the database is corrupt or not a database at all
+/// (`SQLITE_CORRUPT`, `SQLITE_NOTADB`), as opposed to an I/O, lock or usage problem.
+pub fn is_corruption(err: &Error) -> bool {
+    match err {
+        Error::Sqlite { source, .. } => is_corrupt_code(source),
+        _ => false,
+    }
+}
+
+/// Takes a consistent snapshot of the database at `src` into a new file `dest` (which must
+/// not exist), through the online backup API in one step (all pages at once) with the busy
+/// timeout, `src` opened read-only. A step that finds the database busy is retried up to
+/// `max_snapshot_attempts` times in all, after which the error says the database never held
+/// still. The snapshot is then converted to one self-contained file in rollback-journal mode
+/// (`journal_mode=DELETE`), fsynced, and described. On error no `dest` is left behind.
+///
+/// A damaged source is usually copied as it is and described with `integrity.ok == false`;
+/// one SQLite cannot even copy (not a database, truncated) gives an error for which
+/// [`is_corruption`] is true — [`integrity`] of the source then says what is wrong.
+pub fn snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
+    for side in side_files(dest) {
+        if side.exists() {
+            return Err(Error::Refused(format!(
+                "cannot snapshot into {}: {} already exists",
+                dest.display(),
+                side.display()
+            )));
+        }
+    }
+    let src_conn = open_read_only(src, opts)?;
+    // Created exclusively: an existing file is never overwritten, even in a race.
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .ctx("create snapshot", dest)?;
+    let taken = take_snapshot(&src_conn, src, dest, opts)
+        .and_then(|()| close(src_conn, src))
+        .and_then(|()| describe_snapshot(dest, opts));
+    if taken.is_err() {
+        remove_with_side_files(dest);
+    }
+    taken
+}
+
+/// Logical hash (hex SHA-256) over the schema and rows of the database at `db`, read-only and
+/// in one read transaction; see the [module documentation](self) for its exact definition.
+pub fn logical_hash(db: &Path, opts: &SqliteOptions) -> Result<String> {
+    let conn = open_read_only(db, opts)?;
+    let hash = in_read_txn(&conn, db, "hash", |c| hash_connection(c, db))?;
+    close(conn, db)?;
+    Ok(hash)
+}
+
+/// `PRAGMA integrity_check` (`quick_check` when the file is larger than
+/// `quick_check_above_bytes`). A file that is not a database, is truncated or has a damaged
+/// page gives `Ok` with `ok == false` and SQLite's messages; `Err` only for I/O problems such
+/// as a missing file, or a lock that outlasted the busy timeout.
+pub fn integrity(db: &Path, opts: &SqliteOptions) -> Result<Integrity> {
+    let meta = std::fs::metadata(db).ctx("check integrity of", db)?;
+    let quick = meta.len() > opts.quick_check_above_bytes;
+    if !is_sqlite(db)? {
+        return Ok(Integrity::failed(
+            "file is not a database (no SQLite header)",
+            quick,
+        ));
+    }
+    let conn = open_read_only(db, opts)?;
+    let pragma = if quick {
+        "PRAGMA quick_check"
+    } else {
+        "PRAGMA integrity_check"
+    };
+    let checked = (|| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare(pragma)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut messages = Vec::new();
+        for row in rows {
+            // Newer SQLite returns several problems in one row, one per line, under a
+            // "*** in database main ***" heading.
+            messages.extend(
+                row?.lines()
+                    .filter(|l| !l.trim().is_empty() && !l.starts_with("*** in database "))
+                    .map(str::to_string),
+            );
+        }
+        Ok(messages)
+    })();
+    let result = match checked {
+        Ok(messages) if messages.len() == 1 && messages[0] == "ok" => Integrity {
+            ok: true,
+            messages: Vec::new(),
+            quick,
+        },
+        Ok(messages) if messages.is_empty() => {
+            Integrity::failed("integrity check returned nothing", quick)
+        }
+        Ok(messages) => Integrity {
+            ok: false,
+            messages,
+            quick,
+        },
+        Err(e) if is_corrupt_code(&e) => Integrity::failed(e.to_string(), quick),
+        Err(e) => return Err(Error::sqlite("check integrity of", db, e)),
+    };
+    // A corrupt file can make closing complain too; the verdict above is what matters.
+    let _ = conn.close();
+    Ok(result)
+}
+
+/// Row counts of every user table of `db` (not `sqlite_*`, not virtual tables; the shadow
+/// tables of virtual tables count as user tables), read-only in one read transaction,
+/// `entities` and `conversations` first, then the rest by name.
+pub fn table_counts(db: &Path, opts: &SqliteOptions) -> Result<TableCounts> {
+    let conn = open_read_only(db, opts)?;
+    let counts = in_read_txn(&conn, db, "count rows of", |c| count_tables(c, db))?;
+    close(conn, db)?;
+    Ok(counts)
+}
+
+/// Writes the database `src` (a snapshot file) into the database file `dest` through the
+/// backup API — `dest` opened read-write in place (created when missing), under SQLite's own
+/// locking, busy timeout, one step — so that another process holding `dest` open sees the new
+/// content and nothing it commits afterwards is lost. Works when `dest` is in WAL mode and
+/// open elsewhere (its journal mode is kept); when a WAL `dest` has another page size, `src`
+/// is first converted to it in a temporary copy beside `src`.
+///
+/// Afterwards `logical_hash(dest)` must equal `logical_hash(src)`, else `Err`. The one
+/// exception: when another connection committed to `dest` around the write (between just
+/// before it and the check, as seen through `PRAGMA data_version` on Metasync's connection),
+/// the hashes cannot be compared; then a passing `quick_check` of `dest` is required instead,
+/// and a warning is logged.
+///
+/// A `dest` that SQLite cannot read as a database at all (not a database, damaged first page)
+/// cannot be written this way: the error then satisfies [`is_corruption`] and `dest` is left
+/// as it was. A `dest` with damage further in is overwritten whole and healthy afterwards.
+pub fn write_live(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<()> {
+    let expected = logical_hash(src, opts)?;
+    let src_conn = open_read_only(src, opts)?;
+    let mut dst = open_read_write(dest, opts, true)?;
+    let err = |e| Error::sqlite("write into", dest, e);
+
+    let dest_mode: String = dst
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(err)?;
+    let dest_page_size: i64 = dst
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(err)?;
+    let src_page_size: i64 = src_conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(|e| Error::sqlite("read", src, e))?;
+
+    // The backup API cannot change the page size of a WAL destination: convert a copy.
+    let converted = if dest_mode.eq_ignore_ascii_case("wal") && dest_page_size != src_page_size {
+        Some(with_page_size(src, dest_page_size, opts)?)
+    } else {
+        None
+    };
+    let (from_conn, from_path) = match &converted {
+        Some((_dir, path, conn)) => (conn, path.as_path()),
+        None => (&src_conn, src),
+    };
+
+    let version_before = data_version(&dst).map_err(err)?;
+    run_backup(
+        from_conn,
+        from_path,
+        &mut dst,
+        dest,
+        "write into",
+        dest,
+        opts,
+    )?;
+    let (version_after, actual) = in_read_txn(&dst, dest, "verify", |c| {
+        let v = data_version(c).map_err(|e| Error::sqlite("verify", dest, e))?;
+        Ok((v, hash_connection(c, dest)?))
+    })?;
+    close(dst, dest)?;
+    drop(converted);
+    close(src_conn, src)?;
+
+    if actual == expected {
+        return Ok(());
+    }
+    if version_after != version_before {
+        let check = integrity(
+            dest,
+            &SqliteOptions {
+                quick_check_above_bytes: 0,
+                ..opts.clone()
+            },
+        )?;
+        if check.ok {
+            tracing::warn!(
+                dest = %dest.display(),
+                "another program wrote to the database right after Metasync did; \
+                 its logical hash could not be compared (quick_check passed)"
+            );
+            return Ok(());
+        }
+        return Err(Error::Refused(format!(
+            "{} failed its check after being written: {}",
+            dest.display(),
+            check.summary()
+        )));
+    }
+    Err(Error::Refused(format!(
+        "{} does not hold what was written into it: logical hash {actual}, expected {expected} (from {})",
+        dest.display(),
+        src.display()
+    )))
+}
+
+/// Converts the database file `db` (e.g. a temp copy about to be renamed into a remote) to
+/// rollback-journal mode (`journal_mode=DELETE`) so that it is one self-contained file, and
+/// fsyncs it. Fails when another connection keeps it in WAL mode.
+pub fn make_self_contained(db: &Path, opts: &SqliteOptions) -> Result<()> {
+    std::fs::metadata(db).ctx("open", db)?;
+    let conn = open_read_write(db, opts, false)?;
+    to_rollback_journal(&conn, db)?;
+    close(conn, db)?;
+    check_self_contained(db)?;
+    fsync_file_and_dir(db)
+}
+
+/// Shrink guard (pure): `Some(reason)` when `entities` or `conversations` fell from
+/// `previous` to `new` by more than `max_shrink_percent` percent (e.g. `"entities fell from
+/// 92 to 10 (-89%)"`), `None` otherwise. A table absent from `previous`, or with 0 rows there,
+/// is never a shrink; a table absent from `new` counts as 0 rows.
+pub fn shrink_reason(
+    previous: &TableCounts,
+    new: &TableCounts,
+    max_shrink_percent: u32,
+) -> Option<String> {
+    let reasons: Vec<String> = ["entities", "conversations"]
+        .iter()
+        .filter_map(|&table| {
+            let before = previous.get(table).filter(|&n| n > 0)?;
+            let after = new.get(table).unwrap_or(0);
+            if after >= before {
+                return None;
+            }
+            let fell = u128::from(before - after);
+            // fell / before > max / 100, exactly, in integers.
+            if fell * 100 <= u128::from(max_shrink_percent) * u128::from(before) {
+                return None;
+            }
+            let percent = (before - after) as f64 * 100.0 / before as f64;
+            let shown = if percent.round() <= f64::from(max_shrink_percent) {
+                format!("{percent:.1}")
+            } else {
+                format!("{percent:.0}")
+            };
+            Some(format!("{table} fell from {before} to {after} (-{shown}%)"))
+        })
+        .collect();
+    if reasons.is_empty() {
+        None
+    } else {
+        Some(reasons.join("; "))
+    }
+}
+
+/// Creates a new knowledge-graph database at `path` (refused when a non-empty file is
+/// there) with tables `entities`, `conversations` and `relations`, filled deterministically:
+/// `entities` rows (~250 bytes each), `conversations` rows, and `entities - 1` relations.
+/// One transaction and prepared statements, so a million entities take seconds. The file is
+/// left in rollback-journal mode and fsynced. Used by the demo, tests and benchmarks.
+pub fn create_knowledge_graph(path: &Path, entities: u64, conversations: u64) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => {
+            return Err(Error::Refused(format!(
+                "cannot create a knowledge graph at {}: the file exists",
+                path.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("create", path, e)),
+    }
+    let mut conn = open_read_write(path, &SqliteOptions::default(), true)?;
+    if let Err(e) = fill_knowledge_graph(&mut conn, entities, conversations) {
+        drop(conn);
+        // The file was absent or empty before: leave no half-made database behind.
+        remove_with_side_files(path);
+        return Err(Error::sqlite("fill", path, e));
+    }
+    close(conn, path)?;
+    fsync_file_and_dir(path)
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections
+
+fn open_read_only(path: &Path, opts: &SqliteOptions) -> Result<Connection> {
+    // SQLite's own message for a missing file is "unable to open database file"; say it
+    // plainly instead.
+    std::fs::metadata(path).ctx("open", path)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::sqlite("open read-only", path, e))?;
+    configure(&conn, path, opts)?;
+    Ok(conn)
+}
+
+fn open_read_write(path: &Path, opts: &SqliteOptions, create: bool) -> Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(|e| Error::sqlite("open", path, e))?;
+    configure(&conn, path, opts)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, path: &Path, opts: &SqliteOptions) -> Result<()> {
+    conn.busy_timeout(opts.busy_timeout)
+        .map_err(|e| Error::sqlite("set the busy timeout of", path, e))?;
+    // Belt and braces for read-only connections (whose O_RDONLY file cannot take the lock a
+    // checkpoint needs anyway); for ours, closing must never checkpoint someone else's WAL.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(|e| Error::sqlite("configure", path, e))?;
+    Ok(())
+}
+
+fn close(conn: Connection, path: &Path) -> Result<()> {
+    conn.close()
+        .map_err(|(_, e)| Error::sqlite("close", path, e))
+}
+
+/// Runs `f` inside one (deferred, hence read-only unless `f` writes) transaction so that it
+/// sees one consistent state of the database.
+fn in_read_txn<T>(
+    conn: &Connection,
+    path: &Path,
+    op: &'static str,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    conn.execute_batch("BEGIN")
+        .map_err(|e| Error::sqlite(op, path, e))?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("COMMIT")
+                .map_err(|e| Error::sqlite(op, path, e))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+}
+
+/// A rusqlite error carrying our own message (shown as is by its `Display`).
+fn failure(code: i32, message: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some(message))
+}
+
+fn is_corrupt_code(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Backup
+
+/// One-step backup of `from` into `to`, retried while busy, bounded.
+fn run_backup(
+    from: &Connection,
+    from_path: &Path,
+    to: &mut Connection,
+    to_path: &Path,
+    op: &'static str,
+    err_path: &Path,
+    opts: &SqliteOptions,
+) -> Result<()> {
+    let attempts = opts.max_snapshot_attempts.max(1);
+    let backup = Backup::new(from, to).map_err(|e| Error::sqlite(op, to_path, e))?;
+    for attempt in 1..=attempts {
+        // -1: every page in one step, under one read transaction on the source, so a writer
+        // cannot make it restart (FIELD-NOTES: page-by-page never ends on a busy database).
+        match backup.step(-1) {
+            Ok(StepResult::Done) => return Ok(()),
+            // Not expected with -1; another step continues where this one stopped.
+            Ok(StepResult::More) => {}
+            // Busy (the busy timeout ran out) or Locked: wait a little and try again.
+            Ok(_) => {
+                if attempt < attempts {
+                    std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+                }
+            }
+            Err(e) => return Err(Error::sqlite(op, err_path, e)),
+        }
+    }
+    Err(Error::sqlite(
+        op,
+        err_path,
+        failure(
+            ffi::SQLITE_BUSY,
+            format!(
+                "the database never held still: still busy after {attempts} attempts \
+                 of {} ms each (copying from {})",
+                opts.busy_timeout.as_millis(),
+                from_path.display()
+            ),
+        ),
+    ))
+}
+
+fn take_snapshot(
+    src_conn: &Connection,
+    src: &Path,
+    dest: &Path,
+    opts: &SqliteOptions,
+) -> Result<()> {
+    let mut dst = open_read_write(dest, opts, false)?;
+    run_backup(src_conn, src, &mut dst, dest, "snapshot", src, opts)?;
+    to_rollback_journal(&dst, dest)?;
+    close(dst, dest)?;
+    check_self_contained(dest)?;
+    fsync_file_and_dir(dest)
+}
+
+fn to_rollback_journal(conn: &Connection, path: &Path) -> Result<()> {
+    let op = "switch to rollback-journal mode";
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
+        .map_err(|e| Error::sqlite(op, path, e))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(Error::sqlite(
+            op,
+            path,
+            failure(
+                ffi::SQLITE_ERROR,
+                format!("journal mode stayed {mode} (is another program holding it open?)"),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `db` is one file in rollback-journal mode: header bytes 18–19 (write and read
+/// format versions) are 1 and there is no `-wal` beside it.
+fn check_self_contained(db: &Path) -> Result<()> {
+    let mut f = File::open(db).ctx("open", db)?;
+    let mut header = [0u8; 20];
+    let n = read_up_to(&mut f, &mut header).ctx("read", db)?;
+    let op = "make self-contained";
+    // An empty file is an empty database: nothing beside it is needed.
+    if n > 0 && (n < header.len() || header[18] != 1 || header[19] != 1) {
+        return Err(Error::sqlite(
+            op,
+            db,
+            failure(
+                ffi::SQLITE_ERROR,
+                "the file is not in rollback-journal mode after the switch".into(),
+            ),
+        ));
+    }
+    let wal = with_suffix(db, "-wal");
+    if wal.exists() {
+        return Err(Error::sqlite(
+            op,
+            db,
+            failure(
+                ffi::SQLITE_ERROR,
+                format!("{} is still there", wal.display()),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn describe_snapshot(dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
+    let size = std::fs::metadata(dest).ctx("read", dest)?.len();
+    let integrity = integrity(dest, opts)?;
+    let (logical_hash, counts) = if integrity.ok {
+        (logical_hash(dest, opts)?, table_counts(dest, opts)?)
+    } else {
+        // A corrupt snapshot still needs a stable name: its rows if they can be read, else
+        // its bytes.
+        let hash = match logical_hash(dest, opts) {
+            Ok(h) => h,
+            Err(e) if is_corruption(&e) => corrupt_file_hash(dest)?,
+            Err(e) => return Err(e),
+        };
+        let counts = match table_counts(dest, opts) {
+            Ok(c) => c,
+            Err(e) if is_corruption(&e) => TableCounts::default(),
+            Err(e) => return Err(e),
+        };
+        (hash, counts)
+    };
+    Ok(SnapshotInfo {
+        logical_hash,
+        integrity,
+        counts,
+        size,
+    })
+}
+
+fn corrupt_file_hash(path: &Path) -> Result<String> {
+    let mut f = File::open(path).ctx("open", path)?;
+    let mut h = Sha256::new();
+    h.update(b"metasync-corrupt-database-bytes-v1\0");
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = read_up_to(&mut f, &mut buf).ctx("read", path)?;
+        h.update(&buf[..n]);
+        if n < buf.len() {
+            break;
+        }
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// A read-only connection to a copy of `src` whose page size is `page_size`, in a temporary
+/// folder beside `src` (dropped with the returned `TempDir`).
+fn with_page_size(
+    src: &Path,
+    page_size: i64,
+    opts: &SqliteOptions,
+) -> Result<(tempfile::TempDir, PathBuf, Connection)> {
+    let parent = parent_dir(src);
+    let dir = tempfile::Builder::new()
+        .prefix(".metasync-pagesize-")
+        .tempdir_in(&parent)
+        .ctx("create a temporary folder in", &parent)?;
+    let copy = dir.path().join("copy.db");
+    snapshot(src, &copy, opts)?;
+    let conn = open_read_write(&copy, opts, false)?;
+    conn.execute_batch(&format!("PRAGMA page_size={page_size}; VACUUM;"))
+        .map_err(|e| Error::sqlite("change the page size of", &copy, e))?;
+    close(conn, &copy)?;
+    let conn = open_read_only(&copy, opts)?;
+    Ok((dir, copy, conn))
+}
+
+// ---------------------------------------------------------------------------------------
+// Logical hash
+
+struct SchemaEntry {
+    kind: String,
+    name: String,
+    tbl_name: String,
+    sql: Option<String>,
+    rootpage: i64,
+}
+
+fn is_stat_table(name: &str) -> bool {
+    name.len() >= 11 && name[..11].eq_ignore_ascii_case("sqlite_stat")
+}
+
+fn is_internal(name: &str) -> bool {
+    name.len() >= 7 && name[..7].eq_ignore_ascii_case("sqlite_")
+}
+
+fn read_schema(conn: &Connection) -> rusqlite::Result<Vec<SchemaEntry>> {
+    let mut stmt =
+        conn.prepare("SELECT type, name, tbl_name, sql, coalesce(rootpage, 0) FROM sqlite_schema")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(SchemaEntry {
+            kind: r.get(0)?,
+            name: r.get(1)?,
+            tbl_name: r.get(2)?,
+            sql: r.get(3)?,
+            rootpage: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Appends hash items to a SHA-256.
+struct Hasher(Sha256);
+
+impl Hasher {
+    fn tag(&mut self, t: u8) {
+        self.0.update([t]);
+    }
+    fn int(&mut self, i: i64) {
+        self.tag(b'I');
+        self.0.update(i.to_be_bytes());
+    }
+    fn bytes(&mut self, t: u8, b: &[u8]) {
+        self.tag(t);
+        self.0.update((b.len() as u64).to_be_bytes());
+        self.0.update(b);
+    }
+    fn text(&mut self, s: &str) {
+        self.bytes(b'T', s.as_bytes());
+    }
+    fn opt_text(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.text(s),
+            None => self.tag(b'N'),
+        }
+    }
+    fn value(&mut self, v: ValueRef<'_>) {
+        match v {
+            ValueRef::Null => self.tag(b'N'),
+            ValueRef::Integer(i) => self.int(i),
+            ValueRef::Real(f) => {
+                self.tag(b'F');
+                self.0.update(f.to_bits().to_be_bytes());
+            }
+            ValueRef::Text(t) => self.bytes(b'T', t),
+            ValueRef::Blob(b) => self.bytes(b'B', b),
+        }
+    }
+}
+
+fn hash_connection(conn: &Connection, path: &Path) -> Result<String> {
+    let err = |e| Error::sqlite("hash", path, e);
+    let mut h = Hasher(Sha256::new());
+    h.0.update(HASH_TAG);
+
+    h.tag(b'H');
+    for pragma in ["PRAGMA user_version", "PRAGMA application_id"] {
+        let v: i64 = conn.query_row(pragma, [], |r| r.get(0)).map_err(err)?;
+        h.int(v);
+    }
+
+    let mut schema = read_schema(conn).map_err(err)?;
+    schema.retain(|e| !is_stat_table(&e.name) && !is_stat_table(&e.tbl_name));
+    schema.sort_by(|a, b| {
+        (a.kind.as_bytes(), a.name.as_bytes()).cmp(&(b.kind.as_bytes(), b.name.as_bytes()))
+    });
+    h.tag(b'S');
+    h.0.update((schema.len() as u64).to_be_bytes());
+    for e in &schema {
+        h.text(&e.kind);
+        h.text(&e.name);
+        h.text(&e.tbl_name);
+        h.opt_text(e.sql.as_deref());
+    }
+
+    let mut tables: Vec<&SchemaEntry> = schema
+        .iter()
+        .filter(|e| e.kind == "table" && e.rootpage > 0)
+        .collect();
+    tables.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    for t in tables {
+        hash_table(conn, &t.name, &mut h).map_err(err)?;
+    }
+    h.tag(b'Z');
+    Ok(hex(&h.0.finalize()))
+}
+
+fn hash_table(conn: &Connection, table: &str, h: &mut Hasher) -> rusqlite::Result<()> {
+    let without_rowid: bool = conn.query_row(
+        "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )?;
+    let order = if without_rowid {
+        primary_key_order(conn, table)?
+    } else {
+        rowid_order(conn, table)?
+    };
+    let sql = match &order {
+        Some(order) => format!("SELECT * FROM main.{} ORDER BY {order}", quote(table)),
+        // Every rowid alias is shadowed by a column: a table scan is still in rowid order.
+        None => format!("SELECT * FROM main.{} NOT INDEXED", quote(table)),
+    };
+    let mut stmt = conn.prepare(&sql)?;
+    let columns = stmt.column_count();
+    h.tag(b'T');
+    h.text(table);
+    h.0.update((columns as u64).to_be_bytes());
+    for name in stmt.column_names() {
+        h.text(name);
+    }
+    let mut rows = stmt.query([])?;
+    let mut count: u64 = 0;
+    while let Some(row) = rows.next()? {
+        h.tag(b'R');
+        for i in 0..columns {
+            h.value(row.get_ref(i)?);
+        }
+        count += 1;
+    }
+    h.tag(b'E');
+    h.0.update(count.to_be_bytes());
+    Ok(())
+}
+
+fn column_names(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_xinfo(?1, 'main')")?;
+    let rows = stmt.query_map([table], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// `ORDER BY` for a rowid table: the first rowid alias no column shadows.
+fn rowid_order(conn: &Connection, table: &str) -> rusqlite::Result<Option<String>> {
+    let columns = column_names(conn, table)?;
+    Ok(["rowid", "_rowid_", "oid"]
+        .into_iter()
+        .find(|alias| !columns.iter().any(|c| c.eq_ignore_ascii_case(alias)))
+        .map(str::to_string))
+}
+
+/// `ORDER BY` for a WITHOUT ROWID table: its PRIMARY KEY columns with their collations and
+/// directions, i.e. the table's own b-tree order.
+fn primary_key_order(conn: &Connection, table: &str) -> rusqlite::Result<Option<String>> {
+    let index: Option<String> = conn
+        .query_row(
+            "SELECT name FROM pragma_index_list(?1, 'main') WHERE origin = 'pk'",
+            [table],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    let Some(index) = index else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare(
+        "SELECT name, \"desc\", coll FROM pragma_index_xinfo(?1, 'main') WHERE key = 1 ORDER BY seqno",
+    )?;
+    let terms = stmt.query_map([&index], |r| {
+        let name: Option<String> = r.get(0)?;
+        let desc: bool = r.get(1)?;
+        let coll: Option<String> = r.get(2)?;
+        Ok((name, desc, coll))
+    })?;
+    let mut order = Vec::new();
+    for term in terms {
+        let (name, desc, coll) = term?;
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        let mut t = quote(&name);
+        if let Some(coll) = coll {
+            t.push_str(" COLLATE ");
+            t.push_str(&quote(&coll));
+        }
+        if desc {
+            t.push_str(" DESC");
+        }
+        order.push(t);
+    }
+    Ok(if order.is_empty() {
+        None
+    } else {
+        Some(order.join(", "))
+    })
+}
+
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Table counts
+
+fn count_tables(conn: &Connection, path: &Path) -> Result<TableCounts> {
+    let err = |e| Error::sqlite("count rows of", path, e);
+    let mut names: Vec<String> = read_schema(conn)
+        .map_err(err)?
+        .into_iter()
+        .filter(|e| e.kind == "table" && e.rootpage > 0 && !is_internal(&e.name))
+        .map(|e| e.name)
+        .collect();
+    let rank = |n: &str| {
+        if n.eq_ignore_ascii_case("entities") {
+            0
+        } else if n.eq_ignore_ascii_case("conversations") {
+            1
+        } else {
+            2
+        }
+    };
+    names.sort_by(|a, b| (rank(a), a.as_bytes()).cmp(&(rank(b), b.as_bytes())));
+    let mut counts = Vec::with_capacity(names.len());
+    for name in names {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM main.{}", quote(&name)),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        counts.push((name, u64::try_from(n).unwrap_or(0)));
+    }
+    Ok(TableCounts(counts))
+}
+
+// ---------------------------------------------------------------------------------------
+// Files
+
+/// Reads until `buf` is full or the file ends; returns how many bytes were read.
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn side_files(db: &Path) -> [PathBuf; 3] {
+    [
+        with_suffix(db, "-wal"),
+        with_suffix(db, "-shm"),
+        with_suffix(db, "-journal"),
+    ]
+}
+
+fn remove_with_side_files(db: &Path) {
+    let _ = std::fs::remove_file(db);
+    for side in side_files(db) {
+        let _ = std::fs::remove_file(side);
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn fsync_file_and_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .ctx("fsync", path)?;
+    let dir = parent_dir(path);
+    match File::open(&dir).and_then(|d| d.sync_all()) {
+        Ok(()) => Ok(()),
+        // Some file systems cannot fsync a folder; the file itself is durable.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(Error::io("fsync", dir, e)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Knowledge-graph generator
+
+const KINDS: [&str; 7] = [
+    "person",
+    "project",
+    "concept",
+    "document",
+    "place",
+    "organisation",
+    "event",
+];
+const RELATION_KINDS: [&str; 4] = ["knows", "part_of", "mentions", "depends_on"];
+const WORDS: [&str; 32] = [
+    "graph", "note", "idea", "river", "stone", "memory", "signal", "harbour", "lantern", "meadow",
+    "copper", "thread", "orbit", "cipher", "garden", "engine", "window", "ledger", "summit",
+    "anchor", "canvas", "ember", "fable", "glacier", "hollow", "island", "jigsaw", "kernel",
+    "lichen", "mosaic", "nectar", "oracle",
+];
+/// 2026-01-01T00:00:00Z.
+const BASE_TIME: i64 = 1_767_225_600;
+
+/// A deterministic pseudo-random stream (xorshift64*), seeded per row.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn word(&mut self) -> &'static str {
+        WORDS[(self.next() % WORDS.len() as u64) as usize]
+    }
+    fn words(&mut self, out: &mut String, n: usize) {
+        for i in 0..n {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push_str(self.word());
+        }
+    }
+}
+
+fn timestamp(offset_secs: u64) -> String {
+    let secs = BASE_TIME.saturating_add(i64::try_from(offset_secs).unwrap_or(i64::MAX / 2));
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "9999-12-31T23:59:59Z".to_string())
+}
+
+fn fill_knowledge_graph(
+    conn: &mut Connection,
+    entities: u64,
+    conversations: u64,
+) -> rusqlite::Result<()> {
+    // The file is fsynced once at the end; a crash mid-fill leaves a file nobody uses.
+    conn.execute_batch("PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;")?;
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "CREATE TABLE entities(id INTEGER PRIMARY KEY, name TEXT NOT NULL, kind TEXT, data TEXT, updated_at TEXT);
+         CREATE TABLE conversations(id INTEGER PRIMARY KEY, title TEXT, body TEXT, created_at TEXT);
+         CREATE TABLE relations(id INTEGER PRIMARY KEY, src INTEGER REFERENCES entities(id), dst INTEGER REFERENCES entities(id), kind TEXT);
+         CREATE INDEX entities_name ON entities(name);
+         CREATE INDEX relations_src ON relations(src);",
+    )?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO entities(id, name, kind, data, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut name = String::with_capacity(32);
+        let mut data = String::with_capacity(256);
+        for id in 1..=entities {
+            let mut rng = Rng::new(id);
+            name.clear();
+            name.push_str("entity-");
+            name.push_str(&format!("{id:07}"));
+            data.clear();
+            data.push_str("{\"summary\":\"");
+            rng.words(&mut data, 18);
+            data.push_str("\",\"tags\":[\"");
+            data.push_str(rng.word());
+            data.push_str("\",\"");
+            data.push_str(rng.word());
+            data.push_str("\"],\"score\":");
+            data.push_str(&format!("{:.4}", (rng.next() % 10_000) as f64 / 10_000.0));
+            data.push_str(",\"source\":\"metasync-generator\"}");
+            let kind = KINDS[(id % KINDS.len() as u64) as usize];
+            insert.execute(rusqlite::params![
+                id as i64,
+                name,
+                kind,
+                data,
+                timestamp(id * 60)
+            ])?;
+        }
+        let mut insert =
+            tx.prepare("INSERT INTO relations(id, src, dst, kind) VALUES (?1, ?2, ?3, ?4)")?;
+        for src in 2..=entities {
+            let mut rng = Rng::new(src ^ 0x5eed);
+            let dst = 1 + rng.next() % (src - 1);
+            let kind = RELATION_KINDS[(rng.next() % RELATION_KINDS.len() as u64) as usize];
+            insert.execute(rusqlite::params![
+                (src - 1) as i64,
+                src as i64,
+                dst as i64,
+                kind
+            ])?;
+        }
+        let mut insert = tx.prepare(
+            "INSERT INTO conversations(id, title, body, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut title = String::with_capacity(64);
+        let mut body = String::with_capacity(512);
+        for id in 1..=conversations {
+            let mut rng = Rng::new(id ^ 0xc0ffee);
+            title.clear();
+            title.push_str(&format!("Conversation {id}: "));
+            rng.words(&mut title, 3);
+            body.clear();
+            rng.words(&mut body, 50);
+            insert.execute(rusqlite::params![
+                id as i64,
+                title,
+                body,
+                timestamp(id * 3600)
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    fn opts() -> SqliteOptions {
+        SqliteOptions::default()
+    }
+
+    fn rw(path: &Path) -> Connection {
+        let c = Connection::open(path).expect("open");
+        c.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        c
+    }
+
+    fn count(path: &Path, table: &str) -> i64 {
+        rw(path)
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    }
+
+    fn file_sha(path: &Path) -> String {
+        hex(&Sha256::digest(std::fs::read(path).expect("read")))
+    }
+
+    fn journal_mode(path: &Path) -> String {
+        rw(path)
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("journal_mode")
+    }
+
+    /// Closes `c` without the checkpoint-on-close, so its committed frames stay in the -wal.
+    fn close_keeping_wal(c: Connection) {
+        c.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .expect("no ckpt on close");
+        c.close().map_err(|(_, e)| e).expect("close");
+    }
+
+    /// A database with every kind of table the hash treats differently, in WAL mode, with
+    /// its rows still in the -wal when the returned connection is closed with
+    /// `close_keeping_wal`.
+    fn rich_wal_db(path: &Path) -> Connection {
+        let c = rw(path);
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+             CREATE TABLE e(id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB);
+             CREATE TABLE plain(a TEXT, b INTEGER);
+             CREATE TABLE kv(k TEXT COLLATE NOCASE, n INTEGER, v, PRIMARY KEY(k, n DESC)) WITHOUT ROWID;
+             CREATE TABLE seq(id INTEGER PRIMARY KEY AUTOINCREMENT, x);
+             CREATE INDEX e_name ON e(name);
+             CREATE INDEX plain_b ON plain(b);
+             CREATE VIEW ev AS SELECT id, name FROM e;
+             CREATE TRIGGER e_touch AFTER UPDATE ON e BEGIN SELECT 1; END;",
+        )
+        .expect("schema");
+        c.execute_batch("BEGIN").expect("begin");
+        for i in 0..600i64 {
+            c.execute(
+                "INSERT INTO e(id, name, score, data) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![
+                    i * 3,
+                    format!("n{i}"),
+                    i as f64 / 7.0,
+                    vec![i as u8; (i % 50) as usize]
+                ],
+            )
+            .expect("e");
+            c.execute(
+                "INSERT INTO plain(a, b) VALUES (?1, ?2)",
+                rusqlite::params![format!("{}", "p".repeat((i % 40) as usize)), i % 17],
+            )
+            .expect("plain");
+            c.execute(
+                "INSERT INTO kv(k, n, v) VALUES (?1, ?2, ?3)",
+                rusqlite::params![
+                    format!("K{}", i % 13),
+                    i,
+                    if i % 2 == 0 { None } else { Some(i) }
+                ],
+            )
+            .expect("kv");
+            c.execute("INSERT INTO seq(x) VALUES (?1)", [i])
+                .expect("seq");
+        }
+        // Holes, so that VACUUM really moves pages (and may renumber `plain`'s rowids).
+        c.execute_batch(
+            "DELETE FROM e WHERE id % 4 = 0; DELETE FROM plain WHERE rowid % 3 = 0;
+             DELETE FROM seq WHERE id > 590; COMMIT;",
+        )
+        .expect("delete");
+        c
+    }
+
+    #[test]
+    fn hash_is_stable_across_checkpoint_vacuum_journal_mode_page_size_and_backup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("rich.db");
+        let c = rich_wal_db(&db);
+        let wal = with_suffix(&db, "-wal");
+        assert!(
+            std::fs::metadata(&wal).expect("wal").len() > 0,
+            "rows sit in the -wal"
+        );
+        let h0 = logical_hash(&db, &opts()).expect("hash in wal");
+
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .expect("checkpoint");
+        assert_eq!(std::fs::metadata(&wal).expect("wal").len(), 0);
+        assert_eq!(
+            logical_hash(&db, &opts()).expect("hash"),
+            h0,
+            "after wal_checkpoint(TRUNCATE)"
+        );
+
+        let bytes_before_vacuum = file_sha(&db);
+        c.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+            .expect("vacuum");
+        assert_ne!(
+            file_sha(&db),
+            bytes_before_vacuum,
+            "VACUUM changed the bytes"
+        );
+        assert_eq!(
+            logical_hash(&db, &opts()).expect("hash"),
+            h0,
+            "after VACUUM"
+        );
+
+        let mode: String = c
+            .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
+            .expect("delete mode");
+        assert_eq!(mode, "delete");
+        assert_eq!(
+            logical_hash(&db, &opts()).expect("hash"),
+            h0,
+            "after WAL -> DELETE"
+        );
+
+        c.execute_batch("PRAGMA page_size=8192; VACUUM;")
+            .expect("page size");
+        let ps: i64 = c
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .expect("ps");
+        assert_eq!(ps, 8192);
+        assert_eq!(
+            logical_hash(&db, &opts()).expect("hash"),
+            h0,
+            "after page_size + VACUUM"
+        );
+        drop(c);
+
+        let snap = dir.path().join("snap.db");
+        let info = snapshot(&db, &snap, &opts()).expect("snapshot");
+        assert_eq!(info.logical_hash, h0, "backup-API snapshot");
+        assert_eq!(logical_hash(&snap, &opts()).expect("hash"), h0);
+    }
+
+    #[test]
+    fn hash_changes_when_one_row_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("rich.db");
+        let c = rich_wal_db(&db);
+        let h0 = logical_hash(&db, &opts()).expect("hash");
+        for (change, undo) in [
+            (
+                "UPDATE e SET score = 1.5 WHERE id = 3",
+                "UPDATE e SET score = 1.0 / 7.0 WHERE id = 3",
+            ),
+            (
+                "UPDATE plain SET b = 99 WHERE rowid = 5",
+                "UPDATE plain SET b = 4 WHERE rowid = 5",
+            ),
+            (
+                "UPDATE kv SET v = 'x' WHERE n = 7",
+                "UPDATE kv SET v = 7 WHERE n = 7",
+            ),
+            (
+                "UPDATE e SET data = x'00' WHERE id = 3",
+                "UPDATE e SET data = x'01' WHERE id = 3",
+            ),
+        ] {
+            c.execute_batch(change).expect("change");
+            assert_ne!(logical_hash(&db, &opts()).expect("hash"), h0, "{change}");
+            c.execute_batch(undo).expect("undo");
+            assert_eq!(logical_hash(&db, &opts()).expect("hash"), h0, "{undo}");
+        }
+        // AUTOINCREMENT's memory is part of the database.
+        c.execute_batch("UPDATE sqlite_sequence SET seq = seq + 1")
+            .expect("seq");
+        assert_ne!(
+            logical_hash(&db, &opts()).expect("hash"),
+            h0,
+            "sqlite_sequence"
+        );
+    }
+
+    #[test]
+    fn hash_tells_value_types_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let values = ["1", "'1'", "1.0", "NULL", "x''", "''", "x'31'", "-0.0", "0"];
+        let mut seen: Vec<(String, &str)> = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let db = dir.path().join(format!("v{i}.db"));
+            rw(&db)
+                .execute_batch(&format!("CREATE TABLE t(x); INSERT INTO t VALUES ({v});"))
+                .expect("db");
+            let h = logical_hash(&db, &opts()).expect("hash");
+            if let Some((_, other)) = seen.iter().find(|(seen_h, _)| *seen_h == h) {
+                panic!("{v} and {other} hash the same");
+            }
+            seen.push((h, v));
+        }
+        // Same rows split differently across two columns must differ too.
+        let a = dir.path().join("a.db");
+        let b = dir.path().join("b.db");
+        rw(&a)
+            .execute_batch("CREATE TABLE t(x, y); INSERT INTO t VALUES ('ab', 'c');")
+            .expect("a");
+        rw(&b)
+            .execute_batch("CREATE TABLE t(x, y); INSERT INTO t VALUES ('a', 'bc');")
+            .expect("b");
+        assert_ne!(
+            logical_hash(&a, &opts()).expect("a"),
+            logical_hash(&b, &opts()).expect("b")
+        );
+    }
+
+    #[test]
+    fn hash_ignores_analyze_statistics_but_not_user_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kg.db");
+        create_knowledge_graph(&db, 300, 5).expect("create");
+        let h0 = logical_hash(&db, &opts()).expect("hash");
+        let c = rw(&db);
+        c.execute_batch("ANALYZE").expect("analyze");
+        let stat: i64 = c
+            .query_row("SELECT count(*) FROM sqlite_stat1", [], |r| r.get(0))
+            .expect("stat1");
+        assert!(stat > 0);
+        assert_eq!(logical_hash(&db, &opts()).expect("hash"), h0, "ANALYZE");
+        c.execute_batch("PRAGMA user_version = 7")
+            .expect("user_version");
+        assert_ne!(
+            logical_hash(&db, &opts()).expect("hash"),
+            h0,
+            "user_version"
+        );
+        c.execute_batch("PRAGMA user_version = 0; CREATE INDEX e_kind ON entities(kind);")
+            .expect("index");
+        assert_ne!(
+            logical_hash(&db, &opts()).expect("hash"),
+            h0,
+            "schema change"
+        );
+    }
+
+    #[test]
+    fn snapshot_of_wal_database_reads_the_wal_and_leaves_it_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("metastore.db");
+        let c = rich_wal_db(&db);
+        let rows: i64 = c
+            .query_row("SELECT count(*) FROM e", [], |r| r.get(0))
+            .expect("rows");
+        close_keeping_wal(c);
+        let wal = with_suffix(&db, "-wal");
+        let wal_sha = file_sha(&wal);
+        let db_sha = file_sha(&db);
+        assert!(std::fs::metadata(&wal).expect("wal").len() > 0);
+
+        let snap = dir.path().join("snap.db");
+        let info = snapshot(&db, &snap, &opts()).expect("snapshot");
+
+        // Reading never wrote: the -wal is still there, unchanged, and so is the database.
+        assert!(wal.exists(), "the source's -wal survived");
+        assert_eq!(file_sha(&wal), wal_sha, "the -wal was not checkpointed");
+        assert_eq!(file_sha(&db), db_sha, "the database file was not written");
+
+        assert!(info.integrity.ok, "{:?}", info.integrity);
+        assert_eq!(info.counts.get("e"), Some(rows as u64));
+        assert_eq!(count(&snap, "e"), rows);
+        assert_eq!(info.size, std::fs::metadata(&snap).expect("snap").len());
+        assert_eq!(info.logical_hash, logical_hash(&db, &opts()).expect("hash"));
+        assert!(
+            !with_suffix(&snap, "-wal").exists(),
+            "no -wal beside the snapshot"
+        );
+        let header = std::fs::read(&snap).expect("read");
+        assert_eq!((header[18], header[19]), (1, 1), "rollback-journal header");
+        assert_eq!(journal_mode(&snap), "delete");
+    }
+
+    #[test]
+    fn snapshot_refuses_an_existing_destination_and_leaves_nothing_on_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kg.db");
+        create_knowledge_graph(&db, 10, 1).expect("create");
+        let dest = dir.path().join("taken.db");
+        std::fs::write(&dest, b"keep me").expect("write");
+        assert!(snapshot(&db, &dest, &opts()).is_err());
+        assert_eq!(std::fs::read(&dest).expect("read"), b"keep me");
+
+        let missing = dir.path().join("missing.db");
+        let dest2 = dir.path().join("snap.db");
+        let err = snapshot(&missing, &dest2, &opts()).expect_err("missing source");
+        assert!(err.to_string().contains("missing.db"), "{err}");
+        assert!(!dest2.exists());
+    }
+
+    #[test]
+    fn snapshot_gives_up_when_the_database_never_holds_still() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kg.db");
+        create_knowledge_graph(&db, 10, 1).expect("create");
+        // A rollback-journal writer holding an EXCLUSIVE lock keeps every reader out.
+        let holder = rw(&db);
+        holder
+            .execute_batch("BEGIN EXCLUSIVE; INSERT INTO conversations(title) VALUES ('x');")
+            .expect("lock");
+        let quick = SqliteOptions {
+            busy_timeout: Duration::from_millis(20),
+            max_snapshot_attempts: 3,
+            ..opts()
+        };
+        let dest = dir.path().join("snap.db");
+        let started = std::time::Instant::now();
+        let err = snapshot(&db, &dest, &quick).expect_err("busy");
+        assert!(err.to_string().contains("never held still"), "{err}");
+        assert!(err.to_string().contains("after 3 attempts"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!dest.exists(), "no partial snapshot left");
+        holder.execute_batch("COMMIT").expect("commit");
+        snapshot(&db, &dest, &quick).expect("snapshot once released");
+    }
+
+    #[test]
+    fn snapshots_under_a_concurrent_writer_are_complete_and_healthy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("metastore.db");
+        create_knowledge_graph(&db, 2000, 10).expect("create");
+        rw(&db)
+            .execute_batch("PRAGMA journal_mode=WAL")
+            .expect("wal");
+        let initial = 2000u64;
+        let committed = Arc::new(AtomicU64::new(initial));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (db, committed, stop) = (db.clone(), committed.clone(), stop.clone());
+            std::thread::spawn(move || -> rusqlite::Result<u64> {
+                let c = Connection::open(&db)?;
+                c.busy_timeout(Duration::from_secs(5))?;
+                let mut insert = c.prepare(
+                    "INSERT INTO entities(name, kind, data, updated_at) VALUES (?1, 'event', ?2, '2026-12-01T00:00:00Z')",
+                )?;
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    // Each insert is its own transaction; it is counted once committed.
+                    insert.execute(rusqlite::params![format!("live-{n}"), "y".repeat(200)])?;
+                    n += 1;
+                    committed.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(n)
+            })
+        };
+        while committed.load(Ordering::SeqCst) < initial + 20 && !writer.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut grew = 0;
+        for k in 0..20 {
+            let before = committed.load(Ordering::SeqCst);
+            let snap = dir.path().join(format!("snap-{k}.db"));
+            let info = snapshot(&db, &snap, &opts()).expect("snapshot");
+            assert!(info.integrity.ok, "snapshot {k}: {:?}", info.integrity);
+            let rows = info.counts.entities().expect("entities");
+            assert!(
+                rows >= before,
+                "snapshot {k} has {rows} rows, {before} were committed before it began"
+            );
+            assert_eq!(rows, count(&snap, "entities") as u64);
+            if rows > initial {
+                grew += 1;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        let inserted = writer.join().expect("writer thread").expect("writer");
+        assert!(inserted >= 20, "the writer kept writing ({inserted} rows)");
+        assert_eq!(grew, 20, "every snapshot saw the writer's rows");
+        assert_eq!(count(&db, "entities") as u64, initial + inserted);
+    }
+
+    /// Overwrites `len` bytes at `offset` with deterministic garbage.
+    fn scribble(path: &Path, offset: u64, len: usize, seed: u64) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut rng = Rng::new(seed);
+        let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let mut f = OpenOptions::new().write(true).open(path).expect("open");
+        f.seek(SeekFrom::Start(offset)).expect("seek");
+        f.write_all(&garbage).expect("write");
+        f.sync_all().expect("sync");
+    }
+
+    /// A database of 3000 dense rows (and an index on them) with garbage written over the
+    /// middle of pages 3 to 6 — inside the cells, where the integrity check must see it.
+    /// (Garbage in a page's unused gap is invisible to `integrity_check`, and harmless.)
+    fn damaged_db(path: &Path) {
+        let c = rw(path);
+        c.execute_batch(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v); BEGIN;",
+        )
+        .expect("schema");
+        for i in 0..3000 {
+            c.execute(
+                "INSERT INTO t(v) VALUES (?1)",
+                [format!("value-{i:06}-{}", "x".repeat(80))],
+            )
+            .expect("insert");
+        }
+        c.execute_batch("COMMIT").expect("commit");
+        drop(c);
+        assert!(integrity(path, &opts()).expect("integrity").ok);
+        for page in 3..=6u64 {
+            scribble(path, (page - 1) * 4096 + 1500, 600, page);
+        }
+    }
+
+    #[test]
+    fn corrupt_inputs_are_reported_not_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+
+        let text = dir.path().join("notes.db");
+        std::fs::write(&text, "just some notes\nnot a database\n").expect("write");
+        assert!(!is_sqlite(&text).expect("is_sqlite"));
+        let i = integrity(&text, &opts()).expect("integrity of a text file");
+        assert!(!i.ok && i.messages[0].contains("not a database"), "{i:?}");
+
+        // A header followed by garbage: SQLite's own verdict.
+        let fake = dir.path().join("fake.db");
+        let mut bytes = SQLITE_HEADER.to_vec();
+        bytes.extend((0..4080u32).map(|i| (i * 7 + 3) as u8));
+        std::fs::write(&fake, &bytes).expect("write");
+        assert!(is_sqlite(&fake).expect("is_sqlite"));
+        let i = integrity(&fake, &opts()).expect("integrity of a fake database");
+        assert!(!i.ok && !i.messages.is_empty(), "{i:?}");
+
+        let good = dir.path().join("good.db");
+        create_knowledge_graph(&good, 3000, 20).expect("create");
+        assert!(integrity(&good, &opts()).expect("integrity").ok);
+
+        let truncated = dir.path().join("truncated.db");
+        let all = std::fs::read(&good).expect("read");
+        std::fs::write(&truncated, &all[..all.len() / 2]).expect("write");
+        let i = integrity(&truncated, &opts()).expect("integrity of a truncated database");
+        assert!(!i.ok && !i.messages.is_empty(), "{i:?}");
+
+        let flipped = dir.path().join("flipped.db");
+        damaged_db(&flipped);
+        assert!(is_sqlite(&flipped).expect("is_sqlite"));
+        let i = integrity(&flipped, &opts()).expect("integrity of a damaged database");
+        assert!(!i.ok && !i.messages.is_empty(), "{i:?}");
+        assert!(!i.summary().is_empty() && i.summary() != "ok");
+        assert!(
+            i.messages
+                .iter()
+                .all(|m| !m.contains('\n') && !m.starts_with("***")),
+            "{i:?}"
+        );
+
+        // Neither hashing nor snapshotting a damaged database panics; a snapshot says so.
+        let _ = logical_hash(&flipped, &opts());
+        let _ = table_counts(&flipped, &opts());
+        for (k, bad) in [&truncated, &flipped, &fake].into_iter().enumerate() {
+            let snap = dir.path().join(format!("bad-snap-{k}.db"));
+            match snapshot(bad, &snap, &opts()) {
+                Ok(info) => {
+                    assert!(!info.integrity.ok, "{}: {info:?}", bad.display());
+                    assert_eq!(info.logical_hash.len(), 64);
+                }
+                Err(e) => assert!(is_corruption(&e), "{}: {e}", bad.display()),
+            }
+        }
+    }
+
+    #[test]
+    fn integrity_of_a_missing_file_is_an_error_and_quick_check_above_the_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.db");
+        let err = integrity(&missing, &opts()).expect_err("missing");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        assert!(err.to_string().contains("missing.db"), "{err}");
+        assert!(!missing.exists(), "checking did not create the file");
+
+        let db = dir.path().join("kg.db");
+        create_knowledge_graph(&db, 100, 2).expect("create");
+        let full = integrity(&db, &opts()).expect("full");
+        assert!(full.ok && !full.quick && full.messages.is_empty());
+        let small = SqliteOptions {
+            quick_check_above_bytes: 1024,
+            ..opts()
+        };
+        let quick = integrity(&db, &small).expect("quick");
+        assert!(quick.ok && quick.quick);
+    }
+
+    #[test]
+    fn write_live_reaches_an_open_wal_connection_and_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("metastore.db");
+        create_knowledge_graph(&dest, 10, 1).expect("dest");
+        let a = rw(&dest);
+        a.execute_batch("PRAGMA journal_mode=WAL").expect("wal");
+        let n: i64 = a
+            .query_row("SELECT count(*) FROM entities", [], |r| r.get(0))
+            .expect("n");
+        assert_eq!(n, 10);
+
+        let other = dir.path().join("other.db");
+        create_knowledge_graph(&other, 50, 3).expect("other");
+        rw(&other)
+            .execute_batch("UPDATE entities SET name = 'from elsewhere' WHERE id = 1")
+            .expect("edit");
+        let snap = dir.path().join("snap.db");
+        let info = snapshot(&other, &snap, &opts()).expect("snapshot");
+
+        write_live(&snap, &dest, &opts()).expect("write_live");
+
+        // A, open all along, sees the new content.
+        let n: i64 = a
+            .query_row("SELECT count(*) FROM entities", [], |r| r.get(0))
+            .expect("n");
+        assert_eq!(n, 50);
+        let name: String = a
+            .query_row("SELECT name FROM entities WHERE id = 1", [], |r| r.get(0))
+            .expect("name");
+        assert_eq!(name, "from elsewhere");
+        assert_eq!(
+            logical_hash(&dest, &opts()).expect("hash"),
+            info.logical_hash
+        );
+        // A commits afterwards; nothing is lost.
+        a.execute(
+            "INSERT INTO entities(name, kind) VALUES ('after', 'event')",
+            [],
+        )
+        .expect("insert after");
+        let b = rw(&dest);
+        let n: i64 = b
+            .query_row("SELECT count(*) FROM entities", [], |r| r.get(0))
+            .expect("n");
+        assert_eq!(n, 51);
+        let after: i64 = b
+            .query_row(
+                "SELECT count(*) FROM entities WHERE name = 'after'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("after");
+        assert_eq!(after, 1);
+        let mode: String = b
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("mode");
+        assert_eq!(mode, "wal", "the destination keeps its journal mode");
+        drop(b);
+        assert!(integrity(&dest, &opts()).expect("integrity").ok);
+        drop(a);
+        assert!(integrity(&dest, &opts()).expect("integrity").ok);
+        assert_eq!(count(&dest, "entities"), 51);
+    }
+
+    #[test]
+    fn write_live_creates_a_missing_destination() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src.db");
+        create_knowledge_graph(&src, 40, 2).expect("src");
+        let dest = dir.path().join("new.db");
+        write_live(&src, &dest, &opts()).expect("write_live");
+        assert_eq!(count(&dest, "entities"), 40);
+        assert_eq!(
+            logical_hash(&dest, &opts()).expect("dest"),
+            logical_hash(&src, &opts()).expect("src")
+        );
+    }
+
+    #[test]
+    fn write_live_into_a_wal_destination_with_another_page_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src.db");
+        {
+            let c = rw(&src);
+            c.execute_batch(
+                "PRAGMA page_size=8192; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);",
+            )
+            .expect("src");
+            for i in 0..500 {
+                c.execute("INSERT INTO t(v) VALUES (?1)", [format!("v{i}")])
+                    .expect("insert");
+            }
+        }
+        let dest = dir.path().join("dest.db");
+        let a = rw(&dest);
+        a.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+            .expect("dest");
+        write_live(&src, &dest, &opts()).expect("write_live");
+        let n: i64 = a
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("n");
+        assert_eq!(n, 500);
+        let ps: i64 = a
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .expect("ps");
+        assert_eq!(ps, 4096);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("read_dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .contains("metasync-pagesize")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "temporary copy removed");
+    }
+
+    #[test]
+    fn make_self_contained_folds_the_wal_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("copy.db");
+        let c = rich_wal_db(&db);
+        let h0 = logical_hash(&db, &opts()).expect("hash");
+        close_keeping_wal(c);
+        assert!(with_suffix(&db, "-wal").exists());
+        make_self_contained(&db, &opts()).expect("self-contained");
+        assert!(!with_suffix(&db, "-wal").exists());
+        let header = std::fs::read(&db).expect("read");
+        assert_eq!((header[18], header[19]), (1, 1));
+        assert_eq!(logical_hash(&db, &opts()).expect("hash"), h0);
+        assert!(make_self_contained(&dir.path().join("missing.db"), &opts()).is_err());
+        assert!(!dir.path().join("missing.db").exists());
+    }
+
+    #[test]
+    fn table_counts_put_entities_and_conversations_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kg.db");
+        create_knowledge_graph(&db, 92, 1).expect("create");
+        rw(&db)
+            .execute_batch(
+                "CREATE TABLE aaa(id INTEGER PRIMARY KEY AUTOINCREMENT, x);
+                 INSERT INTO aaa(x) VALUES (1), (2);
+                 CREATE TABLE other(x); INSERT INTO other VALUES (1), (2), (3);
+                 ANALYZE;",
+            )
+            .expect("more tables");
+        let counts = table_counts(&db, &opts()).expect("counts");
+        assert_eq!(
+            counts.0,
+            vec![
+                ("entities".to_string(), 92),
+                ("conversations".to_string(), 1),
+                ("aaa".to_string(), 2),
+                ("other".to_string(), 3),
+                ("relations".to_string(), 91),
+            ]
+        );
+        assert_eq!(counts.entities(), Some(92));
+        assert_eq!(counts.conversations(), Some(1));
+        assert_eq!(counts.get("OTHER"), Some(3));
+        assert_eq!(counts.get("sqlite_sequence"), None);
+        assert_eq!(counts.get("missing"), None);
+    }
+
+    #[test]
+    fn shrink_reason_cases() {
+        fn counts(e: Option<u64>, c: Option<u64>) -> TableCounts {
+            let mut v = Vec::new();
+            if let Some(e) = e {
+                v.push(("entities".to_string(), e));
+            }
+            if let Some(c) = c {
+                v.push(("conversations".to_string(), c));
+            }
+            v.push(("relations".to_string(), 5));
+            TableCounts(v)
+        }
+        let cases: &[(TableCounts, TableCounts, u32, Option<&str>)] = &[
+            (
+                counts(Some(92), Some(1)),
+                counts(Some(10), Some(1)),
+                50,
+                Some("entities fell from 92 to 10 (-89%)"),
+            ),
+            (
+                counts(Some(92), Some(1)),
+                counts(Some(92), Some(1)),
+                50,
+                None,
+            ),
+            (
+                counts(Some(92), Some(1)),
+                counts(Some(200), Some(3)),
+                50,
+                None,
+            ),
+            (counts(Some(100), None), counts(Some(50), None), 50, None),
+            (
+                counts(Some(100), None),
+                counts(Some(49), None),
+                50,
+                Some("entities fell from 100 to 49 (-51%)"),
+            ),
+            (
+                counts(Some(1000), None),
+                counts(Some(496), None),
+                50,
+                Some("entities fell from 1000 to 496 (-50.4%)"),
+            ),
+            (
+                counts(Some(10), Some(4)),
+                counts(Some(10), Some(1)),
+                50,
+                Some("conversations fell from 4 to 1 (-75%)"),
+            ),
+            (
+                counts(Some(10), Some(4)),
+                counts(Some(1), Some(0)),
+                50,
+                Some("entities fell from 10 to 1 (-90%); conversations fell from 4 to 0 (-100%)"),
+            ),
+            (
+                counts(Some(10), Some(4)),
+                counts(None, None),
+                50,
+                Some("entities fell from 10 to 0 (-100%); conversations fell from 4 to 0 (-100%)"),
+            ),
+            (counts(Some(0), Some(0)), counts(Some(0), Some(0)), 50, None),
+            (counts(None, None), counts(Some(0), Some(0)), 50, None),
+            (
+                counts(Some(10), None),
+                counts(Some(9), None),
+                0,
+                Some("entities fell from 10 to 9 (-10%)"),
+            ),
+            (counts(Some(10), None), counts(Some(0), None), 100, None),
+            (TableCounts::default(), TableCounts::default(), 50, None),
+        ];
+        for (i, (prev, new, max, want)) in cases.iter().enumerate() {
+            assert_eq!(shrink_reason(prev, new, *max).as_deref(), *want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn is_sqlite_cases() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kg.db");
+        create_knowledge_graph(&db, 1, 0).expect("create");
+        assert!(is_sqlite(&db).expect("db"));
+        let short = dir.path().join("short");
+        std::fs::write(&short, &SQLITE_HEADER[..15]).expect("write");
+        assert!(!is_sqlite(&short).expect("short"));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").expect("write");
+        assert!(!is_sqlite(&empty).expect("empty"));
+        let yaml = dir.path().join("sorting-rules.yaml");
+        std::fs::write(&yaml, "rules:\n  - match: '*'\n").expect("write");
+        assert!(!is_sqlite(&yaml).expect("yaml"));
+        assert!(!is_sqlite(&dir.path().join("missing")).expect("missing"));
+    }
+
+    #[test]
+    fn create_knowledge_graph_is_deterministic_and_refuses_existing_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.db");
+        let b = dir.path().join("b.db");
+        create_knowledge_graph(&a, 500, 7).expect("a");
+        create_knowledge_graph(&b, 500, 7).expect("b");
+        assert_eq!(
+            logical_hash(&a, &opts()).expect("a"),
+            logical_hash(&b, &opts()).expect("b")
+        );
+        let counts = table_counts(&a, &opts()).expect("counts");
+        assert_eq!(counts.entities(), Some(500));
+        assert_eq!(counts.conversations(), Some(7));
+        assert_eq!(counts.get("relations"), Some(499));
+        let avg: f64 = rw(&a)
+            .query_row(
+                "SELECT avg(length(name) + length(kind) + length(data) + length(updated_at) + 8) FROM entities",
+                [],
+                |r| r.get(0),
+            )
+            .expect("avg");
+        assert!(
+            (200.0..=300.0).contains(&avg),
+            "about 250 bytes per entity, got {avg}"
+        );
+        assert_eq!(journal_mode(&a), "delete");
+        assert!(matches!(
+            create_knowledge_graph(&a, 1, 1),
+            Err(Error::Refused(_))
+        ));
+        assert_eq!(
+            table_counts(&a, &opts()).expect("counts"),
+            counts,
+            "left untouched"
+        );
+    }
+
+    #[test]
+    fn write_live_over_damaged_destinations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src.db");
+        create_knowledge_graph(&src, 300, 4).expect("src");
+
+        let text = dir.path().join("text.db");
+        std::fs::write(
+            &text,
+            "not a database at all, but long enough to look like one....",
+        )
+        .expect("write");
+        let before = std::fs::read(&text).expect("read");
+        let err = write_live(&src, &text, &opts()).expect_err("not a database");
+        assert!(is_corruption(&err), "{err}");
+        assert!(err.to_string().contains("text.db"), "{err}");
+        assert_eq!(
+            std::fs::read(&text).expect("read"),
+            before,
+            "left as it was"
+        );
+
+        let damaged = dir.path().join("damaged.db");
+        damaged_db(&damaged);
+        assert!(!integrity(&damaged, &opts()).expect("integrity").ok);
+        write_live(&src, &damaged, &opts()).expect("write over damage");
+        assert!(integrity(&damaged, &opts()).expect("integrity").ok);
+        assert_eq!(
+            logical_hash(&damaged, &opts()).expect("hash"),
+            logical_hash(&src, &opts()).expect("hash")
+        );
+    }
+
+    #[test]
+    fn options_follow_the_config() {
+        let from_config = SqliteOptions::from(&SqliteConfig::default());
+        assert_eq!(from_config, SqliteOptions::default());
+        let custom = SqliteOptions::from(&SqliteConfig {
+            max_shrink_percent: 10,
+            quick_check_above_mb: 1,
+            busy_timeout_ms: 250,
+        });
+        assert_eq!(custom.busy_timeout, Duration::from_millis(250));
+        assert_eq!(custom.quick_check_above_bytes, 1024 * 1024);
+        assert_eq!(custom.max_snapshot_attempts, 5);
+    }
+}
