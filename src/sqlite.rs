@@ -191,6 +191,10 @@ pub fn is_corruption(err: &Error) -> bool {
 /// one SQLite cannot even copy (not a database, truncated) gives an error for which
 /// [`is_corruption`] is true — [`integrity`] of the source then says what is wrong.
 pub fn snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
+    explained(snapshot_inner(src, dest, opts))
+}
+
+fn snapshot_inner(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
     for side in side_files(dest) {
         if side.exists() {
             return Err(Error::Refused(format!(
@@ -219,6 +223,10 @@ pub fn snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<Snapsho
 /// Logical hash (hex SHA-256) over the schema and rows of the database at `db`, read-only and
 /// in one read transaction; see the [module documentation](self) for its exact definition.
 pub fn logical_hash(db: &Path, opts: &SqliteOptions) -> Result<String> {
+    explained(logical_hash_inner(db, opts))
+}
+
+fn logical_hash_inner(db: &Path, opts: &SqliteOptions) -> Result<String> {
     let conn = open_read_only(db, opts)?;
     let hash = in_read_txn(&conn, db, "hash", |c| hash_connection(c, db))?;
     close(conn, db)?;
@@ -230,6 +238,10 @@ pub fn logical_hash(db: &Path, opts: &SqliteOptions) -> Result<String> {
 /// page gives `Ok` with `ok == false` and SQLite's messages; `Err` only for I/O problems such
 /// as a missing file, or a lock that outlasted the busy timeout.
 pub fn integrity(db: &Path, opts: &SqliteOptions) -> Result<Integrity> {
+    explained(integrity_inner(db, opts))
+}
+
+fn integrity_inner(db: &Path, opts: &SqliteOptions) -> Result<Integrity> {
     let meta = std::fs::metadata(db).ctx("check integrity of", db)?;
     let quick = meta.len() > opts.quick_check_above_bytes;
     if !is_sqlite(db)? {
@@ -285,6 +297,10 @@ pub fn integrity(db: &Path, opts: &SqliteOptions) -> Result<Integrity> {
 /// tables of virtual tables count as user tables), read-only in one read transaction,
 /// `entities` and `conversations` first, then the rest by name.
 pub fn table_counts(db: &Path, opts: &SqliteOptions) -> Result<TableCounts> {
+    explained(table_counts_inner(db, opts))
+}
+
+fn table_counts_inner(db: &Path, opts: &SqliteOptions) -> Result<TableCounts> {
     let conn = open_read_only(db, opts)?;
     let counts = in_read_txn(&conn, db, "count rows of", |c| count_tables(c, db))?;
     close(conn, db)?;
@@ -309,6 +325,20 @@ pub fn table_counts(db: &Path, opts: &SqliteOptions) -> Result<TableCounts> {
 /// as it was. A `dest` with damage further in is overwritten whole and healthy afterwards.
 pub fn write_live(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<()> {
     let expected = logical_hash(src, opts)?;
+    let created = match std::fs::symlink_metadata(dest) {
+        Ok(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(Error::io("write into", dest, e)),
+    };
+    let written = explained(write_live_inner(src, dest, &expected, opts));
+    if written.is_err() && created {
+        // Never leave an empty or half-written database where there was none.
+        remove_with_side_files(dest);
+    }
+    written
+}
+
+fn write_live_inner(src: &Path, dest: &Path, expected: &str, opts: &SqliteOptions) -> Result<()> {
     let src_conn = open_read_only(src, opts)?;
     let mut dst = open_read_write(dest, opts, true)?;
     let err = |e| Error::sqlite("write into", dest, e);
@@ -534,6 +564,33 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
 /// A rusqlite error carrying our own message (shown as is by its `Display`).
 fn failure(code: i32, message: String) -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some(message))
+}
+
+/// `SQLITE_READONLY_ROLLBACK`: a hot journal that a read-only connection may not roll back.
+const READONLY_ROLLBACK: i32 = ffi::SQLITE_READONLY | (3 << 8);
+
+/// Replaces SQLite's misleading "attempt to write a readonly database" for a hot journal.
+fn explained<T>(r: Result<T>) -> Result<T> {
+    r.map_err(|e| match e {
+        Error::Sqlite {
+            op,
+            path,
+            source: rusqlite::Error::SqliteFailure(f, _),
+        } if f.extended_code == READONLY_ROLLBACK => Error::sqlite(
+            op,
+            &path,
+            failure(
+                READONLY_ROLLBACK,
+                format!(
+                    "{} holds a hot journal left by a program that stopped mid-write; \
+                     Metasync reads databases read-only and does not roll it back \
+                     (the next program to open it read-write will)",
+                    with_suffix(&path, "-journal").display()
+                ),
+            ),
+        ),
+        e => e,
+    })
 }
 
 fn is_corrupt_code(e: &rusqlite::Error) -> bool {
@@ -2030,5 +2087,39 @@ mod tests {
         assert_eq!(custom.busy_timeout, Duration::from_millis(250));
         assert_eq!(custom.quick_check_above_bytes, 1024 * 1024);
         assert_eq!(custom.max_snapshot_attempts, 5);
+    }
+
+    #[test]
+    fn a_hot_journal_is_an_explained_error_not_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("live.db");
+        create_knowledge_graph(&db, 2000, 2).expect("create");
+        // Copy the database and its journal mid-transaction: the copy looks like a program
+        // crashed while writing it (a hot journal).
+        let c = rw(&db);
+        c.execute_batch("PRAGMA cache_size=10; BEGIN; UPDATE entities SET data = data || 'x';")
+            .expect("write");
+        let copy = dir.path().join("crashed.db");
+        std::fs::copy(&db, &copy).expect("copy");
+        std::fs::copy(with_suffix(&db, "-journal"), with_suffix(&copy, "-journal"))
+            .expect("copy journal");
+        c.execute_batch("ROLLBACK").expect("rollback");
+        let journal = std::fs::read(with_suffix(&copy, "-journal")).expect("journal");
+        for result in [
+            integrity(&copy, &opts()).map(|_| ()),
+            logical_hash(&copy, &opts()).map(|_| ()),
+            snapshot(&copy, &dir.path().join("snap.db"), &opts()).map(|_| ()),
+        ] {
+            let err = result.expect_err("hot journal");
+            assert!(err.to_string().contains("hot journal"), "{err}");
+            assert!(err.to_string().contains("crashed.db-journal"), "{err}");
+            assert!(!is_corruption(&err), "{err}");
+        }
+        assert_eq!(
+            std::fs::read(with_suffix(&copy, "-journal")).expect("journal"),
+            journal,
+            "the journal is left for its owner"
+        );
+        assert!(!dir.path().join("snap.db").exists());
     }
 }
