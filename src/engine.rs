@@ -195,13 +195,13 @@ impl Engine {
     }
 
     /// The synced files this run looks at: what the patterns find plus what the archive knows.
-    pub(crate) fn file_set(
+    pub(crate) fn file_set<'a>(
         &self,
-        places: &[Place],
+        places: impl IntoIterator<Item = &'a Place>,
         archive: Option<&Archive>,
     ) -> Result<BTreeSet<String>> {
         let mut files = BTreeSet::new();
-        for p in places.iter().filter(|p| p.availability.is_available()) {
+        for p in places.into_iter().filter(|p| p.availability.is_available()) {
             files.extend(self.selector.find(&p.loc.root));
         }
         if let Some(a) = archive {
@@ -431,7 +431,7 @@ impl Engine {
                             source: MERGE_SOURCE.into(),
                             reason,
                         };
-                        merged = Some(m);
+                        merged = Some(*m);
                     }
                     Ok(MergeResult::Held(rows)) => {
                         let reason = format!(
@@ -595,7 +595,8 @@ impl Engine {
                             written_count += 1;
                             actions_done.extend(reports);
                         }
-                        Err((reports, e, changed_meanwhile)) => {
+                        Err(failure) => {
+                            let (reports, e, changed_meanwhile) = *failure;
                             actions_done.extend(reports);
                             if changed_meanwhile {
                                 untouched.insert(target.clone());
@@ -910,14 +911,14 @@ impl Engine {
                     },
                     hashed: true,
                 };
-                Ok(MergeResult::Merged(Merged {
+                Ok(MergeResult::Merged(Box::new(Merged {
                     path,
                     hash,
                     facts,
                     found,
                     row_conflicts,
                     rows_changed,
-                }))
+                })))
             }
             crate::merge::MergeOutcome::Held(mut rows) => {
                 for rc in &mut rows {
@@ -1061,7 +1062,7 @@ impl Engine {
         ready: &mut HashSet<String>,
         changes: &mut Changes,
         events: &mut dyn FnMut(&Event),
-    ) -> std::result::Result<Vec<ActionReport>, (Vec<ActionReport>, Error, bool)> {
+    ) -> std::result::Result<Vec<ActionReport>, GroupFailure> {
         let mut reports = Vec::new();
         let dest = place.loc.path_of(file);
         let scanned = scans.get(&(file.to_string(), place.loc.name.clone()));
@@ -1072,14 +1073,14 @@ impl Engine {
             _ => None,
         };
         if now_stat != scanned_stat {
-            return Err((
+            return Err(Box::new((
                 reports,
                 Error::Refused("changed since it was scanned; it will be synced next run".into()),
                 true,
-            ));
+            )));
         }
         if let Err(e) = self.make_ready(place, ready, changes) {
-            return Err((reports, e, false));
+            return Err(Box::new((reports, e, false)));
         }
         let at = self.clock.now_local().naive_local();
         for action in group {
@@ -1096,11 +1097,11 @@ impl Engine {
                 }
                 Action::Copy { from, hash, .. } => {
                     let Some((src, Found::Present { stat, content, .. })) = source_found else {
-                        return Err((
+                        return Err(Box::new((
                             reports,
                             Error::Refused(format!("no source for {file} in {from}")),
                             false,
-                        ));
+                        )));
                     };
                     let mtime = ns_to_system_time(stat.mtime_ns);
                     crate::kind::write_version(
@@ -1132,7 +1133,7 @@ impl Engine {
                     events(&Event::Action(r.clone()));
                     reports.push(r);
                     let changed = matches!(e, Error::Refused(ref m) if m.contains("changed while"));
-                    return Err((reports, e, changed));
+                    return Err(Box::new((reports, e, changed)));
                 }
             }
         }
@@ -1347,6 +1348,10 @@ impl Engine {
     }
 }
 
+/// A write that failed: the reports so far, the error, and whether it failed because the
+/// target changed since it was scanned.
+type GroupFailure = Box<(Vec<ActionReport>, Error, bool)>;
+
 /// The pseudo-location a row-merged version is copied from.
 const MERGE_SOURCE: &str = "row merge";
 
@@ -1361,7 +1366,7 @@ struct Merged {
 }
 
 enum MergeResult {
-    Merged(Merged),
+    Merged(Box<Merged>),
     Held(Vec<crate::merge::RowConflict>),
     Shrunk(String),
 }

@@ -11,7 +11,7 @@ use crate::error::{Error, IoContext, Result};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// What one side did to one row, against the base.
@@ -188,6 +188,9 @@ struct Table {
     pk: Vec<String>,
 }
 
+/// The tables to diff, and the full-text tables to rebuild after the merge.
+type Mergeable = (Vec<Table>, Vec<String>);
+
 fn err<'a>(op: &'static str, path: &'a Path) -> impl Fn(rusqlite::Error) -> Error + 'a {
     move |e| Error::sqlite(op, path, e)
 }
@@ -209,10 +212,7 @@ fn schema(conn: &Connection, path: &Path) -> Result<Vec<(String, String, Option<
 
 /// The tables to diff (with their primary keys), the external-content full-text tables to
 /// rebuild afterwards, or why the merge cannot be done.
-fn tables(
-    conn: &Connection,
-    path: &Path,
-) -> Result<std::result::Result<(Vec<Table>, Vec<String>), String>> {
+fn tables(conn: &Connection, path: &Path) -> Result<std::result::Result<Mergeable, String>> {
     let mut stmt = conn
         .prepare("SELECT name, type FROM pragma_table_list WHERE schema = 'main' AND name NOT LIKE 'sqlite_%' ORDER BY name")
         .map_err(err("list the tables of", path))?;
@@ -531,9 +531,6 @@ pub fn drop_bases_except(home: &Path, file: &str, keep: Option<&str>) {
         }
     }
 }
-
-/// Lets `HashMap` users name the type without importing it (kept for the engine's bookkeeping).
-pub type Snapshots = HashMap<(String, String), PathBuf>;
 
 #[cfg(test)]
 mod tests {

@@ -524,10 +524,21 @@ fn icloud_conflict_copies_are_reported_in_status() {
     let a = cloud(&w, "a", "");
     write_aged(&a.file(RULES), "x\n", 100);
     a.sync(&[], 0);
-    std::fs::write(w.path("cloud").join("sorting-rules 2.yaml"), "iCloud's copy\n").unwrap();
+    std::fs::write(
+        w.path("cloud").join("sorting-rules 2.yaml"),
+        "iCloud's copy\n",
+    )
+    .unwrap();
     let (_, st) = a.json(&["status"]);
-    assert_eq!(st["locations"][1]["conflict_copies"][0], "sorting-rules 2.yaml", "{st:#}");
-    assert!(st["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("conflict copy")));
+    assert_eq!(
+        st["locations"][1]["conflict_copies"][0], "sorting-rules 2.yaml",
+        "{st:#}"
+    );
+    assert!(st["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("conflict copy")));
     // It is reported, never synced.
     a.sync(&[], 0);
     assert!(!a.file("sorting-rules 2.yaml").exists());
@@ -538,7 +549,11 @@ fn daemon_syncs_in_the_background() {
     let w = World::new();
     let a = cloud(&w, "a", "");
     write_aged(&a.file(RULES), "first\n", 100);
-    let mut child = a.cmd(&["daemon", "--interval", "1"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = a
+        .cmd(&["daemon", "--interval", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let target = w.path("cloud").join(RULES);
     let wait_for = |content: &str| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
