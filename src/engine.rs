@@ -439,29 +439,12 @@ impl Engine {
                             rows.len(),
                             candidates.join(" and ")
                         );
-                        let list = input
-                            .sides
-                            .iter()
-                            .filter(|s| candidates.contains(&s.location))
-                            .map(|s| (s.location.clone(), None))
-                            .collect();
-                        planned.decision = Decision::Conflict {
-                            candidates: list,
-                            reason,
-                        };
+                        planned.decision = plan::conflict_at(&input, &candidates, reason);
                         held_rows = rows;
                     }
                     Ok(MergeResult::Shrunk(why)) => {
-                        let list = input
-                            .sides
-                            .iter()
-                            .filter(|s| candidates.contains(&s.location))
-                            .map(|s| (s.location.clone(), None))
-                            .collect();
-                        planned.decision = Decision::Conflict {
-                            candidates: list,
-                            reason: format!("the merged version is held back: {why}"),
-                        };
+                        let reason = format!("the merged version is held back: {why}");
+                        planned.decision = plan::conflict_at(&input, &candidates, reason);
                     }
                     Err(why) => {
                         let mut fallback = *fallback;

@@ -429,6 +429,23 @@ fn conflict(
     }
 }
 
+/// A conflict among the versions held at `locations`; every location holding one is listed.
+pub fn conflict_at(input: &FileInput, locations: &[String], reason: String) -> Decision {
+    let values: Vec<Recorded> = input
+        .sides
+        .iter()
+        .filter(|s| locations.contains(&s.location))
+        .filter_map(|s| current(&s.observed))
+        .collect();
+    let candidates = input
+        .sides
+        .iter()
+        .filter(|s| current(&s.observed).is_some_and(|c| values.contains(&c)))
+        .map(|s| (s.location.clone(), version(&s.observed).cloned()))
+        .collect();
+    Decision::Conflict { candidates, reason }
+}
+
 fn mtime(c: &Changed<'_>) -> Option<i64> {
     version(&c.side.observed).map(|v| v.mtime_ns)
 }
