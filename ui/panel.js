@@ -117,6 +117,15 @@ function renderConflicts(conflicts) {
     el("div", { class: "conflict", "data-conflict": c.file },
       el("h3", { text: c.file }),
       el("p", { class: "reason", text: `${c.reason} · seen ${when(c.detected)}` }),
+      c.rows && c.rows.length
+        ? el("details", { class: "rows" },
+            el("summary", { text: `${c.rows.length} row${c.rows.length === 1 ? "" : "s"} changed differently on both sides` }),
+            el("ul", {}, ...c.rows.map((r) =>
+              el("li", { "data-row-table": r.table },
+                el("code", { text: `${r.table} ${r.key}` }),
+                el("div", {}, ...r.values.map(([loc, v]) =>
+                  el("div", { class: "sub" }, `${loc}: `, el("code", { text: v === null ? "(deleted)" : v }))))))))
+        : null,
       el("div", { class: "candidates" }, ...c.candidates.map((k) =>
         el("div", { class: "candidate", "data-candidate": k.location },
           el("strong", { text: k.location }),

@@ -161,6 +161,7 @@ mod tests {
             detected: "2026-01-01T10:00:00+00:00".into(),
             reason: "changed in local and usb".into(),
             candidates: vec![cand("local", a), cand("usb", b)],
+            rows: vec![],
         }
     }
 

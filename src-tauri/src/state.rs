@@ -522,10 +522,12 @@ mod tests {
                     detected: "2026-01-01T10:00:00+00:00".into(),
                     reason: "changed in local and cloud".into(),
                     candidates: vec![],
+                    rows: vec![],
                 })
                 .collect(),
             warnings: vec![],
             errors,
+            row_conflicts: vec![],
             hashed: 0,
             exit_code,
         }
