@@ -6,6 +6,8 @@ use metasync_app::{panel, scheduler, tray};
 use tauri::{RunEvent, WindowEvent};
 
 fn main() {
+    let engine = EngineHandle::from_env();
+    let log = metasync_app::logs::init(engine.home());
     let mut builder = tauri::Builder::default();
     // A second launch opens the first one's panel. End-to-end tests run sessions side by
     // side with a session bus, where a hand-over would hang WebDriver: they turn it off.
@@ -21,7 +23,7 @@ fn main() {
             None,
         ))
         .plugin(tauri_plugin_notification::init())
-        .manage(AppState::new(EngineHandle::from_env()))
+        .manage(AppState::new(engine))
         .invoke_handler(metasync_app::handler())
         .setup(move |app| {
             #[cfg(target_os = "macos")]
@@ -41,7 +43,9 @@ fn main() {
     let app = match app {
         Ok(app) => app,
         Err(e) => {
+            tracing::error!("cannot start: {e}");
             eprintln!("metasync-app: cannot start: {e}");
+            drop(log);
             std::process::exit(1);
         }
     };

@@ -136,7 +136,7 @@ pub fn show<R: Runtime>(app: &AppHandle<R>, notices: &[Notice]) {
                 .body(&n.body)
                 .show()
             {
-                eprintln!("metasync-app: notification failed: {e}");
+                tracing::warn!("notification failed: {e}");
             }
         }
     });

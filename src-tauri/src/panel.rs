@@ -23,7 +23,7 @@ pub fn show<R: Runtime>(app: &AppHandle<R>) {
         None => match create(app, true) {
             Ok(w) => w,
             Err(e) => {
-                eprintln!("metasync-app: cannot open the panel: {e}");
+                tracing::error!("cannot open the panel: {e}");
                 return;
             }
         },

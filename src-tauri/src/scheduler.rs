@@ -118,7 +118,7 @@ pub async fn request_run<R: Runtime>(app: &AppHandle<R>, trigger: Trigger) -> Ru
     match admission {
         Admission::Queued => return RunRequest::Queued,
         Admission::Dropped => return RunRequest::Skipped("a run is in progress"),
-        Admission::Start => eprintln!("metasync-app: sync ({trigger:?})"),
+        Admission::Start => tracing::info!("sync ({trigger:?})"),
     }
     changed(app);
     let mut last;
@@ -193,7 +193,7 @@ pub async fn refresh_status<R: Runtime>(app: &AppHandle<R>) {
     .unwrap_or_else(|e| Err(e.to_string()));
     match status {
         Ok(s) => app.state::<AppState>().set_last_status(s),
-        Err(e) => eprintln!("metasync-app: status failed: {e}"),
+        Err(e) => tracing::warn!("status failed: {e}"),
     }
     changed(app);
 }
@@ -348,20 +348,20 @@ fn watch<R: Runtime>(
                 .is_none_or(|main| state.is_own_change(path, &root.join(main)))
         };
         if let Some(p) = event.paths.iter().find(|p| !ours(p)) {
-            eprintln!("metasync-app: changed: {}", p.display());
+            tracing::info!("changed: {}", p.display());
             state.trigger(Trigger::FilesChanged);
         }
     };
     let mut watcher = match ::notify::recommended_watcher(handler) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("metasync-app: cannot watch files: {e}");
+            tracing::warn!("cannot watch files: {e}");
             return None;
         }
     };
     for root in roots {
         if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
-            eprintln!("metasync-app: cannot watch {}: {e}", root.display());
+            tracing::warn!("cannot watch {}: {e}", root.display());
         }
     }
     Some(watcher)

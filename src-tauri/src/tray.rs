@@ -204,7 +204,7 @@ pub fn refresh<R: Runtime>(app: &AppHandle<R>) {
         #[cfg(target_os = "macos")]
         let _ = tray.set_icon_as_template(true);
         if let Err(e) = result {
-            eprintln!("metasync-app: tray update failed: {e}");
+            tracing::warn!("tray update failed: {e}");
         }
     });
 }
@@ -231,7 +231,7 @@ fn on_menu_event<R: Runtime>(app: &AppHandle<R>, event: MenuEvent) {
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
-                eprintln!("metasync-app: start at login: {e}");
+                tracing::warn!("start at login: {e}");
             }
             refresh(app);
         }
