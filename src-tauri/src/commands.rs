@@ -60,7 +60,7 @@ pub async fn sync_now<R: Runtime>(app: AppHandle<R>) -> Result<SyncNowReply, Str
     match scheduler::request_run(&app, Trigger::Manual).await {
         RunRequest::Ran(Ok(report)) => Ok(SyncNowReply {
             queued: false,
-            report: Some(report),
+            report: Some(*report),
         }),
         RunRequest::Ran(Err(e)) => Err(e),
         RunRequest::Queued | RunRequest::Skipped(_) => Ok(SyncNowReply {

@@ -221,8 +221,14 @@ mod tests {
         let mut n = Notifier::default();
         let c = conflict("f", "a", "b");
         let ev = [Event::Conflict(c.clone())];
-        assert_eq!(n.notices(&ev, None, Some(&[c.clone()])).len(), 1);
-        assert_eq!(n.notices(&ev, None, Some(&[c.clone()])).len(), 0);
+        assert_eq!(
+            n.notices(&ev, None, Some(std::slice::from_ref(&c))).len(),
+            1
+        );
+        assert_eq!(
+            n.notices(&ev, None, Some(std::slice::from_ref(&c))).len(),
+            0
+        );
         // A different pair of versions is a new conflict.
         let c2 = conflict("f", "a", "c");
         assert_eq!(

@@ -101,7 +101,7 @@ impl RunQueue {
 #[derive(Debug, Clone)]
 pub enum RunRequest {
     /// This call ran the engine (perhaps more than once); the last result.
-    Ran(Result<RunReport, String>),
+    Ran(Result<Box<RunReport>, String>),
     /// A run is in progress; one more follows it.
     Queued,
     /// Not run: paused, or a run in progress covers it.
@@ -129,7 +129,7 @@ pub async fn request_run<R: Runtime>(app: &AppHandle<R>, trigger: Trigger) -> Ru
         }
     }
     changed(app);
-    RunRequest::Ran(last)
+    RunRequest::Ran(last.map(Box::new))
 }
 
 async fn run_once<R: Runtime>(app: &AppHandle<R>) -> Result<RunReport, String> {
