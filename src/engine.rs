@@ -1050,23 +1050,38 @@ impl Engine {
         let dest = place.loc.path_of(file);
         let scanned = scans.get(&(file.to_string(), place.loc.name.clone()));
         // Guard: the target must still be what was scanned, or a fresh edit would be lost.
-        let now_stat = scan::Stat::of(&dest).ok().flatten().map(|(s, _)| s);
+        // Checked before the backup and again right before the write (a backup of a large
+        // database takes a while, and its program may commit meanwhile).
         let scanned_stat = match scanned {
             Some(Found::Present { stat, .. }) => Some(stat.clone()),
             _ => None,
         };
-        if now_stat != scanned_stat {
-            return Err(Box::new((
-                reports,
-                Error::Refused("changed since it was scanned; it will be synced next run".into()),
-                true,
-            )));
+        // After our own backup a hard link has moved the ctime: compare the rest.
+        let same = |a: &scan::Stat, b: &scan::Stat| {
+            (a.size, a.mtime_ns, a.ino, a.side) == (b.size, b.mtime_ns, b.ino, b.side)
+        };
+        let unchanged = || {
+            let now = scan::Stat::of(&dest).ok().flatten().map(|(s, _)| s);
+            match (&now, &scanned_stat) {
+                (Some(a), Some(b)) => same(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        };
+        let moved =
+            || Error::Refused("changed since it was scanned; it will be synced next run".into());
+        let first = scan::Stat::of(&dest).ok().flatten().map(|(s, _)| s);
+        if first != scanned_stat {
+            return Err(Box::new((reports, moved(), true)));
         }
         if let Err(e) = self.make_ready(place, ready, changes) {
             return Err(Box::new((reports, e, false)));
         }
         let at = self.clock.now_local().naive_local();
         for action in group {
+            if matches!(action, Action::Copy { .. } | Action::Delete { .. }) && !unchanged() {
+                return Err(Box::new((reports, moved(), true)));
+            }
             let result = match action {
                 Action::Backup { .. } => {
                     let kind = match scanned {
