@@ -1214,7 +1214,12 @@ impl Engine {
 
     /// Locations, files, conflicts and the last run; reads no file the scan cache knows.
     pub fn status(&self) -> Result<StatusReport> {
-        let archive = Archive::open_existing(&self.home)?;
+        let mut archive = Archive::open_existing(&self.home)?;
+        // When no run is going on, what status hashes is remembered, so it is hashed once.
+        let lock = match &archive {
+            Some(_) => crate::lock::acquire(&self.home, "metasync status", Duration::ZERO).ok(),
+            None => None,
+        };
         let known = match &archive {
             Some(a) => a.location_ids()?,
             None => HashMap::new(),
@@ -1224,6 +1229,8 @@ impl Engine {
             .file_set(&places, archive.as_ref())?
             .into_iter()
             .collect();
+        let scan_time = now_ns();
+        let mut learned = Changes::default();
         let mut locations = Vec::new();
         for p in &places {
             let mut file_reports = Vec::new();
@@ -1238,6 +1245,17 @@ impl Engine {
                 {
                     file_reports.push(file_report(&file, &found));
                     copies.extend(conflict_copies(&p.loc.path_of(&file)));
+                    if let Found::Present {
+                        stat,
+                        content,
+                        hashed: true,
+                    } = &found
+                    {
+                        let entry = scan::cache_entry(stat, content, scan_time);
+                        learned
+                            .cache
+                            .push(((p.loc.name.clone(), file.clone()), Some(entry)));
+                    }
                 }
             }
             locations.push(LocationStatus {
@@ -1258,6 +1276,13 @@ impl Engine {
                 warnings.push(format!("iCloud conflict copy in {}: {c}", l.location.name));
             }
         }
+        if let (Some(a), Some(_held)) = (archive.as_mut(), &lock) {
+            if !learned.cache.is_empty() {
+                learned.now = rfc3339(self.clock.now());
+                a.commit(&learned)?;
+            }
+        }
+        drop(lock);
         let (conflicts, last_run, row_conflicts) = match &archive {
             Some(a) => (
                 a.conflicts()?,
