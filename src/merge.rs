@@ -822,4 +822,64 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn external_content_full_text_index_is_rebuilt_not_diffed() {
+        let d = tempfile::tempdir().unwrap();
+        let (base, a, b, out) = (
+            d.path().join("base.db"),
+            d.path().join("a.db"),
+            d.path().join("b.db"),
+            d.path().join("out.db"),
+        );
+        db(
+            &base,
+            "CREATE TABLE entities(id INTEGER PRIMARY KEY, name TEXT);
+             CREATE VIRTUAL TABLE entities_fts USING fts5(name, content='entities', content_rowid='id');
+             INSERT INTO entities VALUES (1,'alpha'),(2,'beta');
+             INSERT INTO entities_fts(entities_fts) VALUES('rebuild');",
+        );
+        std::fs::copy(&base, &a).unwrap();
+        std::fs::copy(&base, &b).unwrap();
+        db(&a, "UPDATE entities SET name='gamma' WHERE id=1; INSERT INTO entities_fts(entities_fts) VALUES('rebuild');");
+        db(&b, "UPDATE entities SET name='delta' WHERE id=2; INSERT INTO entities_fts(entities_fts) VALUES('rebuild');");
+        let sides = [
+            MergeSide {
+                location: "local".into(),
+                local: true,
+                mtime_ns: 1,
+                path: a,
+            },
+            MergeSide {
+                location: "icloud".into(),
+                local: false,
+                mtime_ns: 2,
+                path: b,
+            },
+        ];
+        match merge_files(&base, &sides, Strategy::Manual, &out).unwrap() {
+            MergeOutcome::Merged { row_conflicts, .. } => {
+                assert!(row_conflicts.is_empty(), "{row_conflicts:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Connection::open(&out).unwrap();
+        let hits = |q: &str| -> Vec<i64> {
+            let mut st = c
+                .prepare(
+                    "SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?1 ORDER BY rowid",
+                )
+                .unwrap();
+            st.query_map([q], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        assert_eq!(hits("gamma"), vec![1]);
+        assert_eq!(hits("delta"), vec![2]);
+        assert!(
+            hits("alpha").is_empty() && hits("beta").is_empty(),
+            "the index follows the merged rows"
+        );
+    }
 }
