@@ -94,30 +94,24 @@ pub async fn restore_backup<R: Runtime>(
         Ok((r, events))
     })
     .await?;
-    if result.is_ok()
-        && !events
+    let mut events = events;
+    if let Ok(r) = &result {
+        // A restored backup is announced whether or not the engine emitted the event.
+        if !events
             .iter()
             .any(|e| matches!(e, Event::BackupRestored { .. }))
-    {
-        // The engine may not emit the event; the notification is promised either way.
-        if let Ok(r) = &result {
-            let ev = Event::BackupRestored {
+        {
+            events.push(Event::BackupRestored {
                 id: r.backup.id.clone(),
                 file: r.backup.file.clone(),
-            };
-            let notices = app
-                .state::<AppState>()
-                .notifier()
-                .notices(&[ev], None, None);
-            crate::notify::show(&app, &notices);
+            });
         }
-    } else {
-        let notices = app
-            .state::<AppState>()
-            .notifier()
-            .notices(&events, None, None);
-        crate::notify::show(&app, &notices);
     }
+    let notices = app
+        .state::<AppState>()
+        .notifier()
+        .notices(&events, None, None);
+    crate::notify::show(&app, &notices);
     scheduler::refresh_status(&app).await;
     result
 }
