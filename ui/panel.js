@@ -45,8 +45,12 @@ function when(rfc3339) {
 
 const short = (h) => (h ? h.slice(0, 7) : "—");
 
+let sayTimer = null;
 function say(text, kind, action) {
   const m = $("message");
+  clearTimeout(sayTimer);
+  // Confirmations fade after a while; errors stay until the next action.
+  if (text && (kind || "info") === "info") sayTimer = setTimeout(() => say(""), 8000);
   if (!text) { m.hidden = true; m.textContent = ""; delete m.dataset.kind; delete m.dataset.action; return; }
   m.textContent = text;
   m.dataset.kind = kind || "info";

@@ -38,11 +38,16 @@ fn prerequisites() -> Result<PathBuf, String> {
         .ok_or_else(|| "no tauri-driver (cargo install tauri-driver --locked)".to_string())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(4444)
+/// Two distinct free ports (both held while they are picked).
+fn free_ports() -> (u16, u16) {
+    let bind = || TcpListener::bind("127.0.0.1:0").ok();
+    let (a, b) = (bind(), bind());
+    let port = |l: &Option<TcpListener>, fallback| {
+        l.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(fallback, |a| a.port())
+    };
+    (port(&a, 4444), port(&b, 4445))
 }
 
 /// Stops tauri-driver with SIGTERM: only then does it stop WebKitWebDriver too.
@@ -115,6 +120,37 @@ async fn wait_css(d: &WebDriver, css: &str) -> WebElement {
     }
 }
 
+/// Clicks the element `css` names, finding it again if the page re-rendered in between.
+async fn click_css(d: &WebDriver, css: &str) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let e = wait_css(d, css).await;
+        match e.click().await {
+            Ok(()) => return Ok(()),
+            Err(err) if start.elapsed() < TIMEOUT => {
+                eprintln!("click `{css}` again: {err}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => return Err(format!("click `{css}`: {err}")),
+        }
+    }
+}
+
+/// The text of the element `css` names, read again if the page re-rendered in between.
+async fn text_css(d: &WebDriver, css: &str) -> Result<String, String> {
+    let start = Instant::now();
+    loop {
+        match wait_css(d, css).await.text().await {
+            Ok(t) => return Ok(t),
+            Err(err) if start.elapsed() < TIMEOUT => {
+                eprintln!("read `{css}` again: {err}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => return Err(format!("read `{css}`: {err}")),
+        }
+    }
+}
+
 async fn wait_gone(d: &WebDriver, css: &str) {
     let start = Instant::now();
     while d.find(By::Css(css)).await.is_ok() {
@@ -159,8 +195,7 @@ async fn scenario(driver_bin: PathBuf) {
     write_aged(&home.join(RULES), "rules: v1\n", 60);
     make_metastore(&home.join("metastore.db"));
 
-    let port = free_port();
-    let native_port = free_port();
+    let (port, native_port) = free_ports();
     let child = Command::new(&driver_bin)
         .args([
             "--port",
@@ -193,9 +228,20 @@ async fn scenario(driver_bin: PathBuf) {
             "args": ["--panel"],
         }),
     );
-    let d = WebDriver::new(format!("http://127.0.0.1:{port}"), caps)
-        .await
-        .expect("WebDriver session with the app");
+    // tauri-driver may accept connections a moment before it serves sessions.
+    let url = format!("http://127.0.0.1:{port}");
+    let mut attempt = 0;
+    let d = loop {
+        attempt += 1;
+        match WebDriver::new(url.clone(), caps.clone()).await {
+            Ok(d) => break d,
+            Err(e) if attempt < 5 => {
+                eprintln!("WebDriver session attempt {attempt}: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("WebDriver session with the app: {e}"),
+        }
+    };
     // The steps run as their own task so that a failed assertion still leaves a picture.
     let d2 = d.clone();
     let (h, r) = (home.clone(), remote.clone());
@@ -217,25 +263,30 @@ async fn steps(d: &WebDriver, home: &Path, remote: &Path) -> Result<(), String> 
     wait_css(d, "[data-location='local'] .health[data-available='true']").await;
     wait_css(d, "[data-location='drive'] .health[data-available='true']").await;
 
-    // A first sync puts the rules on the drive.
-    wait_css(d, "#sync-now")
-        .await
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    // A first sync puts the rules and the database on the drive.
+    click_css(d, "#sync-now").await?;
     wait_until("the first sync to reach the drive", || {
-        read(&remote.join(RULES)) == "rules: v1\n"
+        read(&remote.join(RULES)) == "rules: v1\n" && remote.join("metastore.db").is_file()
     })
     .await;
+    let db_row = "[data-location='drive'] tr[data-file='metastore.db']";
+    // The page refreshes after the run: wait for it to show the copied database's counts.
+    let start = Instant::now();
+    loop {
+        let counts = text_css(d, db_row).await?;
+        if counts.contains("3 entities") && counts.contains("2 conversations") {
+            break;
+        }
+        if start.elapsed() > TIMEOUT {
+            return Err(format!("the drive's database counts: {counts}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Different edits on both sides, then Sync now: a conflict (strategy manual).
     write_aged(&home.join(RULES), "rules: home\n", 20);
     write_aged(&remote.join(RULES), "rules: drive\n", 10);
-    wait_css(d, "#sync-now")
-        .await
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    click_css(d, "#sync-now").await?;
     let conflict = "[data-conflict='sorting-rules.yaml']";
     wait_css(d, conflict).await;
     wait_css(d, &format!("{conflict} [data-candidate='local']")).await;
@@ -249,11 +300,7 @@ async fn steps(d: &WebDriver, home: &Path, remote: &Path) -> Result<(), String> 
     assert_eq!(read(&remote.join(RULES)), "rules: drive\n");
 
     // Keep the drive's version: both files hold it.
-    wait_css(d, &format!("{conflict} button.keep[data-location='drive']"))
-        .await
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    click_css(d, &format!("{conflict} button.keep[data-location='drive']")).await?;
     wait_gone(d, conflict).await;
     wait_until("the kept version everywhere", || {
         read(&home.join(RULES)) == "rules: drive\n" && read(&remote.join(RULES)) == "rules: drive\n"
@@ -262,13 +309,20 @@ async fn steps(d: &WebDriver, home: &Path, remote: &Path) -> Result<(), String> 
 
     // Home's version was backed up before it was overwritten; restore it, confirming first.
     let restore = "[data-backups-of='sorting-rules.yaml'] button.restore[data-backup-id^='local:']";
-    wait_css(d, restore)
-        .await
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
-    let ok = wait_css(d, "#confirm:not([hidden]) #confirm-ok").await;
-    ok.click().await.map_err(|e| e.to_string())?;
+    let confirm = "#confirm:not([hidden]) #confirm-ok";
+    let start = Instant::now();
+    loop {
+        // A background refresh may re-render the list under the click: try again.
+        click_css(d, restore).await?;
+        if d.find(By::Css(confirm)).await.is_ok() {
+            break;
+        }
+        if start.elapsed() > TIMEOUT {
+            return Err("the restore confirmation never opened".into());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    click_css(d, confirm).await?;
     wait_until("the backup back in place at home", || {
         read(&home.join(RULES)) == "rules: home\n"
     })
@@ -288,7 +342,7 @@ async fn steps(d: &WebDriver, home: &Path, remote: &Path) -> Result<(), String> 
     .await;
     wait_css(d, ".runs li:first-child .result[data-result='ok']").await;
     // Let the page settle on its refreshed state before the picture.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     save_screenshot(d, "panel.png").await;
     Ok(())
 }
