@@ -264,7 +264,7 @@ fn targets<R: Runtime>(app: &AppHandle<R>) -> (Targets, Option<Selector>) {
         .iter()
         .filter_map(|l| l.mount_point.as_deref())
         .map(metasync::config::expand_tilde)
-        .filter(|m| is_mounted(m))
+        .filter(|m| metasync::location::is_mount_point(m))
         .collect();
     let interval = Duration::from_secs(config.interval_secs.max(1));
     (
@@ -275,21 +275,6 @@ fn targets<R: Runtime>(app: &AppHandle<R>) -> (Targets, Option<Selector>) {
         },
         Selector::new(&config.files).ok(),
     )
-}
-
-/// Whether `path` is a mounted volume: its device differs from its parent's.
-#[cfg(unix)]
-fn is_mounted(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(m), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
-        return false;
-    };
-    std::fs::metadata(parent).is_ok_and(|p| p.dev() != m.dev())
-}
-
-#[cfg(not(unix))]
-fn is_mounted(path: &Path) -> bool {
-    path.is_dir()
 }
 
 /// Whether a file-system event can be a change. Reads are not: the engine's own scans open
@@ -480,15 +465,6 @@ mod tests {
         ] {
             assert_eq!(synced_file_of(&s, no), None, "{no}");
         }
-    }
-
-    #[test]
-    fn a_plain_folder_is_not_a_mounted_volume() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        assert!(!is_mounted(dir.path()));
-        assert!(!is_mounted(&dir.path().join("missing")));
-        #[cfg(target_os = "linux")]
-        assert!(is_mounted(Path::new("/proc")));
     }
 
     #[test]
