@@ -259,3 +259,25 @@ fn only_the_panel_window_may_call_commands() {
     let r = call_on(&f.panel, "not_a_command", json!({}));
     assert!(r.is_err(), "{r:?}");
 }
+
+#[test]
+fn sync_now_during_a_run_queues_exactly_one_more() {
+    use metasync_app::scheduler::Admission;
+    let f = fixture("newest");
+    let state = f.panel.state::<AppState>();
+    // A scheduled run holds the queue.
+    assert_eq!(state.queue().request(false), Admission::Start);
+    for _ in 0..3 {
+        let r = f.ok("sync_now", json!({}));
+        assert_eq!(r["queued"], true, "{r}");
+        assert_eq!(r["report"], Value::Null);
+    }
+    assert!(!f.remote.join(RULES).exists(), "no second writer");
+    let s = f.ok("get_status", json!({}));
+    assert_eq!(s["app"]["tray_state"], "syncing", "{s}");
+    assert!(
+        state.queue().finish(),
+        "one more run follows the running one"
+    );
+    assert!(!state.queue().finish(), "and only one");
+}
