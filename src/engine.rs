@@ -348,6 +348,7 @@ impl Engine {
         let mut conflicts = Vec::new();
         let mut ready: HashSet<String> = HashSet::new();
         let mut written_count = 0u64;
+        let mut run_versions = crate::backups::RunVersions::default();
 
         for file in &files {
             let sides: Vec<Side> = available
@@ -504,6 +505,30 @@ impl Engine {
                     &mut changes,
                 );
             }
+            // What retention after the run may take as known instead of reading it again.
+            if !dry_run {
+                for p in &available {
+                    let known = if written.contains(&p.loc.name) {
+                        winner_hash.as_ref().and_then(|h| {
+                            scan::Stat::of(&p.loc.path_of(file))
+                                .ok()
+                                .flatten()
+                                .map(|(stat, _)| (stat, h.clone()))
+                        })
+                    } else if let Some(Found::Present { stat, content, .. }) =
+                        scans.get(&(file.clone(), p.loc.name.clone()))
+                    {
+                        Some((stat.clone(), content.hash.clone()))
+                    } else {
+                        None
+                    };
+                    if let Some(k) = known {
+                        run_versions
+                            .current
+                            .insert((p.loc.name.clone(), file.clone()), k);
+                    }
+                }
+            }
             if matches!(
                 planned.decision,
                 Decision::InSync(_) | Decision::Propagate { .. }
@@ -591,7 +616,9 @@ impl Engine {
         crate::failpoint::hit("before_archive_commit");
         archive.commit(&changes)?;
         if !dry_run {
-            if let Err(e) = crate::backups::prune_after_sync(self, &available) {
+            run_versions.files = files.iter().cloned().collect();
+            let known = only.is_none().then_some(&run_versions);
+            if let Err(e) = crate::backups::prune_after_sync(self, &available, known) {
                 warnings.push(format!("backup retention: {e}"));
             }
         }
