@@ -491,6 +491,7 @@ impl Engine {
                         &written,
                         &untouched,
                         &scans,
+                        agreed.get(file),
                         &mut changes,
                     );
                 }
@@ -502,6 +503,7 @@ impl Engine {
                     &written,
                     &untouched,
                     &scans,
+                    agreed.get(file),
                     &mut changes,
                 );
             }
@@ -849,6 +851,7 @@ impl Engine {
         written: &HashSet<String>,
         untouched: &HashSet<String>,
         scans: &Scans,
+        old_agreed: Option<&Agreed>,
         changes: &mut Changes,
     ) {
         let mut winner_facts = None;
@@ -873,17 +876,20 @@ impl Engine {
                     winner_facts = Some(content.facts.clone());
                 }
             }
-            changes.records.push((key, rec));
+            // Unchanged rows are not rewritten: a no-op run over 10,000 files stays cheap.
+            if side.recorded.as_ref() != Some(&rec) {
+                changes.records.push((key, rec));
+            }
         }
         let facts = winner_facts.unwrap_or_default();
-        changes.agreed.push((
-            file.to_string(),
-            Agreed {
-                version: winner.clone(),
-                entities: facts.entities,
-                conversations: facts.conversations,
-            },
-        ));
+        let agreed = Agreed {
+            version: winner.clone(),
+            entities: facts.entities,
+            conversations: facts.conversations,
+        };
+        if old_agreed != Some(&agreed) {
+            changes.agreed.push((file.to_string(), agreed));
+        }
     }
 
     fn clean_temps(&self, available: &[&Place], files: &[String], machine: &str) {
