@@ -652,8 +652,20 @@ fn check_self_contained(db: &Path) -> Result<()> {
 
 fn describe_snapshot(dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
     let size = std::fs::metadata(dest).ctx("read", dest)?.len();
-    let integrity = integrity(dest, opts)?;
-    let hashed = logical_hash(dest, opts);
+    // The integrity check and the logical hash each read the whole snapshot (which nothing
+    // writes any more): on two connections at once they take the time of the longer one.
+    let (integrity, hashed) = std::thread::scope(|s| {
+        let check = s.spawn(|| integrity(dest, opts));
+        let hashed = logical_hash(dest, opts);
+        let integrity = check.join().unwrap_or_else(|_| {
+            Err(Error::Refused(format!(
+                "the integrity check of {} panicked",
+                dest.display()
+            )))
+        });
+        (integrity, hashed)
+    });
+    let integrity = integrity?;
     let (logical_hash, counts) = if integrity.ok {
         (hashed?, table_counts(dest, opts)?)
     } else {
