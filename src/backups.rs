@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// One backup found on disk.
 #[derive(Debug, Clone)]
-pub(crate) struct Found_ {
+pub(crate) struct OnDisk {
     pub(crate) entry: BackupEntry,
     pub(crate) rel: String,
     pub(crate) created: chrono::DateTime<chrono::Utc>,
@@ -30,7 +30,7 @@ fn created_of(at: chrono::NaiveDateTime) -> chrono::DateTime<Local> {
 }
 
 /// The backups of the synced file `file` in one location.
-fn backups_of(place: &Place, file: &str) -> Vec<Found_> {
+fn backups_of(place: &Place, file: &str) -> Vec<OnDisk> {
     let path = place.loc.path_of(file);
     let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
@@ -49,7 +49,7 @@ fn backups_of(place: &Place, file: &str) -> Vec<Found_> {
 fn backups_by_file<'f>(
     place: &Place,
     files: impl Iterator<Item = &'f String>,
-) -> Vec<(String, Vec<Found_>)> {
+) -> Vec<(String, Vec<OnDisk>)> {
     // folder -> base name -> (position, relative path)
     let mut by_dir: HashMap<PathBuf, HashMap<String, (usize, &'f String)>> = HashMap::new();
     let mut order: Vec<&String> = Vec::new();
@@ -65,7 +65,7 @@ fn backups_by_file<'f>(
             .insert(base.to_string(), (order.len(), f));
         order.push(f);
     }
-    let mut found: Vec<Vec<Found_>> = vec![Vec::new(); order.len()];
+    let mut found: Vec<Vec<OnDisk>> = vec![Vec::new(); order.len()];
     for (dir, bases) in &by_dir {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
@@ -91,7 +91,7 @@ fn backups_by_file<'f>(
 }
 
 /// `e` as a backup of `file` (whose base name is `base`) in `place`, when it is one.
-fn backup_entry(place: &Place, file: &str, base: &str, e: &std::fs::DirEntry) -> Option<Found_> {
+fn backup_entry(place: &Place, file: &str, base: &str, e: &std::fs::DirEntry) -> Option<OnDisk> {
     let name = e.file_name().to_str().map(String::from)?;
     let parsed = names::parse_backup_name(&name)?;
     if parsed.file_name != base {
@@ -107,7 +107,7 @@ fn backup_entry(place: &Place, file: &str, base: &str, e: &std::fs::DirEntry) ->
         .unwrap_or_default();
     let created = created_of(parsed.at);
     let rel = format!("{prefix}{name}");
-    Some(Found_ {
+    Some(OnDisk {
         entry: BackupEntry {
             id: format!("{}:{rel}", place.loc.name),
             location: place.loc.name.clone(),
@@ -123,7 +123,7 @@ fn backup_entry(place: &Place, file: &str, base: &str, e: &std::fs::DirEntry) ->
     })
 }
 
-fn sort_newest_first(list: &mut [Found_]) {
+fn sort_newest_first(list: &mut [OnDisk]) {
     list.sort_by(|a, b| {
         b.created
             .cmp(&a.created)
@@ -363,16 +363,7 @@ fn prune_places(
     let mut archive = Archive::open(engine.home())?;
     let files = match known {
         Some(k) => k.files.clone(),
-        None => engine.file_set(
-            &places
-                .iter()
-                .map(|p| Place {
-                    loc: p.loc.clone(),
-                    availability: p.availability.clone(),
-                })
-                .collect::<Vec<_>>(),
-            Some(&archive),
-        )?,
+        None => engine.file_set(places.iter().copied(), Some(&archive))?,
     };
     let policy = &engine.config().backups;
     let ctx = engine.read_ctx();
@@ -389,7 +380,7 @@ fn prune_places(
         .filter(|p| matches!(p.availability, Availability::Available { .. }))
         .collect();
 
-    let mut per_place: Vec<(&Place, String, Vec<Found_>)> = Vec::new();
+    let mut per_place: Vec<(&Place, String, Vec<OnDisk>)> = Vec::new();
     for p in &usable {
         for (f, list) in backups_by_file(p, files.iter()) {
             per_place.push((p, f, list));

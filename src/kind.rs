@@ -179,26 +179,18 @@ pub fn shrink_reason(
     facts: &Facts,
     max_percent: u32,
 ) -> Option<String> {
-    let check = |table: &str, before: Option<u64>, after: Option<u64>| -> Option<String> {
-        let (before, after) = (before?, after.unwrap_or(0));
-        if before == 0 || after >= before {
-            return None;
-        }
-        let fell = (before - after) * 100 / before;
-        (fell > u64::from(max_percent)).then(|| {
-            format!(
-                "{table} fell from {before} to {after} (-{fell}%); confirm with `metasync resolve`"
-            )
-        })
+    let counts = |e: Option<u64>, c: Option<u64>| {
+        let mut v = Vec::new();
+        v.extend(e.map(|n| ("entities".to_string(), n)));
+        v.extend(c.map(|n| ("conversations".to_string(), n)));
+        crate::sqlite::TableCounts(v)
     };
-    if facts.entities.is_none() && facts.conversations.is_none() && facts.integrity.is_empty() {
-        // Not a database (or not one with these tables): nothing to guard.
-        if agreed.entities.is_none() && agreed.conversations.is_none() {
-            return None;
-        }
-    }
-    check("entities", agreed.entities, facts.entities)
-        .or_else(|| check("conversations", agreed.conversations, facts.conversations))
+    crate::sqlite::shrink_reason(
+        &counts(agreed.entities, agreed.conversations),
+        &counts(facts.entities, facts.conversations),
+        max_percent,
+    )
+    .map(|why| format!("{why}; confirm with `metasync resolve`"))
 }
 
 /// Writes the version at `src` to `dest` the way its kind needs, checking it is `expected`.
