@@ -235,7 +235,12 @@ impl Pair {
                 "text".into(),
                 "-silent".into(),
             ],
-            Tool::Rsync => vec!["rsync".into(), "-a".into(), format!("{a}/"), format!("{b}/")],
+            Tool::Rsync => vec![
+                "rsync".into(),
+                "-a".into(),
+                format!("{a}/"),
+                format!("{b}/"),
+            ],
             Tool::Rclone => vec![
                 "rclone".into(),
                 "bisync".into(),
@@ -324,7 +329,9 @@ fn sh_ok(argv: &[&str]) -> String {
     Command::new(argv[0])
         .args(&argv[1..])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        })
         .unwrap_or_default()
 }
 
@@ -405,7 +412,9 @@ fn change_one_row(db: &Path, rep: u64, entities: u64) {
 }
 
 fn change_one_file(tree: &Path, rep: u64) {
-    let p = tree.join(format!("d{:02}", rep % 100)).join(format!("f{:03}.txt", (rep * 37) % 100));
+    let p = tree
+        .join(format!("d{:02}", rep % 100))
+        .join(format!("f{:03}.txt", (rep * 37) % 100));
     let mut text = std::fs::read_to_string(&p).unwrap();
     let _ = writeln!(text, "edited in benchmark repetition {rep}");
     std::fs::write(&p, text).unwrap();
@@ -571,13 +580,23 @@ fn database_refs(db: &Path, runs: usize, scratch: &Path) -> Vec<RefOp> {
     std::fs::create_dir_all(scratch).unwrap();
     let copy = scratch.join("backup.db");
     let cp_dest = scratch.join("cp.db");
-    let rm = |p: PathBuf| move || {
-        let _ = std::fs::remove_file(&p);
+    let rm = |p: PathBuf| {
+        move || {
+            let _ = std::fs::remove_file(&p);
+        }
     };
     let (db_s, copy_s, cp_s) = (path_str(db), path_str(&copy), path_str(&cp_dest));
     let backup: Vec<String> = vec!["sqlite3".into(), db_s.clone(), format!(".backup {copy_s}")];
-    let quick: Vec<String> = vec!["sqlite3".into(), copy_s.clone(), "PRAGMA quick_check".into()];
-    let integ: Vec<String> = vec!["sqlite3".into(), copy_s.clone(), "PRAGMA integrity_check".into()];
+    let quick: Vec<String> = vec![
+        "sqlite3".into(),
+        copy_s.clone(),
+        "PRAGMA quick_check".into(),
+    ];
+    let integ: Vec<String> = vec![
+        "sqlite3".into(),
+        copy_s.clone(),
+        "PRAGMA integrity_check".into(),
+    ];
     let cp: Vec<String> = vec!["cp".into(), db_s.clone(), cp_s.clone()];
     let mut out = vec![RefOp {
         label: "sqlite3 .backup".into(),
@@ -605,7 +624,9 @@ fn database_refs(db: &Path, runs: usize, scratch: &Path) -> Vec<RefOp> {
 fn shell_line(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
-            if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:~+".contains(c)) {
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:~+".contains(c))
+            {
                 a.clone()
             } else {
                 format!("'{}'", a.replace('\'', "'\\''"))
@@ -660,7 +681,12 @@ fn hash_throughput(work: &Path, mib: u64, runs: usize) -> HashResult {
         ms,
     ));
     for argv in [
-        vec!["openssl".to_string(), "dgst".into(), "-sha256".into(), fs.clone()],
+        vec![
+            "openssl".to_string(),
+            "dgst".into(),
+            "-sha256".into(),
+            fs.clone(),
+        ],
         vec!["sha256sum".to_string(), fs.clone()],
     ] {
         let s = ref_series(&argv, runs, work, &|| {});
@@ -749,7 +775,11 @@ fn idle_daemon(pair: &Pair, sample_secs: u64) -> DaemonResult {
         hwm_kb,
         note: format!(
             "home: the {} pair (already in sync); first run finished {:.1} s after start",
-            pair.root.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            pair.root
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             t0.elapsed().as_secs_f64() - seconds - 1.0
         ),
     }
@@ -785,17 +815,49 @@ fn machine_facts() -> Vec<(String, String)> {
     vec![
         ("nproc".into(), sh_ok(&["nproc"]).trim().into()),
         ("CPU".into(), model),
-        ("sha_ni".into(), if sha_ni { "present".into() } else { "absent".into() }),
+        (
+            "sha_ni".into(),
+            if sha_ni {
+                "present".into()
+            } else {
+                "absent".into()
+            },
+        ),
         ("kernel".into(), first_line(&["uname", "-sr"])),
-        ("memory".into(), first_line(&["sh", "-c", "free -m | awk '/Mem:/{print $2\" MiB\"}'"])),
-        ("load average at start".into(), std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
+        (
+            "memory".into(),
+            first_line(&["sh", "-c", "free -m | awk '/Mem:/{print $2\" MiB\"}'"]),
+        ),
+        (
+            "load average at start".into(),
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
         ("unison".into(), first_line(&["unison", "-version"])),
         ("rsync".into(), first_line(&["rsync", "--version"])),
         ("rclone".into(), first_line(&["rclone", "version"])),
-        ("sqlite3".into(), first_line(&["sqlite3", "--version"]).split_whitespace().next().unwrap_or("?").to_string()),
+        (
+            "sqlite3".into(),
+            first_line(&["sqlite3", "--version"])
+                .split_whitespace()
+                .next()
+                .unwrap_or("?")
+                .to_string(),
+        ),
         ("openssl".into(), first_line(&["openssl", "version"])),
         ("sha256sum".into(), first_line(&["sha256sum", "--version"])),
-        ("metasync".into(), format!("{} (release build, git {})", path_str(&metasync_bin()), sh_ok(&["git", "-C", MANIFEST_DIR, "rev-parse", "--short", "HEAD"]).trim())),
+        (
+            "metasync".into(),
+            format!(
+                "{} (release build, git {})",
+                path_str(&metasync_bin()),
+                sh_ok(&["git", "-C", MANIFEST_DIR, "rev-parse", "--short", "HEAD"]).trim()
+            ),
+        ),
     ]
 }
 
@@ -867,12 +929,19 @@ fn write_report(
         );
         for (label, c) in &wl.cases {
             let m = c.by_tool.get(&Tool::Metasync).cloned().unwrap_or_default();
-            let cell = |t: Tool| c.by_tool.get(&t).map(Series::cell).unwrap_or_else(|| "—".into());
+            let cell = |t: Tool| {
+                c.by_tool
+                    .get(&t)
+                    .map(Series::cell)
+                    .unwrap_or_else(|| "—".into())
+            };
             let med = |t: Tool| c.by_tool.get(&t).and_then(Series::median);
             let _ = writeln!(
                 w,
                 "| {label}{} | {} | {} | {} | {} | {} | {} | {} |",
-                c.metasync_hashed.map(|h| format!(" (Metasync versions read: {h})")).unwrap_or_default(),
+                c.metasync_hashed
+                    .map(|h| format!(" (Metasync versions read: {h})"))
+                    .unwrap_or_default(),
                 m.cell(),
                 cell(Tool::Unison),
                 cell(Tool::Rsync),
@@ -910,7 +979,11 @@ fn write_report(
                 rss(Tool::Rclone)
             );
         }
-        let _ = writeln!(w, "\nCommands (paths under the work folder `{}`):\n", wl.pairs_root.display());
+        let _ = writeln!(
+            w,
+            "\nCommands (paths under the work folder `{}`):\n",
+            wl.pairs_root.display()
+        );
         let _ = writeln!(w, "```");
         for &t in &TOOLS {
             let p = Pair {
@@ -933,18 +1006,37 @@ fn write_report(
             w,
             "Metasync's config (`a/metasync.toml`): `files = [{}]` and one `[[locations]]` \
              `name = \"remote\"`, `path = \".../b\"`.\n",
-            wl.files.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")
+            wl.files
+                .iter()
+                .map(|f| format!("{f:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let _ = wl.name.len();
     }
     for (db_label, ops) in refs {
         let _ = writeln!(w, "## Reference operations on the {db_label} database\n");
-        let _ = writeln!(w, "| operation | median (min–max) | command |\n|---|---|---|");
+        let _ = writeln!(
+            w,
+            "| operation | median (min–max) | command |\n|---|---|---|"
+        );
         for op in ops {
-            let _ = writeln!(w, "| {} | {} | `{}` |", op.label, op.series.cell(), op.command);
+            let _ = writeln!(
+                w,
+                "| {} | {} | `{}` |",
+                op.label,
+                op.series.cell(),
+                op.command
+            );
         }
-        let get = |l: &str| ops.iter().find(|o| o.label == l).and_then(|o| o.series.median());
-        if let (Some(b), Some(q), Some(c)) = (get("sqlite3 .backup"), get("PRAGMA quick_check"), get("cp")) {
+        let get = |l: &str| {
+            ops.iter()
+                .find(|o| o.label == l)
+                .and_then(|o| o.series.median())
+        };
+        if let (Some(b), Some(q), Some(c)) =
+            (get("sqlite3 .backup"), get("PRAGMA quick_check"), get("cp"))
+        {
             let sum = b + q + c;
             let first = workloads
                 .iter()
@@ -972,7 +1064,11 @@ fn write_report(
             h.bytes as f64 / (1 << 20) as f64
         );
         let _ = writeln!(w, "| hasher | median (min–max) | GB/s (median) | vs openssl | command |\n|---|---|---|---|---|");
-        let openssl = h.rows.iter().find(|r| r.0 == "openssl").and_then(|r| r.2.median());
+        let openssl = h
+            .rows
+            .iter()
+            .find(|r| r.0 == "openssl")
+            .and_then(|r| r.2.median());
         for (label, cmd, s) in &h.rows {
             let gbps = s.median().map(|m| h.bytes as f64 / m / 1e9);
             let vs = match (s.median(), openssl) {
@@ -983,7 +1079,8 @@ fn write_report(
                 w,
                 "| {label} | {} | {} | {vs} | `{cmd}` |",
                 s.cell(),
-                gbps.map(|g| format!("{g:.2}")).unwrap_or_else(|| "—".into())
+                gbps.map(|g| format!("{g:.2}"))
+                    .unwrap_or_else(|| "—".into())
             );
         }
         let _ = writeln!(
@@ -1015,7 +1112,10 @@ fn write_report(
 // ---------------------------------------------------------------------------------------
 
 fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -1036,9 +1136,21 @@ fn main() {
         "{} is missing: run `cargo build --release` first (scripts/bench does)",
         metasync_bin().display()
     );
-    for tool in ["unison", "rsync", "rclone", "sqlite3", "openssl", "sha256sum", "/usr/bin/time"] {
+    for tool in [
+        "unison",
+        "rsync",
+        "rclone",
+        "sqlite3",
+        "openssl",
+        "sha256sum",
+        "/usr/bin/time",
+    ] {
         assert!(
-            Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success()),
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {tool}"))
+                .output()
+                .is_ok_and(|o| o.status.success()),
             "{tool} is not installed (scripts/bench installs it)"
         );
     }
@@ -1049,7 +1161,10 @@ fn main() {
             (d, None)
         }
         None => {
-            let t = tempfile::Builder::new().prefix("metasync-bench-").tempdir().unwrap();
+            let t = tempfile::Builder::new()
+                .prefix("metasync-bench-")
+                .tempdir()
+                .unwrap();
             (t.path().to_path_buf(), Some(t))
         }
     };
@@ -1128,7 +1243,10 @@ fn main() {
         pair.reset(&seed);
         pair.sync(true);
         std::thread::sleep(AGE);
-        Some(idle_daemon(&pair, env_usize("BENCH_DAEMON_SECS", 20) as u64))
+        Some(idle_daemon(
+            &pair,
+            env_usize("BENCH_DAEMON_SECS", 20) as u64,
+        ))
     } else {
         None
     };

@@ -300,14 +300,16 @@ impl Archive {
         let err = |e| Error::sqlite("write archive", &path, e);
         let tx = self.conn.transaction().map_err(err)?;
         for ((file, location), rec) in &changes.records {
-            exec(&tx, 
+            exec(
+                &tx,
                 "INSERT OR REPLACE INTO records(file, location, hash) VALUES (?1, ?2, ?3)",
                 params![file, location, rec.to_column()],
             )
             .map_err(err)?;
         }
         for (file, agreed) in &changes.agreed {
-            exec(&tx, 
+            exec(
+                &tx,
                 "INSERT OR REPLACE INTO agreed(file, hash, entities, conversations, updated)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
@@ -333,11 +335,13 @@ impl Archive {
         }
         for (location, id) in &changes.location_ids {
             match id {
-                Some(id) => exec(&tx, 
+                Some(id) => exec(
+                    &tx,
                     "INSERT OR REPLACE INTO location_ids(location, id) VALUES (?1, ?2)",
                     params![location, id],
                 ),
-                None => exec(&tx, 
+                None => exec(
+                    &tx,
                     "DELETE FROM location_ids WHERE location = ?1",
                     params![location],
                 ),
@@ -345,9 +349,14 @@ impl Archive {
             .map_err(err)?;
         }
         for location in &changes.forget_location {
-            exec(&tx, "DELETE FROM records WHERE location = ?1", params![location])
-                .map_err(err)?;
-            exec(&tx, 
+            exec(
+                &tx,
+                "DELETE FROM records WHERE location = ?1",
+                params![location],
+            )
+            .map_err(err)?;
+            exec(
+                &tx,
                 "DELETE FROM scan_cache WHERE location = ?1",
                 params![location],
             )
@@ -389,7 +398,8 @@ impl Archive {
                 params![run.command, run.started, run.finished, run.result, run.written as i64, run.summary],
             )
             .map_err(err)?;
-            exec(&tx, 
+            exec(
+                &tx,
                 "DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - 1000",
                 [],
             )
@@ -427,4 +437,3 @@ pub struct Changes {
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
 }
-
