@@ -324,7 +324,7 @@ impl Archive {
         }
         for ((location, file), entry) in &changes.cache {
             match entry {
-                Some(e) => exec(&tx, 
+                Some(e) => exec(&tx,
                     "INSERT OR REPLACE INTO scan_cache(location, file, signature, scanned_ns, hash, kind, extra)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![location, file, e.signature, e.scanned_ns, e.hash, e.kind, e.extra],
@@ -364,7 +364,7 @@ impl Archive {
         }
         for (file, conflict) in &changes.conflicts {
             match conflict {
-                Some(c) => exec(&tx, 
+                Some(c) => exec(&tx,
                     "INSERT INTO conflicts(file, detected, reason, candidates, rows) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(file) DO UPDATE SET reason = excluded.reason,
                          candidates = excluded.candidates, rows = excluded.rows",
@@ -393,7 +393,7 @@ impl Archive {
         )
         .map_err(err)?;
         if let Some(run) = &changes.run {
-            exec(&tx, 
+            exec(&tx,
                 "INSERT INTO runs(command, started, finished, result, written, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![run.command, run.started, run.finished, run.result, run.written as i64, run.summary],
             )
