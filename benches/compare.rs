@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 /// Longer than the scan cache's racy-clean window (2 s).
 const AGE: Duration = Duration::from_millis(2100);
+/// Everything in BENCHMARKS.md from this line on is kept when the harness rewrites it.
+const NOTES_MARKER: &str = "<!-- notes below:";
 
 // ---------------------------------------------------------------------------------------
 // Measuring
@@ -1264,6 +1266,14 @@ fn main() {
     let out = std::env::var_os("BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(MANIFEST_DIR).join("BENCHMARKS.md"));
+    // Hand-written notes after the marker survive a re-run (check they still hold).
+    let kept = std::fs::read_to_string(&out)
+        .ok()
+        .and_then(|old| old.find(NOTES_MARKER).map(|i| old[i..].to_string()));
+    let md = match kept {
+        Some(notes) => format!("{md}\n---\n\n{notes}"),
+        None => md,
+    };
     std::fs::write(&out, &md).unwrap();
     println!("{md}");
     eprintln!("bench: wrote {}", out.display());
