@@ -352,6 +352,7 @@ fn diff(conn: &Connection, tables: &[Table], out: &Path) -> Result<SideChanges> 
 }
 
 /// The diff of a rowid-keyed table: both copies read once, in key order, side by side.
+/// Values are compared borrowed; only changed rows are copied out.
 fn merge_join(
     conn: &Connection,
     name: &str,
@@ -370,59 +371,62 @@ fn merge_join(
         .map_err(&e)?;
     let mut base_rows = base_stmt.query([]).map_err(&e)?;
     let mut side_rows = side_stmt.query([]).map_err(&e)?;
-    let read = |r: Option<&rusqlite::Row<'_>>| -> rusqlite::Result<Option<(i64, Vec<Value>)>> {
-        let Some(r) = r else { return Ok(None) };
-        let row: Vec<Value> = (0..n).map(|i| r.get(i)).collect::<rusqlite::Result<_>>()?;
-        let key = match row[key_idx] {
-            Value::Integer(k) => k,
-            _ => {
-                return Err(rusqlite::Error::InvalidColumnType(
-                    key_idx,
-                    "rowid".into(),
-                    rusqlite::types::Type::Null,
-                ))
-            }
-        };
-        Ok(Some((key, row)))
+    let key = |r: &rusqlite::Row<'_>| r.get::<_, i64>(key_idx);
+    let owned = |r: &rusqlite::Row<'_>| {
+        (0..n)
+            .map(|i| r.get::<_, Value>(i))
+            .collect::<rusqlite::Result<Vec<_>>>()
     };
-    let mut b = read(base_rows.next().map_err(&e)?).map_err(&e)?;
-    let mut s = read(side_rows.next().map_err(&e)?).map_err(&e)?;
+    let same = |a: &rusqlite::Row<'_>, b: &rusqlite::Row<'_>| -> rusqlite::Result<bool> {
+        for i in 0..n {
+            if a.get_ref(i)? != b.get_ref(i)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    let delete = |k: i64, table: &mut BTreeMap<String, (Vec<Value>, Change)>| {
+        let key = vec![Value::Integer(k)];
+        table.insert(key_of(&key), (key, Change::Delete));
+    };
+    let upsert = |k: i64, row: Vec<Value>, table: &mut BTreeMap<String, (Vec<Value>, Change)>| {
+        let key = vec![Value::Integer(k)];
+        table.insert(key_of(&key), (key, Change::Upsert(row)));
+    };
+    let mut b = base_rows.next().map_err(&e)?;
+    let mut s = side_rows.next().map_err(&e)?;
     loop {
-        let (take_base, take_side) = match (&b, &s) {
+        let (advance_base, advance_side) = match (b, s) {
             (None, None) => break,
-            (Some((kb, _)), None) => {
-                let key = vec![Value::Integer(*kb)];
-                table.insert(key_of(&key), (key, Change::Delete));
+            (Some(br), None) => {
+                delete(key(br).map_err(&e)?, table);
                 (true, false)
             }
-            (None, Some((_, sv))) => {
-                let key = vec![sv[key_idx].clone()];
-                table.insert(key_of(&key), (key, Change::Upsert(sv.clone())));
+            (None, Some(sr)) => {
+                upsert(key(sr).map_err(&e)?, owned(sr).map_err(&e)?, table);
                 (false, true)
             }
-            (Some((kb, bv)), Some((ks, sv))) => {
+            (Some(br), Some(sr)) => {
+                let (kb, ks) = (key(br).map_err(&e)?, key(sr).map_err(&e)?);
                 if kb < ks {
-                    let key = vec![Value::Integer(*kb)];
-                    table.insert(key_of(&key), (key, Change::Delete));
+                    delete(kb, table);
                     (true, false)
                 } else if kb > ks {
-                    let key = vec![Value::Integer(*ks)];
-                    table.insert(key_of(&key), (key, Change::Upsert(sv.clone())));
+                    upsert(ks, owned(sr).map_err(&e)?, table);
                     (false, true)
                 } else {
-                    if bv != sv {
-                        let key = vec![Value::Integer(*ks)];
-                        table.insert(key_of(&key), (key, Change::Upsert(sv.clone())));
+                    if !same(br, sr).map_err(&e)? {
+                        upsert(ks, owned(sr).map_err(&e)?, table);
                     }
                     (true, true)
                 }
             }
         };
-        if take_base {
-            b = read(base_rows.next().map_err(&e)?).map_err(&e)?;
+        if advance_base {
+            b = base_rows.next().map_err(&e)?;
         }
-        if take_side {
-            s = read(side_rows.next().map_err(&e)?).map_err(&e)?;
+        if advance_side {
+            s = side_rows.next().map_err(&e)?;
         }
     }
     Ok(())
@@ -493,14 +497,27 @@ fn merge_inner(
                 .enumerate()
                 .map(|(i, c)| format!("{} IS ?{}", quote(c), i + 1))
                 .collect();
-        let delete = format!("DELETE FROM main.{name} WHERE {}", cond.join(" AND "));
+        let mut delete = conn
+            .prepare(&format!(
+                "DELETE FROM main.{name} WHERE {}",
+                cond.join(" AND ")
+            ))
+            .map_err(err("write", out))?;
+        let mut insert: Option<rusqlite::Statement<'_>> = None;
         for (key, change) in table.values() {
-            conn.execute(&delete, rusqlite::params_from_iter(key.iter()))
+            delete
+                .execute(rusqlite::params_from_iter(key.iter()))
                 .map_err(err("write", out))?;
             if let Change::Upsert(row) = change {
-                let marks: Vec<String> = (1..=row.len()).map(|i| format!("?{i}")).collect();
-                let insert = format!("INSERT INTO main.{name} VALUES ({})", marks.join(", "));
-                if let Err(e) = conn.execute(&insert, rusqlite::params_from_iter(row.iter())) {
+                if insert.is_none() {
+                    let marks: Vec<String> = (1..=row.len()).map(|i| format!("?{i}")).collect();
+                    let sql = format!("INSERT INTO main.{name} VALUES ({})", marks.join(", "));
+                    insert = Some(conn.prepare(&sql).map_err(err("write", out))?);
+                }
+                let Some(stmt) = insert.as_mut() else {
+                    continue;
+                };
+                if let Err(e) = stmt.execute(rusqlite::params_from_iter(row.iter())) {
                     let _ = conn.execute_batch("ROLLBACK");
                     return Ok(MergeOutcome::Fallback(format!(
                         "the merged rows break a constraint of {}: {e}",
