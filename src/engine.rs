@@ -205,8 +205,7 @@ impl Engine {
             files.extend(self.selector.find(&p.loc.root));
         }
         if let Some(a) = archive {
-            files.extend(a.records()?.into_keys().map(|(f, _)| f));
-            files.extend(a.agreed()?.into_keys());
+            files.extend(a.known_files()?);
         }
         files.retain(|f| self.selector.matches(f));
         Ok(files)
@@ -1089,8 +1088,10 @@ impl Engine {
         let same = |a: &scan::Stat, b: &scan::Stat| {
             (a.size, a.mtime_ns, a.ino, a.side) == (b.size, b.mtime_ns, b.ino, b.side)
         };
+        let database = matches!(scanned, Some(Found::Present { content, .. }) if content.kind == Kind::Sqlite);
+        let stat_now = || scan::Stat::of_kind(&dest, database).ok().flatten().map(|(s, _)| s);
         let unchanged = || {
-            let now = scan::Stat::of(&dest).ok().flatten().map(|(s, _)| s);
+            let now = stat_now();
             match (&now, &scanned_stat) {
                 (Some(a), Some(b)) => same(a, b),
                 (None, None) => true,
@@ -1099,7 +1100,7 @@ impl Engine {
         };
         let moved =
             || Error::Refused("changed since it was scanned; it will be synced next run".into());
-        let first = scan::Stat::of(&dest).ok().flatten().map(|(s, _)| s);
+        let first = stat_now();
         if first != scanned_stat {
             return Err(Box::new((reports, moved(), true)));
         }
