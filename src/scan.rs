@@ -55,7 +55,10 @@ impl Stat {
 
     /// The cache key form without the `-wal` part.
     fn main_signature(&self) -> String {
-        format!("{}:{}:{}:{}:", self.size, self.mtime_ns, self.ino, self.ctime_ns)
+        format!(
+            "{}:{}:{}:{}:",
+            self.size, self.mtime_ns, self.ino, self.ctime_ns
+        )
     }
 
     /// The cache key form.
