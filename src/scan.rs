@@ -36,8 +36,12 @@ impl Stat {
         };
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
+        // An empty `-wal` holds no committed rows: it is what SQLite leaves after a clean
+        // checkpoint, and what our own read-only snapshot of a WAL database creates when there
+        // was none. Counting it would make every first scan "changed while being read".
         let side = std::fs::metadata(PathBuf::from(wal))
             .ok()
+            .filter(|w| w.size() > 0)
             .map(|w| (w.size(), w.mtime() * 1_000_000_000 + w.mtime_nsec()));
         let stat = Stat {
             size: meta.size(),
