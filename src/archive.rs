@@ -69,7 +69,9 @@ CREATE TABLE IF NOT EXISTS scan_cache(location TEXT NOT NULL, file TEXT NOT NULL
     signature TEXT NOT NULL, scanned_ns INTEGER NOT NULL, hash TEXT NOT NULL, kind TEXT NOT NULL,
     extra TEXT NOT NULL, PRIMARY KEY(location, file));
 CREATE TABLE IF NOT EXISTS conflicts(file TEXT PRIMARY KEY, detected TEXT NOT NULL,
-    reason TEXT NOT NULL, candidates TEXT NOT NULL);
+    reason TEXT NOT NULL, candidates TEXT NOT NULL, rows TEXT NOT NULL DEFAULT '[]');
+CREATE TABLE IF NOT EXISTS row_conflicts(id INTEGER PRIMARY KEY AUTOINCREMENT, settled TEXT NOT NULL,
+    conflict TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS location_ids(location TEXT PRIMARY KEY, id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY AUTOINCREMENT, command TEXT NOT NULL,
     started TEXT NOT NULL, finished TEXT NOT NULL, result TEXT NOT NULL, written INTEGER NOT NULL,
@@ -217,7 +219,7 @@ impl Archive {
     pub fn conflicts(&self) -> Result<Vec<ConflictReport>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT file, detected, reason, candidates FROM conflicts ORDER BY file")
+            .prepare("SELECT file, detected, reason, candidates, rows FROM conflicts ORDER BY file")
             .map_err(|e| self.err("read conflicts", e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -226,20 +228,42 @@ impl Archive {
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
                 ))
             })
             .map_err(|e| self.err("read conflicts", e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (file, detected, reason, candidates) =
+            let (file, detected, reason, candidates, row_list) =
                 row.map_err(|e| self.err("read conflicts", e))?;
             let candidates = serde_json::from_str(&candidates).unwrap_or_default();
+            let rows = serde_json::from_str(&row_list).unwrap_or_default();
             out.push(ConflictReport {
                 file,
                 detected,
                 reason,
                 candidates,
+                rows,
             });
+        }
+        Ok(out)
+    }
+
+    /// The most recent row conflicts settled by a strategy, newest first.
+    pub fn row_conflicts(&self, limit: usize) -> Result<Vec<crate::merge::RowConflict>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT conflict FROM row_conflicts ORDER BY id DESC LIMIT ?1")
+            .map_err(|e| self.err("read row conflicts", e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err("read row conflicts", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let text = row.map_err(|e| self.err("read row conflicts", e))?;
+            if let Ok(rc) = serde_json::from_str(&text) {
+                out.push(rc);
+            }
         }
         Ok(out)
     }
@@ -332,14 +356,33 @@ impl Archive {
         for (file, conflict) in &changes.conflicts {
             match conflict {
                 Some(c) => tx.execute(
-                    "INSERT INTO conflicts(file, detected, reason, candidates) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(file) DO UPDATE SET reason = excluded.reason, candidates = excluded.candidates",
-                    params![file, c.detected, c.reason, serde_json::to_string(&c.candidates).unwrap_or_default()],
+                    "INSERT INTO conflicts(file, detected, reason, candidates, rows) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(file) DO UPDATE SET reason = excluded.reason,
+                         candidates = excluded.candidates, rows = excluded.rows",
+                    params![
+                        file,
+                        c.detected,
+                        c.reason,
+                        serde_json::to_string(&c.candidates).unwrap_or_default(),
+                        serde_json::to_string(&c.rows).unwrap_or_default()
+                    ],
                 ),
                 None => tx.execute("DELETE FROM conflicts WHERE file = ?1", params![file]),
             }
             .map_err(err)?;
         }
+        for rc in &changes.row_conflicts {
+            tx.execute(
+                "INSERT INTO row_conflicts(settled, conflict) VALUES (?1, ?2)",
+                params![changes.now, serde_json::to_string(rc).unwrap_or_default()],
+            )
+            .map_err(err)?;
+        }
+        tx.execute(
+            "DELETE FROM row_conflicts WHERE id <= (SELECT MAX(id) FROM row_conflicts) - 1000",
+            [],
+        )
+        .map_err(err)?;
         if let Some(run) = &changes.run {
             tx.execute(
                 "INSERT INTO runs(command, started, finished, result, written, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -373,6 +416,8 @@ pub struct Changes {
     pub forget_location: Vec<String>,
     /// file → conflict to record, or `None` to drop it.
     pub conflicts: Vec<(String, Option<ConflictReport>)>,
+    /// Row conflicts settled by a strategy, to keep on record.
+    pub row_conflicts: Vec<crate::merge::RowConflict>,
     /// The run to add to history.
     pub run: Option<RunSummary>,
 }

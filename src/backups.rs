@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// One backup found on disk.
 #[derive(Debug, Clone)]
-pub(crate) struct Found_ {
+pub(crate) struct OnDisk {
     pub(crate) entry: BackupEntry,
     pub(crate) rel: String,
     pub(crate) created: chrono::DateTime<chrono::Utc>,
@@ -30,7 +30,7 @@ fn created_of(at: chrono::NaiveDateTime) -> chrono::DateTime<Local> {
 }
 
 /// The backups of the synced file `file` in one location.
-fn backups_of(place: &Place, file: &str) -> Vec<Found_> {
+fn backups_of(place: &Place, file: &str) -> Vec<OnDisk> {
     let path = place.loc.path_of(file);
     let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
@@ -61,7 +61,7 @@ fn backups_of(place: &Place, file: &str) -> Vec<Found_> {
         }
         let created = created_of(parsed.at);
         let rel = format!("{prefix}{name}");
-        out.push(Found_ {
+        out.push(OnDisk {
             entry: BackupEntry {
                 id: format!("{}:{rel}", place.loc.name),
                 location: place.loc.name.clone(),
@@ -79,7 +79,7 @@ fn backups_of(place: &Place, file: &str) -> Vec<Found_> {
     out
 }
 
-fn sort_newest_first(list: &mut [Found_]) {
+fn sort_newest_first(list: &mut [OnDisk]) {
     list.sort_by(|a, b| {
         b.created
             .cmp(&a.created)
@@ -273,6 +273,7 @@ impl Engine {
             std::time::SystemTime::now(),
             &machine,
             &self.read_ctx(),
+            None,
         )?;
         tracing::info!(target: "metasync", "{file} in {}: restored from {}", place.loc.name, backup_path.display());
         events(&Event::BackupRestored {
@@ -298,16 +299,7 @@ pub(crate) fn prune_after_sync(engine: &Engine, available: &[&Place]) -> Result<
 
 fn prune_places(engine: &Engine, places: &[&Place], dry_run: bool) -> Result<PruneReport> {
     let mut archive = Archive::open(engine.home())?;
-    let files = engine.file_set(
-        &places
-            .iter()
-            .map(|p| Place {
-                loc: p.loc.clone(),
-                availability: p.availability.clone(),
-            })
-            .collect::<Vec<_>>(),
-        Some(&archive),
-    )?;
+    let files = engine.file_set(places.iter().copied(), Some(&archive))?;
     let policy = &engine.config().backups;
     let ctx = engine.read_ctx();
     let mut changes = Changes::default();
@@ -320,7 +312,7 @@ fn prune_places(engine: &Engine, places: &[&Place], dry_run: bool) -> Result<Pru
 
     // Versions that exist as current files anywhere available.
     let mut elsewhere: HashSet<String> = HashSet::new();
-    let mut per_place: Vec<(&Place, String, Vec<Found_>)> = Vec::new();
+    let mut per_place: Vec<(&Place, String, Vec<OnDisk>)> = Vec::new();
     let mut caches = HashMap::new();
     for p in places {
         if !matches!(p.availability, Availability::Available { .. }) {

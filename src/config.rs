@@ -60,6 +60,27 @@ pub enum Retention {
     None,
 }
 
+/// How a conflict between database versions is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMode {
+    /// Row by row against the last agreed version; the file-level strategy when that cannot be done.
+    #[default]
+    Rows,
+    /// Whole files, by the strategy.
+    File,
+}
+
+/// A per-pattern exception to `merge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeOverride {
+    /// A glob pattern of synced files.
+    pub pattern: String,
+    /// How those are merged.
+    pub merge: MergeMode,
+}
+
 /// A remote location as configured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +152,10 @@ pub struct Config {
     pub propagate_deletes: bool,
     /// How long a run waits for another run's lock, in seconds.
     pub lock_wait_secs: u64,
+    /// How database conflicts are settled.
+    pub merge: MergeMode,
+    /// Exceptions to `merge`, first match wins.
+    pub merge_overrides: Vec<MergeOverride>,
     /// The remotes, in order.
     pub locations: Vec<LocationConfig>,
     /// Backup settings.
@@ -147,6 +172,8 @@ impl Default for Config {
             files: vec!["metastore.db".into(), "sorting-rules.yaml".into()],
             propagate_deletes: false,
             lock_wait_secs: 60,
+            merge: MergeMode::Rows,
+            merge_overrides: Vec::new(),
             locations: default_locations(),
             backups: BackupConfig::default(),
             sqlite: SqliteConfig::default(),
@@ -227,6 +254,9 @@ impl Config {
         for pattern in &self.files {
             crate::select::check_pattern(pattern).map_err(|m| ("files".to_string(), m))?;
         }
+        for o in &self.merge_overrides {
+            crate::select::check_pattern(&o.pattern).map_err(|m| ("pattern".to_string(), m))?;
+        }
         let mut seen = std::collections::HashSet::new();
         for loc in &self.locations {
             let ok = !loc.name.is_empty()
@@ -271,6 +301,18 @@ impl Config {
         Ok(())
     }
 
+    /// How conflicts on `file` are settled when it is a database.
+    pub fn merge_mode_for(&self, file: &str) -> MergeMode {
+        for o in &self.merge_overrides {
+            if crate::select::Selector::new(std::slice::from_ref(&o.pattern))
+                .is_ok_and(|s| s.matches(file))
+            {
+                return o.merge;
+            }
+        }
+        self.merge
+    }
+
     /// The commented default config that `init` writes.
     pub fn template() -> String {
         let mut out = String::from(
@@ -279,7 +321,11 @@ impl Config {
              strategy = \"newest\"              # newest | local | remote | manual\n\
              files = [\"metastore.db\", \"sorting-rules.yaml\"]   # glob patterns, relative to each location\n\
              propagate_deletes = false        # a file missing in one place is restored from the others\n\
-             lock_wait_secs = 60              # how long a run waits for another run to finish\n\n",
+             lock_wait_secs = 60              # how long a run waits for another run to finish\n\
+             merge = \"rows\"                   # rows | file: database conflicts merged row by row, or whole files\n\
+             # [[merge_overrides]]            # exceptions, first match wins\n\
+             # pattern = \"archive/*.db\"\n\
+             # merge = \"file\"\n\n",
         );
         let locs = default_locations();
         if locs.is_empty() {

@@ -2,7 +2,7 @@
 
 use crate::archive::{Agreed, Archive, Changes, Recorded};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigSource, Strategy};
+use crate::config::{Config, ConfigSource, MergeMode, Strategy};
 use crate::error::{Error, Result};
 use crate::kind::Kind;
 use crate::location::{self, Availability, Location, NewId};
@@ -195,13 +195,13 @@ impl Engine {
     }
 
     /// The synced files this run looks at: what the patterns find plus what the archive knows.
-    pub(crate) fn file_set(
+    pub(crate) fn file_set<'a>(
         &self,
-        places: &[Place],
+        places: impl IntoIterator<Item = &'a Place>,
         archive: Option<&Archive>,
     ) -> Result<BTreeSet<String>> {
         let mut files = BTreeSet::new();
-        for p in places.iter().filter(|p| p.availability.is_available()) {
+        for p in places.into_iter().filter(|p| p.availability.is_available()) {
             files.extend(self.selector.find(&p.loc.root));
         }
         if let Some(a) = archive {
@@ -301,7 +301,9 @@ impl Engine {
         let mut changes = Changes::default();
         let mut scans: Scans = HashMap::new();
         let scan_time = now_ns();
-        let ctx = self.read_ctx();
+        let run_dir = RunScratch::create(&self.home)?;
+        let mut ctx = self.read_ctx();
+        ctx.keep_snapshots = Some(run_dir.0.clone());
         let mut hashed = 0u64;
         for p in &available {
             let cache = archive.cache(&p.loc.name)?;
@@ -346,6 +348,7 @@ impl Engine {
         let mut conflicts = Vec::new();
         let mut ready: HashSet<String> = HashSet::new();
         let mut written_count = 0u64;
+        let mut row_conflicts_out = Vec::new();
 
         for file in &files {
             let sides: Vec<Side> = available
@@ -360,13 +363,109 @@ impl Engine {
                     recorded: records.get(&(file.clone(), p.loc.name.clone())).cloned(),
                 })
                 .collect();
+            let all_databases =
+                available
+                    .iter()
+                    .all(|p| match &scans[&(file.clone(), p.loc.name.clone())] {
+                        Found::Present { content, .. } => content.kind == Kind::Sqlite,
+                        _ => true,
+                    });
             let input = FileInput {
                 file: file.clone(),
                 agreed: agreed.get(file).map(|a| a.version.clone()),
                 sides,
                 propagate_deletes: self.config.propagate_deletes,
+                mergeable: all_databases && self.config.merge_mode_for(file) == MergeMode::Rows,
             };
-            let planned = plan::plan_file(&input, direction);
+            let mut planned = plan::plan_file(&input, direction);
+            let mut merged: Option<Merged> = None;
+            let mut held_rows = Vec::new();
+            if let Decision::Merge {
+                candidates,
+                fallback,
+            } = planned.decision.clone()
+            {
+                let attempt = if dry_run {
+                    Err("not attempted in a dry run".to_string())
+                } else {
+                    self.try_merge(
+                        file,
+                        &input,
+                        &candidates,
+                        direction,
+                        &scans,
+                        &run_dir.0,
+                        agreed.get(file),
+                    )
+                };
+                match attempt {
+                    Ok(MergeResult::Merged(m)) => {
+                        let winner = Recorded::Present(m.hash.clone());
+                        planned.actions =
+                            plan::actions_for(&input, &winner, MERGE_SOURCE, direction);
+                        let reason = if m.row_conflicts.is_empty() {
+                            format!(
+                                "merged row by row ({} row change(s) from {})",
+                                m.rows_changed,
+                                candidates.join(" and ")
+                            )
+                        } else {
+                            format!(
+                                "merged row by row ({} row change(s) from {}; {} row conflict(s) settled by {})",
+                                m.rows_changed,
+                                candidates.join(" and "),
+                                m.row_conflicts.len(),
+                                strategy.as_str()
+                            )
+                        };
+                        for rc in &m.row_conflicts {
+                            warnings.push(format!(
+                                "{file}: row conflict in {} {}: kept {}'s value",
+                                rc.table,
+                                rc.key,
+                                rc.winner.as_deref().unwrap_or("?")
+                            ));
+                        }
+                        planned.decision = Decision::Propagate {
+                            winner,
+                            source: MERGE_SOURCE.into(),
+                            reason,
+                        };
+                        merged = Some(*m);
+                    }
+                    Ok(MergeResult::Held(rows)) => {
+                        let reason = format!(
+                            "{} row(s) changed differently in {} (strategy manual)",
+                            rows.len(),
+                            candidates.join(" and ")
+                        );
+                        planned.decision = plan::conflict_at(&input, &candidates, reason);
+                        held_rows = rows;
+                    }
+                    Ok(MergeResult::Shrunk(why)) => {
+                        let reason = format!("the merged version is held back: {why}");
+                        planned.decision = plan::conflict_at(&input, &candidates, reason);
+                    }
+                    Err(why) => {
+                        let mut fallback = *fallback;
+                        if let Decision::Propagate { reason, .. }
+                        | Decision::Conflict { reason, .. } = &mut fallback
+                        {
+                            *reason = format!("{reason} (row merge not possible: {why})");
+                        }
+                        if !dry_run {
+                            warnings.push(format!(
+                                "{file}: row merge not possible ({why}); file-level strategy {}",
+                                strategy.as_str()
+                            ));
+                        }
+                        if let Decision::Propagate { winner, source, .. } = &fallback {
+                            planned.actions = plan::actions_for(&input, winner, source, direction);
+                        }
+                        planned.decision = fallback;
+                    }
+                }
+            }
             for (loc, detail) in &planned.refused {
                 tracing::warn!(target: "metasync", "{file} in {loc}: corrupt version refused: {detail}");
                 events(&Event::CorruptRefused {
@@ -396,6 +495,9 @@ impl Engine {
                     reason.clone(),
                 ),
                 Decision::Conflict { reason, .. } => ("conflict", None, None, reason.clone()),
+                Decision::Merge { .. } => {
+                    ("skipped", None, None, "row merge not decided".to_string())
+                }
                 Decision::Stuck { reason, failure } => {
                     if *failure {
                         errors.push(format!("{file}: {reason}"));
@@ -419,6 +521,7 @@ impl Engine {
                         .iter()
                         .map(|(loc, _)| self.candidate(&scans, file, loc))
                         .collect(),
+                    rows: held_rows.clone(),
                 };
                 if !old_conflicts.contains_key(file) {
                     events(&Event::Conflict(report.clone()));
@@ -432,7 +535,14 @@ impl Engine {
             let mut written: HashSet<String> = HashSet::new();
             let mut untouched: HashSet<String> = HashSet::new();
             if let Decision::Propagate { winner, source, .. } = &planned.decision {
-                let source_found = scans.get(&(file.clone(), source.clone()));
+                let source_found = match &merged {
+                    Some(m) if source == MERGE_SOURCE => Some((m.path.clone(), &m.found)),
+                    _ => self.root_of(source).and_then(|root| {
+                        scans
+                            .get(&(file.clone(), source.clone()))
+                            .map(|f| (root.join(file), f))
+                    }),
+                };
                 let mut i = 0;
                 while i < planned.actions.len() {
                     let target = action_target(&planned.actions[i]).to_string();
@@ -456,7 +566,7 @@ impl Engine {
                         file,
                         place,
                         group,
-                        source_found,
+                        source_found.as_ref().map(|(p, f)| (p.as_path(), *f)),
                         &scans,
                         &machine,
                         &mut ready,
@@ -468,7 +578,8 @@ impl Engine {
                             written_count += 1;
                             actions_done.extend(reports);
                         }
-                        Err((reports, e, changed_meanwhile)) => {
+                        Err(failure) => {
+                            let (reports, e, changed_meanwhile) = *failure;
                             actions_done.extend(reports);
                             if changed_meanwhile {
                                 untouched.insert(target.clone());
@@ -488,8 +599,24 @@ impl Engine {
                         &written,
                         &untouched,
                         &scans,
+                        merged.as_ref().map(|m| m.facts.clone()),
                         &mut changes,
                     );
+                    self.keep_base(
+                        file,
+                        winner,
+                        &input,
+                        &scans,
+                        merged.as_ref(),
+                        &run_dir.0,
+                        &mut warnings,
+                    );
+                    if let Some(m) = &merged {
+                        for rc in &m.row_conflicts {
+                            changes.row_conflicts.push(rc.clone());
+                        }
+                        row_conflicts_out.extend(m.row_conflicts.iter().cloned());
+                    }
                 }
             } else if let (Decision::InSync(winner), false) = (&planned.decision, dry_run) {
                 self.record_decided(
@@ -499,7 +626,17 @@ impl Engine {
                     &written,
                     &untouched,
                     &scans,
+                    None,
                     &mut changes,
+                );
+                self.keep_base(
+                    file,
+                    winner,
+                    &input,
+                    &scans,
+                    None,
+                    &run_dir.0,
+                    &mut warnings,
                 );
             }
             if matches!(
@@ -610,6 +747,7 @@ impl Engine {
             conflicts,
             warnings,
             errors,
+            row_conflicts: row_conflicts_out,
             hashed,
             exit_code,
         })
@@ -654,6 +792,196 @@ impl Engine {
                 entities: None,
                 conversations: None,
             },
+        }
+    }
+
+    /// Tries a row merge of the versions at `candidates` against the base snapshot of the
+    /// agreed version. `Err` says why the file-level strategy applies instead.
+    #[allow(clippy::too_many_arguments)]
+    fn try_merge(
+        &self,
+        file: &str,
+        input: &FileInput,
+        candidates: &[String],
+        direction: &Direction,
+        scans: &Scans,
+        run_dir: &Path,
+        agreed: Option<&Agreed>,
+    ) -> std::result::Result<MergeResult, String> {
+        let agreed = agreed.ok_or("no agreed version")?;
+        let Recorded::Present(base_hash) = &agreed.version else {
+            return Err("no agreed version".into());
+        };
+        let base = crate::merge::base_of(&self.home, file, base_hash)
+            .ok_or("no base snapshot of the last agreed version is kept yet")?;
+        let strategy = match direction {
+            Direction::Sync(s) | Direction::Pull(s) => *s,
+            Direction::Push | Direction::Keep(_) => Strategy::Newest,
+        };
+        let opts = crate::sqlite::SqliteOptions::from(&self.config.sqlite);
+        let mut sides = Vec::new();
+        for loc in candidates {
+            let Some(Found::Present { stat, content, .. }) =
+                scans.get(&(file.to_string(), loc.clone()))
+            else {
+                return Err(format!("{loc}'s version cannot be read"));
+            };
+            let path = match &content.snapshot {
+                Some(p) => p.clone(),
+                None => {
+                    let root = self
+                        .root_of(loc)
+                        .ok_or_else(|| format!("no location {loc}"))?;
+                    let p = run_dir.join(format!("side-{}.db", crate::ids::random_hex(8)));
+                    let info = crate::sqlite::snapshot(&root.join(file), &p, &opts)
+                        .map_err(|e| e.to_string())?;
+                    if info.logical_hash != content.hash {
+                        return Err(format!("{loc}'s version changed while being read"));
+                    }
+                    p
+                }
+            };
+            let local = input.sides.iter().any(|s| &s.location == loc && s.local);
+            sides.push(crate::merge::MergeSide {
+                location: loc.clone(),
+                local,
+                mtime_ns: stat.mtime_ns,
+                path,
+            });
+        }
+        let out = run_dir.join(format!("merged-{}.db", crate::ids::random_hex(8)));
+        let outcome =
+            crate::merge::merge_files(&base, &sides, strategy, &out).map_err(|e| e.to_string())?;
+        match outcome {
+            crate::merge::MergeOutcome::Merged {
+                path,
+                mut row_conflicts,
+                rows_changed,
+            } => {
+                for rc in &mut row_conflicts {
+                    rc.file = file.to_string();
+                }
+                let hash = crate::sqlite::logical_hash(&path, &opts).map_err(|e| e.to_string())?;
+                let counts =
+                    crate::sqlite::table_counts(&path, &opts).map_err(|e| e.to_string())?;
+                let facts = crate::kind::Facts {
+                    integrity: Vec::new(),
+                    entities: counts.entities(),
+                    conversations: counts.conversations(),
+                };
+                if let Some(why) = crate::kind::shrink_reason(
+                    agreed,
+                    &facts,
+                    self.config.sqlite.max_shrink_percent,
+                ) {
+                    return Ok(MergeResult::Shrunk(why));
+                }
+                let now = now_ns();
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let found = Found::Present {
+                    stat: scan::Stat {
+                        size,
+                        mtime_ns: now,
+                        ctime_ns: now,
+                        ino: 0,
+                        side: None,
+                    },
+                    content: crate::kind::Content {
+                        hash: hash.clone(),
+                        kind: Kind::Sqlite,
+                        facts: facts.clone(),
+                        snapshot: Some(path.clone()),
+                    },
+                    hashed: true,
+                };
+                Ok(MergeResult::Merged(Box::new(Merged {
+                    path,
+                    hash,
+                    facts,
+                    found,
+                    row_conflicts,
+                    rows_changed,
+                })))
+            }
+            crate::merge::MergeOutcome::Held(mut rows) => {
+                for rc in &mut rows {
+                    rc.file = file.to_string();
+                }
+                Ok(MergeResult::Held(rows))
+            }
+            crate::merge::MergeOutcome::Fallback(why) => Err(why),
+        }
+    }
+
+    /// After a database's version was agreed: keep its snapshot as the base of a later row
+    /// merge (only the newest agreed version's base is kept).
+    #[allow(clippy::too_many_arguments)]
+    fn keep_base(
+        &self,
+        file: &str,
+        winner: &Recorded,
+        input: &FileInput,
+        scans: &Scans,
+        merged: Option<&Merged>,
+        run_dir: &Path,
+        warnings: &mut Vec<String>,
+    ) {
+        if self.config.merge_mode_for(file) != MergeMode::Rows {
+            return;
+        }
+        let Recorded::Present(hash) = winner else {
+            crate::merge::drop_bases_except(&self.home, file, None);
+            return;
+        };
+        let found_db = |loc: &str| match scans.get(&(file.to_string(), loc.to_string())) {
+            Some(Found::Present { content, .. }) if content.kind == Kind::Sqlite => Some(content),
+            _ => None,
+        };
+        if merged.is_none() && !input.sides.iter().any(|s| found_db(&s.location).is_some()) {
+            return;
+        }
+        if crate::merge::base_of(&self.home, file, hash).is_some() {
+            crate::merge::drop_bases_except(&self.home, file, Some(hash));
+            return;
+        }
+        let mut source = merged.filter(|m| &m.hash == hash).map(|m| m.path.clone());
+        if source.is_none() {
+            source = input.sides.iter().find_map(|s| {
+                found_db(&s.location)
+                    .filter(|c| &c.hash == hash)
+                    .and_then(|c| c.snapshot.clone())
+            });
+        }
+        if source.is_none() {
+            // Remotes first: they have no live writer.
+            let opts = crate::sqlite::SqliteOptions::from(&self.config.sqlite);
+            let mut order: Vec<&Side> = input.sides.iter().filter(|s| !s.local).collect();
+            order.extend(input.sides.iter().filter(|s| s.local));
+            for side in order {
+                let Some(root) = self.root_of(&side.location) else {
+                    continue;
+                };
+                let p = run_dir.join(format!("base-{}.db", crate::ids::random_hex(8)));
+                match crate::sqlite::snapshot(&root.join(file), &p, &opts) {
+                    Ok(info) if &info.logical_hash == hash => {
+                        source = Some(p);
+                        break;
+                    }
+                    _ => {
+                        let _ = std::fs::remove_file(&p);
+                    }
+                }
+            }
+        }
+        match source {
+            Some(snap) => {
+                if let Err(e) = crate::merge::keep_base(&self.home, file, hash, &snap) {
+                    warnings.push(format!("{file}: cannot keep the base for row merges: {e}"));
+                }
+            }
+            None => warnings.push(format!(
+                "{file}: no copy of the agreed version to keep as the base for row merges"
+            )),
         }
     }
 
@@ -711,13 +1039,13 @@ impl Engine {
         file: &str,
         place: &Place,
         group: &[Action],
-        source_found: Option<&Found>,
+        source_found: Option<(&Path, &Found)>,
         scans: &Scans,
         machine: &str,
         ready: &mut HashSet<String>,
         changes: &mut Changes,
         events: &mut dyn FnMut(&Event),
-    ) -> std::result::Result<Vec<ActionReport>, (Vec<ActionReport>, Error, bool)> {
+    ) -> std::result::Result<Vec<ActionReport>, GroupFailure> {
         let mut reports = Vec::new();
         let dest = place.loc.path_of(file);
         let scanned = scans.get(&(file.to_string(), place.loc.name.clone()));
@@ -728,14 +1056,14 @@ impl Engine {
             _ => None,
         };
         if now_stat != scanned_stat {
-            return Err((
+            return Err(Box::new((
                 reports,
                 Error::Refused("changed since it was scanned; it will be synced next run".into()),
                 true,
-            ));
+            )));
         }
         if let Err(e) = self.make_ready(place, ready, changes) {
-            return Err((reports, e, false));
+            return Err(Box::new((reports, e, false)));
         }
         let at = self.clock.now_local().naive_local();
         for action in group {
@@ -751,26 +1079,24 @@ impl Engine {
                     made.map(|p| p.display().to_string())
                 }
                 Action::Copy { from, hash, .. } => {
-                    let (Some(Found::Present { stat, content, .. }), Some(src_root)) =
-                        (source_found, self.root_of(from))
-                    else {
-                        return Err((
+                    let Some((src, Found::Present { stat, content, .. })) = source_found else {
+                        return Err(Box::new((
                             reports,
                             Error::Refused(format!("no source for {file} in {from}")),
                             false,
-                        ));
+                        )));
                     };
-                    let src = src_root.join(file);
                     let mtime = ns_to_system_time(stat.mtime_ns);
                     crate::kind::write_version(
                         content.kind,
-                        &src,
+                        src,
                         &dest,
                         place.loc.is_local(),
                         hash,
                         mtime,
                         machine,
                         &self.read_ctx(),
+                        content.snapshot.as_deref(),
                     )
                     .map(|_| format!("from {from}"))
                 }
@@ -790,7 +1116,7 @@ impl Engine {
                     events(&Event::Action(r.clone()));
                     reports.push(r);
                     let changed = matches!(e, Error::Refused(ref m) if m.contains("changed while"));
-                    return Err((reports, e, changed));
+                    return Err(Box::new((reports, e, changed)));
                 }
             }
         }
@@ -819,9 +1145,10 @@ impl Engine {
         written: &HashSet<String>,
         untouched: &HashSet<String>,
         scans: &Scans,
+        known_facts: Option<crate::kind::Facts>,
         changes: &mut Changes,
     ) {
-        let mut winner_facts = None;
+        let mut winner_facts = known_facts;
         for side in &input.sides {
             let key = (file.to_string(), side.location.clone());
             if untouched.contains(&side.location) {
@@ -916,9 +1243,13 @@ impl Engine {
                 warnings.push(format!("iCloud conflict copy in {}: {c}", l.location.name));
             }
         }
-        let (conflicts, last_run) = match &archive {
-            Some(a) => (a.conflicts()?, a.history(1)?.into_iter().next()),
-            None => (Vec::new(), None),
+        let (conflicts, last_run, row_conflicts) = match &archive {
+            Some(a) => (
+                a.conflicts()?,
+                a.history(1)?.into_iter().next(),
+                a.row_conflicts(20)?,
+            ),
+            None => (Vec::new(), None, Vec::new()),
         };
         Ok(StatusReport {
             home: self.home.display().to_string(),
@@ -928,6 +1259,7 @@ impl Engine {
             },
             locations,
             conflicts,
+            row_conflicts,
             last_run,
             warnings,
         })
@@ -996,6 +1328,58 @@ impl Engine {
             Some(a) => a.history(limit),
             None => Ok(Vec::new()),
         }
+    }
+}
+
+/// A write that failed: the reports so far, the error, and whether it failed because the
+/// target changed since it was scanned.
+type GroupFailure = Box<(Vec<ActionReport>, Error, bool)>;
+
+/// The pseudo-location a row-merged version is copied from.
+const MERGE_SOURCE: &str = "row merge";
+
+/// A version made by a row merge this run.
+struct Merged {
+    path: PathBuf,
+    hash: String,
+    facts: crate::kind::Facts,
+    found: Found,
+    row_conflicts: Vec<crate::merge::RowConflict>,
+    rows_changed: usize,
+}
+
+enum MergeResult {
+    Merged(Box<Merged>),
+    Held(Vec<crate::merge::RowConflict>),
+    Shrunk(String),
+}
+
+/// A run's own folder for database snapshots, removed when the run ends (and, if a crash left
+/// one behind, by the next run, which holds the lock).
+struct RunScratch(PathBuf);
+
+impl RunScratch {
+    fn create(home: &Path) -> Result<RunScratch> {
+        let tmp = home.join(crate::names::STATE_DIR).join("tmp");
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                if e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("run-"))
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("run-{}", crate::ids::random_hex(12)));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create folder", &dir, e))?;
+        Ok(RunScratch(dir))
+    }
+}
+
+impl Drop for RunScratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

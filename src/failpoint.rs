@@ -7,7 +7,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 /// The points a run passes through while writing, in order.
-pub const POINTS: &[&str] = &["after_backup", "after_temp_write", "before_rename", "after_rename", "before_archive_commit"];
+pub const POINTS: &[&str] = &[
+    "after_backup",
+    "after_temp_write",
+    "before_rename",
+    "after_rename",
+    "before_archive_commit",
+];
 
 fn armed() -> &'static Option<(String, u32)> {
     static ARMED: OnceLock<Option<(String, u32)>> = OnceLock::new();

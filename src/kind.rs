@@ -56,6 +56,9 @@ pub struct Content {
     pub kind: Kind,
     /// Kind-specific facts.
     pub facts: Facts,
+    /// For a database read this run: the consistent snapshot it was hashed from, kept for the
+    /// run so that propagation copies exactly the version that was hashed and checked.
+    pub snapshot: Option<std::path::PathBuf>,
 }
 
 /// Streams a file through SHA-256 in constant memory.
@@ -80,6 +83,8 @@ pub struct ReadCtx {
     pub sqlite: crate::sqlite::SqliteOptions,
     /// Where snapshots taken only for hashing go (inside home's state folder).
     pub scratch: std::path::PathBuf,
+    /// When set, snapshots are kept in this folder (a run's own) and named in [`Content`].
+    pub keep_snapshots: Option<std::path::PathBuf>,
 }
 
 impl ReadCtx {
@@ -88,6 +93,7 @@ impl ReadCtx {
         ReadCtx {
             sqlite: crate::sqlite::SqliteOptions::from(&config.sqlite),
             scratch: home.join(crate::names::STATE_DIR).join("tmp"),
+            keep_snapshots: None,
         }
     }
 }
@@ -115,6 +121,7 @@ pub fn read_content(path: &Path, ctx: &ReadCtx) -> Result<Content> {
             hash: sha256_file(path)?,
             kind: Kind::Plain,
             facts: Facts::default(),
+            snapshot: None,
         });
     }
     if !crate::sqlite::is_sqlite(path)? {
@@ -125,14 +132,17 @@ pub fn read_content(path: &Path, ctx: &ReadCtx) -> Result<Content> {
                 integrity: vec!["not a SQLite database (no SQLite header)".into()],
                 ..Facts::default()
             },
+            snapshot: None,
         });
     }
-    std::fs::create_dir_all(&ctx.scratch).ctx("create folder", &ctx.scratch)?;
-    let snap = ctx
-        .scratch
-        .join(format!("scan-{}.db", crate::ids::random_hex(12)));
+    let dir = ctx.keep_snapshots.as_ref().unwrap_or(&ctx.scratch);
+    std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+    let snap = dir.join(format!("scan-{}.db", crate::ids::random_hex(12)));
     let result = crate::sqlite::snapshot(path, &snap, &ctx.sqlite);
-    let _ = std::fs::remove_file(&snap);
+    let keep = ctx.keep_snapshots.is_some() && result.is_ok();
+    if !keep {
+        let _ = std::fs::remove_file(&snap);
+    }
     match result {
         Ok(info) => Ok(Content {
             hash: info.logical_hash,
@@ -146,6 +156,7 @@ pub fn read_content(path: &Path, ctx: &ReadCtx) -> Result<Content> {
                 entities: info.counts.entities(),
                 conversations: info.counts.conversations(),
             },
+            snapshot: keep.then_some(snap),
         }),
         Err(e) if crate::sqlite::is_corruption(&e) => Ok(Content {
             hash: format!("corrupt-{}", &sha256_file(path)?[..56]),
@@ -154,6 +165,7 @@ pub fn read_content(path: &Path, ctx: &ReadCtx) -> Result<Content> {
                 integrity: vec![e.to_string()],
                 ..Facts::default()
             },
+            snapshot: None,
         }),
         Err(e) => Err(e),
     }
@@ -166,26 +178,18 @@ pub fn shrink_reason(
     facts: &Facts,
     max_percent: u32,
 ) -> Option<String> {
-    let check = |table: &str, before: Option<u64>, after: Option<u64>| -> Option<String> {
-        let (before, after) = (before?, after.unwrap_or(0));
-        if before == 0 || after >= before {
-            return None;
-        }
-        let fell = (before - after) * 100 / before;
-        (fell > u64::from(max_percent)).then(|| {
-            format!(
-                "{table} fell from {before} to {after} (-{fell}%); confirm with `metasync resolve`"
-            )
-        })
+    let counts = |e: Option<u64>, c: Option<u64>| {
+        let mut v = Vec::new();
+        v.extend(e.map(|n| ("entities".to_string(), n)));
+        v.extend(c.map(|n| ("conversations".to_string(), n)));
+        crate::sqlite::TableCounts(v)
     };
-    if facts.entities.is_none() && facts.conversations.is_none() && facts.integrity.is_empty() {
-        // Not a database (or not one with these tables): nothing to guard.
-        if agreed.entities.is_none() && agreed.conversations.is_none() {
-            return None;
-        }
-    }
-    check("entities", agreed.entities, facts.entities)
-        .or_else(|| check("conversations", agreed.conversations, facts.conversations))
+    crate::sqlite::shrink_reason(
+        &counts(agreed.entities, agreed.conversations),
+        &counts(facts.entities, facts.conversations),
+        max_percent,
+    )
+    .map(|why| format!("{why}; confirm with `metasync resolve`"))
 }
 
 /// Writes the version at `src` to `dest` the way its kind needs, checking it is `expected`.
@@ -203,6 +207,7 @@ pub fn write_version(
     mtime: std::time::SystemTime,
     machine: &str,
     ctx: &ReadCtx,
+    snapshot: Option<&Path>,
 ) -> Result<()> {
     if kind == Kind::Plain {
         return crate::apply::copy_file(src, dest, expected, mtime, machine);
@@ -218,6 +223,12 @@ pub fn write_version(
         &crate::ids::random_hex(8),
     ));
     let outcome = (|| {
+        if let Some(snap) = snapshot {
+            // The run's own snapshot of `src`, already integrity-checked and hashed as `expected`
+            // when it was scanned: a live writer at the source cannot make it move.
+            copy_durably(snap, &temp)?;
+            return install_database(&temp, dest, dest_is_local, mtime, ctx);
+        }
         let info = crate::sqlite::snapshot(src, &temp, &ctx.sqlite)?;
         if !info.integrity.ok {
             return Err(crate::Error::Refused(format!(
@@ -232,11 +243,39 @@ pub fn write_version(
                 src.display()
             )));
         }
+        install_database(&temp, dest, dest_is_local, mtime, ctx)
+    })();
+    let _ = std::fs::remove_file(&temp);
+    outcome
+}
+
+fn copy_durably(from: &Path, to: &Path) -> Result<()> {
+    let mut src = std::fs::File::open(from).ctx("open snapshot", from)?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)
+        .ctx("create temp file", to)?;
+    std::io::copy(&mut src, &mut out).ctx("write temp file", to)?;
+    out.sync_all().ctx("fsync temp file", to)
+}
+
+/// Puts a checked database temp file in place: written in through the backup API for a live
+/// local database, renamed into place otherwise.
+fn install_database(
+    temp: &Path,
+    dest: &Path,
+    dest_is_local: bool,
+    mtime: std::time::SystemTime,
+    ctx: &ReadCtx,
+) -> Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    {
         crate::failpoint::hit("after_temp_write");
         let live = dest_is_local && crate::sqlite::is_sqlite(dest)?;
         let written_live = live && {
             crate::failpoint::hit("before_rename");
-            match crate::sqlite::write_live(&temp, dest, &ctx.sqlite) {
+            match crate::sqlite::write_live(temp, dest, &ctx.sqlite) {
                 Ok(()) => true,
                 // A damaged local database cannot be written into: it was kept as a backup
                 // before this write, so it is replaced whole, like a remote copy.
@@ -255,21 +294,19 @@ pub fn write_version(
             set_aside_side_files(dest)?;
             let f = std::fs::File::options()
                 .write(true)
-                .open(&temp)
-                .ctx("open", &temp)?;
-            f.set_modified(mtime).ctx("set modification time", &temp)?;
+                .open(temp)
+                .ctx("open", temp)?;
+            f.set_modified(mtime).ctx("set modification time", temp)?;
             drop(f);
             crate::failpoint::hit("before_rename");
-            std::fs::rename(&temp, dest).ctx("rename into place", dest)?;
+            std::fs::rename(temp, dest).ctx("rename into place", dest)?;
             crate::failpoint::hit("after_rename");
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
             }
         }
         Ok(())
-    })();
-    let _ = std::fs::remove_file(&temp);
-    outcome
+    }
 }
 
 /// Before a database is renamed over `dest`: a `-wal` left beside it would be replayed into

@@ -65,6 +65,8 @@ pub struct FileInput {
     pub sides: Vec<Side>,
     /// Whether a missing file is a deletion.
     pub propagate_deletes: bool,
+    /// Whether a conflict may be merged row by row (a database with `merge = "rows"`).
+    pub mergeable: bool,
 }
 
 /// A step of propagation.
@@ -111,6 +113,14 @@ pub enum Decision {
         candidates: Vec<(String, Option<Version>)>,
         /// Why.
         reason: String,
+    },
+    /// Two or more database versions that all descend from the agreed version: try a row
+    /// merge of the versions at `candidates`; if it cannot be done, `fallback` applies.
+    Merge {
+        /// One location per distinct version, in order.
+        candidates: Vec<String>,
+        /// The file-level decision.
+        fallback: Box<Decision>,
     },
     /// Nothing can be done (the agreed version is nowhere available, no healthy version...).
     Stuck {
@@ -162,7 +172,10 @@ pub fn plan_file(input: &FileInput, direction: &Direction) -> FilePlan {
     let decision = decide(input, direction);
     let actions = match &decision {
         Decision::Propagate { winner, source, .. } => actions_for(input, winner, source, direction),
-        Decision::InSync(_) | Decision::Conflict { .. } | Decision::Stuck { .. } => Vec::new(),
+        Decision::InSync(_)
+        | Decision::Conflict { .. }
+        | Decision::Stuck { .. }
+        | Decision::Merge { .. } => Vec::new(),
     };
     FilePlan {
         file: input.file.clone(),
@@ -366,7 +379,7 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
                 Direction::Sync(s) | Direction::Pull(s) => *s,
                 Direction::Push | Direction::Keep(_) => Strategy::Newest,
             };
-            match pick(&candidates, strategy) {
+            let file_level = match pick(&candidates, strategy) {
                 Some((c, how)) => propagate_or_in_sync(
                     input,
                     c.value.clone(),
@@ -374,7 +387,22 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
                     &format!("conflict ({reason}): {how}"),
                 ),
                 None => conflict(input, &candidates, first_sync_rule, reason),
+            };
+            // A row merge needs every version to descend from the agreed one (the base): not
+            // for a location never seen (the first-sync rule), nor for deletions.
+            let descends = candidates.iter().all(|c| {
+                c.value != Recorded::Absent
+                    && c.side.recorded.is_some()
+                    && c.side.recorded == input.agreed
+            });
+            let merging_direction = matches!(direction, Direction::Sync(_) | Direction::Pull(_));
+            if input.mergeable && !first_sync_rule && descends && merging_direction {
+                return Decision::Merge {
+                    candidates: candidates.iter().map(|c| c.side.location.clone()).collect(),
+                    fallback: Box::new(file_level),
+                };
             }
+            file_level
         }
     }
 }
@@ -399,6 +427,23 @@ fn conflict(
         candidates: list,
         reason,
     }
+}
+
+/// A conflict among the versions held at `locations`; every location holding one is listed.
+pub fn conflict_at(input: &FileInput, locations: &[String], reason: String) -> Decision {
+    let values: Vec<Recorded> = input
+        .sides
+        .iter()
+        .filter(|s| locations.contains(&s.location))
+        .filter_map(|s| current(&s.observed))
+        .collect();
+    let candidates = input
+        .sides
+        .iter()
+        .filter(|s| current(&s.observed).is_some_and(|c| values.contains(&c)))
+        .map(|s| (s.location.clone(), version(&s.observed).cloned()))
+        .collect();
+    Decision::Conflict { candidates, reason }
 }
 
 fn mtime(c: &Changed<'_>) -> Option<i64> {
@@ -465,7 +510,8 @@ fn propagate_or_in_sync(
     }
 }
 
-fn actions_for(
+/// The actions that bring `winner` (held at `source`) to every location lacking it.
+pub fn actions_for(
     input: &FileInput,
     winner: &Recorded,
     source: &str,
@@ -593,6 +639,12 @@ mod tests {
             Decision::Conflict { .. } => "conflict".into(),
             Decision::Stuck { failure: false, .. } => "stuck".into(),
             Decision::Stuck { failure: true, .. } => "fail".into(),
+            Decision::Merge {
+                candidates,
+                fallback,
+            } => {
+                format!("merge {} else {}", candidates.join("+"), outcome(fallback))
+            }
         }
     }
 
@@ -604,6 +656,7 @@ mod tests {
         direction: Direction,
         expect: &'static str,
         actions: &'static [&'static str],
+        mergeable: bool,
     }
 
     fn sync(s: Strategy) -> Direction {
@@ -620,6 +673,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "sync a",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "local edit goes to the remotes",
@@ -634,6 +688,7 @@ mod tests {
                     "backup external",
                     "copy local external b",
                 ],
+                mergeable: false,
             },
             Case {
                 name: "remote edit comes home",
@@ -643,6 +698,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "prop b icloud",
                 actions: &["backup local", "copy icloud local b"],
+                mergeable: false,
             },
             Case {
                 name: "same edit in two places is no conflict",
@@ -652,6 +708,7 @@ mod tests {
                 direction: sync(Manual),
                 expect: "sync b",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "conflict, newest wins",
@@ -661,6 +718,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "prop c icloud",
                 actions: &["backup local", "copy icloud local c"],
+                mergeable: false,
             },
             Case {
                 name: "conflict, newest tie goes to the earlier location",
@@ -670,6 +728,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "prop b local",
                 actions: &["backup icloud", "copy local icloud b"],
+                mergeable: false,
             },
             Case {
                 name: "conflict, local wins",
@@ -679,6 +738,7 @@ mod tests {
                 direction: sync(Local),
                 expect: "prop b local",
                 actions: &["backup icloud", "copy local icloud b"],
+                mergeable: false,
             },
             Case {
                 name:
@@ -694,6 +754,7 @@ mod tests {
                     "backup external",
                     "copy icloud external b",
                 ],
+                mergeable: false,
             },
             Case {
                 name: "conflict, remote wins (first changed remote in config order)",
@@ -708,6 +769,7 @@ mod tests {
                     "backup icloud",
                     "copy external icloud c",
                 ],
+                mergeable: false,
             },
             Case {
                 name: "conflict, manual: nothing moves",
@@ -717,6 +779,7 @@ mod tests {
                 direction: sync(Manual),
                 expect: "conflict",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "missing file is restored, not deleted",
@@ -726,6 +789,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "prop a icloud",
                 actions: &["copy icloud local a"],
+                mergeable: false,
             },
             Case {
                 name: "missing file with propagate_deletes is deleted everywhere",
@@ -735,6 +799,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "del local",
                 actions: &["delete icloud"],
+                mergeable: false,
             },
             Case {
                 name: "deletion against a modification: the modification wins",
@@ -744,6 +809,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "prop b icloud",
                 actions: &["copy icloud local b"],
+                mergeable: false,
             },
             Case {
                 name: "deletion against a modification under manual is a conflict",
@@ -753,6 +819,7 @@ mod tests {
                 direction: sync(Manual),
                 expect: "conflict",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "returning drive catches up without a conflict",
@@ -762,6 +829,7 @@ mod tests {
                 direction: sync(Manual),
                 expect: "prop c local",
                 actions: &["backup external", "copy local external c"],
+                mergeable: false,
             },
             Case {
                 name: "a drive never seen with an old copy is a conflict (first-sync rule)",
@@ -771,6 +839,7 @@ mod tests {
                 direction: sync(Manual),
                 expect: "conflict",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "first-sync rule under newest: the newer agreed version wins",
@@ -780,6 +849,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "prop c local",
                 actions: &["backup external", "copy local external c"],
+                mergeable: false,
             },
             Case {
                 name: "a never-seen location holding the agreed version is in sync",
@@ -789,6 +859,7 @@ mod tests {
                 direction: sync(Manual),
                 expect: "sync c",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "a never-seen empty location gets the agreed version",
@@ -798,6 +869,7 @@ mod tests {
                 direction: sync(Manual),
                 expect: "prop c local",
                 actions: &["copy local external c"],
+                mergeable: false,
             },
             Case {
                 name: "first sync ever: one side has the file",
@@ -807,6 +879,7 @@ mod tests {
                 direction: sync(Manual),
                 expect: "prop a local",
                 actions: &["copy local icloud a"],
+                mergeable: false,
             },
             Case {
                 name: "first sync ever: both hold the same version",
@@ -816,6 +889,7 @@ mod tests {
                 direction: sync(Manual),
                 expect: "sync a",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "first sync ever: different versions are a conflict",
@@ -825,6 +899,7 @@ mod tests {
                 direction: sync(Manual),
                 expect: "conflict",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "first sync ever, newest",
@@ -834,6 +909,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "prop b icloud",
                 actions: &["backup local", "copy icloud local b"],
+                mergeable: false,
             },
             Case {
                 name: "file nowhere",
@@ -843,6 +919,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "sync -",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "an evicted copy is not a deletion and is not written",
@@ -852,6 +929,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "sync b",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "agreed version nowhere available: stuck, no failure",
@@ -861,6 +939,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "stuck",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "a corrupt change never wins and is replaced after a backup",
@@ -870,6 +949,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "prop a local",
                 actions: &["backup icloud", "copy local icloud a"],
+                mergeable: false,
             },
             Case {
                 name: "a corrupt change loses to a healthy change",
@@ -879,6 +959,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "prop b local",
                 actions: &["backup icloud", "copy local icloud b"],
+                mergeable: false,
             },
             Case {
                 name: "no healthy version anywhere: fail, nothing moves",
@@ -888,6 +969,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "fail",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "a held-back version is a conflict whatever the strategy",
@@ -897,6 +979,7 @@ mod tests {
                 direction: sync(Newest),
                 expect: "conflict",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "push: local wins even though a remote changed",
@@ -906,6 +989,7 @@ mod tests {
                 direction: Direction::Push,
                 expect: "prop a local",
                 actions: &["backup icloud", "copy local icloud a"],
+                mergeable: false,
             },
             Case {
                 name: "pull writes only local",
@@ -915,6 +999,7 @@ mod tests {
                 direction: Direction::Pull(Newest),
                 expect: "prop b icloud",
                 actions: &["backup local", "copy icloud local b"],
+                mergeable: false,
             },
             Case {
                 name: "pull of a local change writes nothing",
@@ -924,6 +1009,7 @@ mod tests {
                 direction: Direction::Pull(Newest),
                 expect: "prop b local",
                 actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "keep a location's version settles a conflict",
@@ -933,6 +1019,7 @@ mod tests {
                 direction: Direction::Keep("local".into()),
                 expect: "prop b local",
                 actions: &["backup icloud", "copy local icloud b"],
+                mergeable: false,
             },
             Case {
                 name: "keep a location that has no version fails",
@@ -942,6 +1029,67 @@ mod tests {
                 direction: Direction::Keep("icloud".into()),
                 expect: "fail",
                 actions: &[],
+                mergeable: false,
+            },
+            Case {
+                name: "database conflict descending from the agreed version: row merge",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:c@3:a"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "merge local+icloud else conflict",
+                actions: &[],
+                mergeable: true,
+            },
+            Case {
+                name: "row merge falls back to the strategy",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:c@3:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "merge local+icloud else prop c icloud",
+                actions: &[],
+                mergeable: true,
+            },
+            Case {
+                name: "no row merge with a location never seen (first-sync rule)",
+                agreed: "c",
+                sides: &["local:c@3:c", "external:a@1:"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "conflict",
+                actions: &[],
+                mergeable: true,
+            },
+            Case {
+                name: "no row merge when a side's base is not the agreed version",
+                agreed: "a",
+                sides: &["local:b@2:a", "external:c@3:z"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "conflict",
+                actions: &[],
+                mergeable: true,
+            },
+            Case {
+                name: "no row merge against a deletion",
+                agreed: "a",
+                sides: &["local:-:a", "icloud:c@3:a"],
+                deletes: true,
+                direction: sync(Manual),
+                expect: "conflict",
+                actions: &[],
+                mergeable: true,
+            },
+            Case {
+                name: "push never merges",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:c@3:a"],
+                deletes: false,
+                direction: Direction::Push,
+                expect: "prop b local",
+                actions: &["backup icloud", "copy local icloud b"],
+                mergeable: true,
             },
         ]
     }
@@ -955,6 +1103,7 @@ mod tests {
                 agreed: rec(case.agreed),
                 sides: case.sides.iter().map(|s| side(s)).collect(),
                 propagate_deletes: case.deletes,
+                mergeable: case.mergeable,
             };
             let plan = plan_file(&input, &case.direction);
             let got = outcome(&plan.decision);
@@ -978,6 +1127,7 @@ mod tests {
                 .map(|s| side(s))
                 .collect(),
             propagate_deletes: false,
+            mergeable: false,
         };
         let plan = plan_file(&input, &Direction::Sync(Manual));
         let Decision::Conflict { candidates, reason } = plan.decision else {
@@ -998,6 +1148,7 @@ mod tests {
                 .map(|s| side(s))
                 .collect(),
             propagate_deletes: false,
+            mergeable: false,
         };
         let plan = plan_file(&input, &Direction::Sync(Newest));
         assert_eq!(

@@ -79,6 +79,9 @@ pub struct ConflictReport {
     pub reason: String,
     /// Every version in play.
     pub candidates: Vec<Candidate>,
+    /// For databases held by `manual`: the rows changed differently on both sides.
+    #[serde(default)]
+    pub rows: Vec<crate::merge::RowConflict>,
 }
 
 /// One thing a run did (or, with `--dry-run`, would do).
@@ -138,6 +141,9 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     /// Failures (the run exits 1 when non-empty).
     pub errors: Vec<String>,
+    /// Rows changed differently on two sides and settled by the strategy in a row merge.
+    #[serde(default)]
+    pub row_conflicts: Vec<crate::merge::RowConflict>,
     /// How many (file, location) versions had to be read and hashed (0 on a no-op re-sync).
     pub hashed: u64,
     /// The CLI exit code this run maps to (0, 1 or 3).
@@ -174,6 +180,9 @@ pub struct StatusReport {
     pub locations: Vec<LocationStatus>,
     /// Unresolved conflicts.
     pub conflicts: Vec<ConflictReport>,
+    /// The most recent row conflicts settled by a strategy, newest first.
+    #[serde(default)]
+    pub row_conflicts: Vec<crate::merge::RowConflict>,
     /// The last run, if any.
     pub last_run: Option<RunSummary>,
     /// Notes such as "no remote configured: add a [[locations]] entry to metasync.toml".

@@ -36,9 +36,7 @@ impl Stat {
         };
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
-        // An empty `-wal` holds no committed rows: it is what SQLite leaves after a clean
-        // checkpoint, and what our own read-only snapshot of a WAL database creates when there
-        // was none. Counting it would make every first scan "changed while being read".
+        // An empty -wal holds no rows (and opening the database may create one): not a change.
         let side = std::fs::metadata(PathBuf::from(wal))
             .ok()
             .filter(|w| w.size() > 0)
@@ -173,6 +171,7 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Fou
                 hash: entry.hash.clone(),
                 kind: Kind::parse(&entry.kind),
                 facts,
+                snapshot: None,
             };
             return Found::Present {
                 stat,
@@ -185,6 +184,15 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Fou
         Ok(c) => c,
         Err(e) => return Found::Skipped(format!("cannot read: {e}")),
     };
+    if content.kind == Kind::Sqlite {
+        // A database is read through a consistent snapshot, so a writer during the read is
+        // harmless; the stat from before the read is what the cache may vouch for.
+        return Found::Present {
+            stat,
+            content,
+            hashed: true,
+        };
+    }
     match Stat::of(path) {
         Ok(Some((after, _))) if after == stat => Found::Present {
             stat,
@@ -245,6 +253,7 @@ mod tests {
         ReadCtx {
             sqlite: Default::default(),
             scratch: std::env::temp_dir(),
+            keep_snapshots: None,
         }
     }
 

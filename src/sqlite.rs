@@ -186,7 +186,15 @@ pub fn is_corruption(err: &Error) -> bool {
 /// `max_snapshot_attempts` times in all, after which the error says the database never held
 /// still. The snapshot is then converted to one self-contained file in rollback-journal mode
 /// (`journal_mode=DELETE`), fsynced, and described. On error no `dest` is left behind.
+///
+/// A damaged source is usually copied as it is and described with `integrity.ok == false`;
+/// one SQLite cannot even copy (not a database, truncated) gives an error for which
+/// [`is_corruption`] is true — [`integrity`] of the source then says what is wrong.
 pub fn snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
+    explained(snapshot_inner(src, dest, opts))
+}
+
+fn snapshot_inner(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
     for side in side_files(dest) {
         if side.exists() {
             return Err(Error::Refused(format!(
@@ -215,6 +223,10 @@ pub fn snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<Snapsho
 /// Logical hash (hex SHA-256) over the schema and rows of the database at `db`, read-only and
 /// in one read transaction; see the [module documentation](self) for its exact definition.
 pub fn logical_hash(db: &Path, opts: &SqliteOptions) -> Result<String> {
+    explained(logical_hash_inner(db, opts))
+}
+
+fn logical_hash_inner(db: &Path, opts: &SqliteOptions) -> Result<String> {
     let conn = open_read_only(db, opts)?;
     let hash = in_read_txn(&conn, db, "hash", |c| hash_connection(c, db))?;
     close(conn, db)?;
@@ -226,6 +238,10 @@ pub fn logical_hash(db: &Path, opts: &SqliteOptions) -> Result<String> {
 /// page gives `Ok` with `ok == false` and SQLite's messages; `Err` only for I/O problems such
 /// as a missing file, or a lock that outlasted the busy timeout.
 pub fn integrity(db: &Path, opts: &SqliteOptions) -> Result<Integrity> {
+    explained(integrity_inner(db, opts))
+}
+
+fn integrity_inner(db: &Path, opts: &SqliteOptions) -> Result<Integrity> {
     let meta = std::fs::metadata(db).ctx("check integrity of", db)?;
     let quick = meta.len() > opts.quick_check_above_bytes;
     if !is_sqlite(db)? {
@@ -243,7 +259,17 @@ pub fn integrity(db: &Path, opts: &SqliteOptions) -> Result<Integrity> {
     let checked = (|| -> rusqlite::Result<Vec<String>> {
         let mut stmt = conn.prepare(pragma)?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.collect()
+        let mut messages = Vec::new();
+        for row in rows {
+            // Newer SQLite returns several problems in one row, one per line, under a
+            // "*** in database main ***" heading.
+            messages.extend(
+                row?.lines()
+                    .filter(|l| !l.trim().is_empty() && !l.starts_with("*** in database "))
+                    .map(str::to_string),
+            );
+        }
+        Ok(messages)
     })();
     let result = match checked {
         Ok(messages) if messages.len() == 1 && messages[0] == "ok" => Integrity {
@@ -271,6 +297,10 @@ pub fn integrity(db: &Path, opts: &SqliteOptions) -> Result<Integrity> {
 /// tables of virtual tables count as user tables), read-only in one read transaction,
 /// `entities` and `conversations` first, then the rest by name.
 pub fn table_counts(db: &Path, opts: &SqliteOptions) -> Result<TableCounts> {
+    explained(table_counts_inner(db, opts))
+}
+
+fn table_counts_inner(db: &Path, opts: &SqliteOptions) -> Result<TableCounts> {
     let conn = open_read_only(db, opts)?;
     let counts = in_read_txn(&conn, db, "count rows of", |c| count_tables(c, db))?;
     close(conn, db)?;
@@ -285,11 +315,30 @@ pub fn table_counts(db: &Path, opts: &SqliteOptions) -> Result<TableCounts> {
 /// is first converted to it in a temporary copy beside `src`.
 ///
 /// Afterwards `logical_hash(dest)` must equal `logical_hash(src)`, else `Err`. The one
-/// exception: when another connection committed to `dest` between the write and the check
-/// (seen through `PRAGMA data_version`), the hash cannot be compared; then a passing
-/// `quick_check` of `dest` is required instead, and a warning is logged.
+/// exception: when another connection committed to `dest` around the write (between just
+/// before it and the check, as seen through `PRAGMA data_version` on Metasync's connection),
+/// the hashes cannot be compared; then a passing `quick_check` of `dest` is required instead,
+/// and a warning is logged.
+///
+/// A `dest` that SQLite cannot read as a database at all (not a database, damaged first page)
+/// cannot be written this way: the error then satisfies [`is_corruption`] and `dest` is left
+/// as it was. A `dest` with damage further in is overwritten whole and healthy afterwards.
 pub fn write_live(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<()> {
     let expected = logical_hash(src, opts)?;
+    let created = match std::fs::symlink_metadata(dest) {
+        Ok(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(Error::io("write into", dest, e)),
+    };
+    let written = explained(write_live_inner(src, dest, &expected, opts));
+    if written.is_err() && created {
+        // Never leave an empty or half-written database where there was none.
+        remove_with_side_files(dest);
+    }
+    written
+}
+
+fn write_live_inner(src: &Path, dest: &Path, expected: &str, opts: &SqliteOptions) -> Result<()> {
     let src_conn = open_read_only(src, opts)?;
     let mut dst = open_read_write(dest, opts, true)?;
     let err = |e| Error::sqlite("write into", dest, e);
@@ -433,8 +482,12 @@ pub fn create_knowledge_graph(path: &Path, entities: u64, conversations: u64) ->
         Err(e) => return Err(Error::io("create", path, e)),
     }
     let mut conn = open_read_write(path, &SqliteOptions::default(), true)?;
-    fill_knowledge_graph(&mut conn, entities, conversations)
-        .map_err(|e| Error::sqlite("fill", path, e))?;
+    if let Err(e) = fill_knowledge_graph(&mut conn, entities, conversations) {
+        drop(conn);
+        // The file was absent or empty before: leave no half-made database behind.
+        remove_with_side_files(path);
+        return Err(Error::sqlite("fill", path, e));
+    }
     close(conn, path)?;
     fsync_file_and_dir(path)
 }
@@ -511,6 +564,33 @@ fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
 /// A rusqlite error carrying our own message (shown as is by its `Display`).
 fn failure(code: i32, message: String) -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some(message))
+}
+
+/// `SQLITE_READONLY_ROLLBACK`: a hot journal that a read-only connection may not roll back.
+const READONLY_ROLLBACK: i32 = ffi::SQLITE_READONLY | (3 << 8);
+
+/// Replaces SQLite's misleading "attempt to write a readonly database" for a hot journal.
+fn explained<T>(r: Result<T>) -> Result<T> {
+    r.map_err(|e| match e {
+        Error::Sqlite {
+            op,
+            path,
+            source: rusqlite::Error::SqliteFailure(f, _),
+        } if f.extended_code == READONLY_ROLLBACK => Error::sqlite(
+            op,
+            &path,
+            failure(
+                READONLY_ROLLBACK,
+                format!(
+                    "{} holds a hot journal left by a program that stopped mid-write; \
+                     Metasync reads databases read-only and does not roll it back \
+                     (the next program to open it read-write will)",
+                    with_suffix(&path, "-journal").display()
+                ),
+            ),
+        ),
+        e => e,
+    })
 }
 
 fn is_corrupt_code(e: &rusqlite::Error) -> bool {
@@ -1323,7 +1403,7 @@ mod tests {
         for (change, undo) in [
             (
                 "UPDATE e SET score = 1.5 WHERE id = 3",
-                "UPDATE e SET score = 3.0 / 7.0 WHERE id = 3",
+                "UPDATE e SET score = 1.0 / 7.0 WHERE id = 3",
             ),
             (
                 "UPDATE plain SET b = 99 WHERE rowid = 5",
@@ -1335,7 +1415,7 @@ mod tests {
             ),
             (
                 "UPDATE e SET data = x'00' WHERE id = 3",
-                "UPDATE e SET data = x'010101' WHERE id = 3",
+                "UPDATE e SET data = x'01' WHERE id = 3",
             ),
         ] {
             c.execute_batch(change).expect("change");
@@ -1558,6 +1638,30 @@ mod tests {
         f.sync_all().expect("sync");
     }
 
+    /// A database of 3000 dense rows (and an index on them) with garbage written over the
+    /// middle of pages 3 to 6 — inside the cells, where the integrity check must see it.
+    /// (Garbage in a page's unused gap is invisible to `integrity_check`, and harmless.)
+    fn damaged_db(path: &Path) {
+        let c = rw(path);
+        c.execute_batch(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v); BEGIN;",
+        )
+        .expect("schema");
+        for i in 0..3000 {
+            c.execute(
+                "INSERT INTO t(v) VALUES (?1)",
+                [format!("value-{i:06}-{}", "x".repeat(80))],
+            )
+            .expect("insert");
+        }
+        c.execute_batch("COMMIT").expect("commit");
+        drop(c);
+        assert!(integrity(path, &opts()).expect("integrity").ok);
+        for page in 3..=6u64 {
+            scribble(path, (page - 1) * 4096 + 1500, 600, page);
+        }
+    }
+
     #[test]
     fn corrupt_inputs_are_reported_not_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1588,29 +1692,17 @@ mod tests {
         assert!(!i.ok && !i.messages.is_empty(), "{i:?}");
 
         let flipped = dir.path().join("flipped.db");
-        {
-            let c = rw(&flipped);
-            c.execute_batch(
-                "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v); BEGIN;",
-            )
-            .expect("schema");
-            for i in 0..3000 {
-                c.execute(
-                    "INSERT INTO t(v) VALUES (?1)",
-                    [format!("value-{i:06}-{}", "x".repeat(80))],
-                )
-                .expect("insert");
-            }
-            c.execute_batch("COMMIT").expect("commit");
-        }
-        assert!(integrity(&flipped, &opts()).expect("integrity").ok);
-        for page in 3..=6u64 {
-            scribble(&flipped, (page - 1) * 4096 + 1500, 600, page);
-        }
+        damaged_db(&flipped);
         assert!(is_sqlite(&flipped).expect("is_sqlite"));
         let i = integrity(&flipped, &opts()).expect("integrity of a damaged database");
         assert!(!i.ok && !i.messages.is_empty(), "{i:?}");
         assert!(!i.summary().is_empty() && i.summary() != "ok");
+        assert!(
+            i.messages
+                .iter()
+                .all(|m| !m.contains('\n') && !m.starts_with("***")),
+            "{i:?}"
+        );
 
         // Neither hashing nor snapshotting a damaged database panics; a snapshot says so.
         let _ = logical_hash(&flipped, &opts());
@@ -1948,5 +2040,86 @@ mod tests {
             counts,
             "left untouched"
         );
+    }
+
+    #[test]
+    fn write_live_over_damaged_destinations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src.db");
+        create_knowledge_graph(&src, 300, 4).expect("src");
+
+        let text = dir.path().join("text.db");
+        std::fs::write(
+            &text,
+            "not a database at all, but long enough to look like one....",
+        )
+        .expect("write");
+        let before = std::fs::read(&text).expect("read");
+        let err = write_live(&src, &text, &opts()).expect_err("not a database");
+        assert!(is_corruption(&err), "{err}");
+        assert!(err.to_string().contains("text.db"), "{err}");
+        assert_eq!(
+            std::fs::read(&text).expect("read"),
+            before,
+            "left as it was"
+        );
+
+        let damaged = dir.path().join("damaged.db");
+        damaged_db(&damaged);
+        assert!(!integrity(&damaged, &opts()).expect("integrity").ok);
+        write_live(&src, &damaged, &opts()).expect("write over damage");
+        assert!(integrity(&damaged, &opts()).expect("integrity").ok);
+        assert_eq!(
+            logical_hash(&damaged, &opts()).expect("hash"),
+            logical_hash(&src, &opts()).expect("hash")
+        );
+    }
+
+    #[test]
+    fn options_follow_the_config() {
+        let from_config = SqliteOptions::from(&SqliteConfig::default());
+        assert_eq!(from_config, SqliteOptions::default());
+        let custom = SqliteOptions::from(&SqliteConfig {
+            max_shrink_percent: 10,
+            quick_check_above_mb: 1,
+            busy_timeout_ms: 250,
+        });
+        assert_eq!(custom.busy_timeout, Duration::from_millis(250));
+        assert_eq!(custom.quick_check_above_bytes, 1024 * 1024);
+        assert_eq!(custom.max_snapshot_attempts, 5);
+    }
+
+    #[test]
+    fn a_hot_journal_is_an_explained_error_not_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("live.db");
+        create_knowledge_graph(&db, 2000, 2).expect("create");
+        // Copy the database and its journal mid-transaction: the copy looks like a program
+        // crashed while writing it (a hot journal).
+        let c = rw(&db);
+        c.execute_batch("PRAGMA cache_size=10; BEGIN; UPDATE entities SET data = data || 'x';")
+            .expect("write");
+        let copy = dir.path().join("crashed.db");
+        std::fs::copy(&db, &copy).expect("copy");
+        std::fs::copy(with_suffix(&db, "-journal"), with_suffix(&copy, "-journal"))
+            .expect("copy journal");
+        c.execute_batch("ROLLBACK").expect("rollback");
+        let journal = std::fs::read(with_suffix(&copy, "-journal")).expect("journal");
+        for result in [
+            integrity(&copy, &opts()).map(|_| ()),
+            logical_hash(&copy, &opts()).map(|_| ()),
+            snapshot(&copy, &dir.path().join("snap.db"), &opts()).map(|_| ()),
+        ] {
+            let err = result.expect_err("hot journal");
+            assert!(err.to_string().contains("hot journal"), "{err}");
+            assert!(err.to_string().contains("crashed.db-journal"), "{err}");
+            assert!(!is_corruption(&err), "{err}");
+        }
+        assert_eq!(
+            std::fs::read(with_suffix(&copy, "-journal")).expect("journal"),
+            journal,
+            "the journal is left for its owner"
+        );
+        assert!(!dir.path().join("snap.db").exists());
     }
 }

@@ -145,6 +145,13 @@ pub fn status(st: &StatusReport) -> String {
         let _ = writeln!(s);
         s.push_str(&conflicts(&st.conflicts));
     }
+    if !st.row_conflicts.is_empty() {
+        let _ = writeln!(s, "recent row conflicts settled by the strategy:");
+        for r in st.row_conflicts.iter().take(5) {
+            let winner = r.winner.as_deref().unwrap_or("?");
+            let _ = writeln!(s, "  {} {} {}: kept {winner}", r.file, r.table, r.key);
+        }
+    }
     match &st.last_run {
         Some(r) => {
             let _ = writeln!(
@@ -188,6 +195,12 @@ pub fn conflicts(list: &[ConflictReport]) -> String {
                 v.mtime.as_deref().unwrap_or("(missing)"),
                 v.sha256.as_deref().map(short).unwrap_or("-")
             );
+        }
+        for r in &c.rows {
+            let _ = writeln!(s, "  row {} {} changed differently:", r.table, r.key);
+            for (loc, v) in &r.values {
+                let _ = writeln!(s, "    {loc:<10} {}", v.as_deref().unwrap_or("(deleted)"));
+            }
         }
         let _ = writeln!(
             s,

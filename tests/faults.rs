@@ -23,6 +23,7 @@ fn ctx(dir: &Path) -> metasync::kind::ReadCtx {
     metasync::kind::ReadCtx {
         sqlite: Default::default(),
         scratch: dir.join("scratch"),
+        keep_snapshots: None,
     }
 }
 

@@ -227,6 +227,7 @@ impl Sim {
         let ctx = metasync::kind::ReadCtx {
             sqlite: Default::default(),
             scratch: self.root.join("scratch"),
+            keep_snapshots: None,
         };
         let h = metasync::kind::read_content(p, &ctx).ok()?.hash;
         self.hash_cache.insert(key, h.clone());

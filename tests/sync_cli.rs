@@ -517,3 +517,58 @@ fn stale_temp_files_are_cleaned_and_never_synced() {
     assert!(!stale.exists());
     assert_eq!(r["files"].as_array().unwrap().len(), 1, "{r:#}");
 }
+
+#[test]
+fn icloud_conflict_copies_are_reported_in_status() {
+    let w = World::new();
+    let a = cloud(&w, "a", "");
+    write_aged(&a.file(RULES), "x\n", 100);
+    a.sync(&[], 0);
+    std::fs::write(
+        w.path("cloud").join("sorting-rules 2.yaml"),
+        "iCloud's copy\n",
+    )
+    .unwrap();
+    let (_, st) = a.json(&["status"]);
+    assert_eq!(
+        st["locations"][1]["conflict_copies"][0], "sorting-rules 2.yaml",
+        "{st:#}"
+    );
+    assert!(st["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("conflict copy")));
+    // It is reported, never synced.
+    a.sync(&[], 0);
+    assert!(!a.file("sorting-rules 2.yaml").exists());
+}
+
+#[test]
+fn daemon_syncs_in_the_background() {
+    let w = World::new();
+    let a = cloud(&w, "a", "");
+    write_aged(&a.file(RULES), "first\n", 100);
+    let mut child = a
+        .cmd(&["daemon", "--interval", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let target = w.path("cloud").join(RULES);
+    let wait_for = |content: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if std::fs::read_to_string(&target).ok().as_deref() == Some(content) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    };
+    let first = wait_for("first\n");
+    write_aged(&a.file(RULES), "second\n", 50);
+    let second = wait_for("second\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first && second, "the daemon propagated both edits");
+}

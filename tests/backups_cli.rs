@@ -1,0 +1,272 @@
+//! Backups as a lifecycle, through the real binary: listing, restore round trips across two
+//! machines, refused restore paths, retention by `prune`, manual conflicts across restarts.
+
+mod common;
+use common::*;
+
+const RULES: &str = "sorting-rules.yaml";
+
+fn two(extra: &str) -> (World, Machine, Machine) {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], extra);
+    let b = w.machine("b", &[("icloud", "cloud")], extra);
+    (w, a, b)
+}
+
+#[test]
+fn backups_are_listed_newest_first_with_stable_ids() {
+    let (w, a, _b) = two("");
+    for (i, age) in [(1, 300), (2, 200), (3, 100)] {
+        write_aged(&a.file(RULES), &format!("v{i}\n"), age);
+        a.sync(&[], 0);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let (code, list) = a.json(&["backups"]);
+    assert_eq!(code, 0);
+    let list = list.as_array().unwrap().clone();
+    // v1 and v2 were overwritten in icloud: two backups there, none in local.
+    assert_eq!(list.len(), 2, "{list:#?}");
+    assert!(list
+        .iter()
+        .all(|b| b["location"] == "icloud" && b["file"] == RULES));
+    assert!(list[0]["created"].as_str().unwrap() > list[1]["created"].as_str().unwrap());
+    assert_eq!(
+        read(std::path::Path::new(list[0]["path"].as_str().unwrap())),
+        "v2\n"
+    );
+    let id = list[0]["id"].as_str().unwrap();
+    assert!(id.starts_with("icloud:sorting-rules.yaml.backup-"), "{id}");
+    // Filters.
+    let (_, only_local) = a.json(&["backups", "--location", "local"]);
+    assert_eq!(only_local.as_array().unwrap().len(), 0);
+    let (_, by_file) = a.json(&["backups", RULES]);
+    assert_eq!(by_file.as_array().unwrap().len(), 2);
+    let (code, _) = a.json(&["backups", "--location", "nowhere"]);
+    assert_eq!(code, 2);
+    assert!(w.path("cloud").join(RULES).exists());
+}
+
+#[test]
+fn restore_round_trip_across_two_machines() {
+    let (w, a, b) = two("");
+    write_aged(&a.file(RULES), "good rules\n", 300);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    write_aged(&b.file(RULES), "broken rules\n", 200);
+    b.sync(&[], 0);
+    a.sync(&[], 0);
+    assert_eq!(read(&a.file(RULES)), "broken rules\n");
+    // A's old version is a backup in A's home: restore it.
+    let (_, list) = a.json(&["backups", "--location", "local"]);
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let (code, dry) = a.json(&["restore", &id, "--dry-run"]);
+    assert_eq!(code, 0);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(
+        read(&a.file(RULES)),
+        "broken rules\n",
+        "a dry run writes nothing"
+    );
+    let (code, r) = a.json(&["restore", &id]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(read(&a.file(RULES)), "good rules\n");
+    // The version it replaced is itself a backup.
+    let prev = r["previous_backup"].as_str().unwrap();
+    assert_eq!(read(std::path::Path::new(prev)), "broken rules\n");
+    // The restored version is an ordinary change: it wins everywhere, no conflict.
+    let r = a.sync(&[], 0);
+    assert!(r["conflicts"].as_array().unwrap().is_empty(), "{r:#}");
+    assert_eq!(read(&w.path("cloud").join(RULES)), "good rules\n");
+    b.sync(&[], 0);
+    assert_eq!(read(&b.file(RULES)), "good rules\n");
+    a.sync(&[], 0);
+    assert_eq!(read(&a.file(RULES)), "good rules\n");
+}
+
+#[test]
+fn restore_refuses_anything_but_a_real_backup_inside_a_location() {
+    let (w, a, _b) = two("");
+    write_aged(&a.file(RULES), "v1\n", 300);
+    a.sync(&[], 0);
+    write_aged(&a.file(RULES), "v2\n", 200);
+    a.sync(&[], 0);
+    let (_, list) = a.json(&["backups"]);
+    let real = list[0]["id"].as_str().unwrap().to_string();
+    let backup_name = real.split_once(':').unwrap().1.to_string();
+    // Outside files, traversal, absolute paths elsewhere, non-backup names.
+    std::fs::write(w.path("secret.yaml.backup-20260101-000000"), "secret\n").unwrap();
+    let outside = w
+        .path("secret.yaml.backup-20260101-000000")
+        .display()
+        .to_string();
+    let traversal = format!("icloud:../{backup_name}");
+    let bad = [
+        traversal.as_str(),
+        "icloud:../../etc/passwd",
+        "icloud:/etc/passwd",
+        outside.as_str(),
+        "/etc/passwd",
+        "local:sorting-rules.yaml",
+        "nowhere:sorting-rules.yaml.backup-20260101-000000",
+        "icloud:sorting-rules.yaml.backup-20260101-000000",
+    ];
+    for spec in bad {
+        let out = a.run(&["restore", spec]);
+        assert_eq!(out.status.code(), Some(1), "{spec} must be refused");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("refused"),
+            "{spec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A symlink with a backup name that leads outside the location.
+    let link = w
+        .path("cloud")
+        .join("sorting-rules.yaml.backup-20260102-000000");
+    std::os::unix::fs::symlink(w.path("secret.yaml.backup-20260101-000000"), &link).unwrap();
+    let out = a.run(&[
+        "restore",
+        "icloud:sorting-rules.yaml.backup-20260102-000000",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    // A backup inside a symlinked folder leading out.
+    std::fs::create_dir_all(w.path("elsewhere")).unwrap();
+    std::fs::write(w.path("elsewhere/x.yaml.backup-20260101-000000"), "x").unwrap();
+    std::os::unix::fs::symlink(w.path("elsewhere"), w.path("cloud/sub")).unwrap();
+    let out = a.run(&["restore", "icloud:sub/x.yaml.backup-20260101-000000"]);
+    assert_eq!(out.status.code(), Some(1));
+    // Nothing was changed by any of it.
+    assert_eq!(read(&a.file(RULES)), "v2\n");
+    assert_eq!(
+        read(&w.path("secret.yaml.backup-20260101-000000")),
+        "secret\n"
+    );
+    // The real one, by absolute path, works.
+    let real_path = list[0]["path"].as_str().unwrap().to_string();
+    let out = a.run(&["restore", &real_path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read(&w.path("cloud").join(RULES)), "v1\n");
+}
+
+#[test]
+fn prune_applies_retention_and_keeps_the_last_copies() {
+    let (w, a, _b) = two("[backups]\nkeep_last = 2\nretention = \"max_age\"\nmax_age_days = 30\n");
+    write_aged(&a.file(RULES), "current\n", 100);
+    a.sync(&[], 0);
+    let cloud = w.path("cloud");
+    let now = chrono::Local::now().naive_local();
+    // Old backups of versions that still exist elsewhere (the current one) and one unique old version.
+    let mk = |days: i64, content: &str| {
+        let at = now - chrono::Duration::days(days);
+        let p = cloud.join(format!("{RULES}.backup-{}", at.format("%Y%m%d-%H%M%S")));
+        std::fs::write(&p, content).unwrap();
+        p
+    };
+    let d1 = mk(1, "current\n");
+    let d2 = mk(2, "current\n");
+    let d40 = mk(40, "current\n");
+    let d50 = mk(50, "current\n");
+    let unique = mk(60, "the only copy of this version\n");
+    let (code, dry) = a.json(&["prune", "--dry-run"]);
+    assert_eq!(code, 0);
+    let doomed: Vec<&str> = dry["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(doomed.len(), 2, "{dry:#}");
+    assert!(
+        doomed.contains(&d40.to_str().unwrap()) && doomed.contains(&d50.to_str().unwrap()),
+        "{doomed:?}"
+    );
+    assert!(d40.exists(), "a dry run deletes nothing");
+    let (code, _) = a.json(&["prune"]);
+    assert_eq!(code, 0);
+    assert!(d1.exists() && d2.exists(), "keep_last");
+    assert!(
+        !d40.exists() && !d50.exists(),
+        "too old and the version exists elsewhere"
+    );
+    assert!(unique.exists(), "never the only copy of a version");
+}
+
+#[test]
+fn retention_runs_after_every_sync() {
+    let (w, a, _b) = two("[backups]\nkeep_last = 1\nretention = \"none\"\n");
+    write_aged(&a.file(RULES), "v0\n", 400);
+    a.sync(&[], 0);
+    write_aged(&a.file(RULES), "v1\n", 300);
+    a.sync(&[], 0);
+    // v0 exists only as the cloud's backup: kept although keep_last is 1 and retention "none".
+    assert_eq!(backups_in(&w.path("cloud"), RULES).len(), 1);
+    // Three older backups of the current version v1 appear (e.g. from other machines' runs).
+    let now = chrono::Local::now().naive_local();
+    for h in 1..=3 {
+        let at = now - chrono::Duration::hours(h);
+        std::fs::write(
+            w.path("cloud")
+                .join(format!("{RULES}.backup-{}", at.format("%Y%m%d-%H%M%S"))),
+            "v1\n",
+        )
+        .unwrap();
+    }
+    assert_eq!(backups_in(&w.path("cloud"), RULES).len(), 4);
+    // A plain no-op sync applies retention: v1 exists as the current file, so its old backups go;
+    // v0's single backup is the only copy of v0 and stays.
+    a.sync(&[], 0);
+    let left: Vec<String> = backups_in(&w.path("cloud"), RULES)
+        .iter()
+        .map(|p| read(p))
+        .collect();
+    assert_eq!(left, vec!["v0\n".to_string()], "{left:?}");
+}
+
+#[test]
+fn manual_conflict_lifecycle_across_restarts_and_convergence() {
+    let (w, a, b) = two("strategy = \"manual\"");
+    write_aged(&a.file(RULES), "base\n", 500);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    write_aged(&a.file(RULES), "from a\n", 300);
+    write_aged(&b.file(RULES), "from b\n", 200);
+    a.sync(&[], 0);
+    b.sync(&[], 3);
+    // A fresh process (a restart) still knows it, with every candidate's details.
+    let (code, list) = b.json(&["conflicts"]);
+    assert_eq!(code, 3);
+    let c = &list[0];
+    assert_eq!(c["file"], RULES);
+    let locs: Vec<&str> = c["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["location"].as_str().unwrap())
+        .collect();
+    assert_eq!(locs, ["local", "icloud"]);
+    for cand in c["candidates"].as_array().unwrap() {
+        assert!(
+            cand["sha256"].as_str().unwrap().len() == 64
+                && cand["size"].as_u64().is_some()
+                && cand["mtime"].is_string()
+        );
+    }
+    let detected = c["detected"].as_str().unwrap().to_string();
+    b.sync(&[], 3);
+    let (_, again) = b.json(&["conflicts"]);
+    assert_eq!(
+        again[0]["detected"],
+        detected.as_str(),
+        "the first detection time is kept"
+    );
+    // The user makes them equal by hand: the candidates converge and the conflict goes.
+    std::fs::copy(w.path("cloud").join(RULES), b.file(RULES)).unwrap();
+    let r = b.sync(&[], 0);
+    assert!(r["conflicts"].as_array().unwrap().is_empty(), "{r:#}");
+    let (code, list) = b.json(&["conflicts"]);
+    assert_eq!((code, list.as_array().unwrap().len()), (0, 0));
+}

@@ -1,0 +1,350 @@
+//! SQLite-aware sync through the real binary, on real databases made by the tests: a live
+//! writer during syncs, the integrity gate, live-safe local writes, the shrink guard,
+//! logical-hash stability and `verify`.
+
+mod common;
+use common::*;
+use rusqlite::Connection;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const DB: &str = "metastore.db";
+
+fn agent(db: &Path, mode: &str) -> Child {
+    Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/dbagent.py"
+        ))
+        .arg(db)
+        .arg(mode)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the database agent")
+}
+
+fn count(db: &Path, table: &str) -> i64 {
+    let c = Connection::open(db).unwrap();
+    c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+fn integrity(db: &Path) -> String {
+    let c = Connection::open(db).unwrap();
+    c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn journal_mode(db: &Path) -> String {
+    let c = Connection::open(db).unwrap();
+    c.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn graph(path: &Path, entities: u64, conversations: u64) {
+    metasync::sqlite::create_knowledge_graph(path, entities, conversations).unwrap();
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn live_wal_writer_during_syncs_every_copy_is_whole_and_complete() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "");
+    graph(&a.file(DB), 92, 1);
+    Connection::open(a.file(DB))
+        .unwrap()
+        .pragma_update(None, "journal_mode", "WAL")
+        .unwrap();
+    a.sync(&[], 0);
+    let _writer = Kill(agent(&a.file(DB), "writer"));
+    let marker = a.home.join(format!("{DB}.committed"));
+    while !marker.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut checked = 0;
+    for _ in 0..8 {
+        let committed_before: i64 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let r = a.sync(&[], 0);
+        let copy = w.path("cloud").join(DB);
+        assert_eq!(integrity(&copy), "ok", "{r:#}");
+        let max: i64 = Connection::open(&copy)
+            .unwrap()
+            .query_row("SELECT max(id) FROM entities", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            max >= committed_before,
+            "a row committed before the snapshot is missing: {max} < {committed_before}"
+        );
+        assert_eq!(
+            journal_mode(&copy),
+            "delete",
+            "remote copies are self-contained"
+        );
+        assert!(!w.path("cloud").join(format!("{DB}-wal")).exists());
+        checked += 1;
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    assert_eq!(checked, 8);
+    // The user's -wal is still there: reading never checkpointed or closed it away.
+    assert!(a.home.join(format!("{DB}-wal")).exists());
+}
+
+#[test]
+fn checkpoint_and_vacuum_are_not_changes() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "");
+    graph(&a.file(DB), 500, 3);
+    a.sync(&[], 0);
+    {
+        let c = Connection::open(a.file(DB)).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
+            .unwrap();
+    }
+    let r = a.sync(&[], 0);
+    assert_eq!(r["files"][0]["outcome"], "in_sync", "{r:#}");
+    assert!(r["actions"].as_array().unwrap().is_empty());
+    // One row changes: that is a change.
+    Connection::open(a.file(DB))
+        .unwrap()
+        .execute("UPDATE entities SET name = 'renamed' WHERE id = 7", [])
+        .unwrap();
+    let r = a.sync(&[], 0);
+    assert_eq!(r["files"][0]["outcome"], "propagated", "{r:#}");
+    let copy = w.path("cloud").join(DB);
+    let name: String = Connection::open(&copy)
+        .unwrap()
+        .query_row("SELECT name FROM entities WHERE id = 7", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(name, "renamed");
+}
+
+fn flip_page(db: &Path) {
+    let mut bytes = std::fs::read(db).unwrap();
+    let page = 4096;
+    assert!(bytes.len() > 4 * page);
+    // Page 3's b-tree header and cell pointers: structure that the integrity check reads.
+    for b in &mut bytes[2 * page..2 * page + 64] {
+        *b = !*b;
+    }
+    std::fs::write(db, bytes).unwrap();
+}
+
+#[test]
+fn a_corrupt_remote_copy_is_refused_and_replaced_after_a_backup() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "");
+    graph(&a.file(DB), 2000, 5);
+    a.sync(&[], 0);
+    let copy = w.path("cloud").join(DB);
+    flip_page(&copy);
+    let (code, v) = a.json(&["verify"]);
+    assert_eq!(code, 1, "{v:#}");
+    let icloud = v["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["location"] == "icloud")
+        .unwrap();
+    assert_ne!(icloud["integrity"], "ok");
+    let local_hash = metasync::sqlite::logical_hash(&a.file(DB), &Default::default()).unwrap();
+    let r = a.sync(&[], 0);
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("corrupt")),
+        "{r:#}"
+    );
+    // Local untouched, the remote healed, the corrupt version kept as a backup.
+    assert_eq!(
+        metasync::sqlite::logical_hash(&a.file(DB), &Default::default()).unwrap(),
+        local_hash
+    );
+    assert_eq!(integrity(&a.file(DB)), "ok");
+    assert_eq!(integrity(&copy), "ok");
+    assert_eq!(count(&copy, "entities"), 2000);
+    assert_eq!(backups_in(&w.path("cloud"), DB).len(), 1);
+    assert!(
+        backups_in(&a.home, DB).is_empty(),
+        "nothing in local was overwritten"
+    );
+    let (code, _) = a.json(&["verify"]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_corrupt_local_database_never_overwrites_a_healthy_remote() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "");
+    graph(&a.file(DB), 2000, 5);
+    a.sync(&[], 0);
+    flip_page(&a.file(DB));
+    let r = a.sync(&[], 0);
+    let copy = w.path("cloud").join(DB);
+    assert_eq!(integrity(&copy), "ok", "{r:#}");
+    assert_eq!(count(&copy, "entities"), 2000);
+    assert!(backups_in(&w.path("cloud"), DB).is_empty());
+    // The healthy version came back home, the corrupt one is a backup.
+    assert_eq!(integrity(&a.file(DB)), "ok");
+    assert_eq!(backups_in(&a.home, DB).len(), 1);
+}
+
+#[test]
+fn a_file_named_db_that_is_not_sqlite_is_never_propagated() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "");
+    graph(&a.file(DB), 92, 1);
+    a.sync(&[], 0);
+    std::fs::write(w.path("cloud").join(DB), "this is not a database").unwrap();
+    let r = a.sync(&[], 0);
+    assert_eq!(count(&a.file(DB), "entities"), 92, "{r:#}");
+    assert_eq!(count(&w.path("cloud").join(DB), "entities"), 92);
+    // With no healthy version anywhere, nothing moves and the run fails.
+    let w = World::new();
+    let b = w.machine("b", &[("icloud", "cloud")], "");
+    std::fs::write(b.file(DB), "garbage").unwrap();
+    let r = b.sync(&[], 1);
+    assert!(!w.path("cloud").join(DB).exists(), "{r:#}");
+}
+
+#[test]
+fn local_database_open_in_another_process_is_written_live_and_its_next_commit_survives() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "");
+    let b = w.machine("b", &[("icloud", "cloud")], "");
+    graph(&a.file(DB), 92, 1);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    // The user's program on A holds the database open.
+    let mut app = Kill(agent(&a.file(DB), "serve"));
+    let mut out = BufReader::new(app.0.stdout.take().unwrap());
+    let mut stdin = app.0.stdin.take().unwrap();
+    let mut ready = String::new();
+    out.read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let mut ask = |cmd: &str| -> String {
+        writeln!(stdin, "{cmd}").unwrap();
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    };
+    assert_eq!(ask("count entities"), "92");
+    // B adds rows elsewhere; A syncs them in while the program is connected.
+    {
+        let c = Connection::open(b.file(DB)).unwrap();
+        for i in 0..8 {
+            c.execute(
+                "INSERT INTO entities(name, kind, data, updated_at) VALUES (?1, 'k', 'd', 't')",
+                [format!("b{i}")],
+            )
+            .unwrap();
+        }
+    }
+    b.sync(&[], 0);
+    let r = a.sync(&[], 0);
+    assert_eq!(r["files"][0]["outcome"], "propagated", "{r:#}");
+    assert_eq!(
+        count(&a.file(DB), "entities"),
+        100,
+        "a fresh connection sees the new rows: {r:#}"
+    );
+    assert_eq!(
+        ask("count entities"),
+        "100",
+        "the open connection sees the new rows"
+    );
+    let id = ask("insert from-the-app");
+    assert!(id.parse::<i64>().unwrap() > 100);
+    // The program's commit after the write survives the next sync, and travels.
+    a.sync(&[], 0);
+    assert_eq!(count(&a.file(DB), "entities"), 101);
+    assert_eq!(count(&w.path("cloud").join(DB), "entities"), 101);
+    b.sync(&[], 0);
+    assert_eq!(count(&b.file(DB), "entities"), 101);
+    assert_eq!(integrity(&a.file(DB)), "ok");
+    // The version A's local had before is a consistent backup.
+    let backups = backups_in(&a.home, DB);
+    assert_eq!(backups.len(), 1);
+    assert_eq!(count(&backups[0], "entities"), 92);
+    ask("quit");
+}
+
+#[test]
+fn shrink_guard_holds_back_a_version_that_lost_most_entities() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "");
+    graph(&a.file(DB), 92, 1);
+    a.sync(&[], 0);
+    Connection::open(a.file(DB))
+        .unwrap()
+        .execute_batch("DELETE FROM relations; DELETE FROM entities WHERE id > 10;")
+        .unwrap();
+    let r = a.sync(&[], 3);
+    assert!(
+        r["conflicts"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("entities fell from 92 to 10"),
+        "{r:#}"
+    );
+    assert_eq!(
+        count(&w.path("cloud").join(DB), "entities"),
+        92,
+        "held back, not propagated"
+    );
+    // The user confirms it.
+    let (code, _) = a.json(&["resolve", DB, "--keep", "local"]);
+    assert_eq!(code, 0);
+    assert_eq!(count(&w.path("cloud").join(DB), "entities"), 10);
+    assert_eq!(count(&backups_in(&w.path("cloud"), DB)[0], "entities"), 92);
+    a.sync(&[], 0);
+}
+
+#[test]
+fn verify_and_status_report_counts() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "");
+    graph(&a.file(DB), 92, 1);
+    a.sync(&[], 0);
+    let (code, v) = a.json(&["verify"]);
+    assert_eq!(code, 0);
+    let dbs = v["databases"].as_array().unwrap();
+    assert_eq!(dbs.len(), 2);
+    for d in dbs {
+        assert_eq!(d["integrity"], "ok");
+        let tables: Vec<(&String, &serde_json::Value)> =
+            d["tables"].as_object().unwrap().iter().collect();
+        assert_eq!(tables[0].0, "entities");
+        assert_eq!(tables[0].1, 92);
+        assert_eq!(tables[1].0, "conversations");
+        assert_eq!(tables[1].1, 1);
+    }
+    let (_, st) = a.json(&["status"]);
+    let f = &st["locations"][1]["files"][0];
+    assert_eq!(
+        (
+            f["file"].as_str(),
+            f["entities"].as_u64(),
+            f["conversations"].as_u64()
+        ),
+        (Some(DB), Some(92), Some(1))
+    );
+    let out = a.run(&["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("entities") && text.contains("92"), "{text}");
+}
