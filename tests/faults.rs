@@ -572,3 +572,30 @@ fn wal_database_is_synced_on_the_first_run() {
     assert_eq!(r["files"][0]["outcome"], "propagated", "{r:#}");
     assert!(w.path("cloud").join(DB).exists());
 }
+
+/// Found by the model soak (seeds 0x700000000c5c, 0x700000000d46): a file edited while
+/// offline (so the agreed version is that edit, held only locally) and then deleted locally
+/// was never restored once the remote came back: "the agreed version is in no available
+/// location", skipped on every run, while the remote still held a healthy version.
+#[test]
+fn offline_edit_then_local_delete_is_restored_from_the_remote() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "");
+    write_aged(&a.file(RULES), "v1\n", 100);
+    a.sync(&[], 0);
+    // Offline: the remote folder is away.
+    std::fs::rename(w.path("cloud"), w.path("cloud-away")).unwrap();
+    write_aged(&a.file(RULES), "v2 offline\n", 50);
+    a.sync(&[], 0);
+    std::fs::remove_file(a.file(RULES)).unwrap();
+    std::fs::rename(w.path("cloud-away"), w.path("cloud")).unwrap();
+    let r = a.sync(&[], 0);
+    assert_eq!(
+        std::fs::read_to_string(a.file(RULES)).ok().as_deref(),
+        Some("v1\n"),
+        "the missing file was not restored from the remote: {r:#}"
+    );
+    let r = a.sync(&[], 0);
+    assert_eq!(r["files"][0]["outcome"], "in_sync", "{r:#}");
+    summary("offline-edit-then-delete", 1, 2, 1, 0);
+}
