@@ -376,6 +376,11 @@ impl Engine {
                 sides,
                 propagate_deletes: self.config.propagate_deletes,
                 mergeable: all_databases && self.config.merge_mode_for(file) == MergeMode::Rows,
+                agreed_elsewhere: records.iter().any(|((f, loc), rec)| {
+                    f == file
+                        && !available.iter().any(|p| &p.loc.name == loc)
+                        && agreed.get(file).is_some_and(|a| a.version == *rec)
+                }),
             };
             let mut planned = plan::plan_file(&input, direction);
             let mut merged: Option<Merged> = None;
