@@ -203,7 +203,8 @@ fn drive_unmounted_mid_run() {
     // Unplugged: the bare mount point is not a volume and is never written.
     let (code, r) = a.json(&["sync"]);
     assert_eq!(code, 0, "{r:#}");
-    assert!(tree(&mp).is_empty(), "wrote onto the boot disk under an unmounted drive: {:?}", tree(&mp));
+    let under: Vec<_> = std::fs::read_dir(&mp).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(under.is_empty(), "created something on the boot disk under an unmounted drive: {under:?}");
     drop(guard);
     summary("drive-unmounted", 1, 1, 1, 0);
 }
@@ -598,4 +599,44 @@ fn offline_edit_then_local_delete_is_restored_from_the_remote() {
     let r = a.sync(&[], 0);
     assert_eq!(r["files"][0]["outcome"], "in_sync", "{r:#}");
     summary("offline-edit-then-delete", 1, 2, 1, 0);
+}
+
+/// A remote that vanishes between the scan and a write must not be re-created by the write
+/// (SPEC §5, §7: never re-created empty, nothing created under an unplugged drive). The
+/// folder is renamed away from the run's own event callback, after its first write.
+#[test]
+fn a_remote_that_vanishes_mid_run_is_not_recreated_by_the_next_write() {
+    let w = World::new();
+    let extra = "files = [\"a.txt\", \"b.txt\"]";
+    let a = w.machine("a", &[("icloud", "cloud/.metasystem")], extra);
+    std::fs::create_dir_all(w.path("cloud")).unwrap();
+    write_aged(&a.file("a.txt"), "a1\n", 100);
+    write_aged(&a.file("b.txt"), "b1\n", 100);
+    a.sync(&[], 0);
+    write_aged(&a.file("a.txt"), "a2\n", 50);
+    write_aged(&a.file("b.txt"), "b2\n", 50);
+    let engine = metasync::Engine::open(a.home.clone(), None).unwrap();
+    let (cloud, away) = (w.path("cloud"), w.path("cloud-away"));
+    let mut moved = false;
+    let r = engine
+        .run(&metasync::RunOptions::default(), &mut |e| {
+            if matches!(e, metasync::Event::Action(_)) && !moved {
+                std::fs::rename(&cloud, &away).unwrap();
+                moved = true;
+            }
+        })
+        .unwrap();
+    assert!(moved);
+    assert!(
+        !w.path("cloud").exists(),
+        "the vanished remote was re-created by a write: {:?}",
+        tree(&w.path("cloud"))
+    );
+    assert_eq!(r.exit_code, 1, "a write that could not happen is a failure: {r:?}");
+    // Back: converges.
+    std::fs::rename(&away, &cloud).unwrap();
+    let v = a.sync(&[], 0);
+    assert_eq!(read(&w.path("cloud/.metasystem/b.txt")), "b2\n", "{v:#}");
+    assert_eq!(read(&w.path("cloud/.metasystem/a.txt")), "a2\n", "{v:#}");
+    summary("remote-vanishes-between-writes", 1, 1, 2, 0);
 }
