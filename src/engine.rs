@@ -1072,6 +1072,15 @@ impl Engine {
         }
         let at = self.clock.now_local().naive_local();
         for action in group {
+            // The location's folder must still be there: a write would otherwise re-create
+            // it (a drive unplugged or a folder moved away during the run).
+            if !place.loc.root.is_dir() {
+                let e = Error::Refused(format!(
+                    "{} disappeared during the run; nothing written there",
+                    place.loc.root.display()
+                ));
+                return Err(Box::new((reports, e, false)));
+            }
             let result = match action {
                 Action::Backup { .. } => {
                     let kind = match scanned {
