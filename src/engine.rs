@@ -1055,17 +1055,29 @@ impl Engine {
         let dest = place.loc.path_of(file);
         let scanned = scans.get(&(file.to_string(), place.loc.name.clone()));
         // Guard: the target must still be what was scanned, or a fresh edit would be lost.
-        let now_stat = scan::Stat::of(&dest).ok().flatten().map(|(s, _)| s);
+        // Checked before the backup and again right before the write (a backup of a large
+        // database takes a while, and its program may commit meanwhile).
         let scanned_stat = match scanned {
             Some(Found::Present { stat, .. }) => Some(stat.clone()),
             _ => None,
         };
-        if now_stat != scanned_stat {
-            return Err(Box::new((
-                reports,
-                Error::Refused("changed since it was scanned; it will be synced next run".into()),
-                true,
-            )));
+        // After our own backup a hard link has moved the ctime: compare the rest.
+        let same = |a: &scan::Stat, b: &scan::Stat| {
+            (a.size, a.mtime_ns, a.ino, a.side) == (b.size, b.mtime_ns, b.ino, b.side)
+        };
+        let unchanged = || {
+            let now = scan::Stat::of(&dest).ok().flatten().map(|(s, _)| s);
+            match (&now, &scanned_stat) {
+                (Some(a), Some(b)) => same(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        };
+        let moved =
+            || Error::Refused("changed since it was scanned; it will be synced next run".into());
+        let first = scan::Stat::of(&dest).ok().flatten().map(|(s, _)| s);
+        if first != scanned_stat {
+            return Err(Box::new((reports, moved(), true)));
         }
         if let Err(e) = self.make_ready(place, ready, changes) {
             return Err(Box::new((reports, e, false)));
@@ -1080,6 +1092,9 @@ impl Engine {
                     place.loc.root.display()
                 ));
                 return Err(Box::new((reports, e, false)));
+            }
+            if matches!(action, Action::Copy { .. } | Action::Delete { .. }) && !unchanged() {
+                return Err(Box::new((reports, moved(), true)));
             }
             let result = match action {
                 Action::Backup { .. } => {
@@ -1213,7 +1228,12 @@ impl Engine {
 
     /// Locations, files, conflicts and the last run; reads no file the scan cache knows.
     pub fn status(&self) -> Result<StatusReport> {
-        let archive = Archive::open_existing(&self.home)?;
+        let mut archive = Archive::open_existing(&self.home)?;
+        // When no run is going on, what status hashes is remembered, so it is hashed once.
+        let lock = match &archive {
+            Some(_) => crate::lock::acquire(&self.home, "metasync status", Duration::ZERO).ok(),
+            None => None,
+        };
         let known = match &archive {
             Some(a) => a.location_ids()?,
             None => HashMap::new(),
@@ -1223,6 +1243,8 @@ impl Engine {
             .file_set(&places, archive.as_ref())?
             .into_iter()
             .collect();
+        let scan_time = now_ns();
+        let mut learned = Changes::default();
         let mut locations = Vec::new();
         for p in &places {
             let mut file_reports = Vec::new();
@@ -1237,6 +1259,17 @@ impl Engine {
                 {
                     file_reports.push(file_report(&file, &found));
                     copies.extend(conflict_copies(&p.loc.path_of(&file)));
+                    if let Found::Present {
+                        stat,
+                        content,
+                        hashed: true,
+                    } = &found
+                    {
+                        let entry = scan::cache_entry(stat, content, scan_time);
+                        learned
+                            .cache
+                            .push(((p.loc.name.clone(), file.clone()), Some(entry)));
+                    }
                 }
             }
             locations.push(LocationStatus {
@@ -1257,6 +1290,13 @@ impl Engine {
                 warnings.push(format!("iCloud conflict copy in {}: {c}", l.location.name));
             }
         }
+        if let (Some(a), Some(_held)) = (archive.as_mut(), &lock) {
+            if !learned.cache.is_empty() {
+                learned.now = rfc3339(self.clock.now());
+                a.commit(&learned)?;
+            }
+        }
+        drop(lock);
         let (conflicts, last_run, row_conflicts) = match &archive {
             Some(a) => (
                 a.conflicts()?,

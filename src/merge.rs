@@ -186,6 +186,9 @@ pub enum MergeOutcome {
 struct Table {
     name: String,
     pk: Vec<String>,
+    /// The key is the rowid (an `INTEGER PRIMARY KEY` of a rowid table): rows come in key
+    /// order for free, so the diff is one merge-join pass instead of two set differences.
+    rowid_key: bool,
 }
 
 /// The tables to diff, and the full-text tables to rebuild after the merge.
@@ -214,15 +217,15 @@ fn schema(conn: &Connection, path: &Path) -> Result<Vec<(String, String, Option<
 /// rebuild afterwards, or why the merge cannot be done.
 fn tables(conn: &Connection, path: &Path) -> Result<std::result::Result<Mergeable, String>> {
     let mut stmt = conn
-        .prepare("SELECT name, type FROM pragma_table_list WHERE schema = 'main' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .prepare("SELECT name, type, wr FROM pragma_table_list WHERE schema = 'main' AND name NOT LIKE 'sqlite_%' ORDER BY name")
         .map_err(err("list the tables of", path))?;
-    let list: Vec<(String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    let list: Vec<(String, String, bool)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .and_then(|rows| rows.collect())
         .map_err(err("list the tables of", path))?;
     let mut out = Vec::new();
     let mut rebuild = Vec::new();
-    for (name, kind) in list {
+    for (name, kind, without_rowid) in list {
         match kind.as_str() {
             "table" => {}
             "virtual" => {
@@ -249,18 +252,24 @@ fn tables(conn: &Connection, path: &Path) -> Result<std::result::Result<Mergeabl
         }
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT name, pk FROM pragma_table_info({}) WHERE pk > 0 ORDER BY pk",
+                "SELECT name, upper(type) FROM pragma_table_info({}) WHERE pk > 0 ORDER BY pk",
                 quote_literal(&name)
             ))
             .map_err(err("read the columns of", path))?;
-        let pk: Vec<String> = stmt
-            .query_map([], |r| r.get(0))
+        let pk: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .and_then(|rows| rows.collect())
             .map_err(err("read the columns of", path))?;
         if pk.is_empty() {
             return Ok(Err(format!("table {name} has no primary key")));
         }
-        out.push(Table { name, pk });
+        let rowid_key = !without_rowid && pk.len() == 1 && pk[0].1 == "INTEGER";
+        let pk = pk.into_iter().map(|(c, _)| c).collect();
+        out.push(Table {
+            name,
+            pk,
+            rowid_key,
+        });
     }
     Ok(Ok((out, rebuild)))
 }
@@ -297,6 +306,21 @@ fn diff(conn: &Connection, tables: &[Table], out: &Path) -> Result<SideChanges> 
                 .filter_map(|p| cols.iter().position(|c| c == p))
                 .collect();
         let table = changes.entry(t.name.clone()).or_default();
+        if t.rowid_key {
+            merge_join(
+                conn,
+                &name,
+                &quote(&t.pk[0]),
+                pk_idx[0],
+                cols.len(),
+                table,
+                out,
+            )?;
+            if table.is_empty() {
+                changes.remove(&t.name);
+            }
+            continue;
+        }
         let sql = format!("SELECT * FROM side.{name} EXCEPT SELECT * FROM main.{name}");
         let mut stmt = conn.prepare(&sql).map_err(err("diff", out))?;
         let n = cols.len();
@@ -325,6 +349,87 @@ fn diff(conn: &Connection, tables: &[Table], out: &Path) -> Result<SideChanges> 
         }
     }
     Ok(changes)
+}
+
+/// The diff of a rowid-keyed table: both copies read once, in key order, side by side.
+/// Values are compared borrowed; only changed rows are copied out.
+fn merge_join(
+    conn: &Connection,
+    name: &str,
+    key_col: &str,
+    key_idx: usize,
+    n: usize,
+    table: &mut BTreeMap<String, (Vec<Value>, Change)>,
+    out: &Path,
+) -> Result<()> {
+    let e = err("diff", out);
+    let mut base_stmt = conn
+        .prepare(&format!("SELECT * FROM main.{name} ORDER BY {key_col}"))
+        .map_err(&e)?;
+    let mut side_stmt = conn
+        .prepare(&format!("SELECT * FROM side.{name} ORDER BY {key_col}"))
+        .map_err(&e)?;
+    let mut base_rows = base_stmt.query([]).map_err(&e)?;
+    let mut side_rows = side_stmt.query([]).map_err(&e)?;
+    let key = |r: &rusqlite::Row<'_>| r.get::<_, i64>(key_idx);
+    let owned = |r: &rusqlite::Row<'_>| {
+        (0..n)
+            .map(|i| r.get::<_, Value>(i))
+            .collect::<rusqlite::Result<Vec<_>>>()
+    };
+    let same = |a: &rusqlite::Row<'_>, b: &rusqlite::Row<'_>| -> rusqlite::Result<bool> {
+        for i in 0..n {
+            if a.get_ref(i)? != b.get_ref(i)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    let delete = |k: i64, table: &mut BTreeMap<String, (Vec<Value>, Change)>| {
+        let key = vec![Value::Integer(k)];
+        table.insert(key_of(&key), (key, Change::Delete));
+    };
+    let upsert = |k: i64, row: Vec<Value>, table: &mut BTreeMap<String, (Vec<Value>, Change)>| {
+        let key = vec![Value::Integer(k)];
+        table.insert(key_of(&key), (key, Change::Upsert(row)));
+    };
+    let mut b = base_rows.next().map_err(&e)?;
+    let mut s = side_rows.next().map_err(&e)?;
+    loop {
+        let (advance_base, advance_side) = match (b, s) {
+            (None, None) => break,
+            (Some(br), None) => {
+                delete(key(br).map_err(&e)?, table);
+                (true, false)
+            }
+            (None, Some(sr)) => {
+                upsert(key(sr).map_err(&e)?, owned(sr).map_err(&e)?, table);
+                (false, true)
+            }
+            (Some(br), Some(sr)) => {
+                let (kb, ks) = (key(br).map_err(&e)?, key(sr).map_err(&e)?);
+                if kb < ks {
+                    delete(kb, table);
+                    (true, false)
+                } else if kb > ks {
+                    upsert(ks, owned(sr).map_err(&e)?, table);
+                    (false, true)
+                } else {
+                    if !same(br, sr).map_err(&e)? {
+                        upsert(ks, owned(sr).map_err(&e)?, table);
+                    }
+                    (true, true)
+                }
+            }
+        };
+        if advance_base {
+            b = base_rows.next().map_err(&e)?;
+        }
+        if advance_side {
+            s = side_rows.next().map_err(&e)?;
+        }
+    }
+    Ok(())
 }
 
 /// Merges `sides` against `base` into a new file `out`. Returns how it went; `out` exists only
@@ -392,14 +497,27 @@ fn merge_inner(
                 .enumerate()
                 .map(|(i, c)| format!("{} IS ?{}", quote(c), i + 1))
                 .collect();
-        let delete = format!("DELETE FROM main.{name} WHERE {}", cond.join(" AND "));
+        let mut delete = conn
+            .prepare(&format!(
+                "DELETE FROM main.{name} WHERE {}",
+                cond.join(" AND ")
+            ))
+            .map_err(err("write", out))?;
+        let mut insert: Option<rusqlite::Statement<'_>> = None;
         for (key, change) in table.values() {
-            conn.execute(&delete, rusqlite::params_from_iter(key.iter()))
+            delete
+                .execute(rusqlite::params_from_iter(key.iter()))
                 .map_err(err("write", out))?;
             if let Change::Upsert(row) = change {
-                let marks: Vec<String> = (1..=row.len()).map(|i| format!("?{i}")).collect();
-                let insert = format!("INSERT INTO main.{name} VALUES ({})", marks.join(", "));
-                if let Err(e) = conn.execute(&insert, rusqlite::params_from_iter(row.iter())) {
+                if insert.is_none() {
+                    let marks: Vec<String> = (1..=row.len()).map(|i| format!("?{i}")).collect();
+                    let sql = format!("INSERT INTO main.{name} VALUES ({})", marks.join(", "));
+                    insert = Some(conn.prepare(&sql).map_err(err("write", out))?);
+                }
+                let Some(stmt) = insert.as_mut() else {
+                    continue;
+                };
+                if let Err(e) = stmt.execute(rusqlite::params_from_iter(row.iter())) {
                     let _ = conn.execute_batch("ROLLBACK");
                     return Ok(MergeOutcome::Fallback(format!(
                         "the merged rows break a constraint of {}: {e}",
@@ -821,5 +939,131 @@ mod tests {
             MergeOutcome::Fallback(why) => assert!(why.contains("foreign keys"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn external_content_full_text_index_is_rebuilt_not_diffed() {
+        let d = tempfile::tempdir().unwrap();
+        let (base, a, b, out) = (
+            d.path().join("base.db"),
+            d.path().join("a.db"),
+            d.path().join("b.db"),
+            d.path().join("out.db"),
+        );
+        db(
+            &base,
+            "CREATE TABLE entities(id INTEGER PRIMARY KEY, name TEXT);
+             CREATE VIRTUAL TABLE entities_fts USING fts5(name, content='entities', content_rowid='id');
+             INSERT INTO entities VALUES (1,'alpha'),(2,'beta');
+             INSERT INTO entities_fts(entities_fts) VALUES('rebuild');",
+        );
+        std::fs::copy(&base, &a).unwrap();
+        std::fs::copy(&base, &b).unwrap();
+        db(&a, "UPDATE entities SET name='gamma' WHERE id=1; INSERT INTO entities_fts(entities_fts) VALUES('rebuild');");
+        db(&b, "UPDATE entities SET name='delta' WHERE id=2; INSERT INTO entities_fts(entities_fts) VALUES('rebuild');");
+        let sides = [
+            MergeSide {
+                location: "local".into(),
+                local: true,
+                mtime_ns: 1,
+                path: a,
+            },
+            MergeSide {
+                location: "icloud".into(),
+                local: false,
+                mtime_ns: 2,
+                path: b,
+            },
+        ];
+        match merge_files(&base, &sides, Strategy::Manual, &out).unwrap() {
+            MergeOutcome::Merged { row_conflicts, .. } => {
+                assert!(row_conflicts.is_empty(), "{row_conflicts:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Connection::open(&out).unwrap();
+        let hits = |q: &str| -> Vec<i64> {
+            let mut st = c
+                .prepare(
+                    "SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?1 ORDER BY rowid",
+                )
+                .unwrap();
+            st.query_map([q], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        assert_eq!(hits("gamma"), vec![1]);
+        assert_eq!(hits("delta"), vec![2]);
+        assert!(
+            hits("alpha").is_empty() && hits("beta").is_empty(),
+            "the index follows the merged rows"
+        );
+    }
+
+    #[test]
+    fn composite_and_text_keys_are_diffed_too() {
+        let d = tempfile::tempdir().unwrap();
+        let (base, a, b, out) = (
+            d.path().join("base.db"),
+            d.path().join("a.db"),
+            d.path().join("b.db"),
+            d.path().join("out.db"),
+        );
+        db(
+            &base,
+            "CREATE TABLE links(src INTEGER, dst INTEGER, kind TEXT, PRIMARY KEY(src, dst));
+             CREATE TABLE tags(name TEXT PRIMARY KEY, color TEXT) WITHOUT ROWID;
+             INSERT INTO links VALUES (1,2,'x'),(2,3,'y');
+             INSERT INTO tags VALUES ('red','#f00'),('blue','#00f');",
+        );
+        std::fs::copy(&base, &a).unwrap();
+        std::fs::copy(&base, &b).unwrap();
+        db(
+            &a,
+            "UPDATE links SET kind='X' WHERE src=1 AND dst=2; DELETE FROM tags WHERE name='blue';",
+        );
+        db(
+            &b,
+            "INSERT INTO links VALUES (3,4,'z'); UPDATE tags SET color='#e00' WHERE name='red';",
+        );
+        let sides = [
+            MergeSide {
+                location: "local".into(),
+                local: true,
+                mtime_ns: 1,
+                path: a,
+            },
+            MergeSide {
+                location: "icloud".into(),
+                local: false,
+                mtime_ns: 2,
+                path: b,
+            },
+        ];
+        match merge_files(&base, &sides, Strategy::Manual, &out).unwrap() {
+            MergeOutcome::Merged { rows_changed, .. } => assert_eq!(rows_changed, 4),
+            other => panic!("{other:?}"),
+        }
+        let c = Connection::open(&out).unwrap();
+        let links: Vec<(i64, i64, String)> = c
+            .prepare("SELECT src, dst, kind FROM links ORDER BY src")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            links,
+            vec![(1, 2, "X".into()), (2, 3, "y".into()), (3, 4, "z".into())]
+        );
+        let tags: Vec<(String, String)> = c
+            .prepare("SELECT name, color FROM tags ORDER BY name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(tags, vec![("red".into(), "#e00".into())]);
     }
 }

@@ -270,3 +270,60 @@ fn manual_conflict_lifecycle_across_restarts_and_convergence() {
     let (code, list) = b.json(&["conflicts"]);
     assert_eq!((code, list.as_array().unwrap().len()), (0, 0));
 }
+
+#[test]
+fn a_database_backup_is_checked_then_restored_live_and_propagates() {
+    use rusqlite::Connection;
+    let (w, a, _b) = two("");
+    let db = a.file("metastore.db");
+    metasync::sqlite::create_knowledge_graph(&db, 92, 1).unwrap();
+    a.sync(&[], 0);
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; DELETE FROM relations; DELETE FROM entities WHERE id > 60;",
+        )
+        .unwrap();
+    a.sync(&[], 0);
+    let count = |p: &std::path::Path| -> i64 {
+        Connection::open(p)
+            .unwrap()
+            .query_row("SELECT count(*) FROM entities", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&w.path("cloud/metastore.db")), 60);
+    // The cloud kept the 92-entity version; list it with counts.
+    let (_, list) = a.json(&["backups", "metastore.db", "--counts"]);
+    let b = &list[0];
+    assert_eq!(b["entities"], 92, "{list:#}");
+    // A corrupt backup is refused before anything is touched.
+    let bad = w.path("cloud/metastore.db.backup-20260101-000000");
+    let mut bytes = std::fs::read(b["path"].as_str().unwrap()).unwrap();
+    for x in &mut bytes[4096..4160] {
+        *x = !*x;
+    }
+    std::fs::write(&bad, bytes).unwrap();
+    let out = a.run(&["restore", "icloud:metastore.db.backup-20260101-000000"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("integrity"));
+    assert_eq!(count(&w.path("cloud/metastore.db")), 60);
+    // The good one goes back, then travels home through the live-safe path.
+    let (code, r) = a.json(&["restore", b["id"].as_str().unwrap()]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(count(&w.path("cloud/metastore.db")), 92);
+    a.sync(&[], 0);
+    assert_eq!(count(&db), 92);
+    let mode: String = Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        mode, "wal",
+        "written in place, not replaced: the local file keeps its journal mode"
+    );
+}

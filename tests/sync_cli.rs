@@ -572,3 +572,20 @@ fn daemon_syncs_in_the_background() {
     child.wait().unwrap();
     assert!(first && second, "the daemon propagated both edits");
 }
+
+#[test]
+fn status_remembers_what_it_hashed() {
+    let w = World::new();
+    let a = cloud(&w, "a", "");
+    write_aged(&a.file(RULES), "one\n", 100);
+    a.sync(&[], 0);
+    write_aged(&a.file(RULES), "two\n", 50);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (_, st) = a.json(&["status"]);
+    assert_eq!(st["locations"][0]["files"][0]["state"], "present");
+    // The sync trusts the hash status computed: the edit is seen without reading it again.
+    let r = a.sync(&[], 0);
+    assert_eq!(r["files"][0]["outcome"], "propagated", "{r:#}");
+    assert_eq!(r["hashed"], 0, "{r:#}");
+    assert_eq!(read(&w.path("cloud").join(RULES)), "two\n");
+}
