@@ -320,7 +320,7 @@ fn sigkill_case(file: &str, kills: usize) -> (u64, u64, u64) {
         }
         child.wait().unwrap();
         let label = format!("{file} SIGKILL after {d} ms (kill {i})");
-        let (c, l) = check_after_crash(&w, &[&a, &b], &[cloud.clone()], file, &known, &label);
+        let (c, l) = check_after_crash(&w, &[&a, &b], std::slice::from_ref(&cloud), file, &known, &label);
         checked += c;
         let _ = l;
     }
@@ -392,7 +392,7 @@ fn sigkill_case_plain(file: &str, kills: usize) -> (u64, u64, u64) {
         }
         child.wait().unwrap();
         let label = format!("{file} ({mb} MB) SIGKILL after {d} ms of ~{} ms (kill {i})", full.as_millis());
-        let (c, _) = check_after_crash(&w, &[&a, &b], &[cloud.clone()], file, &known, &label);
+        let (c, _) = check_after_crash(&w, &[&a, &b], std::slice::from_ref(&cloud), file, &known, &label);
         checked += c;
     }
     (killed, checked, 0)

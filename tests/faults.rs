@@ -292,18 +292,17 @@ fn permission_denied_remote() {
     let modes_bypassed = std::fs::write(&probe, "x").is_ok();
     let _ = std::fs::remove_file(&probe);
     std::fs::set_permissions(&cloud, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let how;
-    if modes_bypassed {
+    let how = if modes_bypassed {
         let st = Command::new("chattr").arg("+i").arg(&cloud).status();
         if !matches!(st, Ok(s) if s.success()) {
             println!("SKIP permission_denied_remote: running as root (modes bypassed) and chattr +i is not available here");
             return;
         }
-        how = "chattr +i (root bypasses file modes)";
+        "chattr +i (root bypasses file modes)"
     } else {
         std::fs::set_permissions(&cloud, std::fs::Permissions::from_mode(0o555)).unwrap();
-        how = "chmod 555";
-    }
+        "chmod 555"
+    };
     write_aged(&a.file(RULES), "v2\n", 50);
     let v2 = version(&a.file(RULES), &scratch).unwrap().0;
     let (code, r) = a.json(&["sync"]);

@@ -94,6 +94,9 @@ impl Stats {
     }
 }
 
+/// (place label, file) -> the version there now.
+type Currents = BTreeMap<(String, String), Option<String>>;
+
 struct Sim {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -235,7 +238,7 @@ impl Sim {
     }
 
     /// Every version present anywhere (current files and backups), and each place's current ones.
-    fn present(&mut self) -> (HashSet<(String, String)>, BTreeMap<(String, String), Option<String>>) {
+    fn present(&mut self) -> (HashSet<(String, String)>, Currents) {
         let mut all = HashSet::new();
         let mut current = BTreeMap::new();
         for (label, root) in self.places() {
