@@ -300,14 +300,16 @@ impl Archive {
         let err = |e| Error::sqlite("write archive", &path, e);
         let tx = self.conn.transaction().map_err(err)?;
         for ((file, location), rec) in &changes.records {
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT OR REPLACE INTO records(file, location, hash) VALUES (?1, ?2, ?3)",
                 params![file, location, rec.to_column()],
             )
             .map_err(err)?;
         }
         for (file, agreed) in &changes.agreed {
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT OR REPLACE INTO agreed(file, hash, entities, conversations, updated)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
@@ -322,22 +324,24 @@ impl Archive {
         }
         for ((location, file), entry) in &changes.cache {
             match entry {
-                Some(e) => tx.execute(
+                Some(e) => exec(&tx,
                     "INSERT OR REPLACE INTO scan_cache(location, file, signature, scanned_ns, hash, kind, extra)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![location, file, e.signature, e.scanned_ns, e.hash, e.kind, e.extra],
                 ),
-                None => tx.execute("DELETE FROM scan_cache WHERE location = ?1 AND file = ?2", params![location, file]),
+                None => exec(&tx, "DELETE FROM scan_cache WHERE location = ?1 AND file = ?2", params![location, file]),
             }
             .map_err(err)?;
         }
         for (location, id) in &changes.location_ids {
             match id {
-                Some(id) => tx.execute(
+                Some(id) => exec(
+                    &tx,
                     "INSERT OR REPLACE INTO location_ids(location, id) VALUES (?1, ?2)",
                     params![location, id],
                 ),
-                None => tx.execute(
+                None => exec(
+                    &tx,
                     "DELETE FROM location_ids WHERE location = ?1",
                     params![location],
                 ),
@@ -345,9 +349,14 @@ impl Archive {
             .map_err(err)?;
         }
         for location in &changes.forget_location {
-            tx.execute("DELETE FROM records WHERE location = ?1", params![location])
-                .map_err(err)?;
-            tx.execute(
+            exec(
+                &tx,
+                "DELETE FROM records WHERE location = ?1",
+                params![location],
+            )
+            .map_err(err)?;
+            exec(
+                &tx,
                 "DELETE FROM scan_cache WHERE location = ?1",
                 params![location],
             )
@@ -355,7 +364,7 @@ impl Archive {
         }
         for (file, conflict) in &changes.conflicts {
             match conflict {
-                Some(c) => tx.execute(
+                Some(c) => exec(&tx,
                     "INSERT INTO conflicts(file, detected, reason, candidates, rows) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(file) DO UPDATE SET reason = excluded.reason,
                          candidates = excluded.candidates, rows = excluded.rows",
@@ -367,7 +376,7 @@ impl Archive {
                         serde_json::to_string(&c.rows).unwrap_or_default()
                     ],
                 ),
-                None => tx.execute("DELETE FROM conflicts WHERE file = ?1", params![file]),
+                None => exec(&tx, "DELETE FROM conflicts WHERE file = ?1", params![file]),
             }
             .map_err(err)?;
         }
@@ -384,12 +393,13 @@ impl Archive {
         )
         .map_err(err)?;
         if let Some(run) = &changes.run {
-            tx.execute(
+            exec(&tx,
                 "INSERT INTO runs(command, started, finished, result, written, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![run.command, run.started, run.finished, run.result, run.written as i64, run.summary],
             )
             .map_err(err)?;
-            tx.execute(
+            exec(
+                &tx,
                 "DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - 1000",
                 [],
             )
@@ -420,4 +430,10 @@ pub struct Changes {
     pub row_conflicts: Vec<crate::merge::RowConflict>,
     /// The run to add to history.
     pub run: Option<RunSummary>,
+}
+
+/// Executes through the connection's statement cache: a commit runs the same few statements
+/// once per file, and parsing each again was most of a no-op run's archive time.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }

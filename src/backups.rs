@@ -10,7 +10,7 @@ use crate::report::{BackupEntry, Event, PruneReport, RestoreReport};
 use crate::retention::{self, BackupItem};
 use crate::scan::{self, Found};
 use chrono::{Local, TimeZone};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 /// One backup found on disk.
@@ -38,45 +38,89 @@ fn backups_of(place: &Place, file: &str) -> Vec<OnDisk> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
+    entries
+        .flatten()
+        .filter_map(|e| backup_entry(place, file, base, &e))
+        .collect()
+}
+
+/// The backups of each of `files` in one location, listing every folder once (not once per
+/// file: a tree of 10,000 files has 10,000 files but only as many folders as it has).
+fn backups_by_file<'f>(
+    place: &Place,
+    files: impl Iterator<Item = &'f String>,
+) -> Vec<(String, Vec<OnDisk>)> {
+    // folder -> base name -> (position, relative path)
+    let mut by_dir: HashMap<PathBuf, HashMap<String, (usize, &'f String)>> = HashMap::new();
+    let mut order: Vec<&String> = Vec::new();
+    for f in files {
+        let path = place.loc.path_of(f);
+        let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+        else {
+            continue;
+        };
+        by_dir
+            .entry(dir.to_path_buf())
+            .or_default()
+            .insert(base.to_string(), (order.len(), f));
+        order.push(f);
+    }
+    let mut found: Vec<Vec<OnDisk>> = vec![Vec::new(); order.len()];
+    for (dir, bases) in &by_dir {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(parsed) = name.to_str().and_then(names::parse_backup_name) else {
+                continue;
+            };
+            if let Some((i, file)) = bases.get(parsed.file_name.as_str()) {
+                if let Some(b) = backup_entry(place, file, &parsed.file_name, &e) {
+                    found[*i].push(b);
+                }
+            }
+        }
+    }
+    order
+        .into_iter()
+        .zip(found)
+        .filter(|(_, list)| !list.is_empty())
+        .map(|(f, list)| (f.clone(), list))
+        .collect()
+}
+
+/// `e` as a backup of `file` (whose base name is `base`) in `place`, when it is one.
+fn backup_entry(place: &Place, file: &str, base: &str, e: &std::fs::DirEntry) -> Option<OnDisk> {
+    let name = e.file_name().to_str().map(String::from)?;
+    let parsed = names::parse_backup_name(&name)?;
+    if parsed.file_name != base {
+        return None;
+    }
+    let meta = std::fs::symlink_metadata(e.path()).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
     let prefix = file
         .rsplit_once('/')
         .map(|(d, _)| format!("{d}/"))
         .unwrap_or_default();
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let Some(name) = e.file_name().to_str().map(String::from) else {
-            continue;
-        };
-        let Some(parsed) = names::parse_backup_name(&name) else {
-            continue;
-        };
-        if parsed.file_name != base {
-            continue;
-        }
-        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
-            continue;
-        };
-        if !meta.is_file() {
-            continue;
-        }
-        let created = created_of(parsed.at);
-        let rel = format!("{prefix}{name}");
-        out.push(OnDisk {
-            entry: BackupEntry {
-                id: format!("{}:{rel}", place.loc.name),
-                location: place.loc.name.clone(),
-                file: file.to_string(),
-                path: e.path().display().to_string(),
-                created: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-                size: meta.len(),
-                entities: None,
-                conversations: None,
-            },
-            rel,
-            created: created.with_timezone(&chrono::Utc),
-        });
-    }
-    out
+    let created = created_of(parsed.at);
+    let rel = format!("{prefix}{name}");
+    Some(OnDisk {
+        entry: BackupEntry {
+            id: format!("{}:{rel}", place.loc.name),
+            location: place.loc.name.clone(),
+            file: file.to_string(),
+            path: e.path().display().to_string(),
+            created: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            size: meta.len(),
+            entities: None,
+            conversations: None,
+        },
+        rel,
+        created: created.with_timezone(&chrono::Utc),
+    })
 }
 
 fn sort_newest_first(list: &mut [OnDisk]) {
@@ -288,18 +332,39 @@ impl Engine {
         let _lock = self.lock("metasync prune")?;
         let (places, _) = self.available_places()?;
         let refs: Vec<&Place> = places.iter().collect();
-        prune_places(self, &refs, dry_run)
+        prune_places(self, &refs, dry_run, None)
     }
 }
 
-/// Retention after a sync (the caller holds the lock).
-pub(crate) fn prune_after_sync(engine: &Engine, available: &[&Place]) -> Result<()> {
-    prune_places(engine, available, false).map(|_| ())
+/// What a sync run already knows when retention runs right after it: its files, and the
+/// version of each (location, file) with the stat that version had (as scanned, or just
+/// written). Retention then re-reads only what changed since, instead of every file.
+#[derive(Debug, Default)]
+pub(crate) struct RunVersions {
+    pub(crate) files: BTreeSet<String>,
+    pub(crate) current: HashMap<(String, String), (scan::Stat, String)>,
 }
 
-fn prune_places(engine: &Engine, places: &[&Place], dry_run: bool) -> Result<PruneReport> {
+/// Retention after a sync (the caller holds the lock).
+pub(crate) fn prune_after_sync(
+    engine: &Engine,
+    available: &[&Place],
+    known: Option<&RunVersions>,
+) -> Result<()> {
+    prune_places(engine, available, false, known).map(|_| ())
+}
+
+fn prune_places(
+    engine: &Engine,
+    places: &[&Place],
+    dry_run: bool,
+    known: Option<&RunVersions>,
+) -> Result<PruneReport> {
     let mut archive = Archive::open(engine.home())?;
-    let files = engine.file_set(places.iter().copied(), Some(&archive))?;
+    let files = match known {
+        Some(k) => k.files.clone(),
+        None => engine.file_set(places.iter().copied(), Some(&archive))?,
+    };
     let policy = &engine.config().backups;
     let ctx = engine.read_ctx();
     let mut changes = Changes::default();
@@ -309,25 +374,43 @@ fn prune_places(engine: &Engine, places: &[&Place], dry_run: bool) -> Result<Pru
         dry_run,
     };
     let scan_time = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let usable: Vec<&Place> = places
+        .iter()
+        .copied()
+        .filter(|p| matches!(p.availability, Availability::Available { .. }))
+        .collect();
 
-    // Versions that exist as current files anywhere available.
-    let mut elsewhere: HashSet<String> = HashSet::new();
     let mut per_place: Vec<(&Place, String, Vec<OnDisk>)> = Vec::new();
-    let mut caches = HashMap::new();
-    for p in places {
-        if !matches!(p.availability, Availability::Available { .. }) {
-            continue;
+    for p in &usable {
+        for (f, list) in backups_by_file(p, files.iter()) {
+            per_place.push((p, f, list));
         }
+    }
+    // Versions that exist as current files anywhere available: needed only when some file
+    // has more backups than are always kept.
+    let needs_elsewhere = per_place
+        .iter()
+        .any(|(_, _, list)| list.len() > policy.keep_last);
+    let mut elsewhere: HashSet<String> = HashSet::new();
+    let mut caches = HashMap::new();
+    for p in &usable {
         let cache = archive.cache(&p.loc.name)?;
-        for f in &files {
-            if let Found::Present { content, .. } =
-                scan::scan_file(&p.loc.path_of(f), cache.get(f), &ctx)
-            {
-                elsewhere.insert(content.hash);
-            }
-            let list = backups_of(p, f);
-            if !list.is_empty() {
-                per_place.push((p, f.clone(), list));
+        if needs_elsewhere {
+            for f in &files {
+                let path = p.loc.path_of(f);
+                let vouched = known
+                    .and_then(|k| k.current.get(&(p.loc.name.clone(), f.clone())))
+                    .filter(|(stat, _)| {
+                        matches!(scan::Stat::of(&path), Ok(Some((now, _))) if &now == stat)
+                    })
+                    .map(|(_, hash)| hash.clone());
+                if let Some(hash) = vouched {
+                    elsewhere.insert(hash);
+                } else if let Found::Present { content, .. } =
+                    scan::scan_file(&path, cache.get(f), &ctx)
+                {
+                    elsewhere.insert(content.hash);
+                }
             }
         }
         caches.insert(p.loc.name.clone(), cache);

@@ -348,6 +348,7 @@ impl Engine {
         let mut conflicts = Vec::new();
         let mut ready: HashSet<String> = HashSet::new();
         let mut written_count = 0u64;
+        let mut run_versions = crate::backups::RunVersions::default();
         let mut row_conflicts_out = Vec::new();
 
         for file in &files {
@@ -605,6 +606,7 @@ impl Engine {
                         &untouched,
                         &scans,
                         merged.as_ref().map(|m| m.facts.clone()),
+                        agreed.get(file),
                         &mut changes,
                     );
                     self.keep_base(
@@ -632,6 +634,7 @@ impl Engine {
                     &untouched,
                     &scans,
                     None,
+                    agreed.get(file),
                     &mut changes,
                 );
                 self.keep_base(
@@ -643,6 +646,30 @@ impl Engine {
                     &run_dir.0,
                     &mut warnings,
                 );
+            }
+            // What retention after the run may take as known instead of reading it again.
+            if !dry_run {
+                for p in &available {
+                    let known = if written.contains(&p.loc.name) {
+                        winner_hash.as_ref().and_then(|h| {
+                            scan::Stat::of(&p.loc.path_of(file))
+                                .ok()
+                                .flatten()
+                                .map(|(stat, _)| (stat, h.clone()))
+                        })
+                    } else if let Some(Found::Present { stat, content, .. }) =
+                        scans.get(&(file.clone(), p.loc.name.clone()))
+                    {
+                        Some((stat.clone(), content.hash.clone()))
+                    } else {
+                        None
+                    };
+                    if let Some(k) = known {
+                        run_versions
+                            .current
+                            .insert((p.loc.name.clone(), file.clone()), k);
+                    }
+                }
             }
             if matches!(
                 planned.decision,
@@ -731,7 +758,9 @@ impl Engine {
         crate::failpoint::hit("before_archive_commit");
         archive.commit(&changes)?;
         if !dry_run {
-            if let Err(e) = crate::backups::prune_after_sync(self, &available) {
+            run_versions.files = files.iter().cloned().collect();
+            let known = only.is_none().then_some(&run_versions);
+            if let Err(e) = crate::backups::prune_after_sync(self, &available, known) {
                 warnings.push(format!("backup retention: {e}"));
             }
         }
@@ -1175,6 +1204,7 @@ impl Engine {
         untouched: &HashSet<String>,
         scans: &Scans,
         known_facts: Option<crate::kind::Facts>,
+        old_agreed: Option<&Agreed>,
         changes: &mut Changes,
     ) {
         let mut winner_facts = known_facts;
@@ -1199,17 +1229,20 @@ impl Engine {
                     winner_facts = Some(content.facts.clone());
                 }
             }
-            changes.records.push((key, rec));
+            // Unchanged rows are not rewritten: a no-op run over 10,000 files stays cheap.
+            if side.recorded.as_ref() != Some(&rec) {
+                changes.records.push((key, rec));
+            }
         }
         let facts = winner_facts.unwrap_or_default();
-        changes.agreed.push((
-            file.to_string(),
-            Agreed {
-                version: winner.clone(),
-                entities: facts.entities,
-                conversations: facts.conversations,
-            },
-        ));
+        let agreed = Agreed {
+            version: winner.clone(),
+            entities: facts.entities,
+            conversations: facts.conversations,
+        };
+        if old_agreed != Some(&agreed) {
+            changes.agreed.push((file.to_string(), agreed));
+        }
     }
 
     fn clean_temps(&self, available: &[&Place], files: &[String], machine: &str) {

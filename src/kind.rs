@@ -138,7 +138,8 @@ pub fn read_content(path: &Path, ctx: &ReadCtx) -> Result<Content> {
     let dir = ctx.keep_snapshots.as_ref().unwrap_or(&ctx.scratch);
     std::fs::create_dir_all(dir).ctx("create folder", dir)?;
     let snap = dir.join(format!("scan-{}.db", crate::ids::random_hex(12)));
-    let result = crate::sqlite::snapshot(path, &snap, &ctx.sqlite);
+    // Not fsynced: it is hashed and checked here, and a copy of it is fsynced where it lands.
+    let result = crate::sqlite::scratch_snapshot(path, &snap, &ctx.sqlite);
     let keep = ctx.keep_snapshots.is_some() && result.is_ok();
     if !keep {
         let _ = std::fs::remove_file(&snap);

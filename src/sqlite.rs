@@ -191,10 +191,22 @@ pub fn is_corruption(err: &Error) -> bool {
 /// one SQLite cannot even copy (not a database, truncated) gives an error for which
 /// [`is_corruption`] is true — [`integrity`] of the source then says what is wrong.
 pub fn snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
-    explained(snapshot_inner(src, dest, opts))
+    explained(snapshot_into(src, dest, opts, true))
 }
 
-fn snapshot_inner(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
+/// [`snapshot`] without the final fsync, for a scratch snapshot that is only read in this run
+/// (hashed, checked, and at most copied somewhere else, durably, by the caller). Its content
+/// is the same; only a crash could lose it, and a crash discards scratch snapshots anyway.
+pub fn scratch_snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
+    explained(snapshot_into(src, dest, opts, false))
+}
+
+fn snapshot_into(
+    src: &Path,
+    dest: &Path,
+    opts: &SqliteOptions,
+    durable: bool,
+) -> Result<SnapshotInfo> {
     for side in side_files(dest) {
         if side.exists() {
             return Err(Error::Refused(format!(
@@ -211,7 +223,7 @@ fn snapshot_inner(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<Snaps
         .create_new(true)
         .open(dest)
         .ctx("create snapshot", dest)?;
-    let taken = take_snapshot(&src_conn, src, dest, opts)
+    let taken = take_snapshot(&src_conn, src, dest, opts, durable)
         .and_then(|()| close(src_conn, src))
         .and_then(|()| describe_snapshot(dest, opts));
     if taken.is_err() {
@@ -651,13 +663,17 @@ fn take_snapshot(
     src: &Path,
     dest: &Path,
     opts: &SqliteOptions,
+    durable: bool,
 ) -> Result<()> {
     let mut dst = open_read_write(dest, opts, false)?;
     run_backup(src_conn, src, &mut dst, dest, "snapshot", src, opts)?;
     to_rollback_journal(&dst, dest)?;
     close(dst, dest)?;
     check_self_contained(dest)?;
-    fsync_file_and_dir(dest)
+    if durable {
+        fsync_file_and_dir(dest)?;
+    }
+    Ok(())
 }
 
 fn to_rollback_journal(conn: &Connection, path: &Path) -> Result<()> {
@@ -712,13 +728,26 @@ fn check_self_contained(db: &Path) -> Result<()> {
 
 fn describe_snapshot(dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
     let size = std::fs::metadata(dest).ctx("read", dest)?.len();
-    let integrity = integrity(dest, opts)?;
+    // The integrity check and the logical hash each read the whole snapshot (which nothing
+    // writes any more): on two connections at once they take the time of the longer one.
+    let (integrity, hashed) = std::thread::scope(|s| {
+        let check = s.spawn(|| integrity(dest, opts));
+        let hashed = logical_hash(dest, opts);
+        let integrity = check.join().unwrap_or_else(|_| {
+            Err(Error::Refused(format!(
+                "the integrity check of {} panicked",
+                dest.display()
+            )))
+        });
+        (integrity, hashed)
+    });
+    let integrity = integrity?;
     let (logical_hash, counts) = if integrity.ok {
-        (logical_hash(dest, opts)?, table_counts(dest, opts)?)
+        (hashed?, table_counts(dest, opts)?)
     } else {
         // A corrupt snapshot still needs a stable name: its rows if they can be read, else
         // its bytes.
-        let hash = match logical_hash(dest, opts) {
+        let hash = match hashed {
             Ok(h) => h,
             Err(e) if is_corruption(&e) => corrupt_file_hash(dest)?,
             Err(e) => return Err(e),
