@@ -38,13 +38,28 @@ fn version(path: &Path, scratch: &Path) -> Option<(String, bool)> {
         std::sync::Mutex::new(None);
     let m = std::fs::symlink_metadata(path).ok()?;
     // Backups never change: re-hashing hundreds of MB after every kill is not needed.
-    let key = (path.to_path_buf(), m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ctime_nsec() + m.ctime() * 1_000_000_000, m.ino());
-    if let Some(v) = CACHE.lock().unwrap().get_or_insert_with(Default::default).get(&key) {
+    let key = (
+        path.to_path_buf(),
+        m.len(),
+        m.mtime_nsec() + m.mtime() * 1_000_000_000,
+        m.ctime_nsec() + m.ctime() * 1_000_000_000,
+        m.ino(),
+    );
+    if let Some(v) = CACHE
+        .lock()
+        .unwrap()
+        .get_or_insert_with(Default::default)
+        .get(&key)
+    {
         return Some(v.clone());
     }
     let c = metasync::kind::read_content(path, &ctx(scratch)).ok()?;
     let v = (c.hash, c.facts.integrity.is_empty());
-    CACHE.lock().unwrap().get_or_insert_with(Default::default).insert(key, v.clone());
+    CACHE
+        .lock()
+        .unwrap()
+        .get_or_insert_with(Default::default)
+        .insert(key, v.clone());
     Some(v)
 }
 
@@ -97,7 +112,10 @@ fn check_after_crash(
         }
     }
     let lost: Vec<&String> = known.iter().filter(|h| !present.contains(*h)).collect();
-    assert!(lost.is_empty(), "{label}: versions lost after the crash: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "{label}: versions lost after the crash: {lost:?}"
+    );
     // Recovery: the next syncs (no failpoint) complete and converge.
     for m in machines {
         let (code, v) = m.json(&["sync"]);
@@ -128,7 +146,10 @@ fn check_after_crash(
     for d in &dirs {
         for e in std::fs::read_dir(d).unwrap().flatten() {
             let n = e.file_name().to_string_lossy().to_string();
-            assert!(!n.contains(".metasync-tmp-"), "{label}: temp file left: {n}");
+            assert!(
+                !n.contains(".metasync-tmp-"),
+                "{label}: temp file left: {n}"
+            );
         }
     }
     (known.len() as u64, 0)
@@ -147,7 +168,11 @@ fn write_version(path: &Path, file: &str, n: u32, scratch: &Path) -> String {
             .unwrap();
         }
     } else {
-        std::fs::write(path, format!("rules: v{n}\n{}\n", "x".repeat(1000 * n as usize))).unwrap();
+        std::fs::write(
+            path,
+            format!("rules: v{n}\n{}\n", "x".repeat(1000 * n as usize)),
+        )
+        .unwrap();
     }
     set_age(path, 100 - n as u64);
     version(path, scratch).unwrap().0
@@ -307,9 +332,13 @@ fn sigkill_case(file: &str, kills: usize) -> (u64, u64, u64) {
     b.sync(&[], 0);
     let mut killed = 0;
     let (mut checked, lost) = (0u64, 0u64);
-    for (i, d) in delays(0x9e3779b9 ^ file.len() as u64, kills, full.as_millis() as u64)
-        .into_iter()
-        .enumerate()
+    for (i, d) in delays(
+        0x9e3779b9 ^ file.len() as u64,
+        kills,
+        full.as_millis() as u64,
+    )
+    .into_iter()
+    .enumerate()
     {
         known.insert(make(i as u32 + 2));
         let mut child = a.cmd(&["sync"]).spawn().unwrap();
@@ -320,7 +349,14 @@ fn sigkill_case(file: &str, kills: usize) -> (u64, u64, u64) {
         }
         child.wait().unwrap();
         let label = format!("{file} SIGKILL after {d} ms (kill {i})");
-        let (c, l) = check_after_crash(&w, &[&a, &b], std::slice::from_ref(&cloud), file, &known, &label);
+        let (c, l) = check_after_crash(
+            &w,
+            &[&a, &b],
+            std::slice::from_ref(&cloud),
+            file,
+            &known,
+            &label,
+        );
         checked += c;
         let _ = l;
     }
@@ -391,8 +427,18 @@ fn sigkill_case_plain(file: &str, kills: usize) -> (u64, u64, u64) {
             killed += 1;
         }
         child.wait().unwrap();
-        let label = format!("{file} ({mb} MB) SIGKILL after {d} ms of ~{} ms (kill {i})", full.as_millis());
-        let (c, _) = check_after_crash(&w, &[&a, &b], std::slice::from_ref(&cloud), file, &known, &label);
+        let label = format!(
+            "{file} ({mb} MB) SIGKILL after {d} ms of ~{} ms (kill {i})",
+            full.as_millis()
+        );
+        let (c, _) = check_after_crash(
+            &w,
+            &[&a, &b],
+            std::slice::from_ref(&cloud),
+            file,
+            &known,
+            &label,
+        );
         checked += c;
     }
     (killed, checked, 0)

@@ -38,7 +38,12 @@ fn version(p: &Path, scratch: &Path) -> Option<(String, bool)> {
 /// Every version of `file` in `dir` (current and backups).
 fn all_versions(dir: &Path, file: &str, scratch: &Path) -> HashSet<String> {
     let mut out = HashSet::new();
-    let name = Path::new(file).file_name().unwrap().to_str().unwrap().to_string();
+    let name = Path::new(file)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let dir = dir.join(file).parent().unwrap().to_path_buf();
     if let Ok(rd) = std::fs::read_dir(&dir) {
         for e in rd.flatten() {
@@ -69,7 +74,9 @@ fn no_temps(dir: &Path) -> bool {
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Mounts a tmpfs of `size` at `dir`; `false` (with the reason printed) when not allowed.
@@ -82,7 +89,11 @@ fn mount_tmpfs(dir: &Path, size: &str) -> bool {
     match out {
         Ok(o) if o.status.success() => true,
         Ok(o) => {
-            println!("SKIP: cannot mount a tmpfs at {}: {}", dir.display(), String::from_utf8_lossy(&o.stderr).trim());
+            println!(
+                "SKIP: cannot mount a tmpfs at {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
             false
         }
         Err(e) => {
@@ -124,12 +135,20 @@ fn remote_folder_vanishes_mid_run() {
         set_age(&f, 50 - i as u64);
         let v = version(&f, &scratch).unwrap().0;
         known.insert(v.clone());
-        let child = a.cmd(&["--json", "sync"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let child = a
+            .cmd(&["--json", "sync"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         std::thread::sleep(full.mul_f64(frac));
         std::fs::rename(w.path("cloud"), w.path("cloud-gone")).unwrap();
         faults += 1;
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.code().is_some(), "the run crashed: {:?}", out.status);
+        assert!(
+            out.status.code().is_some(),
+            "the run crashed: {:?}",
+            out.status
+        );
         // Local is intact; what landed in the vanished folder is a complete version.
         assert_eq!(version(&f, &scratch).unwrap().0, v);
         let gone = w.path("cloud-gone/.metasystem");
@@ -139,7 +158,10 @@ fn remote_folder_vanishes_mid_run() {
         // While it is gone: unavailable, never re-created empty.
         let (code, r) = a.json(&["sync"]);
         assert_eq!(code, 0, "{r:#}");
-        assert!(!w.path("cloud").exists(), "the missing remote was re-created");
+        assert!(
+            !w.path("cloud").exists(),
+            "the missing remote was re-created"
+        );
         // It comes back: converges, nothing lost.
         std::fs::rename(w.path("cloud-gone"), w.path("cloud")).unwrap();
         let (code, r) = a.json(&["sync"]);
@@ -193,7 +215,11 @@ fn drive_unmounted_mid_run() {
     write_big(&f, 120, b'2');
     set_age(&f, 50);
     let v2 = version(&f, &scratch).unwrap().0;
-    let child = a.cmd(&["--json", "sync"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let child = a
+        .cmd(&["--json", "sync"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(full.mul_f64(0.4));
     let st = Command::new("umount").arg("-l").arg(&mp).status().unwrap();
     assert!(st.success());
@@ -203,8 +229,15 @@ fn drive_unmounted_mid_run() {
     // Unplugged: the bare mount point is not a volume and is never written.
     let (code, r) = a.json(&["sync"]);
     assert_eq!(code, 0, "{r:#}");
-    let under: Vec<_> = std::fs::read_dir(&mp).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert!(under.is_empty(), "created something on the boot disk under an unmounted drive: {under:?}");
+    let under: Vec<_> = std::fs::read_dir(&mp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        under.is_empty(),
+        "created something on the boot disk under an unmounted drive: {under:?}"
+    );
     drop(guard);
     summary("drive-unmounted", 1, 1, 1, 0);
 }
@@ -220,14 +253,14 @@ fn full_disk() {
     let mut checked = 0;
     let mut faults = 0;
     for file in [RULES, DB] {
-    let w = World::new();
-    let mnt = w.path("small");
-    if !mount_tmpfs(&mnt, "2m") {
-        return;
-    }
-    let _guard = Unmount(mnt.clone());
-    let a = w.machine("a", &[("icloud", "small/cloud")], "");
-    let scratch = w.path("scratch");
+        let w = World::new();
+        let mnt = w.path("small");
+        if !mount_tmpfs(&mnt, "2m") {
+            return;
+        }
+        let _guard = Unmount(mnt.clone());
+        let a = w.machine("a", &[("icloud", "small/cloud")], "");
+        let scratch = w.path("scratch");
         // A small first version fits.
         let p = a.file(file);
         let _ = std::fs::remove_file(&p);
@@ -256,20 +289,45 @@ fn full_disk() {
         faults += 1;
         assert_eq!(code, 1, "{file}: a full disk is a failure: {r:#}");
         let errors = r["errors"].to_string();
-        assert!(errors.contains("cloud"), "{file}: the error names the place: {errors}");
+        assert!(
+            errors.contains("cloud"),
+            "{file}: the error names the place: {errors}"
+        );
         let remote = w.path("small/cloud").join(file);
-        assert_eq!(version(&remote, &scratch).unwrap().0, v1, "{file}: old version damaged");
-        assert!(version(&remote, &scratch).unwrap().1, "{file}: old version unhealthy");
-        assert_eq!(version(&p, &scratch).unwrap().0, v2, "{file}: local damaged");
-        assert!(no_temps(&w.path("small/cloud")), "{file}: temp left: {:?}", tree(&w.path("small/cloud")));
+        assert_eq!(
+            version(&remote, &scratch).unwrap().0,
+            v1,
+            "{file}: old version damaged"
+        );
+        assert!(
+            version(&remote, &scratch).unwrap().1,
+            "{file}: old version unhealthy"
+        );
+        assert_eq!(
+            version(&p, &scratch).unwrap().0,
+            v2,
+            "{file}: local damaged"
+        );
+        assert!(
+            no_temps(&w.path("small/cloud")),
+            "{file}: temp left: {:?}",
+            tree(&w.path("small/cloud"))
+        );
         // Room again: converges, v1 kept as a backup.
-        let st = Command::new("mount").args(["-o", "remount,size=64m"]).arg(&mnt).status().unwrap();
+        let st = Command::new("mount")
+            .args(["-o", "remount,size=64m"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
         assert!(st.success());
         let (code, r) = a.json(&["sync"]);
         assert_eq!(code, 0, "{file}: {r:#}");
         assert_eq!(version(&remote, &scratch).unwrap().0, v2);
         let present = all_versions(&w.path("small/cloud"), file, &scratch);
-        assert!(present.contains(&v1) && present.contains(&v2), "{file}: lost a version");
+        assert!(
+            present.contains(&v1) && present.contains(&v2),
+            "{file}: lost a version"
+        );
         checked += 2;
     }
     summary("full-disk", 2, faults, checked, 0);
@@ -349,14 +407,20 @@ fn file_changed_while_being_copied_is_never_propagated_torn() {
         let v2 = std::fs::read(&f).unwrap();
         let blocks = mb * (1 << 20) / BLOCK;
         // Distinct blocks, in a fixed pseudo-random order.
-        let order: Vec<u64> = (0..200).map(|i| (i * 7919 + round * 13) % blocks).collect::<Vec<_>>();
+        let order: Vec<u64> = (0..200)
+            .map(|i| (i * 7919 + round * 13) % blocks)
+            .collect::<Vec<_>>();
         let mut order_dedup = Vec::new();
         for b in order {
             if !order_dedup.contains(&b) {
                 order_dedup.push(b);
             }
         }
-        let child = a.cmd(&["--json", "sync"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let child = a
+            .cmd(&["--json", "sync"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         let path = f.clone();
         let writes = order_dedup.clone();
         let writer = std::thread::spawn(move || {
@@ -384,14 +448,20 @@ fn file_changed_while_being_copied_is_never_propagated_torn() {
             for b in 0..blocks {
                 let r = (b * BLOCK) as usize..((b + 1) * BLOCK) as usize;
                 if got[r.clone()] != v2[r.clone()] {
-                    assert!(got[r].iter().all(|&c| c == b'Z'), "round {round}: block {b} torn");
+                    assert!(
+                        got[r].iter().all(|&c| c == b'Z'),
+                        "round {round}: block {b} torn"
+                    );
                     changed.push(b);
                 }
             }
             let k = changed.len();
             let mut prefix = order_dedup[..k].to_vec();
             prefix.sort();
-            assert_eq!(changed, prefix, "round {round}: the remote holds a mix no writer state had");
+            assert_eq!(
+                changed, prefix,
+                "round {round}: the remote holds a mix no writer state had"
+            );
         }
         checked += 1;
         // The final state propagates on the next quiet run.
@@ -433,7 +503,9 @@ fn db_under_writer(pause: Duration, runs_max: u64, group: &str) {
     metasync::sqlite::create_knowledge_graph(&p, 2_000, 50).unwrap();
     {
         let c = rusqlite::Connection::open(&p).unwrap();
-        let _: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
+        let _: String = c
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .unwrap();
     }
     a.sync(&[], 0);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -447,7 +519,11 @@ fn db_under_writer(pause: Duration, runs_max: u64, group: &str) {
             for _ in 0..20 {
                 let tx = c.unchecked_transaction().unwrap();
                 tx.execute("INSERT INTO entities(name, kind, data, updated_at) VALUES ('w', 'k', 'd', 't')", []).unwrap();
-                tx.execute("INSERT INTO conversations(title, body, created_at) VALUES ('w', 'b', 't')", []).unwrap();
+                tx.execute(
+                    "INSERT INTO conversations(title, body, created_at) VALUES ('w', 'b', 't')",
+                    [],
+                )
+                .unwrap();
                 tx.commit().unwrap();
                 n += 1;
                 std::thread::sleep(Duration::from_millis(3));
@@ -468,19 +544,36 @@ fn db_under_writer(pause: Duration, runs_max: u64, group: &str) {
         let remote = w.path("cloud").join(DB);
         let content = metasync::kind::read_content(&remote, &ctx(&scratch));
         let ok = matches!(&content, Ok(c) if c.facts.integrity.is_empty());
-        assert!(ok, "remote copy unreadable or unhealthy: {content:?}; report {r:#}");
-        let c = rusqlite::Connection::open_with_flags(&remote, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-        let e: i64 = c.query_row("SELECT count(*) FROM entities", [], |r| r.get(0)).unwrap();
-        let cv: i64 = c.query_row("SELECT count(*) FROM conversations", [], |r| r.get(0)).unwrap();
+        assert!(
+            ok,
+            "remote copy unreadable or unhealthy: {content:?}; report {r:#}"
+        );
+        let c = rusqlite::Connection::open_with_flags(
+            &remote,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let e: i64 = c
+            .query_row("SELECT count(*) FROM entities", [], |r| r.get(0))
+            .unwrap();
+        let cv: i64 = c
+            .query_row("SELECT count(*) FROM conversations", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(e - 2_000, cv - 50, "a torn transaction reached the remote");
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let n = writer.join().unwrap();
-    assert!(propagated > 0, "{group}: never propagated in {runs} runs while the writer ran ({n} transactions)");
+    assert!(
+        propagated > 0,
+        "{group}: never propagated in {runs} runs while the writer ran ({n} transactions)"
+    );
     let (code, r) = a.json(&["sync"]);
     assert_eq!(code, 0, "{r:#}");
-    assert_eq!(version(&w.path("cloud").join(DB), &scratch).map(|v| v.0), version(&p, &scratch).map(|v| v.0));
+    assert_eq!(
+        version(&w.path("cloud").join(DB), &scratch).map(|v| v.0),
+        version(&p, &scratch).map(|v| v.0)
+    );
     println!("faults[{group}]: {runs} runs under a writer, {propagated} propagated a new state");
     summary(group, runs, n, propagated + 1, 0);
 }
@@ -498,10 +591,14 @@ fn clock_skew_of_hours() {
     let ahead = Arc::new(FixedClock::new(now + chrono::Duration::hours(6)));
     let behind = Arc::new(FixedClock::new(now - chrono::Duration::hours(6)));
     let engine = |m: &Machine, clock: Arc<FixedClock>| {
-        metasync::Engine::open(m.home.clone(), None).unwrap().with_clock(clock)
+        metasync::Engine::open(m.home.clone(), None)
+            .unwrap()
+            .with_clock(clock)
     };
     let sync = |m: &Machine, clock: Arc<FixedClock>| {
-        let r = engine(m, clock).run(&metasync::RunOptions::default(), &mut |_| {}).unwrap();
+        let r = engine(m, clock)
+            .run(&metasync::RunOptions::default(), &mut |_| {})
+            .unwrap();
         assert_eq!(r.exit_code, 0, "{:?}", r.errors);
         r
     };
@@ -522,7 +619,12 @@ fn clock_skew_of_hours() {
     set_mtime(&b.file(RULES), now - chrono::Duration::hours(6));
     known.insert(version(&b.file(RULES), &scratch).unwrap().0);
     let r = sync(&b, behind.clone());
-    assert!(r.files.iter().any(|f| f.file == RULES && f.outcome == "propagated"), "an edit with an older mtime was not seen: {r:?}");
+    assert!(
+        r.files
+            .iter()
+            .any(|f| f.file == RULES && f.outcome == "propagated"),
+        "an edit with an older mtime was not seen: {r:?}"
+    );
     sync(&a, ahead.clone());
     assert_eq!(read(&a.file(RULES)), "rules: v2 from b\n");
     // Both edit: newest prefers a's future mtime although b's edit came later; b's is kept.
@@ -535,7 +637,11 @@ fn clock_skew_of_hours() {
     known.insert(version(&b.file(RULES), &scratch).unwrap().0);
     sync(&b, behind.clone());
     sync(&a, ahead.clone());
-    assert_eq!(read(&b.file(RULES)), "rules: v3 from a\n", "newest follows mtimes");
+    assert_eq!(
+        read(&b.file(RULES)),
+        "rules: v3 from a\n",
+        "newest follows mtimes"
+    );
     assert_eq!(read(&a.file(RULES)), "rules: v3 from a\n");
     // A far-future mtime does not make later edits invisible.
     set_mtime(&a.file(RULES), now + chrono::Duration::days(365 * 70));
@@ -544,7 +650,12 @@ fn clock_skew_of_hours() {
     set_mtime(&a.file(RULES), now);
     known.insert(version(&a.file(RULES), &scratch).unwrap().0);
     let r = sync(&a, ahead.clone());
-    assert!(r.files.iter().any(|f| f.file == RULES && f.outcome == "propagated"), "{r:?}");
+    assert!(
+        r.files
+            .iter()
+            .any(|f| f.file == RULES && f.outcome == "propagated"),
+        "{r:?}"
+    );
     sync(&b, behind.clone());
     assert_eq!(read(&b.file(RULES)), "rules: v5 from a\n");
     let mut present = HashSet::new();
@@ -566,7 +677,9 @@ fn wal_database_is_synced_on_the_first_run() {
     metasync::sqlite::create_knowledge_graph(&p, 100, 5).unwrap();
     {
         let c = rusqlite::Connection::open(&p).unwrap();
-        let _: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
+        let _: String = c
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .unwrap();
     }
     let r = a.sync(&[], 0);
     assert_eq!(r["files"][0]["outcome"], "propagated", "{r:#}");
@@ -631,7 +744,10 @@ fn a_remote_that_vanishes_mid_run_is_not_recreated_by_the_next_write() {
         "the vanished remote was re-created by a write: {:?}",
         tree(&w.path("cloud"))
     );
-    assert_eq!(r.exit_code, 1, "a write that could not happen is a failure: {r:?}");
+    assert_eq!(
+        r.exit_code, 1,
+        "a write that could not happen is a failure: {r:?}"
+    );
     // Back: converges.
     std::fs::rename(&away, &cloud).unwrap();
     let v = a.sync(&[], 0);

@@ -31,16 +31,83 @@ fn summary(group: &str, cases: u64, faults: u64, checked: u64, lost: u64) {
 // Config fuzzing
 
 const TOKENS: &[&str] = &[
-    "interval_secs", "strategy", "files", "propagate_deletes", "lock_wait_secs", "[[locations]]",
-    "[locations]", "name", "path", "mount_point", "[backups]", "keep_last", "retention",
-    "max_age_days", "[sqlite]", "max_shrink_percent", "quick_check_above_mb", "busy_timeout_ms",
-    "=", " = ", "\n", "\n\n", "\"", "'", "'''", "\"\"\"", "[", "]", "{", "}", ",", ".", "#", "-1",
-    "0", "1", "300", "18446744073709551616", "9223372036854775807", "1e999", "nan", "inf",
-    "true", "false", "\"newest\"", "\"manual\"", "\"bogus\"", "\"staggered\"", "\"none\"",
-    "\"max_age\"", "[\"metastore.db\"]", "[\"/abs\"]", "[\"../x\"]", "[\"**/*\"]", "[\"[\"]",
-    "[]", "\"local\"", "\"\"", "\"a b\"", "\"~/x\"", "\\", "\\u0000", "\\uD800", "\u{0}",
-    "\u{feff}", "é", "e\u{301}", "🎉", "\t", "\r\n", "2026-12-01T00:00:00Z", "{ a = 1 }",
-    "x.y.z", "\"name\"", "name.sub", "[[backups]]", "[[sqlite]]",
+    "interval_secs",
+    "strategy",
+    "files",
+    "propagate_deletes",
+    "lock_wait_secs",
+    "[[locations]]",
+    "[locations]",
+    "name",
+    "path",
+    "mount_point",
+    "[backups]",
+    "keep_last",
+    "retention",
+    "max_age_days",
+    "[sqlite]",
+    "max_shrink_percent",
+    "quick_check_above_mb",
+    "busy_timeout_ms",
+    "=",
+    " = ",
+    "\n",
+    "\n\n",
+    "\"",
+    "'",
+    "'''",
+    "\"\"\"",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ".",
+    "#",
+    "-1",
+    "0",
+    "1",
+    "300",
+    "18446744073709551616",
+    "9223372036854775807",
+    "1e999",
+    "nan",
+    "inf",
+    "true",
+    "false",
+    "\"newest\"",
+    "\"manual\"",
+    "\"bogus\"",
+    "\"staggered\"",
+    "\"none\"",
+    "\"max_age\"",
+    "[\"metastore.db\"]",
+    "[\"/abs\"]",
+    "[\"../x\"]",
+    "[\"**/*\"]",
+    "[\"[\"]",
+    "[]",
+    "\"local\"",
+    "\"\"",
+    "\"a b\"",
+    "\"~/x\"",
+    "\\",
+    "\\u0000",
+    "\\uD800",
+    "\u{0}",
+    "\u{feff}",
+    "é",
+    "e\u{301}",
+    "🎉",
+    "\t",
+    "\r\n",
+    "2026-12-01T00:00:00Z",
+    "{ a = 1 }",
+    "x.y.z",
+    "\"name\"",
+    "name.sub",
+    "[[backups]]",
+    "[[sqlite]]",
 ];
 
 fn random_toml(rng: &mut Rng) -> String {
@@ -81,7 +148,10 @@ fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
             }
             5 => b.truncate(i),
             _ => {
-                let line_start = b[..i].iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1);
+                let line_start = b[..i]
+                    .iter()
+                    .rposition(|&c| c == b'\n')
+                    .map_or(0, |p| p + 1);
                 b.splice(line_start..line_start, b"zzz_unknown = 1\n".to_vec());
             }
         }
@@ -141,7 +211,10 @@ fn fuzzed_configs_never_panic_and_errors_name_the_file() {
         }
     }
     println!("hostile[config-fuzz]: cases {cases}, accepted {ok}, rejected with a named error {err}, panics 0");
-    assert!(err > cases / 2, "the fuzzer should mostly produce invalid configs");
+    assert!(
+        err > cases / 2,
+        "the fuzzer should mostly produce invalid configs"
+    );
 }
 
 #[test]
@@ -244,7 +317,10 @@ fn damaged_databases_never_overwrite_healthy_ones() {
             let (code, v) = a.json(&["verify"]);
             assert_eq!(code, 1, "{label}: verify must fail: {v:#}");
             // The sync refuses it, keeps it as a backup and heals it from the healthy copy.
-            for (i, strategy) in ["newest", "manual", "local", "remote"].into_iter().enumerate() {
+            for (i, strategy) in ["newest", "manual", "local", "remote"]
+                .into_iter()
+                .enumerate()
+            {
                 let (code, v) = a.json(&["sync", "--strategy", strategy]);
                 assert!(code == 0, "{label} {strategy}: exit {code}: {v:#}");
                 if i == 0 {
@@ -258,7 +334,11 @@ fn damaged_databases_never_overwrite_healthy_ones() {
             assert_eq!(code, 0, "{label}: b: {v:#}");
             for loc in [a.file(DB), b.file(DB), w.path("cloud").join(DB)] {
                 let (h, ok) = db_version(&loc, &scratch);
-                assert!(ok && h == healthy, "{label}: {} is not the healthy version", loc.display());
+                assert!(
+                    ok && h == healthy,
+                    "{label}: {} is not the healthy version",
+                    loc.display()
+                );
                 checked += 1;
             }
             let dir = victim.parent().unwrap();
@@ -271,7 +351,12 @@ fn damaged_databases_never_overwrite_healthy_ones() {
             });
             let sizes: Vec<(u64, String)> = backups
                 .iter()
-                .map(|p| (std::fs::metadata(p).unwrap().len(), db_version(p, &scratch).0))
+                .map(|p| {
+                    (
+                        std::fs::metadata(p).unwrap().len(),
+                        db_version(p, &scratch).0,
+                    )
+                })
                 .collect();
             assert!(
                 kept,
@@ -320,7 +405,10 @@ fn symlinked_file_in_a_location_is_not_followed_nor_written_through() {
     let (code, v) = a.json(&["sync"]);
     assert!(code == 0 || code == 1, "{v:#}");
     assert_eq!(read(&outside), "SECRET\n", "written through a symlink");
-    assert!(std::fs::symlink_metadata(&cloud_rules).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(&cloud_rules)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(read(&a.file(RULES)), "rules: newer\n");
     b.json(&["sync"]);
     assert_ne!(
@@ -346,8 +434,15 @@ fn symlinked_folder_in_a_location_is_not_written_through() {
     write_aged(&a.file("sub/x.txt"), "mine, edited\n", 10);
     write_aged(&a.file("sub/new.txt"), "new\n", 10);
     let (code, v) = a.json(&["sync"]);
-    assert_eq!(read(&outside.join("x.txt")), "OUTSIDE\n", "written through a symlinked folder: {v:#}");
-    assert!(!outside.join("new.txt").exists(), "created through a symlinked folder: {v:#}");
+    assert_eq!(
+        read(&outside.join("x.txt")),
+        "OUTSIDE\n",
+        "written through a symlinked folder: {v:#}"
+    );
+    assert!(
+        !outside.join("new.txt").exists(),
+        "created through a symlinked folder: {v:#}"
+    );
     assert_eq!(tree(&outside), vec!["x.txt".to_string()], "{v:#}");
     assert!(code == 0 || code == 1);
     // The local versions are untouched.
@@ -371,7 +466,8 @@ fn symlink_in_home_is_not_followed_out() {
     let t = tree(&w.path("cloud"));
     assert!(t.contains(&"ok.txt".to_string()), "{t:?}");
     assert!(
-        !t.iter().any(|f| f.contains("private") || f.contains("linked")),
+        !t.iter()
+            .any(|f| f.contains("private") || f.contains("linked")),
         "followed a link out of home: {t:?}"
     );
     summary("symlink-in-home", 1, 2, 1, 0);
@@ -412,9 +508,18 @@ fn names_with_spaces_and_unicode_nfc_and_nfd_are_kept_byte_for_byte() {
         // NFC and NFD stay two files; nothing else was made up.
         let extra_files: Vec<&String> = t
             .iter()
-            .filter(|f| !names.contains(f) && !f.starts_with('.') && !f.starts_with("logs/") && *f != "metasync.toml")
+            .filter(|f| {
+                !names.contains(f)
+                    && !f.starts_with('.')
+                    && !f.starts_with("logs/")
+                    && *f != "metasync.toml"
+            })
             .collect();
-        assert!(extra_files.is_empty(), "unexpected files in {}: {extra_files:?}", dir.display());
+        assert!(
+            extra_files.is_empty(),
+            "unexpected files in {}: {extra_files:?}",
+            dir.display()
+        );
     }
     // A second round is a no-op: the names round-trip through the archive unchanged.
     let r = a.sync(&[], 0);
@@ -426,7 +531,10 @@ fn names_with_spaces_and_unicode_nfc_and_nfd_are_kept_byte_for_byte() {
     b.sync(&[], 0);
     a.sync(&[], 0);
     assert_eq!(read(&a.file(&names[2])), "nfd edited\n");
-    assert_eq!(read(&a.file(&names[1])), format!("content 1 of {}\n", names[1]));
+    assert_eq!(
+        read(&a.file(&names[1])),
+        format!("content 1 of {}\n", names[1])
+    );
     summary("names", names.len() as u64, 0, checked, 0);
 }
 
@@ -448,7 +556,11 @@ fn restore_refuses_escapes_and_links() {
     // Things outside every location, named like backups.
     let outside = w.path("outside");
     let stamp = "20260101-000000";
-    write_aged(&outside.join(format!("{RULES}.backup-{stamp}")), "EVIL\n", 5);
+    write_aged(
+        &outside.join(format!("{RULES}.backup-{stamp}")),
+        "EVIL\n",
+        5,
+    );
     write_aged(&outside.join(format!("f.txt.backup-{stamp}")), "EVIL\n", 5);
     write_aged(&outside.join("secret"), "SECRET\n", 5);
     // A symlink named like a backup, and a symlinked folder holding a "backup".
@@ -488,15 +600,30 @@ fn restore_refuses_escapes_and_links() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(read(&a.file(RULES)), before_current, "{spec}: current changed");
+        assert_eq!(
+            read(&a.file(RULES)),
+            before_current,
+            "{spec}: current changed"
+        );
         assert_eq!(tree(&a.home), before_tree, "{spec}: home changed");
         assert_eq!(read(&outside.join("secret")), "SECRET\n");
     }
     // The control: a real backup restores.
     let spec = real_backups[0].display().to_string();
     let out = a.run(&["restore", &spec]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    summary("restore-escapes", specs.len() as u64 + 1, specs.len() as u64, 1, 0);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    summary(
+        "restore-escapes",
+        specs.len() as u64 + 1,
+        specs.len() as u64,
+        1,
+        0,
+    );
 }
 
 #[allow(dead_code)]

@@ -211,8 +211,9 @@ impl Sim {
 
     /// Every location folder that exists now: (label, root).
     fn places(&self) -> Vec<(String, PathBuf)> {
-        let mut v: Vec<(String, PathBuf)> =
-            (0..self.n).map(|m| (format!("m{m}"), self.home(m))).collect();
+        let mut v: Vec<(String, PathBuf)> = (0..self.n)
+            .map(|m| (format!("m{m}"), self.home(m)))
+            .collect();
         v.push(("icloud".into(), self.icloud()));
         let drive = match self.drive_at {
             Some(m) => self.mount(m),
@@ -279,12 +280,14 @@ impl Sim {
     fn check_nothing_lost(&mut self, when: &str) {
         let (all, _) = self.present();
         self.stats.versions_checked += self.required.len() as u64;
-        let mut lost: Vec<(String, String)> =
-            self.required.difference(&all).cloned().collect();
+        let mut lost: Vec<(String, String)> = self.required.difference(&all).cloned().collect();
         lost.sort();
         for (f, h) in &lost {
             self.stats.versions_lost += 1;
-            self.fail(format!("after {when}: version {} of {f} lost", &h[..12.min(h.len())]));
+            self.fail(format!(
+                "after {when}: version {} of {f} lost",
+                &h[..12.min(h.len())]
+            ));
         }
         // No loss is reported twice.
         for l in lost {
@@ -368,7 +371,11 @@ impl Sim {
     fn edit(&mut self, m: usize) {
         self.counter += 1;
         let in_cloud = self.rng.chance(5);
-        let dir = if in_cloud { self.icloud() } else { self.home(m) };
+        let dir = if in_cloud {
+            self.icloud()
+        } else {
+            self.home(m)
+        };
         if in_cloud && !dir.is_dir() {
             return;
         }
@@ -430,7 +437,8 @@ impl Sim {
                         .unwrap();
                     conn.execute("DELETE FROM relations WHERE src = ?1 OR dst = ?1", [victim])
                         .unwrap();
-                    conn.execute("DELETE FROM entities WHERE id = ?1", [victim]).unwrap();
+                    conn.execute("DELETE FROM entities WHERE id = ?1", [victim])
+                        .unwrap();
                     "row deleted".into()
                 }
                 _ => {
@@ -446,7 +454,11 @@ impl Sim {
             self.set_mtime(m, &path);
         }
         let after = self.version_of(&path);
-        let whose = if in_cloud { "icloud".to_string() } else { format!("m{m}") };
+        let whose = if in_cloud {
+            "icloud".to_string()
+        } else {
+            format!("m{m}")
+        };
         self.log.push(format!(
             "{whose}: {file} {what} -> {}",
             after.as_deref().map(|h| &h[..12]).unwrap_or("-")
@@ -468,11 +480,21 @@ impl Sim {
     }
 
     fn random_strategy(&mut self) -> Strategy {
-        [Strategy::Newest, Strategy::Local, Strategy::Remote, Strategy::Manual][self.rng.below(4)]
+        [
+            Strategy::Newest,
+            Strategy::Local,
+            Strategy::Remote,
+            Strategy::Manual,
+        ][self.rng.below(4)]
     }
 
     /// One run of machine `m`; `None` when the run itself failed.
-    fn run(&mut self, m: usize, mode: Mode, strategy: Option<Strategy>) -> Option<metasync::RunReport> {
+    fn run(
+        &mut self,
+        m: usize,
+        mode: Mode,
+        strategy: Option<Strategy>,
+    ) -> Option<metasync::RunReport> {
         self.stats.runs += 1;
         if !self.online[m] {
             self.stats.faults += 1;
@@ -640,7 +662,10 @@ impl Sim {
                     .iter()
                     .map(|(l, h)| format!("{l}={}", h.as_deref().map(|h| &h[..12]).unwrap_or("-")))
                     .collect();
-                self.fail(format!("no convergence for {f} after a quiet round: {}", shown.join(" ")));
+                self.fail(format!(
+                    "no convergence for {f} after a quiet round: {}",
+                    shown.join(" ")
+                ));
             }
         }
     }
@@ -685,7 +710,11 @@ impl Sim {
         for f in FILES {
             let p = home.join(f);
             if f == RULES {
-                std::fs::write(&p, format!("# rules of m{m}\nrule: {}\n", self.rng.next() % 100)).unwrap();
+                std::fs::write(
+                    &p,
+                    format!("# rules of m{m}\nrule: {}\n", self.rng.next() % 100),
+                )
+                .unwrap();
             } else {
                 let e = 8 + self.rng.below(20) as u64;
                 metasync::sqlite::create_knowledge_graph(&p, e, 1 + e / 4).unwrap();
@@ -731,7 +760,12 @@ fn run_group(name: &str, base_seed: u64, cases: u64, steps: usize) {
             "{} of {} cases failed; first:\n{}",
             failures.len(),
             cases,
-            failures.iter().take(2).cloned().collect::<Vec<_>>().join("\n\n")
+            failures
+                .iter()
+                .take(2)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n\n")
         );
     }
 }
@@ -753,13 +787,23 @@ const CI_STEPS: usize = 10;
 #[test]
 fn model_group_a() {
     let cases = env_u64("METASYNC_MODEL_CASES").unwrap_or(CI_CASES);
-    run_group("a", env_u64("METASYNC_MODEL_BASE").unwrap_or(1), cases, CI_STEPS);
+    run_group(
+        "a",
+        env_u64("METASYNC_MODEL_BASE").unwrap_or(1),
+        cases,
+        CI_STEPS,
+    );
 }
 
 #[test]
 fn model_group_b() {
     let cases = env_u64("METASYNC_MODEL_CASES").unwrap_or(CI_CASES);
-    run_group("b", env_u64("METASYNC_MODEL_BASE").unwrap_or(1) + 0x5eed, cases, CI_STEPS);
+    run_group(
+        "b",
+        env_u64("METASYNC_MODEL_BASE").unwrap_or(1) + 0x5eed,
+        cases,
+        CI_STEPS,
+    );
 }
 
 /// Replays one case, printing its steps: `METASYNC_MODEL_SEED=0x... cargo test --test model one_seed -- --nocapture`.
@@ -770,7 +814,10 @@ fn one_seed() {
     };
     let steps = env_u64("METASYNC_MODEL_STEPS").unwrap_or(CI_STEPS as u64) as usize;
     let (s, f) = run_case(seed, steps);
-    println!("seed {seed:#x}: versions tracked {}, lost {}", s.versions_tracked, s.versions_lost);
+    println!(
+        "seed {seed:#x}: versions tracked {}, lost {}",
+        s.versions_tracked, s.versions_lost
+    );
     if let Some(f) = f {
         panic!("{f}");
     }
