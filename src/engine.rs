@@ -1115,12 +1115,14 @@ impl Engine {
         for action in group {
             // The location's folder must still be there: a write would otherwise re-create
             // it (a drive unplugged or a folder moved away during the run).
+            // Like an unavailable location, a warning; and its record is kept (its scan may
+            // have seen the files as absent because the folder was already gone).
             if !place.loc.root.is_dir() {
                 let e = Error::Refused(format!(
                     "{} disappeared during the run; nothing written there",
                     place.loc.root.display()
                 ));
-                return Err(Box::new((reports, e, false)));
+                return Err(Box::new((reports, e, true)));
             }
             if matches!(action, Action::Copy { .. } | Action::Delete { .. }) && !unchanged() {
                 return Err(Box::new((reports, moved(), true)));

@@ -168,7 +168,11 @@ fn remote_folder_vanishes_mid_run() {
         assert_eq!(code, 0, "{r:#}");
         assert!(no_temps(&w.path("cloud")), "{:?}", tree(&w.path("cloud")));
         let remote = w.path("cloud/.metasystem");
-        assert_eq!(version(&remote.join("big.bin"), &scratch).unwrap().0, v);
+        assert_eq!(
+            version(&remote.join("big.bin"), &scratch).unwrap().0,
+            v,
+            "round {i}: not converged after the remote came back: {r:#}"
+        );
         let mut present = all_versions(&remote, "big.bin", &scratch);
         present.extend(all_versions(&a.home, "big.bin", &scratch));
         for k in &known {
@@ -744,9 +748,11 @@ fn a_remote_that_vanishes_mid_run_is_not_recreated_by_the_next_write() {
         "the vanished remote was re-created by a write: {:?}",
         tree(&w.path("cloud"))
     );
-    assert_eq!(
-        r.exit_code, 1,
-        "a write that could not happen is a failure: {r:?}"
+    // Like a remote unavailable from the start: a warning, and its record is kept.
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    assert!(
+        r.warnings.iter().any(|w| w.contains("disappeared")),
+        "{r:?}"
     );
     // Back: converges.
     std::fs::rename(&away, &cloud).unwrap();
