@@ -156,6 +156,19 @@ impl Archive {
             .map_err(|e| self.err("read records", e))
     }
 
+    /// Every file this archive knows (recorded anywhere or agreed).
+    pub fn known_files(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT file FROM records UNION SELECT file FROM agreed")
+            .map_err(|e| self.err("read known files", e))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(|e| self.err("read known files", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read known files", e))
+    }
+
     /// Every file → last agreed version.
     pub fn agreed(&self) -> Result<HashMap<String, Agreed>> {
         let mut stmt = self

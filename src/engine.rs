@@ -205,8 +205,7 @@ impl Engine {
             files.extend(self.selector.find(&p.loc.root));
         }
         if let Some(a) = archive {
-            files.extend(a.records()?.into_keys().map(|(f, _)| f));
-            files.extend(a.agreed()?.into_keys());
+            files.extend(a.known_files()?);
         }
         files.retain(|f| self.selector.matches(f));
         Ok(files)
@@ -1094,8 +1093,16 @@ impl Engine {
         let same = |a: &scan::Stat, b: &scan::Stat| {
             (a.size, a.mtime_ns, a.ino, a.side) == (b.size, b.mtime_ns, b.ino, b.side)
         };
+        let database =
+            matches!(scanned, Some(Found::Present { content, .. }) if content.kind == Kind::Sqlite);
+        let stat_now = || {
+            scan::Stat::of_kind(&dest, database)
+                .ok()
+                .flatten()
+                .map(|(s, _)| s)
+        };
         let unchanged = || {
-            let now = scan::Stat::of(&dest).ok().flatten().map(|(s, _)| s);
+            let now = stat_now();
             match (&now, &scanned_stat) {
                 (Some(a), Some(b)) => same(a, b),
                 (None, None) => true,
@@ -1104,7 +1111,7 @@ impl Engine {
         };
         let moved =
             || Error::Refused("changed since it was scanned; it will be synced next run".into());
-        let first = scan::Stat::of(&dest).ok().flatten().map(|(s, _)| s);
+        let first = stat_now();
         if first != scanned_stat {
             return Err(Box::new((reports, moved(), true)));
         }
@@ -1180,9 +1187,41 @@ impl Engine {
                 }
             }
         }
+        // What was just written is known exactly: remember it, so the next run need not read
+        // it again. Trusted at once (not subject to the racy-clean wait): the copy carries the
+        // source's old mtime, so any later edit moves mtime and ctime away from this stat.
+        let written = group.iter().any(|a| matches!(a, Action::Copy { .. }));
+        let entry = match (written, source_found) {
+            (true, Some((_, Found::Present { content, .. }))) => {
+                let database = content.kind == Kind::Sqlite;
+                scan::Stat::of_kind(&dest, database)
+                    .ok()
+                    .flatten()
+                    .map(|(stat, _)| {
+                        let trusted = stat
+                            .mtime_ns
+                            .max(stat.ctime_ns)
+                            .max(stat.side.map_or(0, |s| s.1));
+                        let mut e = scan::cache_entry(
+                            &stat,
+                            content,
+                            trusted.saturating_add(scan::RACY_NS + 1),
+                        );
+                        e.hash = group
+                            .iter()
+                            .find_map(|a| match a {
+                                Action::Copy { hash, .. } => Some(hash.clone()),
+                                _ => None,
+                            })
+                            .unwrap_or(e.hash);
+                        e
+                    })
+            }
+            _ => None,
+        };
         changes
             .cache
-            .push(((place.loc.name.clone(), file.to_string()), None));
+            .push(((place.loc.name.clone(), file.to_string()), entry));
         Ok(reports)
     }
 

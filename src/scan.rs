@@ -29,18 +29,20 @@ pub struct Stat {
 impl Stat {
     /// Stats a regular file (and its `-wal`); `None` when absent.
     pub fn of(path: &Path) -> std::io::Result<Option<(Stat, std::fs::Metadata)>> {
+        Stat::of_kind(path, true)
+    }
+
+    /// Stats a file, and its `-wal` only when `database` (a plain file's has no meaning).
+    pub fn of_kind(
+        path: &Path,
+        database: bool,
+    ) -> std::io::Result<Option<(Stat, std::fs::Metadata)>> {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        // An empty -wal holds no rows (and opening the database may create one): not a change.
-        let side = std::fs::metadata(PathBuf::from(wal))
-            .ok()
-            .filter(|w| w.size() > 0)
-            .map(|w| (w.size(), w.mtime() * 1_000_000_000 + w.mtime_nsec()));
+        let side = if database { wal_of(path) } else { None };
         let stat = Stat {
             size: meta.size(),
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
@@ -49,6 +51,14 @@ impl Stat {
             side,
         };
         Ok(Some((stat, meta)))
+    }
+
+    /// The cache key form without the `-wal` part.
+    fn main_signature(&self) -> String {
+        format!(
+            "{}:{}:{}:{}:",
+            self.size, self.mtime_ns, self.ino, self.ctime_ns
+        )
     }
 
     /// The cache key form.
@@ -62,6 +72,17 @@ impl Stat {
             self.size, self.mtime_ns, self.ino, self.ctime_ns
         )
     }
+}
+
+/// Size and mtime of a non-empty `-wal` beside `path`. An empty one holds no rows (and opening
+/// the database may create one): it is no change.
+fn wal_of(path: &Path) -> Option<(u64, i64)> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(PathBuf::from(wal))
+        .ok()
+        .filter(|w| w.size() > 0)
+        .map(|w| (w.size(), w.mtime() * 1_000_000_000 + w.mtime_nsec()))
 }
 
 /// What scanning one file in one location found.
@@ -88,7 +109,13 @@ pub fn cache_holds(entry: &CacheEntry, stat: &Stat) -> bool {
         .mtime_ns
         .max(stat.ctime_ns)
         .max(stat.side.map(|s| s.1).unwrap_or(i64::MIN));
-    entry.signature == stat.signature() && newest.saturating_add(RACY_NS) < entry.scanned_ns
+    let same = if entry.kind == Kind::Plain.as_str() {
+        // A plain file's entry vouches for the file alone.
+        entry.signature.starts_with(&stat.main_signature())
+    } else {
+        entry.signature == stat.signature()
+    };
+    same && newest.saturating_add(RACY_NS) < entry.scanned_ns
 }
 
 /// The cache entry to store for a version just read at `now_ns`.
@@ -143,7 +170,9 @@ fn request_download(_path: &Path) {}
 
 /// Scans one file: stat, cache, hash. Never fails: problems become `Skipped`.
 pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Found {
-    let (stat, meta) = match Stat::of(path) {
+    // The -wal is looked at only for what may be a database: one stat per plain file.
+    let maybe_database = cached.is_none_or(|e| e.kind != Kind::Plain.as_str());
+    let (mut stat, meta) = match Stat::of_kind(path, maybe_database) {
         Ok(Some(s)) => s,
         Ok(None) => {
             return evicted_reason(path)
@@ -166,7 +195,11 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Fou
     }
     if let Some(entry) = cached {
         if cache_holds(entry, &stat) {
-            let facts: Facts = serde_json::from_str(&entry.extra).unwrap_or_default();
+            let facts: Facts = if entry.extra == "{}" {
+                Facts::default()
+            } else {
+                serde_json::from_str(&entry.extra).unwrap_or_default()
+            };
             let content = Content {
                 hash: entry.hash.clone(),
                 kind: Kind::parse(&entry.kind),
@@ -179,6 +212,10 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Fou
                 hashed: false,
             };
         }
+    }
+    if !maybe_database {
+        // A plain file that changed may have become a database: look at its -wal too.
+        stat.side = wal_of(path);
     }
     let content = match kind::read_content(path, ctx) {
         Ok(c) => c,
@@ -193,7 +230,9 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Fou
             hashed: true,
         };
     }
-    match Stat::of(path) {
+    // Plain files carry no -wal part: their stat is the file's alone, everywhere.
+    stat.side = None;
+    match Stat::of_kind(path, false) {
         Ok(Some((after, _))) if after == stat => Found::Present {
             stat,
             content,

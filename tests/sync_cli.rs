@@ -589,3 +589,22 @@ fn status_remembers_what_it_hashed() {
     assert_eq!(r["hashed"], 0, "{r:#}");
     assert_eq!(read(&w.path("cloud").join(RULES)), "two\n");
 }
+
+#[test]
+fn what_a_run_wrote_is_not_read_again_by_the_next() {
+    let w = World::new();
+    let a = cloud(&w, "a", "");
+    write_aged(&a.file(RULES), "one\n", 100);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let r = a.sync(&[], 0);
+    assert_eq!(r["hashed"], 1, "only the local edit is read: {r:#}");
+    let r = a.sync(&[], 0);
+    assert_eq!(
+        r["hashed"], 0,
+        "the copy in the cloud is known from writing it: {r:#}"
+    );
+    // And an edit of the written copy is still seen.
+    write_aged(&w.path("cloud").join(RULES), "two\n", 10);
+    a.sync(&[], 0);
+    assert_eq!(read(&a.file(RULES)), "two\n");
+}
