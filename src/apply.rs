@@ -142,6 +142,7 @@ pub fn copy_file(
     out.set_modified(mtime)
         .ctx("set modification time", &temp.path)?;
     drop(out);
+    crate::failpoint::hit("after_temp_write");
     install(temp, dest)
 }
 

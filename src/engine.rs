@@ -376,6 +376,11 @@ impl Engine {
                 sides,
                 propagate_deletes: self.config.propagate_deletes,
                 mergeable: all_databases && self.config.merge_mode_for(file) == MergeMode::Rows,
+                agreed_elsewhere: records.iter().any(|((f, loc), rec)| {
+                    f == file
+                        && !available.iter().any(|p| &p.loc.name == loc)
+                        && agreed.get(file).is_some_and(|a| a.version == *rec)
+                }),
             };
             let mut planned = plan::plan_file(&input, direction);
             let mut merged: Option<Merged> = None;
@@ -1115,6 +1120,17 @@ impl Engine {
         }
         let at = self.clock.now_local().naive_local();
         for action in group {
+            // The location's folder must still be there: a write would otherwise re-create
+            // it (a drive unplugged or a folder moved away during the run).
+            // Like an unavailable location, a warning; and its record is kept (its scan may
+            // have seen the files as absent because the folder was already gone).
+            if !place.loc.root.is_dir() {
+                let e = Error::Refused(format!(
+                    "{} disappeared during the run; nothing written there",
+                    place.loc.root.display()
+                ));
+                return Err(Box::new((reports, e, true)));
+            }
             if matches!(action, Action::Copy { .. } | Action::Delete { .. }) && !unchanged() {
                 return Err(Box::new((reports, moved(), true)));
             }

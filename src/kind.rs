@@ -274,9 +274,17 @@ fn install_database(
     {
         crate::failpoint::hit("after_temp_write");
         let live = dest_is_local && crate::sqlite::is_sqlite(dest)?;
-        if live {
+        let written_live = live && {
             crate::failpoint::hit("before_rename");
-            crate::sqlite::write_live(temp, dest, &ctx.sqlite)?;
+            match crate::sqlite::write_live(temp, dest, &ctx.sqlite) {
+                Ok(()) => true,
+                // A damaged local database cannot be written into: it was kept as a backup
+                // before this write, so it is replaced whole, like a remote copy.
+                Err(e) if crate::sqlite::is_corruption(&e) => false,
+                Err(e) => return Err(e),
+            }
+        };
+        if written_live {
             crate::failpoint::hit("after_rename");
             let f = std::fs::File::options()
                 .write(true)

@@ -67,6 +67,9 @@ pub struct FileInput {
     pub propagate_deletes: bool,
     /// Whether a conflict may be merged row by row (a database with `merge = "rows"`).
     pub mergeable: bool,
+    /// Whether a location unavailable this run was last recorded holding the agreed version
+    /// (so it may still be there, and nothing else is restored in its stead).
+    pub agreed_elsewhere: bool,
 }
 
 /// A step of propagation.
@@ -230,6 +233,29 @@ fn holder<'a>(input: &'a FileInput, value: &Recorded) -> Option<&'a Side> {
     })
 }
 
+/// The side holding the one healthy version present anywhere available, when there is
+/// exactly one such version (however many sides hold it).
+fn sole_present(input: &FileInput) -> Option<&Side> {
+    let mut found: Option<&Side> = None;
+    for side in &input.sides {
+        let v = match &side.observed {
+            Observed::Present(v) => v,
+            Observed::Absent => continue,
+            // An evicted or unreadable copy may be the agreed version: wait for it.
+            Observed::Skipped(_) => return None,
+        };
+        if v.corrupt.is_some() {
+            return None;
+        }
+        match found {
+            None => found = Some(side),
+            Some(f) if version(&f.observed).map(|x| &x.hash) == Some(&v.hash) => {}
+            Some(_) => return None,
+        }
+    }
+    found
+}
+
 fn healthy(c: &Changed<'_>) -> bool {
     version(&c.side.observed).is_none_or(|v| v.corrupt.is_none())
 }
@@ -347,9 +373,24 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
                     reason: "no healthy version anywhere".into(),
                     failure: true,
                 },
-                None => Decision::Stuck {
+                None if input.agreed_elsewhere => Decision::Stuck {
                     reason: "the agreed version is in no available location".into(),
                     failure: false,
+                },
+                None => match sole_present(input) {
+                    // The agreed version exists nowhere available (say it was an offline edit
+                    // that was then deleted) but every location that has the file agrees on
+                    // another one: missing copies are restored from it rather than never.
+                    Some(side) => propagate_or_in_sync(
+                        input,
+                        current(&side.observed).unwrap_or(Recorded::Absent),
+                        side,
+                        "the agreed version is in no available location; restored from the one version there is",
+                    ),
+                    None => Decision::Stuck {
+                        reason: "the agreed version is in no available location".into(),
+                        failure: false,
+                    },
                 },
             }
         }
@@ -1104,6 +1145,7 @@ mod tests {
                 sides: case.sides.iter().map(|s| side(s)).collect(),
                 propagate_deletes: case.deletes,
                 mergeable: case.mergeable,
+                agreed_elsewhere: false,
             };
             let plan = plan_file(&input, &case.direction);
             let got = outcome(&plan.decision);
@@ -1128,6 +1170,7 @@ mod tests {
                 .collect(),
             propagate_deletes: false,
             mergeable: false,
+            agreed_elsewhere: false,
         };
         let plan = plan_file(&input, &Direction::Sync(Manual));
         let Decision::Conflict { candidates, reason } = plan.decision else {
@@ -1149,6 +1192,7 @@ mod tests {
                 .collect(),
             propagate_deletes: false,
             mergeable: false,
+            agreed_elsewhere: false,
         };
         let plan = plan_file(&input, &Direction::Sync(Newest));
         assert_eq!(

@@ -251,8 +251,37 @@ pub fn scan_location(
 ) -> Vec<(String, Found)> {
     files
         .iter()
-        .map(|f| (f.clone(), scan_file(&root.join(f), cache.get(f), ctx)))
+        .map(|f| {
+            let found = match linked_folder(root, f) {
+                Some(link) => Found::Skipped(format!(
+                    "its folder {link} is a symbolic link; Metasync does not follow links"
+                )),
+                None => scan_file(&root.join(f), cache.get(f), ctx),
+            };
+            (f.clone(), found)
+        })
         .collect()
+}
+
+/// The first folder between `root` and the file `rel` that is a symbolic link, if any: the
+/// file would be read and written outside the location through it.
+fn linked_folder(root: &Path, rel: &str) -> Option<String> {
+    let mut dir = PathBuf::from(root);
+    let mut shown = String::new();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        dir.push(part);
+        if !shown.is_empty() {
+            shown.push('/');
+        }
+        shown.push_str(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => return Some(shown),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 #[cfg(test)]
