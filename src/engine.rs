@@ -337,6 +337,15 @@ impl Engine {
 
         let records = archive.records()?;
         let agreed = archive.agreed()?;
+        // Files whose agreed version an unavailable location was last seen holding.
+        let agreed_offline: HashSet<&str> = records
+            .iter()
+            .filter(|((f, loc), rec)| {
+                !available.iter().any(|p| &p.loc.name == loc)
+                    && agreed.get(f).is_some_and(|a| a.version == **rec)
+            })
+            .map(|((f, _), _)| f.as_str())
+            .collect();
         let old_conflicts: HashMap<String, ConflictReport> = archive
             .conflicts()?
             .into_iter()
@@ -376,11 +385,7 @@ impl Engine {
                 sides,
                 propagate_deletes: self.config.propagate_deletes,
                 mergeable: all_databases && self.config.merge_mode_for(file) == MergeMode::Rows,
-                agreed_elsewhere: records.iter().any(|((f, loc), rec)| {
-                    f == file
-                        && !available.iter().any(|p| &p.loc.name == loc)
-                        && agreed.get(file).is_some_and(|a| a.version == *rec)
-                }),
+                agreed_elsewhere: agreed_offline.contains(file.as_str()),
             };
             let mut planned = plan::plan_file(&input, direction);
             let mut merged: Option<Merged> = None;

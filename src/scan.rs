@@ -249,10 +249,23 @@ pub fn scan_location(
     cache: &HashMap<String, CacheEntry>,
     ctx: &ReadCtx,
 ) -> Vec<(String, Found)> {
+    // Files share folders: look at each folder's path once.
+    let mut folders: HashMap<&str, Option<String>> = HashMap::new();
     files
         .iter()
         .map(|f| {
-            let found = match linked_folder(root, f) {
+            let dir = f.rsplit_once('/').map_or("", |(d, _)| d);
+            let link = folders
+                .entry(dir)
+                .or_insert_with(|| {
+                    if dir.is_empty() {
+                        None
+                    } else {
+                        linked_folder(root, f)
+                    }
+                })
+                .clone();
+            let found = match link {
                 Some(link) => Found::Skipped(format!(
                     "its folder {link} is a symbolic link; Metasync does not follow links"
                 )),
