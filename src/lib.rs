@@ -21,6 +21,7 @@ pub mod ids;
 pub mod kind;
 pub mod location;
 pub mod lock;
+pub mod logging;
 pub mod merge;
 pub mod names;
 pub mod plan;

@@ -130,51 +130,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(
-    home: &std::path::Path,
-    verbose: bool,
-) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    use tracing_subscriber::prelude::*;
-    let dir = home.join(metasync::names::LOGS_DIR);
-    let file = std::fs::create_dir_all(&dir).ok().and_then(|_| {
-        tracing_appender::rolling::Builder::new()
-            .rotation(tracing_appender::rolling::Rotation::DAILY)
-            .filename_prefix("metasync")
-            .filename_suffix("log")
-            .max_log_files(14)
-            .build(&dir)
-            .ok()
-    });
-    let filter =
-        || tracing_subscriber::filter::Targets::new().with_target("metasync", tracing::Level::INFO);
-    let (file_layer, guard) = match file {
-        Some(appender) => {
-            let (writer, guard) = tracing_appender::non_blocking(appender);
-            (
-                Some(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(writer)
-                        .with_ansi(false)
-                        .with_target(false)
-                        .with_filter(filter()),
-                ),
-                Some(guard),
-            )
-        }
-        None => (None, None),
-    };
-    let stderr_layer = verbose.then(|| {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .without_time()
-            .with_target(false)
-            .with_filter(filter())
-    });
-    let _ = tracing_subscriber::registry()
-        .with(file_layer)
-        .with(stderr_layer)
-        .try_init();
-    guard
+fn init_logging(home: &std::path::Path, verbose: bool) -> metasync::logging::LogGuard {
+    metasync::logging::init(home, "metasync", &[], verbose)
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
