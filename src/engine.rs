@@ -544,7 +544,7 @@ impl Engine {
             // Carry out the actions, location by location.
             let mut written: HashSet<String> = HashSet::new();
             let mut untouched: HashSet<String> = HashSet::new();
-            if let Decision::Propagate { winner, source, .. } = &planned.decision {
+            if let Decision::Propagate { source, .. } = &planned.decision {
                 let source_found = match &merged {
                     Some(m) if source == MERGE_SOURCE => Some((m.path.clone(), &m.found)),
                     _ => self.root_of(source).and_then(|root| {
@@ -601,35 +601,12 @@ impl Engine {
                         }
                     }
                 }
-                if !dry_run {
-                    self.record_decided(
-                        file,
-                        winner,
-                        &input,
-                        &written,
-                        &untouched,
-                        &scans,
-                        merged.as_ref().map(|m| m.facts.clone()),
-                        agreed.get(file),
-                        &mut changes,
-                    );
-                    self.keep_base(
-                        file,
-                        winner,
-                        &input,
-                        &scans,
-                        merged.as_ref(),
-                        &run_dir.0,
-                        &mut warnings,
-                    );
-                    if let Some(m) = &merged {
-                        for rc in &m.row_conflicts {
-                            changes.row_conflicts.push(rc.clone());
-                        }
-                        row_conflicts_out.extend(m.row_conflicts.iter().cloned());
-                    }
-                }
-            } else if let (Decision::InSync(winner), false) = (&planned.decision, dry_run) {
+            }
+            let decided = match &planned.decision {
+                Decision::Propagate { winner, .. } | Decision::InSync(winner) => Some(winner),
+                _ => None,
+            };
+            if let (Some(winner), false) = (decided, dry_run) {
                 self.record_decided(
                     file,
                     winner,
@@ -637,7 +614,7 @@ impl Engine {
                     &written,
                     &untouched,
                     &scans,
-                    None,
+                    merged.as_ref().map(|m| m.facts.clone()),
                     agreed.get(file),
                     &mut changes,
                 );
@@ -646,10 +623,16 @@ impl Engine {
                     winner,
                     &input,
                     &scans,
-                    None,
+                    merged.as_ref(),
                     &run_dir.0,
                     &mut warnings,
                 );
+                if let Some(m) = &merged {
+                    changes
+                        .row_conflicts
+                        .extend(m.row_conflicts.iter().cloned());
+                    row_conflicts_out.extend(m.row_conflicts.iter().cloned());
+                }
             }
             // What retention after the run may take as known instead of reading it again.
             if !dry_run {

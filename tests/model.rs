@@ -27,6 +27,8 @@
 //! Reproduce one case: `METASYNC_MODEL_SEED=<seed> cargo test --test model one_seed -- --nocapture`.
 //! Soak: `METASYNC_SOAK_CASES=20000 METASYNC_SOAK_SEED=7 cargo test --release --test model soak -- --ignored --nocapture`.
 
+mod common;
+use common::Rng;
 use metasync::archive::{Archive, Recorded};
 use metasync::config::{ConfigSource, Retention};
 use metasync::{Clock, Config, Engine, Mode, RunOptions, Strategy};
@@ -38,24 +40,6 @@ use std::time::{Duration, SystemTime};
 const RULES: &str = "sorting-rules.yaml";
 const DB: &str = "metastore.db";
 const FILES: [&str; 2] = [RULES, DB];
-
-/// SplitMix64: small, fast, and the same on every platform.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
 
 /// A machine's clock, `skew` seconds off the real one.
 struct SkewClock(i64);
