@@ -805,6 +805,39 @@ mod tests {
         c.execute_batch(sql).unwrap();
     }
 
+    /// A base database and two sides copied from it: `local` edited by `sql_a` (older),
+    /// `icloud` by `sql_b` (newer).
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        base: PathBuf,
+        out: PathBuf,
+        sides: [MergeSide; 2],
+    }
+
+    fn fixture(base_sql: &str, sql_a: &str, sql_b: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        let (base, a, b, out) = (path("base.db"), path("a.db"), path("b.db"), path("out.db"));
+        db(&base, base_sql);
+        std::fs::copy(&base, &a).unwrap();
+        std::fs::copy(&base, &b).unwrap();
+        db(&a, sql_a);
+        db(&b, sql_b);
+        let side = |location: &str, local, mtime_ns, path| MergeSide {
+            location: location.into(),
+            local,
+            mtime_ns,
+            path,
+        };
+        let sides = [side("local", true, 1, a), side("icloud", false, 2, b)];
+        Fixture {
+            _dir: dir,
+            base,
+            out,
+            sides,
+        }
+    }
+
     const SCHEMA: &str = "CREATE TABLE entities(id INTEGER PRIMARY KEY, name TEXT);
         CREATE TABLE conversations(id INTEGER PRIMARY KEY, title TEXT);
         INSERT INTO entities VALUES (1,'one'),(2,'two'),(3,'three');
@@ -904,37 +937,14 @@ mod tests {
 
     #[test]
     fn merge_refuses_broken_foreign_keys() {
-        let d = tempfile::tempdir().unwrap();
-        let (base, a, b, out) = (
-            d.path().join("base.db"),
-            d.path().join("a.db"),
-            d.path().join("b.db"),
-            d.path().join("out.db"),
-        );
-        db(
-            &base,
+        let f = fixture(
             "CREATE TABLE entities(id INTEGER PRIMARY KEY, name TEXT);
              CREATE TABLE relations(id INTEGER PRIMARY KEY, src INTEGER REFERENCES entities(id));
              INSERT INTO entities VALUES (1,'one'),(2,'two');",
+            "DELETE FROM entities WHERE id=2;",
+            "INSERT INTO relations VALUES (1, 2);",
         );
-        std::fs::copy(&base, &a).unwrap();
-        std::fs::copy(&base, &b).unwrap();
-        db(&a, "DELETE FROM entities WHERE id=2;");
-        db(&b, "INSERT INTO relations VALUES (1, 2);");
-        let sides = [
-            MergeSide {
-                location: "local".into(),
-                local: true,
-                mtime_ns: 1,
-                path: a,
-            },
-            MergeSide {
-                location: "icloud".into(),
-                local: false,
-                mtime_ns: 2,
-                path: b,
-            },
-        ];
+        let (base, out, sides) = (f.base.clone(), f.out.clone(), f.sides.clone());
         match merge_files(&base, &sides, Strategy::Newest, &out).unwrap() {
             MergeOutcome::Fallback(why) => assert!(why.contains("foreign keys"), "{why}"),
             other => panic!("{other:?}"),
@@ -943,38 +953,15 @@ mod tests {
 
     #[test]
     fn external_content_full_text_index_is_rebuilt_not_diffed() {
-        let d = tempfile::tempdir().unwrap();
-        let (base, a, b, out) = (
-            d.path().join("base.db"),
-            d.path().join("a.db"),
-            d.path().join("b.db"),
-            d.path().join("out.db"),
-        );
-        db(
-            &base,
+        let f = fixture(
             "CREATE TABLE entities(id INTEGER PRIMARY KEY, name TEXT);
              CREATE VIRTUAL TABLE entities_fts USING fts5(name, content='entities', content_rowid='id');
              INSERT INTO entities VALUES (1,'alpha'),(2,'beta');
              INSERT INTO entities_fts(entities_fts) VALUES('rebuild');",
+            "UPDATE entities SET name='gamma' WHERE id=1; INSERT INTO entities_fts(entities_fts) VALUES('rebuild');",
+            "UPDATE entities SET name='delta' WHERE id=2; INSERT INTO entities_fts(entities_fts) VALUES('rebuild');",
         );
-        std::fs::copy(&base, &a).unwrap();
-        std::fs::copy(&base, &b).unwrap();
-        db(&a, "UPDATE entities SET name='gamma' WHERE id=1; INSERT INTO entities_fts(entities_fts) VALUES('rebuild');");
-        db(&b, "UPDATE entities SET name='delta' WHERE id=2; INSERT INTO entities_fts(entities_fts) VALUES('rebuild');");
-        let sides = [
-            MergeSide {
-                location: "local".into(),
-                local: true,
-                mtime_ns: 1,
-                path: a,
-            },
-            MergeSide {
-                location: "icloud".into(),
-                local: false,
-                mtime_ns: 2,
-                path: b,
-            },
-        ];
+        let (base, out, sides) = (f.base.clone(), f.out.clone(), f.sides.clone());
         match merge_files(&base, &sides, Strategy::Manual, &out).unwrap() {
             MergeOutcome::Merged { row_conflicts, .. } => {
                 assert!(row_conflicts.is_empty(), "{row_conflicts:?}")
@@ -1003,44 +990,15 @@ mod tests {
 
     #[test]
     fn composite_and_text_keys_are_diffed_too() {
-        let d = tempfile::tempdir().unwrap();
-        let (base, a, b, out) = (
-            d.path().join("base.db"),
-            d.path().join("a.db"),
-            d.path().join("b.db"),
-            d.path().join("out.db"),
-        );
-        db(
-            &base,
+        let f = fixture(
             "CREATE TABLE links(src INTEGER, dst INTEGER, kind TEXT, PRIMARY KEY(src, dst));
              CREATE TABLE tags(name TEXT PRIMARY KEY, color TEXT) WITHOUT ROWID;
              INSERT INTO links VALUES (1,2,'x'),(2,3,'y');
              INSERT INTO tags VALUES ('red','#f00'),('blue','#00f');",
-        );
-        std::fs::copy(&base, &a).unwrap();
-        std::fs::copy(&base, &b).unwrap();
-        db(
-            &a,
             "UPDATE links SET kind='X' WHERE src=1 AND dst=2; DELETE FROM tags WHERE name='blue';",
-        );
-        db(
-            &b,
             "INSERT INTO links VALUES (3,4,'z'); UPDATE tags SET color='#e00' WHERE name='red';",
         );
-        let sides = [
-            MergeSide {
-                location: "local".into(),
-                local: true,
-                mtime_ns: 1,
-                path: a,
-            },
-            MergeSide {
-                location: "icloud".into(),
-                local: false,
-                mtime_ns: 2,
-                path: b,
-            },
-        ];
+        let (base, out, sides) = (f.base.clone(), f.out.clone(), f.sides.clone());
         match merge_files(&base, &sides, Strategy::Manual, &out).unwrap() {
             MergeOutcome::Merged { rows_changed, .. } => assert_eq!(rows_changed, 4),
             other => panic!("{other:?}"),
