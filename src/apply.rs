@@ -180,26 +180,32 @@ pub fn delete_to_backup(path: &Path, at: NaiveDateTime) -> Result<PathBuf> {
 /// Removes temp files left by crashed runs in `dir`: this machine's (no run of ours is live
 /// while we hold the lock) and other machines' older than an hour.
 pub fn clean_stale_temps(dir: &Path, machine: &str) -> Vec<PathBuf> {
-    let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return removed;
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| remove_if_stale(p, machine))
+        .collect()
+}
+
+/// Removes `path` when it is a temp file of an interrupted write: this machine's (no run of
+/// ours is going on: the caller holds the lock), or another machine's untouched for an hour.
+pub fn remove_if_stale(path: &Path, machine: &str) -> bool {
+    let Some(owner) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(names::temp_machine)
+    else {
+        return false;
     };
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(owner) = name.to_str().and_then(names::temp_machine) else {
-            continue;
-        };
-        let stale = owner == machine
-            || entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t < hour_ago);
-        if stale && std::fs::remove_file(entry.path()).is_ok() {
-            removed.push(entry.path());
-        }
-    }
-    removed
+    let stale = owner == machine
+        || std::fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < hour_ago);
+    stale && std::fs::remove_file(path).is_ok()
 }
 
 /// The kind-appropriate backup method for overwriting a file of `kind` in a location.

@@ -53,8 +53,8 @@ pub struct CacheEntry {
     pub scanned_ns: i64,
     /// The version hash.
     pub hash: String,
-    /// `plain` or `sqlite`.
-    pub kind: String,
+    /// What kind of file it was.
+    pub kind: crate::kind::Kind,
     /// Kind-specific facts as JSON (database counts and integrity).
     pub extra: String,
 }
@@ -141,19 +141,22 @@ impl Archive {
             .map_err(|e| self.err("write archive meta", e))
     }
 
-    /// Every (file, location) → recorded version.
-    pub fn records(&self) -> Result<HashMap<(String, String), Recorded>> {
+    /// Every file → (location, recorded version) for each location it is recorded in.
+    pub fn records(&self) -> Result<HashMap<String, Vec<(String, Recorded)>>> {
         let mut stmt = self
             .conn
             .prepare("SELECT file, location, hash FROM records")
             .map_err(|e| self.err("read records", e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(((r.get(0)?, r.get(1)?), Recorded::from_column(r.get(2)?)))
-            })
-            .map_err(|e| self.err("read records", e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.err("read records", e))
+        let mut rows = stmt.query([]).map_err(|e| self.err("read records", e))?;
+        let mut out: HashMap<String, Vec<(String, Recorded)>> = HashMap::new();
+        while let Some(r) = rows.next().map_err(|e| self.err("read records", e))? {
+            let read = || -> rusqlite::Result<(String, String, Recorded)> {
+                Ok((r.get(0)?, r.get(1)?, Recorded::from_column(r.get(2)?)))
+            };
+            let (file, location, rec) = read().map_err(|e| self.err("read records", e))?;
+            out.entry(file).or_default().push((location, rec));
+        }
+        Ok(out)
     }
 
     /// Every file this archive knows (recorded anywhere or agreed).
@@ -199,20 +202,42 @@ impl Archive {
             .map_err(|e| self.err("read scan cache", e))?;
         let rows = stmt
             .query_map([location], |r| {
+                // Most entries are plain files without facts: no string is made for those.
+                let extra = r.get_ref(5)?.as_str()?;
                 Ok((
                     r.get::<_, String>(0)?,
                     CacheEntry {
                         signature: r.get(1)?,
                         scanned_ns: r.get(2)?,
                         hash: r.get(3)?,
-                        kind: r.get(4)?,
-                        extra: r.get(5)?,
+                        kind: crate::kind::Kind::parse(r.get_ref(4)?.as_str()?),
+                        extra: if extra == "{}" {
+                            String::new()
+                        } else {
+                            extra.to_string()
+                        },
                     },
                 ))
             })
             .map_err(|e| self.err("read scan cache", e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err("read scan cache", e))
+    }
+
+    /// A second, read-only connection to the same archive, for reading on another thread
+    /// while this one is busy (the archive is in WAL mode: readers never wait for it).
+    pub fn reader(&self) -> Result<Archive> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| self.err("open archive for reading", e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| self.err("open archive for reading", e))?;
+        Ok(Archive {
+            conn,
+            path: self.path.clone(),
+        })
     }
 
     /// Known location ids (from their markers).
@@ -340,7 +365,7 @@ impl Archive {
                 Some(e) => exec(&tx,
                     "INSERT OR REPLACE INTO scan_cache(location, file, signature, scanned_ns, hash, kind, extra)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![location, file, e.signature, e.scanned_ns, e.hash, e.kind, e.extra],
+                    params![location, file, e.signature, e.scanned_ns, e.hash, e.kind.as_str(), e.extra],
                 ),
                 None => exec(&tx, "DELETE FROM scan_cache WHERE location = ?1 AND file = ?2", params![location, file]),
             }

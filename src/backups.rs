@@ -1,7 +1,7 @@
 //! Backups as a lifecycle: listing with stable ids, restoring safely (only real backups inside
 //! a configured location), and retention after every sync and on `prune`.
 
-use crate::archive::{Archive, Changes};
+use crate::archive::{Archive, CacheEntry, Changes};
 use crate::engine::{ns_to_rfc3339, Engine, Place};
 use crate::error::{Error, Result};
 use crate::location::Availability;
@@ -336,13 +336,36 @@ impl Engine {
     }
 }
 
-/// What a sync run already knows when retention runs right after it: its files, and the
-/// version of each (location, file) with the stat that version had (as scanned, or just
-/// written). Retention then re-reads only what changed since, instead of every file.
-#[derive(Debug, Default)]
-pub(crate) struct RunVersions {
-    pub(crate) files: BTreeSet<String>,
-    pub(crate) current: HashMap<(String, String), (scan::Stat, String)>,
+/// What a sync run already knows when retention runs right after it: its files, what its
+/// scan found (stat and version of each file in each location), what it wrote, its scan
+/// caches, and which folders can hold backups (the ones its listing saw backups in, and the
+/// ones it wrote into). Retention then reads only those folders, and re-reads only files
+/// that changed since.
+pub(crate) struct RunVersions<'a> {
+    pub(crate) files: &'a [String],
+    pub(crate) scans: &'a crate::engine::Scans,
+    pub(crate) caches: &'a [HashMap<String, CacheEntry>],
+    /// (location, file) → stat and version just written there.
+    pub(crate) written: HashMap<(String, String), (scan::Stat, String)>,
+    pub(crate) backup_folders: BTreeSet<PathBuf>,
+}
+
+impl RunVersions<'_> {
+    /// The version `file` had in `location` as this run left it, with the stat it had then.
+    fn current(&self, location: &str, file: &str) -> Option<(&scan::Stat, &str)> {
+        if let Some((stat, hash)) = self.written.get(&(location.to_string(), file.to_string())) {
+            return Some((stat, hash));
+        }
+        match self.scans.get(file, location) {
+            Some(Found::Present { stat, content, .. }) => Some((stat, &content.hash)),
+            _ => None,
+        }
+    }
+
+    fn cache(&self, location: &str) -> Option<&HashMap<String, CacheEntry>> {
+        let i = self.scans.location_index(location)?;
+        self.caches.get(i)
+    }
 }
 
 /// Retention after a sync (the caller holds the lock).
@@ -360,10 +383,38 @@ fn prune_places(
     dry_run: bool,
     known: Option<&RunVersions>,
 ) -> Result<PruneReport> {
-    let mut archive = Archive::open(engine.home())?;
-    let files = match known {
-        Some(k) => k.files.clone(),
-        None => engine.file_set(places.iter().copied(), Some(&archive))?,
+    let usable: Vec<&Place> = places
+        .iter()
+        .copied()
+        .filter(|p| matches!(p.availability, Availability::Available { .. }))
+        .collect();
+    // The `prune` command reads the archive itself; after a sync the run's knowledge serves.
+    let own: Option<(Vec<String>, HashMap<String, HashMap<String, CacheEntry>>)> = match known {
+        Some(_) => None,
+        None => {
+            let archive = Archive::open(engine.home())?;
+            let files = engine
+                .file_set(usable.iter().copied(), Some(&archive))?
+                .into_iter()
+                .collect();
+            let mut caches = HashMap::new();
+            for p in &usable {
+                caches.insert(p.loc.name.clone(), archive.cache(&p.loc.name)?);
+            }
+            Some((files, caches))
+        }
+    };
+    let files: &[String] = match (&own, known) {
+        (Some((f, _)), _) => f,
+        (None, Some(k)) => k.files,
+        (None, None) => &[],
+    };
+    let cache_of = |loc: &str| -> Option<&HashMap<String, CacheEntry>> {
+        match (&own, known) {
+            (Some((_, c)), _) => c.get(loc),
+            (None, Some(k)) => k.cache(loc),
+            (None, None) => None,
+        }
     };
     let policy = &engine.config().backups;
     let ctx = engine.read_ctx();
@@ -374,15 +425,24 @@ fn prune_places(
         dry_run,
     };
     let scan_time = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-    let usable: Vec<&Place> = places
-        .iter()
-        .copied()
-        .filter(|p| matches!(p.availability, Availability::Available { .. }))
-        .collect();
 
     let mut per_place: Vec<(&Place, String, Vec<OnDisk>)> = Vec::new();
     for p in &usable {
-        for (f, list) in backups_by_file(p, files.iter()) {
+        let lists = match known {
+            // Only the folders that can hold backups are read.
+            Some(k) if k.backup_folders.is_empty() => Vec::new(),
+            Some(k) => backups_by_file(
+                p,
+                files.iter().filter(|f| {
+                    p.loc
+                        .path_of(f)
+                        .parent()
+                        .is_some_and(|d| k.backup_folders.contains(d))
+                }),
+            ),
+            None => backups_by_file(p, files.iter()),
+        };
+        for (f, list) in lists {
             per_place.push((p, f, list));
         }
     }
@@ -392,55 +452,56 @@ fn prune_places(
         .iter()
         .any(|(_, _, list)| list.len() > policy.keep_last);
     let mut elsewhere: HashSet<String> = HashSet::new();
-    let mut caches = HashMap::new();
-    for p in &usable {
-        let cache = archive.cache(&p.loc.name)?;
-        if needs_elsewhere {
-            for f in &files {
+    if needs_elsewhere {
+        for p in &usable {
+            let cache = cache_of(&p.loc.name);
+            for f in files {
                 let path = p.loc.path_of(f);
                 let vouched = known
-                    .and_then(|k| k.current.get(&(p.loc.name.clone(), f.clone())))
+                    .and_then(|k| k.current(&p.loc.name, f))
                     .filter(|(stat, _)| {
-                        matches!(scan::Stat::of(&path), Ok(Some((now, _))) if &now == stat)
+                        matches!(scan::Stat::of(&path), Ok(Some((now, _))) if &now == *stat)
                     })
-                    .map(|(_, hash)| hash.clone());
+                    .map(|(_, hash)| hash.to_string());
                 if let Some(hash) = vouched {
                     elsewhere.insert(hash);
                 } else if let Found::Present { content, .. } =
-                    scan::scan_file(&path, cache.get(f), &ctx)
+                    scan::scan_file(&path, cache.and_then(|c| c.get(f)), &ctx)
                 {
                     elsewhere.insert(content.hash);
                 }
             }
         }
-        caches.insert(p.loc.name.clone(), cache);
     }
     for (place, _file, list) in per_place {
         if list.len() <= policy.keep_last {
             report.kept += list.len();
             continue;
         }
-        let cache = &caches[&place.loc.name];
+        let cache = cache_of(&place.loc.name);
         let mut items = Vec::new();
         let mut by_id = HashMap::new();
         for b in &list {
-            let version =
-                match scan::scan_file(&place.loc.root.join(&b.rel), cache.get(&b.rel), &ctx) {
-                    Found::Present {
-                        stat,
-                        content,
-                        hashed,
-                    } => {
-                        if hashed {
-                            changes.cache.push((
-                                (place.loc.name.clone(), b.rel.clone()),
-                                Some(scan::cache_entry(&stat, &content, scan_time)),
-                            ));
-                        }
-                        Some(content.hash)
+            let version = match scan::scan_file(
+                &place.loc.root.join(&b.rel),
+                cache.and_then(|c| c.get(&b.rel)),
+                &ctx,
+            ) {
+                Found::Present {
+                    stat,
+                    content,
+                    hashed,
+                } => {
+                    if hashed {
+                        changes.cache.push((
+                            (place.loc.name.clone(), b.rel.clone()),
+                            Some(scan::cache_entry(&stat, &content, scan_time)),
+                        ));
                     }
-                    _ => None,
-                };
+                    Some(content.hash)
+                }
+                _ => None,
+            };
             items.push(BackupItem {
                 id: b.entry.id.clone(),
                 created: b.created,
@@ -477,7 +538,7 @@ fn prune_places(
     }
     if !changes.cache.is_empty() {
         changes.now = ns_to_rfc3339(scan_time);
-        archive.commit(&changes)?;
+        Archive::open(engine.home())?.commit(&changes)?;
     }
     report.deleted.sort_by(|a, b| a.created.cmp(&b.created));
     Ok(report)

@@ -9,7 +9,7 @@ use crate::location::{self, Availability, Location, NewId};
 use crate::plan::{self, Action, Decision, Direction, FileInput, Observed, Side};
 use crate::report::*;
 use crate::scan::{self, Found};
-use crate::select::Selector;
+use crate::select::{Listing, Selector};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,8 +120,28 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
-/// Everything scanned for one (file, location).
-type Scans = HashMap<(String, String), Found>;
+/// What this run's scan found for each file in each available location, looked up without
+/// building keys.
+pub(crate) struct Scans {
+    /// The run's files, sorted.
+    files: Vec<String>,
+    /// The available locations, in scan order.
+    locations: Vec<String>,
+    /// `found[location][file]`.
+    found: Vec<Vec<Found>>,
+}
+
+impl Scans {
+    pub(crate) fn location_index(&self, location: &str) -> Option<usize> {
+        self.locations.iter().position(|l| l == location)
+    }
+
+    pub(crate) fn get(&self, file: &str, location: &str) -> Option<&Found> {
+        let l = self.location_index(location)?;
+        let f = self.files.binary_search_by(|x| x.as_str().cmp(file)).ok()?;
+        self.found.get(l)?.get(f)
+    }
+}
 
 impl Engine {
     /// Opens the engine for `home` with the config at `config_path` (or the default one).
@@ -286,10 +306,47 @@ impl Engine {
             .filter(|p| p.availability.is_available())
             .collect();
 
-        let mut files: Vec<String> = self
-            .file_set(&places, Some(&archive))?
+        // Each location's folders are read once, all locations at the same time, while the
+        // archive's memory of them is loaded.
+        let (looked, known) = std::thread::scope(|s| {
+            let walks: Vec<_> = available
+                .iter()
+                .map(|p| {
+                    let reader = archive.reader();
+                    s.spawn(move || {
+                        let cache = reader.and_then(|r| r.cache(&p.loc.name));
+                        (self.selector.list(&p.loc.root), cache)
+                    })
+                })
+                .collect();
+            let known = (|| {
+                Ok((
+                    archive.known_files()?,
+                    archive.records()?,
+                    archive.agreed()?,
+                ))
+            })();
+            let looked: Vec<(Listing, Result<_>)> = walks
+                .into_iter()
+                .map(|w| w.join().expect("listing a location panicked"))
+                .collect();
+            (looked, known)
+        });
+        let (known_files, records, agreed): (Vec<String>, _, _) = known?;
+        let mut listings = Vec::new();
+        let mut caches = Vec::new();
+        for (listing, cache) in looked {
+            listings.push(listing);
+            caches.push(cache?);
+        }
+        let mut files: BTreeSet<String> = known_files
             .into_iter()
+            .filter(|f| self.selector.matches(f))
             .collect();
+        for l in &listings {
+            files.extend(l.files.iter().cloned());
+        }
+        let mut files: Vec<String> = files.into_iter().collect();
         if let Some(f) = only {
             files.retain(|x| x == f);
             if files.is_empty() {
@@ -298,28 +355,44 @@ impl Engine {
         }
 
         let mut changes = Changes::default();
-        let mut scans: Scans = HashMap::new();
         let scan_time = now_ns();
         let run_dir = RunScratch::create(&self.home)?;
         let mut ctx = self.read_ctx();
         ctx.keep_snapshots = Some(run_dir.0.clone());
+        // Every location is scanned at the same time: a stat per file, a read only where the
+        // scan cache cannot vouch for it.
+        let found: Vec<Vec<Found>> = std::thread::scope(|s| {
+            let scans: Vec<_> = available
+                .iter()
+                .zip(&caches)
+                .map(|(p, cache)| {
+                    let (files, ctx) = (&files, &ctx);
+                    s.spawn(move || scan::scan_location(&p.loc.root, files, cache, ctx))
+                })
+                .collect();
+            scans
+                .into_iter()
+                .map(|h| h.join().expect("scanning a location panicked"))
+                .collect()
+        });
         let mut hashed = 0u64;
-        for p in &available {
-            let cache = archive.cache(&p.loc.name)?;
-            for (file, found) in scan::scan_location(&p.loc.root, &files, &cache, &ctx) {
-                let key = (p.loc.name.clone(), file.clone());
-                match &found {
+        for ((p, cache), found) in available.iter().zip(&caches).zip(&found) {
+            for (file, found) in files.iter().zip(found) {
+                match found {
                     Found::Present {
                         stat,
                         content,
                         hashed: true,
                     } => {
                         hashed += 1;
-                        changes
-                            .cache
-                            .push((key, Some(scan::cache_entry(stat, content, scan_time))));
+                        changes.cache.push((
+                            (p.loc.name.clone(), file.clone()),
+                            Some(scan::cache_entry(stat, content, scan_time)),
+                        ));
                     }
-                    Found::Absent if cache.contains_key(&file) => changes.cache.push((key, None)),
+                    Found::Absent if cache.contains_key(file) => changes
+                        .cache
+                        .push(((p.loc.name.clone(), file.clone()), None)),
                     Found::Skipped(reason) => {
                         tracing::warn!(target: "metasync", "{file} in {}: skipped: {reason}", p.loc.name);
                         events(&Event::FileSkipped {
@@ -331,20 +404,25 @@ impl Engine {
                     }
                     _ => {}
                 }
-                scans.insert((file, p.loc.name.clone()), found);
             }
         }
+        let scans = Scans {
+            files,
+            locations: available.iter().map(|p| p.loc.name.clone()).collect(),
+            found,
+        };
+        let files = &scans.files;
 
-        let records = archive.records()?;
-        let agreed = archive.agreed()?;
         // Files whose agreed version an unavailable location was last seen holding.
         let agreed_offline: HashSet<&str> = records
             .iter()
-            .filter(|((f, loc), rec)| {
-                !available.iter().any(|p| &p.loc.name == loc)
-                    && agreed.get(f).is_some_and(|a| a.version == **rec)
+            .filter(|(f, recs)| {
+                recs.iter().any(|(loc, rec)| {
+                    !scans.locations.contains(loc)
+                        && agreed.get(*f).is_some_and(|a| a.version == *rec)
+                })
             })
-            .map(|((f, _), _)| f.as_str())
+            .map(|(f, _)| f.as_str())
             .collect();
         let old_conflicts: HashMap<String, ConflictReport> = archive
             .conflicts()?
@@ -356,29 +434,33 @@ impl Engine {
         let mut conflicts = Vec::new();
         let mut ready: HashSet<String> = HashSet::new();
         let mut written_count = 0u64;
-        let mut run_versions = crate::backups::RunVersions::default();
+        let mut written_versions = HashMap::new();
+        let mut backup_folders: BTreeSet<PathBuf> = listings
+            .iter()
+            .flat_map(|l| l.backup_folders.iter().cloned())
+            .collect();
         let mut row_conflicts_out = Vec::new();
 
-        for file in &files {
+        for (fi, file) in files.iter().enumerate() {
+            let recorded = records.get(file);
             let sides: Vec<Side> = available
                 .iter()
-                .map(|p| Side {
+                .enumerate()
+                .map(|(li, p)| Side {
                     location: p.loc.name.clone(),
                     local: p.loc.is_local(),
-                    observed: self.observed(
-                        &scans[&(file.clone(), p.loc.name.clone())],
-                        agreed.get(file),
-                    ),
-                    recorded: records.get(&(file.clone(), p.loc.name.clone())).cloned(),
+                    observed: self.observed(&scans.found[li][fi], agreed.get(file)),
+                    recorded: recorded.and_then(|r| {
+                        r.iter()
+                            .find(|(loc, _)| *loc == p.loc.name)
+                            .map(|(_, rec)| rec.clone())
+                    }),
                 })
                 .collect();
-            let all_databases =
-                available
-                    .iter()
-                    .all(|p| match &scans[&(file.clone(), p.loc.name.clone())] {
-                        Found::Present { content, .. } => content.kind == Kind::Sqlite,
-                        _ => true,
-                    });
+            let all_databases = (0..available.len()).all(|li| match &scans.found[li][fi] {
+                Found::Present { content, .. } => content.kind == Kind::Sqlite,
+                _ => true,
+            });
             let input = FileInput {
                 file: file.clone(),
                 agreed: agreed.get(file).map(|a| a.version.clone()),
@@ -543,15 +625,14 @@ impl Engine {
 
             // Carry out the actions, location by location.
             let mut written: HashSet<String> = HashSet::new();
+            let mut attempted: HashSet<String> = HashSet::new();
             let mut untouched: HashSet<String> = HashSet::new();
             if let Decision::Propagate { source, .. } = &planned.decision {
                 let source_found = match &merged {
                     Some(m) if source == MERGE_SOURCE => Some((m.path.clone(), &m.found)),
-                    _ => self.root_of(source).and_then(|root| {
-                        scans
-                            .get(&(file.clone(), source.clone()))
-                            .map(|f| (root.join(file), f))
-                    }),
+                    _ => self
+                        .root_of(source)
+                        .and_then(|root| scans.get(file, source).map(|f| (root.join(file), f))),
                 };
                 let mut i = 0;
                 while i < planned.actions.len() {
@@ -565,6 +646,7 @@ impl Engine {
                     i = j;
                     let place = available.iter().find(|p| p.loc.name == target).copied();
                     let Some(place) = place else { continue };
+                    attempted.insert(target.clone());
                     if dry_run {
                         for a in group {
                             let r = action_report(file, a, String::new(), false, None);
@@ -637,24 +719,18 @@ impl Engine {
             // What retention after the run may take as known instead of reading it again.
             if !dry_run {
                 for p in &available {
-                    let known = if written.contains(&p.loc.name) {
-                        winner_hash.as_ref().and_then(|h| {
-                            scan::Stat::of(&p.loc.path_of(file))
-                                .ok()
-                                .flatten()
-                                .map(|(stat, _)| (stat, h.clone()))
-                        })
-                    } else if let Some(Found::Present { stat, content, .. }) =
-                        scans.get(&(file.clone(), p.loc.name.clone()))
-                    {
-                        Some((stat.clone(), content.hash.clone()))
-                    } else {
-                        None
-                    };
-                    if let Some(k) = known {
-                        run_versions
-                            .current
-                            .insert((p.loc.name.clone(), file.clone()), k);
+                    if attempted.contains(&p.loc.name) {
+                        if let Some(dir) = p.loc.path_of(file).parent() {
+                            backup_folders.insert(dir.to_path_buf());
+                        }
+                    }
+                    if !written.contains(&p.loc.name) {
+                        continue;
+                    }
+                    let now = scan::Stat::of(&p.loc.path_of(file)).ok().flatten();
+                    if let (Some(h), Some((stat, _))) = (&winner_hash, now) {
+                        written_versions
+                            .insert((p.loc.name.clone(), file.clone()), (stat, h.clone()));
                     }
                 }
             }
@@ -700,7 +776,7 @@ impl Engine {
             }
         }
         if !dry_run {
-            self.clean_temps(&available, &files, &machine);
+            clean_temps(&listings, &machine);
         }
 
         let finished = self.clock.now();
@@ -745,7 +821,13 @@ impl Engine {
         crate::failpoint::hit("before_archive_commit");
         archive.commit(&changes)?;
         if !dry_run {
-            run_versions.files = files.iter().cloned().collect();
+            let run_versions = crate::backups::RunVersions {
+                files,
+                scans: &scans,
+                caches: &caches,
+                written: written_versions,
+                backup_folders,
+            };
             let known = only.is_none().then_some(&run_versions);
             if let Err(e) = crate::backups::prune_after_sync(self, &available, known) {
                 warnings.push(format!("backup retention: {e}"));
@@ -796,7 +878,7 @@ impl Engine {
     }
 
     pub(crate) fn candidate(&self, scans: &Scans, file: &str, loc: &str) -> Candidate {
-        match scans.get(&(file.to_string(), loc.to_string())) {
+        match scans.get(file, loc) {
             Some(Found::Present { stat, content, .. }) => Candidate {
                 location: loc.to_string(),
                 sha256: Some(content.hash.clone()),
@@ -842,9 +924,7 @@ impl Engine {
         let opts = crate::sqlite::SqliteOptions::from(&self.config.sqlite);
         let mut sides = Vec::new();
         for loc in candidates {
-            let Some(Found::Present { stat, content, .. }) =
-                scans.get(&(file.to_string(), loc.clone()))
-            else {
+            let Some(Found::Present { stat, content, .. }) = scans.get(file, loc) else {
                 return Err(format!("{loc}'s version cannot be read"));
             };
             let path = match &content.snapshot {
@@ -954,7 +1034,7 @@ impl Engine {
             crate::merge::drop_bases_except(&self.home, file, None);
             return;
         };
-        let found_db = |loc: &str| match scans.get(&(file.to_string(), loc.to_string())) {
+        let found_db = |loc: &str| match scans.get(file, loc) {
             Some(Found::Present { content, .. }) if content.kind == Kind::Sqlite => Some(content),
             _ => None,
         };
@@ -1069,7 +1149,7 @@ impl Engine {
     ) -> std::result::Result<Vec<ActionReport>, GroupFailure> {
         let mut reports = Vec::new();
         let dest = place.loc.path_of(file);
-        let scanned = scans.get(&(file.to_string(), place.loc.name.clone()));
+        let scanned = scans.get(file, &place.loc.name);
         // Guard: the target must still be what was scanned, or a fresh edit would be lost.
         // Checked before the backup and again right before the write (a backup of a large
         // database takes a while, and its program may commit meanwhile).
@@ -1238,7 +1318,6 @@ impl Engine {
     ) {
         let mut winner_facts = known_facts;
         for side in &input.sides {
-            let key = (file.to_string(), side.location.clone());
             if untouched.contains(&side.location) {
                 continue;
             }
@@ -1252,7 +1331,7 @@ impl Engine {
                 }
             };
             if let (Recorded::Present(h), Some(Found::Present { content, .. })) =
-                (winner, scans.get(&key))
+                (winner, scans.get(file, &side.location))
             {
                 if &content.hash == h {
                     winner_facts = Some(content.facts.clone());
@@ -1260,7 +1339,9 @@ impl Engine {
             }
             // Unchanged rows are not rewritten: a no-op run over 10,000 files stays cheap.
             if side.recorded.as_ref() != Some(&rec) {
-                changes.records.push((key, rec));
+                changes
+                    .records
+                    .push(((file.to_string(), side.location.clone()), rec));
             }
         }
         let facts = winner_facts.unwrap_or_default();
@@ -1271,20 +1352,6 @@ impl Engine {
         };
         if old_agreed != Some(&agreed) {
             changes.agreed.push((file.to_string(), agreed));
-        }
-    }
-
-    fn clean_temps(&self, available: &[&Place], files: &[String], machine: &str) {
-        for p in available {
-            let dirs: BTreeSet<PathBuf> = files
-                .iter()
-                .filter_map(|f| p.loc.path_of(f).parent().map(Path::to_path_buf))
-                .collect();
-            for dir in dirs {
-                for removed in crate::apply::clean_stale_temps(&dir, machine) {
-                    tracing::info!(target: "metasync", "removed stale temp file {}", removed.display());
-                }
-            }
         }
     }
 
@@ -1316,9 +1383,8 @@ impl Engine {
                     Some(a) => a.cache(&p.loc.name)?,
                     None => HashMap::new(),
                 };
-                for (file, found) in
-                    scan::scan_location(&p.loc.root, &files, &cache, &self.read_ctx())
-                {
+                let found = scan::scan_location(&p.loc.root, &files, &cache, &self.read_ctx());
+                for (file, found) in files.iter().zip(found) {
                     file_reports.push(file_report(&file, &found));
                     copies.extend(conflict_copies(&p.loc.path_of(&file)));
                     if let Found::Present {
@@ -1496,6 +1562,15 @@ impl RunScratch {
 impl Drop for RunScratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes the stale temp files the run's listing saw (interrupted writes).
+fn clean_temps(listings: &[Listing], machine: &str) {
+    for temp in listings.iter().flat_map(|l| &l.temps) {
+        if crate::apply::remove_if_stale(temp, machine) {
+            tracing::info!(target: "metasync", "removed stale temp file {}", temp.display());
+        }
     }
 }
 

@@ -109,7 +109,7 @@ pub fn cache_holds(entry: &CacheEntry, stat: &Stat) -> bool {
         .mtime_ns
         .max(stat.ctime_ns)
         .max(stat.side.map(|s| s.1).unwrap_or(i64::MIN));
-    let same = if entry.kind == Kind::Plain.as_str() {
+    let same = if entry.kind == Kind::Plain {
         // A plain file's entry vouches for the file alone.
         entry.signature.starts_with(&stat.main_signature())
     } else {
@@ -124,7 +124,7 @@ pub fn cache_entry(stat: &Stat, content: &Content, now_ns: i64) -> CacheEntry {
         signature: stat.signature(),
         scanned_ns: now_ns,
         hash: content.hash.clone(),
-        kind: content.kind.as_str().into(),
+        kind: content.kind,
         extra: serde_json::to_string(&content.facts).unwrap_or_default(),
     }
 }
@@ -171,7 +171,7 @@ fn request_download(_path: &Path) {}
 /// Scans one file: stat, cache, hash. Never fails: problems become `Skipped`.
 pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Found {
     // The -wal is looked at only for what may be a database: one stat per plain file.
-    let maybe_database = cached.is_none_or(|e| e.kind != Kind::Plain.as_str());
+    let maybe_database = cached.is_none_or(|e| e.kind != Kind::Plain);
     let (mut stat, meta) = match Stat::of_kind(path, maybe_database) {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -195,14 +195,14 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Fou
     }
     if let Some(entry) = cached {
         if cache_holds(entry, &stat) {
-            let facts: Facts = if entry.extra == "{}" {
+            let facts: Facts = if entry.extra.is_empty() || entry.extra == "{}" {
                 Facts::default()
             } else {
                 serde_json::from_str(&entry.extra).unwrap_or_default()
             };
             let content = Content {
                 hash: entry.hash.clone(),
-                kind: Kind::parse(&entry.kind),
+                kind: entry.kind,
                 facts,
                 snapshot: None,
             };
@@ -242,13 +242,13 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Fou
     }
 }
 
-/// Scans every file of one location.
+/// Scans every file of one location; what was found for `files[i]` is at `i`.
 pub fn scan_location(
     root: &Path,
     files: &[String],
     cache: &HashMap<String, CacheEntry>,
     ctx: &ReadCtx,
-) -> Vec<(String, Found)> {
+) -> Vec<Found> {
     // Files share folders: look at each folder's path once.
     let mut folders: HashMap<&str, Option<String>> = HashMap::new();
     files
@@ -271,7 +271,7 @@ pub fn scan_location(
                 )),
                 None => scan_file(&root.join(f), cache.get(f), ctx),
             };
-            (f.clone(), found)
+            found
         })
         .collect()
 }

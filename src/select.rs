@@ -4,7 +4,7 @@
 use crate::names;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Checks one pattern: relative, no `..`, valid glob syntax.
 pub fn check_pattern(pattern: &str) -> Result<(), String> {
@@ -80,14 +80,29 @@ impl Selector {
     /// The synced files present under `root` (regular files only; symlinks are not followed).
     /// Literal patterns cost one `stat` each; glob patterns walk the tree.
     pub fn find(&self, root: &Path) -> BTreeSet<String> {
-        let mut found = BTreeSet::new();
-        for l in &self.literals {
-            if is_eligible(l) && std::fs::symlink_metadata(root.join(l)).is_ok_and(|m| m.is_file())
-            {
-                found.insert(l.clone());
+        self.list(root).files.into_iter().collect()
+    }
+
+    /// One look at a location: the synced files (sorted), and the folders holding backups and
+    /// the temp files seen beside them. Each folder is read once; glob patterns walk the tree
+    /// (not following symbolic links), literal patterns read only their own folders.
+    pub fn list(&self, root: &Path) -> Listing {
+        let mut listing = Listing::default();
+        let note = |listing: &mut Listing, rel: &str, path: &Path, is_file: bool| {
+            let name = rel.rsplit('/').next().unwrap_or(rel);
+            if names::temp_machine(name).is_some() {
+                listing.temps.push(path.to_path_buf());
+            } else if is_file && names::is_backup_name(name) {
+                if let Some(dir) = path.parent() {
+                    if listing.backup_folders.last().map(PathBuf::as_path) != Some(dir) {
+                        listing.backup_folders.push(dir.to_path_buf());
+                    }
+                }
+            } else if is_file && self.matches(rel) {
+                listing.files.push(rel.to_string());
             }
-        }
-        if let Some(globs) = &self.globs {
+        };
+        if self.globs.is_some() {
             let walker = walkdir::WalkDir::new(root)
                 .follow_links(false)
                 .into_iter()
@@ -98,20 +113,65 @@ impl Selector {
                             && is_home_state_dir(e.file_name()))
                 });
             for entry in walker.flatten() {
-                if !entry.file_type().is_file() {
+                if entry.depth() == 0 || entry.file_type().is_dir() {
                     continue;
                 }
-                let Ok(rel) = entry.path().strip_prefix(root) else {
+                let Some(rel) = entry.path().strip_prefix(root).ok().and_then(Path::to_str) else {
                     continue;
                 };
-                let Some(rel) = rel.to_str() else { continue };
-                if is_eligible(rel) && globs.is_match(rel) {
-                    found.insert(rel.to_string());
+                note(&mut listing, rel, entry.path(), entry.file_type().is_file());
+            }
+            // A literal the walk cannot reach (under a linked folder) is still looked at.
+            for l in &self.literals {
+                if is_eligible(l)
+                    && !listing.files.contains(l)
+                    && std::fs::symlink_metadata(root.join(l)).is_ok_and(|m| m.is_file())
+                {
+                    listing.files.push(l.clone());
+                }
+            }
+        } else {
+            // Only the folders of the literal files: usually just the root.
+            let folders: BTreeSet<&str> = self
+                .literals
+                .iter()
+                .map(|l| l.rsplit_once('/').map_or("", |(d, _)| d))
+                .collect();
+            for folder in folders {
+                let dir = root.join(folder);
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let Some(name) = e.file_name().to_str().map(String::from) else {
+                        continue;
+                    };
+                    let rel = if folder.is_empty() {
+                        name
+                    } else {
+                        format!("{folder}/{name}")
+                    };
+                    let is_file = e.file_type().is_ok_and(|t| t.is_file());
+                    note(&mut listing, &rel, &e.path(), is_file);
                 }
             }
         }
-        found
+        listing.files.sort_unstable();
+        listing.backup_folders.sort_unstable();
+        listing.backup_folders.dedup();
+        listing
     }
+}
+
+/// What one look at a location's folders found (see [`Selector::list`]).
+#[derive(Debug, Default, Clone)]
+pub struct Listing {
+    /// The synced files present, relative to the root, sorted.
+    pub files: Vec<String>,
+    /// The folders (absolute) holding at least one backup when they were read.
+    pub backup_folders: Vec<PathBuf>,
+    /// Temp files (absolute) left by interrupted writes, any owner.
+    pub temps: Vec<PathBuf>,
 }
 
 fn is_home_state_dir(name: &std::ffi::OsStr) -> bool {
@@ -193,5 +253,50 @@ mod tests {
         let s = sel(&["*.yaml", "sub/**/*.yaml", "metastore.db"]);
         let got: Vec<_> = s.find(d.path()).into_iter().collect();
         assert_eq!(got, vec!["a.yaml", "sub/b.yaml", "sub/deeper/c.yaml"]);
+    }
+
+    fn listing_tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let stamp = chrono::NaiveDate::from_ymd_opt(2026, 12, 1)
+            .unwrap()
+            .and_hms_opt(9, 30, 0)
+            .unwrap();
+        std::fs::create_dir_all(d.path().join("notes/deep")).unwrap();
+        std::fs::create_dir_all(d.path().join(names::STATE_DIR)).unwrap();
+        for f in [
+            "metastore.db".to_string(),
+            "notes/a.md".to_string(),
+            "notes/deep/b.md".to_string(),
+            format!("notes/{}", names::backup_name("a.md", stamp, 0)),
+            format!("notes/deep/{}", names::temp_name("b.md", "m1", "x1")),
+            names::temp_name("metastore.db", "m2", "x2"),
+            format!("{}/state.db", names::STATE_DIR),
+        ] {
+            std::fs::write(d.path().join(f), "x").unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn one_listing_finds_files_backup_folders_and_temps() {
+        let d = listing_tree();
+        let l = sel(&["**/*"]).list(d.path());
+        assert_eq!(l.files, vec!["metastore.db", "notes/a.md", "notes/deep/b.md"]);
+        assert_eq!(l.backup_folders, vec![d.path().join("notes")]);
+        let mut temps = l.temps.clone();
+        temps.sort();
+        assert_eq!(temps.len(), 2, "{temps:?}");
+        assert!(temps.iter().any(|t| t.starts_with(d.path().join("notes/deep"))));
+    }
+
+    #[test]
+    fn literal_patterns_list_only_their_own_folders() {
+        let d = listing_tree();
+        let l = sel(&["metastore.db", "notes/a.md", "missing.yaml"]).list(d.path());
+        assert_eq!(l.files, vec!["metastore.db", "notes/a.md"]);
+        assert_eq!(l.backup_folders, vec![d.path().join("notes")]);
+        // The root's temp is seen; notes/deep is not a folder of any literal.
+        assert_eq!(l.temps.len(), 1, "{:?}", l.temps);
+        assert_eq!(sel(&["metastore.db"]).find(d.path()).len(), 1);
     }
 }
