@@ -368,6 +368,9 @@ impl RunVersions<'_> {
     }
 }
 
+/// Scan caches by location.
+type Caches = HashMap<String, HashMap<String, CacheEntry>>;
+
 /// Retention after a sync (the caller holds the lock).
 pub(crate) fn prune_after_sync(
     engine: &Engine,
@@ -389,7 +392,7 @@ fn prune_places(
         .filter(|p| matches!(p.availability, Availability::Available { .. }))
         .collect();
     // The `prune` command reads the archive itself; after a sync the run's knowledge serves.
-    let own: Option<(Vec<String>, HashMap<String, HashMap<String, CacheEntry>>)> = match known {
+    let own: Option<(Vec<String>, Caches)> = match known {
         Some(_) => None,
         None => {
             let archive = Archive::open(engine.home())?;

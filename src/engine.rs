@@ -1385,8 +1385,8 @@ impl Engine {
                 };
                 let found = scan::scan_location(&p.loc.root, &files, &cache, &self.read_ctx());
                 for (file, found) in files.iter().zip(found) {
-                    file_reports.push(file_report(&file, &found));
-                    copies.extend(conflict_copies(&p.loc.path_of(&file)));
+                    file_reports.push(file_report(file, &found));
+                    copies.extend(conflict_copies(&p.loc.path_of(file)));
                     if let Found::Present {
                         stat,
                         content,
