@@ -281,12 +281,17 @@ mod tests {
     fn one_listing_finds_files_backup_folders_and_temps() {
         let d = listing_tree();
         let l = sel(&["**/*"]).list(d.path());
-        assert_eq!(l.files, vec!["metastore.db", "notes/a.md", "notes/deep/b.md"]);
+        assert_eq!(
+            l.files,
+            vec!["metastore.db", "notes/a.md", "notes/deep/b.md"]
+        );
         assert_eq!(l.backup_folders, vec![d.path().join("notes")]);
         let mut temps = l.temps.clone();
         temps.sort();
         assert_eq!(temps.len(), 2, "{temps:?}");
-        assert!(temps.iter().any(|t| t.starts_with(d.path().join("notes/deep"))));
+        assert!(temps
+            .iter()
+            .any(|t| t.starts_with(d.path().join("notes/deep"))));
     }
 
     #[test]

@@ -282,7 +282,10 @@ impl Sim {
                 continue;
             };
             let records = a.records().expect("records");
-            for ((file, loc), rec) in records {
+            for (file, loc, rec) in records
+                .into_iter()
+                .flat_map(|(f, recs)| recs.into_iter().map(move |(l, r)| (f.clone(), l, r)))
+            {
                 if let Recorded::Present(h) = rec {
                     let key = (file.clone(), h.clone());
                     if !all.contains(&key) && !self.user_destroyed.contains(&key) {
@@ -319,7 +322,10 @@ impl Sim {
                     .get(&(self.label_of(m, &l.name), fo.file.clone()))
                     .cloned()
                     .flatten();
-                let rec = records.get(&(fo.file.clone(), l.name.clone()));
+                let rec = records
+                    .get(&fo.file)
+                    .and_then(|r| r.iter().find(|(loc, _)| *loc == l.name))
+                    .map(|(_, rec)| rec);
                 let ok = match (rec, &on_disk) {
                     (Some(Recorded::Present(h)), Some(d)) => h == d,
                     (Some(Recorded::Absent), None) | (None, None) => true,
