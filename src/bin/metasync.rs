@@ -5,11 +5,6 @@ use metasync::{Config, Engine, Error, Event, Mode, RunOptions, Strategy};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-// A run over a large tree builds and frees a few hundred thousand small strings and map
-// entries; mimalloc does that at a fraction of glibc malloc's cost (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "metasync",
