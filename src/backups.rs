@@ -1,7 +1,7 @@
 //! Backups as a lifecycle: listing with stable ids, restoring safely (only real backups inside
 //! a configured location), and retention after every sync and on `prune`.
 
-use crate::archive::{Archive, CacheEntry, Changes};
+use crate::archive::{Archive, CacheEntry, Changes, FileMap};
 use crate::engine::{ns_to_rfc3339, Engine, Place};
 use crate::error::{Error, Result};
 use crate::location::Availability;
@@ -344,7 +344,7 @@ impl Engine {
 pub(crate) struct RunVersions<'a> {
     pub(crate) files: &'a [String],
     pub(crate) scans: &'a crate::engine::Scans,
-    pub(crate) caches: &'a [HashMap<String, CacheEntry>],
+    pub(crate) caches: &'a [FileMap<CacheEntry>],
     /// (location, file) → stat and version just written there.
     pub(crate) written: HashMap<(String, String), (scan::Stat, String)>,
     pub(crate) backup_folders: BTreeSet<PathBuf>,
@@ -362,14 +362,14 @@ impl RunVersions<'_> {
         }
     }
 
-    fn cache(&self, location: &str) -> Option<&HashMap<String, CacheEntry>> {
+    fn cache(&self, location: &str) -> Option<&FileMap<CacheEntry>> {
         let i = self.scans.location_index(location)?;
         self.caches.get(i)
     }
 }
 
 /// Scan caches by location.
-type Caches = HashMap<String, HashMap<String, CacheEntry>>;
+type Caches = HashMap<String, FileMap<CacheEntry>>;
 
 /// Retention after a sync (the caller holds the lock).
 pub(crate) fn prune_after_sync(
@@ -412,7 +412,7 @@ fn prune_places(
         (None, Some(k)) => k.files,
         (None, None) => &[],
     };
-    let cache_of = |loc: &str| -> Option<&HashMap<String, CacheEntry>> {
+    let cache_of = |loc: &str| -> Option<&FileMap<CacheEntry>> {
         match (&own, known) {
             (Some((_, c)), _) => c.get(loc),
             (None, Some(k)) => k.cache(loc),

@@ -319,32 +319,36 @@ impl Engine {
                     })
                 })
                 .collect();
-            let known = (|| {
-                Ok((
-                    archive.known_files()?,
-                    archive.records()?,
-                    archive.agreed()?,
-                ))
-            })();
+            let known = (|| Ok((archive.records()?, archive.agreed()?)))();
             let looked: Vec<(Listing, Result<_>)> = walks
                 .into_iter()
                 .map(|w| w.join().expect("listing a location panicked"))
                 .collect();
             (looked, known)
         });
-        let (known_files, records, agreed): (Vec<String>, _, _) = known?;
+        let (records, agreed) = known?;
         let mut listings = Vec::new();
         let mut caches = Vec::new();
         for (listing, cache) in looked {
             listings.push(listing);
             caches.push(cache?);
         }
-        let mut files: BTreeSet<String> = known_files
-            .into_iter()
+        // The files the archive knows (recorded anywhere or agreed), and what the listings found.
+        let mut files: BTreeSet<String> = agreed
+            .keys()
+            .chain(records.keys().filter(|f| !agreed.contains_key(*f)))
             .filter(|f| self.selector.matches(f))
+            .cloned()
             .collect();
         for l in &listings {
-            files.extend(l.files.iter().cloned());
+            // Mostly files the archive knows already: only new ones are copied in.
+            let new: Vec<String> = l
+                .files
+                .iter()
+                .filter(|f| !files.contains(*f))
+                .cloned()
+                .collect();
+            files.extend(new);
         }
         let mut files: Vec<String> = files.into_iter().collect();
         if let Some(f) = only {
@@ -1381,7 +1385,7 @@ impl Engine {
             if p.availability.is_available() {
                 let cache = match &archive {
                     Some(a) => a.cache(&p.loc.name)?,
-                    None => HashMap::new(),
+                    None => Default::default(),
                 };
                 let found = scan::scan_location(&p.loc.root, &files, &cache, &self.read_ctx());
                 for (file, found) in files.iter().zip(found) {

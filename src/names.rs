@@ -39,7 +39,7 @@ pub struct BackupName {
 
 /// Parses `<file>.backup-YYYYMMDD-HHMMSS[-N]`; `None` for anything else.
 pub fn parse_backup_name(name: &str) -> Option<BackupName> {
-    let idx = name.rfind(BACKUP_INFIX)?;
+    let idx = rfind_short(name, BACKUP_INFIX)?;
     let (file_name, rest) = (&name[..idx], &name[idx + BACKUP_INFIX.len()..]);
     if file_name.is_empty() || rest.len() < 15 {
         return None;
@@ -66,6 +66,14 @@ pub fn parse_backup_name(name: &str) -> Option<BackupName> {
     })
 }
 
+/// `hay.rfind(needle)` for the short names here, without setting up a substring searcher
+/// (asked for every file of every scan).
+fn rfind_short(hay: &str, needle: &str) -> Option<usize> {
+    hay.as_bytes()
+        .windows(needle.len())
+        .rposition(|w| w == needle.as_bytes())
+}
+
 /// Whether a file name is one of Metasync's backups.
 pub fn is_backup_name(name: &str) -> bool {
     parse_backup_name(name).is_some()
@@ -79,7 +87,7 @@ pub fn temp_name(file_name: &str, machine: &str, unique: &str) -> String {
 /// For a temp file's name: the machine id that made it, or `None` when not a temp name.
 pub fn temp_machine(name: &str) -> Option<&str> {
     let rest = name.strip_prefix('.')?;
-    let idx = rest.rfind(TEMP_INFIX)?;
+    let idx = rfind_short(rest, TEMP_INFIX)?;
     let tail = &rest[idx + TEMP_INFIX.len()..];
     tail.split_once('-').map(|(m, _)| m)
 }

@@ -246,7 +246,7 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Fou
 pub fn scan_location(
     root: &Path,
     files: &[String],
-    cache: &HashMap<String, CacheEntry>,
+    cache: &crate::archive::FileMap<CacheEntry>,
     ctx: &ReadCtx,
 ) -> Vec<Found> {
     // Files share folders: look at each folder's path once.
