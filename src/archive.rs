@@ -544,3 +544,93 @@ pub struct Changes {
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tables as Metasync made them before schema version 1.
+    const OLD_SCHEMA: &str = "
+        CREATE TABLE records(file TEXT NOT NULL, location TEXT NOT NULL, hash TEXT,
+            PRIMARY KEY(file, location));
+        CREATE TABLE scan_cache(location TEXT NOT NULL, file TEXT NOT NULL,
+            signature TEXT NOT NULL, scanned_ns INTEGER NOT NULL, hash TEXT NOT NULL,
+            kind TEXT NOT NULL, extra TEXT NOT NULL, PRIMARY KEY(location, file));
+        CREATE TABLE agreed(file TEXT PRIMARY KEY, hash TEXT, entities INTEGER,
+            conversations INTEGER, updated TEXT NOT NULL);
+        INSERT INTO records VALUES ('a.yaml', 'local', 'h1'), ('a.yaml', 'icloud', NULL);
+        INSERT INTO scan_cache VALUES ('local', 'a.yaml', '1:2:3:4:-', 5, 'h1', 'plain', '{}'),
+            ('icloud', 'db', '9:9:9:9:-', 6, 'h2', 'sqlite', '{\"entities\":3}');
+        INSERT INTO agreed VALUES ('a.yaml', 'h1', NULL, NULL, 'now');
+    ";
+
+    fn old_archive() -> tempfile::TempDir {
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join(crate::names::STATE_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = Connection::open(dir.join("state.db")).unwrap();
+        c.execute_batch(OLD_SCHEMA).unwrap();
+        home
+    }
+
+    #[test]
+    fn an_old_archive_is_upgraded_with_every_row_kept() {
+        let home = old_archive();
+        let a = Archive::open(home.path()).unwrap();
+        let version: i64 = a
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        for table in ["records", "scan_cache"] {
+            let sql: String = a
+                .conn
+                .query_row(
+                    "SELECT sql FROM sqlite_schema WHERE name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(sql.ends_with("WITHOUT ROWID"), "{table}: {sql}");
+        }
+        let records = a.records().unwrap();
+        let mut got = records["a.yaml"].clone();
+        got.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            got,
+            vec![
+                ("icloud".to_string(), Recorded::Absent),
+                ("local".to_string(), Recorded::Present("h1".into())),
+            ]
+        );
+        let local = a.cache("local").unwrap();
+        assert_eq!(local["a.yaml"].hash, "h1");
+        assert_eq!(local["a.yaml"].kind, crate::kind::Kind::Plain);
+        assert_eq!(
+            local["a.yaml"].extra, "",
+            "no facts string for a plain file"
+        );
+        let icloud = a.cache("icloud").unwrap();
+        assert_eq!(icloud["db"].kind, crate::kind::Kind::Sqlite);
+        assert_eq!(icloud["db"].extra, "{\"entities\":3}");
+        assert_eq!(
+            a.agreed().unwrap()["a.yaml"].version,
+            Recorded::Present("h1".into())
+        );
+        drop(a);
+        // Opening again changes nothing.
+        let again = Archive::open(home.path()).unwrap();
+        assert_eq!(again.records().unwrap().len(), 1);
+        assert_eq!(again.cache("local").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_reader_sees_what_the_writer_committed() {
+        let home = tempfile::tempdir().unwrap();
+        let a = Archive::open(home.path()).unwrap();
+        let id = a.machine_id().unwrap();
+        let r = a.reader().unwrap();
+        assert_eq!(r.meta("machine_id").unwrap(), Some(id));
+        assert!(r.set_meta("x", "y").is_err(), "a reader cannot write");
+    }
+}
