@@ -445,8 +445,39 @@ impl Engine {
             .collect();
         let mut row_conflicts_out = Vec::new();
 
+        let full_plans = matches!(direction, Direction::Keep(_));
         for (fi, file) in files.iter().enumerate() {
             let recorded = records.get(file);
+            // The common case first: a plain file every location holds as agreed and as
+            // recorded (plan::settled; databases are always planned in full, for their base).
+            let recorded_at = |loc: &str| {
+                recorded.and_then(|r| r.iter().find(|(l, _)| l == loc).map(|(_, rec)| rec))
+            };
+            let agreed_version = agreed.get(file).map(|a| &a.version);
+            if !full_plans
+                && !old_conflicts.contains_key(file)
+                && plan::settled(
+                    agreed_version,
+                    available.iter().enumerate().map(|(li, p)| {
+                        let held = match &scans.found[li][fi] {
+                            Found::Present { content, .. } if content.kind == Kind::Plain => {
+                                Some(content.hash.as_str())
+                            }
+                            _ => None,
+                        };
+                        (held, recorded_at(&p.loc.name))
+                    }),
+                )
+            {
+                outcomes.push(FileOutcome {
+                    file: file.clone(),
+                    outcome: "in_sync".into(),
+                    winner: None,
+                    sha256: agreed_version.and_then(|v| v.hash().map(String::from)),
+                    reason: "every location holds it".into(),
+                });
+                continue;
+            }
             let sides: Vec<Side> = available
                 .iter()
                 .enumerate()

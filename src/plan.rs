@@ -188,6 +188,33 @@ pub fn plan_file(input: &FileInput, direction: &Direction) -> FilePlan {
     }
 }
 
+/// The common case, recognised without building a [`FileInput`]: every available location
+/// holds the agreed version, healthy and not held back, and is recorded as holding it.
+/// `sides` gives, per location, the hash it holds when that is so (`None` otherwise) and its
+/// record. [`plan_file`] decides `InSync` with no action for such a file in a sync, push or
+/// pull (checked against every case of the reconciliation table); a resolve
+/// ([`Direction::Keep`]) is always planned in full.
+pub fn settled<'a>(
+    agreed: Option<&Recorded>,
+    sides: impl IntoIterator<Item = (Option<&'a str>, Option<&'a Recorded>)>,
+) -> bool {
+    let Some(Recorded::Present(h)) = agreed else {
+        return false;
+    };
+    let mut any = false;
+    for (held, recorded) in sides {
+        let recorded_h = match recorded {
+            Some(Recorded::Present(r)) => Some(r.as_str()),
+            _ => None,
+        };
+        if held != Some(h.as_str()) || recorded_h != Some(h.as_str()) {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 /// A changed version: its value and the first location (in order) holding it.
 struct Changed<'a> {
     value: Recorded,
@@ -1157,6 +1184,81 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn settled_files_are_exactly_in_sync_without_actions() {
+        let directions = [
+            sync(Newest),
+            sync(Manual),
+            Direction::Push,
+            Direction::Pull(Newest),
+        ];
+        let mut settled_seen = 0;
+        for case in cases() {
+            let sides: Vec<Side> = case.sides.iter().map(|s| side(s)).collect();
+            let agreed = rec(case.agreed);
+            let held = |s: &Side| match &s.observed {
+                Observed::Present(v) if v.corrupt.is_none() && v.hold.is_none() => {
+                    Some(v.hash.clone())
+                }
+                _ => None,
+            };
+            let helds: Vec<Option<String>> = sides.iter().map(held).collect();
+            let is_settled = settled(
+                agreed.as_ref(),
+                helds
+                    .iter()
+                    .zip(&sides)
+                    .map(|(h, s)| (h.as_deref(), s.recorded.as_ref())),
+            );
+            if !is_settled {
+                continue;
+            }
+            settled_seen += 1;
+            for direction in &directions {
+                for deletes in [false, true] {
+                    let input = FileInput {
+                        file: "f".into(),
+                        agreed: agreed.clone(),
+                        sides: sides.clone(),
+                        propagate_deletes: deletes,
+                        mergeable: case.mergeable,
+                        agreed_elsewhere: false,
+                    };
+                    let plan = plan_file(&input, direction);
+                    assert!(
+                        matches!(plan.decision, Decision::InSync(_))
+                            && plan.actions.is_empty()
+                            && plan.refused.is_empty(),
+                        "{}: settled, but {direction:?} plans {:?} {:?}",
+                        case.name,
+                        plan.decision,
+                        plan.actions
+                    );
+                }
+            }
+        }
+        assert!(settled_seen > 0, "no table case is settled");
+        // Not settled: a location recorded differently, holding another version, or none.
+        let a = Recorded::Present("a".into());
+        let b = Recorded::Present("b".into());
+        assert!(!settled(Some(&a), [(Some("a"), Some(&b))]));
+        assert!(!settled(
+            Some(&a),
+            [(Some("a"), Some(&a)), (Some("b"), Some(&a))]
+        ));
+        assert!(!settled(Some(&a), [(None, Some(&a))]));
+        assert!(!settled(
+            Some(&Recorded::Absent),
+            [(None, Some(&Recorded::Absent))]
+        ));
+        assert!(!settled(None, [(Some("a"), Some(&a))]));
+        assert!(!settled(Some(&a), []));
+        assert!(settled(
+            Some(&a),
+            [(Some("a"), Some(&a)), (Some("a"), Some(&a))]
+        ));
     }
 
     #[test]
