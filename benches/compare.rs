@@ -12,7 +12,11 @@
 //! 256 MiB); `BENCH_RUNS` (default 9; the 1M database uses `BENCH_RUNS_LARGE`, default 5);
 //! `BENCH_DIR` (work folder; default a fresh temp dir, removed at the end);
 //! `BENCH_OUT` (default `BENCHMARKS.md` at the repository root); `BENCH_ONLY` (comma list of
-//! workload names: db92, db10k, db1m, tree10k, hash, ref, daemon).
+//! workload names: db92, db10k, db1m, tree10k, hash, ref, daemon, app). `app`: the tray app
+//! `target/release/metasync-app` under `xvfb-run` (skipped, with a line in the report, when
+//! the binary or xvfb-run is missing); `BENCH_APP_SETTLE` (default 15 s after its first
+//! sync) and `BENCH_APP_SECS` (default 20 s of sampling); screenshots go to
+//! `tests/artifacts/bench-app-{tray,panel}.png`.
 //!
 //! Not a test: run as a test target (no `--bench` argument) it does nothing.
 
@@ -391,7 +395,11 @@ fn make_tree_seed(dir: &Path) {
             let mut text = String::with_capacity(len + 16);
             while text.len() < len {
                 text.push_str(WORDS[(rng.next() % WORDS.len() as u64) as usize]);
-                text.push(if rng.next() % 12 == 0 { '\n' } else { ' ' });
+                text.push(if rng.next().is_multiple_of(12) {
+                    '\n'
+                } else {
+                    ' '
+                });
             }
             std::fs::write(sub.join(format!("f{f:03}.txt")), text).unwrap();
         }
@@ -797,6 +805,402 @@ fn history_len(state: &Path) -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------
+// Idle app: the real tray app under Xvfb, its whole process tree
+
+/// The release build of the tray app (`cargo build --release -p metasync-app`).
+fn app_bin() -> PathBuf {
+    metasync_bin().with_file_name("metasync-app")
+}
+
+/// One process of the app's tree over the sampling window.
+struct ProcRow {
+    pid: u32,
+    name: String,
+    /// `None` when the process appeared during the window.
+    cpu_percent: Option<f64>,
+    rss_kb: u64,
+    hwm_kb: u64,
+    pss_kb: Option<u64>,
+}
+
+/// One idle measurement of the app: tray only, or after the panel was opened.
+struct AppRun {
+    label: &'static str,
+    command: String,
+    seconds: f64,
+    rows: Vec<ProcRow>,
+    note: String,
+    screenshot: Option<PathBuf>,
+    error: Option<String>,
+}
+
+struct AppResult {
+    /// Why nothing was measured (no app binary, no xvfb-run).
+    skipped: Option<String>,
+    runs: Vec<AppRun>,
+    webkit: String,
+}
+
+/// The parent pid from `/proc/<pid>/stat` (the field after the state, after `)`).
+fn proc_ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every live descendant of `root` (children first found through each process's ppid).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut by_parent: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(ppid) = proc_ppid(pid) {
+                by_parent.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for &c in by_parent.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The program's name: argv[0]'s last component (`comm` is cut at 15 characters).
+fn proc_name(pid: u32) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or(&[]);
+    let name = String::from_utf8_lossy(argv0);
+    match name.rsplit('/').next().filter(|n| !n.is_empty()) {
+        Some(n) => n.to_string(),
+        None => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// Proportional set size: each shared page divided among the processes that map it.
+fn proc_pss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("Pss:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// One variable of a process's environment (to reach its display for the screenshot).
+fn proc_env(pid: u32, key: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|&b| b == 0).find_map(|kv| {
+        let kv = String::from_utf8_lossy(kv);
+        kv.strip_prefix(key)
+            .and_then(|r| r.strip_prefix('='))
+            .map(str::to_string)
+    })
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Starts the app under `xvfb-run` + `dbus-run-session` (with `trayer` as the tray host when
+/// it is installed) on a fresh home with two locations, waits for its first sync and
+/// `settle_secs` more, then samples its process tree for `sample_secs`.
+fn idle_app(
+    seed: &Path,
+    root: &Path,
+    panel: bool,
+    settle_secs: u64,
+    sample_secs: u64,
+    shot: &Path,
+) -> AppRun {
+    let label = if panel {
+        "panel opened (`--panel`)"
+    } else {
+        "tray only (panel never opened)"
+    };
+    let _ = std::fs::remove_dir_all(root);
+    let (home, user) = (root.join("home"), root.join("user"));
+    std::fs::create_dir_all(root).unwrap();
+    sh(&["cp", "-a", &path_str(seed), &path_str(&home)]);
+    for d in [&user, &root.join("b"), &root.join("c")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let config = home.join("metasync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interval_secs = 300\nfiles = [\"metastore.db\", \"sorting-rules.yaml\"]\n\n\
+             [[locations]]\nname = \"b\"\npath = {:?}\n\n[[locations]]\nname = \"c\"\npath = {:?}\n",
+            path_str(&root.join("b")),
+            path_str(&root.join("c"))
+        ),
+    )
+    .unwrap();
+    let tray_host = if have("trayer") {
+        "trayer --edge bottom --align right --widthtype pixel --width 120 --heighttype pixel \
+         --height 32 --transparent false --tint 0xdddddd >/dev/null 2>&1 & sleep 1; "
+    } else {
+        ""
+    };
+    let inner = format!("{tray_host}exec dbus-run-session -- \"$@\"");
+    let mut argv: Vec<String> = vec![
+        "xvfb-run".into(),
+        "-a".into(),
+        "-s".into(),
+        "-screen 0 1280x800x24".into(),
+        "sh".into(),
+        "-c".into(),
+        inner,
+        "sh".into(),
+        path_str(&app_bin()),
+    ];
+    if panel {
+        argv.push("--panel".into());
+    }
+    let envs = [
+        ("HOME", path_str(&user)),
+        ("METASYNC_HOME", path_str(&home)),
+        ("METASYNC_CONFIG", path_str(&config)),
+        ("NO_AT_BRIDGE", "1".into()),
+    ];
+    let command = format!(
+        "{} {}",
+        envs.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        shell_line(&argv)
+    );
+    let mut run = AppRun {
+        label,
+        command,
+        seconds: 0.0,
+        rows: Vec::new(),
+        note: String::new(),
+        screenshot: None,
+        error: None,
+    };
+    let log = std::fs::File::create(root.join("app.log")).unwrap();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    for (k, v) in &envs {
+        cmd.env(k, v);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            run.error = Some(format!("cannot start xvfb-run: {e}"));
+            return run;
+        }
+    };
+    let top = child.id();
+    let t0 = Instant::now();
+    let measured = measure_app(&mut run, top, &home, settle_secs, sample_secs, shot);
+    if let Err(e) = measured {
+        let log = std::fs::read_to_string(root.join("app.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        run.error = Some(format!(
+            "{e} ({:.0} s after start; log: {})",
+            t0.elapsed().as_secs_f64(),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    // Stop: TERM the app (dbus-run-session and xvfb-run then end), then whatever of the
+    // tree xvfb-run started is left (trayer, Xvfb).
+    let tree = descendants(top);
+    let app = tree.iter().copied().find(|&p| is_app(p));
+    if let Some(p) = app {
+        signal(p, "TERM");
+    }
+    let t = Instant::now();
+    while child.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for p in tree.iter().rev().copied().filter(|&p| alive(p)) {
+        signal(p, "TERM");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    run
+}
+
+fn is_app(pid: u32) -> bool {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let want = std::fs::canonicalize(app_bin()).ok();
+    exe.is_some() && exe == want
+}
+
+fn measure_app(
+    run: &mut AppRun,
+    top: u32,
+    home: &Path,
+    settle_secs: u64,
+    sample_secs: u64,
+    shot: &Path,
+) -> Result<(), String> {
+    let t0 = Instant::now();
+    let app = loop {
+        if let Some(p) = descendants(top).into_iter().find(|&p| is_app(p)) {
+            break p;
+        }
+        if t0.elapsed() > Duration::from_secs(30) || !alive(top) {
+            return Err("the app process did not appear".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let state = home.join(".metasync").join("state.db");
+    while history_len(&state) == 0 {
+        if t0.elapsed() > Duration::from_secs(120) || !alive(app) {
+            return Err("no first sync within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first_run = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(settle_secs));
+    let clk_tck: f64 = sh(&["getconf", "CLK_TCK"]).trim().parse().unwrap_or(100.0);
+    let tree = |app: u32| {
+        let mut v = vec![app];
+        v.extend(descendants(app));
+        v
+    };
+    let ticks0: BTreeMap<u32, u64> = tree(app)
+        .into_iter()
+        .filter_map(|p| Some((p, proc_ticks(p)?)))
+        .collect();
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(sample_secs));
+    let seconds = t.elapsed().as_secs_f64();
+    let pids = tree(app);
+    for &pid in &pids {
+        let Some(ticks1) = proc_ticks(pid) else {
+            continue;
+        };
+        run.rows.push(ProcRow {
+            pid,
+            name: proc_name(pid),
+            cpu_percent: ticks0
+                .get(&pid)
+                .map(|&t0| ticks1.saturating_sub(t0) as f64 / clk_tck / seconds * 100.0),
+            rss_kb: proc_status_kb(pid, "VmRSS:"),
+            hwm_kb: proc_status_kb(pid, "VmHWM:"),
+            pss_kb: proc_pss_kb(pid),
+        });
+    }
+    let gone = ticks0.keys().filter(|p| !pids.contains(p)).count();
+    run.seconds = seconds;
+    run.note = format!(
+        "first sync recorded {first_run:.1} s after start, then {settle_secs} s of settling{}",
+        if gone > 0 {
+            format!("; {gone} process(es) of the tree ended during the window")
+        } else {
+            String::new()
+        }
+    );
+    // The screen, to check that it really ran (after sampling, so it does not disturb it).
+    if let Some(display) = proc_env(app, "DISPLAY") {
+        if let Some(dir) = shot.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut imp = Command::new("import");
+        imp.arg("-display")
+            .arg(&display)
+            .arg("-window")
+            .arg("root")
+            .arg(shot)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(xauth) = proc_env(app, "XAUTHORITY") {
+            imp.env("XAUTHORITY", xauth);
+        }
+        if imp.status().is_ok_and(|s| s.success()) {
+            run.screenshot = Some(shot.to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// Both measurements, or why there are none.
+fn idle_app_all(seed: &Path, work: &Path, settle_secs: u64, sample_secs: u64) -> AppResult {
+    let webkit = sh_ok(&[
+        "dpkg-query",
+        "-W",
+        "-f",
+        "${Version}",
+        "libwebkit2gtk-4.1-0",
+    ])
+    .trim()
+    .to_string();
+    let mut result = AppResult {
+        skipped: None,
+        runs: Vec::new(),
+        webkit,
+    };
+    let missing: Vec<&str> = ["xvfb-run", "dbus-run-session"]
+        .into_iter()
+        .filter(|c| !have(c))
+        .collect();
+    if !app_bin().exists() {
+        result.skipped = Some(format!(
+            "`{}` is missing: build it with `cargo build --release --locked -p metasync-app` \
+             (`scripts/bench` does when `xvfb-run` is installed)",
+            app_bin().display()
+        ));
+    } else if !missing.is_empty() {
+        result.skipped = Some(format!(
+            "`{}` not installed (`scripts/deps` installs it)",
+            missing.join("`, `")
+        ));
+    }
+    if result.skipped.is_some() {
+        return result;
+    }
+    let shots = Path::new(MANIFEST_DIR).join("tests").join("artifacts");
+    for (panel, name) in [(false, "tray"), (true, "panel")] {
+        eprintln!("idle app: {name}");
+        result.runs.push(idle_app(
+            seed,
+            &work.join("pairs").join(format!("app-{name}")),
+            panel,
+            settle_secs,
+            sample_secs,
+            &shots.join(format!("bench-app-{name}.png")),
+        ));
+    }
+    result
+}
+
+// ---------------------------------------------------------------------------------------
 // Machine facts
 
 fn machine_facts() -> Vec<(String, String)> {
@@ -866,12 +1270,18 @@ fn machine_facts() -> Vec<(String, String)> {
 // ---------------------------------------------------------------------------------------
 // Report
 
+/// The report's single-measurement sections (each absent when its workload was not run).
+struct Extras<'a> {
+    hash: Option<&'a HashResult>,
+    daemon: Option<&'a DaemonResult>,
+    app: Option<&'a AppResult>,
+}
+
 fn write_report(
     facts: &[(String, String)],
     workloads: &[WorkloadResult],
     refs: &[(String, Vec<RefOp>)],
-    hash: Option<&HashResult>,
-    daemon: Option<&DaemonResult>,
+    extras: Extras<'_>,
     runs: usize,
     full: bool,
     total: Duration,
@@ -1059,6 +1469,7 @@ fn write_report(
             let _ = writeln!(w);
         }
     }
+    let Extras { hash, daemon, app } = extras;
     if let Some(h) = hash {
         let _ = writeln!(
             w,
@@ -1107,6 +1518,78 @@ fn write_report(
             d.rss_kb_end as f64 / 1024.0,
             d.hwm_kb as f64 / 1024.0
         );
+    }
+    if let Some(a) = app {
+        let _ = writeln!(w, "## Idle app (the tray app's whole process tree)\n");
+        if let Some(why) = &a.skipped {
+            let _ = writeln!(w, "Skipped: {why}.\n");
+        } else {
+            let _ = writeln!(
+                w,
+                "The release app `{}` (WebKitGTK {}) under Xvfb with a private session bus, \
+                 `trayer` as the tray host when installed, a fresh home (the 92-entity database \
+                 + `sorting-rules.yaml`) and two locations in temp folders. After its own first \
+                 sync and some settling, every process of its tree (the app and its \
+                 descendants, found through `/proc/*/stat` ppid) is sampled: CPU from \
+                 utime+stime in `/proc/<pid>/stat`; `VmRSS`/`VmHWM` from `/proc/<pid>/status`; \
+                 PSS from `/proc/<pid>/smaps_rollup`. The processes share libraries (GTK, \
+                 WebKit), so the RSS sum counts them more than once; the PSS sum divides each \
+                 shared page among its users and is the fairer total. The panel window exists \
+                 (hidden) from start in both cases: its web process is loaded either way.\n",
+                path_str(&app_bin()),
+                if a.webkit.is_empty() {
+                    "?"
+                } else {
+                    a.webkit.as_str()
+                }
+            );
+            let mb = |kb: u64| format!("{:.1}", kb as f64 / 1024.0);
+            for r in &a.runs {
+                let _ = writeln!(w, "### {}\n\n`{}`\n", r.label, r.command);
+                if let Some(e) = &r.error {
+                    let _ = writeln!(w, "Not measured: {e}.\n");
+                    continue;
+                }
+                let _ = writeln!(
+                    w,
+                    "{}; sampled over {:.1} s. Screenshot: {}.\n",
+                    r.note,
+                    r.seconds,
+                    r.screenshot
+                        .as_ref()
+                        .map(|p| format!("`{}`", p.display()))
+                        .unwrap_or_else(|| "none".into())
+                );
+                let _ = writeln!(
+                    w,
+                    "| process | CPU while idle | VmRSS MB | PSS MB | VmHWM MB |\n|---|---|---|---|---|"
+                );
+                for p in &r.rows {
+                    let _ = writeln!(
+                        w,
+                        "| {} (pid {}) | {} | {} | {} | {} |",
+                        p.name,
+                        p.pid,
+                        p.cpu_percent
+                            .map(|c| format!("{c:.2}%"))
+                            .unwrap_or_else(|| "(started during the window)".into()),
+                        mb(p.rss_kb),
+                        p.pss_kb.map(mb).unwrap_or_else(|| "—".into()),
+                        mb(p.hwm_kb)
+                    );
+                }
+                let cpu: f64 = r.rows.iter().filter_map(|p| p.cpu_percent).sum();
+                let rss: u64 = r.rows.iter().map(|p| p.rss_kb).sum();
+                let pss: u64 = r.rows.iter().filter_map(|p| p.pss_kb).sum();
+                let _ = writeln!(
+                    w,
+                    "| **whole app ({} processes)** | **{cpu:.2}%** | **{}** (sum, overcounts shared pages) | **{}** | |\n",
+                    r.rows.len(),
+                    mb(rss),
+                    mb(pss)
+                );
+            }
+        }
     }
     md
 }
@@ -1253,12 +1736,28 @@ fn main() {
         None
     };
 
+    let app = want("app").then(|| {
+        let seed = work.join("seeds").join("db-daemon");
+        if !seed.exists() {
+            make_db_seed(&seed, 92);
+        }
+        idle_app_all(
+            &seed,
+            &work,
+            env_usize("BENCH_APP_SETTLE", 15) as u64,
+            env_usize("BENCH_APP_SECS", 20) as u64,
+        )
+    });
+
     let md = write_report(
         &facts,
         &workloads,
         &refs,
-        hash.as_ref(),
-        daemon.as_ref(),
+        Extras {
+            hash: hash.as_ref(),
+            daemon: daemon.as_ref(),
+            app: app.as_ref(),
+        },
         runs,
         full,
         started.elapsed(),
