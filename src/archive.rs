@@ -212,18 +212,35 @@ impl Archive {
 
     /// Every file → (location, recorded version) for each location it is recorded in.
     pub fn records(&self) -> Result<FileMap<Vec<(String, Recorded)>>> {
+        // In key order, a file's rows come together: each file is hashed into the map once.
         let mut stmt = self
             .conn
-            .prepare("SELECT file, location, hash FROM records")
+            .prepare("SELECT file, location, hash FROM records ORDER BY file, location")
             .map_err(|e| self.err("read records", e))?;
         let mut rows = stmt.query([]).map_err(|e| self.err("read records", e))?;
         let mut out: FileMap<Vec<(String, Recorded)>> = FileMap::default();
+        let mut current: Option<(String, Vec<(String, Recorded)>)> = None;
         while let Some(r) = rows.next().map_err(|e| self.err("read records", e))? {
-            let read = || -> rusqlite::Result<(String, String, Recorded)> {
-                Ok((r.get(0)?, r.get(1)?, Recorded::from_column(r.get(2)?)))
+            let read = || -> rusqlite::Result<(&str, String, Recorded)> {
+                Ok((
+                    r.get_ref(0)?.as_str()?,
+                    r.get(1)?,
+                    Recorded::from_column(r.get(2)?),
+                ))
             };
             let (file, location, rec) = read().map_err(|e| self.err("read records", e))?;
-            out.entry(file).or_default().push((location, rec));
+            match &mut current {
+                Some((f, list)) if f == file => list.push((location, rec)),
+                _ => {
+                    if let Some((f, list)) = current.take() {
+                        out.insert(f, list);
+                    }
+                    current = Some((file.to_string(), vec![(location, rec)]));
+                }
+            }
+        }
+        if let Some((f, list)) = current {
+            out.insert(f, list);
         }
         Ok(out)
     }

@@ -4,6 +4,7 @@
 use crate::names;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Checks one pattern: relative, no `..`, valid glob syntax.
@@ -112,11 +113,21 @@ impl Selector {
                             && e.depth() == 1
                             && is_home_state_dir(e.file_name()))
                 });
+            // Every entry's path starts with `root` and a separator: cut it off as bytes
+            // (Path::strip_prefix compares component by component, per entry).
+            let cut =
+                root.as_os_str().len() + usize::from(!root.as_os_str().as_bytes().ends_with(b"/"));
             for entry in walker.flatten() {
                 if entry.depth() == 0 || entry.file_type().is_dir() {
                     continue;
                 }
-                let Some(rel) = entry.path().strip_prefix(root).ok().and_then(Path::to_str) else {
+                let Some(rel) = entry
+                    .path()
+                    .as_os_str()
+                    .as_bytes()
+                    .get(cut..)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                else {
                     continue;
                 };
                 note(&mut listing, rel, entry.path(), entry.file_type().is_file());
@@ -156,7 +167,6 @@ impl Selector {
                 }
             }
         }
-        listing.files.sort_unstable();
         listing.backup_folders.sort_unstable();
         listing.backup_folders.dedup();
         listing
@@ -166,7 +176,7 @@ impl Selector {
 /// What one look at a location's folders found (see [`Selector::list`]).
 #[derive(Debug, Default, Clone)]
 pub struct Listing {
-    /// The synced files present, relative to the root, sorted.
+    /// The synced files present, relative to the root, in the order the folders were read.
     pub files: Vec<String>,
     /// The folders (absolute) holding at least one backup when they were read.
     pub backup_folders: Vec<PathBuf>,
@@ -297,7 +307,8 @@ mod tests {
     #[test]
     fn literal_patterns_list_only_their_own_folders() {
         let d = listing_tree();
-        let l = sel(&["metastore.db", "notes/a.md", "missing.yaml"]).list(d.path());
+        let mut l = sel(&["metastore.db", "notes/a.md", "missing.yaml"]).list(d.path());
+        l.files.sort();
         assert_eq!(l.files, vec!["metastore.db", "notes/a.md"]);
         assert_eq!(l.backup_folders, vec![d.path().join("notes")]);
         // The root's temp is seen; notes/deep is not a folder of any literal.
