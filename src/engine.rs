@@ -333,24 +333,23 @@ impl Engine {
             listings.push(listing);
             caches.push(cache?);
         }
-        // The files the archive knows (recorded anywhere or agreed), and what the listings found.
-        let mut files: BTreeSet<String> = agreed
+        // The files the archive knows (recorded anywhere or agreed) that the patterns still
+        // select, and what the listings found: sorted and deduplicated as borrowed names,
+        // copied once.
+        let mut names: Vec<&str> = agreed
             .keys()
-            .chain(records.keys().filter(|f| !agreed.contains_key(*f)))
+            .chain(records.keys())
+            .map(String::as_str)
             .filter(|f| self.selector.matches(f))
-            .cloned()
+            .chain(
+                listings
+                    .iter()
+                    .flat_map(|l| l.files.iter().map(String::as_str)),
+            )
             .collect();
-        for l in &listings {
-            // Mostly files the archive knows already: only new ones are copied in.
-            let new: Vec<String> = l
-                .files
-                .iter()
-                .filter(|f| !files.contains(*f))
-                .cloned()
-                .collect();
-            files.extend(new);
-        }
-        let mut files: Vec<String> = files.into_iter().collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut files: Vec<String> = names.into_iter().map(String::from).collect();
         if let Some(f) = only {
             files.retain(|x| x == f);
             if files.is_empty() {
