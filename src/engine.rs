@@ -678,6 +678,19 @@ impl Engine {
                     }
                     let group = &planned.actions[i..j];
                     i = j;
+                    // The source's snapshot may become this target's file (no copy) only when
+                    // nothing reads it afterwards: no later target copies it, and no base for
+                    // row merges is kept from it after the writes. So at most one target gets
+                    // it, and it never shares an inode with anything.
+                    let snapshot_use = if self.config.merge_mode_for(file) != MergeMode::Rows
+                        && !planned.actions[j..]
+                            .iter()
+                            .any(|a| matches!(a, Action::Copy { .. }))
+                    {
+                        crate::kind::SnapshotUse::Move
+                    } else {
+                        crate::kind::SnapshotUse::Copy
+                    };
                     let place = available.iter().find(|p| p.loc.name == target).copied();
                     let Some(place) = place else { continue };
                     attempted.insert(target.clone());
@@ -693,6 +706,7 @@ impl Engine {
                         place,
                         group,
                         source_found.as_ref().map(|(p, f)| (p.as_path(), *f)),
+                        snapshot_use,
                         &scans,
                         &machine,
                         &mut ready,
@@ -1110,7 +1124,9 @@ impl Engine {
         }
         match source {
             Some(snap) => {
-                if let Err(e) = crate::merge::keep_base(&self.home, file, hash, &snap) {
+                // Every source here is this run's own file (a snapshot or the merged version),
+                // read by nothing after this: it may become the base itself.
+                if let Err(e) = crate::merge::keep_base(&self.home, file, hash, &snap, true) {
                     warnings.push(format!("{file}: cannot keep the base for row merges: {e}"));
                 }
             }
@@ -1175,6 +1191,7 @@ impl Engine {
         place: &Place,
         group: &[Action],
         source_found: Option<(&Path, &Found)>,
+        snapshot_use: crate::kind::SnapshotUse,
         scans: &Scans,
         machine: &str,
         ready: &mut HashSet<String>,
@@ -1265,7 +1282,7 @@ impl Engine {
                         mtime,
                         machine,
                         &self.read_ctx(),
-                        content.snapshot.as_deref(),
+                        content.snapshot.as_deref().map(|p| (p, snapshot_use)),
                     )
                     .map(|_| format!("from {from}"))
                 }

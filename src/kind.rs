@@ -138,7 +138,8 @@ pub fn read_content(path: &Path, ctx: &ReadCtx) -> Result<Content> {
     let dir = ctx.keep_snapshots.as_ref().unwrap_or(&ctx.scratch);
     std::fs::create_dir_all(dir).ctx("create folder", dir)?;
     let snap = dir.join(format!("scan-{}.db", crate::ids::random_hex(12)));
-    // Not fsynced: it is hashed and checked here, and a copy of it is fsynced where it lands.
+    // Hashed and checked here (and fsynced meanwhile); later copied durably where it lands,
+    // or, when nothing else needs it, hard-linked there (see `write_version`).
     let result = crate::sqlite::scratch_snapshot(path, &snap, &ctx.sqlite);
     let keep = ctx.keep_snapshots.is_some() && result.is_ok();
     if !keep {
@@ -198,6 +199,12 @@ pub fn shrink_reason(
 /// temp file beside `dest`, integrity-checked and hash-checked; then renamed into a remote,
 /// or, for the local home (which another program may hold open), written in through the
 /// backup API under SQLite's locking.
+///
+/// With the run's own `snapshot` of `src` (already checked and hashed as `expected`), the temp
+/// file is a durable copy of it — or, when `snapshot` is [`SnapshotUse::Move`] and `dest` is
+/// a remote, the snapshot itself, hard-linked to the temp name and unlinked from the scratch
+/// folder (no copy; its data was fsynced when it was taken), falling back to the copy when
+/// the link fails (another file system, no hard links).
 #[allow(clippy::too_many_arguments)]
 pub fn write_version(
     kind: Kind,
@@ -208,7 +215,7 @@ pub fn write_version(
     mtime: std::time::SystemTime,
     machine: &str,
     ctx: &ReadCtx,
-    snapshot: Option<&Path>,
+    snapshot: Option<(&Path, SnapshotUse)>,
 ) -> Result<()> {
     if kind == Kind::Plain {
         return crate::apply::copy_file(src, dest, expected, mtime, machine);
@@ -224,10 +231,13 @@ pub fn write_version(
         &crate::ids::random_hex(8),
     ));
     let outcome = (|| {
-        if let Some(snap) = snapshot {
+        if let Some((snap, usage)) = snapshot {
             // The run's own snapshot of `src`, already integrity-checked and hashed as `expected`
             // when it was scanned: a live writer at the source cannot make it move.
-            copy_durably(snap, &temp)?;
+            let moved = usage == SnapshotUse::Move && !dest_is_local && move_durably(snap, &temp)?;
+            if !moved {
+                copy_durably(snap, &temp)?;
+            }
             return install_database(&temp, dest, dest_is_local, mtime, ctx);
         }
         let info = crate::sqlite::snapshot(src, &temp, &ctx.sqlite)?;
@@ -248,6 +258,43 @@ pub fn write_version(
     })();
     let _ = std::fs::remove_file(&temp);
     outcome
+}
+
+/// How [`write_version`] may use the run's snapshot of the version it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotUse {
+    /// Copy it: it is needed again later in the run.
+    Copy,
+    /// Nothing reads it after this write: it may become the written file itself.
+    Move,
+}
+
+/// Gives the file `from` the new name `to` (which must not exist) and removes the name
+/// `from`: a hard link, then an unlink, so an existing `to` is never replaced. Then fsyncs
+/// it. `Ok(false)`, with nothing changed, when the link cannot be made (another file system,
+/// no hard links, …): the caller copies instead.
+fn move_durably(from: &Path, to: &Path) -> Result<bool> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(crate::Error::io("create temp file", to, e))
+        }
+        Err(e) => {
+            tracing::debug!(
+                "cannot hard-link {} to {}: {e}; copying",
+                from.display(),
+                to.display()
+            );
+            return Ok(false);
+        }
+    }
+    // The file now has one name only, so nothing else can reach (or write) what is put in
+    // place, and removing the run's scratch folder later cannot touch it (or its ctime).
+    std::fs::remove_file(from).ctx("remove snapshot", from)?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .ctx("fsync temp file", to)?;
+    Ok(true)
 }
 
 fn copy_durably(from: &Path, to: &Path) -> Result<()> {

@@ -620,18 +620,42 @@ pub fn base_of(home: &Path, file: &str, hash: &str) -> Option<PathBuf> {
 }
 
 /// Keeps `snapshot` (a consistent, checked copy of version `hash`) as the base of `file`,
-/// and drops the bases of older versions.
-pub fn keep_base(home: &Path, file: &str, hash: &str, snapshot: &Path) -> Result<()> {
+/// and drops the bases of older versions. With `movable` (a file of the run's own that nothing
+/// reads afterwards), `snapshot` itself becomes the base when it can be hard-linked there (its
+/// name `snapshot` is then removed, so the base has one name only); otherwise it is copied.
+/// Bases are only ever read (a merge works on a copy of its base).
+pub fn keep_base(
+    home: &Path,
+    file: &str,
+    hash: &str,
+    snapshot: &Path,
+    movable: bool,
+) -> Result<()> {
     let dir = base_dir(home, file);
     std::fs::create_dir_all(&dir).ctx("create folder", &dir)?;
     let target = dir.join(format!("{hash}.db"));
     if !target.exists() {
         let tmp = dir.join(format!(".{hash}.tmp-{}", crate::ids::random_hex(6)));
-        std::fs::copy(snapshot, &tmp).ctx("copy base snapshot to", &tmp)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .ctx("fsync", &tmp)?;
-        std::fs::rename(&tmp, &target).ctx("rename", &target)?;
+        let linked = movable && std::fs::hard_link(snapshot, &tmp).is_ok();
+        let kept = (|| {
+            if linked {
+                std::fs::remove_file(snapshot).ctx("remove", snapshot)?;
+            } else {
+                std::fs::copy(snapshot, &tmp).ctx("copy base snapshot to", &tmp)?;
+            }
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .ctx("fsync", &tmp)?;
+            std::fs::rename(&tmp, &target).ctx("rename", &target)?;
+            if let Ok(d) = std::fs::File::open(&dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })();
+        if kept.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return kept;
+        }
     }
     drop_bases_except(home, file, Some(hash));
     Ok(())

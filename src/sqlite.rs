@@ -194,9 +194,11 @@ pub fn snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<Snapsho
     explained(snapshot_into(src, dest, opts, true))
 }
 
-/// [`snapshot`] without the final fsync, for a scratch snapshot that is only read in this run
-/// (hashed, checked, and at most copied somewhere else, durably, by the caller). Its content
-/// is the same; only a crash could lose it, and a crash discards scratch snapshots anyway.
+/// [`snapshot`] for a scratch snapshot of the run (hashed, checked, then copied, or moved by
+/// a hard link, somewhere else by the caller): the same, but its folder is not fsynced (a
+/// crash discards scratch snapshots anyway). The file itself is fsynced while it is checked
+/// and hashed (the disk writes overlap the reads), so that moving it into place later needs no
+/// further data writes.
 pub fn scratch_snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
     explained(snapshot_into(src, dest, opts, false))
 }
@@ -223,9 +225,9 @@ fn snapshot_into(
         .create_new(true)
         .open(dest)
         .ctx("create snapshot", dest)?;
-    let taken = take_snapshot(&src_conn, src, dest, opts, durable)
+    let taken = take_snapshot(&src_conn, src, dest, opts)
         .and_then(|()| close(src_conn, src))
-        .and_then(|()| describe_snapshot(dest, opts));
+        .and_then(|()| describe_snapshot(dest, opts, durable));
     if taken.is_err() {
         remove_with_side_files(dest);
     }
@@ -239,10 +241,16 @@ pub fn logical_hash(db: &Path, opts: &SqliteOptions) -> Result<String> {
 }
 
 fn logical_hash_inner(db: &Path, opts: &SqliteOptions) -> Result<String> {
+    hash_and_count(db, opts).map(|(hash, _)| hash)
+}
+
+/// The logical hash and, from the same pass over the rows, the table counts (what
+/// [`table_counts`] gives), read-only and in one read transaction.
+fn hash_and_count(db: &Path, opts: &SqliteOptions) -> Result<(String, TableCounts)> {
     let conn = open_read_only(db, opts)?;
-    let hash = in_read_txn(&conn, db, "hash", |c| hash_connection(c, db))?;
+    let hashed = in_read_txn(&conn, db, "hash", |c| hash_connection(c, db))?;
     close(conn, db)?;
-    Ok(hash)
+    Ok(hashed)
 }
 
 /// `PRAGMA integrity_check` (`quick_check` when the file is larger than
@@ -388,7 +396,7 @@ fn write_live_inner(src: &Path, dest: &Path, expected: &str, opts: &SqliteOption
     )?;
     let (version_after, actual) = in_read_txn(&dst, dest, "verify", |c| {
         let v = data_version(c).map_err(|e| Error::sqlite("verify", dest, e))?;
-        Ok((v, hash_connection(c, dest)?))
+        Ok((v, hash_connection(c, dest)?.0))
     })?;
     close(dst, dest)?;
     drop(converted);
@@ -663,17 +671,12 @@ fn take_snapshot(
     src: &Path,
     dest: &Path,
     opts: &SqliteOptions,
-    durable: bool,
 ) -> Result<()> {
     let mut dst = open_read_write(dest, opts, false)?;
     run_backup(src_conn, src, &mut dst, dest, "snapshot", src, opts)?;
     to_rollback_journal(&dst, dest)?;
     close(dst, dest)?;
-    check_self_contained(dest)?;
-    if durable {
-        fsync_file_and_dir(dest)?;
-    }
-    Ok(())
+    check_self_contained(dest)
 }
 
 fn to_rollback_journal(conn: &Connection, path: &Path) -> Result<()> {
@@ -726,25 +729,42 @@ fn check_self_contained(db: &Path) -> Result<()> {
     Ok(())
 }
 
-fn describe_snapshot(dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
+/// Checks, hashes and counts a snapshot just taken (which nothing writes any more), while its
+/// pages are written to disk: fsynced (with its folder when `durable`). The fsync of a scratch
+/// snapshot is what makes it cheap to put in place later by a rename or a hard link (its data
+/// is then already on disk); for one that is only read, it costs disk time that overlaps the
+/// reads here.
+fn describe_snapshot(dest: &Path, opts: &SqliteOptions, durable: bool) -> Result<SnapshotInfo> {
     let size = std::fs::metadata(dest).ctx("read", dest)?.len();
-    // The integrity check and the logical hash each read the whole snapshot (which nothing
-    // writes any more): on two connections at once they take the time of the longer one.
-    let (integrity, hashed) = std::thread::scope(|s| {
-        let check = s.spawn(|| integrity(dest, opts));
-        let hashed = logical_hash(dest, opts);
-        let integrity = check.join().unwrap_or_else(|_| {
-            Err(Error::Refused(format!(
-                "the integrity check of {} panicked",
-                dest.display()
-            )))
+    // The integrity check and the logical hash each read the whole snapshot: on two
+    // connections at once they take the time of the longer one; the writeback, a third
+    // thread that mostly waits for the disk, runs under both.
+    let (synced, integrity, hashed) = std::thread::scope(|s| {
+        let sync = s.spawn(|| {
+            if durable {
+                fsync_file_and_dir(dest)
+            } else {
+                File::open(dest)
+                    .and_then(|f| f.sync_all())
+                    .ctx("fsync", dest)
+            }
         });
-        (integrity, hashed)
+        let check = s.spawn(|| integrity(dest, opts));
+        let hashed = explained(hash_and_count(dest, opts));
+        let panicked =
+            |what: &str| Error::Refused(format!("the {what} of {} panicked", dest.display()));
+        let integrity = check
+            .join()
+            .unwrap_or_else(|_| Err(panicked("integrity check")));
+        let synced = sync.join().unwrap_or_else(|_| Err(panicked("fsync")));
+        (synced, integrity, hashed)
     });
+    synced?;
     let integrity = integrity?;
     let (logical_hash, counts) = if integrity.ok {
-        (hashed?, table_counts(dest, opts)?)
+        hashed?
     } else {
+        let hashed = hashed.map(|(h, _)| h);
         // A corrupt snapshot still needs a stable name: its rows if they can be read, else
         // its bytes.
         let hash = match hashed {
@@ -877,7 +897,9 @@ impl Hasher {
     }
 }
 
-fn hash_connection(conn: &Connection, path: &Path) -> Result<String> {
+/// The logical hash of the database on `conn`, and the row counts of its user tables (as
+/// [`count_tables`] gives them), counted while the rows are hashed.
+fn hash_connection(conn: &Connection, path: &Path) -> Result<(String, TableCounts)> {
     let err = |e| Error::sqlite("hash", path, e);
     let mut h = Hasher(Sha256::new());
     h.0.update(HASH_TAG);
@@ -907,14 +929,20 @@ fn hash_connection(conn: &Connection, path: &Path) -> Result<String> {
         .filter(|e| e.kind == "table" && e.rootpage > 0)
         .collect();
     tables.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    let mut counts = Vec::new();
     for t in tables {
-        hash_table(conn, &t.name, &mut h).map_err(err)?;
+        let n = hash_table(conn, &t.name, &mut h).map_err(err)?;
+        // The tables `count_tables` counts: those with storage, not `sqlite_*`.
+        if !is_internal(&t.name) {
+            counts.push((t.name.clone(), n));
+        }
     }
     h.tag(b'Z');
-    Ok(hex(&h.0.finalize()))
+    Ok((hex(&h.0.finalize()), sorted_counts(counts)))
 }
 
-fn hash_table(conn: &Connection, table: &str, h: &mut Hasher) -> rusqlite::Result<()> {
+/// Hashes one table's rows into `h`; returns how many there were.
+fn hash_table(conn: &Connection, table: &str, h: &mut Hasher) -> rusqlite::Result<u64> {
     let without_rowid: bool = conn.query_row(
         "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
         [table],
@@ -949,7 +977,7 @@ fn hash_table(conn: &Connection, table: &str, h: &mut Hasher) -> rusqlite::Resul
     }
     h.tag(b'E');
     h.0.update(count.to_be_bytes());
-    Ok(())
+    Ok(count)
 }
 
 fn column_names(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
@@ -1033,22 +1061,12 @@ fn hex(bytes: &[u8]) -> String {
 
 fn count_tables(conn: &Connection, path: &Path) -> Result<TableCounts> {
     let err = |e| Error::sqlite("count rows of", path, e);
-    let mut names: Vec<String> = read_schema(conn)
+    let names: Vec<String> = read_schema(conn)
         .map_err(err)?
         .into_iter()
         .filter(|e| e.kind == "table" && e.rootpage > 0 && !is_internal(&e.name))
         .map(|e| e.name)
         .collect();
-    let rank = |n: &str| {
-        if n.eq_ignore_ascii_case("entities") {
-            0
-        } else if n.eq_ignore_ascii_case("conversations") {
-            1
-        } else {
-            2
-        }
-    };
-    names.sort_by(|a, b| (rank(a), a.as_bytes()).cmp(&(rank(b), b.as_bytes())));
     let mut counts = Vec::with_capacity(names.len());
     for name in names {
         let n: i64 = conn
@@ -1060,7 +1078,22 @@ fn count_tables(conn: &Connection, path: &Path) -> Result<TableCounts> {
             .map_err(err)?;
         counts.push((name, u64::try_from(n).unwrap_or(0)));
     }
-    Ok(TableCounts(counts))
+    Ok(sorted_counts(counts))
+}
+
+/// Counts in report order: `entities` and `conversations` first, then the rest by name.
+fn sorted_counts(mut counts: Vec<(String, u64)>) -> TableCounts {
+    let rank = |n: &str| {
+        if n.eq_ignore_ascii_case("entities") {
+            0
+        } else if n.eq_ignore_ascii_case("conversations") {
+            1
+        } else {
+            2
+        }
+    };
+    counts.sort_by(|(a, _), (b, _)| (rank(a), a.as_bytes()).cmp(&(rank(b), b.as_bytes())));
+    TableCounts(counts)
 }
 
 // ---------------------------------------------------------------------------------------

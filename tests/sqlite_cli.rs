@@ -348,3 +348,150 @@ fn verify_and_status_report_counts() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("entities") && text.contains("92"), "{text}");
 }
+
+fn logical(db: &Path) -> String {
+    metasync::sqlite::logical_hash(db, &Default::default()).unwrap()
+}
+
+fn nlink_ino(p: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap();
+    (m.nlink(), m.ino())
+}
+
+/// Every database file of the home's bases (`<home>/.metasync/base/*/*.db`).
+fn bases(home: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(dirs) = std::fs::read_dir(home.join(".metasync").join("base")) {
+        for d in dirs.flatten() {
+            for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                if f.path().extension().is_some_and(|e| e == "db") {
+                    out.push(f.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A database propagated to two remotes, in both merge modes (row merges keep a base taken
+/// from the run's snapshot; whole-file mode may move the snapshot into the last remote):
+/// every copy is its own file (one link, its own inode), so writing one in place changes no
+/// other, and nothing is left in the run's scratch folder.
+#[test]
+fn copies_in_two_remotes_and_the_base_share_no_inode() {
+    for merge in ["rows", "file"] {
+        let w = World::new();
+        let a = w.machine(
+            "a",
+            &[("one", "one"), ("two", "two")],
+            &format!("merge = \"{merge}\""),
+        );
+        graph(&a.file(DB), 500, 3);
+        for round in 0..2 {
+            if round == 1 {
+                // A change: the remotes' old versions are kept as (hard-linked) backups.
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+                Connection::open(a.file(DB))
+                    .unwrap()
+                    .execute("UPDATE entities SET name = 'changed' WHERE id = 7", [])
+                    .unwrap();
+            }
+            a.sync(&[], 0);
+            let want = logical(&a.file(DB));
+            let mut files = vec![a.file(DB), w.path("one").join(DB), w.path("two").join(DB)];
+            let kept = bases(&a.home);
+            assert_eq!(
+                kept.len(),
+                usize::from(merge == "rows"),
+                "{merge}: {kept:?}"
+            );
+            files.extend(kept);
+            let mut inodes = std::collections::HashSet::new();
+            for f in &files {
+                let (nlink, ino) = nlink_ino(f);
+                assert_eq!(
+                    nlink,
+                    1,
+                    "{merge} round {round}: {} has {nlink} links",
+                    f.display()
+                );
+                assert!(
+                    inodes.insert(ino),
+                    "{merge}: {} shares an inode",
+                    f.display()
+                );
+                assert_eq!(integrity(f), "ok");
+                assert_eq!(logical(f), want, "{merge}: {}", f.display());
+            }
+            for b in backups_in(&w.path("one"), DB) {
+                assert_eq!(nlink_ino(&b).0, 1, "{}", b.display());
+            }
+            let scratch = a.home.join(".metasync").join("tmp");
+            let left: Vec<_> = std::fs::read_dir(&scratch)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            assert!(
+                left.is_empty(),
+                "{merge}: left in the scratch folder: {left:?}"
+            );
+        }
+        // Writing one remote copy in place leaves the other copies as they were.
+        let before = logical(&w.path("two").join(DB));
+        Connection::open(w.path("one").join(DB))
+            .unwrap()
+            .execute(
+                "UPDATE entities SET name = 'written in place' WHERE id = 9",
+                [],
+            )
+            .unwrap();
+        assert_ne!(logical(&w.path("one").join(DB)), before);
+        assert_eq!(logical(&w.path("two").join(DB)), before);
+        assert_eq!(logical(&a.file(DB)), before);
+        for b in bases(&a.home) {
+            assert_eq!(logical(&b), before);
+        }
+    }
+}
+
+/// With the remote on another file system (a tmpfs; needs root) the run's snapshot cannot be
+/// moved there by a hard link: it is copied, and the copy is whole and healthy.
+#[test]
+fn a_remote_on_another_file_system_gets_a_copy() {
+    let w = World::new();
+    let mp = w.path("drive");
+    std::fs::create_dir_all(&mp).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&mp)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        println!("SKIP a_remote_on_another_file_system_gets_a_copy: cannot mount a tmpfs");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mp.clone());
+    for merge in ["file", "rows"] {
+        let remote = format!("drive/{merge}");
+        let a = w.machine(
+            &format!("a-{merge}"),
+            &[("drive", remote.as_str())],
+            &format!("merge = \"{merge}\""),
+        );
+        graph(&a.file(DB), 300, 2);
+        a.sync(&[], 0);
+        let copy = w.path(&remote).join(DB);
+        assert_eq!(integrity(&copy), "ok");
+        assert_eq!(logical(&copy), logical(&a.file(DB)));
+        assert_eq!(count(&copy, "entities"), 300);
+        assert_eq!(nlink_ino(&copy).0, 1);
+        let (code, _) = a.json(&["verify"]);
+        assert_eq!(code, 0, "{merge}");
+    }
+}
