@@ -28,7 +28,10 @@ fn main() {
         .setup(move |app| {
             #[cfg(target_os = "macos")]
             app.set_activation_policy(tauri::ActivationPolicy::Accessory);
-            panel::create(app.handle(), open_panel)?;
+            // The panel's web view (and WebKit's processes) exist only once it is opened.
+            if open_panel {
+                panel::create(app.handle(), true)?;
+            }
             tray::create(app.handle())?;
             scheduler::start(app.handle().clone());
             Ok(())

@@ -1,5 +1,6 @@
-//! The panel window: created hidden at start (WebDriver and a quick first open need it to
-//! exist), shown from the tray, hidden again when closed.
+//! The panel window: created the first time it is opened (from the tray, a second launch, or
+//! `--panel` at start), so a tray-only app runs no WebKit web process (~110 MB PSS measured
+//! in BENCHMARKS.md); hidden, not destroyed, when closed, so it opens again at once.
 
 use tauri::{AppHandle, Manager, Runtime, WebviewUrl, WebviewWindow, WebviewWindowBuilder};
 
