@@ -1534,8 +1534,8 @@ fn write_report(
                  utime+stime in `/proc/<pid>/stat`; `VmRSS`/`VmHWM` from `/proc/<pid>/status`; \
                  PSS from `/proc/<pid>/smaps_rollup`. The processes share libraries (GTK, \
                  WebKit), so the RSS sum counts them more than once; the PSS sum divides each \
-                 shared page among its users and is the fairer total. The panel window exists \
-                 (hidden) from start in both cases: its web process is loaded either way.\n",
+                 shared page among its users and is the fairer total. The panel window is made \
+                 the first time it opens: tray only, WebKit starts no process.\n",
                 path_str(&app_bin()),
                 if a.webkit.is_empty() {
                     "?"
