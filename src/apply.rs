@@ -177,19 +177,6 @@ pub fn delete_to_backup(path: &Path, at: NaiveDateTime) -> Result<PathBuf> {
     )))
 }
 
-/// Removes temp files left by crashed runs in `dir`: this machine's (no run of ours is live
-/// while we hold the lock) and other machines' older than an hour.
-pub fn clean_stale_temps(dir: &Path, machine: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| remove_if_stale(p, machine))
-        .collect()
-}
-
 /// Removes `path` when it is a temp file of an interrupted write: this machine's (no run of
 /// ours is going on: the caller holds the lock), or another machine's untouched for an hour.
 pub fn remove_if_stale(path: &Path, machine: &str) -> bool {
@@ -271,7 +258,12 @@ mod tests {
         std::fs::write(d.path().join(names::temp_name("a", "m1", "x")), "").unwrap();
         std::fs::write(d.path().join(names::temp_name("a", "m2", "x")), "").unwrap();
         std::fs::write(d.path().join("a"), "").unwrap();
-        assert_eq!(clean_stale_temps(d.path(), "m1").len(), 1);
+        let removed = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| remove_if_stale(&e.path(), "m1"))
+            .count();
+        assert_eq!(removed, 1);
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
     }
 }

@@ -444,7 +444,6 @@ impl Engine {
             .collect();
         let mut row_conflicts_out = Vec::new();
 
-        let full_plans = matches!(direction, Direction::Keep(_));
         for (fi, file) in files.iter().enumerate() {
             let recorded = records.get(file);
             // The common case first: a plain file every location holds as agreed and as
@@ -453,9 +452,9 @@ impl Engine {
                 recorded.and_then(|r| r.iter().find(|(l, _)| l == loc).map(|(_, rec)| rec))
             };
             let agreed_version = agreed.get(file).map(|a| &a.version);
-            if !full_plans
-                && !old_conflicts.contains_key(file)
+            if !old_conflicts.contains_key(file)
                 && plan::settled(
+                    direction,
                     agreed_version,
                     available.iter().enumerate().map(|(li, p)| {
                         let held = match &scans.found[li][fi] {
@@ -484,11 +483,7 @@ impl Engine {
                     location: p.loc.name.clone(),
                     local: p.loc.is_local(),
                     observed: self.observed(&scans.found[li][fi], agreed.get(file)),
-                    recorded: recorded.and_then(|r| {
-                        r.iter()
-                            .find(|(loc, _)| *loc == p.loc.name)
-                            .map(|(_, rec)| rec.clone())
-                    }),
+                    recorded: recorded_at(&p.loc.name).cloned(),
                 })
                 .collect();
             let all_databases = (0..available.len()).all(|li| match &scans.found[li][fi] {

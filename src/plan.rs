@@ -193,11 +193,15 @@ pub fn plan_file(input: &FileInput, direction: &Direction) -> FilePlan {
 /// `sides` gives, per location, the hash it holds when that is so (`None` otherwise) and its
 /// record. [`plan_file`] decides `InSync` with no action for such a file in a sync, push or
 /// pull (checked against every case of the reconciliation table); a resolve
-/// ([`Direction::Keep`]) is always planned in full.
+/// ([`Direction::Keep`]) is never settled: it is always planned in full.
 pub fn settled<'a>(
+    direction: &Direction,
     agreed: Option<&Recorded>,
     sides: impl IntoIterator<Item = (Option<&'a str>, Option<&'a Recorded>)>,
 ) -> bool {
+    if matches!(direction, Direction::Keep(_)) {
+        return false;
+    }
     let Some(Recorded::Present(h)) = agreed else {
         return false;
     };
@@ -1205,18 +1209,27 @@ mod tests {
                 _ => None,
             };
             let helds: Vec<Option<String>> = sides.iter().map(held).collect();
-            let is_settled = settled(
-                agreed.as_ref(),
-                helds
-                    .iter()
-                    .zip(&sides)
-                    .map(|(h, s)| (h.as_deref(), s.recorded.as_ref())),
+            let is_settled = |direction: &Direction| {
+                settled(
+                    direction,
+                    agreed.as_ref(),
+                    helds
+                        .iter()
+                        .zip(&sides)
+                        .map(|(h, s)| (h.as_deref(), s.recorded.as_ref())),
+                )
+            };
+            assert!(
+                !is_settled(&Direction::Keep("icloud".into())),
+                "{}",
+                case.name
             );
-            if !is_settled {
+            if !is_settled(&directions[0]) {
                 continue;
             }
             settled_seen += 1;
             for direction in &directions {
+                assert!(is_settled(direction), "{}: {direction:?}", case.name);
                 for deletes in [false, true] {
                     let input = FileInput {
                         file: "f".into(),
@@ -1243,19 +1256,22 @@ mod tests {
         // Not settled: a location recorded differently, holding another version, or none.
         let a = Recorded::Present("a".into());
         let b = Recorded::Present("b".into());
-        assert!(!settled(Some(&a), [(Some("a"), Some(&b))]));
+        assert!(!settled(&sync(Newest), Some(&a), [(Some("a"), Some(&b))]));
         assert!(!settled(
+            &sync(Newest),
             Some(&a),
             [(Some("a"), Some(&a)), (Some("b"), Some(&a))]
         ));
-        assert!(!settled(Some(&a), [(None, Some(&a))]));
+        assert!(!settled(&sync(Newest), Some(&a), [(None, Some(&a))]));
         assert!(!settled(
+            &sync(Newest),
             Some(&Recorded::Absent),
             [(None, Some(&Recorded::Absent))]
         ));
-        assert!(!settled(None, [(Some("a"), Some(&a))]));
-        assert!(!settled(Some(&a), []));
+        assert!(!settled(&sync(Newest), None, [(Some("a"), Some(&a))]));
+        assert!(!settled(&sync(Newest), Some(&a), []));
         assert!(settled(
+            &sync(Newest),
             Some(&a),
             [(Some("a"), Some(&a)), (Some("a"), Some(&a))]
         ));
