@@ -53,14 +53,6 @@ impl Stat {
         Ok(Some((stat, meta)))
     }
 
-    /// The cache key form without the `-wal` part.
-    fn main_signature(&self) -> String {
-        format!(
-            "{}:{}:{}:{}:",
-            self.size, self.mtime_ns, self.ino, self.ctime_ns
-        )
-    }
-
     /// The cache key form.
     pub fn signature(&self) -> String {
         let side = self
@@ -105,17 +97,40 @@ pub enum Found {
 
 /// Whether a cached entry may be trusted for `stat` (the racy-clean rule).
 pub fn cache_holds(entry: &CacheEntry, stat: &Stat) -> bool {
+    signature_holds(&entry.signature, entry.scanned_ns, entry.kind, stat)
+}
+
+/// [`cache_holds`] for an entry's parts: its stored `signature` matches `stat` (a plain file's
+/// vouches for the file alone, a database's for its `-wal` too), and it was recorded more
+/// than [`RACY_NS`] after the file's last change.
+pub fn signature_holds(signature: &str, scanned_ns: i64, kind: Kind, stat: &Stat) -> bool {
     let newest = stat
         .mtime_ns
         .max(stat.ctime_ns)
         .max(stat.side.map(|s| s.1).unwrap_or(i64::MIN));
-    let same = if entry.kind == Kind::Plain {
-        // A plain file's entry vouches for the file alone.
-        entry.signature.starts_with(&stat.main_signature())
-    } else {
-        entry.signature == stat.signature()
-    };
-    same && newest.saturating_add(RACY_NS) < entry.scanned_ns
+    signature_matches(signature, stat, kind != Kind::Plain)
+        && newest.saturating_add(RACY_NS) < scanned_ns
+}
+
+/// Whether a signature in the form [`Stat::signature`] writes (`size:mtime:ino:ctime:side`)
+/// describes `stat`, compared as numbers (no string is made per file); the `-wal` part only
+/// `with_side`.
+fn signature_matches(signature: &str, stat: &Stat, with_side: bool) -> bool {
+    let mut parts = signature.splitn(5, ':');
+    let mut field = || parts.next().unwrap_or("");
+    let main = field().parse() == Ok(stat.size)
+        && field().parse() == Ok(stat.mtime_ns)
+        && field().parse() == Ok(stat.ino)
+        && field().parse() == Ok(stat.ctime_ns);
+    let side = field();
+    if !main || !with_side {
+        return main;
+    }
+    match (stat.side, side.split_once('/')) {
+        (None, _) => side == "-",
+        (Some((size, mtime)), Some((s, m))) => s.parse() == Ok(size) && m.parse() == Ok(mtime),
+        (Some(_), None) => false,
+    }
 }
 
 /// The cache entry to store for a version just read at `now_ns`.
@@ -168,31 +183,68 @@ fn request_download(path: &Path) {
 #[cfg(not(target_os = "macos"))]
 fn request_download(_path: &Path) {}
 
+/// What a path's stat alone says, before any content is read.
+enum Look {
+    /// Nothing there (and no iCloud placeholder beside it).
+    Absent,
+    /// Cannot be used this run; the reason says why.
+    Skipped(String),
+    /// Evicted by iCloud: only a download brings its content back.
+    Dataless,
+    /// A regular file, with its stat.
+    File(Stat),
+}
+
+/// Stats `path` (and its `-wal` when it `maybe_database`) and says what is there.
+fn look(path: &Path, maybe_database: bool) -> Look {
+    let (stat, meta) = match Stat::of_kind(path, maybe_database) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return evicted_reason(path)
+                .map(Look::Skipped)
+                .unwrap_or(Look::Absent)
+        }
+        Err(e) => return Look::Skipped(format!("cannot stat: {e}")),
+    };
+    if meta.file_type().is_symlink() {
+        Look::Skipped("is a symbolic link; Metasync does not follow links".into())
+    } else if !meta.is_file() {
+        Look::Skipped("is not a regular file".into())
+    } else if is_dataless(&meta) {
+        Look::Dataless
+    } else {
+        Look::File(stat)
+    }
+}
+
+/// Whether `path` is, by its stat alone, what a scan found there before: absent (`expected`
+/// is `None`), or a plain file whose cache entry (signature, time recorded) still holds. A
+/// scan of it would then find the same without reading a byte. Never reads contents.
+pub fn still(path: &Path, expected: Option<(&str, i64)>) -> bool {
+    match (look(path, false), expected) {
+        (Look::Absent, None) => true,
+        (Look::File(stat), Some((signature, scanned_ns))) => {
+            signature_holds(signature, scanned_ns, Kind::Plain, &stat)
+        }
+        _ => false,
+    }
+}
+
 /// Scans one file: stat, cache, hash. Never fails: problems become `Skipped`.
 pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Found {
     // The -wal is looked at only for what may be a database: one stat per plain file.
     let maybe_database = cached.is_none_or(|e| e.kind != Kind::Plain);
-    let (mut stat, meta) = match Stat::of_kind(path, maybe_database) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return evicted_reason(path)
-                .map(Found::Skipped)
-                .unwrap_or(Found::Absent)
+    let mut stat = match look(path, maybe_database) {
+        Look::File(stat) => stat,
+        Look::Absent => return Found::Absent,
+        Look::Skipped(reason) => return Found::Skipped(reason),
+        Look::Dataless => {
+            request_download(path);
+            return Found::Skipped(
+                "evicted by iCloud (dataless); download requested, skipped this run".into(),
+            );
         }
-        Err(e) => return Found::Skipped(format!("cannot stat: {e}")),
     };
-    if meta.file_type().is_symlink() {
-        return Found::Skipped("is a symbolic link; Metasync does not follow links".into());
-    }
-    if !meta.is_file() {
-        return Found::Skipped("is not a regular file".into());
-    }
-    if is_dataless(&meta) {
-        request_download(path);
-        return Found::Skipped(
-            "evicted by iCloud (dataless); download requested, skipped this run".into(),
-        );
-    }
     if let Some(entry) = cached {
         if cache_holds(entry, &stat) {
             let facts: Facts = if entry.extra.is_empty() || entry.extra == "{}" {
@@ -249,31 +301,57 @@ pub fn scan_location(
     cache: &crate::archive::FileMap<CacheEntry>,
     ctx: &ReadCtx,
 ) -> Vec<Found> {
-    // Files share folders: look at each folder's path once.
-    let mut folders: HashMap<&str, Option<String>> = HashMap::new();
+    let mut folders = LinkedFolders::new(root);
     files
         .iter()
-        .map(|f| {
-            let dir = f.rsplit_once('/').map_or("", |(d, _)| d);
-            let link = folders
-                .entry(dir)
-                .or_insert_with(|| {
-                    if dir.is_empty() {
-                        None
-                    } else {
-                        linked_folder(root, f)
-                    }
-                })
-                .clone();
-            let found = match link {
-                Some(link) => Found::Skipped(format!(
-                    "its folder {link} is a symbolic link; Metasync does not follow links"
-                )),
-                None => scan_file(&root.join(f), cache.get(f), ctx),
-            };
-            found
+        .map(|f| match folders.of(f) {
+            Some(link) => Found::Skipped(format!(
+                "its folder {link} is a symbolic link; Metasync does not follow links"
+            )),
+            None => scan_file(&root.join(f), cache.get(f), ctx),
         })
         .collect()
+}
+
+/// [`still`] for files of one location: each is under no linked folder and, by its stat, is
+/// what the scan found before (`None`: absent). True when every one is.
+pub fn still_location<'f>(
+    root: &Path,
+    files: impl IntoIterator<Item = (&'f str, Option<(&'f str, i64)>)>,
+) -> bool {
+    let mut folders = LinkedFolders::new(root);
+    files
+        .into_iter()
+        .all(|(f, expected)| folders.of(f).is_none() && still(&root.join(f), expected))
+}
+
+/// The linked folder above each file of a location, looked up once per folder (files share
+/// folders).
+struct LinkedFolders<'a> {
+    root: &'a Path,
+    seen: HashMap<&'a str, Option<String>>,
+}
+
+impl<'a> LinkedFolders<'a> {
+    fn new(root: &'a Path) -> Self {
+        LinkedFolders {
+            root,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// The first folder above `file` that is a symbolic link, if any.
+    fn of(&mut self, file: &'a str) -> Option<String> {
+        let dir = file.rsplit_once('/').map_or("", |(d, _)| d);
+        if dir.is_empty() {
+            return None;
+        }
+        let root = self.root;
+        self.seen
+            .entry(dir)
+            .or_insert_with(|| linked_folder(root, file))
+            .clone()
+    }
 }
 
 /// The first folder between `root` and the file `rel` that is a symbolic link, if any: the
@@ -349,6 +427,94 @@ mod tests {
         };
         assert!(hashed);
         assert_ne!(c2.hash, content.hash);
+    }
+
+    #[test]
+    fn signatures_compare_field_by_field() {
+        let stat = Stat {
+            size: 42,
+            mtime_ns: 1_700_000_000_123_456_789,
+            ctime_ns: 1_700_000_001_000_000_001,
+            ino: 987_654,
+            side: Some((4_096, 1_700_000_002_000_000_000)),
+        };
+        assert!(signature_matches(&stat.signature(), &stat, true));
+        let plain = Stat {
+            side: None,
+            ..stat.clone()
+        };
+        assert!(signature_matches(&plain.signature(), &plain, true));
+        // A plain file's entry ignores the -wal part; a database's does not.
+        assert!(signature_matches(&plain.signature(), &stat, false));
+        assert!(!signature_matches(&plain.signature(), &stat, true));
+        assert!(!signature_matches(&stat.signature(), &plain, true));
+        let changed = [
+            Stat {
+                size: 43,
+                ..stat.clone()
+            },
+            Stat {
+                mtime_ns: stat.mtime_ns + 1,
+                ..stat.clone()
+            },
+            Stat {
+                ctime_ns: stat.ctime_ns - 1,
+                ..stat.clone()
+            },
+            Stat {
+                ino: 987_655,
+                ..stat.clone()
+            },
+            Stat {
+                side: Some((4_097, 1_700_000_002_000_000_000)),
+                ..stat.clone()
+            },
+        ];
+        for (i, other) in changed.iter().enumerate() {
+            assert!(
+                !signature_matches(&stat.signature(), other, true),
+                "field {i}"
+            );
+        }
+        for broken in ["", "42", "42:x:987654:1:-", "42:1:2:3"] {
+            assert!(!signature_matches(broken, &plain, false), "{broken:?}");
+        }
+    }
+
+    #[test]
+    fn still_vouches_by_stat_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        assert!(still(&p, None));
+        std::fs::write(&p, "one").unwrap();
+        assert!(!still(&p, None));
+        let Found::Present { stat, .. } = scan_file(&p, None, &ctx()) else {
+            panic!()
+        };
+        let sig = stat.signature();
+        assert!(still(&p, Some((&sig, stat.ctime_ns + RACY_NS + 1))));
+        // Recorded too soon after the change: racy, not vouched.
+        assert!(!still(&p, Some((&sig, stat.ctime_ns + 1))));
+        std::fs::write(&p, "two").unwrap();
+        assert!(!still(&p, Some((&sig, i64::MAX))));
+        // A folder that became a symbolic link vouches for nothing under it.
+        std::fs::create_dir(d.path().join("real")).unwrap();
+        std::fs::write(d.path().join("real/g"), "g").unwrap();
+        std::os::unix::fs::symlink(d.path().join("real"), d.path().join("link")).unwrap();
+        let Found::Present { stat: g, .. } = scan_file(&d.path().join("real/g"), None, &ctx())
+        else {
+            panic!()
+        };
+        let gsig = g.signature();
+        let at = g.ctime_ns + RACY_NS + 1;
+        assert!(still_location(
+            d.path(),
+            [("real/g", Some((gsig.as_str(), at)))]
+        ));
+        assert!(!still_location(
+            d.path(),
+            [("link/g", Some((gsig.as_str(), at)))]
+        ));
     }
 
     #[test]
