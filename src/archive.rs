@@ -77,12 +77,38 @@ CREATE TABLE IF NOT EXISTS location_ids(location TEXT PRIMARY KEY, id TEXT NOT N
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY AUTOINCREMENT, command TEXT NOT NULL,
     started TEXT NOT NULL, finished TEXT NOT NULL, result TEXT NOT NULL, written INTEGER NOT NULL,
     summary TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS steady(id INTEGER PRIMARY KEY CHECK (id = 1), key TEXT NOT NULL,
+    body BLOB NOT NULL);
 ";
+
+/// The tables whose every change drops the steady state (crate::steady): what a run's
+/// decisions read from the archive. Triggers do it, so no writer can forget to.
+const STEADY_DEPENDS_ON: [&str; 5] = [
+    "records",
+    "agreed",
+    "scan_cache",
+    "conflicts",
+    "location_ids",
+];
+
+/// The whole schema: the tables, and the triggers that keep the steady state honest.
+fn schema() -> String {
+    let mut sql = SCHEMA.to_string();
+    for table in STEADY_DEPENDS_ON {
+        for event in ["INSERT", "UPDATE", "DELETE"] {
+            sql.push_str(&format!(
+                "CREATE TRIGGER IF NOT EXISTS steady_after_{table}_{event} AFTER {event} ON {table} \
+                 BEGIN DELETE FROM steady; END;\n",
+            ));
+        }
+    }
+    sql
+}
 
 /// Version 1 keeps `records` and `scan_cache` as WITHOUT ROWID tables, clustered by their
 /// keys: reading a location's scan cache is one range of one b-tree, not an index walk
-/// plus a row lookup per file.
-const SCHEMA_VERSION: i64 = 1;
+/// plus a row lookup per file. Version 2 adds the steady state and its triggers.
+const SCHEMA_VERSION: i64 = 2;
 
 /// Brings an archive made by an older Metasync to [`SCHEMA_VERSION`], keeping every row.
 const MIGRATE_TO_1: &str = "
@@ -164,10 +190,11 @@ impl Archive {
                 |r| r.get(0),
             )
             .map_err(|e| self.err("read archive version", e))?;
-        let steps = if had_tables {
-            format!("{MIGRATE_TO_1}{SCHEMA}")
+        // Version 1 → 2 only adds tables and triggers, which the schema creates when missing.
+        let steps = if had_tables && version < 1 {
+            format!("{MIGRATE_TO_1}{}", schema())
         } else {
-            SCHEMA.to_string()
+            schema()
         };
         self.conn
             .execute_batch(&format!(
@@ -324,6 +351,16 @@ impl Archive {
             conn,
             path: self.path.clone(),
         })
+    }
+
+    /// The stored steady state: its key and body (see crate::steady), if any.
+    pub fn steady(&self) -> Result<Option<(String, Vec<u8>)>> {
+        self.conn
+            .query_row("SELECT key, body FROM steady WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.err("read steady state", e))
     }
 
     /// Known location ids (from their markers).
@@ -529,6 +566,15 @@ impl Archive {
             )
             .map_err(err)?;
         }
+        // Last: every write above has dropped the old one (the triggers).
+        if let Some((key, body)) = &changes.steady {
+            exec(
+                &tx,
+                "INSERT OR REPLACE INTO steady(id, key, body) VALUES (1, ?1, ?2)",
+                params![key, body],
+            )
+            .map_err(err)?;
+        }
         tx.commit().map_err(err)
     }
 }
@@ -554,6 +600,8 @@ pub struct Changes {
     pub row_conflicts: Vec<crate::merge::RowConflict>,
     /// The run to add to history.
     pub run: Option<RunSummary>,
+    /// The steady state this run leaves (key, stored form; see crate::steady), written last.
+    pub steady: Option<(String, Vec<u8>)>,
 }
 
 /// Executes through the connection's statement cache: a commit runs the same few statements
@@ -649,5 +697,89 @@ mod tests {
         let r = a.reader().unwrap();
         assert_eq!(r.meta("machine_id").unwrap(), Some(id));
         assert!(r.set_meta("x", "y").is_err(), "a reader cannot write");
+    }
+
+    fn steady_changes() -> Changes {
+        Changes {
+            steady: Some(("k".into(), vec![1, 2, 3])),
+            ..Changes::default()
+        }
+    }
+
+    #[test]
+    fn any_write_to_what_runs_read_drops_the_steady_state() {
+        let home = tempfile::tempdir().unwrap();
+        let mut a = Archive::open(home.path()).unwrap();
+        a.commit(&steady_changes()).unwrap();
+        assert_eq!(a.steady().unwrap(), Some(("k".into(), vec![1, 2, 3])));
+        // A commit of only a run's history keeps it.
+        a.commit(&Changes {
+            run: Some(RunSummary {
+                id: 0,
+                command: "sync".into(),
+                started: "s".into(),
+                finished: "f".into(),
+                result: "ok".into(),
+                written: 0,
+                summary: "x".into(),
+            }),
+            ..Changes::default()
+        })
+        .unwrap();
+        assert!(a.steady().unwrap().is_some());
+        // Every insert, update and delete, by any writer (plain SQL here, as an older
+        // Metasync without the steady state would write), drops it.
+        let writes = [
+            "INSERT INTO records(file, location, hash) VALUES ('f', 'local', 'h')",
+            "UPDATE records SET hash = 'h2'",
+            "DELETE FROM records",
+            "INSERT INTO agreed(file, hash, updated) VALUES ('f', 'h', 'now')",
+            "UPDATE agreed SET hash = 'h2'",
+            "DELETE FROM agreed",
+            "INSERT INTO scan_cache VALUES ('local', 'f', 's', 1, 'h', 'plain', '')",
+            "UPDATE scan_cache SET scanned_ns = 2",
+            "DELETE FROM scan_cache",
+            "INSERT INTO conflicts(file, detected, reason, candidates) VALUES ('f', 'd', 'r', '[]')",
+            "UPDATE conflicts SET reason = 'r2'",
+            "DELETE FROM conflicts",
+            "INSERT INTO location_ids VALUES ('r', 'id')",
+            "UPDATE location_ids SET id = 'id2'",
+            "DELETE FROM location_ids",
+        ];
+        for sql in writes {
+            a.commit(&steady_changes()).unwrap();
+            a.conn.execute_batch(sql).unwrap();
+            assert_eq!(a.steady().unwrap(), None, "{sql}");
+        }
+        // Written in the same commit as other changes, it survives them (it is written last).
+        let mut both = steady_changes();
+        both.records
+            .push((("f".into(), "local".into()), Recorded::Present("h".into())));
+        a.commit(&both).unwrap();
+        assert!(a.steady().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_version_1_archive_gains_the_steady_state_and_keeps_its_rows() {
+        let home = tempfile::tempdir().unwrap();
+        let mut a = Archive::open(home.path()).unwrap();
+        let mut c = Changes::default();
+        c.records
+            .push((("f".into(), "local".into()), Recorded::Present("h".into())));
+        a.commit(&c).unwrap();
+        a.conn
+            .execute_batch(
+                "DROP TABLE steady; PRAGMA user_version = 1;
+                 DROP TRIGGER steady_after_records_INSERT;",
+            )
+            .unwrap();
+        drop(a);
+        let mut a = Archive::open(home.path()).unwrap();
+        assert_eq!(a.records().unwrap().len(), 1);
+        a.commit(&steady_changes()).unwrap();
+        a.conn
+            .execute_batch("INSERT INTO records VALUES ('g', 'local', 'h')")
+            .unwrap();
+        assert_eq!(a.steady().unwrap(), None, "the trigger is back");
     }
 }

@@ -48,11 +48,11 @@ fn backups_of(place: &Place, file: &str) -> Vec<OnDisk> {
 /// file: a tree of 10,000 files has 10,000 files but only as many folders as it has).
 fn backups_by_file<'f>(
     place: &Place,
-    files: impl Iterator<Item = &'f String>,
+    files: impl Iterator<Item = &'f str>,
 ) -> Vec<(String, Vec<OnDisk>)> {
     // folder -> base name -> (position, relative path)
-    let mut by_dir: HashMap<PathBuf, HashMap<String, (usize, &'f String)>> = HashMap::new();
-    let mut order: Vec<&String> = Vec::new();
+    let mut by_dir: HashMap<PathBuf, HashMap<String, (usize, &'f str)>> = HashMap::new();
+    let mut order: Vec<&str> = Vec::new();
     for f in files {
         let path = place.loc.path_of(f);
         let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
@@ -86,8 +86,29 @@ fn backups_by_file<'f>(
         .into_iter()
         .zip(found)
         .filter(|(_, list)| !list.is_empty())
-        .map(|(f, list)| (f.clone(), list))
+        .map(|(f, list)| (f.to_string(), list))
         .collect()
+}
+
+/// Whether retention right after a run that changed nothing could delete any backup of
+/// `files` in `place`, looking only in `folders` (the ones its listing saw backups in): only a
+/// file with more than `keep_last` backups there can lose one.
+pub(crate) fn could_prune<'f>(
+    engine: &Engine,
+    place: &Place,
+    files: impl Iterator<Item = &'f str>,
+    folders: &[PathBuf],
+) -> bool {
+    let in_folders = files.filter(|f| {
+        place
+            .loc
+            .path_of(f)
+            .parent()
+            .is_some_and(|d| folders.iter().any(|x| x == d))
+    });
+    backups_by_file(place, in_folders)
+        .iter()
+        .any(|(_, list)| list.len() > engine.config().backups.keep_last)
 }
 
 /// `e` as a backup of `file` (whose base name is `base`) in `place`, when it is one.
@@ -436,14 +457,14 @@ fn prune_places(
             Some(k) if k.backup_folders.is_empty() => Vec::new(),
             Some(k) => backups_by_file(
                 p,
-                files.iter().filter(|f| {
+                files.iter().map(String::as_str).filter(|f| {
                     p.loc
                         .path_of(f)
                         .parent()
                         .is_some_and(|d| k.backup_folders.contains(d))
                 }),
             ),
-            None => backups_by_file(p, files.iter()),
+            None => backups_by_file(p, files.iter().map(String::as_str)),
         };
         for (f, list) in lists {
             per_place.push((p, f, list));

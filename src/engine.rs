@@ -306,16 +306,59 @@ impl Engine {
             .filter(|p| p.availability.is_available())
             .collect();
 
+        // A run that changed nothing is replayed when nothing has changed since
+        // (crate::steady); otherwise its listings serve the full run.
+        let steady_key = (!dry_run
+            && only.is_none()
+            && !matches!(direction, Direction::Keep(_))
+            && places.iter().all(|p| {
+                matches!(
+                    p.availability,
+                    Availability::Available {
+                        create_folder: false,
+                        new_id: None
+                    }
+                )
+            }))
+        .then(|| {
+            crate::steady::key(
+                &self.config,
+                &machine,
+                places.iter().map(|p| (&p.loc, &p.availability)),
+            )
+        });
+        let mut prelisted: Option<Vec<Listing>> = None;
+        if let (Some(key), Some((stored, body))) = (&steady_key, archive.steady()?) {
+            if stored == *key {
+                match self.replay_steady(
+                    &mut archive,
+                    &body,
+                    &places,
+                    &available,
+                    command,
+                    strategy,
+                    started,
+                    events,
+                )? {
+                    Ok(report) => return Ok(report),
+                    Err(listings) => prelisted = listings,
+                }
+            }
+        }
+
         // Each location's folders are read once, all locations at the same time, while the
         // archive's memory of them is loaded.
         let (looked, known) = std::thread::scope(|s| {
             let walks: Vec<_> = available
                 .iter()
-                .map(|p| {
+                .enumerate()
+                .map(|(li, p)| {
                     let reader = archive.reader();
+                    let listed = prelisted.as_mut().map(|l| std::mem::take(&mut l[li]));
                     s.spawn(move || {
                         let cache = reader.and_then(|r| r.cache(&p.loc.name));
-                        (self.selector.list(&p.loc.root), cache)
+                        let listing = listed.unwrap_or_else(|| self.selector.list(&p.loc.root));
+                        (listing, cache)
                     })
                 })
                 .collect();
@@ -839,11 +882,11 @@ impl Engine {
         } else {
             "ok"
         };
-        let summary = format!(
-            "{} file(s), {written_count} written, {} conflict(s), {} location(s) unavailable",
+        let summary = run_summary(
             files.len(),
+            written_count,
             conflicts.len(),
-            places.len() - available.len()
+            places.len() - available.len(),
         );
         changes.now = rfc3339(finished);
         changes.run = Some(RunSummary {
@@ -860,6 +903,19 @@ impl Engine {
             changes.agreed.clear();
             changes.conflicts.clear();
             changes.location_ids.clear();
+        }
+        if let Some(key) = &steady_key {
+            let quiet = written_count == 0
+                && actions_done.is_empty()
+                && warnings.is_empty()
+                && errors.is_empty()
+                && conflicts.is_empty()
+                && old_conflicts.is_empty();
+            if quiet {
+                changes.steady =
+                    crate::steady::of_run(files, &scans.found, &caches, &outcomes, scan_time)
+                        .map(|s| (key.clone(), s.encode()));
+            }
         }
         crate::failpoint::hit("before_archive_commit");
         archive.commit(&changes)?;
@@ -897,6 +953,110 @@ impl Engine {
             hashed,
             exit_code,
         })
+    }
+
+    /// Replays the stored steady run (`body`, see crate::steady) when every location still
+    /// is as it saw: lists each location (all at once) and stats its files, nothing more.
+    /// `Ok(report)` when replayed; else `Err` with the listings made, for the full run.
+    #[allow(clippy::too_many_arguments)]
+    fn replay_steady(
+        &self,
+        archive: &mut Archive,
+        body: &[u8],
+        places: &[Place],
+        available: &[&Place],
+        command: &str,
+        strategy: Strategy,
+        started: chrono::DateTime<chrono::Utc>,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<std::result::Result<RunReport, Option<Vec<Listing>>>> {
+        let Some(steady) = crate::steady::Steady::decode(body) else {
+            return Ok(Err(None));
+        };
+        if steady.locations != available.len() {
+            return Ok(Err(None));
+        }
+        let looked: Vec<(Listing, bool)> = std::thread::scope(|s| {
+            let looks: Vec<_> = available
+                .iter()
+                .enumerate()
+                .map(|(li, p)| {
+                    let steady = &steady;
+                    s.spawn(move || {
+                        let listing = self.selector.list(&p.loc.root);
+                        let names = || steady.files.iter().map(|f| f.name);
+                        let still = listing.temps.is_empty()
+                            && steady.listed_as(li, &listing.files)
+                            && scan::still_location(&p.loc.root, steady.column(li))
+                            && (listing.backup_folders.is_empty()
+                                || !crate::backups::could_prune(
+                                    self,
+                                    p,
+                                    names(),
+                                    &listing.backup_folders,
+                                ));
+                        (listing, still)
+                    })
+                })
+                .collect();
+            looks
+                .into_iter()
+                .map(|h| h.join().expect("listing a location panicked"))
+                .collect()
+        });
+        if !looked.iter().all(|(_, still)| *still) {
+            tracing::debug!(target: "metasync", "{command}: changed since the last steady run");
+            return Ok(Err(Some(looked.into_iter().map(|(l, _)| l).collect())));
+        }
+        let files: Vec<FileOutcome> = steady
+            .files
+            .iter()
+            .map(|f| FileOutcome {
+                file: f.name.to_string(),
+                outcome: "in_sync".into(),
+                winner: None,
+                sha256: f.sha256.map(String::from),
+                reason: f.reason.to_string(),
+            })
+            .collect();
+        let finished = self.clock.now();
+        let summary = run_summary(files.len(), 0, 0, places.len() - available.len());
+        let changes = Changes {
+            now: rfc3339(finished),
+            run: Some(RunSummary {
+                id: 0,
+                command: command.to_string(),
+                started: rfc3339(started),
+                finished: rfc3339(finished),
+                result: "ok".into(),
+                written: 0,
+                summary: summary.clone(),
+            }),
+            ..Changes::default()
+        };
+        crate::failpoint::hit("before_archive_commit");
+        archive.commit(&changes)?;
+        tracing::info!(target: "metasync", "{command}: ok: {summary} (unchanged since the last run)");
+        events(&Event::RunFinished {
+            result: "ok".into(),
+            summary,
+        });
+        Ok(Ok(RunReport {
+            command: command.to_string(),
+            dry_run: false,
+            strategy: strategy.as_str().to_string(),
+            started: rfc3339(started),
+            finished: rfc3339(finished),
+            locations: places.iter().map(Place::report).collect(),
+            files,
+            actions: Vec::new(),
+            conflicts: Vec::new(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+            row_conflicts: Vec::new(),
+            hashed: 0,
+            exit_code: 0,
+        }))
     }
 
     /// The plan's view of a scan.
@@ -1612,6 +1772,13 @@ impl Drop for RunScratch {
 }
 
 /// Removes the stale temp files the run's listing saw (interrupted writes).
+/// A run's one-line summary.
+fn run_summary(files: usize, written: u64, conflicts: usize, unavailable: usize) -> String {
+    format!(
+        "{files} file(s), {written} written, {conflicts} conflict(s), {unavailable} location(s) unavailable"
+    )
+}
+
 fn clean_temps(listings: &[Listing], machine: &str) {
     for temp in listings.iter().flat_map(|l| &l.temps) {
         if crate::apply::remove_if_stale(temp, machine) {

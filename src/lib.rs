@@ -30,6 +30,7 @@ pub mod retention;
 pub mod scan;
 pub mod select;
 pub mod sqlite;
+pub mod steady;
 pub mod text;
 pub mod verify;
 

@@ -116,21 +116,44 @@ pub fn signature_holds(signature: &str, scanned_ns: i64, kind: Kind, stat: &Stat
 /// describes `stat`, compared as numbers (no string is made per file); the `-wal` part only
 /// `with_side`.
 fn signature_matches(signature: &str, stat: &Stat, with_side: bool) -> bool {
-    let mut parts = signature.splitn(5, ':');
-    let mut field = || parts.next().unwrap_or("");
-    let main = field().parse() == Ok(stat.size)
-        && field().parse() == Ok(stat.mtime_ns)
-        && field().parse() == Ok(stat.ino)
-        && field().parse() == Ok(stat.ctime_ns);
-    let side = field();
+    let mut fields = signature.as_bytes().splitn(5, |&b| b == b':');
+    let mut field = || fields.next().and_then(number);
+    let main = field() == Some(i128::from(stat.size))
+        && field() == Some(i128::from(stat.mtime_ns))
+        && field() == Some(i128::from(stat.ino))
+        && field() == Some(i128::from(stat.ctime_ns));
     if !main || !with_side {
         return main;
     }
-    match (stat.side, side.split_once('/')) {
-        (None, _) => side == "-",
-        (Some((size, mtime)), Some((s, m))) => s.parse() == Ok(size) && m.parse() == Ok(mtime),
+    let side = fields.next().unwrap_or_default();
+    match (stat.side, side.iter().position(|&b| b == b'/')) {
+        (None, _) => side == b"-",
+        (Some((size, mtime)), Some(slash)) => {
+            number(&side[..slash]) == Some(i128::from(size))
+                && number(&side[slash + 1..]) == Some(i128::from(mtime))
+        }
         (Some(_), None) => false,
     }
+}
+
+/// A decimal integer, optionally negative, as the signature writes it; `None` for anything
+/// else. (By hand: `str::parse` cost most of a steady run's compare time.)
+fn number(digits: &[u8]) -> Option<i128> {
+    let (negative, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    let mut n: i128 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i128::from(d - b'0');
+    }
+    Some(if negative { -n } else { n })
 }
 
 /// The cache entry to store for a version just read at `now_ns`.
@@ -476,7 +499,24 @@ mod tests {
                 "field {i}"
             );
         }
-        for broken in ["", "42", "42:x:987654:1:-", "42:1:2:3"] {
+        let before_1970 = Stat {
+            mtime_ns: -5,
+            ..plain.clone()
+        };
+        assert!(signature_matches(
+            &before_1970.signature(),
+            &before_1970,
+            true
+        ));
+        assert!(!signature_matches(&before_1970.signature(), &plain, true));
+        for broken in [
+            "",
+            "42",
+            "42:x:987654:1:-",
+            "42:1:2:3",
+            "+42:1:2:3:-",
+            "42::2:3:-",
+        ] {
             assert!(!signature_matches(broken, &plain, false), "{broken:?}");
         }
     }

@@ -1,0 +1,360 @@
+//! The steady state: what a run that found every file in sync saw, kept so that the next run
+//! can tell by stat alone that nothing has changed since (SPEC §4.1's no-op, made cheap).
+//!
+//! A run is *steady* when it wrote nothing and reported every file in sync, with no warning,
+//! error or conflict, every location available, every file plain (databases are always planned
+//! in full, for their base) and every location's version vouched for by its scan cache. It
+//! then stores, in the same archive transaction, which files each location held and the cache
+//! entry that vouched for each.
+//!
+//! The next run may replay that run's outcome instead of loading the archive's records and
+//! scan caches when all of these hold, which are everything a full run's decisions depend on:
+//! - the archive is unchanged since: any write to its records, agreed versions, scan caches,
+//!   conflicts or location ids drops the steady state (SQLite triggers do it, so it holds for
+//!   every writer, older Metasyncs included);
+//! - the same configuration, machine and locations (their [`key`]);
+//! - every location lists exactly the files it held, and each is still what its cache entry
+//!   says (same size, mtime, inode and ctime, not racy) or still absent
+//!   ([`crate::scan::still_location`]);
+//! - no temp files to clean and no backups for retention to thin out.
+//!
+//! Then a full run would find every file through its cache entry, plan each as in sync and do
+//! nothing; a test runs both and compares them. Anything else: the full run, as always.
+
+use crate::archive::{CacheEntry, FileMap};
+use crate::config::Config;
+use crate::kind::Kind;
+use crate::report::FileOutcome;
+use crate::scan::{self, Found};
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+
+const MAGIC: &[u8] = b"metasync-steady-1\n";
+
+/// What a steady run saw, borrowed from its stored form (see [`Steady::decode`]).
+#[derive(Debug, PartialEq)]
+pub struct Steady<'a> {
+    /// How many locations, in run order.
+    pub locations: usize,
+    /// Per file, sorted by name.
+    pub files: Vec<SteadyFile<'a>>,
+    /// `at[file * locations + location]`: the cache entry that vouched for the file there
+    /// (its signature and the time it was recorded), or `None`: absent there.
+    pub at: Vec<Option<(Cow<'a, str>, i64)>>,
+}
+
+/// One file of a steady run, with the outcome the run reported for it.
+#[derive(Debug, PartialEq)]
+pub struct SteadyFile<'a> {
+    /// Path relative to the location root.
+    pub name: &'a str,
+    /// The version every location holds (`None` when it is absent everywhere).
+    pub sha256: Option<&'a str>,
+    /// The reported reason.
+    pub reason: &'a str,
+}
+
+impl<'a> Steady<'a> {
+    /// What file `file` was in location `location`.
+    pub fn at(&self, file: usize, location: usize) -> Option<(&str, i64)> {
+        self.at[file * self.locations + location]
+            .as_ref()
+            .map(|(signature, at)| (signature.as_ref(), *at))
+    }
+
+    /// The files location `location` held, in name order, with their cache entries.
+    pub fn held_in(&self, location: usize) -> impl Iterator<Item = (&str, (&str, i64))> + '_ {
+        self.files
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, f)| self.at(i, location).map(|e| (f.name, e)))
+    }
+
+    /// Every file with what location `location` held of it (`None`: absent).
+    pub fn column(
+        &self,
+        location: usize,
+    ) -> impl Iterator<Item = (&str, Option<(&str, i64)>)> + '_ {
+        self.files
+            .iter()
+            .enumerate()
+            .map(move |(i, f)| (f.name, self.at(i, location)))
+    }
+
+    /// Whether a location's listing (its synced files, in any order) is exactly the files it
+    /// held.
+    pub fn listed_as(&self, location: usize, listed: &[String]) -> bool {
+        let mut listed: Vec<&str> = listed.iter().map(String::as_str).collect();
+        listed.sort_unstable();
+        listed
+            .iter()
+            .copied()
+            .eq(self.held_in(location).map(|(f, _)| f))
+    }
+
+    /// The stored form: a small length-prefixed binary record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.files.len() * 96);
+        out.extend_from_slice(MAGIC);
+        put_u32(&mut out, self.locations);
+        put_u32(&mut out, self.files.len());
+        for (i, f) in self.files.iter().enumerate() {
+            put_str(&mut out, f.name);
+            match f.sha256 {
+                Some(h) => {
+                    out.push(1);
+                    put_str(&mut out, h);
+                }
+                None => out.push(0),
+            }
+            put_str(&mut out, f.reason);
+            for l in 0..self.locations {
+                match self.at(i, l) {
+                    Some((signature, scanned_ns)) => {
+                        out.push(1);
+                        put_str(&mut out, signature);
+                        out.extend_from_slice(&scanned_ns.to_le_bytes());
+                    }
+                    None => out.push(0),
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads the stored form back; `None` when it is not one (then the full run decides).
+    pub fn decode(bytes: &'a [u8]) -> Option<Steady<'a>> {
+        let mut r = Reader(bytes.strip_prefix(MAGIC)?);
+        let locations = r.u32()?;
+        let count = r.u32()?;
+        let mut files = Vec::with_capacity(count.min(bytes.len()));
+        let mut at = Vec::with_capacity(count.saturating_mul(locations).min(bytes.len()));
+        for _ in 0..count {
+            let name = r.str()?;
+            let sha256 = match r.u8()? {
+                0 => None,
+                1 => Some(r.str()?),
+                _ => return None,
+            };
+            let reason = r.str()?;
+            files.push(SteadyFile {
+                name,
+                sha256,
+                reason,
+            });
+            for _ in 0..locations {
+                at.push(match r.u8()? {
+                    0 => None,
+                    1 => Some((Cow::Borrowed(r.str()?), r.i64()?)),
+                    _ => return None,
+                });
+            }
+        }
+        let sorted = files.windows(2).all(|w| w[0].name < w[1].name);
+        (r.0.is_empty() && sorted).then_some(Steady {
+            locations,
+            files,
+            at,
+        })
+    }
+}
+
+/// The steady state a run leaves, when it is one: every file reported in sync, and held in
+/// each location as a plain file its cache entry vouches for (read this run: the entry it
+/// recorded at `scan_time`), or absent. `found[location][file]` is the run's scan of `files`;
+/// `caches` the scan caches it loaded. The run-wide conditions are the caller's: not a dry
+/// run, nothing written, no warning, error or conflict, every location available.
+pub(crate) fn of_run<'a>(
+    files: &'a [String],
+    found: &'a [Vec<Found>],
+    caches: &'a [FileMap<CacheEntry>],
+    outcomes: &'a [FileOutcome],
+    scan_time: i64,
+) -> Option<Steady<'a>> {
+    let locations = found.len();
+    if outcomes.len() != files.len() || caches.len() != locations || locations == 0 {
+        return None;
+    }
+    let mut steady = Steady {
+        locations,
+        files: Vec::with_capacity(files.len()),
+        at: Vec::with_capacity(files.len() * locations),
+    };
+    for (fi, (file, outcome)) in files.iter().zip(outcomes).enumerate() {
+        if outcome.file != *file || outcome.outcome != "in_sync" || outcome.winner.is_some() {
+            return None;
+        }
+        steady.files.push(SteadyFile {
+            name: file,
+            sha256: outcome.sha256.as_deref(),
+            reason: &outcome.reason,
+        });
+        for (li, cache) in caches.iter().enumerate() {
+            let held = match found[li].get(fi)? {
+                Found::Absent => None,
+                Found::Present {
+                    stat,
+                    content,
+                    hashed,
+                } if content.kind == Kind::Plain => {
+                    let (signature, at) = if *hashed {
+                        (Cow::Owned(stat.signature()), scan_time)
+                    } else {
+                        let e = cache.get(file)?;
+                        (Cow::Borrowed(e.signature.as_str()), e.scanned_ns)
+                    };
+                    if !scan::signature_holds(&signature, at, Kind::Plain, stat) {
+                        return None;
+                    }
+                    Some((signature, at))
+                }
+                _ => return None,
+            };
+            steady.at.push(held);
+        }
+    }
+    Some(steady)
+}
+
+/// What a run's decisions depend on besides the files and the archive: this Metasync, the
+/// whole configuration, the machine, and each location with its availability. A steady state
+/// stored under another key is not used.
+pub fn key<'p>(
+    config: &Config,
+    machine: &str,
+    places: impl IntoIterator<
+        Item = (
+            &'p crate::location::Location,
+            &'p crate::location::Availability,
+        ),
+    >,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update(format!("\n{config:?}\n{machine}\n"));
+    for (loc, availability) in places {
+        h.update(format!("{loc:?} {availability:?}\n"));
+    }
+    crate::ids::hex_lower(&h.finalize())
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_u32(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads the stored form front to back.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn u32(&mut self) -> Option<usize> {
+        let b = self.take(4)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?) as usize)
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        let b = self.take(8)?;
+        Some(i64::from_le_bytes(b.try_into().ok()?))
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let n = self.u32()?;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Steady<'static> {
+        Steady {
+            locations: 2,
+            files: vec![
+                SteadyFile {
+                    name: "a/one.txt",
+                    sha256: Some("11aa"),
+                    reason: "every location holds it",
+                },
+                SteadyFile {
+                    name: "gone.txt",
+                    sha256: None,
+                    reason: "deleted everywhere",
+                },
+                SteadyFile {
+                    name: "z.txt",
+                    sha256: Some("22bb"),
+                    reason: "every location holds it",
+                },
+            ],
+            at: [
+                Some(("3:1:2:1:-", 10)),
+                Some(("3:5:6:5:-", 11)),
+                None,
+                None,
+                Some(("9:1:7:1:-", -4)),
+                Some(("9:1:8:1:-", i64::MAX)),
+            ]
+            .into_iter()
+            .map(|e| e.map(|(s, n)| (Cow::Borrowed(s), n)))
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn the_stored_form_reads_back_the_same() {
+        let s = sample();
+        let bytes = s.encode();
+        assert_eq!(Steady::decode(&bytes), Some(s));
+    }
+
+    #[test]
+    fn damaged_or_foreign_bytes_are_no_steady_state() {
+        let bytes = sample().encode();
+        for cut in 0..bytes.len() {
+            assert_eq!(Steady::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(Steady::decode(&longer), None);
+        assert_eq!(Steady::decode(b"something else"), None);
+        let mut unsorted = sample();
+        unsorted.files.swap(0, 2);
+        assert_eq!(Steady::decode(&unsorted.encode()), None);
+    }
+
+    #[test]
+    fn a_listing_matches_only_the_files_held_there() {
+        let s = sample();
+        let held = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(s.listed_as(0, &held(&["z.txt", "a/one.txt"])));
+        assert!(!s.listed_as(0, &held(&["a/one.txt"])));
+        assert!(!s.listed_as(0, &held(&["a/one.txt", "gone.txt", "z.txt"])));
+        assert!(!s.listed_as(1, &held(&["a/one.txt", "z.txt", "new.txt"])));
+        assert_eq!(
+            s.column(1).collect::<Vec<_>>(),
+            vec![
+                ("a/one.txt", Some(("3:5:6:5:-", 11))),
+                ("gone.txt", None),
+                ("z.txt", Some(("9:1:8:1:-", i64::MAX)))
+            ]
+        );
+    }
+}
