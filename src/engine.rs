@@ -986,8 +986,7 @@ impl Engine {
                         let listing = self.selector.list(&p.loc.root);
                         let names = || steady.files.iter().map(|f| f.name);
                         let still = listing.temps.is_empty()
-                            && steady.listed_as(li, &listing.files)
-                            && scan::still_location(&p.loc.root, steady.column(li))
+                            && steady.still_in(li, &p.loc.root, &listing.files)
                             && (listing.backup_folders.is_empty()
                                 || !crate::backups::could_prune(
                                     self,

@@ -5,6 +5,8 @@ use crate::archive::CacheEntry;
 use crate::kind::{self, Content, Facts, Kind, ReadCtx};
 use crate::names;
 use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,45 @@ impl Stat {
             "{}:{}:{}:{}:{side}",
             self.size, self.mtime_ns, self.ino, self.ctime_ns
         )
+    }
+}
+
+/// A plain file's stat as a trusted scan cache entry vouched for it, and when that entry was
+/// recorded: what [`signature_holds`] checks, kept as numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+    /// Change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// When the entry was recorded, ns since the epoch.
+    pub scanned_ns: i64,
+}
+
+impl Held {
+    /// What a plain file's entry recorded at `scanned_ns` for `stat` holds.
+    pub fn of(stat: &Stat, scanned_ns: i64) -> Held {
+        Held {
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            ino: stat.ino,
+            ctime_ns: stat.ctime_ns,
+            scanned_ns,
+        }
+    }
+
+    /// [`signature_holds`] for a plain file: the same size, mtime, inode and ctime, and not
+    /// racy.
+    pub fn holds(&self, stat: &Stat) -> bool {
+        self.size == stat.size
+            && self.mtime_ns == stat.mtime_ns
+            && self.ino == stat.ino
+            && self.ctime_ns == stat.ctime_ns
+            && stat.mtime_ns.max(stat.ctime_ns).saturating_add(RACY_NS) < self.scanned_ns
     }
 }
 
@@ -241,14 +282,12 @@ fn look(path: &Path, maybe_database: bool) -> Look {
 }
 
 /// Whether `path` is, by its stat alone, what a scan found there before: absent (`expected`
-/// is `None`), or a plain file whose cache entry (signature, time recorded) still holds. A
-/// scan of it would then find the same without reading a byte. Never reads contents.
-pub fn still(path: &Path, expected: Option<(&str, i64)>) -> bool {
+/// is `None`), or a plain file its cache entry still vouches for. A scan of it would then find
+/// the same without reading a byte. Never reads contents.
+pub fn still(path: &Path, expected: Option<&Held>) -> bool {
     match (look(path, false), expected) {
         (Look::Absent, None) => true,
-        (Look::File(stat), Some((signature, scanned_ns))) => {
-            signature_holds(signature, scanned_ns, Kind::Plain, &stat)
-        }
+        (Look::File(stat), Some(held)) => held.holds(&stat),
         _ => false,
     }
 }
@@ -336,44 +375,67 @@ pub fn scan_location(
         .collect()
 }
 
-/// [`still`] for files of one location: each is under no linked folder and, by its stat, is
-/// what the scan found before (`None`: absent). True when every one is.
-pub fn still_location<'f>(
-    root: &Path,
-    files: impl IntoIterator<Item = (&'f str, Option<(&'f str, i64)>)>,
-) -> bool {
-    let mut folders = LinkedFolders::new(root);
-    files
-        .into_iter()
-        .all(|(f, expected)| folders.of(f).is_none() && still(&root.join(f), expected))
+/// [`still`] for files of one location, by their paths relative to its root: under no linked
+/// folder and, by their stat, as a scan found them before.
+pub struct StillIn {
+    folders: LinkedFolders,
+    /// The root and a separator, then the file being looked at: one buffer for every path.
+    path: Vec<u8>,
+    root_len: usize,
+}
+
+impl StillIn {
+    /// For the location at `root`.
+    pub fn new(root: &Path) -> StillIn {
+        let mut path = root.as_os_str().as_bytes().to_vec();
+        if !path.ends_with(b"/") {
+            path.push(b'/');
+        }
+        StillIn {
+            folders: LinkedFolders::new(root),
+            root_len: path.len(),
+            path,
+        }
+    }
+
+    /// Whether `rel` is still as expected (see [`still`]).
+    pub fn still(&mut self, rel: &str, expected: Option<&Held>) -> bool {
+        if self.folders.of(rel).is_some() {
+            return false;
+        }
+        self.path.truncate(self.root_len);
+        self.path.extend_from_slice(rel.as_bytes());
+        still(Path::new(OsStr::from_bytes(&self.path)), expected)
+    }
 }
 
 /// The linked folder above each file of a location, looked up once per folder (files share
 /// folders).
-struct LinkedFolders<'a> {
-    root: &'a Path,
-    seen: HashMap<&'a str, Option<String>>,
+struct LinkedFolders {
+    root: PathBuf,
+    seen: HashMap<String, Option<String>>,
 }
 
-impl<'a> LinkedFolders<'a> {
-    fn new(root: &'a Path) -> Self {
+impl LinkedFolders {
+    fn new(root: &Path) -> Self {
         LinkedFolders {
-            root,
+            root: root.to_path_buf(),
             seen: HashMap::new(),
         }
     }
 
     /// The first folder above `file` that is a symbolic link, if any.
-    fn of(&mut self, file: &'a str) -> Option<String> {
+    fn of(&mut self, file: &str) -> Option<String> {
         let dir = file.rsplit_once('/').map_or("", |(d, _)| d);
         if dir.is_empty() {
             return None;
         }
-        let root = self.root;
-        self.seen
-            .entry(dir)
-            .or_insert_with(|| linked_folder(root, file))
-            .clone()
+        if let Some(known) = self.seen.get(dir) {
+            return known.clone();
+        }
+        let link = linked_folder(&self.root, file);
+        self.seen.insert(dir.to_string(), link.clone());
+        link
     }
 }
 
@@ -531,12 +593,29 @@ mod tests {
         let Found::Present { stat, .. } = scan_file(&p, None, &ctx()) else {
             panic!()
         };
-        let sig = stat.signature();
-        assert!(still(&p, Some((&sig, stat.ctime_ns + RACY_NS + 1))));
+        let clean = Held::of(&stat, stat.ctime_ns + RACY_NS + 1);
+        assert!(still(&p, Some(&clean)));
         // Recorded too soon after the change: racy, not vouched.
-        assert!(!still(&p, Some((&sig, stat.ctime_ns + 1))));
+        assert!(!still(&p, Some(&Held::of(&stat, stat.ctime_ns + 1))));
+        // The numbers decide as the text signature does.
+        for (at, trusted) in [
+            (stat.ctime_ns + RACY_NS + 1, true),
+            (stat.ctime_ns + 1, false),
+        ] {
+            assert_eq!(Held::of(&stat, at).holds(&stat), trusted);
+            assert_eq!(
+                signature_holds(&stat.signature(), at, Kind::Plain, &stat),
+                trusted
+            );
+        }
         std::fs::write(&p, "two").unwrap();
-        assert!(!still(&p, Some((&sig, i64::MAX))));
+        assert!(!still(
+            &p,
+            Some(&Held {
+                scanned_ns: i64::MAX,
+                ..clean
+            })
+        ));
         // A folder that became a symbolic link vouches for nothing under it.
         std::fs::create_dir(d.path().join("real")).unwrap();
         std::fs::write(d.path().join("real/g"), "g").unwrap();
@@ -545,16 +624,12 @@ mod tests {
         else {
             panic!()
         };
-        let gsig = g.signature();
-        let at = g.ctime_ns + RACY_NS + 1;
-        assert!(still_location(
-            d.path(),
-            [("real/g", Some((gsig.as_str(), at)))]
-        ));
-        assert!(!still_location(
-            d.path(),
-            [("link/g", Some((gsig.as_str(), at)))]
-        ));
+        let g = Held::of(&g, g.ctime_ns + RACY_NS + 1);
+        let mut here = StillIn::new(d.path());
+        assert!(here.still("real/g", Some(&g)));
+        assert!(!here.still("link/g", Some(&g)));
+        assert!(here.still("real/none", None));
+        assert!(!here.still("real/g", None));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! - the same configuration, machine and locations (their [`key`]);
 //! - every location lists exactly the files it held, and each is still what its cache entry
 //!   says (same size, mtime, inode and ctime, not racy) or still absent
-//!   ([`crate::scan::still_location`]);
+//!   ([`Steady::still_in`]);
 //! - no temp files to clean and no backups for retention to thin out.
 //!
 //! Then a full run would find every file through its cache entry, plan each as in sync and do
@@ -25,11 +25,11 @@ use crate::archive::{CacheEntry, FileMap};
 use crate::config::Config;
 use crate::kind::Kind;
 use crate::report::FileOutcome;
-use crate::scan::{self, Found};
+use crate::scan::{self, Found, Held, StillIn};
 use sha2::{Digest, Sha256};
-use std::borrow::Cow;
+use std::path::Path;
 
-const MAGIC: &[u8] = b"metasync-steady-1\n";
+const MAGIC: &[u8] = b"metasync-steady-2\n";
 
 /// What a steady run saw, borrowed from its stored form (see [`Steady::decode`]).
 #[derive(Debug, PartialEq)]
@@ -38,9 +38,9 @@ pub struct Steady<'a> {
     pub locations: usize,
     /// Per file, sorted by name.
     pub files: Vec<SteadyFile<'a>>,
-    /// `at[file * locations + location]`: the cache entry that vouched for the file there
-    /// (its signature and the time it was recorded), or `None`: absent there.
-    pub at: Vec<Option<(Cow<'a, str>, i64)>>,
+    /// `at[file * locations + location]`: what the file was there (the stat its cache entry
+    /// vouched for), or `None`: absent there.
+    pub at: Vec<Option<Held>>,
 }
 
 /// One file of a steady run, with the outcome the run reported for it.
@@ -56,47 +56,54 @@ pub struct SteadyFile<'a> {
 
 impl<'a> Steady<'a> {
     /// What file `file` was in location `location`.
-    pub fn at(&self, file: usize, location: usize) -> Option<(&str, i64)> {
-        self.at[file * self.locations + location]
-            .as_ref()
-            .map(|(signature, at)| (signature.as_ref(), *at))
+    pub fn at(&self, file: usize, location: usize) -> Option<&Held> {
+        self.at[file * self.locations + location].as_ref()
     }
 
-    /// The files location `location` held, in name order, with their cache entries.
-    pub fn held_in(&self, location: usize) -> impl Iterator<Item = (&str, (&str, i64))> + '_ {
-        self.files
-            .iter()
-            .enumerate()
-            .filter_map(move |(i, f)| self.at(i, location).map(|e| (f.name, e)))
+    /// Whether location `location` (at `root`) still is as the run saw it: its listing (its
+    /// synced files, in any order) is exactly the files it held, each still vouched for by
+    /// its stat, and the files it did not hold are still absent.
+    pub fn still_in(&self, location: usize, root: &Path, listed: &[String]) -> bool {
+        let held = (0..self.files.len())
+            .filter(|&i| self.at(i, location).is_some())
+            .count();
+        if listed.len() != held {
+            return false;
+        }
+        let mut here = StillIn::new(root);
+        let mut seen = vec![false; self.files.len()];
+        // Each listed file is one the location held (once): with the counts equal, the two
+        // sets are the same.
+        let listed_still = listed.iter().all(|name| {
+            let Ok(i) = self.files.binary_search_by(|f| f.name.cmp(name)) else {
+                return false;
+            };
+            let Some(expected) = self.at(i, location) else {
+                return false;
+            };
+            !std::mem::replace(&mut seen[i], true) && here.still(name, Some(expected))
+        });
+        listed_still
+            && self
+                .files
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| self.at(*i, location).is_none())
+                .all(|(_, f)| here.still(f.name, None))
     }
 
-    /// Every file with what location `location` held of it (`None`: absent).
-    pub fn column(
-        &self,
-        location: usize,
-    ) -> impl Iterator<Item = (&str, Option<(&str, i64)>)> + '_ {
-        self.files
-            .iter()
-            .enumerate()
-            .map(move |(i, f)| (f.name, self.at(i, location)))
-    }
-
-    /// Whether a location's listing (its synced files, in any order) is exactly the files it
-    /// held.
-    pub fn listed_as(&self, location: usize, listed: &[String]) -> bool {
-        let mut listed: Vec<&str> = listed.iter().map(String::as_str).collect();
-        listed.sort_unstable();
-        listed
-            .iter()
-            .copied()
-            .eq(self.held_in(location).map(|(f, _)| f))
-    }
-
-    /// The stored form: a small length-prefixed binary record.
+    /// The stored form: a small length-prefixed binary record (each distinct reason once).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.files.len() * 96);
+        let mut reasons: Vec<&str> = self.files.iter().map(|f| f.reason).collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        let mut out = Vec::with_capacity(64 + self.files.len() * (96 + 41 * self.locations));
         out.extend_from_slice(MAGIC);
         put_u32(&mut out, self.locations);
+        put_u32(&mut out, reasons.len());
+        for r in &reasons {
+            put_str(&mut out, r);
+        }
         put_u32(&mut out, self.files.len());
         for (i, f) in self.files.iter().enumerate() {
             put_str(&mut out, f.name);
@@ -107,13 +114,20 @@ impl<'a> Steady<'a> {
                 }
                 None => out.push(0),
             }
-            put_str(&mut out, f.reason);
+            put_u32(&mut out, reasons.binary_search(&f.reason).unwrap_or(0));
             for l in 0..self.locations {
                 match self.at(i, l) {
-                    Some((signature, scanned_ns)) => {
+                    Some(h) => {
                         out.push(1);
-                        put_str(&mut out, signature);
-                        out.extend_from_slice(&scanned_ns.to_le_bytes());
+                        for n in [
+                            h.size as i64,
+                            h.mtime_ns,
+                            h.ino as i64,
+                            h.ctime_ns,
+                            h.scanned_ns,
+                        ] {
+                            out.extend_from_slice(&n.to_le_bytes());
+                        }
                     }
                     None => out.push(0),
                 }
@@ -126,6 +140,9 @@ impl<'a> Steady<'a> {
     pub fn decode(bytes: &'a [u8]) -> Option<Steady<'a>> {
         let mut r = Reader(bytes.strip_prefix(MAGIC)?);
         let locations = r.u32()?;
+        let reasons: Vec<&str> = (0..r.u32()?.min(bytes.len()))
+            .map(|_| r.str())
+            .collect::<Option<_>>()?;
         let count = r.u32()?;
         let mut files = Vec::with_capacity(count.min(bytes.len()));
         let mut at = Vec::with_capacity(count.saturating_mul(locations).min(bytes.len()));
@@ -136,7 +153,7 @@ impl<'a> Steady<'a> {
                 1 => Some(r.str()?),
                 _ => return None,
             };
-            let reason = r.str()?;
+            let reason = reasons.get(r.u32()?)?;
             files.push(SteadyFile {
                 name,
                 sha256,
@@ -145,7 +162,13 @@ impl<'a> Steady<'a> {
             for _ in 0..locations {
                 at.push(match r.u8()? {
                     0 => None,
-                    1 => Some((Cow::Borrowed(r.str()?), r.i64()?)),
+                    1 => Some(Held {
+                        size: r.i64()? as u64,
+                        mtime_ns: r.i64()?,
+                        ino: r.i64()? as u64,
+                        ctime_ns: r.i64()?,
+                        scanned_ns: r.i64()?,
+                    }),
                     _ => return None,
                 });
             }
@@ -197,16 +220,20 @@ pub(crate) fn of_run<'a>(
                     content,
                     hashed,
                 } if content.kind == Kind::Plain => {
-                    let (signature, at) = if *hashed {
-                        (Cow::Owned(stat.signature()), scan_time)
+                    let (at, vouched) = if *hashed {
+                        let ok =
+                            scan::signature_holds(&stat.signature(), scan_time, Kind::Plain, stat);
+                        (scan_time, ok)
                     } else {
                         let e = cache.get(file)?;
-                        (Cow::Borrowed(e.signature.as_str()), e.scanned_ns)
+                        let ok =
+                            scan::signature_holds(&e.signature, e.scanned_ns, Kind::Plain, stat);
+                        (e.scanned_ns, ok)
                     };
-                    if !scan::signature_holds(&signature, at, Kind::Plain, stat) {
+                    if !vouched {
                         return None;
                     }
-                    Some((signature, at))
+                    Some(Held::of(stat, at))
                 }
                 _ => return None,
             };
@@ -284,6 +311,16 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    fn held(n: i64) -> Option<Held> {
+        Some(Held {
+            size: n as u64,
+            mtime_ns: -n,
+            ino: 7 + n as u64,
+            ctime_ns: n * 1_000,
+            scanned_ns: i64::MAX - n,
+        })
+    }
+
     fn sample() -> Steady<'static> {
         Steady {
             locations: 2,
@@ -304,17 +341,7 @@ mod tests {
                     reason: "every location holds it",
                 },
             ],
-            at: [
-                Some(("3:1:2:1:-", 10)),
-                Some(("3:5:6:5:-", 11)),
-                None,
-                None,
-                Some(("9:1:7:1:-", -4)),
-                Some(("9:1:8:1:-", i64::MAX)),
-            ]
-            .into_iter()
-            .map(|e| e.map(|(s, n)| (Cow::Borrowed(s), n)))
-            .collect(),
+            at: vec![held(1), held(2), None, None, held(3), held(4)],
         }
     }
 
@@ -340,21 +367,52 @@ mod tests {
         assert_eq!(Steady::decode(&unsorted.encode()), None);
     }
 
+    /// A location at `root` holding `files` as they are now, vouched for.
+    fn seen_now(root: &Path, files: &[&'static str], absent: &[&'static str]) -> Steady<'static> {
+        let mut all: Vec<&'static str> = files.iter().chain(absent).copied().collect();
+        all.sort_unstable();
+        let at = all
+            .iter()
+            .map(|f| {
+                let (stat, _) = scan::Stat::of_kind(&root.join(f), false).unwrap()?;
+                Some(Held::of(&stat, stat.ctime_ns + scan::RACY_NS + 1))
+            })
+            .collect();
+        Steady {
+            locations: 1,
+            files: all
+                .into_iter()
+                .map(|name| SteadyFile {
+                    name,
+                    sha256: None,
+                    reason: "r",
+                })
+                .collect(),
+            at,
+        }
+    }
+
     #[test]
-    fn a_listing_matches_only_the_files_held_there() {
-        let s = sample();
-        let held = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(s.listed_as(0, &held(&["z.txt", "a/one.txt"])));
-        assert!(!s.listed_as(0, &held(&["a/one.txt"])));
-        assert!(!s.listed_as(0, &held(&["a/one.txt", "gone.txt", "z.txt"])));
-        assert!(!s.listed_as(1, &held(&["a/one.txt", "z.txt", "new.txt"])));
-        assert_eq!(
-            s.column(1).collect::<Vec<_>>(),
-            vec![
-                ("a/one.txt", Some(("3:5:6:5:-", 11))),
-                ("gone.txt", None),
-                ("z.txt", Some(("9:1:8:1:-", i64::MAX)))
-            ]
-        );
+    fn a_location_is_still_only_with_the_same_files_as_they_were() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir(root.join("a")).unwrap();
+        for f in ["a/one.txt", "z.txt"] {
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        let s = seen_now(root, &["a/one.txt", "z.txt"], &["gone.txt"]);
+        let list = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(s.still_in(0, root, &list(&["z.txt", "a/one.txt"])));
+        assert!(!s.still_in(0, root, &list(&["a/one.txt"])));
+        assert!(!s.still_in(0, root, &list(&["a/one.txt", "a/one.txt"])));
+        assert!(!s.still_in(0, root, &list(&["a/one.txt", "new.txt"])));
+        assert!(!s.still_in(0, root, &list(&["a/one.txt", "gone.txt"])));
+        // A file not listed (say, unreadable) that is there after all: not absent.
+        std::fs::write(root.join("gone.txt"), "back").unwrap();
+        assert!(!s.still_in(0, root, &list(&["z.txt", "a/one.txt"])));
+        std::fs::remove_file(root.join("gone.txt")).unwrap();
+        // Rewritten with the same size: its ctime moved.
+        std::fs::write(root.join("z.txt"), "Z.TXT").unwrap();
+        assert!(!s.still_in(0, root, &list(&["z.txt", "a/one.txt"])));
     }
 }
