@@ -131,6 +131,13 @@ ALTER TABLE scan_cache_v1 RENAME TO scan_cache;
 /// (FxHash) is safe here and about five times cheaper than SipHash per lookup.
 pub type FileMap<V> = HashMap<String, V, rustc_hash::FxBuildHasher>;
 
+/// What [`Archive::known_of`] reads: records, agreed versions, and a scan cache per location.
+pub type KnownOf = (
+    FileMap<Vec<(String, Recorded)>>,
+    FileMap<Agreed>,
+    Vec<FileMap<CacheEntry>>,
+);
+
 /// An open archive.
 pub struct Archive {
     conn: Connection,
@@ -315,26 +322,70 @@ impl Archive {
             .map_err(|e| self.err("read scan cache", e))?;
         let rows = stmt
             .query_map([location], |r| {
-                // Most entries are plain files without facts: no string is made for those.
-                let extra = r.get_ref(5)?.as_str()?;
-                Ok((
-                    r.get::<_, String>(0)?,
-                    CacheEntry {
-                        signature: r.get(1)?,
-                        scanned_ns: r.get(2)?,
-                        hash: r.get(3)?,
-                        kind: crate::kind::Kind::parse(r.get_ref(4)?.as_str()?),
-                        extra: if extra == "{}" {
-                            String::new()
-                        } else {
-                            extra.to_string()
-                        },
-                    },
-                ))
+                Ok((r.get::<_, String>(0)?, cache_entry_at(r, 1)?))
             })
             .map_err(|e| self.err("read scan cache", e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err("read scan cache", e))
+    }
+
+    /// [`Archive::records`], [`Archive::agreed`] and [`Archive::cache`] of every location, for
+    /// `files` only: one indexed lookup per file, for a run that plans a few files of many.
+    pub fn known_of(&self, files: &[String], locations: &[&str]) -> Result<KnownOf> {
+        let err = |e| self.err("read what the archive knows of the changed files", e);
+        let mut records: FileMap<Vec<(String, Recorded)>> = FileMap::default();
+        let mut agreed: FileMap<Agreed> = FileMap::default();
+        let mut caches: Vec<FileMap<CacheEntry>> = vec![FileMap::default(); locations.len()];
+        let mut rec = self
+            .conn
+            .prepare_cached("SELECT location, hash FROM records WHERE file = ?1 ORDER BY location")
+            .map_err(err)?;
+        let mut agr = self
+            .conn
+            .prepare_cached("SELECT hash, entities, conversations FROM agreed WHERE file = ?1")
+            .map_err(err)?;
+        let mut cac = self
+            .conn
+            .prepare_cached(
+                "SELECT signature, scanned_ns, hash, kind, extra FROM scan_cache
+                 WHERE location = ?1 AND file = ?2",
+            )
+            .map_err(err)?;
+        for file in files {
+            let list: Vec<(String, Recorded)> = rec
+                .query_map([file], |r| {
+                    Ok((r.get(0)?, Recorded::from_column(r.get(1)?)))
+                })
+                .map_err(err)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(err)?;
+            if !list.is_empty() {
+                records.insert(file.clone(), list);
+            }
+            if let Some(a) = agr
+                .query_row([file], |r| {
+                    Ok(Agreed {
+                        version: Recorded::from_column(r.get(0)?),
+                        entities: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
+                        conversations: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    })
+                })
+                .optional()
+                .map_err(err)?
+            {
+                agreed.insert(file.clone(), a);
+            }
+            for (location, cache) in locations.iter().zip(caches.iter_mut()) {
+                if let Some(e) = cac
+                    .query_row(params![location, file], |r| cache_entry_at(r, 0))
+                    .optional()
+                    .map_err(err)?
+                {
+                    cache.insert(file.clone(), e);
+                }
+            }
+        }
+        Ok((records, agreed, caches))
     }
 
     /// A second, read-only connection to the same archive, for reading on another thread
@@ -577,6 +628,24 @@ impl Archive {
         }
         tx.commit().map_err(err)
     }
+}
+
+/// A scan cache entry from a row whose columns, from `first` on, are signature, scanned_ns,
+/// hash, kind and extra.
+fn cache_entry_at(r: &rusqlite::Row, first: usize) -> rusqlite::Result<CacheEntry> {
+    // Most entries are plain files without facts: no string is made for those.
+    let extra = r.get_ref(first + 4)?.as_str()?;
+    Ok(CacheEntry {
+        signature: r.get(first)?,
+        scanned_ns: r.get(first + 1)?,
+        hash: r.get(first + 2)?,
+        kind: crate::kind::Kind::parse(r.get_ref(first + 3)?.as_str()?),
+        extra: if extra == "{}" {
+            String::new()
+        } else {
+            extra.to_string()
+        },
+    })
 }
 
 /// Changes to write to the archive at the end of a run, all at once.

@@ -328,6 +328,8 @@ impl Engine {
             )
         });
         let mut prelisted: Option<Vec<Listing>> = None;
+        // Only these files are planned; the others are in sync as these outcomes say.
+        let mut partial: Option<(Vec<String>, Vec<FileOutcome>)> = None;
         if let (Some(key), Some((stored, body))) = (&steady_key, archive.steady()?) {
             if stored == *key {
                 match self.replay_steady(
@@ -340,59 +342,85 @@ impl Engine {
                     started,
                     events,
                 )? {
-                    Ok(report) => return Ok(report),
-                    Err(listings) => prelisted = listings,
+                    Replay::Done(report) => return Ok(*report),
+                    Replay::Partial {
+                        listings,
+                        changed,
+                        others,
+                    } => {
+                        prelisted = Some(listings);
+                        partial = Some((changed, others));
+                    }
+                    Replay::Full(listings) => prelisted = Some(listings),
+                    Replay::Unusable => {}
                 }
             }
         }
 
-        // Each location's folders are read once, all locations at the same time, while the
-        // archive's memory of them is loaded.
-        let (looked, known) = std::thread::scope(|s| {
-            let walks: Vec<_> = available
-                .iter()
-                .enumerate()
-                .map(|(li, p)| {
-                    let reader = archive.reader();
-                    let listed = prelisted.as_mut().map(|l| std::mem::take(&mut l[li]));
-                    s.spawn(move || {
-                        let cache = reader.and_then(|r| r.cache(&p.loc.name));
-                        let listing = listed.unwrap_or_else(|| self.selector.list(&p.loc.root));
-                        (listing, cache)
-                    })
-                })
-                .collect();
-            let known = (|| Ok((archive.records()?, archive.agreed()?)))();
-            let looked: Vec<(Listing, Result<_>)> = walks
-                .into_iter()
-                .map(|w| w.join().expect("listing a location panicked"))
-                .collect();
-            (looked, known)
-        });
-        let (records, agreed) = known?;
-        let mut listings = Vec::new();
-        let mut caches = Vec::new();
-        for (listing, cache) in looked {
-            listings.push(listing);
-            caches.push(cache?);
-        }
-        // The files the archive knows (recorded anywhere or agreed) that the patterns still
-        // select, and what the listings found: sorted and deduplicated as borrowed names,
-        // copied once.
-        let mut names: Vec<&str> = agreed
-            .keys()
-            .chain(records.keys())
-            .map(String::as_str)
-            .filter(|f| self.selector.matches(f))
-            .chain(
-                listings
-                    .iter()
-                    .flat_map(|l| l.files.iter().map(String::as_str)),
-            )
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        let mut files: Vec<String> = names.into_iter().map(String::from).collect();
+        let (listings, caches, records, agreed) = match (prelisted, &partial) {
+            // What the archive knows of the changed files only.
+            (Some(listings), Some((changed, _))) => {
+                let names: Vec<&str> = available.iter().map(|p| p.loc.name.as_str()).collect();
+                let (records, agreed, caches) = archive.known_of(changed, &names)?;
+                (listings, caches, records, agreed)
+            }
+            (mut prelisted, _) => {
+                // Each location's folders are read once, all locations at the same time, while
+                // the archive's memory of them is loaded.
+                let (looked, known) = std::thread::scope(|s| {
+                    let walks: Vec<_> = available
+                        .iter()
+                        .enumerate()
+                        .map(|(li, p)| {
+                            let reader = archive.reader();
+                            let listed = prelisted.as_mut().map(|l| std::mem::take(&mut l[li]));
+                            s.spawn(move || {
+                                let cache = reader.and_then(|r| r.cache(&p.loc.name));
+                                let listing =
+                                    listed.unwrap_or_else(|| self.selector.list(&p.loc.root));
+                                (listing, cache)
+                            })
+                        })
+                        .collect();
+                    let known = (|| Ok((archive.records()?, archive.agreed()?)))();
+                    let looked: Vec<(Listing, Result<_>)> = walks
+                        .into_iter()
+                        .map(|w| w.join().expect("listing a location panicked"))
+                        .collect();
+                    (looked, known)
+                });
+                let (records, agreed) = known?;
+                let mut listings = Vec::new();
+                let mut caches = Vec::new();
+                for (listing, cache) in looked {
+                    listings.push(listing);
+                    caches.push(cache?);
+                }
+                (listings, caches, records, agreed)
+            }
+        };
+        let mut files: Vec<String> = match &partial {
+            Some((changed, _)) => changed.clone(),
+            None => {
+                // The files the archive knows (recorded anywhere or agreed) that the patterns
+                // still select, and what the listings found: sorted and deduplicated as
+                // borrowed names, copied once.
+                let mut names: Vec<&str> = agreed
+                    .keys()
+                    .chain(records.keys())
+                    .map(String::as_str)
+                    .filter(|f| self.selector.matches(f))
+                    .chain(
+                        listings
+                            .iter()
+                            .flat_map(|l| l.files.iter().map(String::as_str)),
+                    )
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                names.into_iter().map(String::from).collect()
+            }
+        };
         if let Some(f) = only {
             files.retain(|x| x == f);
             if files.is_empty() {
@@ -837,6 +865,12 @@ impl Engine {
             });
         }
 
+        // A partial run's report lists every file, the unchanged ones as in sync.
+        let planned_all = partial.is_none();
+        if let Some((_, others)) = partial.take() {
+            outcomes = merge_by_file(outcomes, others);
+        }
+
         // Identity markers: adopt what another machine wrote; write ours on first use.
         for p in &available {
             if let Availability::Available {
@@ -883,7 +917,7 @@ impl Engine {
             "ok"
         };
         let summary = run_summary(
-            files.len(),
+            outcomes.len(),
             written_count,
             conflicts.len(),
             places.len() - available.len(),
@@ -904,7 +938,7 @@ impl Engine {
             changes.conflicts.clear();
             changes.location_ids.clear();
         }
-        if let Some(key) = &steady_key {
+        if let (Some(key), true) = (&steady_key, planned_all) {
             let quiet = written_count == 0
                 && actions_done.is_empty()
                 && warnings.is_empty()
@@ -957,7 +991,8 @@ impl Engine {
 
     /// Replays the stored steady run (`body`, see crate::steady) when every location still
     /// is as it saw: lists each location (all at once) and stats its files, nothing more.
-    /// `Ok(report)` when replayed; else `Err` with the listings made, for the full run.
+    /// When a few files changed, only those need planning; when more did (or retention may
+    /// have backups to thin out), all of them.
     #[allow(clippy::too_many_arguments)]
     fn replay_steady(
         &self,
@@ -969,14 +1004,16 @@ impl Engine {
         strategy: Strategy,
         started: chrono::DateTime<chrono::Utc>,
         events: &mut dyn FnMut(&Event),
-    ) -> Result<std::result::Result<RunReport, Option<Vec<Listing>>>> {
+    ) -> Result<Replay> {
         let Some(steady) = crate::steady::Steady::decode(body) else {
-            return Ok(Err(None));
+            return Ok(Replay::Unusable);
         };
         if steady.locations != available.len() {
-            return Ok(Err(None));
+            return Ok(Replay::Unusable);
         }
-        let looked: Vec<(Listing, bool)> = std::thread::scope(|s| {
+        // Per location: its listing, what changed there, and whether retention could thin out
+        // its backups.
+        let looked: Vec<(Listing, Vec<String>, bool)> = std::thread::scope(|s| {
             let looks: Vec<_> = available
                 .iter()
                 .enumerate()
@@ -984,17 +1021,19 @@ impl Engine {
                     let steady = &steady;
                     s.spawn(move || {
                         let listing = self.selector.list(&p.loc.root);
-                        let names = || steady.files.iter().map(|f| f.name);
-                        let still = listing.temps.is_empty()
-                            && steady.still_in(li, &p.loc.root, &listing.files)
-                            && (listing.backup_folders.is_empty()
-                                || !crate::backups::could_prune(
-                                    self,
-                                    p,
-                                    names(),
-                                    &listing.backup_folders,
-                                ));
-                        (listing, still)
+                        let changed: Vec<String> = steady
+                            .changed_in(li, &p.loc.root, &listing.files)
+                            .into_iter()
+                            .map(String::from)
+                            .collect();
+                        let prunable = !listing.backup_folders.is_empty()
+                            && crate::backups::could_prune(
+                                self,
+                                p,
+                                steady.files.iter().map(|f| f.name),
+                                &listing.backup_folders,
+                            );
+                        (listing, changed, prunable)
                     })
                 })
                 .collect();
@@ -1003,21 +1042,41 @@ impl Engine {
                 .map(|h| h.join().expect("listing a location panicked"))
                 .collect()
         });
-        if !looked.iter().all(|(_, still)| *still) {
-            tracing::debug!(target: "metasync", "{command}: changed since the last steady run");
-            return Ok(Err(Some(looked.into_iter().map(|(l, _)| l).collect())));
+        let mut changed: Vec<String> = looked.iter().flat_map(|(_, c, _)| c.clone()).collect();
+        changed.sort_unstable();
+        changed.dedup();
+        let prunable = looked.iter().any(|(_, _, p)| *p);
+        let temps = looked.iter().any(|(l, _, _)| !l.temps.is_empty());
+        let listings: Vec<Listing> = looked.into_iter().map(|(l, _, _)| l).collect();
+        let settled = |skip: &[String]| -> Vec<FileOutcome> {
+            steady
+                .files
+                .iter()
+                .filter(|f| skip.binary_search_by(|c| c.as_str().cmp(f.name)).is_err())
+                .map(|f| FileOutcome {
+                    file: f.name.to_string(),
+                    outcome: "in_sync".into(),
+                    winner: None,
+                    sha256: f.sha256.map(String::from),
+                    reason: f.reason.to_string(),
+                })
+                .collect()
+        };
+        // Point lookups in the archive beat loading all of it while few files changed.
+        if prunable || changed.len() > (steady.files.len() / 8).max(64) {
+            tracing::debug!(target: "metasync", "{command}: {} file(s) changed since the last steady run; planned in full", changed.len());
+            return Ok(Replay::Full(listings));
         }
-        let files: Vec<FileOutcome> = steady
-            .files
-            .iter()
-            .map(|f| FileOutcome {
-                file: f.name.to_string(),
-                outcome: "in_sync".into(),
-                winner: None,
-                sha256: f.sha256.map(String::from),
-                reason: f.reason.to_string(),
-            })
-            .collect();
+        if !changed.is_empty() || temps {
+            tracing::info!(target: "metasync", "{command}: {} file(s) changed since the last run; planning those", changed.len());
+            let others = settled(&changed);
+            return Ok(Replay::Partial {
+                listings,
+                changed,
+                others,
+            });
+        }
+        let files = settled(&[]);
         let finished = self.clock.now();
         let summary = run_summary(files.len(), 0, 0, places.len() - available.len());
         let changes = Changes {
@@ -1040,7 +1099,7 @@ impl Engine {
             result: "ok".into(),
             summary,
         });
-        Ok(Ok(RunReport {
+        Ok(Replay::Done(Box::new(RunReport {
             command: command.to_string(),
             dry_run: false,
             strategy: strategy.as_str().to_string(),
@@ -1055,7 +1114,7 @@ impl Engine {
             row_conflicts: Vec::new(),
             hashed: 0,
             exit_code: 0,
-        }))
+        })))
     }
 
     /// The plan's view of a scan.
@@ -1771,6 +1830,36 @@ impl Drop for RunScratch {
 }
 
 /// Removes the stale temp files the run's listing saw (interrupted writes).
+/// What the steady state says of a run (see [`Engine::replay_steady`]).
+enum Replay {
+    /// Nothing changed: the run is replayed, this is its report.
+    Done(Box<RunReport>),
+    /// Only `changed` need planning (with the listings made); every other file is in sync as
+    /// `others` say (sorted by file).
+    Partial {
+        listings: Vec<Listing>,
+        changed: Vec<String>,
+        others: Vec<FileOutcome>,
+    },
+    /// Every file is planned, with the listings made.
+    Full(Vec<Listing>),
+    /// The stored steady state does not fit this run.
+    Unusable,
+}
+
+/// Two lists of outcomes, each sorted by file, as one sorted list.
+fn merge_by_file(a: Vec<FileOutcome>, b: Vec<FileOutcome>) -> Vec<FileOutcome> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let next = if x.file <= y.file { a.next() } else { b.next() };
+        out.extend(next);
+    }
+    out.extend(a);
+    out.extend(b);
+    out
+}
+
 /// A run's one-line summary.
 fn run_summary(files: usize, written: u64, conflicts: usize, unavailable: usize) -> String {
     format!(

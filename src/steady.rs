@@ -15,7 +15,7 @@
 //! - the same configuration, machine and locations (their [`key`]);
 //! - every location lists exactly the files it held, and each is still what its cache entry
 //!   says (same size, mtime, inode and ctime, not racy) or still absent
-//!   ([`Steady::still_in`]);
+//!   ([`Steady::changed_in`]);
 //! - no temp files to clean and no backups for retention to thin out.
 //!
 //! Then a full run would find every file through its cache entry, plan each as in sync and do
@@ -60,36 +60,40 @@ impl<'a> Steady<'a> {
         self.at[file * self.locations + location].as_ref()
     }
 
-    /// Whether location `location` (at `root`) still is as the run saw it: its listing (its
-    /// synced files, in any order) is exactly the files it held, each still vouched for by
-    /// its stat, and the files it did not hold are still absent.
-    pub fn still_in(&self, location: usize, root: &Path, listed: &[String]) -> bool {
-        let held = (0..self.files.len())
-            .filter(|&i| self.at(i, location).is_some())
-            .count();
-        if listed.len() != held {
-            return false;
-        }
+    /// What changed in location `location` (at `root`) since the run, given its listing (its
+    /// synced files, in any order): the files listed that it did not hold, the ones it held
+    /// that are not listed or no longer what their stat was, and the ones it did not hold that
+    /// are there after all. Empty: the location is as the run saw it.
+    pub fn changed_in<'l>(
+        &'l self,
+        location: usize,
+        root: &Path,
+        listed: &'l [String],
+    ) -> Vec<&'l str> {
         let mut here = StillIn::new(root);
         let mut seen = vec![false; self.files.len()];
-        // Each listed file is one the location held (once): with the counts equal, the two
-        // sets are the same.
-        let listed_still = listed.iter().all(|name| {
-            let Ok(i) = self.files.binary_search_by(|f| f.name.cmp(name)) else {
-                return false;
-            };
-            let Some(expected) = self.at(i, location) else {
-                return false;
-            };
-            !std::mem::replace(&mut seen[i], true) && here.still(name, Some(expected))
-        });
-        listed_still
-            && self
-                .files
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| self.at(*i, location).is_none())
-                .all(|(_, f)| here.still(f.name, None))
+        let mut changed = Vec::new();
+        for name in listed {
+            match self.files.binary_search_by(|f| f.name.cmp(name)) {
+                Ok(i) if !seen[i] => {
+                    seen[i] = true;
+                    // Listed where it was absent, or no longer as it was.
+                    let still = self
+                        .at(i, location)
+                        .is_some_and(|h| here.still(name, Some(h)));
+                    if !still {
+                        changed.push(name.as_str());
+                    }
+                }
+                _ => changed.push(name.as_str()),
+            }
+        }
+        for (i, f) in self.files.iter().enumerate() {
+            if !seen[i] && (self.at(i, location).is_some() || !here.still(f.name, None)) {
+                changed.push(f.name);
+            }
+        }
+        changed
     }
 
     /// The stored form: a small length-prefixed binary record (each distinct reason once).
@@ -402,17 +406,32 @@ mod tests {
         }
         let s = seen_now(root, &["a/one.txt", "z.txt"], &["gone.txt"]);
         let list = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(s.still_in(0, root, &list(&["z.txt", "a/one.txt"])));
-        assert!(!s.still_in(0, root, &list(&["a/one.txt"])));
-        assert!(!s.still_in(0, root, &list(&["a/one.txt", "a/one.txt"])));
-        assert!(!s.still_in(0, root, &list(&["a/one.txt", "new.txt"])));
-        assert!(!s.still_in(0, root, &list(&["a/one.txt", "gone.txt"])));
-        // A file not listed (say, unreadable) that is there after all: not absent.
+        let changed = |listed: &[&str]| {
+            let listed = list(listed);
+            let mut c: Vec<String> = s
+                .changed_in(0, root, &listed)
+                .into_iter()
+                .map(String::from)
+                .collect();
+            c.sort();
+            c
+        };
+        let none: Vec<String> = Vec::new();
+        assert_eq!(changed(&["z.txt", "a/one.txt"]), none);
+        assert_eq!(changed(&["a/one.txt"]), ["z.txt"], "held, not listed");
+        assert_eq!(changed(&["a/one.txt", "a/one.txt", "z.txt"]), ["a/one.txt"]);
+        assert_eq!(changed(&["a/one.txt", "new.txt", "z.txt"]), ["new.txt"]);
+        assert_eq!(
+            changed(&["a/one.txt", "gone.txt", "z.txt"]),
+            ["gone.txt"],
+            "listed, was absent"
+        );
+        // A file not listed (say, under an unreadable folder) that is there after all.
         std::fs::write(root.join("gone.txt"), "back").unwrap();
-        assert!(!s.still_in(0, root, &list(&["z.txt", "a/one.txt"])));
+        assert_eq!(changed(&["z.txt", "a/one.txt"]), ["gone.txt"]);
         std::fs::remove_file(root.join("gone.txt")).unwrap();
         // Rewritten with the same size: its ctime moved.
         std::fs::write(root.join("z.txt"), "Z.TXT").unwrap();
-        assert!(!s.still_in(0, root, &list(&["z.txt", "a/one.txt"])));
+        assert_eq!(changed(&["z.txt", "a/one.txt"]), ["z.txt"]);
     }
 }

@@ -11,13 +11,22 @@ const FILES: [&str; 4] = ["a.txt", "d/b.txt", "d/c.txt", "d/e/f.txt"];
 
 /// How many runs of this home were replayed from the steady state (its log says so).
 fn replays(m: &Machine) -> usize {
+    log_lines(m, "(unchanged since the last run)")
+}
+
+fn log_lines(m: &Machine, saying: &str) -> usize {
     let Ok(dir) = std::fs::read_dir(m.home.join("logs")) else {
         return 0;
     };
     dir.flatten()
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .map(|log| log.matches("(unchanged since the last run)").count())
+        .map(|log| log.matches(saying).count())
         .sum()
+}
+
+/// How many runs of this home planned only the files changed since a steady run.
+fn partial_runs(m: &Machine) -> usize {
+    log_lines(m, "since the last run; planning those")
 }
 
 /// A home and one remote holding the same four files, synced, with the steady state stored
@@ -196,4 +205,113 @@ fn backups_retention_may_thin_out_are_not_replayed_over() {
     m.sync(&[], 0);
     // More backups than keep_last: retention looks at them after every run, so no replay.
     assert_eq!(replays(&m), 0);
+}
+
+/// What a report says, without what differs between two worlds: times, the world's own
+/// folder, and backup names (they carry the time).
+fn gist(report: &serde_json::Value, world: &Path) -> serde_json::Value {
+    let text = report
+        .to_string()
+        .replace(&world.display().to_string(), "<world>");
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for key in ["started", "finished"] {
+        v.as_object_mut().unwrap().remove(key);
+    }
+    for a in v["actions"].as_array_mut().unwrap() {
+        if a["action"] == "backup" {
+            a["detail"] = "<backup>".into();
+        }
+    }
+    v
+}
+
+type Change = fn(&Machine, &Path);
+
+#[test]
+fn a_run_planning_only_the_changed_files_reports_what_a_full_run_does() {
+    let changes: [(&str, Change); 6] = [
+        ("one file edited", |m, _| {
+            write_aged(&m.file("d/c.txt"), "edited\n", 60)
+        }),
+        ("one file edited in the remote", |_, r| {
+            write_aged(&r.join("a.txt"), "remote edit\n", 60)
+        }),
+        ("both sides edited: a conflict, newest wins", |m, r| {
+            write_aged(&m.file("d/b.txt"), "local side\n", 120);
+            write_aged(&r.join("d/b.txt"), "remote side\n", 60);
+        }),
+        ("a new file and a deleted one", |m, r| {
+            write_aged(&r.join("d/e/new.txt"), "new\n", 60);
+            std::fs::remove_file(m.file("a.txt")).unwrap();
+        }),
+        ("touched, same content", |m, _| {
+            let f = m.file("d/e/f.txt");
+            let content = read(&f);
+            write_aged(&f, &content, 30);
+        }),
+        ("a stray temp file of another machine", |_, r| {
+            write_aged(
+                &r.join("d/.b.txt.metasync-tmp-0123456789abcdef-1a2b3c4d"),
+                "x",
+                60,
+            );
+        }),
+    ];
+    // Twin worlds per change, the same steps; in the second the steady state is dropped
+    // before the change. All settled at once (one wait for the racy window).
+    let worlds: Vec<[World; 2]> = changes
+        .iter()
+        .map(|_| [World::new(), World::new()])
+        .collect();
+    let all: Vec<[Machine; 2]> = worlds
+        .iter()
+        .map(|[a, b]| [steady_pair(a, ""), steady_pair(b, "")])
+        .collect();
+    settle(&all.iter().flatten().collect::<Vec<_>>());
+    for (((name, change), worlds), pairs) in changes.into_iter().zip(&worlds).zip(&all) {
+        let db = pairs[1].home.join(".metasync/state.db");
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("DELETE FROM steady", [])
+            .unwrap();
+        let reports: Vec<serde_json::Value> = pairs
+            .iter()
+            .zip(worlds)
+            .map(|(m, w)| {
+                change(m, &w.path("remote"));
+                let (code, r) = m.json(&["sync"]);
+                assert!(code == 0 || code == 3, "{name}: exit {code}: {r:#}");
+                gist(&r, w.dir.path())
+            })
+            .collect();
+        assert_eq!(reports[0], reports[1], "{name}");
+        assert_eq!(replays(&pairs[0]), 1, "{name}: not a replay");
+        assert_eq!(
+            partial_runs(&pairs[0]),
+            1,
+            "{name}: only the changed files planned"
+        );
+        assert_eq!(partial_runs(&pairs[1]), 0, "{name}: planned in full");
+        // And the worlds end the same.
+        let trees: Vec<Vec<(String, String)>> = worlds
+            .iter()
+            .map(|w| {
+                let mut all = Vec::new();
+                for side in ["home", "remote"] {
+                    for f in tree(&w.path(side)) {
+                        if f.contains(".backup-")
+                            || f.starts_with(".metasync")
+                            || f.starts_with("logs/")
+                            || f == "metasync.toml"
+                        {
+                            continue;
+                        }
+                        all.push((format!("{side}/{f}"), read(&w.path(side).join(&f))));
+                    }
+                }
+                all
+            })
+            .collect();
+        assert_eq!(trees[0], trees[1], "{name}");
+    }
 }
