@@ -673,6 +673,12 @@ fn take_snapshot(
     opts: &SqliteOptions,
 ) -> Result<()> {
     let mut dst = open_read_write(dest, opts, false)?;
+    // No fsync inside the backup's commit (SQLite's default, FULL, waits there for the whole
+    // file to reach the disk, before the checks can start). `dest` is a new file nobody else
+    // opens, removed on error, and every caller gets it only from `describe_snapshot`, which
+    // fsyncs it while the checks and the hash read it, so it is as durable when handed over.
+    dst.execute_batch("PRAGMA synchronous = OFF")
+        .map_err(|e| Error::sqlite("snapshot", dest, e))?;
     run_backup(src_conn, src, &mut dst, dest, "snapshot", src, opts)?;
     to_rollback_journal(&dst, dest)?;
     close(dst, dest)?;
