@@ -745,10 +745,18 @@ impl Engine {
                     let group = &planned.actions[i..j];
                     i = j;
                     // The source's snapshot may become this target's file (no copy) only when
-                    // nothing reads it afterwards: no later target copies it, and no base for
-                    // row merges is kept from it after the writes. So at most one target gets
+                    // nothing reads it afterwards: no later target copies it, and the base for
+                    // row merges is not kept from it after the writes (no base is kept, or it
+                    // is kept from the snapshot's own base copy). So at most one target gets
                     // it, and it never shares an inode with anything.
-                    let snapshot_use = if self.config.merge_mode_for(file) != MergeMode::Rows
+                    let base_elsewhere = self.config.merge_mode_for(file) != MergeMode::Rows
+                        || source_found.as_ref().is_some_and(|(_, f)| {
+                            matches!(f, Found::Present { content, .. } if content
+                                .snapshot
+                                .as_deref()
+                                .is_some_and(|p| crate::kind::base_copy_of(p).is_file()))
+                        });
+                    let snapshot_use = if base_elsewhere
                         && !planned.actions[j..]
                             .iter()
                             .any(|a| matches!(a, Action::Copy { .. }))
@@ -1308,10 +1316,21 @@ impl Engine {
         }
         let mut source = merged.filter(|m| &m.hash == hash).map(|m| m.path.clone());
         if source.is_none() {
+            // The snapshot's base copy when it has one (the snapshot itself may have been
+            // moved into a remote), else the snapshot.
             source = input.sides.iter().find_map(|s| {
                 found_db(&s.location)
                     .filter(|c| &c.hash == hash)
-                    .and_then(|c| c.snapshot.clone())
+                    .and_then(|c| c.snapshot.as_deref())
+                    .map(|snap| {
+                        let copy = crate::kind::base_copy_of(snap);
+                        if copy.is_file() {
+                            copy
+                        } else {
+                            snap.to_path_buf()
+                        }
+                    })
+                    .filter(|p| p.is_file())
             });
         }
         if source.is_none() {

@@ -61,6 +61,13 @@ pub struct Content {
     pub snapshot: Option<std::path::PathBuf>,
 }
 
+/// Where the base copy of the run snapshot `snapshot` is, when one was made (see
+/// [`crate::sqlite::scratch_snapshot`]): an independent, fsynced byte copy of it, for the
+/// row-merge base when the snapshot itself is moved into a remote.
+pub fn base_copy_of(snapshot: &Path) -> std::path::PathBuf {
+    snapshot.with_extension("base.db")
+}
+
 /// Streams a file through SHA-256 in constant memory.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).ctx("open for hashing", path)?;
@@ -90,8 +97,18 @@ pub struct ReadCtx {
 impl ReadCtx {
     /// The context for a home and config.
     pub fn new(home: &Path, config: &crate::config::Config) -> ReadCtx {
+        let mut sqlite = crate::sqlite::SqliteOptions::from(&config.sqlite);
+        // A new local version of a database goes to the remotes and becomes the row-merge base:
+        // two files that must not share an inode, so its run snapshot gets a second copy
+        // while it is checked (see `read_content`).
+        let rows = config.merge == crate::config::MergeMode::Rows
+            || config
+                .merge_overrides
+                .iter()
+                .any(|o| o.merge == crate::config::MergeMode::Rows);
+        sqlite.base_copy_under = rows.then(|| home.to_path_buf());
         ReadCtx {
-            sqlite: crate::sqlite::SqliteOptions::from(&config.sqlite),
+            sqlite,
             scratch: home.join(crate::names::STATE_DIR).join("tmp"),
             keep_snapshots: None,
         }
@@ -139,11 +156,22 @@ pub fn read_content(path: &Path, ctx: &ReadCtx) -> Result<Content> {
     std::fs::create_dir_all(dir).ctx("create folder", dir)?;
     let snap = dir.join(format!("scan-{}.db", crate::ids::random_hex(12)));
     // Hashed and checked here (and fsynced meanwhile); later copied durably where it lands,
-    // or, when nothing else needs it, hard-linked there (see `write_version`).
-    let result = crate::sqlite::scratch_snapshot(path, &snap, &ctx.sqlite);
+    // or, when nothing else needs it, hard-linked there (see `write_version`). A kept
+    // snapshot of a database under home also gets its base copy, made meanwhile.
+    let base_copy = (ctx.keep_snapshots.is_some()
+        && ctx
+            .sqlite
+            .base_copy_under
+            .as_deref()
+            .is_some_and(|home| path.starts_with(home)))
+    .then(|| base_copy_of(&snap));
+    let result = crate::sqlite::scratch_snapshot(path, &snap, &ctx.sqlite, base_copy.as_deref());
     let keep = ctx.keep_snapshots.is_some() && result.is_ok();
     if !keep {
         let _ = std::fs::remove_file(&snap);
+        if let Some(copy) = &base_copy {
+            let _ = std::fs::remove_file(copy);
+        }
     }
     match result {
         Ok(info) => Ok(Content {
@@ -400,6 +428,50 @@ mod tests {
             entities: e,
             conversations: c,
         }
+    }
+
+    #[test]
+    fn a_kept_snapshot_of_a_home_database_gets_a_base_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        let remote = dir.path().join("remote");
+        let run = dir.path().join("run");
+        for d in [&home, &remote, &run] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        let ours = home.join("metastore.db");
+        let theirs = remote.join("metastore.db");
+        crate::sqlite::create_knowledge_graph(&ours, 50, 1).expect("create");
+        crate::sqlite::create_knowledge_graph(&theirs, 50, 1).expect("create");
+        let mut config = crate::config::Config::default();
+        let mut ctx = ReadCtx::new(&home, &config);
+        assert_eq!(ctx.sqlite.base_copy_under.as_deref(), Some(home.as_path()));
+
+        // Not kept (a read outside a run): nothing is left, no copy made.
+        let c = read_content(&ours, &ctx).expect("read");
+        assert!(c.snapshot.is_none());
+        assert_eq!(std::fs::read_dir(&ctx.scratch).expect("scratch").count(), 0);
+
+        ctx.keep_snapshots = Some(run.clone());
+        let c = read_content(&ours, &ctx).expect("read");
+        let snap = c.snapshot.expect("kept");
+        let copy = base_copy_of(&snap);
+        assert!(copy.is_file());
+        assert_eq!(
+            crate::sqlite::logical_hash(&copy, &ctx.sqlite).expect("hash"),
+            c.hash
+        );
+        // A remote's database: the snapshot only.
+        let r = read_content(&theirs, &ctx).expect("read");
+        assert!(!base_copy_of(&r.snapshot.expect("kept")).exists());
+
+        // No row merges configured: no copies.
+        config.merge = crate::config::MergeMode::File;
+        let mut ctx = ReadCtx::new(&home, &config);
+        assert!(ctx.sqlite.base_copy_under.is_none());
+        ctx.keep_snapshots = Some(run);
+        let c = read_content(&ours, &ctx).expect("read");
+        assert!(!base_copy_of(&c.snapshot.expect("kept")).exists());
     }
 
     #[test]

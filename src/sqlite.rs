@@ -67,6 +67,10 @@ pub struct SqliteOptions {
     pub quick_check_above_bytes: u64,
     /// How many times a backup step that found the database busy is attempted in all.
     pub max_snapshot_attempts: u32,
+    /// Run snapshots ([`scratch_snapshot`] with a `base_copy`) of databases under this folder
+    /// (the home, whose new versions go to the remotes) get their second, independent copy.
+    /// Set by [`crate::kind::ReadCtx::new`] when row merges keep bases; `None`: never.
+    pub base_copy_under: Option<PathBuf>,
 }
 
 impl Default for SqliteOptions {
@@ -75,6 +79,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             quick_check_above_bytes: 512 * 1024 * 1024,
             max_snapshot_attempts: 5,
+            base_copy_under: None,
         }
     }
 }
@@ -191,7 +196,7 @@ pub fn is_corruption(err: &Error) -> bool {
 /// one SQLite cannot even copy (not a database, truncated) gives an error for which
 /// [`is_corruption`] is true — [`integrity`] of the source then says what is wrong.
 pub fn snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
-    explained(snapshot_into(src, dest, opts, true))
+    explained(snapshot_into(src, dest, opts, true, None))
 }
 
 /// [`snapshot`] for a scratch snapshot of the run (hashed, checked, then copied, or moved by
@@ -199,8 +204,19 @@ pub fn snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<Snapsho
 /// crash discards scratch snapshots anyway). The file itself is fsynced while it is checked
 /// and hashed (the disk writes overlap the reads), so that moving it into place later needs no
 /// further data writes.
-pub fn scratch_snapshot(src: &Path, dest: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
-    explained(snapshot_into(src, dest, opts, false))
+///
+/// With `base_copy`, a second file (which must not exist) gets a byte copy of the snapshot,
+/// also fsynced, made while the snapshot is checked: one full copy that would otherwise be
+/// made (and waited for) later, when the snapshot itself goes into a remote and the row-merge
+/// base needs a file of its own. The copy is best effort: when it cannot be made, `base_copy`
+/// does not exist afterwards (never half-written), and the snapshot is unaffected.
+pub fn scratch_snapshot(
+    src: &Path,
+    dest: &Path,
+    opts: &SqliteOptions,
+    base_copy: Option<&Path>,
+) -> Result<SnapshotInfo> {
+    explained(snapshot_into(src, dest, opts, false, base_copy))
 }
 
 fn snapshot_into(
@@ -208,6 +224,7 @@ fn snapshot_into(
     dest: &Path,
     opts: &SqliteOptions,
     durable: bool,
+    base_copy: Option<&Path>,
 ) -> Result<SnapshotInfo> {
     for side in side_files(dest) {
         if side.exists() {
@@ -227,7 +244,7 @@ fn snapshot_into(
         .ctx("create snapshot", dest)?;
     let taken = take_snapshot(&src_conn, src, dest, opts)
         .and_then(|()| close(src_conn, src))
-        .and_then(|()| describe_snapshot(dest, opts, durable));
+        .and_then(|()| describe_snapshot(dest, opts, durable, base_copy));
     if taken.is_err() {
         remove_with_side_files(dest);
     }
@@ -673,6 +690,12 @@ fn take_snapshot(
     opts: &SqliteOptions,
 ) -> Result<()> {
     let mut dst = open_read_write(dest, opts, false)?;
+    // No fsync inside the backup's commit (SQLite's default, FULL, waits there for the whole
+    // file to reach the disk, before the checks can start). `dest` is a new file nobody else
+    // opens, removed on error, and every caller gets it only from `describe_snapshot`, which
+    // fsyncs it while the checks and the hash read it, so it is as durable when handed over.
+    dst.execute_batch("PRAGMA synchronous = OFF")
+        .map_err(|e| Error::sqlite("snapshot", dest, e))?;
     run_backup(src_conn, src, &mut dst, dest, "snapshot", src, opts)?;
     to_rollback_journal(&dst, dest)?;
     close(dst, dest)?;
@@ -733,13 +756,20 @@ fn check_self_contained(db: &Path) -> Result<()> {
 /// pages are written to disk: fsynced (with its folder when `durable`). The fsync of a scratch
 /// snapshot is what makes it cheap to put in place later by a rename or a hard link (its data
 /// is then already on disk); for one that is only read, it costs disk time that overlaps the
-/// reads here.
-fn describe_snapshot(dest: &Path, opts: &SqliteOptions, durable: bool) -> Result<SnapshotInfo> {
+/// reads here. A `base_copy` is made and fsynced at the same time (see [`scratch_snapshot`]).
+fn describe_snapshot(
+    dest: &Path,
+    opts: &SqliteOptions,
+    durable: bool,
+    base_copy: Option<&Path>,
+) -> Result<SnapshotInfo> {
     let size = std::fs::metadata(dest).ctx("read", dest)?.len();
     // The integrity check and the logical hash each read the whole snapshot: on two
     // connections at once they take the time of the longer one; the writeback, a third
-    // thread that mostly waits for the disk, runs under both.
-    let (synced, integrity, hashed) = std::thread::scope(|s| {
+    // thread that mostly waits for the disk, runs under both. The base copy (in-kernel, from
+    // the page cache) fits in the time the hash finishes before the integrity check.
+    let (copied, synced, integrity, hashed) = std::thread::scope(|s| {
+        let copy = base_copy.map(|copy| s.spawn(move || copy_durably(dest, copy)));
         let sync = s.spawn(|| {
             if durable {
                 fsync_file_and_dir(dest)
@@ -757,8 +787,32 @@ fn describe_snapshot(dest: &Path, opts: &SqliteOptions, durable: bool) -> Result
             .join()
             .unwrap_or_else(|_| Err(panicked("integrity check")));
         let synced = sync.join().unwrap_or_else(|_| Err(panicked("fsync")));
-        (synced, integrity, hashed)
+        let copied = copy.map(|c| c.join().map_err(|_| panicked("base copy")));
+        (copied, synced, integrity, hashed)
     });
+    let described = describe_results(dest, opts, size, synced, integrity, hashed);
+    if let (Some(copy), Some(made)) = (base_copy, copied) {
+        match made {
+            Ok(Ok(true)) if described.is_ok() => {}
+            // Only a file this call created is removed (a panic may have left one half-made).
+            Ok(Ok(true)) | Err(_) => {
+                let _ = std::fs::remove_file(copy);
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::debug!("no base copy of {}: {e}", dest.display()),
+        }
+    }
+    described
+}
+
+fn describe_results(
+    dest: &Path,
+    opts: &SqliteOptions,
+    size: u64,
+    synced: Result<()>,
+    integrity: Result<Integrity>,
+    hashed: Result<(String, TableCounts)>,
+) -> Result<SnapshotInfo> {
     synced?;
     let integrity = integrity?;
     let (logical_hash, counts) = if integrity.ok {
@@ -785,6 +839,24 @@ fn describe_snapshot(dest: &Path, opts: &SqliteOptions, durable: bool) -> Result
         counts,
         size,
     })
+}
+
+/// A byte copy of `from` into the new file `to`, fsynced. `Ok(true)` when made; `Ok(false)`
+/// when `to` already existed (left alone); on any other error, nothing is left at `to`.
+fn copy_durably(from: &Path, to: &Path) -> std::io::Result<bool> {
+    let mut out = match OpenOptions::new().write(true).create_new(true).open(to) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let copied = File::open(from)
+        .and_then(|mut src| std::io::copy(&mut src, &mut out))
+        .and_then(|_| out.sync_all());
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(to);
+        return Err(e);
+    }
+    Ok(true)
 }
 
 fn corrupt_file_hash(path: &Path) -> Result<String> {
@@ -1606,6 +1678,57 @@ mod tests {
         let err = snapshot(&missing, &dest2, &opts()).expect_err("missing source");
         assert!(err.to_string().contains("missing.db"), "{err}");
         assert!(!dest2.exists());
+    }
+
+    #[test]
+    fn a_scratch_snapshot_with_a_base_copy_gets_an_independent_identical_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kg.db");
+        create_knowledge_graph(&db, 300, 3).expect("create");
+        let snap = dir.path().join("snap.db");
+        let copy = dir.path().join("snap.base.db");
+        let info = scratch_snapshot(&db, &snap, &opts(), Some(&copy)).expect("snapshot");
+        assert!(info.integrity.ok);
+        assert_eq!(file_sha(&copy), file_sha(&snap));
+        assert_eq!(
+            logical_hash(&copy, &opts()).expect("hash"),
+            info.logical_hash
+        );
+        assert_eq!(journal_mode(&copy), "delete");
+        let (s, c) = (
+            std::fs::metadata(&snap).expect("stat"),
+            std::fs::metadata(&copy).expect("stat"),
+        );
+        assert_ne!(s.ino(), c.ino());
+        assert_eq!((s.nlink(), c.nlink()), (1, 1));
+        // Written in place, the snapshot leaves the copy as it was.
+        rw(&snap)
+            .execute("UPDATE entities SET name = 'moved on' WHERE id = 1", [])
+            .expect("update");
+        assert_eq!(
+            logical_hash(&copy, &opts()).expect("hash"),
+            info.logical_hash
+        );
+
+        // Without a base copy: the snapshot alone.
+        let alone = dir.path().join("alone.db");
+        let info2 = scratch_snapshot(&db, &alone, &opts(), None).expect("snapshot");
+        assert_eq!(info2.logical_hash, info.logical_hash);
+        assert!(!dir.path().join("alone.base.db").exists());
+
+        // A file already at the copy's name is left alone; the snapshot is still taken.
+        let taken = dir.path().join("taken.base.db");
+        std::fs::write(&taken, b"keep me").expect("write");
+        let snap3 = dir.path().join("taken.db");
+        scratch_snapshot(&db, &snap3, &opts(), Some(&taken)).expect("snapshot");
+        assert_eq!(std::fs::read(&taken).expect("read"), b"keep me");
+
+        // A failed snapshot leaves neither file.
+        let missing = dir.path().join("missing.db");
+        let (snap4, copy4) = (dir.path().join("m.db"), dir.path().join("m.base.db"));
+        assert!(scratch_snapshot(&missing, &snap4, &opts(), Some(&copy4)).is_err());
+        assert!(!snap4.exists() && !copy4.exists());
     }
 
     #[test]

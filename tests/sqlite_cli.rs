@@ -454,6 +454,83 @@ fn copies_in_two_remotes_and_the_base_share_no_inode() {
     }
 }
 
+/// Row-merge mode with one remote (the common setup): the run's snapshot of a new local
+/// version goes into the remote, and the base is the copy made while that snapshot was
+/// checked. After the first copy and after a change: remote, base and local are three files
+/// (one link each, three inodes) holding the same version, nothing is left in the scratch
+/// folder, and the base serves a row merge of edits made on both sides afterwards.
+#[test]
+fn one_remote_in_row_mode_the_remote_and_the_base_are_separate_files() {
+    let w = World::new();
+    let a = w.machine("a", &[("cloud", "cloud")], "");
+    graph(&a.file(DB), 400, 2);
+    set_age(&a.file(DB), 1000);
+    let remote = w.path("cloud").join(DB);
+    for round in 0..2 {
+        if round == 1 {
+            Connection::open(a.file(DB))
+                .unwrap()
+                .execute("UPDATE entities SET name = 'changed' WHERE id = 3", [])
+                .unwrap();
+            set_age(&a.file(DB), 500);
+        }
+        a.sync(&[], 0);
+        let want = logical(&a.file(DB));
+        let kept = bases(&a.home);
+        assert_eq!(kept.len(), 1, "round {round}: {kept:?}");
+        let mut inodes = std::collections::HashSet::new();
+        for f in [&a.file(DB), &remote, &kept[0]] {
+            let (nlink, ino) = nlink_ino(f);
+            assert_eq!(nlink, 1, "round {round}: {} has {nlink} links", f.display());
+            assert!(
+                inodes.insert(ino),
+                "round {round}: {} shares an inode",
+                f.display()
+            );
+            assert_eq!(integrity(f), "ok", "{}", f.display());
+            assert_eq!(logical(f), want, "round {round}: {}", f.display());
+            assert_eq!(journal_mode(f), "delete", "{}", f.display());
+        }
+        let scratch = a.home.join(".metasync").join("tmp");
+        let left: Vec<_> = std::fs::read_dir(&scratch)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "round {round}: left in the scratch folder: {left:?}"
+        );
+    }
+    // Edited in place in the remote (another machine's app): the base does not move.
+    let base = bases(&a.home).remove(0);
+    let agreed = logical(&base);
+    Connection::open(&remote)
+        .unwrap()
+        .execute("UPDATE entities SET name = 'remote edit' WHERE id = 5", [])
+        .unwrap();
+    set_age(&remote, 100);
+    assert_eq!(logical(&base), agreed);
+    // And edited locally: the two rows are merged against that base.
+    Connection::open(a.file(DB))
+        .unwrap()
+        .execute("UPDATE entities SET name = 'local edit' WHERE id = 6", [])
+        .unwrap();
+    set_age(&a.file(DB), 50);
+    a.sync(&[], 0);
+    for f in [a.file(DB), remote.clone()] {
+        let c = Connection::open(&f).unwrap();
+        let name = |id: i64| -> String {
+            c.query_row("SELECT name FROM entities WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(name(5), "remote edit", "{}", f.display());
+        assert_eq!(name(6), "local edit", "{}", f.display());
+        assert_eq!(name(3), "changed", "{}", f.display());
+    }
+    assert_eq!(logical(&a.file(DB)), logical(&remote));
+}
+
 /// With the remote on another file system (a tmpfs; needs root) the run's snapshot cannot be
 /// moved there by a hard link: it is copied, and the copy is whole and healthy.
 #[test]
