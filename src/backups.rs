@@ -106,9 +106,31 @@ pub(crate) fn could_prune<'f>(
             .parent()
             .is_some_and(|d| folders.iter().any(|x| x == d))
     });
+    let now = engine.clock().now();
     backups_by_file(place, in_folders)
         .iter()
-        .any(|(_, list)| list.len() > engine.config().backups.keep_last)
+        .any(|(_, list)| !policy_keeps_all(list, &engine.config().backups, now))
+}
+
+/// The backups as the retention decision sees them, versions not yet read.
+fn unread_items(list: &[OnDisk]) -> Vec<BackupItem> {
+    list.iter()
+        .map(|b| BackupItem {
+            id: b.entry.id.clone(),
+            created: b.created,
+            version: None,
+        })
+        .collect()
+}
+
+/// Whether the policy alone keeps every backup in `list` now (see
+/// [`retention::policy_keeps_all`]); then none of them needs reading.
+fn policy_keeps_all(
+    list: &[OnDisk],
+    policy: &crate::config::BackupConfig,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    list.len() <= policy.keep_last || retention::policy_keeps_all(&unread_items(list), policy, now)
 }
 
 /// `e` as a backup of `file` (whose base name is `base`) in `place`, when it is one.
@@ -470,11 +492,14 @@ fn prune_places(
             per_place.push((p, f, list));
         }
     }
-    // Versions that exist as current files anywhere available: needed only when some file
-    // has more backups than are always kept.
-    let needs_elsewhere = per_place
-        .iter()
-        .any(|(_, _, list)| list.len() > policy.keep_last);
+    // Only the backups of a file the policy would thin are read (hashed), and the versions
+    // that exist as current files anywhere available are needed only when there is one.
+    let now = engine.clock().now();
+    let (settled, per_place): (Vec<_>, Vec<_>) = per_place
+        .into_iter()
+        .partition(|(_, _, list)| policy_keeps_all(list, policy, now));
+    report.kept += settled.iter().map(|(_, _, list)| list.len()).sum::<usize>();
+    let needs_elsewhere = !per_place.is_empty();
     let mut elsewhere: HashSet<String> = HashSet::new();
     if needs_elsewhere {
         for p in &usable {
@@ -498,10 +523,6 @@ fn prune_places(
         }
     }
     for (place, _file, list) in per_place {
-        if list.len() <= policy.keep_last {
-            report.kept += list.len();
-            continue;
-        }
         let cache = cache_of(&place.loc.name);
         let mut items = Vec::new();
         let mut by_id = HashMap::new();
@@ -534,11 +555,9 @@ fn prune_places(
             by_id.insert(b.entry.id.clone(), b);
         }
         let doomed: HashSet<String> =
-            retention::to_delete(&items, policy, engine.clock().now(), &|h| {
-                elsewhere.contains(h)
-            })
-            .into_iter()
-            .collect();
+            retention::to_delete(&items, policy, now, &|h| elsewhere.contains(h))
+                .into_iter()
+                .collect();
         for item in &items {
             let b = by_id[&item.id];
             if doomed.contains(&item.id) {

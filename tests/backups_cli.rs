@@ -226,6 +226,48 @@ fn retention_runs_after_every_sync() {
     assert_eq!(left, vec!["v0\n".to_string()], "{left:?}");
 }
 
+/// Backups the archive has read the versions of (retention records each one it hashes).
+fn backups_read(m: &Machine) -> usize {
+    let db = m.home.join(".metasync").join("state.db");
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(
+        "SELECT count(*) FROM scan_cache WHERE file LIKE '%.backup-%'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap() as usize
+}
+
+#[test]
+fn retention_reads_no_backup_while_the_policy_keeps_them_all() {
+    let (w, a, _b) = two("[backups]\nkeep_last = 2\nretention = \"staggered\"\n");
+    write_aged(&a.file(RULES), "current\n", 100);
+    a.sync(&[], 0);
+    let cloud = w.path("cloud");
+    let now = chrono::Local::now().naive_local();
+    let mk = |minutes: i64| {
+        let at = now - chrono::Duration::minutes(minutes);
+        let p = cloud.join(format!("{RULES}.backup-{}", at.format("%Y%m%d-%H%M%S")));
+        std::fs::write(&p, format!("made {minutes} minutes ago\n")).unwrap();
+        p
+    };
+    // Two kept as the last ones, the third the newest of its hour: the policy keeps all three.
+    let made: Vec<_> = [60, 120, 185].into_iter().map(mk).collect();
+    a.sync(&[], 0);
+    assert_eq!(backups_read(&a), 0, "no backup needed reading");
+    // A fourth in the same hour as the third may go by the policy: now their versions matter.
+    made.iter()
+        .chain([&mk(190)])
+        .for_each(|p| assert!(p.exists()));
+    a.sync(&[], 0);
+    assert_eq!(backups_read(&a), 4, "every backup of that file was read");
+    assert_eq!(
+        backups_in(&cloud, RULES).len(),
+        4,
+        "each holds the only copy of its version"
+    );
+}
+
 #[test]
 fn manual_conflict_lifecycle_across_restarts_and_convergence() {
     let (w, a, b) = two("strategy = \"manual\"");
