@@ -9,7 +9,8 @@
 //! micro-measurement and to generate the databases.
 //!
 //! Environment: `BENCH_FULL=1` adds the 1,000,000-entity database and hashes 1 GiB (quick:
-//! 256 MiB); `BENCH_RUNS` (default 9; the 1M database uses `BENCH_RUNS_LARGE`, default 5);
+//! 256 MiB); `BENCH_RUNS` (default 9; the 1M database's first syncs and changes use
+//! `BENCH_RUNS_LARGE`, default 5, and its no-op case `BENCH_RUNS` too);
 //! `BENCH_DIR` (work folder; default a fresh temp dir, removed at the end);
 //! `BENCH_OUT` (default `BENCHMARKS.md` at the repository root); `BENCH_ONLY` (comma list of
 //! workload names: db92, db10k, db1m, tree10k, hash, ref, daemon, app). `app`: the tray app
@@ -461,6 +462,15 @@ struct WorkloadResult {
     cases: Vec<(String, CaseResult)>,
 }
 
+/// Repetitions of a workload's cases.
+#[derive(Clone, Copy)]
+struct Reps {
+    /// Of the first sync and of the change.
+    changes: usize,
+    /// Of the no-op re-sync (cheap, and the most often run, so never fewer).
+    noop: usize,
+}
+
 enum Change {
     Row { entities: u64 },
     File,
@@ -472,9 +482,13 @@ fn compare_workload(
     seed: &Path,
     files: &[String],
     change: Change,
-    runs: usize,
+    reps: Reps,
     work: &Path,
 ) -> WorkloadResult {
+    let Reps {
+        changes: runs,
+        noop: noop_runs,
+    } = reps;
     let size_bytes = dir_size(seed);
     let pairs_root = work.join("pairs").join(name);
     let pairs: Vec<Pair> = TOOLS
@@ -494,8 +508,9 @@ fn compare_workload(
         for p in &pairs {
             p.reset(seed);
         }
-        sh(&["sync"]);
         for p in &pairs {
+            // No tool waits for another's writeback in its own fsyncs.
+            sh(&["sync"]);
             let r = p.sync(true);
             record(first.by_tool.entry(p.tool).or_default(), &r);
         }
@@ -505,13 +520,13 @@ fn compare_workload(
 
     // 2. No-op re-sync: let every file age past the racy-clean window, one warm-up run each,
     //    then the timed runs.
-    eprintln!("{name}: no-op re-sync ×{runs}");
+    eprintln!("{name}: no-op re-sync ×{noop_runs}");
     std::thread::sleep(AGE);
     for p in &pairs {
         p.sync(false);
     }
     let mut noop = CaseResult::default();
-    for _ in 0..runs {
+    for _ in 0..noop_runs {
         for p in &pairs {
             let r = p.sync(false);
             record(noop.by_tool.entry(p.tool).or_default(), &r);
@@ -541,6 +556,7 @@ fn compare_workload(
         }
         std::thread::sleep(AGE);
         for p in &pairs {
+            sh(&["sync"]);
             let r = p.sync(false);
             record(changed.by_tool.entry(p.tool).or_default(), &r);
         }
@@ -579,6 +595,8 @@ fn ref_series(argv: &[String], runs: usize, scratch: &Path, before: &dyn Fn()) -
     let mut s = Series::default();
     for _ in 0..runs {
         before();
+        // As before the tools' timed runs: nothing left dirty by an earlier run.
+        sh(&["sync"]);
         let r = run_timed(argv, &[], &scratch.join("rss.txt"));
         record(&mut s, &r);
     }
@@ -1292,7 +1310,7 @@ fn write_report(
     let _ = writeln!(
         w,
         "Written by `cargo bench --bench compare` (`scripts/bench`{}) in {:.0} s. Medians of {} runs \
-         (the 1,000,000-entity database: fewer, see its table), with min–max in brackets. \
+         (the 1,000,000-entity database: `BENCH_RUNS_LARGE` for its first syncs and changes; its no-op runs as many as the others), with min–max in brackets. \
          Ratios are Metasync's median ÷ the peer's median: **below 1× Metasync is faster**. \
          Two shared cores: compare ratios, not absolutes.\n",
         if full { ", `BENCH_FULL=1`" } else { "" },
@@ -1312,7 +1330,9 @@ fn write_report(
          - Each tool has its own pair of replicas `a` (Metasync's home) and `b` (the remote), \
          made from the same seeded workload. Repetitions interleave the tools.\n\
          - **first sync**: before every repetition `a` is a fresh `cp -a` of the workload, `b` \
-         is empty, every tool's state is deleted, then `sync(1)`.\n\
+         is empty and every tool's state is deleted.\n\
+         - Before every timed run of a first sync or a change, `sync(1)` flushes what earlier \
+         runs left dirty, so that no tool's fsync waits for another tool's writes.\n\
          - **no-op re-sync**: Metasync's scan cache does not trust an entry recorded within 2 s \
          of a file's mtime/ctime (the racy-clean rule, SPEC §4.1). So after the first syncs \
          the harness sleeps 2.1 s, runs every tool once untimed (warm-up; for Metasync this \
@@ -1682,7 +1702,10 @@ fn main() {
             &seed,
             &db_files,
             Change::Row { entities },
-            n,
+            Reps {
+                changes: n,
+                noop: n.max(runs),
+            },
             &work,
         ));
         if entities >= 10_000 && want("ref") {
@@ -1706,7 +1729,10 @@ fn main() {
             &seed,
             &["**/*".to_string()],
             Change::File,
-            runs,
+            Reps {
+                changes: runs,
+                noop: runs,
+            },
             &work,
         ));
     }
