@@ -422,6 +422,21 @@ fn change_one_row(db: &Path, rep: u64, entities: u64) {
     conn.close().expect("close");
 }
 
+/// Deletes every `*.backup-*` file under `dir`.
+fn remove_backups(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_backups(&path);
+        } else if e.file_name().to_string_lossy().contains(".backup-") {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+}
+
 fn change_one_file(tree: &Path, rep: u64) {
     let p = tree
         .join(format!("d{:02}", rep % 100))
@@ -565,6 +580,9 @@ fn compare_workload(
             let r = p.sync(false);
             if p.tool == Tool::Metasync {
                 record(&mut after, &r);
+                // The others keep no copy of what they overwrite: with Metasync's backups
+                // removed, every replica holds the same data before the next repetition.
+                remove_backups(&p.b());
             }
         }
     }
@@ -1342,7 +1360,11 @@ fn write_report(
          the tree is changed in every `a`; 2.1 s of ageing; the timed run; 2.1 s; an untimed \
          settling run of every tool. Metasync's settling run is reported too: right after \
          Metasync writes a copy, that copy is inside the racy-clean window, so the *next* run \
-         reads it once more (in a 5-minute loop that is the next tick's cost, once).\n\
+         reads it once more (in a 5-minute loop that is the next tick's cost, once). Then \
+         Metasync's backups in `b` are deleted: the others keep none, and on this machine a \
+         write that grows the page cache costs ~10× one that reuses freed pages (see the \
+         notes), so every replica holds the same data before the next repetition. The timed \
+         run still makes its backup.\n\
          - rsync is one-way (`a` → `b`): it is the floor for copying, not a two-way sync. \
          Metasync also keeps a backup of every version it overwrites (a hard link in `b`); \
          the others keep none.\n"
