@@ -43,6 +43,27 @@ fn journal_mode(db: &Path) -> String {
         .unwrap()
 }
 
+/// Runs `sql` on the database at `db` (another program's edit), then, when `age` is given,
+/// sets its modification time that many seconds back.
+fn edit(db: &Path, sql: &str, age: Option<u64>) {
+    Connection::open(db).unwrap().execute_batch(sql).unwrap();
+    if let Some(secs) = age {
+        set_age(db, secs);
+    }
+}
+
+/// Nothing is left in the home's scratch folder (`when` names the step for the message).
+fn assert_scratch_empty(home: &Path, when: &str) {
+    let scratch = home.join(".metasync").join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "{when}: left in the scratch folder: {left:?}"
+    );
+}
+
 fn graph(path: &Path, entities: u64, conversations: u64) {
     metasync::sqlite::create_knowledge_graph(path, entities, conversations).unwrap();
 }
@@ -392,10 +413,11 @@ fn copies_in_two_remotes_and_the_base_share_no_inode() {
             if round == 1 {
                 // A change: the remotes' old versions are kept as (hard-linked) backups.
                 std::thread::sleep(std::time::Duration::from_millis(1100));
-                Connection::open(a.file(DB))
-                    .unwrap()
-                    .execute("UPDATE entities SET name = 'changed' WHERE id = 7", [])
-                    .unwrap();
+                edit(
+                    &a.file(DB),
+                    "UPDATE entities SET name = 'changed' WHERE id = 7",
+                    None,
+                );
             }
             a.sync(&[], 0);
             let want = logical(&a.file(DB));
@@ -427,24 +449,15 @@ fn copies_in_two_remotes_and_the_base_share_no_inode() {
             for b in backups_in(&w.path("one"), DB) {
                 assert_eq!(nlink_ino(&b).0, 1, "{}", b.display());
             }
-            let scratch = a.home.join(".metasync").join("tmp");
-            let left: Vec<_> = std::fs::read_dir(&scratch)
-                .map(|d| d.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            assert!(
-                left.is_empty(),
-                "{merge}: left in the scratch folder: {left:?}"
-            );
+            assert_scratch_empty(&a.home, merge);
         }
         // Writing one remote copy in place leaves the other copies as they were.
         let before = logical(&w.path("two").join(DB));
-        Connection::open(w.path("one").join(DB))
-            .unwrap()
-            .execute(
-                "UPDATE entities SET name = 'written in place' WHERE id = 9",
-                [],
-            )
-            .unwrap();
+        edit(
+            &w.path("one").join(DB),
+            "UPDATE entities SET name = 'written in place' WHERE id = 9",
+            None,
+        );
         assert_ne!(logical(&w.path("one").join(DB)), before);
         assert_eq!(logical(&w.path("two").join(DB)), before);
         assert_eq!(logical(&a.file(DB)), before);
@@ -468,11 +481,11 @@ fn one_remote_in_row_mode_the_remote_and_the_base_are_separate_files() {
     let remote = w.path("cloud").join(DB);
     for round in 0..2 {
         if round == 1 {
-            Connection::open(a.file(DB))
-                .unwrap()
-                .execute("UPDATE entities SET name = 'changed' WHERE id = 3", [])
-                .unwrap();
-            set_age(&a.file(DB), 500);
+            edit(
+                &a.file(DB),
+                "UPDATE entities SET name = 'changed' WHERE id = 3",
+                Some(500),
+            );
         }
         a.sync(&[], 0);
         let want = logical(&a.file(DB));
@@ -491,30 +504,23 @@ fn one_remote_in_row_mode_the_remote_and_the_base_are_separate_files() {
             assert_eq!(logical(f), want, "round {round}: {}", f.display());
             assert_eq!(journal_mode(f), "delete", "{}", f.display());
         }
-        let scratch = a.home.join(".metasync").join("tmp");
-        let left: Vec<_> = std::fs::read_dir(&scratch)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        assert!(
-            left.is_empty(),
-            "round {round}: left in the scratch folder: {left:?}"
-        );
+        assert_scratch_empty(&a.home, &format!("round {round}"));
     }
     // Edited in place in the remote (another machine's app): the base does not move.
     let base = bases(&a.home).remove(0);
     let agreed = logical(&base);
-    Connection::open(&remote)
-        .unwrap()
-        .execute("UPDATE entities SET name = 'remote edit' WHERE id = 5", [])
-        .unwrap();
-    set_age(&remote, 100);
+    edit(
+        &remote,
+        "UPDATE entities SET name = 'remote edit' WHERE id = 5",
+        Some(100),
+    );
     assert_eq!(logical(&base), agreed);
     // And edited locally: the two rows are merged against that base.
-    Connection::open(a.file(DB))
-        .unwrap()
-        .execute("UPDATE entities SET name = 'local edit' WHERE id = 6", [])
-        .unwrap();
-    set_age(&a.file(DB), 50);
+    edit(
+        &a.file(DB),
+        "UPDATE entities SET name = 'local edit' WHERE id = 6",
+        Some(50),
+    );
     a.sync(&[], 0);
     for f in [a.file(DB), remote.clone()] {
         let c = Connection::open(&f).unwrap();
