@@ -893,19 +893,7 @@ mod tests {
         a.commit(&steady_changes()).unwrap();
         assert_eq!(a.steady().unwrap(), Some(("k".into(), vec![1, 2, 3])));
         // A commit of only a run's history keeps it.
-        a.commit(&Changes {
-            run: Some(RunSummary {
-                id: 0,
-                command: "sync".into(),
-                started: "s".into(),
-                finished: "f".into(),
-                result: "ok".into(),
-                written: 0,
-                summary: "x".into(),
-            }),
-            ..Changes::default()
-        })
-        .unwrap();
+        a.commit(&run_only(0)).unwrap();
         assert!(a.steady().unwrap().is_some());
         // Every insert, update and delete, by any writer (plain SQL here, as an older
         // Metasync without the steady state would write), drops it.

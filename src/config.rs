@@ -313,6 +313,16 @@ impl Config {
         self.merge
     }
 
+    /// Whether any file can be merged row by row (the default, or an override): then runs
+    /// keep row-merge bases.
+    pub fn any_row_merge(&self) -> bool {
+        self.merge == MergeMode::Rows
+            || self
+                .merge_overrides
+                .iter()
+                .any(|o| o.merge == MergeMode::Rows)
+    }
+
     /// The commented default config that `init` writes.
     pub fn template() -> String {
         let mut out = String::from(

@@ -1070,19 +1070,21 @@ impl Engine {
                 })
                 .collect()
         };
-        // Point lookups in the archive beat loading all of it while few files changed.
-        if prunable || changed.len() > (steady.files.len() / 8).max(64) {
-            tracing::debug!(target: "metasync", "{command}: {} file(s) changed since the last steady run; planned in full", changed.len());
-            return Ok(Replay::Full(listings));
-        }
-        if !changed.is_empty() || temps {
-            tracing::info!(target: "metasync", "{command}: {} file(s) changed since the last run; planning those", changed.len());
-            let others = settled(&changed);
-            return Ok(Replay::Partial {
-                listings,
-                changed,
-                others,
-            });
+        match crate::steady::scope(changed.len(), steady.files.len(), prunable, temps) {
+            crate::steady::Scope::All => {
+                tracing::debug!(target: "metasync", "{command}: {} file(s) changed since the last steady run; planned in full", changed.len());
+                return Ok(Replay::Full(listings));
+            }
+            crate::steady::Scope::Changed => {
+                tracing::info!(target: "metasync", "{command}: {} file(s) changed since the last run; planning those", changed.len());
+                let others = settled(&changed);
+                return Ok(Replay::Partial {
+                    listings,
+                    changed,
+                    others,
+                });
+            }
+            crate::steady::Scope::Unchanged => {}
         }
         let files = settled(&[]);
         let finished = self.clock.now();
@@ -1316,21 +1318,11 @@ impl Engine {
         }
         let mut source = merged.filter(|m| &m.hash == hash).map(|m| m.path.clone());
         if source.is_none() {
-            // The snapshot's base copy when it has one (the snapshot itself may have been
-            // moved into a remote), else the snapshot.
             source = input.sides.iter().find_map(|s| {
                 found_db(&s.location)
                     .filter(|c| &c.hash == hash)
                     .and_then(|c| c.snapshot.as_deref())
-                    .map(|snap| {
-                        let copy = crate::kind::base_copy_of(snap);
-                        if copy.is_file() {
-                            copy
-                        } else {
-                            snap.to_path_buf()
-                        }
-                    })
-                    .filter(|p| p.is_file())
+                    .and_then(crate::kind::base_source)
             });
         }
         if source.is_none() {
@@ -1848,7 +1840,6 @@ impl Drop for RunScratch {
     }
 }
 
-/// Removes the stale temp files the run's listing saw (interrupted writes).
 /// What the steady state says of a run (see [`Engine::replay_steady`]).
 enum Replay {
     /// Nothing changed: the run is replayed, this is its report.
@@ -1866,17 +1857,11 @@ enum Replay {
     Unusable,
 }
 
-/// Two lists of outcomes, each sorted by file, as one sorted list.
-fn merge_by_file(a: Vec<FileOutcome>, b: Vec<FileOutcome>) -> Vec<FileOutcome> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-        let next = if x.file <= y.file { a.next() } else { b.next() };
-        out.extend(next);
-    }
-    out.extend(a);
-    out.extend(b);
-    out
+/// Two lists of outcomes for distinct files as one, sorted by file.
+fn merge_by_file(mut a: Vec<FileOutcome>, b: Vec<FileOutcome>) -> Vec<FileOutcome> {
+    a.extend(b);
+    a.sort_unstable_by(|x, y| x.file.cmp(&y.file));
+    a
 }
 
 /// A run's one-line summary.
@@ -1886,6 +1871,7 @@ fn run_summary(files: usize, written: u64, conflicts: usize, unavailable: usize)
     )
 }
 
+/// Removes the stale temp files the run's listing saw (interrupted writes).
 fn clean_temps(listings: &[Listing], machine: &str) {
     for temp in listings.iter().flat_map(|l| &l.temps) {
         if crate::apply::remove_if_stale(temp, machine) {

@@ -68,6 +68,18 @@ pub fn base_copy_of(snapshot: &Path) -> std::path::PathBuf {
     snapshot.with_extension("base.db")
 }
 
+/// The file a row-merge base is kept from for the run snapshot `snapshot`: its base copy
+/// when one was made (the snapshot itself may have been moved into a remote), else the
+/// snapshot; `None` when neither is there.
+pub fn base_source(snapshot: &Path) -> Option<std::path::PathBuf> {
+    let copy = base_copy_of(snapshot);
+    if copy.is_file() {
+        Some(copy)
+    } else {
+        snapshot.is_file().then(|| snapshot.to_path_buf())
+    }
+}
+
 /// Streams a file through SHA-256 in constant memory.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).ctx("open for hashing", path)?;
@@ -101,12 +113,7 @@ impl ReadCtx {
         // A new local version of a database goes to the remotes and becomes the row-merge base:
         // two files that must not share an inode, so its run snapshot gets a second copy
         // while it is checked (see `read_content`).
-        let rows = config.merge == crate::config::MergeMode::Rows
-            || config
-                .merge_overrides
-                .iter()
-                .any(|o| o.merge == crate::config::MergeMode::Rows);
-        sqlite.base_copy_under = rows.then(|| home.to_path_buf());
+        sqlite.base_copy_under = config.any_row_merge().then(|| home.to_path_buf());
         ReadCtx {
             sqlite,
             scratch: home.join(crate::names::STATE_DIR).join("tmp"),

@@ -247,6 +247,32 @@ pub(crate) fn of_run<'a>(
     Some(steady)
 }
 
+/// What the next run does with a stored steady state, once each location is listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Nothing changed: the steady run is replayed.
+    Unchanged,
+    /// Only the changed files are planned (from point lookups in the archive); every other
+    /// file is in sync as the steady run saw it.
+    Changed,
+    /// Every file is planned, as without a steady state.
+    All,
+}
+
+/// The [`Scope`] of a run that found `changed` of the steady run's `files` changed, with
+/// `prunable` when retention could thin out some backup and `temps` when stale temp files
+/// are to be cleaned. Point lookups beat loading the whole archive while few files changed:
+/// up to an eighth of them, and never fewer than 64.
+pub fn scope(changed: usize, files: usize, prunable: bool, temps: bool) -> Scope {
+    if prunable || changed > (files / 8).max(64) {
+        Scope::All
+    } else if changed > 0 || temps {
+        Scope::Changed
+    } else {
+        Scope::Unchanged
+    }
+}
+
 /// What a run's decisions depend on besides the files and the archive: this Metasync, the
 /// whole configuration, the machine, and each location with its availability. A steady state
 /// stored under another key is not used.
@@ -314,6 +340,29 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_of_a_run_after_a_steady_one() {
+        let cases = [
+            // (changed, files, prunable, temps) -> scope
+            ((0, 10_000, false, false), Scope::Unchanged),
+            ((0, 10_000, false, true), Scope::Changed),
+            ((1, 10_000, false, false), Scope::Changed),
+            ((1_250, 10_000, false, false), Scope::Changed),
+            ((1_251, 10_000, false, false), Scope::All),
+            ((64, 2, false, false), Scope::Changed),
+            ((65, 2, false, false), Scope::All),
+            ((0, 10_000, true, false), Scope::All),
+            ((1, 10_000, true, true), Scope::All),
+        ];
+        for ((changed, files, prunable, temps), want) in cases {
+            assert_eq!(
+                scope(changed, files, prunable, temps),
+                want,
+                "{changed} of {files}, prunable {prunable}, temps {temps}"
+            );
+        }
+    }
 
     fn held(n: i64) -> Option<Held> {
         Some(Held {
