@@ -23,12 +23,18 @@ pub enum BackupMethod {
 }
 
 /// Keeps the current content of `path` as `<name>.backup-<at>[-N]` beside it; returns its path.
-pub fn backup(path: &Path, at: NaiveDateTime, method: BackupMethod) -> Result<PathBuf> {
+/// A snapshot waits for the database's lock as `sqlite` says (the configured busy timeout).
+pub fn backup(
+    path: &Path,
+    at: NaiveDateTime,
+    method: BackupMethod,
+    sqlite: &crate::sqlite::SqliteOptions,
+) -> Result<PathBuf> {
     let name = file_name(path)?;
     for n in 0..10_000 {
         let target = path.with_file_name(names::backup_name(name, at, n));
         if method == BackupMethod::Snapshot && target.symlink_metadata().is_err() {
-            match crate::sqlite::snapshot(path, &target, &crate::sqlite::SqliteOptions::default()) {
+            match crate::sqlite::snapshot(path, &target, sqlite) {
                 Ok(_) => return Ok(target),
                 Err(e) if !crate::sqlite::is_corruption(&e) => return Err(e),
                 Err(_) => {} // too damaged to snapshot: keep its bytes instead
@@ -220,8 +226,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f.yaml");
         std::fs::write(&p, "v1").unwrap();
-        let b0 = backup(&p, at(), BackupMethod::LinkOrCopy).unwrap();
-        let b1 = backup(&p, at(), BackupMethod::Copy).unwrap();
+        let b0 = backup(&p, at(), BackupMethod::LinkOrCopy, &Default::default()).unwrap();
+        let b1 = backup(&p, at(), BackupMethod::Copy, &Default::default()).unwrap();
         assert_eq!(b0.file_name().unwrap(), "f.yaml.backup-20261201-100000");
         assert_eq!(b1.file_name().unwrap(), "f.yaml.backup-20261201-100000-1");
         assert_eq!(std::fs::read_to_string(b1).unwrap(), "v1");

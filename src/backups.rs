@@ -344,9 +344,14 @@ impl Engine {
         {
             let method = crate::apply::backup_method(current.kind, place.loc.is_local());
             report.previous_backup = Some(
-                crate::apply::backup(&dest, at, method)?
-                    .display()
-                    .to_string(),
+                crate::apply::backup(
+                    &dest,
+                    at,
+                    method,
+                    &crate::sqlite::SqliteOptions::from(&self.config().sqlite),
+                )?
+                .display()
+                .to_string(),
             );
         }
         let archive = Archive::open(self.home())?;

@@ -574,6 +574,7 @@ impl Engine {
             let mut held_rows = Vec::new();
             if let Decision::Merge {
                 candidates,
+                base,
                 fallback,
             } = planned.decision.clone()
             {
@@ -584,6 +585,7 @@ impl Engine {
                         file,
                         &input,
                         &candidates,
+                        &base,
                         direction,
                         &scans,
                         &run_dir.0,
@@ -811,7 +813,7 @@ impl Engine {
                 _ => None,
             };
             if let (Some(winner), false) = (decided, dry_run) {
-                self.record_decided(
+                let after = self.record_decided(
                     file,
                     winner,
                     &input,
@@ -822,9 +824,23 @@ impl Engine {
                     agreed.get(file),
                     &mut changes,
                 );
+                // Bases of older versions some location still holds as its last synced one
+                // stay: a change made there is merged against them (plan::merge_base).
+                let offline = recorded
+                    .into_iter()
+                    .flatten()
+                    .filter(|(l, _)| !scans.locations.contains(l))
+                    .map(|(_, r)| r);
+                let older: Vec<&str> = after
+                    .iter()
+                    .chain(offline)
+                    .filter_map(Recorded::hash)
+                    .filter(|h| Some(*h) != winner.hash())
+                    .collect();
                 self.keep_base(
                     file,
                     winner,
+                    &older,
                     &input,
                     &scans,
                     merged.as_ref(),
@@ -1177,17 +1193,20 @@ impl Engine {
         file: &str,
         input: &FileInput,
         candidates: &[String],
+        base_hash: &str,
         direction: &Direction,
         scans: &Scans,
         run_dir: &Path,
         agreed: Option<&Agreed>,
     ) -> std::result::Result<MergeResult, String> {
         let agreed = agreed.ok_or("no agreed version")?;
-        let Recorded::Present(base_hash) = &agreed.version else {
-            return Err("no agreed version".into());
-        };
-        let base = crate::merge::base_of(&self.home, file, base_hash)
-            .ok_or("no base snapshot of the last agreed version is kept yet")?;
+        let base = crate::merge::base_of(&self.home, file, base_hash).ok_or(
+            if Some(base_hash) == agreed.version.hash() {
+                "no base snapshot of the last agreed version is kept yet"
+            } else {
+                "no base snapshot of the older version it changed is kept"
+            },
+        )?;
         let strategy = match direction {
             Direction::Sync(s) | Direction::Pull(s) => *s,
             Direction::Push | Direction::Keep(_) => Strategy::Newest,
@@ -1292,6 +1311,7 @@ impl Engine {
         &self,
         file: &str,
         winner: &Recorded,
+        older: &[&str],
         input: &FileInput,
         scans: &Scans,
         merged: Option<&Merged>,
@@ -1302,9 +1322,11 @@ impl Engine {
             return;
         }
         let Recorded::Present(hash) = winner else {
-            crate::merge::drop_bases_except(&self.home, file, None);
+            crate::merge::drop_bases_except(&self.home, file, older);
             return;
         };
+        let mut keep = older.to_vec();
+        keep.push(hash);
         let found_db = |loc: &str| match scans.get(file, loc) {
             Some(Found::Present { content, .. }) if content.kind == Kind::Sqlite => Some(content),
             _ => None,
@@ -1313,7 +1335,7 @@ impl Engine {
             return;
         }
         if crate::merge::base_of(&self.home, file, hash).is_some() {
-            crate::merge::drop_bases_except(&self.home, file, Some(hash));
+            crate::merge::drop_bases_except(&self.home, file, &keep);
             return;
         }
         let mut source = merged.filter(|m| &m.hash == hash).map(|m| m.path.clone());
@@ -1350,8 +1372,11 @@ impl Engine {
             Some(snap) => {
                 // Every source here is this run's own file (a snapshot or the merged version),
                 // read by nothing after this: it may become the base itself.
-                if let Err(e) = crate::merge::keep_base(&self.home, file, hash, &snap, true) {
-                    warnings.push(format!("{file}: cannot keep the base for row merges: {e}"));
+                match crate::merge::keep_base(&self.home, file, hash, &snap, true) {
+                    Ok(()) => crate::merge::drop_bases_except(&self.home, file, &keep),
+                    Err(e) => {
+                        warnings.push(format!("{file}: cannot keep the base for row merges: {e}"))
+                    }
                 }
             }
             None => warnings.push(format!(
@@ -1484,7 +1509,8 @@ impl Engine {
                         _ => Kind::Plain,
                     };
                     let method = crate::apply::backup_method(kind, place.loc.is_local());
-                    let made = crate::apply::backup(&dest, at, method);
+                    let sqlite = crate::sqlite::SqliteOptions::from(&self.config.sqlite);
+                    let made = crate::apply::backup(&dest, at, method, &sqlite);
                     crate::failpoint::hit("after_backup");
                     made.map(|p| p.display().to_string())
                 }
@@ -1590,10 +1616,12 @@ impl Engine {
         known_facts: Option<crate::kind::Facts>,
         old_agreed: Option<&Agreed>,
         changes: &mut Changes,
-    ) {
+    ) -> Vec<Recorded> {
         let mut winner_facts = known_facts;
+        let mut after = Vec::new();
         for side in &input.sides {
             if untouched.contains(&side.location) {
+                after.extend(side.recorded.clone());
                 continue;
             }
             let rec = if written.contains(&side.location) {
@@ -1602,9 +1630,13 @@ impl Engine {
                 match &side.observed {
                     Observed::Present(v) => Recorded::Present(v.hash.clone()),
                     Observed::Absent => Recorded::Absent,
-                    Observed::Skipped(_) => continue,
+                    Observed::Skipped(_) => {
+                        after.extend(side.recorded.clone());
+                        continue;
+                    }
                 }
             };
+            after.push(rec.clone());
             if let (Recorded::Present(h), Some(Found::Present { content, .. })) =
                 (winner, scans.get(file, &side.location))
             {
@@ -1628,6 +1660,7 @@ impl Engine {
         if old_agreed != Some(&agreed) {
             changes.agreed.push((file.to_string(), agreed));
         }
+        after
     }
 
     /// Locations, files, conflicts and the last run; reads no file the scan cache knows.

@@ -619,8 +619,8 @@ pub fn base_of(home: &Path, file: &str, hash: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// Keeps `snapshot` (a consistent, checked copy of version `hash`) as the base of `file`,
-/// and drops the bases of older versions. With `movable` (a file of the run's own that nothing
+/// Keeps `snapshot` (a consistent, checked copy of version `hash`) as the base of `file`
+/// (the caller drops the bases no longer needed, [`drop_bases_except`]). With `movable` (a file of the run's own that nothing
 /// reads afterwards), `snapshot` itself becomes the base when it can be hard-linked there (its
 /// name `snapshot` is then removed, so the base has one name only); otherwise it is copied.
 /// Bases are only ever read (a merge works on a copy of its base).
@@ -657,17 +657,20 @@ pub fn keep_base(
             return kept;
         }
     }
-    drop_bases_except(home, file, Some(hash));
     Ok(())
 }
 
-/// Removes every base of `file` but the one of `keep`.
-pub fn drop_bases_except(home: &Path, file: &str, keep: Option<&str>) {
+/// Removes every base of `file` but those of the versions in `keep`.
+pub fn drop_bases_except(home: &Path, file: &str, keep: &[&str]) {
     let dir = base_dir(home, file);
-    let keep_name = keep.map(|h| format!("{h}.db"));
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
-            if Some(e.file_name().to_string_lossy().to_string()) != keep_name {
+            let name = e.file_name();
+            let kept = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".db"))
+                .is_some_and(|h| keep.contains(&h));
+            if !kept {
                 let _ = std::fs::remove_file(e.path());
             }
         }

@@ -122,6 +122,8 @@ pub enum Decision {
     Merge {
         /// One location per distinct version, in order.
         candidates: Vec<String>,
+        /// The hash of the version every candidate descends from (the merge's base).
+        base: String,
         /// The file-level decision.
         fallback: Box<Decision>,
     },
@@ -225,19 +227,36 @@ struct Changed<'a> {
     side: &'a Side,
 }
 
-fn changed_sides(input: &FileInput) -> (Vec<Changed<'_>>, bool) {
-    let mut changed = Vec::new();
-    let mut first_sync_rule = false;
+/// The changed versions of one file, and why the agreed version is a candidate too.
+struct Changes<'a> {
+    changed: Vec<Changed<'a>>,
+    /// A location never seen from this machine holds another version than the agreed one.
+    first_sync_rule: bool,
+    /// The records of changed locations that had not received the agreed version (a write
+    /// that failed, a target that changed during the run, a loser left in place): their
+    /// change was made without the agreed one, so it cannot simply replace it.
+    behind: Vec<Recorded>,
+}
+
+fn changed_sides(input: &FileInput) -> Changes<'_> {
+    let mut out = Changes {
+        changed: Vec::new(),
+        first_sync_rule: false,
+        behind: Vec::new(),
+    };
     for side in &input.sides {
         let Some(cur) = current(&side.observed) else {
             continue;
         };
         let is_change = match (&side.recorded, &input.agreed) {
+            // A location holding the agreed version has not changed, whatever its older
+            // record says (a drive returning with what every machine agreed on since).
+            (Some(_), Some(agreed)) if cur == *agreed => false,
             (Some(rec), _) => cur != *rec,
             // A location this machine never saw: compared with the agreed version.
             (None, Some(agreed)) => {
                 let differs = cur != *agreed && cur != Recorded::Absent;
-                first_sync_rule |= differs && *agreed != Recorded::Absent;
+                out.first_sync_rule |= differs && *agreed != Recorded::Absent;
                 differs
             }
             (None, None) => cur != Recorded::Absent,
@@ -252,9 +271,14 @@ fn changed_sides(input: &FileInput) -> (Vec<Changed<'_>>, bool) {
                 continue;
             }
         }
-        changed.push(Changed { value: cur, side });
+        if let (Some(rec), Some(agreed @ Recorded::Present(_))) = (&side.recorded, &input.agreed) {
+            if rec != agreed && !out.behind.contains(rec) {
+                out.behind.push(rec.clone());
+            }
+        }
+        out.changed.push(Changed { value: cur, side });
     }
-    (changed, first_sync_rule)
+    out
 }
 
 fn holder<'a>(input: &'a FileInput, value: &Recorded) -> Option<&'a Side> {
@@ -336,7 +360,11 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
         Direction::Sync(_) | Direction::Pull(_) => {}
     }
 
-    let (changed, first_sync_rule) = changed_sides(input);
+    let Changes {
+        changed,
+        first_sync_rule,
+        behind,
+    } = changed_sides(input);
     let mut distinct: Vec<&Changed<'_>> = Vec::new();
     for c in changed.iter().filter(|c| healthy(c)) {
         if !distinct.iter().any(|d| d.value == c.value) {
@@ -363,10 +391,11 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
     }
 
     // The first-sync rule: a location never seen that holds another version than the agreed
-    // one makes the agreed version a candidate too.
+    // one makes the agreed version a candidate too; so does a change made by a location that
+    // had not received the agreed version.
     let mut with_agreed = distinct.clone();
     let agreed_changed;
-    if first_sync_rule {
+    if first_sync_rule || !behind.is_empty() {
         if let Some(agreed @ Recorded::Present(_)) = &input.agreed {
             if !with_agreed.iter().any(|d| &d.value == agreed) {
                 if let Some(side) = holder(input, agreed) {
@@ -380,6 +409,27 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
         }
     }
     let candidates = with_agreed;
+    if let Some(agreed @ Recorded::Present(_)) = &input.agreed {
+        let carried = candidates
+            .iter()
+            .any(|c| c.value == *agreed || c.side.recorded.as_ref() == Some(agreed));
+        // Still there, only not reachable this run (offline, or evicted): wait for it.
+        let reachable_later = input.agreed_elsewhere
+            || input
+                .sides
+                .iter()
+                .any(|s| matches!(s.observed, Observed::Skipped(_)));
+        if !behind.is_empty() && !carried && reachable_later {
+            // Replacing the agreed version by changes all made without it would drop it.
+            return Decision::Stuck {
+                reason: format!(
+                    "{} changed a version older than the agreed one, which is in no available location",
+                    behind_names(&candidates, input).join(" and ")
+                ),
+                failure: false,
+            };
+        }
+    }
 
     match candidates.len() {
         0 => {
@@ -444,6 +494,12 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
                     "{} differ and one was never synced from this machine",
                     names.join(" and ")
                 )
+            } else if !behind.is_empty() {
+                format!(
+                    "changed in {}; {} changed a version older than the agreed one",
+                    names.join(" and "),
+                    behind_names(&candidates, input).join(" and ")
+                )
             } else {
                 format!("changed in {}", names.join(" and "))
             };
@@ -460,23 +516,57 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
                 ),
                 None => conflict(input, &candidates, first_sync_rule, reason),
             };
-            // A row merge needs every version to descend from the agreed one (the base): not
-            // for a location never seen (the first-sync rule), nor for deletions.
-            let descends = candidates.iter().all(|c| {
-                c.value != Recorded::Absent
-                    && c.side.recorded.is_some()
-                    && c.side.recorded == input.agreed
-            });
             let merging_direction = matches!(direction, Direction::Sync(_) | Direction::Pull(_));
-            if input.mergeable && !first_sync_rule && descends && merging_direction {
+            let base = merge_base(input, &candidates, first_sync_rule, &behind);
+            if let (true, true, Some(base)) = (input.mergeable, merging_direction, base) {
                 return Decision::Merge {
                     candidates: candidates.iter().map(|c| c.side.location.clone()).collect(),
+                    base,
                     fallback: Box::new(file_level),
                 };
             }
             file_level
         }
     }
+}
+
+/// The version a row merge of `candidates` diffs against, when there is one every candidate
+/// descends from: the agreed version, when every candidate changed it; or the older version a
+/// location was left holding (it missed the agreed version), when the only candidates are
+/// that location's change and the agreed version itself. Never for a location never seen
+/// (the first-sync rule), nor for deletions.
+fn merge_base(
+    input: &FileInput,
+    candidates: &[&Changed<'_>],
+    first_sync_rule: bool,
+    behind: &[Recorded],
+) -> Option<String> {
+    let agreed = input.agreed.as_ref()?;
+    if first_sync_rule || candidates.iter().any(|c| c.value == Recorded::Absent) {
+        return None;
+    }
+    let base = match behind {
+        [] => agreed,
+        [older] => older,
+        _ => return None,
+    };
+    let descends = candidates
+        .iter()
+        .all(|c| c.side.recorded.as_ref() == Some(base) || (base != agreed && c.value == *agreed));
+    match (descends, base) {
+        (true, Recorded::Present(h)) => Some(h.clone()),
+        _ => None,
+    }
+}
+
+/// The candidates' locations whose change was made on a version older than the agreed one.
+fn behind_names<'a>(candidates: &[&Changed<'a>], input: &FileInput) -> Vec<&'a str> {
+    candidates
+        .iter()
+        .filter(|c| c.side.recorded.is_some() && c.side.recorded != input.agreed)
+        .filter(|c| Some(&c.value) != input.agreed.as_ref())
+        .map(|c| c.side.location.as_str())
+        .collect()
 }
 
 fn conflict(
@@ -714,6 +804,7 @@ mod tests {
             Decision::Merge {
                 candidates,
                 fallback,
+                ..
             } => {
                 format!("merge {} else {}", candidates.join("+"), outcome(fallback))
             }
@@ -1142,6 +1233,96 @@ mod tests {
                 expect: "conflict",
                 actions: &[],
                 mergeable: true,
+            },
+            Case {
+                name: "a location holding the agreed version has not changed, whatever its record",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:c@3:a", "external:a@1:z"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "merge local+icloud else conflict",
+                actions: &[],
+                mergeable: true,
+            },
+            Case {
+                name: "a returning drive with the agreed version: the one change wins",
+                agreed: "a",
+                sides: &["local:b@2:a", "icloud:a@3:a", "external:a@1:z"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "prop b local",
+                actions: &["backup icloud", "copy local icloud b", "backup external", "copy local external b"],
+                mergeable: true,
+            },
+            Case {
+                name: "a change made by a location that missed the agreed version conflicts with it",
+                agreed: "a",
+                sides: &["local:b@5:o", "icloud:a@3:a"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "conflict",
+                actions: &[],
+                mergeable: false,
+            },
+            Case {
+                name: "... and newest settles it (the agreed version kept as a backup)",
+                agreed: "a",
+                sides: &["local:b@5:o", "icloud:a@3:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "prop b local",
+                actions: &["backup icloud", "copy local icloud b"],
+                mergeable: false,
+            },
+            Case {
+                name: "... and a database merges it against the version that location last synced",
+                agreed: "a",
+                sides: &["local:b@5:o", "icloud:a@3:a"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "merge local+icloud else conflict",
+                actions: &[],
+                mergeable: true,
+            },
+            Case {
+                name: "no merge against the older version when another location changed the agreed one",
+                agreed: "a",
+                sides: &["local:b@5:o", "icloud:c@3:a"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "conflict",
+                actions: &[],
+                mergeable: true,
+            },
+            Case {
+                name: "a change made without the agreed version, which is not available now, waits",
+                agreed: "a",
+                sides: &["local:b@5:o", "icloud:?:a"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "stuck",
+                actions: &[],
+                mergeable: true,
+            },
+            Case {
+                name: "... but when the agreed version is gone everywhere (deleted by hand), the change is restored",
+                agreed: "a",
+                sides: &["local:-:a", "icloud:c@3:o"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "prop c icloud",
+                actions: &["copy icloud local c"],
+                mergeable: false,
+            },
+            Case {
+                name: "a loser left in place (pull) that changes again conflicts with the agreed version",
+                agreed: "a",
+                sides: &["local:a@5:a", "icloud:v2@6:v"],
+                deletes: false,
+                direction: sync(Manual),
+                expect: "conflict",
+                actions: &[],
+                mergeable: false,
             },
             Case {
                 name: "no row merge against a deletion",
