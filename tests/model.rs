@@ -61,6 +61,8 @@ struct Stats {
     convergence_failures: u64,
     archive_failures: u64,
     run_failures: u64,
+    overwrites_checked: u64,
+    silent_overwrites: u64,
 }
 
 impl Stats {
@@ -75,6 +77,8 @@ impl Stats {
         self.convergence_failures += o.convergence_failures;
         self.archive_failures += o.archive_failures;
         self.run_failures += o.run_failures;
+        self.overwrites_checked += o.overwrites_checked;
+        self.silent_overwrites += o.silent_overwrites;
     }
 }
 
@@ -92,6 +96,16 @@ struct Sim {
     required: HashSet<(String, String)>,
     /// Versions whose last copy a user edit destroyed (not the engine's loss).
     user_destroyed: HashSet<(String, String)>,
+    /// (file, version) -> the versions it was made from: the one a user edited, or the
+    /// versions a run merged.
+    parents: HashMap<(String, String), HashSet<String>>,
+    /// Versions a run reported as taking part in a conflict (file or row), or that a user
+    /// chose to override (`resolve`, `push`): overwriting them later is no silent loss.
+    reported: HashSet<(String, String)>,
+    /// The next run finds the local database held busy by another program.
+    busy_next: bool,
+    /// (path, file) -> the version a user deleted there.
+    deleted: HashMap<(PathBuf, String), String>,
     hash_cache: HashMap<(PathBuf, u64, i64, u64), String>,
     counter: u64,
     rng: Rng,
@@ -147,6 +161,10 @@ impl Sim {
             drive_at: None,
             required: HashSet::new(),
             user_destroyed: HashSet::new(),
+            parents: HashMap::new(),
+            reported: HashSet::new(),
+            busy_next: false,
+            deleted: HashMap::new(),
             hash_cache: HashMap::new(),
             counter: 0,
             rng,
@@ -172,6 +190,8 @@ impl Sim {
         c.lock_wait_secs = 5;
         c.backups.keep_last = 1_000_000;
         c.backups.retention = Retention::None;
+        // A database held busy by a test step fails its run quickly.
+        c.sqlite.busy_timeout_ms = 20;
         if self.online[m] {
             c.locations.push(metasync::config::LocationConfig {
                 name: "icloud".into(),
@@ -309,7 +329,14 @@ impl Sim {
     }
 
     /// The first half of invariant 2, after a run of machine `m`.
-    fn check_archive_after_run(&mut self, m: usize, report: &metasync::RunReport) {
+    /// A location's record is kept when the run could not read the file there: the local
+    /// database when another program held it busy (`busy`). Returns what is there now.
+    fn check_archive_after_run(
+        &mut self,
+        m: usize,
+        report: &metasync::RunReport,
+        busy: bool,
+    ) -> Currents {
         let (_, current) = self.present();
         let a = Archive::open_existing(&self.home(m)).unwrap().unwrap();
         let records = a.records().expect("records");
@@ -318,6 +345,9 @@ impl Sim {
                 continue;
             }
             for l in report.locations.iter().filter(|l| l.available) {
+                if busy && l.name == "local" && fo.file == DB {
+                    continue;
+                }
                 let on_disk = current
                     .get(&(self.label_of(m, &l.name), fo.file.clone()))
                     .cloned()
@@ -340,6 +370,7 @@ impl Sim {
                 }
             }
         }
+        current
     }
 
     fn set_mtime(&self, m: usize, p: &Path) {
@@ -376,6 +407,9 @@ impl Sim {
         if file == RULES {
             if self.rng.chance(8) && path.exists() {
                 std::fs::remove_file(&path).unwrap();
+                if let Some(b) = &before {
+                    self.deleted.insert((path.clone(), file.to_string()), b.clone());
+                }
                 self.stats.faults += 1;
                 what = "deleted".to_string();
             } else {
@@ -453,6 +487,16 @@ impl Sim {
             "{whose}: {file} {what} -> {}",
             after.as_deref().map(|h| &h[..12]).unwrap_or("-")
         ));
+        // A file the user deleted and then wrote anew replaces what they deleted.
+        let before_or_deleted = before
+            .clone()
+            .or_else(|| self.deleted.remove(&(path.clone(), file.to_string())));
+        if let (Some(h), Some(b)) = (&after, &before_or_deleted) {
+            self.parents
+                .entry((file.to_string(), h.clone()))
+                .or_default()
+                .insert(b.clone());
+        }
         if let Some(h) = after {
             if self.required.insert((file.to_string(), h)) {
                 self.stats.versions_tracked += 1;
@@ -495,7 +539,18 @@ impl Sim {
             strategy,
             dry_run: false,
         };
+        let (_, before) = self.present();
+        let busy = if self.busy_next {
+            self.busy_next = false;
+            self.hold_local_db(m)
+        } else {
+            None
+        };
         let result = engine.run(&opts, &mut |_| {});
+        let held = busy.is_some();
+        if let Some(c) = busy {
+            let _ = c.execute_batch("ROLLBACK");
+        }
         match result {
             Ok(r) => {
                 self.log.push(format!(
@@ -510,11 +565,14 @@ impl Sim {
                         .collect::<Vec<_>>()
                         .join(" ")
                 ));
-                if r.exit_code == 1 {
+                // A run whose local database another program held busy may fail on it.
+                let busy_failure = held && r.errors.iter().all(|e| e.starts_with(DB));
+                if r.exit_code == 1 && !busy_failure {
                     self.stats.run_failures += 1;
                     self.fail(format!("m{m} {:?} failed: {:?}", mode, r.errors));
                 }
-                self.check_archive_after_run(m, &r);
+                let after = self.check_archive_after_run(m, &r, held);
+                self.check_overwrites(m, mode, &before, &after, &r);
                 Some(r)
             }
             Err(e) => {
@@ -525,8 +583,133 @@ impl Sim {
         }
     }
 
+    /// The places machine `m` reaches now.
+    fn reach(&self, m: usize) -> Vec<String> {
+        let mut v = vec![format!("m{m}")];
+        if self.online[m] {
+            v.push("icloud".into());
+        }
+        if self.drive_at == Some(m) {
+            v.push("drive".into());
+        }
+        v
+    }
+
+    /// Another program holds machine `m`'s database busy (an EXCLUSIVE lock) until the
+    /// returned connection rolls back.
+    fn hold_local_db(&mut self, m: usize) -> Option<rusqlite::Connection> {
+        let path = self.home(m).join(DB);
+        if !path.is_file() {
+            return None;
+        }
+        let c = rusqlite::Connection::open(&path).ok()?;
+        c.execute_batch("BEGIN EXCLUSIVE").ok()?;
+        self.stats.faults += 1;
+        self.log.push(format!("m{m}: {DB} held busy by another program during the next run"));
+        Some(c)
+    }
+
+    /// Whether `old` is `new` or one of the versions `new` was made from.
+    fn descends(&self, file: &str, new: &str, old: &str) -> bool {
+        let mut seen = HashSet::new();
+        let mut todo = vec![new.to_string()];
+        while let Some(v) = todo.pop() {
+            if v == old {
+                return true;
+            }
+            if !seen.insert(v.clone()) {
+                continue;
+            }
+            if let Some(ps) = self.parents.get(&(file.to_string(), v)) {
+                todo.extend(ps.iter().cloned());
+            }
+        }
+        false
+    }
+
+    /// Whether `old` is a version a conflict named or the user overrode, or one they were
+    /// made from.
+    fn superseded(&self, file: &str, old: &str) -> bool {
+        self.reported
+            .iter()
+            .filter(|(f, _)| f == file)
+            .any(|(_, r)| self.descends(file, r, old))
+    }
+
+    /// Invariant 4, the current state: a run replaces a version in a location only by one
+    /// made from it (a later edit, a merge that includes it), or after a conflict that
+    /// names it (file or row level), or on the user's word (`push`, `resolve`).
+    fn check_overwrites(
+        &mut self,
+        m: usize,
+        mode: Mode,
+        before: &Currents,
+        after: &Currents,
+        r: &metasync::RunReport,
+    ) {
+        let reach = self.reach(m);
+        for f in FILES {
+            let inputs: HashSet<String> = reach
+                .iter()
+                .filter_map(|l| before.get(&(l.clone(), f.to_string())).cloned().flatten())
+                .collect();
+            let conflicted = mode == Mode::Push
+                || r.conflicts.iter().any(|c| c.file == f)
+                || r.row_conflicts.iter().any(|c| c.file == f)
+                || r.files
+                    .iter()
+                    .any(|o| o.file == f && o.reason.starts_with("conflict"));
+            let merged = r
+                .files
+                .iter()
+                .any(|o| o.file == f && o.reason.starts_with("merged row by row"));
+            if conflicted {
+                for v in &inputs {
+                    self.reported.insert((f.to_string(), v.clone()));
+                }
+            }
+            for l in &reach {
+                let key = (l.clone(), f.to_string());
+                let (Some(Some(old)), Some(Some(new))) = (before.get(&key), after.get(&key))
+                else {
+                    continue;
+                };
+                if old == new {
+                    continue;
+                }
+                let fkey = (f.to_string(), new.clone());
+                let unknown = !self.parents.contains_key(&fkey) && !self.required.contains(&fkey);
+                if unknown || merged {
+                    // A merge of what this run saw (its result may equal one of them, when
+                    // the others' changes were already in it).
+                    let from: Vec<String> = inputs.iter().filter(|v| *v != new).cloned().collect();
+                    self.parents.entry(fkey).or_default().extend(from);
+                }
+                self.stats.overwrites_checked += 1;
+                if !self.descends(f, new, old) && !self.superseded(f, old) {
+                    self.stats.silent_overwrites += 1;
+                    self.fail(format!(
+                        "m{m} {:?}: {f} in {l}: {} silently replaced by {}, which was not made from it",
+                        r.command,
+                        &old[..12],
+                        &new[..12]
+                    ));
+                }
+            }
+        }
+    }
+
     fn resolve_all(&mut self, m: usize, report: &metasync::RunReport, pick_first: bool) {
         let engine = self.engine(m);
+        // The user settles these: whatever is overwritten is overwritten on their word.
+        let (_, now) = self.present();
+        for c in &report.conflicts {
+            for l in self.reach(m) {
+                if let Some(Some(v)) = now.get(&(l, c.file.clone())) {
+                    self.reported.insert((c.file.clone(), v.clone()));
+                }
+            }
+        }
         for c in &report.conflicts {
             let holders: Vec<&metasync::Candidate> =
                 c.candidates.iter().filter(|c| c.sha256.is_some()).collect();
@@ -549,7 +732,7 @@ impl Sim {
                         self.stats.run_failures += 1;
                         self.fail(format!("m{m} resolve failed: {:?}", r.errors));
                     }
-                    self.check_archive_after_run(m, &r);
+                    self.check_archive_after_run(m, &r, false);
                 }
                 Err(e) => {
                     self.stats.run_failures += 1;
@@ -589,6 +772,7 @@ impl Sim {
                     _ => Mode::Sync,
                 };
                 let strategy = self.random_strategy();
+                self.busy_next = self.rng.chance(10);
                 if let Some(report) = self.run(m, mode, Some(strategy)) {
                     if report.exit_code == 3 && self.rng.chance(70) {
                         self.resolve_all(m, &report, false);
@@ -732,7 +916,7 @@ fn run_group(name: &str, base_seed: u64, cases: u64, steps: usize) {
         }
     }
     println!(
-        "model[{name}]: cases {} (steps {}, engine runs {}), faults injected {}, versions tracked {}, versions checked {}, versions lost {}, archive mismatches {}, convergence failures {}, failed runs {}, {:.1}s",
+        "model[{name}]: cases {} (steps {}, engine runs {}), faults injected {}, versions tracked {}, versions checked {}, versions lost {}, overwrites checked {}, silent overwrites {}, archive mismatches {}, convergence failures {}, failed runs {}, {:.1}s",
         total.cases,
         total.steps,
         total.runs,
@@ -740,6 +924,8 @@ fn run_group(name: &str, base_seed: u64, cases: u64, steps: usize) {
         total.versions_tracked,
         total.versions_checked,
         total.versions_lost,
+        total.overwrites_checked,
+        total.silent_overwrites,
         total.archive_failures,
         total.convergence_failures,
         total.run_failures,
