@@ -580,7 +580,7 @@ fn prune_places(
         }
     }
     if !changes.cache.is_empty() {
-        changes.now = ns_to_rfc3339(scan_time);
+        changes.now = ns_to_rfc3339(scan_time.into());
         Archive::open(engine.home())?.commit(&changes)?;
     }
     report.deleted.sort_by(|a, b| a.created.cmp(&b.created));

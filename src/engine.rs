@@ -10,6 +10,7 @@ use crate::plan::{self, Action, Decision, Direction, FileInput, Observed, Side};
 use crate::report::*;
 use crate::scan::{self, Found};
 use crate::select::{Listing, Selector};
+use crate::times::now_ns;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,20 +101,8 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// RFC 3339 (local offset) of a time in ns since the epoch.
-pub fn ns_to_rfc3339(ns: i64) -> String {
-    rfc3339(chrono::DateTime::from_timestamp_nanos(ns))
-}
-
-fn ns_to_system_time(ns: i64) -> std::time::SystemTime {
-    if ns >= 0 {
-        std::time::UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        std::time::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
-fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+pub fn ns_to_rfc3339(ns: i128) -> String {
+    crate::times::rfc3339(ns)
 }
 
 fn short(hash: &str) -> &str {
@@ -1253,8 +1242,8 @@ impl Engine {
                 let found = Found::Present {
                     stat: scan::Stat {
                         size,
-                        mtime_ns: now,
-                        ctime_ns: now,
+                        mtime_ns: now.into(),
+                        ctime_ns: now.into(),
                         ino: 0,
                         side: None,
                     },
@@ -1496,7 +1485,7 @@ impl Engine {
                             false,
                         )));
                     };
-                    let mtime = ns_to_system_time(stat.mtime_ns);
+                    let mtime = crate::times::system_time(stat.mtime_ns);
                     crate::kind::write_version(
                         content.kind,
                         src,
@@ -1544,12 +1533,11 @@ impl Engine {
                         let trusted = stat
                             .mtime_ns
                             .max(stat.ctime_ns)
-                            .max(stat.side.map_or(0, |s| s.1));
-                        let mut e = scan::cache_entry(
-                            &stat,
-                            content,
-                            trusted.saturating_add(scan::RACY_NS + 1),
-                        );
+                            .max(stat.side.map_or(0, |s| s.1))
+                            .saturating_add(i128::from(scan::RACY_NS) + 1);
+                        // Past 2262 (i64 ns) the entry stays racy: read again each run.
+                        let trusted = i64::try_from(trusted).unwrap_or(i64::MAX);
+                        let mut e = scan::cache_entry(&stat, content, trusted);
                         e.hash = group
                             .iter()
                             .find_map(|a| match a {

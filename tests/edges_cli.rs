@@ -1,0 +1,133 @@
+//! Inputs at the edges, through the CLI on real folders: file times from 1601 to 9999 (past
+//! the 2262 end of i64 nanoseconds, and before 1970 with a fractional second), locations that
+//! lie inside one another, config errors that must name file, line and key, and file names
+//! that are not UTF-8.
+
+mod common;
+use common::*;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// A world on tmpfs when there is one (it keeps any i64 seconds; ext4 clamps to 1901-2446),
+/// else in the usual temp folder.
+fn wide_world() -> World {
+    let shm = Path::new("/dev/shm");
+    let dir = tempfile::Builder::new()
+        .prefix("metasync-edges-")
+        .tempdir_in(shm)
+        .or_else(|_| tempfile::tempdir())
+        .expect("temp dir");
+    World { dir }
+}
+
+fn instant(rfc: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(rfc)
+        .unwrap_or_else(|e| panic!("{rfc}: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+fn system_time(rfc: &str) -> SystemTime {
+    // chrono's seconds are floored, its nanoseconds count forward, like stat's.
+    let t = instant(rfc);
+    let whole = if t.timestamp() >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().unsigned_abs())
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(t.timestamp().unsigned_abs())
+    };
+    whole + Duration::from_nanos(t.timestamp_subsec_nanos().into())
+}
+
+fn set_mtime(path: &Path, rfc: &str) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(system_time(rfc))
+        .unwrap_or_else(|e| panic!("set mtime {rfc} on {}: {e}", path.display()));
+}
+
+/// (seconds, nanoseconds) of a file's mtime as the kernel reports it.
+fn mtime_of(path: &Path) -> (i64, i64) {
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.mtime(), m.mtime_nsec())
+}
+
+const TIMES: &[(&str, &str)] = &[
+    ("t/a-1601.txt", "1601-01-01T00:00:00Z"),
+    ("t/b-1969.txt", "1969-12-31T23:59:59.5Z"),
+    ("t/c-2300.txt", "2300-01-01T12:00:00.123456789Z"),
+    ("t/d-9999.txt", "9999-12-31T23:59:59.999999999Z"),
+];
+
+fn status_mtime(status: &serde_json::Value, location: &str, file: &str) -> String {
+    let loc = status["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == location)
+        .unwrap_or_else(|| panic!("no {location} in {status:#}"));
+    let f = loc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["file"] == file)
+        .unwrap_or_else(|| panic!("no {file} in {loc:#}"));
+    f["mtime"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn file_times_from_1601_to_9999_are_copied_exactly_and_ordered() {
+    let w = wide_world();
+    let m = w.machine("home", &[("remote", "remote")], "files = [\"t/*\"]");
+    for (file, rfc) in TIMES {
+        write_aged(&m.file(file), file, 0);
+        set_mtime(&m.file(file), rfc);
+    }
+    let r = m.sync(&[], 0);
+    assert_eq!(r["actions"].as_array().unwrap().len(), TIMES.len(), "{r:#}");
+    let (_, status) = m.json(&["status"]);
+    for (file, rfc) in TIMES {
+        let here = mtime_of(&m.file(file));
+        let there = mtime_of(&w.path("remote").join(file));
+        assert_eq!(there, here, "{file}: the copy's mtime (s, ns)");
+        println!("edges[times]: {file} set {rfc}, held {here:?}, copy {there:?}");
+        if w.dir.path().starts_with("/dev/shm") {
+            let t = instant(rfc);
+            let set = (t.timestamp(), i64::from(t.timestamp_subsec_nanos()));
+            assert_eq!(here, set, "{file}: tmpfs keeps any time");
+        }
+        // status shows the instant the file holds, whole seconds, as RFC 3339.
+        let held = chrono::DateTime::from_timestamp(here.0, 0).unwrap();
+        for loc in ["local", "remote"] {
+            let shown = status_mtime(&status, loc, file);
+            assert_eq!(instant(&shown), held, "{file} in {loc}: {shown}");
+        }
+    }
+    // The second run has nothing to do.
+    let r = m.sync(&[], 0);
+    assert!(r["actions"].as_array().unwrap().is_empty(), "{r:#}");
+
+    // `newest` orders the far future and the far past right.
+    let (later, earlier) = (
+        ("t/c-2300.txt", "t/d-9999.txt"),
+        ("t/b-1969.txt", "t/a-1601.txt"),
+    );
+    std::fs::write(m.file(later.0), "home, 2300").unwrap();
+    set_mtime(&m.file(later.0), "2300-06-01T00:00:00Z");
+    std::fs::write(w.path("remote").join(later.0), "remote, 9999").unwrap();
+    set_mtime(&w.path("remote").join(later.0), "9999-06-01T00:00:00Z");
+    std::fs::write(m.file(earlier.0), "home, 1969").unwrap();
+    set_mtime(&m.file(earlier.0), "1969-12-31T23:59:59.5Z");
+    std::fs::write(w.path("remote").join(earlier.0), "remote, 1601").unwrap();
+    set_mtime(&w.path("remote").join(earlier.0), "1601-06-01T00:00:00Z");
+    let r = m.sync(&[], 0);
+    for (file, want) in [(later.0, "remote, 9999"), (earlier.0, "home, 1969")] {
+        assert_eq!(read(&m.file(file)), want, "{file}: {r:#}");
+        assert_eq!(read(&w.path("remote").join(file)), want, "{file}: {r:#}");
+        assert_eq!(
+            mtime_of(&m.file(file)),
+            mtime_of(&w.path("remote").join(file)),
+            "{file}"
+        );
+    }
+    let r = m.sync(&[], 0);
+    assert!(r["actions"].as_array().unwrap().is_empty(), "{r:#}");
+}
