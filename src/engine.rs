@@ -209,15 +209,28 @@ impl Engine {
         places: impl IntoIterator<Item = &'a Place>,
         archive: Option<&Archive>,
     ) -> Result<BTreeSet<String>> {
+        Ok(self.listed_set(places, archive)?.0)
+    }
+
+    /// [`Engine::file_set`], and per available location the files its patterns select that
+    /// cannot be synced.
+    pub(crate) fn listed_set<'a>(
+        &self,
+        places: impl IntoIterator<Item = &'a Place>,
+        archive: Option<&Archive>,
+    ) -> Result<(BTreeSet<String>, HashMap<String, Vec<SkippedFile>>)> {
         let mut files = BTreeSet::new();
+        let mut skipped = HashMap::new();
         for p in places.into_iter().filter(|p| p.availability.is_available()) {
-            files.extend(self.selector.find(&p.loc.root));
+            let listing = self.selector.list(&p.loc.root);
+            files.extend(listing.files);
+            skipped.insert(p.loc.name.clone(), listing.skipped);
         }
         if let Some(a) = archive {
             files.extend(a.known_files()?);
         }
         files.retain(|f| self.selector.matches(f));
-        Ok(files)
+        Ok((files, skipped))
     }
 
     /// `sync`, `push` or `pull`.
@@ -388,6 +401,17 @@ impl Engine {
                 (listings, caches, records, agreed)
             }
         };
+        for (p, listing) in available.iter().zip(&listings) {
+            for f in &listing.skipped {
+                tracing::warn!(target: "metasync", "{} in {}: {}", f.name, p.loc.name, f.reason);
+                events(&Event::FileSkipped {
+                    file: f.name.clone(),
+                    location: p.loc.name.clone(),
+                    reason: f.reason.clone(),
+                });
+                warnings.push(format!("{} in {}: {}", f.name, p.loc.name, f.reason));
+            }
+        }
         let mut files: Vec<String> = match &partial {
             Some((changed, _)) => changed.clone(),
             None => {
@@ -1045,6 +1069,10 @@ impl Engine {
         let prunable = looked.iter().any(|(_, _, p)| *p);
         let temps = looked.iter().any(|(l, _, _)| !l.temps.is_empty());
         let listings: Vec<Listing> = looked.into_iter().map(|(l, _, _)| l).collect();
+        // A file that cannot be synced is a warning: no steady replay hides it.
+        if listings.iter().any(|l| !l.skipped.is_empty()) {
+            return Ok(Replay::Full(listings));
+        }
         let settled = |skip: &[String]| -> Vec<FileOutcome> {
             steady
                 .files
@@ -1631,10 +1659,8 @@ impl Engine {
             None => HashMap::new(),
         };
         let places = self.places(&known);
-        let files: Vec<String> = self
-            .file_set(&places, archive.as_ref())?
-            .into_iter()
-            .collect();
+        let (files, mut skipped) = self.listed_set(&places, archive.as_ref())?;
+        let files: Vec<String> = files.into_iter().collect();
         let scan_time = now_ns();
         let mut learned = Changes::default();
         let mut locations = Vec::new();
@@ -1667,6 +1693,7 @@ impl Engine {
                 location: p.report(),
                 files: file_reports,
                 conflict_copies: copies,
+                skipped: skipped.remove(&p.loc.name).unwrap_or_default(),
             });
         }
         let mut warnings = Vec::new();
@@ -1679,6 +1706,9 @@ impl Engine {
         for l in &locations {
             for c in &l.conflict_copies {
                 warnings.push(format!("iCloud conflict copy in {}: {c}", l.location.name));
+            }
+            for f in &l.skipped {
+                warnings.push(format!("{} in {}: {}", f.name, l.location.name, f.reason));
             }
         }
         if let (Some(a), Some(_held)) = (archive.as_mut(), &lock) {

@@ -131,3 +131,59 @@ fn file_times_from_1601_to_9999_are_copied_exactly_and_ordered() {
     let r = m.sync(&[], 0);
     assert!(r["actions"].as_array().unwrap().is_empty(), "{r:#}");
 }
+
+#[test]
+fn a_selected_name_that_is_not_utf8_is_reported_as_skipped() {
+    use std::os::unix::ffi::OsStrExt;
+    let w = World::new();
+    let m = w.machine("home", &[("remote", "remote")], "files = [\"t/*\"]");
+    write_aged(&m.file("t/ok.txt"), "fine", 60);
+    let bad = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(m.file("t").join(bad), "latin-1 name").unwrap();
+    // Not selected by the patterns: not a word about it.
+    std::fs::create_dir_all(m.file("u")).unwrap();
+    std::fs::write(m.file("u").join(bad), "elsewhere").unwrap();
+    let shown = "t/caf\u{FFFD}.txt";
+    for run in 0..2 {
+        let r = m.sync(&[], 0);
+        let warnings: Vec<&str> = r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x.as_str())
+            .collect();
+        let about: Vec<&&str> = warnings.iter().filter(|x| x.contains("caf")).collect();
+        assert_eq!(about.len(), 1, "run {run}: {r:#}");
+        assert!(
+            about[0].contains(shown) && about[0].contains("UTF-8") && about[0].contains("local"),
+            "run {run}: {r:#}"
+        );
+        assert_eq!(
+            tree(&w.path("remote"))
+                .iter()
+                .filter(|f| f.starts_with("t/"))
+                .count(),
+            1
+        );
+    }
+    let (code, status) = m.json(&["status"]);
+    assert_eq!(code, 0, "{status:#}");
+    let local = &status["locations"][0];
+    assert_eq!(local["name"], "local", "{status:#}");
+    let skipped = local["skipped"].as_array().expect("skipped list");
+    assert_eq!(skipped.len(), 1, "{status:#}");
+    assert_eq!(skipped[0]["name"], shown, "{status:#}");
+    assert!(
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("caf\\xe9.txt"),
+        "{status:#}"
+    );
+    let out = m.run(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(shown) && text.contains("not valid UTF-8"),
+        "{text}"
+    );
+}
