@@ -109,6 +109,9 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
+/// Per location name, the files its patterns select that cannot be synced.
+pub(crate) type SkippedByLocation = HashMap<String, Vec<SkippedFile>>;
+
 /// What this run's scan found for each file in each available location, looked up without
 /// building keys.
 pub(crate) struct Scans {
@@ -143,6 +146,7 @@ impl Engine {
     /// An engine over an already loaded config.
     pub fn with_config(home: PathBuf, config: Config, source: ConfigSource) -> Result<Engine> {
         let selector = Selector::new(&config.files).map_err(Error::Config)?;
+        config.check_locations(&home, &source)?;
         Ok(Engine {
             home,
             config,
@@ -218,7 +222,7 @@ impl Engine {
         &self,
         places: impl IntoIterator<Item = &'a Place>,
         archive: Option<&Archive>,
-    ) -> Result<(BTreeSet<String>, HashMap<String, Vec<SkippedFile>>)> {
+    ) -> Result<(BTreeSet<String>, SkippedByLocation)> {
         let mut files = BTreeSet::new();
         let mut skipped = HashMap::new();
         for p in places.into_iter().filter(|p| p.availability.is_available()) {

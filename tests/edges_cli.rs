@@ -187,3 +187,228 @@ fn a_selected_name_that_is_not_utf8_is_reported_as_skipped() {
         "{text}"
     );
 }
+
+/// A full config, one line per key (`""` for headers and blank lines), with remotes in `w`.
+fn full_config(w: &World) -> Vec<(&'static str, String)> {
+    let one = w.path("one").display().to_string();
+    let two = w.path("two").display().to_string();
+    let mnt = w.path("mnt").display().to_string();
+    [
+        ("interval_secs", "interval_secs = 300".to_string()),
+        ("strategy", "strategy = \"newest\"".into()),
+        ("files", "files = [\"a.txt\", \"t/*\"]".into()),
+        ("propagate_deletes", "propagate_deletes = false".into()),
+        ("lock_wait_secs", "lock_wait_secs = 5".into()),
+        ("merge", "merge = \"rows\"".into()),
+        ("", String::new()),
+        ("", "[[merge_overrides]]".into()),
+        ("merge_overrides[0].pattern", "pattern = \"x/*.db\"".into()),
+        ("merge_overrides[0].merge", "merge = \"file\"".into()),
+        ("", String::new()),
+        ("", "[[locations]]".into()),
+        ("locations[0].name", "name = \"one\"".into()),
+        ("locations[0].path", format!("path = \"{one}\"")),
+        ("", String::new()),
+        ("", "[[locations]]".into()),
+        ("locations[1].name", "name = \"two\"".into()),
+        ("locations[1].path", format!("path = \"{two}\"")),
+        (
+            "locations[1].mount_point",
+            format!("mount_point = \"{mnt}\""),
+        ),
+        ("", String::new()),
+        ("", "[backups]".into()),
+        ("backups.keep_last", "keep_last = 5".into()),
+        ("backups.retention", "retention = \"staggered\"".into()),
+        ("backups.max_age_days", "max_age_days = 90".into()),
+        ("", String::new()),
+        ("", "[sqlite]".into()),
+        (
+            "sqlite.max_shrink_percent",
+            "max_shrink_percent = 50".into(),
+        ),
+        (
+            "sqlite.quick_check_above_mb",
+            "quick_check_above_mb = 512".into(),
+        ),
+        ("sqlite.busy_timeout_ms", "busy_timeout_ms = 5000".into()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// For a key: a value of the wrong type and wrong values of the right type.
+fn wrong_values(key: &str) -> (&'static str, &'static [&'static str]) {
+    match key {
+        "interval_secs" => ("\"300\"", &["-300", "0"]),
+        "strategy" => ("1", &["\"oldest\""]),
+        "files" => (
+            "\"a.txt\"",
+            &["[]", "[\"/etc/passwd\"]", "[\"../x\"]", "[\"a/[b\"]"],
+        ),
+        "propagate_deletes" => ("\"no\"", &["1"]),
+        "lock_wait_secs" => ("true", &["-1"]),
+        "merge" => ("[]", &["\"row\""]),
+        "merge_overrides[0].pattern" => ("5", &["\"/abs/*.db\""]),
+        "merge_overrides[0].merge" => ("{}", &["\"rows2\""]),
+        "locations[0].name" => ("2", &["\"local\"", "\"a.b\""]),
+        "locations[0].path" => ("3", &["\"  \""]),
+        "locations[1].name" => ("2", &["\"local\"", "\"one\"", "\"a b\""]),
+        "locations[1].path" => ("[\"/x\"]", &["\"\""]),
+        "locations[1].mount_point" => ("false", &["\"\""]),
+        "backups.keep_last" => ("\"5\"", &["-1"]),
+        "backups.retention" => ("5", &["\"weekly\""]),
+        "backups.max_age_days" => ("1.5", &["-1"]),
+        "sqlite.max_shrink_percent" => ("\"50\"", &["101", "-1"]),
+        "sqlite.quick_check_above_mb" => ("\"x\"", &["-1"]),
+        "sqlite.busy_timeout_ms" => ("1979-05-27", &["-5000"]),
+        other => panic!("no wrong values for {other}"),
+    }
+}
+
+#[test]
+fn every_config_error_names_the_file_line_and_key() {
+    let w = World::new();
+    let m = w.machine("home", &[], "");
+    let config = m.file("metasync.toml");
+    let lines = full_config(&w);
+    let text = |lines: &[(&str, String)]| {
+        lines
+            .iter()
+            .map(|(_, l)| format!("{l}\n"))
+            .collect::<String>()
+    };
+    std::fs::write(&config, text(&lines)).unwrap();
+    let out = m.run(&["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut cases, mut named) = (0, 0);
+    for (at, (key, line)) in lines.iter().enumerate().filter(|(_, (k, _))| !k.is_empty()) {
+        let (wrong_type, wrong) = wrong_values(key);
+        let head = line.split_once(" = ").unwrap().0;
+        for value in std::iter::once(&wrong_type).chain(wrong) {
+            let mut bad = lines.clone();
+            bad[at].1 = format!("{head} = {value}");
+            std::fs::write(&config, text(&bad)).unwrap();
+            let out = m.run(&["status"]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            cases += 1;
+            assert_eq!(out.status.code(), Some(2), "{key} = {value}: {err}");
+            let file_line = format!("{}:{}:", config.display(), at + 1);
+            let file_line_end = format!("{}:{}: ", config.display(), at + 1);
+            assert!(
+                (err.contains(&file_line) || err.contains(&file_line_end))
+                    && err.contains(&format!("`{key}`")),
+                "{key} = {value}: wants file, line {} and key `{key}`: {err}",
+                at + 1
+            );
+            named += 1;
+            println!("edges[config-keys]: {key} = {value} -> {}", err.trim());
+        }
+    }
+    println!("edges[config-keys]: cases {cases}, errors naming file, line and key {named}");
+}
+
+#[test]
+fn overlapping_locations_are_a_config_error_naming_both() {
+    let w = World::new();
+    std::fs::create_dir_all(w.path("h/home")).unwrap();
+    std::os::unix::fs::symlink(w.path("h/home"), w.path("link")).unwrap();
+    let config_for = |remotes: &[(&str, String)]| {
+        let mut t = String::from("files = [\"**/*\"]\n");
+        for (n, p) in remotes {
+            t.push_str(&format!("[[locations]]\nname = \"{n}\"\npath = \"{p}\"\n"));
+        }
+        t
+    };
+    let abs = |rel: &str| w.path(rel).display().to_string();
+    // (case, home, remotes, the two names the error must give)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, [&'a str; 2]);
+    let cases: Vec<Case> = vec![
+        (
+            "remote in home",
+            "h/home",
+            vec![("inner", abs("h/home/remote"))],
+            ["local", "inner"],
+        ),
+        (
+            "home in remote",
+            "h/home",
+            vec![("outer", abs("h"))],
+            ["local", "outer"],
+        ),
+        (
+            "same folder",
+            "h/home",
+            vec![("same", format!("{}/", abs("h/home")))],
+            ["local", "same"],
+        ),
+        (
+            "nested remotes",
+            "h/home",
+            vec![("a", abs("r")), ("b", abs("r/sub/deeper"))],
+            ["a", "b"],
+        ),
+        (
+            "through ..",
+            "h/home",
+            vec![("dots", abs("r/../h/home/x"))],
+            ["local", "dots"],
+        ),
+        (
+            "through a symlink",
+            "h/home",
+            vec![("linked", abs("link/not-yet"))],
+            ["local", "linked"],
+        ),
+        (
+            "through ~",
+            "h/home",
+            vec![("tilde", "~/h/home/t".to_string())],
+            ["local", "tilde"],
+        ),
+    ];
+    for (case, home, remotes, names) in &cases {
+        let m = Machine { home: w.path(home) };
+        std::fs::write(m.file("metasync.toml"), config_for(remotes)).unwrap();
+        write_aged(&m.file("notes.txt"), "x", 60);
+        let out = m
+            .cmd(&["--json", "sync"])
+            .env("HOME", w.path(""))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{case}: {err}");
+        let config = m.file("metasync.toml").display().to_string();
+        assert!(
+            err.contains(&config),
+            "{case}: names the config file: {err}"
+        );
+        for n in names {
+            assert!(
+                err.contains(&format!("`{n}`")),
+                "{case}: names `{n}`: {err}"
+            );
+        }
+        assert!(err.contains("locations["), "{case}: names the key: {err}");
+        println!("edges[overlap]: {case}: {}", err.trim());
+        assert!(
+            !m.file("remote").exists() && !m.file("x").exists() && !w.path("h/home/t").exists()
+        );
+    }
+    // Folders side by side, even with a name that starts like the other's, are fine.
+    let m = Machine {
+        home: w.path("h/home"),
+    };
+    std::fs::write(
+        m.file("metasync.toml"),
+        config_for(&[("beside", abs("h/home2")), ("other", abs("r/x"))]),
+    )
+    .unwrap();
+    m.sync(&[], 0);
+    assert_eq!(read(&w.path("h/home2/notes.txt")), "x");
+}
