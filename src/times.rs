@@ -49,8 +49,9 @@ pub fn system_time(ns: i128) -> SystemTime {
         .unwrap_or(whole)
 }
 
-/// RFC 3339 (local offset, whole seconds) of `ns`. Times beyond what chrono can show (about
-/// ±262,000 years) are shown as its first or last representable second.
+/// RFC 3339 (local offset, whole seconds) of `ns`; in UTC where the local offset has seconds,
+/// in the years 0 and 9999, and beyond (past what chrono can show, about ±262,000 years, as
+/// its first or last second).
 pub fn rfc3339(ns: i128) -> String {
     use chrono::{DateTime, Utc};
     let secs = ns.div_euclid(NS_PER_SEC);
@@ -63,13 +64,17 @@ pub fn rfc3339(ns: i128) -> String {
         } else {
             DateTime::<Utc>::MAX_UTC
         });
-    // Within a day of chrono's ends the local offset could leave its range: UTC there.
-    let edge = chrono::Duration::days(1);
-    if t < DateTime::<Utc>::MIN_UTC + edge || t > DateTime::<Utc>::MAX_UTC - edge {
+    // RFC 3339 has four-digit years: a time a local offset could take out of them (and any
+    // time beyond them) is shown in UTC.
+    if !(1..=9998).contains(&chrono::Datelike::year(&t)) {
         return t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     }
-    t.with_timezone(&chrono::Local)
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    let local = t.with_timezone(&chrono::Local);
+    // An offset RFC 3339 cannot write (local mean time before time zones: +09:18:59) too.
+    if chrono::Offset::fix(local.offset()).local_minus_utc() % 60 != 0 {
+        return t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    }
+    local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
 /// Now, in nanoseconds since the epoch (`i64`: until 2262).
