@@ -132,12 +132,34 @@ fn file_times_from_1601_to_9999_are_copied_exactly_and_ordered() {
     assert!(r["actions"].as_array().unwrap().is_empty(), "{r:#}");
 }
 
+/// How many times this home's logs say `saying`.
+fn log_count(m: &Machine, saying: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir(m.home.join("logs")) else {
+        return 0;
+    };
+    dir.flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .map(|log| log.matches(saying).count())
+        .sum()
+}
+
 #[test]
 fn a_selected_name_that_is_not_utf8_is_reported_as_skipped() {
     use std::os::unix::ffi::OsStrExt;
     let w = World::new();
     let m = w.machine("home", &[("remote", "remote")], "files = [\"t/*\"]");
     write_aged(&m.file("t/ok.txt"), "fine", 60);
+    // In sync and steady first (past the racy window): the steady replay must not hide the
+    // new name either.
+    m.sync(&[], 0);
+    std::thread::sleep(Duration::from_millis(2_300));
+    m.sync(&[], 0);
+    m.sync(&[], 0);
+    assert_eq!(
+        log_count(&m, "(unchanged since the last run)"),
+        1,
+        "a steady replay"
+    );
     let bad = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
     std::fs::write(m.file("t").join(bad), "latin-1 name").unwrap();
     // Not selected by the patterns: not a word about it.
