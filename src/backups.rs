@@ -470,7 +470,7 @@ fn prune_places(
         kept: 0,
         dry_run,
     };
-    let scan_time = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let scan_time = crate::times::now_ns();
 
     let mut per_place: Vec<(&Place, String, Vec<OnDisk>)> = Vec::new();
     for p in &usable {
