@@ -475,7 +475,7 @@ fn prune_places(
         kept: 0,
         dry_run,
     };
-    let scan_time = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let scan_time = crate::times::now_ns();
 
     let mut per_place: Vec<(&Place, String, Vec<OnDisk>)> = Vec::new();
     for p in &usable {
@@ -585,7 +585,7 @@ fn prune_places(
         }
     }
     if !changes.cache.is_empty() {
-        changes.now = ns_to_rfc3339(scan_time);
+        changes.now = ns_to_rfc3339(scan_time.into());
         Archive::open(engine.home())?.commit(&changes)?;
     }
     report.deleted.sort_by(|a, b| a.created.cmp(&b.created));

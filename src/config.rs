@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// How a conflict between two or more changed versions is settled.
@@ -236,12 +237,33 @@ impl Config {
         let config: Config =
             toml::from_str(text).map_err(|e| describe_toml_error(text, path, &e))?;
         config.validate().map_err(|(key, msg)| {
-            let line = find_key_line(text, &key)
+            let line = key_line(text, &key)
                 .map(|l| format!(":{l}"))
                 .unwrap_or_default();
             Error::Config(format!("{}{line}: key `{key}`: {msg}", path.display()))
         })?;
         Ok(config)
+    }
+
+    /// The error for a config that `parse` accepted but that cannot be used with `home`:
+    /// two locations that overlap (SPEC §7), named with the file, line and key.
+    pub fn check_locations(&self, home: &Path, source: &ConfigSource) -> Result<()> {
+        let Some(o) = crate::location::overlap(&crate::location::all(home, self)) else {
+            return Ok(());
+        };
+        let key = format!("locations[{}].path", o.remote_index);
+        let (file, line) = match source {
+            ConfigSource::File(p) => {
+                let line = std::fs::read_to_string(p)
+                    .ok()
+                    .and_then(|text| key_line(&text, &key))
+                    .map(|l| format!(":{l}"))
+                    .unwrap_or_default();
+                (p.display().to_string(), line)
+            }
+            ConfigSource::Defaults => ("(built-in defaults)".to_string(), String::new()),
+        };
+        Err(Error::Config(format!("{file}{line}: key `{key}`: {o}")))
     }
 
     fn validate(&self) -> std::result::Result<(), (String, String)> {
@@ -254,11 +276,13 @@ impl Config {
         for pattern in &self.files {
             crate::select::check_pattern(pattern).map_err(|m| ("files".to_string(), m))?;
         }
-        for o in &self.merge_overrides {
-            crate::select::check_pattern(&o.pattern).map_err(|m| ("pattern".to_string(), m))?;
+        for (i, o) in self.merge_overrides.iter().enumerate() {
+            crate::select::check_pattern(&o.pattern)
+                .map_err(|m| (format!("merge_overrides[{i}].pattern"), m))?;
         }
         let mut seen = std::collections::HashSet::new();
-        for loc in &self.locations {
+        for (i, loc) in self.locations.iter().enumerate() {
+            let key = |k: &str| format!("locations[{i}].{k}");
             let ok = !loc.name.is_empty()
                 && loc
                     .name
@@ -266,7 +290,7 @@ impl Config {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !ok {
                 return Err((
-                    "name".into(),
+                    key("name"),
                     format!(
                         "location name `{}` must be letters, digits, `-` or `_`",
                         loc.name
@@ -275,26 +299,36 @@ impl Config {
             }
             if loc.name == "local" {
                 return Err((
-                    "name".into(),
+                    key("name"),
                     "`local` is reserved for the home folder".into(),
                 ));
             }
             if !seen.insert(loc.name.clone()) {
                 return Err((
-                    "name".into(),
+                    key("name"),
                     format!("location `{}` is configured twice", loc.name),
                 ));
             }
             if loc.path.trim().is_empty() {
                 return Err((
-                    "path".into(),
+                    key("path"),
                     format!("location `{}` has an empty path", loc.name),
+                ));
+            }
+            if loc
+                .mount_point
+                .as_ref()
+                .is_some_and(|m| m.trim().is_empty())
+            {
+                return Err((
+                    key("mount_point"),
+                    format!("location `{}` has an empty mount point", loc.name),
                 ));
             }
         }
         if self.sqlite.max_shrink_percent > 100 {
             return Err((
-                "max_shrink_percent".into(),
+                "sqlite.max_shrink_percent".into(),
                 "must be between 0 and 100".into(),
             ));
         }
@@ -398,32 +432,94 @@ pub fn default_home() -> PathBuf {
 }
 
 fn describe_toml_error(text: &str, path: &Path, e: &toml::de::Error) -> Error {
-    let (line, col) = match e.span() {
-        Some(span) => line_col(text, span.start),
-        None => (0, 0),
+    let msg = match e.message().trim() {
+        // serde's words for an enum given another type.
+        "wanted string or table" => "invalid type: expected a string".to_string(),
+        other => other.to_string(),
     };
-    let key = e
-        .span()
-        .map(|s| {
-            text[s.clone()]
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
-        .filter(|k| !k.is_empty())
-        .map(|k| format!(" at `{k}`"))
-        .unwrap_or_default();
-    let msg = e.message().trim().to_string();
-    if line > 0 {
-        Error::Config(format!(
-            "{}:{line}:{col}: invalid config{key}: {msg}",
+    let Some(span) = e.span() else {
+        return Error::Config(format!("{}: invalid config: {msg}", path.display()));
+    };
+    let (line, col) = line_col(text, span.start);
+    match key_at(text, &span) {
+        Some(key) => Error::Config(format!(
+            "{}:{line}:{col}: key `{key}`: {msg}",
             path.display()
-        ))
-    } else {
-        Error::Config(format!("{}: invalid config: {msg}", path.display()))
+        )),
+        None => Error::Config(format!(
+            "{}:{line}:{col}: invalid config: {msg}",
+            path.display()
+        )),
     }
+}
+
+/// Every key of a TOML document with its full name (`backups.keep_last`,
+/// `locations[1].path`; an array's items as `files[0]`), the span of the key and the span of
+/// its value. Parsed with recovery: a document with a syntax error still names its keys.
+fn spanned_keys(text: &str) -> Vec<(String, Range<usize>, Range<usize>)> {
+    fn walk(
+        t: &toml::de::DeTable<'_>,
+        prefix: &str,
+        out: &mut Vec<(String, Range<usize>, Range<usize>)>,
+    ) {
+        for (k, v) in t.iter() {
+            let name = if prefix.is_empty() {
+                k.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", k.get_ref())
+            };
+            out.push((name.clone(), k.span(), v.span()));
+            value(v, &name, out);
+        }
+    }
+    fn value(
+        v: &toml::Spanned<toml::de::DeValue<'_>>,
+        name: &str,
+        out: &mut Vec<(String, Range<usize>, Range<usize>)>,
+    ) {
+        match v.get_ref() {
+            toml::de::DeValue::Table(t) => walk(t, name, out),
+            toml::de::DeValue::Array(a) => {
+                for (i, item) in a.iter().enumerate() {
+                    let n = format!("{name}[{i}]");
+                    out.push((n.clone(), item.span(), item.span()));
+                    value(item, &n, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let (doc, _) = toml::de::DeTable::parse_recoverable(text);
+    let mut out = Vec::new();
+    walk(doc.get_ref(), "", &mut out);
+    out
+}
+
+/// The key an error at `span` is about: the innermost one whose key or value holds it, else
+/// the last key before it on its line.
+fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
+    let keys = spanned_keys(text);
+    let holds = |r: &Range<usize>| r.start <= span.start && span.end <= r.end.max(r.start + 1);
+    keys.iter()
+        .filter(|(_, k, v)| holds(k) || holds(v))
+        .min_by_key(|(name, _, v)| (v.len(), usize::MAX - name.len()))
+        .or_else(|| {
+            let line = line_col(text, span.start).0;
+            keys.iter()
+                .filter(|(_, k, _)| k.start <= span.start && line_col(text, k.start).0 == line)
+                .max_by_key(|(_, k, _)| k.start)
+        })
+        .map(|(name, _, _)| name.clone())
+}
+
+/// The line of `key` (a full name as [`spanned_keys`] gives it), or of the first line that
+/// sets it when the document cannot say.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    spanned_keys(text)
+        .iter()
+        .find(|(name, _, _)| name == key)
+        .map(|(_, k, _)| line_col(text, k.start).0)
+        .or_else(|| find_key_line(text, key.rsplit('.').next().unwrap_or(key)))
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -512,6 +608,35 @@ mod tests {
         assert!(err.contains("twice"), "{err}");
         let err = parse("files = [\"a/[b\"]\n").unwrap_err().to_string();
         assert!(err.contains("key `files`"), "{err}");
+    }
+
+    #[test]
+    fn type_and_value_errors_name_the_full_key() {
+        for (text, want) in [
+            ("interval_secs = -300\n", "/h/metasync.toml:1:17: key `interval_secs`:"),
+            ("\n[backups]\nkeep_last = \"5\"\n", ":3:13: key `backups.keep_last`:"),
+            (
+                "[[locations]]\nname = \"a\"\npath = \"/a\"\n[[locations]]\nname = \"b\"\npath = 3\n",
+                ":6:8: key `locations[1].path`:",
+            ),
+            (
+                "[[locations]]\nname = \"a\"\npath = \"/a\"\n[[locations]]\nname = \"b\"\n",
+                ":4:1: key `locations[1]`: missing field `path`",
+            ),
+            ("files = [\"a\", 3]\n", ":1:15: key `files[1]`:"),
+            ("strategy = 1\n", ":1:12: key `strategy`: invalid type: expected a string"),
+            ("[sqlite]\nmax_shrink_percent = 101\n", ":2: key `sqlite.max_shrink_percent`:"),
+            (
+                "[[locations]]\nname = \"a\"\npath = \"/a\"\n[[locations]]\nname = \"a\"\npath = \"/b\"\n",
+                ":5: key `locations[1].name`: location `a` is configured twice",
+            ),
+            // A syntax error still names the key of its line.
+            ("interval_secs = 1\nlock_wait_secs = \n", ":2:18: key `lock_wait_secs`:"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(err.starts_with("/h/metasync.toml:"), "{err}");
+        }
     }
 
     #[test]

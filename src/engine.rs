@@ -10,6 +10,7 @@ use crate::plan::{self, Action, Decision, Direction, FileInput, Observed, Side};
 use crate::report::*;
 use crate::scan::{self, Found};
 use crate::select::{Listing, Selector};
+use crate::times::now_ns;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,25 +101,16 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// RFC 3339 (local offset) of a time in ns since the epoch.
-pub fn ns_to_rfc3339(ns: i64) -> String {
-    rfc3339(chrono::DateTime::from_timestamp_nanos(ns))
-}
-
-fn ns_to_system_time(ns: i64) -> std::time::SystemTime {
-    if ns >= 0 {
-        std::time::UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        std::time::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
-fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+pub fn ns_to_rfc3339(ns: i128) -> String {
+    crate::times::rfc3339(ns)
 }
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
+
+/// Per location name, the files its patterns select that cannot be synced.
+pub(crate) type SkippedByLocation = HashMap<String, Vec<SkippedFile>>;
 
 /// What this run's scan found for each file in each available location, looked up without
 /// building keys.
@@ -154,6 +146,7 @@ impl Engine {
     /// An engine over an already loaded config.
     pub fn with_config(home: PathBuf, config: Config, source: ConfigSource) -> Result<Engine> {
         let selector = Selector::new(&config.files).map_err(Error::Config)?;
+        config.check_locations(&home, &source)?;
         Ok(Engine {
             home,
             config,
@@ -220,15 +213,28 @@ impl Engine {
         places: impl IntoIterator<Item = &'a Place>,
         archive: Option<&Archive>,
     ) -> Result<BTreeSet<String>> {
+        Ok(self.listed_set(places, archive)?.0)
+    }
+
+    /// [`Engine::file_set`], and per available location the files its patterns select that
+    /// cannot be synced.
+    pub(crate) fn listed_set<'a>(
+        &self,
+        places: impl IntoIterator<Item = &'a Place>,
+        archive: Option<&Archive>,
+    ) -> Result<(BTreeSet<String>, SkippedByLocation)> {
         let mut files = BTreeSet::new();
+        let mut skipped = HashMap::new();
         for p in places.into_iter().filter(|p| p.availability.is_available()) {
-            files.extend(self.selector.find(&p.loc.root));
+            let listing = self.selector.list(&p.loc.root);
+            files.extend(listing.files);
+            skipped.insert(p.loc.name.clone(), listing.skipped);
         }
         if let Some(a) = archive {
             files.extend(a.known_files()?);
         }
         files.retain(|f| self.selector.matches(f));
-        Ok(files)
+        Ok((files, skipped))
     }
 
     /// `sync`, `push` or `pull`.
@@ -399,6 +405,17 @@ impl Engine {
                 (listings, caches, records, agreed)
             }
         };
+        for (p, listing) in available.iter().zip(&listings) {
+            for f in &listing.skipped {
+                tracing::warn!(target: "metasync", "{} in {}: {}", f.name, p.loc.name, f.reason);
+                events(&Event::FileSkipped {
+                    file: f.name.clone(),
+                    location: p.loc.name.clone(),
+                    reason: f.reason.clone(),
+                });
+                warnings.push(format!("{} in {}: {}", f.name, p.loc.name, f.reason));
+            }
+        }
         let mut files: Vec<String> = match &partial {
             Some((changed, _)) => changed.clone(),
             None => {
@@ -1072,6 +1089,10 @@ impl Engine {
         let prunable = looked.iter().any(|(_, _, p)| *p);
         let temps = looked.iter().any(|(l, _, _)| !l.temps.is_empty());
         let listings: Vec<Listing> = looked.into_iter().map(|(l, _, _)| l).collect();
+        // A file that cannot be synced is a warning: no steady replay hides it.
+        if listings.iter().any(|l| !l.skipped.is_empty()) {
+            return Ok(Replay::Full(listings));
+        }
         let settled = |skip: &[String]| -> Vec<FileOutcome> {
             steady
                 .files
@@ -1272,8 +1293,8 @@ impl Engine {
                 let found = Found::Present {
                     stat: scan::Stat {
                         size,
-                        mtime_ns: now,
-                        ctime_ns: now,
+                        mtime_ns: now.into(),
+                        ctime_ns: now.into(),
                         ino: 0,
                         side: None,
                     },
@@ -1522,7 +1543,7 @@ impl Engine {
                             false,
                         )));
                     };
-                    let mtime = ns_to_system_time(stat.mtime_ns);
+                    let mtime = crate::times::system_time(stat.mtime_ns);
                     crate::kind::write_version(
                         content.kind,
                         src,
@@ -1570,12 +1591,11 @@ impl Engine {
                         let trusted = stat
                             .mtime_ns
                             .max(stat.ctime_ns)
-                            .max(stat.side.map_or(0, |s| s.1));
-                        let mut e = scan::cache_entry(
-                            &stat,
-                            content,
-                            trusted.saturating_add(scan::RACY_NS + 1),
-                        );
+                            .max(stat.side.map_or(0, |s| s.1))
+                            .saturating_add(i128::from(scan::RACY_NS) + 1);
+                        // Past 2262 (i64 ns) the entry stays racy: read again each run.
+                        let trusted = i64::try_from(trusted).unwrap_or(i64::MAX);
+                        let mut e = scan::cache_entry(&stat, content, trusted);
                         e.hash = group
                             .iter()
                             .find_map(|a| match a {
@@ -1676,10 +1696,8 @@ impl Engine {
             None => HashMap::new(),
         };
         let places = self.places(&known);
-        let files: Vec<String> = self
-            .file_set(&places, archive.as_ref())?
-            .into_iter()
-            .collect();
+        let (files, mut skipped) = self.listed_set(&places, archive.as_ref())?;
+        let files: Vec<String> = files.into_iter().collect();
         let scan_time = now_ns();
         let mut learned = Changes::default();
         let mut locations = Vec::new();
@@ -1712,6 +1730,7 @@ impl Engine {
                 location: p.report(),
                 files: file_reports,
                 conflict_copies: copies,
+                skipped: skipped.remove(&p.loc.name).unwrap_or_default(),
             });
         }
         let mut warnings = Vec::new();
@@ -1724,6 +1743,9 @@ impl Engine {
         for l in &locations {
             for c in &l.conflict_copies {
                 warnings.push(format!("iCloud conflict copy in {}: {c}", l.location.name));
+            }
+            for f in &l.skipped {
+                warnings.push(format!("{} in {}: {}", f.name, l.location.name, f.reason));
             }
         }
         if let (Some(a), Some(_held)) = (archive.as_mut(), &lock) {

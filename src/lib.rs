@@ -32,6 +32,7 @@ pub mod select;
 pub mod sqlite;
 pub mod steady;
 pub mod text;
+pub mod times;
 pub mod verify;
 
 pub use clock::{Clock, SystemClock};

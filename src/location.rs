@@ -48,6 +48,108 @@ pub fn all(home: &Path, config: &Config) -> Vec<Location> {
     out
 }
 
+/// Two locations of which one lies inside the other (or both are the same folder): each run
+/// would copy the inner one into the outer one again, one level deeper.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overlap {
+    /// The outer location's name and root as configured.
+    pub outer: (String, PathBuf),
+    /// The inner location's name and root as configured.
+    pub inner: (String, PathBuf),
+    /// Whether both are the very same folder.
+    pub same: bool,
+    /// The index among the configured remotes of the one whose `path` to name: the inner one,
+    /// or the outer one when the inner one is the home.
+    pub remote_index: usize,
+}
+
+impl std::fmt::Display for Overlap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ((on, op), (inn, ip)) = (&self.outer, &self.inner);
+        let how = if self.same {
+            "is the same folder as"
+        } else {
+            "lies inside"
+        };
+        write!(
+            f,
+            "location `{inn}` ({}) {how} location `{on}` ({}): each run would copy one into the \
+             other again; give them separate folders",
+            ip.display(),
+            op.display()
+        )
+    }
+}
+
+/// The first pair of `locations` (home first) whose roots overlap: compared after `~`
+/// expansion and lexical normalisation (absolute, no `.` or `..`), and again with the
+/// longest existing part of each root resolved (symbolic links followed).
+pub fn overlap(locations: &[Location]) -> Option<Overlap> {
+    let forms: Vec<[PathBuf; 2]> = locations
+        .iter()
+        .map(|l| {
+            let lexical = normalise(&l.root);
+            let resolved = resolve_existing(&lexical);
+            [lexical, resolved]
+        })
+        .collect();
+    for (i, a) in forms.iter().enumerate() {
+        for (j, b) in forms.iter().enumerate().skip(i + 1) {
+            let b_in_a = (0..2).any(|k| b[k].starts_with(&a[k]));
+            let a_in_b = (0..2).any(|k| a[k].starts_with(&b[k]));
+            if !(a_in_b || b_in_a) {
+                continue;
+            }
+            // Name the inner one; the home (first) is outer when both hold each other.
+            let (outer, inner) = if b_in_a { (i, j) } else { (j, i) };
+            let named = |x: usize| (locations[x].name.clone(), locations[x].root.clone());
+            return Some(Overlap {
+                outer: named(outer),
+                inner: named(inner),
+                same: a_in_b && b_in_a,
+                remote_index: if inner == 0 { outer } else { inner }.saturating_sub(1),
+            });
+        }
+    }
+    None
+}
+
+/// `path` made absolute (against the current folder) with `.` and `..` applied lexically.
+pub fn normalise(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `path` with its longest existing ancestor canonicalised (symbolic links resolved) and the
+/// rest, not yet created, appended as it is.
+fn resolve_existing(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 /// Whether a location can be used this run, and how.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Availability {
@@ -235,6 +337,79 @@ pub fn check(loc: &Location, known_id: Option<&str>) -> Availability {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(name: &str, root: &str) -> Location {
+        Location {
+            name: name.into(),
+            root: root.into(),
+            mount_point: None,
+        }
+    }
+
+    #[test]
+    fn normalise_applies_dots_lexically() {
+        assert_eq!(normalise(Path::new("/a/./b/../c/")), Path::new("/a/c"));
+        assert_eq!(normalise(Path::new("/../a")), Path::new("/a"));
+        assert!(normalise(Path::new("rel/x")).is_absolute());
+    }
+
+    #[test]
+    fn overlap_is_by_components_and_names_the_inner_one() {
+        // Locations (home first), then the overlap: outer, inner, remote index, same folder.
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            Option<(&'a str, &'a str, usize, bool)>,
+        );
+        let table: &[Case] = &[
+            (&[("local", "/w/home"), ("a", "/w/home2")], None),
+            (&[("local", "/w/home"), ("a", "/w/hom")], None),
+            (
+                &[("local", "/w/home"), ("a", "/w/home/r")],
+                Some(("local", "a", 0, false)),
+            ),
+            (
+                &[("local", "/w/home"), ("a", "/w")],
+                Some(("a", "local", 0, false)),
+            ),
+            (
+                &[("local", "/w/home"), ("a", "/w/x/../home")],
+                Some(("local", "a", 0, true)),
+            ),
+            (
+                &[("local", "/w/home"), ("a", "/v"), ("b", "/v/./in")],
+                Some(("a", "b", 1, false)),
+            ),
+            (
+                &[("local", "/w/home"), ("a", "/v/in"), ("b", "/v")],
+                Some(("b", "a", 0, false)),
+            ),
+        ];
+        for (locs, want) in table {
+            let locs: Vec<Location> = locs.iter().map(|(n, r)| at(n, r)).collect();
+            let got = overlap(&locs).map(|o| (o.outer.0, o.inner.0, o.remote_index, o.same));
+            let want = want.map(|(o, i, k, s)| (o.to_string(), i.to_string(), k, s));
+            assert_eq!(got, want, "{locs:?}");
+        }
+    }
+
+    #[test]
+    fn overlap_follows_symlinks_of_the_existing_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        std::os::unix::fs::symlink(&home, dir.path().join("link")).unwrap();
+        let locs = [
+            at("local", home.to_str().unwrap()),
+            at("a", dir.path().join("link/later/deeper").to_str().unwrap()),
+        ];
+        let o = overlap(&locs).expect("inside through the link");
+        assert_eq!((o.outer.0.as_str(), o.inner.0.as_str()), ("local", "a"));
+        let apart = [
+            locs[0].clone(),
+            at("a", dir.path().join("elsewhere").to_str().unwrap()),
+        ];
+        assert_eq!(overlap(&apart), None);
+    }
 
     fn remote(root: &Path, mp: Option<&Path>) -> Location {
         Location {

@@ -31,7 +31,7 @@ pub struct MergeSide {
     /// Whether it is the local home.
     pub local: bool,
     /// Its file's modification time (ns): `newest` prefers the latest side for a row.
-    pub mtime_ns: i64,
+    pub mtime_ns: i128,
     /// A consistent snapshot of it.
     pub path: PathBuf,
 }
@@ -681,7 +681,7 @@ pub fn drop_bases_except(home: &Path, file: &str, keep: &[&str]) {
 mod tests {
     use super::*;
 
-    fn side(loc: &str, local: bool, mtime: i64) -> MergeSide {
+    fn side(loc: &str, local: bool, mtime: i128) -> MergeSide {
         MergeSide {
             location: loc.into(),
             local,

@@ -10,7 +10,7 @@ pub struct Version {
     /// Version hash.
     pub hash: String,
     /// Modification time, ns since the epoch.
-    pub mtime_ns: i64,
+    pub mtime_ns: i128,
     /// Set when the version failed its integrity check: it never wins.
     pub corrupt: Option<String>,
     /// Set when the version is held back (shrink guard) until the user confirms it.
@@ -608,7 +608,7 @@ pub fn conflict_at(input: &FileInput, locations: &[String], reason: String) -> D
     Decision::Conflict { candidates, reason }
 }
 
-fn mtime(c: &Changed<'_>) -> Option<i64> {
+fn mtime(c: &Changed<'_>) -> Option<i128> {
     version(&c.side.observed).map(|v| v.mtime_ns)
 }
 
@@ -731,7 +731,7 @@ mod tests {
             "?" => Observed::Skipped("evicted".into()),
             v => {
                 let (h, rest) = v.split_once('@').unwrap();
-                let t: i64 = rest.trim_end_matches(['!', '~']).parse().unwrap();
+                let t: i128 = rest.trim_end_matches(['!', '~']).parse().unwrap();
                 Observed::Present(Version {
                     hash: h.into(),
                     mtime_ns: t,

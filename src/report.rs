@@ -49,6 +49,18 @@ pub struct LocationStatus {
     pub files: Vec<FileReport>,
     /// iCloud's own conflict copies (`metastore 2.db`) found beside synced files.
     pub conflict_copies: Vec<String>,
+    /// Files the patterns select that cannot be synced (a name that is not UTF-8), and why.
+    #[serde(default)]
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// A file the patterns select that is left alone, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SkippedFile {
+    /// Its path relative to the location's root, invalid bytes shown as U+FFFD.
+    pub name: String,
+    /// Why it is left alone.
+    pub reason: String,
 }
 
 /// One version that takes part in a conflict.

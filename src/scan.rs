@@ -4,6 +4,7 @@
 use crate::archive::CacheEntry;
 use crate::kind::{self, Content, Facts, Kind, ReadCtx};
 use crate::names;
+use crate::times;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -18,14 +19,15 @@ pub const RACY_NS: i64 = 2_000_000_000;
 pub struct Stat {
     /// Size in bytes.
     pub size: u64,
-    /// Modification time, ns since the epoch.
-    pub mtime_ns: i64,
+    /// Modification time, ns since the epoch (any time a file can carry: see
+    /// [`crate::times`]).
+    pub mtime_ns: i128,
     /// Change time, ns since the epoch.
-    pub ctime_ns: i64,
+    pub ctime_ns: i128,
     /// Inode number.
     pub ino: u64,
     /// Size and mtime of a SQLite `-wal` beside it, which holds committed rows too.
-    pub side: Option<(u64, i64)>,
+    pub side: Option<(u64, i128)>,
 }
 
 impl Stat {
@@ -47,8 +49,8 @@ impl Stat {
         let side = if database { wal_of(path) } else { None };
         let stat = Stat {
             size: meta.size(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            mtime_ns: times::ns_of(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: times::ns_of(meta.ctime(), meta.ctime_nsec()),
             ino: meta.ino(),
             side,
         };
@@ -75,11 +77,11 @@ pub struct Held {
     /// Size in bytes.
     pub size: u64,
     /// Modification time, ns since the epoch.
-    pub mtime_ns: i64,
+    pub mtime_ns: i128,
     /// Inode number.
     pub ino: u64,
     /// Change time, ns since the epoch.
-    pub ctime_ns: i64,
+    pub ctime_ns: i128,
     /// When the entry was recorded, ns since the epoch.
     pub scanned_ns: i64,
 }
@@ -103,19 +105,19 @@ impl Held {
             && self.mtime_ns == stat.mtime_ns
             && self.ino == stat.ino
             && self.ctime_ns == stat.ctime_ns
-            && stat.mtime_ns.max(stat.ctime_ns).saturating_add(RACY_NS) < self.scanned_ns
+            && not_racy(stat.mtime_ns.max(stat.ctime_ns), self.scanned_ns)
     }
 }
 
 /// Size and mtime of a non-empty `-wal` beside `path`. An empty one holds no rows (and opening
 /// the database may create one): it is no change.
-fn wal_of(path: &Path) -> Option<(u64, i64)> {
+fn wal_of(path: &Path) -> Option<(u64, i128)> {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     std::fs::metadata(PathBuf::from(wal))
         .ok()
         .filter(|w| w.size() > 0)
-        .map(|w| (w.size(), w.mtime() * 1_000_000_000 + w.mtime_nsec()))
+        .map(|w| (w.size(), times::ns_of(w.mtime(), w.mtime_nsec())))
 }
 
 /// What scanning one file in one location found.
@@ -148,9 +150,15 @@ pub fn signature_holds(signature: &str, scanned_ns: i64, kind: Kind, stat: &Stat
     let newest = stat
         .mtime_ns
         .max(stat.ctime_ns)
-        .max(stat.side.map(|s| s.1).unwrap_or(i64::MIN));
-    signature_matches(signature, stat, kind != Kind::Plain)
-        && newest.saturating_add(RACY_NS) < scanned_ns
+        .max(stat.side.map(|s| s.1).unwrap_or(i128::MIN));
+    signature_matches(signature, stat, kind != Kind::Plain) && not_racy(newest, scanned_ns)
+}
+
+/// Whether a file last changed at `newest` was recorded long enough after (more than
+/// [`RACY_NS`]) at `scanned_ns` for its stat to vouch for its content. A file time at or
+/// beyond 2262 (past any `scanned_ns`) is always racy: such a file is read again each run.
+fn not_racy(newest: i128, scanned_ns: i64) -> bool {
+    newest.saturating_add(i128::from(RACY_NS)) < i128::from(scanned_ns)
 }
 
 /// Whether a signature in the form [`Stat::signature`] writes (`size:mtime:ino:ctime:side`)
@@ -160,9 +168,9 @@ fn signature_matches(signature: &str, stat: &Stat, with_side: bool) -> bool {
     let mut fields = signature.as_bytes().splitn(5, |&b| b == b':');
     let mut field = || fields.next().and_then(number);
     let main = field() == Some(i128::from(stat.size))
-        && field() == Some(i128::from(stat.mtime_ns))
+        && field() == Some(stat.mtime_ns)
         && field() == Some(i128::from(stat.ino))
-        && field() == Some(i128::from(stat.ctime_ns));
+        && field() == Some(stat.ctime_ns);
     if !main || !with_side {
         return main;
     }
@@ -171,7 +179,7 @@ fn signature_matches(signature: &str, stat: &Stat, with_side: bool) -> bool {
         (None, _) => side == b"-",
         (Some((size, mtime)), Some(slash)) => {
             number(&side[..slash]) == Some(i128::from(size))
-                && number(&side[slash + 1..]) == Some(i128::from(mtime))
+                && number(&side[slash + 1..]) == Some(mtime)
         }
         (Some(_), None) => false,
     }
@@ -184,7 +192,8 @@ fn number(digits: &[u8]) -> Option<i128> {
         Some((b'-', rest)) => (true, rest),
         _ => (false, digits),
     };
-    if digits.is_empty() || digits.len() > 20 {
+    // 38 digits always fit an i128: a u64 size or inode, any i64 seconds as ns.
+    if digits.is_empty() || digits.len() > 38 {
         return None;
     }
     let mut n: i128 = 0;
@@ -494,7 +503,11 @@ mod tests {
         let racy = cache_entry(&stat, &content, now_ns());
         assert!(!cache_holds(&racy, &stat));
         // Recorded well after the file's last change: trusted.
-        let clean = cache_entry(&stat, &content, stat.ctime_ns + RACY_NS + 1);
+        let clean = cache_entry(
+            &stat,
+            &content,
+            i64::try_from(stat.ctime_ns).unwrap() + RACY_NS + 1,
+        );
         assert!(cache_holds(&clean, &stat));
         let Found::Present { hashed, .. } = scan_file(&p, Some(&clean), &ctx()) else {
             panic!()
@@ -593,14 +606,17 @@ mod tests {
         let Found::Present { stat, .. } = scan_file(&p, None, &ctx()) else {
             panic!()
         };
-        let clean = Held::of(&stat, stat.ctime_ns + RACY_NS + 1);
+        let clean = Held::of(&stat, i64::try_from(stat.ctime_ns).unwrap() + RACY_NS + 1);
         assert!(still(&p, Some(&clean)));
         // Recorded too soon after the change: racy, not vouched.
-        assert!(!still(&p, Some(&Held::of(&stat, stat.ctime_ns + 1))));
+        assert!(!still(
+            &p,
+            Some(&Held::of(&stat, i64::try_from(stat.ctime_ns).unwrap() + 1))
+        ));
         // The numbers decide as the text signature does.
         for (at, trusted) in [
-            (stat.ctime_ns + RACY_NS + 1, true),
-            (stat.ctime_ns + 1, false),
+            (i64::try_from(stat.ctime_ns).unwrap() + RACY_NS + 1, true),
+            (i64::try_from(stat.ctime_ns).unwrap() + 1, false),
         ] {
             assert_eq!(Held::of(&stat, at).holds(&stat), trusted);
             assert_eq!(
@@ -624,7 +640,7 @@ mod tests {
         else {
             panic!()
         };
-        let g = Held::of(&g, g.ctime_ns + RACY_NS + 1);
+        let g = Held::of(&g, i64::try_from(g.ctime_ns).unwrap() + RACY_NS + 1);
         let mut here = StillIn::new(d.path());
         assert!(here.still("real/g", Some(&g)));
         assert!(!here.still("link/g", Some(&g)));

@@ -2,6 +2,7 @@
 //! that never are (backups, temp and side files, placeholders, the marker, home's own state).
 
 use crate::names;
+use crate::report::SkippedFile;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
@@ -103,6 +104,25 @@ impl Selector {
                 listing.files.push(rel.to_string());
             }
         };
+        // A name that is not UTF-8 cannot be a synced file (names are text in the archive,
+        // the reports and other machines): one the patterns would select is reported.
+        let unreadable = |listing: &mut Listing, rel: &[u8], is_file: bool| {
+            let lossy = String::from_utf8_lossy(rel);
+            let name = lossy.rsplit('/').next().unwrap_or(&lossy);
+            if is_file
+                && names::temp_machine(name).is_none()
+                && !names::is_backup_name(name)
+                && self.matches(&lossy)
+            {
+                listing.skipped.push(SkippedFile {
+                    reason: format!(
+                        "skipped: its name is not valid UTF-8 (`{}`)",
+                        rel.escape_ascii()
+                    ),
+                    name: lossy.into_owned(),
+                });
+            }
+        };
         if self.globs.is_some() {
             let walker = walkdir::WalkDir::new(root)
                 .follow_links(false)
@@ -121,16 +141,14 @@ impl Selector {
                 if entry.depth() == 0 || entry.file_type().is_dir() {
                     continue;
                 }
-                let Some(rel) = entry
-                    .path()
-                    .as_os_str()
-                    .as_bytes()
-                    .get(cut..)
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                else {
+                let Some(bytes) = entry.path().as_os_str().as_bytes().get(cut..) else {
                     continue;
                 };
-                note(&mut listing, rel, entry.path(), entry.file_type().is_file());
+                let is_file = entry.file_type().is_file();
+                match std::str::from_utf8(bytes) {
+                    Ok(rel) => note(&mut listing, rel, entry.path(), is_file),
+                    Err(_) => unreadable(&mut listing, bytes, is_file),
+                }
             }
             // A literal the walk cannot reach (under a linked folder) is still looked at.
             for l in &self.literals {
@@ -154,7 +172,14 @@ impl Selector {
                     continue;
                 };
                 for e in entries.flatten() {
+                    let is_file = e.file_type().is_ok_and(|t| t.is_file());
                     let Some(name) = e.file_name().to_str().map(String::from) else {
+                        let mut rel = folder.as_bytes().to_vec();
+                        if !rel.is_empty() {
+                            rel.push(b'/');
+                        }
+                        rel.extend_from_slice(e.file_name().as_bytes());
+                        unreadable(&mut listing, &rel, is_file);
                         continue;
                     };
                     let rel = if folder.is_empty() {
@@ -162,7 +187,6 @@ impl Selector {
                     } else {
                         format!("{folder}/{name}")
                     };
-                    let is_file = e.file_type().is_ok_and(|t| t.is_file());
                     note(&mut listing, &rel, &e.path(), is_file);
                 }
             }
@@ -182,6 +206,8 @@ pub struct Listing {
     pub backup_folders: Vec<PathBuf>,
     /// Temp files (absolute) left by interrupted writes, any owner.
     pub temps: Vec<PathBuf>,
+    /// Files the patterns would select that cannot be synced, with the reason.
+    pub skipped: Vec<SkippedFile>,
 }
 
 fn is_home_state_dir(name: &std::ffi::OsStr) -> bool {
@@ -236,6 +262,36 @@ mod tests {
         }
         assert!(s.matches("metastore.db"));
         assert!(s.matches("deep/er/file.txt"));
+    }
+
+    #[test]
+    fn selected_names_that_are_not_utf8_are_listed_as_skipped() {
+        use std::ffi::OsStr;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("t")).unwrap();
+        for name in [
+            &b"t/caf\xe9.txt"[..],
+            b"t/ok.txt",
+            b"x\xff.md",
+            b"t/.a\xff.metasync-tmp-ab-1",
+        ] {
+            std::fs::write(root.join(OsStr::from_bytes(name)), "x").unwrap();
+        }
+        let listing = sel(&["t/*.txt"]).list(root);
+        assert_eq!(listing.files, vec!["t/ok.txt"]);
+        let skipped: Vec<&str> = listing.skipped.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(skipped, vec!["t/caf\u{FFFD}.txt"]);
+        assert!(
+            listing.skipped[0].reason.contains(r"caf\xe9.txt"),
+            "{:?}",
+            listing.skipped
+        );
+        // A root-level literal pattern never equals a name that is not UTF-8, glob or not.
+        let listing = sel(&["x.md"]).list(root);
+        assert!(listing.files.is_empty() && listing.skipped.is_empty());
+        let listing = sel(&["x*.md"]).list(root);
+        assert_eq!(listing.skipped.len(), 1, "{:?}", listing.skipped);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::scan::{self, Found, Held, StillIn};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-const MAGIC: &[u8] = b"metasync-steady-2\n";
+const MAGIC: &[u8] = b"metasync-steady-3\n";
 
 /// What a steady run saw, borrowed from its stored form (see [`Steady::decode`]).
 #[derive(Debug, PartialEq)]
@@ -123,15 +123,12 @@ impl<'a> Steady<'a> {
                 match self.at(i, l) {
                     Some(h) => {
                         out.push(1);
-                        for n in [
-                            h.size as i64,
-                            h.mtime_ns,
-                            h.ino as i64,
-                            h.ctime_ns,
-                            h.scanned_ns,
-                        ] {
-                            out.extend_from_slice(&n.to_le_bytes());
-                        }
+                        // File times are i128 (crate::times), the rest 64-bit.
+                        out.extend_from_slice(&h.size.to_le_bytes());
+                        out.extend_from_slice(&h.mtime_ns.to_le_bytes());
+                        out.extend_from_slice(&h.ino.to_le_bytes());
+                        out.extend_from_slice(&h.ctime_ns.to_le_bytes());
+                        out.extend_from_slice(&h.scanned_ns.to_le_bytes());
                     }
                     None => out.push(0),
                 }
@@ -168,9 +165,9 @@ impl<'a> Steady<'a> {
                     0 => None,
                     1 => Some(Held {
                         size: r.i64()? as u64,
-                        mtime_ns: r.i64()?,
+                        mtime_ns: r.i128()?,
                         ino: r.i64()? as u64,
-                        ctime_ns: r.i64()?,
+                        ctime_ns: r.i128()?,
                         scanned_ns: r.i64()?,
                     }),
                     _ => return None,
@@ -331,6 +328,11 @@ impl<'a> Reader<'a> {
         Some(i64::from_le_bytes(b.try_into().ok()?))
     }
 
+    fn i128(&mut self) -> Option<i128> {
+        let b = self.take(16)?;
+        Some(i128::from_le_bytes(b.try_into().ok()?))
+    }
+
     fn str(&mut self) -> Option<&'a str> {
         let n = self.u32()?;
         std::str::from_utf8(self.take(n)?).ok()
@@ -367,9 +369,9 @@ mod tests {
     fn held(n: i64) -> Option<Held> {
         Some(Held {
             size: n as u64,
-            mtime_ns: -n,
+            mtime_ns: -i128::from(n) * 1_000_000_000_000,
             ino: 7 + n as u64,
-            ctime_ns: n * 1_000,
+            ctime_ns: i128::from(n) * 1_000 + i128::from(i64::MAX),
             scanned_ns: i64::MAX - n,
         })
     }
@@ -428,7 +430,10 @@ mod tests {
             .iter()
             .map(|f| {
                 let (stat, _) = scan::Stat::of_kind(&root.join(f), false).unwrap()?;
-                Some(Held::of(&stat, stat.ctime_ns + scan::RACY_NS + 1))
+                Some(Held::of(
+                    &stat,
+                    i64::try_from(stat.ctime_ns).unwrap() + scan::RACY_NS + 1,
+                ))
             })
             .collect();
         Steady {

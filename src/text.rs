@@ -120,6 +120,9 @@ pub fn status(st: &StatusReport) -> String {
             "\n{} [{health}] {}{reason}",
             l.location.name, l.location.path
         );
+        for f in &l.skipped {
+            let _ = writeln!(s, "  {:<24} {}", f.name, f.reason);
+        }
         for f in &l.files {
             let mut line = format!("  {:<24} {:<8}", f.file, f.state);
             if let (Some(size), Some(h)) = (f.size, &f.sha256) {

@@ -104,6 +104,9 @@ function renderLocations(status) {
       table,
       loc.conflict_copies && loc.conflict_copies.length
         ? el("p", { class: "muted", text: `iCloud conflict copies: ${loc.conflict_copies.join(", ")}` })
+        : null,
+      loc.skipped && loc.skipped.length
+        ? el("p", { class: "muted", text: `Not synced: ${loc.skipped.map((s) => `${s.name} (${s.reason})`).join("; ")}` })
         : null));
   }
   const warnings = $("warnings");

@@ -260,6 +260,7 @@ mod tests {
             },
             files,
             conflict_copies: vec![],
+            skipped: vec![],
         }
     }
 
