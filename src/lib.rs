@@ -14,6 +14,7 @@ pub mod backups;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod download;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
