@@ -34,6 +34,7 @@ pub mod sqlite;
 pub mod steady;
 pub mod text;
 pub mod verify;
+pub mod volumes;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{Config, Strategy};
