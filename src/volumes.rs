@@ -69,19 +69,26 @@ fn unescape_octal(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The folders under which removable volumes are mounted: macOS's `/Volumes`, and on Linux
-/// udisks' `/media/<user>/…` and `/run/media/<user>/…`, and `/mnt`.
-pub const VOLUME_PARENTS: [&str; 4] = ["/Volumes", "/media", "/run/media", "/mnt"];
+/// Where removable volumes are mounted, and how deep below: macOS's `/Volumes/<name>`; on
+/// Linux udisks' `/media/<user>/<name>` (or `/media/<name>`), `/run/media/<user>/<name>`, and
+/// `/mnt/<name>`. Anything deeper is some program's own mount, not a drive.
+pub const VOLUME_PARENTS: [(&str, usize); 4] = [
+    ("/Volumes", 1),
+    ("/media", 2),
+    ("/run/media", 2),
+    ("/mnt", 1),
+];
 
-/// The mounts that are removable volumes (below one of [`VOLUME_PARENTS`], not the parent
-/// itself), sorted, without duplicates.
+/// The mounts that are removable volumes (see [`VOLUME_PARENTS`]), sorted, without
+/// duplicates.
 pub fn removable(mounts: &[PathBuf]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = mounts
         .iter()
         .filter(|m| {
-            VOLUME_PARENTS
-                .iter()
-                .any(|p| m.starts_with(p) && m.as_path() != Path::new(p))
+            VOLUME_PARENTS.iter().any(|(parent, depth)| {
+                m.strip_prefix(parent)
+                    .is_ok_and(|rel| (1..=*depth).contains(&rel.components().count()))
+            })
         })
         .cloned()
         .collect();
@@ -173,6 +180,8 @@ tmpfs /run tmpfs rw,nosuid,nodev 0 0
 /dev/sdc1 /run/media/me/BACKUP ext4 rw 0 0
 /dev/sdd1 /mnt ext4 rw 0 0
 /dev/disk4s1 /Volumes/Photos apfs rw 0 0
+none /mnt/sandbox/tools/v1/python tmpfs ro 0 0
+/dev/sde1 /mnt/usb vfat rw 0 0
 ";
 
     fn paths(p: &[&str]) -> Vec<PathBuf> {
@@ -196,7 +205,7 @@ tmpfs /run tmpfs rw,nosuid,nodev 0 0
     #[test]
     fn mounts_are_parsed_with_escaped_names() {
         let m = parse_mounts(MOUNTS);
-        assert_eq!(m.len(), 8);
+        assert_eq!(m.len(), 10);
         assert!(m.contains(&PathBuf::from("/media/me/My Passport")), "{m:?}");
         assert_eq!(unescape_octal("a\\011b\\\\c\\04"), "a\tb\\\\c\\04");
     }
@@ -209,6 +218,7 @@ tmpfs /run tmpfs rw,nosuid,nodev 0 0
                 "/Volumes/Photos",
                 "/media/me/4444-iivii",
                 "/media/me/My Passport",
+                "/mnt/usb",
                 "/run/media/me/BACKUP",
             ])
         );
@@ -271,6 +281,7 @@ tmpfs /run tmpfs rw,nosuid,nodev 0 0
             vec![
                 "/Volumes/Photos",
                 "/media/me/My Passport",
+                "/mnt/usb",
                 "/run/media/me/BACKUP"
             ]
         );

@@ -8,7 +8,7 @@ use std::path::Path;
 /// path, so it is checked the same everywhere (neither kind of path exists off macOS).
 pub fn unstable_location(exe: &Path) -> Option<String> {
     let advice = "move Metasync.app to /Applications, open it from there, then turn Start at \
-                  login on";
+                  login on.";
     if exe
         .components()
         .any(|c| c.as_os_str() == "AppTranslocation")
