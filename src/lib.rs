@@ -14,6 +14,7 @@ pub mod backups;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod download;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
@@ -34,6 +35,7 @@ pub mod steady;
 pub mod text;
 pub mod times;
 pub mod verify;
+pub mod volumes;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{Config, Strategy};

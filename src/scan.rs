@@ -244,13 +244,9 @@ fn is_dataless(_meta: &std::fs::Metadata) -> bool {
 
 #[cfg(target_os = "macos")]
 fn request_download(path: &Path) {
-    // Fire and forget: the download must never block the run.
-    let _ = std::process::Command::new("brctl")
-        .arg("download")
-        .arg(path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
+    // `/usr/bin/brctl download`, at most once per file per interval; the run never waits for
+    // it and a thread reaps the child (no zombie per scan).
+    crate::download::request(path);
 }
 
 #[cfg(not(target_os = "macos"))]

@@ -399,6 +399,20 @@ fn init_writes_defaults_once() {
     let (code, st) = m.json(&["status"]);
     assert_eq!(code, 0);
     assert_eq!(st["locations"][0]["name"], "local");
+    // The offer of mounted volumes for a never-seen drive is always part of the JSON (empty
+    // where the defaults name no drive, as off macOS).
+    let other = Machine {
+        home: w.path("fresh2"),
+    };
+    let (code, out) = other.json(&["init"]);
+    assert_eq!(code, 0);
+    assert!(
+        out["config"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("metasync.toml")),
+        "{out}"
+    );
+    assert!(out["volume_offers"].is_array(), "{out}");
 }
 
 #[test]

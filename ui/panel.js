@@ -110,7 +110,24 @@ function renderLocations(status) {
         : null));
   }
   const warnings = $("warnings");
-  warnings.replaceChildren(...(status.warnings || []).map((w) => el("li", { text: w })));
+  const items = [
+    ...(status.warnings || []).map((w) => el("li", { text: w })),
+    ...(status.volume_offers || []).map(renderOffer),
+  ];
+  if (status.autostart_warning) items.push(el("li", { "data-warning": "autostart", text: status.autostart_warning }));
+  warnings.replaceChildren(...items);
+}
+
+// A drive location whose volume this machine never saw: the volumes mounted now, to choose
+// from in metasync.toml (the page writes no config).
+function renderOffer(offer) {
+  const volumes = offer.volumes.length
+    ? [" Volumes mounted now: ", ...offer.volumes.flatMap((v, i) => [i ? ", " : "", el("code", { text: v })]), "."]
+    : [" No removable volume is mounted now."];
+  return el("li", { "data-offer": offer.location },
+    `Location ${offer.location} expects the drive `, el("code", { text: offer.mount_point }),
+    ", never seen on this machine.", ...volumes,
+    " To use one, set its mount_point and path in metasync.toml.");
 }
 
 function renderConflicts(conflicts) {
@@ -189,6 +206,14 @@ function renderRuns(runs) {
       el("span", { text: `${r.command}: ${r.summary}` }))));
 }
 
+// Start at login is refused while the app runs from a disk image or a translocated copy:
+// the box cannot be ticked then (it can still be unticked), and says why.
+function renderAutostart(warning) {
+  const auto = $("autostart");
+  auto.disabled = auto.dataset.broken === "true" || (Boolean(warning) && !auto.checked);
+  auto.parentElement.title = warning || "";
+}
+
 let refreshing = null;
 let again = false;
 async function refresh() {
@@ -201,6 +226,7 @@ async function refresh() {
         const status = await invoke("get_status");
         renderApp(status.app);
         renderLocations(status);
+        renderAutostart(status.autostart_warning);
         const [conflicts, backups, runs] = await Promise.all([
           invoke("list_conflicts"), invoke("list_backups"), invoke("recent_runs", { limit: 10 }),
         ]);
@@ -275,7 +301,7 @@ async function init() {
   $("confirm-ok").addEventListener("click", confirmRestore);
   document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("confirm").hidden) closeConfirm(); });
   const auto = $("autostart");
-  try { auto.checked = await invoke("get_autostart"); } catch (_) { auto.disabled = true; }
+  try { auto.checked = await invoke("get_autostart"); } catch (_) { auto.disabled = true; auto.dataset.broken = "true"; }
   auto.addEventListener("change", async () => {
     try { auto.checked = await invoke("set_autostart", { enabled: auto.checked }); } catch (e) { say(String(e), "error"); }
   });

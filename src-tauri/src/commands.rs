@@ -4,6 +4,7 @@
 
 use crate::scheduler::{self, RunRequest, Trigger};
 use crate::state::{AppState, AppView, EngineHandle};
+use metasync::volumes::{self, VolumeOffer};
 use metasync::{
     BackupEntry, ConflictReport, Engine, Event, RestoreReport, RunReport, RunSummary, StatusReport,
 };
@@ -32,16 +33,30 @@ pub struct StatusView {
     pub status: StatusReport,
     /// Paused, running, tray state, last outcome.
     pub app: AppView,
+    /// Why start at login is refused for the running copy of the app, if it is.
+    pub autostart_warning: Option<String>,
+    /// Drive locations whose volume this machine never saw, with the volumes mounted now.
+    pub volume_offers: Vec<VolumeOffer>,
 }
 
 /// Locations, files, conflicts and the last run, with the app's state.
 #[tauri::command]
 pub async fn get_status(state: State<'_, AppState>) -> Result<StatusView, String> {
-    let status = blocking(&state.engine, |e| e.status().map_err(|e| e.to_string())).await?;
+    let (status, volume_offers) = blocking(&state.engine, |e| {
+        let status = e.status().map_err(|e| e.to_string())?;
+        let offers = volumes::offers_for(e.home(), e.config()).unwrap_or_else(|err| {
+            tracing::warn!("volume offer: {err}");
+            Vec::new()
+        });
+        Ok((status, offers))
+    })
+    .await?;
     state.set_last_status(status.clone());
     Ok(StatusView {
         status,
         app: state.view(),
+        autostart_warning: crate::login::warning(),
+        volume_offers,
     })
 }
 
@@ -180,9 +195,16 @@ pub fn get_autostart<R: Runtime>(app: AppHandle<R>) -> Result<bool, String> {
     app.autolaunch().is_enabled().map_err(|e| e.to_string())
 }
 
-/// Turns start-at-login on or off; returns the new setting.
+/// Turns start-at-login on or off; returns the new setting. Turning it on is refused while
+/// the app runs from a path that is gone at the next login ([`crate::login`]).
 #[tauri::command]
 pub fn set_autostart<R: Runtime>(app: AppHandle<R>, enabled: bool) -> Result<bool, String> {
+    if enabled {
+        if let Some(why) = crate::login::warning() {
+            tracing::warn!("{why}");
+            return Err(why);
+        }
+    }
     let auto = app.autolaunch();
     if enabled {
         auto.enable()

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod commands;
+pub mod login;
 pub mod logs;
 pub mod notify;
 pub mod panel;

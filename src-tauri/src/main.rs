@@ -9,6 +9,11 @@ fn main() {
     let engine = EngineHandle::from_env();
     let log = metasync_app::logs::init(engine.home());
     let mut builder = tauri::Builder::default();
+    // A menu-bar app: launching (at login too) must not take the focus from the app in front.
+    #[cfg(target_os = "macos")]
+    {
+        builder = builder.activate_ignoring_other_apps(false);
+    }
     // A second launch opens the first one's panel. End-to-end tests run sessions side by
     // side with a session bus, where a hand-over would hang WebDriver: they turn it off.
     if std::env::var("METASYNC_NO_SINGLE_INSTANCE").as_deref() != Ok("1") {
@@ -27,7 +32,7 @@ fn main() {
         .invoke_handler(metasync_app::handler())
         .setup(move |app| {
             #[cfg(target_os = "macos")]
-            app.set_activation_policy(tauri::ActivationPolicy::Accessory);
+            metasync_app::notify::register_sender(app.handle());
             // The panel's web view (and WebKit's processes) exist only once it is opened.
             if open_panel {
                 panel::create(app.handle(), true)?;
@@ -52,13 +57,23 @@ fn main() {
             std::process::exit(1);
         }
     };
-    app.run(|_app, event| {
+    // The accessory policy (no Dock icon, no menu bar of its own) is set on the built app,
+    // before the event loop starts: set in `setup`, it came after the launch had already
+    // made the app a regular one, and a Dock icon flashed at every start.
+    #[cfg(target_os = "macos")]
+    let app = {
+        let mut app = app;
+        app.set_activation_policy(tauri::ActivationPolicy::Accessory);
+        app
+    };
+    // `_app` is used on macOS only (the reopen event).
+    app.run(|_app, event| match event {
         // A tray app lives on with no window open; only Quit (an explicit exit code) ends it.
-        if let RunEvent::ExitRequested {
+        RunEvent::ExitRequested {
             api, code: None, ..
-        } = event
-        {
-            api.prevent_exit();
-        }
+        } => api.prevent_exit(),
+        #[cfg(target_os = "macos")]
+        RunEvent::Reopen { .. } => panel::reopen(_app),
+        _ => {}
     });
 }

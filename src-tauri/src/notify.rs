@@ -142,6 +142,29 @@ pub fn show<R: Runtime>(app: &AppHandle<R>, notices: &[Notice]) {
     });
 }
 
+/// macOS: names the app that sends notifications, once, before the first one. The plugin
+/// does it too but drops the result, and sends on a task of its own whose failures nobody
+/// sees: a sender macOS does not know (an app never registered with Launch Services, a
+/// binary run outside its bundle) means notifications silently never show, so that failure,
+/// the one that can be known, is logged here at start.
+#[cfg(target_os = "macos")]
+pub fn register_sender<R: Runtime>(app: &AppHandle<R>) {
+    // The same choice as the plugin's: a development binary has no bundle of its own.
+    let sender = if tauri::is_dev() {
+        "com.apple.Terminal".to_string()
+    } else {
+        app.config().identifier.clone()
+    };
+    match notify_rust::set_application(&sender) {
+        Ok(()) => tracing::info!("notifications are sent as {sender}"),
+        Err(e) => tracing::warn!(
+            "notifications may not show: macOS does not accept {sender} as their sender ({e:?}); \
+             open Metasync.app from /Applications once, and allow it in System Settings → \
+             Notifications"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

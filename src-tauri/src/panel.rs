@@ -33,3 +33,11 @@ pub fn show<R: Runtime>(app: &AppHandle<R>) {
     let _ = window.show();
     let _ = window.set_focus();
 }
+
+/// The app was opened again while it runs (Finder, Spotlight, `open`, a login item: macOS
+/// sends a reopen event instead of starting a second process): open the panel, the app's
+/// only window — a menu-bar app otherwise shows nothing for it.
+pub fn reopen<R: Runtime>(app: &AppHandle<R>) {
+    tracing::info!("opened again: showing the panel");
+    show(app);
+}

@@ -229,6 +229,35 @@ pub fn relative_to<'a>(roots: &'a [PathBuf], path: &Path) -> Option<(&'a Path, S
     })
 }
 
+/// The folders to watch, each with its symbolic links resolved (and each once): FSEvents
+/// reports resolved paths, so events are compared against resolved roots — against the
+/// configured ones, an edit under a linked home matched no root and was taken for the app's
+/// own write. Inotify reports paths under the folder watched, so watching the resolved root
+/// gives resolved paths there too.
+pub fn watch_roots(configured: &[PathBuf]) -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for root in configured.iter().map(|r| crate::state::canonical(r)) {
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
+    }
+    roots
+}
+
+/// Whether a file event on `path` is a user's change to a synced file: under one of the
+/// (resolved) `roots`, a synced file or its journal, and not the app's own write or its echo.
+pub fn is_user_change(
+    state: &AppState,
+    roots: &[PathBuf],
+    selector: &Selector,
+    path: &Path,
+) -> bool {
+    let Some((root, rel)) = relative_to(roots, path) else {
+        return false;
+    };
+    synced_file_of(selector, &rel).is_some_and(|main| !state.is_own_change(path, &root.join(main)))
+}
+
 /// What the scheduler watches, as read from the config now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Targets {
@@ -252,13 +281,14 @@ fn targets<R: Runtime>(app: &AppHandle<R>) -> (Targets, Option<Selector>) {
         }
     };
     let config = engine.config();
-    let mut roots = vec![engine.home().to_path_buf()];
+    let mut configured = vec![engine.home().to_path_buf()];
     for loc in &config.locations {
         let p = metasync::config::expand_tilde(&loc.path);
         if p.is_dir() {
-            roots.push(p);
+            configured.push(p);
         }
     }
+    let roots = watch_roots(&configured);
     let mounted = config
         .locations
         .iter()
@@ -325,14 +355,11 @@ fn watch<R: Runtime>(
             return;
         }
         let state = app2.state::<AppState>();
-        let ours = |path: &PathBuf| {
-            let Some((root, rel)) = relative_to(&roots2, path) else {
-                return true;
-            };
-            synced_file_of(&selector, &rel)
-                .is_none_or(|main| state.is_own_change(path, &root.join(main)))
-        };
-        if let Some(p) = event.paths.iter().find(|p| !ours(p)) {
+        if let Some(p) = event
+            .paths
+            .iter()
+            .find(|p| is_user_change(&state, &roots2, &selector, p))
+        {
             tracing::info!("changed: {}", p.display());
             state.trigger(Trigger::FilesChanged);
         }
@@ -490,6 +517,42 @@ mod tests {
         assert_eq!(d.due(), Some(t0 + DEBOUNCE_MAX));
         d.clear();
         assert_eq!(d.due(), None);
+    }
+
+    /// A home reached through a symbolic link (as `/var` → `/private/var` on macOS), and the
+    /// path of a synced file in it as FSEvents reports it: resolved.
+    #[test]
+    fn an_edit_under_a_linked_home_is_a_user_change() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(real.join("home")).unwrap_or_else(|e| panic!("{e}"));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap_or_else(|e| panic!("{e}"));
+        let home = link.join("home");
+        let resolved = std::fs::canonicalize(real.join("home")).unwrap_or_else(|e| panic!("{e}"));
+        let reported = resolved.join("sorting-rules.yaml");
+        std::fs::write(home.join("sorting-rules.yaml"), "a").unwrap_or_else(|e| panic!("{e}"));
+
+        let roots = watch_roots(&[home.clone(), link.join("home/")]);
+        assert_eq!(roots, vec![resolved.clone()], "resolved, and once");
+        let state = AppState::new(crate::state::EngineHandle::new(&home, None));
+        let s = sel(&["sorting-rules.yaml"]);
+        assert!(
+            is_user_change(&state, &roots, &s, &reported),
+            "the user's edit"
+        );
+        assert!(!is_user_change(
+            &state,
+            &roots,
+            &s,
+            &resolved.join("other.txt")
+        ));
+        assert!(!is_user_change(
+            &state,
+            &roots,
+            &s,
+            Path::new("/elsewhere/sorting-rules.yaml")
+        ));
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
     Some((m.len(), m.modified().ok()?))
 }
 
+/// `path` with every symbolic link resolved, as FSEvents reports paths (`/var` → `/private/var`,
+/// a home reached through a link); `path` itself when it cannot be resolved (not there yet).
+pub fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// Whether a file event is the echo of the engine's own write: the synced file still looks
 /// exactly as the engine left it, and the event is on that file or on a side file (a
 /// rollback journal) that has already gone again.
@@ -370,7 +376,8 @@ impl AppState {
             let Some(loc) = report.locations.iter().find(|l| l.name == a.location) else {
                 continue;
             };
-            let path = Path::new(&loc.path).join(&a.file);
+            // Keyed by the resolved root, as the watcher compares it (`scheduler::watch_roots`).
+            let path = canonical(Path::new(&loc.path)).join(&a.file);
             if let Some(fp) = fingerprint(&path) {
                 own.insert(path, fp);
             }
@@ -603,6 +610,42 @@ mod tests {
         assert!(s.is_own_change(&f, &f), "the echo of our copy");
         std::fs::write(&f, "a longer edit").unwrap_or_else(|e| panic!("{e}"));
         assert!(!s.is_own_change(&f, &f), "the user's edit after it");
+    }
+
+    /// The watcher compares resolved paths (FSEvents reports them so): the engine's writes
+    /// under a home reached through a link are remembered by their resolved path.
+    #[test]
+    fn own_writes_under_a_linked_home_are_known_by_their_resolved_path() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(dir.path().join("real/home")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let home = dir.path().join("link/home");
+        let f = home.join("sorting-rules.yaml");
+        std::fs::write(&f, "a").unwrap_or_else(|e| panic!("{e}"));
+        let resolved = canonical(&f);
+        assert_ne!(resolved, f);
+        let s = AppState::new(EngineHandle::new(&home, None));
+        let mut report = sample_report();
+        report.locations[0].path = home.display().to_string();
+        report.actions.push(metasync::ActionReport {
+            file: "sorting-rules.yaml".into(),
+            location: "local".into(),
+            action: "copy".into(),
+            detail: "usb".into(),
+            done: true,
+            error: None,
+        });
+        s.record_own_writes(&report);
+        assert!(
+            s.is_own_change(&resolved, &resolved),
+            "the echo of our copy"
+        );
+        std::fs::write(&f, "a longer edit").unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !s.is_own_change(&resolved, &resolved),
+            "the user's edit after it"
+        );
     }
 
     fn sample_report() -> RunReport {

@@ -227,7 +227,19 @@ fn on_menu_event<R: Runtime>(app: &AppHandle<R>, event: MenuEvent) {
             let auto = app.autolaunch();
             let result = match auto.is_enabled() {
                 Ok(true) => auto.disable(),
-                Ok(false) => auto.enable(),
+                Ok(false) => match crate::login::warning() {
+                    // Refused: said in the log and in a notification (the panel says it too).
+                    Some(why) => {
+                        tracing::warn!("{why}");
+                        let notice = crate::notify::Notice {
+                            title: "Start at login is off".into(),
+                            body: why,
+                        };
+                        crate::notify::show(app, &[notice]);
+                        Ok(())
+                    }
+                    None => auto.enable(),
+                },
                 Err(e) => Err(e),
             };
             if let Err(e) = result {

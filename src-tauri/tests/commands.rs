@@ -136,6 +136,45 @@ fn status_shows_both_locations_and_the_app_state() {
 }
 
 #[test]
+fn status_offers_the_mounted_volumes_for_a_drive_never_seen() {
+    let f = fixture("newest");
+    let config = f.home.join("metasync.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(
+        "\n[[locations]]\nname = \"usb\"\npath = \"/nonexistent-media/usb/.metasystem\"\n\
+         mount_point = \"/nonexistent-media/usb\"\n",
+    );
+    std::fs::write(&config, text).expect("config");
+    let s = f.ok("get_status", json!({}));
+    let offers = s["volume_offers"].as_array().expect("volume_offers");
+    // Only the drive location, not the plain folder `drive` (no mount point).
+    assert_eq!(offers.len(), 1, "{s}");
+    assert_eq!(offers[0]["location"], "usb", "{s}");
+    assert_eq!(offers[0]["mount_point"], "/nonexistent-media/usb", "{s}");
+    assert!(offers[0]["volumes"].is_array(), "{s}");
+    // The test binary does not run from a disk image: start at login is allowed.
+    assert_eq!(s["autostart_warning"], Value::Null, "{s}");
+    assert!(s
+        .as_object()
+        .is_some_and(|o| o.contains_key("autostart_warning")));
+}
+
+#[test]
+fn reopening_the_app_opens_the_panel() {
+    temp_user_home();
+    let app = mock_builder()
+        .manage(AppState::new(EngineHandle::new("/nonexistent-home", None)))
+        .build(metasync_app::context())
+        .expect("mock app");
+    assert!(app.get_webview_window("panel").is_none());
+    metasync_app::panel::reopen(app.handle());
+    let panel = app
+        .get_webview_window("panel")
+        .expect("the panel was opened");
+    assert_eq!(panel.label(), "panel");
+}
+
+#[test]
 fn sync_now_copies_to_the_remote_and_lands_in_history() {
     let f = fixture("newest");
     let r = f.ok("sync_now", json!({}));

@@ -327,10 +327,20 @@ fn init(home: &std::path::Path, cli: &Cli) -> Result<i32, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
     }
     std::fs::write(&path, Config::template()).map_err(|e| Error::io("write config", &path, e))?;
+    // A drive location whose volume this machine never saw (the built-in default's is the
+    // seed's own): offer the volumes mounted now instead of a location never available.
+    let (config, _) = Config::load(home, Some(&path))?;
+    let offers = metasync::volumes::offers_for(home, &config)?;
     if cli.json {
-        print_json(&serde_json::json!({ "config": path.display().to_string() }));
+        print_json(&serde_json::json!({
+            "config": path.display().to_string(),
+            "volume_offers": offers,
+        }));
     } else if !cli.quiet {
         println!("wrote {}", path.display());
+        for offer in &offers {
+            println!("note: {}", offer.describe());
+        }
     }
     Ok(0)
 }
