@@ -138,7 +138,7 @@ pub fn copy_file(
     out.sync_all().ctx("fsync temp file", &temp.path)?;
     let got = crate::ids::hex_lower(&sha2::Digest::finalize(hasher));
     if got != expected {
-        return Err(Error::Refused(format!(
+        return Err(Error::Changed(format!(
             "{} changed while being copied (expected {}, read {}); it will be synced next run",
             src.display(),
             &expected[..12.min(expected.len())],

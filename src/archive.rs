@@ -9,40 +9,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// A version as the archive remembers it: a hash, or known absence.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Recorded {
-    /// The file was there with this hash.
-    Present(String),
-    /// The file was known not to be there.
-    Absent,
-}
+pub use crate::model::{Agreed, Recorded};
 
-impl Recorded {
-    fn from_column(hash: Option<String>) -> Recorded {
-        hash.map(Recorded::Present).unwrap_or(Recorded::Absent)
-    }
-    fn to_column(&self) -> Option<&str> {
-        match self {
-            Recorded::Present(h) => Some(h),
-            Recorded::Absent => None,
-        }
-    }
-    /// The hash, when present.
-    pub fn hash(&self) -> Option<&str> {
-        self.to_column()
-    }
-}
-
-/// The last agreed version of one file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Agreed {
-    /// The version.
-    pub version: Recorded,
-    /// Its `entities` count, for databases (the shrink guard's reference).
-    pub entities: Option<u64>,
-    /// Its `conversations` count, for databases.
-    pub conversations: Option<u64>,
+fn recorded_from_column(hash: Option<String>) -> Recorded {
+    hash.map(Recorded::Present).unwrap_or(Recorded::Absent)
 }
 
 /// What the scan cache knows of one file in one location.
@@ -272,7 +242,7 @@ impl Archive {
                 Ok((
                     r.get_ref(0)?.as_str()?,
                     r.get(1)?,
-                    Recorded::from_column(r.get(2)?),
+                    recorded_from_column(r.get(2)?),
                 ))
             };
             let (file, location, rec) = read().map_err(|e| self.err("read records", e))?;
@@ -316,7 +286,7 @@ impl Archive {
                 Ok((
                     r.get::<_, String>(0)?,
                     Agreed {
-                        version: Recorded::from_column(r.get(1)?),
+                        version: recorded_from_column(r.get(1)?),
                         entities: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
                         conversations: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
                     },
@@ -367,7 +337,7 @@ impl Archive {
         for file in files {
             let list: Vec<(String, Recorded)> = rec
                 .query_map([file], |r| {
-                    Ok((r.get(0)?, Recorded::from_column(r.get(1)?)))
+                    Ok((r.get(0)?, recorded_from_column(r.get(1)?)))
                 })
                 .map_err(err)?
                 .collect::<rusqlite::Result<_>>()
@@ -378,7 +348,7 @@ impl Archive {
             if let Some(a) = agr
                 .query_row([file], |r| {
                     Ok(Agreed {
-                        version: Recorded::from_column(r.get(0)?),
+                        version: recorded_from_column(r.get(0)?),
                         entities: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
                         conversations: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
                     })
@@ -509,7 +479,10 @@ impl Archive {
                     command: r.get(1)?,
                     started: r.get(2)?,
                     finished: r.get(3)?,
-                    result: r.get(4)?,
+                    result: r
+                        .get::<_, String>(4)?
+                        .parse()
+                        .unwrap_or(crate::model::RunResult::Failed),
                     written: r.get::<_, i64>(5)? as u64,
                     summary: r.get(6)?,
                 })
@@ -528,7 +501,7 @@ impl Archive {
             exec(
                 &tx,
                 "INSERT OR REPLACE INTO records(file, location, hash) VALUES (?1, ?2, ?3)",
-                params![file, location, rec.to_column()],
+                params![file, location, rec.hash()],
             )
             .map_err(err)?;
         }
@@ -539,7 +512,7 @@ impl Archive {
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     file,
-                    agreed.version.to_column(),
+                    agreed.version.hash(),
                     agreed.entities.map(|v| v as i64),
                     agreed.conversations.map(|v| v as i64),
                     changes.now
@@ -620,7 +593,7 @@ impl Archive {
         if let Some(run) = &changes.run {
             exec(&tx,
                 "INSERT INTO runs(command, started, finished, result, written, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run.command, run.started, run.finished, run.result, run.written as i64, run.summary],
+                params![run.command, run.started, run.finished, run.result.as_str(), run.written as i64, run.summary],
             )
             .map_err(err)?;
             exec(
@@ -825,7 +798,7 @@ mod tests {
                 command: "sync".into(),
                 started: format!("s{n}"),
                 finished: "f".into(),
-                result: "ok".into(),
+                result: crate::model::RunResult::Ok,
                 written: 0,
                 summary: "x".repeat(200),
             }),

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::kind::Kind;
 use crate::location::{self, Availability, Location, NewId};
 use crate::plan::{self, Action, Decision, Direction, FileInput, Observed, Side};
+use crate::model::{ActionKind, FileState, Outcome, RunResult, SkipKind};
 use crate::report::*;
 use crate::scan::{self, Found};
 use crate::select::{Listing, Selector};
@@ -489,7 +490,7 @@ impl Engine {
                         events(&Event::FileSkipped {
                             file: file.clone(),
                             location: p.loc.name.clone(),
-                            reason: reason.clone(),
+                            reason: reason.reason.clone(),
                         });
                         warnings.push(format!("{file} in {}: {reason}", p.loc.name));
                     }
@@ -557,7 +558,7 @@ impl Engine {
             {
                 outcomes.push(FileOutcome {
                     file: file.clone(),
-                    outcome: "in_sync".into(),
+                    outcome: Outcome::InSync,
                     winner: None,
                     sha256: agreed_version.and_then(|v| v.hash().map(String::from)),
                     reason: "every location holds it".into(),
@@ -690,7 +691,7 @@ impl Engine {
             }
             let (outcome, winner_name, winner_hash, reason) = match &planned.decision {
                 Decision::InSync(v) => (
-                    "in_sync",
+                    Outcome::InSync,
                     None,
                     v.hash().map(String::from),
                     "every location holds it".to_string(),
@@ -700,14 +701,16 @@ impl Engine {
                     source,
                     reason,
                 } => (
-                    "propagated",
+                    Outcome::Propagated,
                     Some(source.clone()),
                     winner.hash().map(String::from),
                     reason.clone(),
                 ),
-                Decision::Conflict { reason, .. } => ("conflict", None, None, reason.clone()),
+                Decision::Conflict { reason, .. } => {
+                    (Outcome::Conflict, None, None, reason.clone())
+                }
                 Decision::Merge { .. } => {
-                    ("skipped", None, None, "row merge not decided".to_string())
+                    (Outcome::Skipped, None, None, "row merge not decided".to_string())
                 }
                 Decision::Stuck { reason, failure } => {
                     if *failure {
@@ -715,10 +718,10 @@ impl Engine {
                     } else {
                         warnings.push(format!("{file}: {reason}"));
                     }
-                    ("skipped", None, None, reason.clone())
+                    (Outcome::Skipped, None, None, reason.clone())
                 }
             };
-            let mut outcome = outcome.to_string();
+            let mut outcome = outcome;
 
             if let Decision::Conflict { candidates, reason } = &planned.decision {
                 let report = ConflictReport {
@@ -820,7 +823,7 @@ impl Engine {
                             } else {
                                 errors.push(format!("{file} in {target}: {e}"));
                             }
-                            outcome = "failed".into();
+                            outcome = Outcome::Failed;
                         }
                     }
                 }
@@ -893,7 +896,7 @@ impl Engine {
                 planned.decision,
                 Decision::InSync(_) | Decision::Propagate { .. }
             ) && old_conflicts.contains_key(file)
-                && outcome != "failed"
+                && outcome != Outcome::Failed
             {
                 changes.conflicts.push((file.clone(), None));
             }
@@ -941,22 +944,8 @@ impl Engine {
         }
 
         let finished = self.clock.now();
-        let exit_code = if !errors.is_empty() {
-            1
-        } else if !conflicts.is_empty() {
-            3
-        } else {
-            0
-        };
-        let result = if dry_run {
-            "dry_run"
-        } else if exit_code == 1 {
-            "failed"
-        } else if exit_code == 3 {
-            "conflict"
-        } else {
-            "ok"
-        };
+        let (exit_code, result) =
+            plan::run_end(dry_run, !errors.is_empty(), !conflicts.is_empty());
         let summary = run_summary(
             outcomes.len(),
             written_count,
@@ -969,7 +958,7 @@ impl Engine {
             command: command.to_string(),
             started: rfc3339(started),
             finished: rfc3339(finished),
-            result: result.to_string(),
+            result,
             written: written_count,
             summary: summary.clone(),
         });
@@ -1008,10 +997,7 @@ impl Engine {
             }
         }
         tracing::info!(target: "metasync", "{command}: {result}: {summary}");
-        events(&Event::RunFinished {
-            result: result.to_string(),
-            summary,
-        });
+        events(&Event::RunFinished { result, summary });
         Ok(RunReport {
             command: command.to_string(),
             dry_run,
@@ -1100,7 +1086,7 @@ impl Engine {
                 .filter(|f| skip.binary_search_by(|c| c.as_str().cmp(f.name)).is_err())
                 .map(|f| FileOutcome {
                     file: f.name.to_string(),
-                    outcome: "in_sync".into(),
+                    outcome: Outcome::InSync,
                     winner: None,
                     sha256: f.sha256.map(String::from),
                     reason: f.reason.to_string(),
@@ -1133,7 +1119,7 @@ impl Engine {
                 command: command.to_string(),
                 started: rfc3339(started),
                 finished: rfc3339(finished),
-                result: "ok".into(),
+                result: RunResult::Ok,
                 written: 0,
                 summary: summary.clone(),
             }),
@@ -1143,7 +1129,7 @@ impl Engine {
         archive.commit(&changes)?;
         tracing::info!(target: "metasync", "{command}: ok: {summary} (unchanged since the last run)");
         events(&Event::RunFinished {
-            result: "ok".into(),
+            result: RunResult::Ok,
             summary,
         });
         Ok(Replay::Done(Box::new(RunReport {
@@ -1181,7 +1167,7 @@ impl Engine {
                 }),
             }),
             Found::Absent => Observed::Absent,
-            Found::Skipped(r) => Observed::Skipped(r.clone()),
+            Found::Skipped(r) => Observed::Skipped(r.reason.clone()),
         }
     }
 
@@ -1572,7 +1558,7 @@ impl Engine {
                     tracing::error!(target: "metasync", "{file} in {}: {} failed: {e}", place.loc.name, r.action);
                     events(&Event::Action(r.clone()));
                     reports.push(r);
-                    let changed = matches!(e, Error::Refused(ref m) if m.contains("changed while"));
+                    let changed = matches!(e, Error::Changed(_));
                     return Err(Box::new((reports, e, changed)));
                 }
             }
@@ -1950,17 +1936,17 @@ fn action_report(
     error: Option<String>,
 ) -> ActionReport {
     let (action, detail) = match a {
-        Action::Backup { .. } => ("backup", detail),
+        Action::Backup { .. } => (ActionKind::Backup, detail),
         Action::Copy { from, hash, .. } if detail.is_empty() => {
-            ("copy", format!("from {from} ({})", short(hash)))
+            (ActionKind::Copy, format!("from {from} ({})", short(hash)))
         }
-        Action::Copy { .. } => ("copy", detail),
-        Action::Delete { .. } => ("delete", detail),
+        Action::Copy { .. } => (ActionKind::Copy, detail),
+        Action::Delete { .. } => (ActionKind::Delete, detail),
     };
     ActionReport {
         file: file.to_string(),
         location: action_target(a).to_string(),
-        action: action.into(),
+        action,
         detail,
         done,
         error,
@@ -1970,7 +1956,7 @@ fn action_report(
 pub(crate) fn file_report(file: &str, found: &Found) -> FileReport {
     let mut r = FileReport {
         file: file.to_string(),
-        state: String::new(),
+        state: FileState::Missing,
         size: None,
         mtime: None,
         sha256: None,
@@ -1981,7 +1967,7 @@ pub(crate) fn file_report(file: &str, found: &Found) -> FileReport {
     };
     match found {
         Found::Present { stat, content, .. } => {
-            r.state = "present".into();
+            r.state = FileState::Present;
             r.size = Some(stat.size);
             r.mtime = Some(ns_to_rfc3339(stat.mtime_ns));
             r.sha256 = Some(content.hash.clone());
@@ -1992,15 +1978,13 @@ pub(crate) fn file_report(file: &str, found: &Found) -> FileReport {
                 r.note = Some(format!("corrupt: {}", content.facts.integrity.join("; ")));
             }
         }
-        Found::Absent => r.state = "missing".into(),
-        Found::Skipped(reason) => {
-            r.state = if reason.contains("evicted") {
-                "evicted"
-            } else {
-                "unreadable"
-            }
-            .into();
-            r.note = Some(reason.clone());
+        Found::Absent => r.state = FileState::Missing,
+        Found::Skipped(skip) => {
+            r.state = match skip.kind {
+                SkipKind::Evicted => FileState::Evicted,
+                SkipKind::Changing | SkipKind::Unreadable => FileState::Unreadable,
+            };
+            r.note = Some(skip.reason.clone());
         }
     }
     r

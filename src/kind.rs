@@ -284,7 +284,7 @@ pub fn write_version(
             )));
         }
         if info.logical_hash != expected {
-            return Err(crate::Error::Refused(format!(
+            return Err(crate::Error::Changed(format!(
                 "{} changed while being copied; it will be synced next run",
                 src.display()
             )));

@@ -1,8 +1,8 @@
 //! Reconciliation (SPEC §4): from the archive's memory and this run's scans to a decision
 //! and a list of actions, per file. Pure: no I/O, every sync decision is made and tested here.
 
-use crate::archive::Recorded;
-use crate::config::Strategy;
+pub use crate::model::Direction;
+use crate::model::{Recorded, RunResult, Strategy};
 
 /// One version of a file as scanned in one location.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,19 +39,6 @@ pub struct Side {
     pub observed: Observed,
     /// What this machine recorded there after the last successful sync (`None`: never seen).
     pub recorded: Option<Recorded>,
-}
-
-/// How this run decides.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Direction {
-    /// Bidirectional with a strategy for conflicts.
-    Sync(Strategy),
-    /// Local's version wins everywhere.
-    Push,
-    /// Like `Sync`, but only local is written.
-    Pull(Strategy),
-    /// The user chose this location's version.
-    Keep(String),
 }
 
 /// Everything the decision for one file depends on.
@@ -162,6 +149,25 @@ fn version(observed: &Observed) -> Option<&Version> {
         Observed::Present(v) => Some(v),
         _ => None,
     }
+}
+
+/// How a run ends, from what it met: its exit code (SPEC §3: 1 for a failure, 3 while
+/// conflicts remain, 0 otherwise) and its result.
+pub fn run_end(dry_run: bool, failed: bool, conflicts: bool) -> (i32, RunResult) {
+    let exit_code = if failed {
+        1
+    } else if conflicts {
+        3
+    } else {
+        0
+    };
+    let result = match (dry_run, exit_code) {
+        (true, _) => RunResult::DryRun,
+        (false, 1) => RunResult::Failed,
+        (false, 3) => RunResult::Conflict,
+        _ => RunResult::Ok,
+    };
+    (exit_code, result)
 }
 
 /// Decides what happens to one file.

@@ -601,7 +601,7 @@ mod tests {
         report.actions.push(metasync::ActionReport {
             file: "sorting-rules.yaml".into(),
             location: "local".into(),
-            action: "copy".into(),
+            action: metasync::model::ActionKind::Copy,
             detail: "usb".into(),
             done: true,
             error: None,
@@ -631,7 +631,7 @@ mod tests {
         report.actions.push(metasync::ActionReport {
             file: "sorting-rules.yaml".into(),
             location: "local".into(),
-            action: "copy".into(),
+            action: metasync::model::ActionKind::Copy,
             detail: "usb".into(),
             done: true,
             error: None,

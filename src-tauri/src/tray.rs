@@ -64,7 +64,7 @@ pub fn location_line(loc: &LocationStatus) -> String {
     let mut parts = vec![format!("{name} — ok")];
     match db {
         Some(f) => match f.sha256.as_deref() {
-            Some(h) if f.state == "present" => {
+            Some(h) if f.state == metasync::model::FileState::Present => {
                 parts.push(format!("{} {}", f.file, short_hash(h)));
                 if let Some(n) = f.entities {
                     parts.push(format!("{n} entities"));
@@ -279,7 +279,7 @@ mod tests {
     fn db(state: &str, hash: Option<&str>) -> FileReport {
         FileReport {
             file: "metastore.db".into(),
-            state: state.into(),
+            state: state.parse().expect("a file state"),
             size: Some(4096),
             mtime: None,
             sha256: hash.map(Into::into),
