@@ -2,7 +2,7 @@
 //! check, rename. Makes no decisions: it carries out one step and says whether it worked.
 
 use crate::error::{Error, IoContext, Result};
-use crate::kind::Kind;
+use crate::model::Kind;
 use crate::names;
 use chrono::NaiveDateTime;
 use std::fs::File;
@@ -238,7 +238,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         std::fs::write(&src, "hello").unwrap();
-        let good = crate::kind::sha256_file(&src).unwrap();
+        let good = crate::ids::hex_lower(&<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(&src).unwrap(),
+        ));
         let dest = d.path().join("sub/dest");
         let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         copy_file(&src, &dest, &good, t, "m1").unwrap();

@@ -25,7 +25,7 @@ pub struct CacheEntry {
     /// The version hash.
     pub hash: String,
     /// What kind of file it was.
-    pub kind: crate::kind::Kind,
+    pub kind: crate::model::Kind,
     /// Kind-specific facts as JSON (database counts and integrity).
     pub extra: String,
 }
@@ -336,9 +336,7 @@ impl Archive {
             .map_err(err)?;
         for file in files {
             let list: Vec<(String, Recorded)> = rec
-                .query_map([file], |r| {
-                    Ok((r.get(0)?, recorded_from_column(r.get(1)?)))
-                })
+                .query_map([file], |r| Ok((r.get(0)?, recorded_from_column(r.get(1)?))))
                 .map_err(err)?
                 .collect::<rusqlite::Result<_>>()
                 .map_err(err)?;
@@ -662,7 +660,7 @@ fn cache_entry_at(r: &rusqlite::Row, first: usize) -> rusqlite::Result<CacheEntr
         signature: r.get(first)?,
         scanned_ns: r.get(first + 1)?,
         hash: r.get(first + 2)?,
-        kind: crate::kind::Kind::parse(r.get_ref(first + 3)?.as_str()?),
+        kind: crate::model::Kind::parse(r.get_ref(first + 3)?.as_str()?),
         extra: if extra == "{}" {
             String::new()
         } else {
@@ -762,13 +760,13 @@ mod tests {
         );
         let local = a.cache("local").unwrap();
         assert_eq!(local["a.yaml"].hash, "h1");
-        assert_eq!(local["a.yaml"].kind, crate::kind::Kind::Plain);
+        assert_eq!(local["a.yaml"].kind, crate::model::Kind::Plain);
         assert_eq!(
             local["a.yaml"].extra, "",
             "no facts string for a plain file"
         );
         let icloud = a.cache("icloud").unwrap();
-        assert_eq!(icloud["db"].kind, crate::kind::Kind::Sqlite);
+        assert_eq!(icloud["db"].kind, crate::model::Kind::Sqlite);
         assert_eq!(icloud["db"].extra, "{\"entities\":3}");
         assert_eq!(
             a.agreed().unwrap()["a.yaml"].version,

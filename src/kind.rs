@@ -6,32 +6,7 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 
-/// How a synced file is handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Bytes: SHA-256 of the content, copied as is.
-    Plain,
-    /// A SQLite database (header `SQLite format 3\0`).
-    Sqlite,
-}
-
-impl Kind {
-    /// Its name in reports and the scan cache.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Plain => "plain",
-            Kind::Sqlite => "sqlite",
-        }
-    }
-    /// Parses [`Kind::as_str`].
-    pub fn parse(s: &str) -> Kind {
-        if s == "sqlite" {
-            Kind::Sqlite
-        } else {
-            Kind::Plain
-        }
-    }
-}
+pub use crate::model::Kind;
 
 /// Kind-specific facts about one version, kept in the scan cache.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -211,7 +186,7 @@ pub fn read_content(path: &Path, ctx: &ReadCtx) -> Result<Content> {
 /// The shrink guard (SPEC §6): why a version must wait for the user, when its `entities` or
 /// `conversations` count fell by more than `max_percent` against the last agreed version.
 pub fn shrink_reason(
-    agreed: &crate::archive::Agreed,
+    agreed: &crate::model::Agreed,
     facts: &Facts,
     max_percent: u32,
 ) -> Option<String> {
@@ -419,7 +394,7 @@ fn set_aside_side_files(dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::{Agreed, Recorded};
+    use crate::model::{Agreed, Recorded};
 
     fn agreed(e: Option<u64>, c: Option<u64>) -> Agreed {
         Agreed {

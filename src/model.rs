@@ -4,7 +4,74 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::config::Strategy;
+/// How a conflict between two or more changed versions is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// The version with the latest modification time wins.
+    #[default]
+    Newest,
+    /// The local version wins.
+    Local,
+    /// The first changed remote, in config order, wins.
+    Remote,
+    /// Nothing is overwritten; the conflict waits for `resolve`.
+    Manual,
+}
+
+impl Strategy {
+    /// Its config and CLI spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Newest => "newest",
+            Strategy::Local => "local",
+            Strategy::Remote => "remote",
+            Strategy::Manual => "manual",
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "newest" => Ok(Strategy::Newest),
+            "local" => Ok(Strategy::Local),
+            "remote" => Ok(Strategy::Remote),
+            "manual" => Ok(Strategy::Manual),
+            other => Err(format!(
+                "unknown strategy `{other}` (expected newest, local, remote or manual)"
+            )),
+        }
+    }
+}
+
+/// How a synced file is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Bytes: SHA-256 of the content, copied as is.
+    Plain,
+    /// A SQLite database (header `SQLite format 3\0`).
+    Sqlite,
+}
+
+impl Kind {
+    /// Its name in reports and the scan cache.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Plain => "plain",
+            Kind::Sqlite => "sqlite",
+        }
+    }
+    /// Parses [`Kind::as_str`].
+    pub fn parse(s: &str) -> Kind {
+        if s == "sqlite" {
+            Kind::Sqlite
+        } else {
+            Kind::Plain
+        }
+    }
+}
 
 /// A version as the archive remembers it: a hash, or known absence.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

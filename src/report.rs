@@ -54,14 +54,7 @@ pub struct LocationStatus {
     pub skipped: Vec<SkippedFile>,
 }
 
-/// A file the patterns select that is left alone, and why.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SkippedFile {
-    /// Its path relative to the location's root, invalid bytes shown as U+FFFD.
-    pub name: String,
-    /// Why it is left alone.
-    pub reason: String,
-}
+pub use crate::select::SkippedFile;
 
 /// One version that takes part in a conflict.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

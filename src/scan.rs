@@ -275,10 +275,7 @@ fn look(path: &Path, maybe_database: bool) -> Look {
                 .unwrap_or(Look::Absent)
         }
         Err(e) => {
-            return Look::Skipped(Skip::new(
-                SkipKind::Unreadable,
-                format!("cannot stat: {e}"),
-            ))
+            return Look::Skipped(Skip::new(SkipKind::Unreadable, format!("cannot stat: {e}")))
         }
     };
     if meta.file_type().is_symlink() {

@@ -2,8 +2,8 @@
 //! that never are (backups, temp and side files, placeholders, the marker, home's own state).
 
 use crate::names;
-use crate::report::SkippedFile;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -225,6 +225,15 @@ pub fn is_eligible(rel: &str) -> bool {
     !rel.is_empty()
         && !rel.split('/').any(|c| c.is_empty() || c == "..")
         && !names::is_never_synced(name)
+}
+
+/// A file the patterns select that is left alone, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SkippedFile {
+    /// Its path relative to the location's root, invalid bytes shown as U+FFFD.
+    pub name: String,
+    /// Why it is left alone.
+    pub reason: String,
 }
 
 #[cfg(test)]

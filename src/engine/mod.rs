@@ -2,6 +2,8 @@
 //! → report, in named phases (`run`); `replay` is the steady path, `rowmerge` the row-level
 //! merge attempt, `write` every write of a run, `status` what a person asks to see.
 
+mod file;
+mod finish;
 mod record;
 mod replay;
 mod rowmerge;
@@ -10,9 +12,7 @@ mod status;
 mod write;
 
 use replay::Replay;
-use rowmerge::{MergeResult, Merged, MERGE_SOURCE};
-use write::{action_report, action_target};
-
+use rowmerge::{MergeResult, Merged};
 
 use crate::archive::{Agreed, Archive, Changes, Recorded};
 use crate::clock::{Clock, SystemClock};
@@ -20,8 +20,8 @@ use crate::config::{Config, ConfigSource, MergeMode, Strategy};
 use crate::error::{Error, Result};
 use crate::kind::Kind;
 use crate::location::{self, Availability, Location, NewId};
-use crate::plan::{self, Action, Decision, Direction, FileInput, Observed, Side};
 use crate::model::{ActionKind, FileState, Outcome, RunResult, SkipKind};
+use crate::plan::{self, Action, Decision, Direction, FileInput, Observed, Side};
 use crate::report::*;
 use crate::scan::{self, Found};
 use crate::select::{Listing, Selector};
@@ -161,7 +161,12 @@ impl Engine {
     /// An engine over an already loaded config.
     pub fn with_config(home: PathBuf, config: Config, source: ConfigSource) -> Result<Engine> {
         let selector = Selector::new(&config.files).map_err(Error::Config)?;
-        config.check_locations(&home, &source)?;
+        // Locations never overlap (a remote inside the home copies itself one level deeper
+        // every run).
+        if let Some(o) = location::overlap(&location::all(&home, &config)) {
+            let key = format!("locations[{}].path", o.remote_index);
+            return Err(crate::config::key_error(&source, &key, &o.to_string()));
+        }
         Ok(Engine {
             home,
             config,
@@ -262,7 +267,14 @@ impl Engine {
         };
         let command = opts.mode.command();
         let _lock = self.lock(&format!("metasync {command}"))?;
-        self.execute(command, &direction, strategy, None, opts.dry_run, events)
+        let ask = run::Ask {
+            command,
+            direction,
+            strategy,
+            only: None,
+            dry_run: opts.dry_run,
+        };
+        self.execute(ask, events)
     }
 
     /// Settles a conflict on `file` with the version in `keep`.
@@ -281,16 +293,16 @@ impl Engine {
             return Err(Error::Usage(format!("no location named `{keep}`")));
         }
         let _lock = self.lock("metasync resolve")?;
-        let report = self.execute(
-            "resolve",
-            &Direction::Keep(keep.to_string()),
-            self.config.strategy,
-            Some(file),
-            false,
-            events,
-        )?;
-        Ok(report)
+        let ask = run::Ask {
+            command: "resolve",
+            direction: Direction::Keep(keep.to_string()),
+            strategy: self.config.strategy,
+            only: Some(file),
+            dry_run: false,
+        };
+        self.execute(ask, events)
     }
+
     /// The plan's view of a scan.
     fn observed(&self, found: &Found, agreed: Option<&Agreed>) -> Observed {
         match found {

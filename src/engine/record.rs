@@ -1,67 +1,52 @@
-//! What the archive learns from a decided file.
+//! What the archive learns from a decided file ([`plan::record`]), put into the run's changes.
 
+use super::run::{FileRun, Scene};
 use super::*;
 
 impl Engine {
-    /// What the archive learns from a decided file: written locations hold the winner; the
-    /// others that took part hold what was scanned there (a loser not yet overwritten stays a
-    /// loser: it is not "changed" next time); skipped or raced locations keep their record.
-    #[allow(clippy::too_many_arguments)]
+    /// Records what `plan::record` says the archive learns of `file`; returns every available
+    /// location's record after the run.
     pub(super) fn record_decided(
         &self,
-        file: &str,
+        fr: &FileRun,
         winner: &Recorded,
-        input: &FileInput,
-        written: &HashSet<String>,
-        untouched: &HashSet<String>,
-        scans: &Scans,
-        known_facts: Option<crate::kind::Facts>,
-        old_agreed: Option<&Agreed>,
+        did: &plan::Written,
+        sc: &Scene<'_>,
         changes: &mut Changes,
     ) -> Vec<Recorded> {
-        let mut winner_facts = known_facts;
-        let mut after = Vec::new();
-        for side in &input.sides {
-            if untouched.contains(&side.location) {
-                after.extend(side.recorded.clone());
-                continue;
-            }
-            let rec = if written.contains(&side.location) {
-                winner.clone()
-            } else {
-                match &side.observed {
-                    Observed::Present(v) => Recorded::Present(v.hash.clone()),
-                    Observed::Absent => Recorded::Absent,
-                    Observed::Skipped(_) => {
-                        after.extend(side.recorded.clone());
-                        continue;
-                    }
+        let (file, input, scans) = (fr.file.as_str(), &fr.input, &sc.scans);
+        let merged_facts = fr.merged.as_ref().map(|m| m.facts.clone());
+        let old_agreed = sc.loaded.agreed.get(file);
+        // The winner's counts: from a location scanned holding it (not a raced or skipped
+        // one), else from the merge that made it.
+        let scanned = input
+            .sides
+            .iter()
+            .filter(|s| !did.untouched.contains(&s.location))
+            .filter(|s| !matches!(s.observed, Observed::Skipped(_)))
+            .rev()
+            .find_map(|s| match (winner, scans.get(file, &s.location)) {
+                (Recorded::Present(h), Some(Found::Present { content, .. }))
+                    if &content.hash == h =>
+                {
+                    Some(content.facts.clone())
                 }
-            };
-            after.push(rec.clone());
-            if let (Recorded::Present(h), Some(Found::Present { content, .. })) =
-                (winner, scans.get(file, &side.location))
-            {
-                if &content.hash == h {
-                    winner_facts = Some(content.facts.clone());
-                }
-            }
-            // Unchanged rows are not rewritten: a no-op run over 10,000 files stays cheap.
-            if side.recorded.as_ref() != Some(&rec) {
-                changes
-                    .records
-                    .push(((file.to_string(), side.location.clone()), rec));
-            }
+                _ => None,
+            });
+        let facts = scanned.or(merged_facts).unwrap_or_default();
+        let learned = plan::record(
+            input,
+            winner,
+            did,
+            (facts.entities, facts.conversations),
+            old_agreed,
+        );
+        for (location, rec) in learned.records {
+            changes.records.push(((file.to_string(), location), rec));
         }
-        let facts = winner_facts.unwrap_or_default();
-        let agreed = Agreed {
-            version: winner.clone(),
-            entities: facts.entities,
-            conversations: facts.conversations,
-        };
-        if old_agreed != Some(&agreed) {
+        if let Some(agreed) = learned.agreed {
             changes.agreed.push((file.to_string(), agreed));
         }
-        after
+        learned.after
     }
 }

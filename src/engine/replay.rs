@@ -1,5 +1,6 @@
 //! The steady path: a run that changed nothing is replayed from stats (crate::steady).
 
+use super::run::Run;
 use super::*;
 
 impl Engine {
@@ -7,18 +8,15 @@ impl Engine {
     /// is as it saw: lists each location (all at once) and stats its files, nothing more.
     /// When a few files changed, only those need planning; when more did (or retention may
     /// have backups to thin out), all of them.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn replay_steady(
         &self,
+        run: &mut Run<'_>,
         archive: &mut Archive,
         body: &[u8],
         places: &[Place],
         available: &[&Place],
-        command: &str,
-        strategy: Strategy,
-        started: chrono::DateTime<chrono::Utc>,
-        events: &mut dyn FnMut(&Event),
     ) -> Result<Replay> {
+        let (command, strategy, started) = (run.ask.command, run.ask.strategy, run.started);
         let Some(steady) = crate::steady::Steady::decode(body) else {
             return Ok(Replay::Unusable);
         };
@@ -115,7 +113,7 @@ impl Engine {
         crate::failpoint::hit("before_archive_commit");
         archive.commit(&changes)?;
         tracing::info!(target: "metasync", "{command}: ok: {summary} (unchanged since the last run)");
-        events(&Event::RunFinished {
+        (run.events)(&Event::RunFinished {
             result: RunResult::Ok,
             summary,
         });

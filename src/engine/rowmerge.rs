@@ -1,22 +1,22 @@
 //! A row merge attempt of a database conflict, and the bases later merges diff against.
 
+use super::run::{FileRun, Scene};
 use super::*;
 
 impl Engine {
     /// Tries a row merge of the versions at `candidates` against the base snapshot of the
     /// agreed version. `Err` says why the file-level strategy applies instead.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn try_merge(
         &self,
-        file: &str,
-        input: &FileInput,
+        fr: &FileRun,
         candidates: &[String],
         base_hash: &str,
         direction: &Direction,
-        scans: &Scans,
-        run_dir: &Path,
-        agreed: Option<&Agreed>,
+        sc: &Scene<'_>,
     ) -> std::result::Result<MergeResult, String> {
+        let (file, input, scans) = (fr.file.as_str(), &fr.input, &sc.scans);
+        let run_dir = sc.run_dir.0.as_path();
+        let agreed = sc.loaded.agreed.get(file);
         let agreed = agreed.ok_or("no agreed version")?;
         let base = crate::merge::base_of(&self.home, file, base_hash).ok_or(
             if Some(base_hash) == agreed.version.hash() {
@@ -25,10 +25,7 @@ impl Engine {
                 "no base snapshot of the older version it changed is kept"
             },
         )?;
-        let strategy = match direction {
-            Direction::Sync(s) | Direction::Pull(s) => *s,
-            Direction::Push | Direction::Keep(_) => Strategy::Newest,
-        };
+        let strategy = direction.strategy();
         let opts = crate::sqlite::SqliteOptions::from(&self.config.sqlite);
         let mut sides = Vec::new();
         for loc in candidates {
@@ -124,24 +121,24 @@ impl Engine {
 
     /// After a database's version was agreed: keep its snapshot as the base of a later row
     /// merge (only the newest agreed version's base is kept).
-    #[allow(clippy::too_many_arguments)]
+    /// After a database's version was agreed: keep its snapshot as the base of a later row
+    /// merge, with the bases of the `older` versions some location still holds; a warning
+    /// when no base can be kept.
     pub(super) fn keep_base(
         &self,
-        file: &str,
+        fr: &FileRun,
         winner: &Recorded,
         older: &[&str],
-        input: &FileInput,
-        scans: &Scans,
-        merged: Option<&Merged>,
-        run_dir: &Path,
-        warnings: &mut Vec<String>,
-    ) {
+        sc: &Scene<'_>,
+    ) -> Option<String> {
+        let (file, input, scans) = (fr.file.as_str(), &fr.input, &sc.scans);
+        let (merged, run_dir) = (fr.merged.as_ref(), sc.run_dir.0.as_path());
         if self.config.merge_mode_for(file) != MergeMode::Rows {
-            return;
+            return None;
         }
         let Recorded::Present(hash) = winner else {
             crate::merge::drop_bases_except(&self.home, file, older);
-            return;
+            return None;
         };
         let mut keep = older.to_vec();
         keep.push(hash);
@@ -150,11 +147,11 @@ impl Engine {
             _ => None,
         };
         if merged.is_none() && !input.sides.iter().any(|s| found_db(&s.location).is_some()) {
-            return;
+            return None;
         }
         if crate::merge::base_of(&self.home, file, hash).is_some() {
             crate::merge::drop_bases_except(&self.home, file, &keep);
-            return;
+            return None;
         }
         let mut source = merged.filter(|m| &m.hash == hash).map(|m| m.path.clone());
         if source.is_none() {
@@ -191,21 +188,19 @@ impl Engine {
                 // Every source here is this run's own file (a snapshot or the merged version),
                 // read by nothing after this: it may become the base itself.
                 match crate::merge::keep_base(&self.home, file, hash, &snap, true) {
-                    Ok(()) => crate::merge::drop_bases_except(&self.home, file, &keep),
-                    Err(e) => {
-                        warnings.push(format!("{file}: cannot keep the base for row merges: {e}"))
+                    Ok(()) => {
+                        crate::merge::drop_bases_except(&self.home, file, &keep);
+                        None
                     }
+                    Err(e) => Some(format!("{file}: cannot keep the base for row merges: {e}")),
                 }
             }
-            None => warnings.push(format!(
+            None => Some(format!(
                 "{file}: no copy of the agreed version to keep as the base for row merges"
             )),
         }
     }
 }
-
-/// The pseudo-location a row-merged version is copied from.
-pub(super) const MERGE_SOURCE: &str = "row merge";
 
 /// A version made by a row merge this run.
 pub(super) struct Merged {

@@ -1,5 +1,13 @@
 //! Reconciliation (SPEC §4): from the archive's memory and this run's scans to a decision
-//! and a list of actions, per file. Pure: no I/O, every sync decision is made and tested here.
+//! and a list of actions, per file. Pure: no I/O, every sync decision is made and tested here:
+//! who changed and who wins (this file), what a row merge attempt means ([`merge`]), what the
+//! archive learns from what was written ([`record`]), and how a run ends ([`run_end`]).
+
+mod merge;
+mod record;
+
+pub use merge::{after_merge, AfterMerge, MergeAttempt, MERGE_SOURCE};
+pub use record::{record, Learned, Written};
 
 pub use crate::model::Direction;
 use crate::model::{Recorded, RunResult, Strategy};
