@@ -16,44 +16,14 @@ impl Engine {
         places: &[Place],
         available: &[&Place],
     ) -> Result<Replay> {
-        let (command, strategy, started) = (run.ask.command, run.ask.strategy, run.started);
+        let command = run.ask.command;
         let Some(steady) = crate::steady::Steady::decode(body) else {
             return Ok(Replay::Unusable);
         };
         if steady.locations != available.len() {
             return Ok(Replay::Unusable);
         }
-        // Per location: its listing, what changed there, and whether retention could thin out
-        // its backups.
-        let looked: Vec<(Listing, Vec<String>, bool)> = std::thread::scope(|s| {
-            let looks: Vec<_> = available
-                .iter()
-                .enumerate()
-                .map(|(li, p)| {
-                    let steady = &steady;
-                    s.spawn(move || {
-                        let listing = self.selector.list(&p.loc.root);
-                        let changed: Vec<String> = steady
-                            .changed_in(li, &p.loc.root, &listing.files)
-                            .into_iter()
-                            .map(String::from)
-                            .collect();
-                        let prunable = !listing.backup_folders.is_empty()
-                            && crate::backups::could_prune(
-                                self,
-                                p,
-                                steady.files.iter().map(|f| f.name),
-                                &listing.backup_folders,
-                            );
-                        (listing, changed, prunable)
-                    })
-                })
-                .collect();
-            looks
-                .into_iter()
-                .map(|h| h.join().expect("listing a location panicked"))
-                .collect()
-        });
+        let looked = self.look_all(&steady, available);
         let mut changed: Vec<String> = looked.iter().flat_map(|(_, c, _)| c.clone()).collect();
         changed.sort_unstable();
         changed.dedup();
@@ -94,7 +64,57 @@ impl Engine {
             }
             crate::steady::Scope::Unchanged => {}
         }
-        let files = settled(&[]);
+        self.replayed(run, archive, places, available, settled(&[]))
+    }
+
+    /// Per location, all at once: its listing, what changed there since the steady run, and
+    /// whether retention could thin out its backups.
+    fn look_all(
+        &self,
+        steady: &crate::steady::Steady<'_>,
+        available: &[&Place],
+    ) -> Vec<(Listing, Vec<String>, bool)> {
+        std::thread::scope(|s| {
+            let looks: Vec<_> = available
+                .iter()
+                .enumerate()
+                .map(|(li, p)| {
+                    let steady = &steady;
+                    s.spawn(move || {
+                        let listing = self.selector.list(&p.loc.root);
+                        let changed: Vec<String> = steady
+                            .changed_in(li, &p.loc.root, &listing.files)
+                            .into_iter()
+                            .map(String::from)
+                            .collect();
+                        let prunable = !listing.backup_folders.is_empty()
+                            && crate::backups::could_prune(
+                                self,
+                                p,
+                                steady.files.iter().map(|f| f.name),
+                                &listing.backup_folders,
+                            );
+                        (listing, changed, prunable)
+                    })
+                })
+                .collect();
+            looks
+                .into_iter()
+                .map(|h| h.join().expect("listing a location panicked"))
+                .collect()
+        })
+    }
+
+    /// The replay itself: the stored run's report, with its archive commit.
+    fn replayed(
+        &self,
+        run: &mut Run<'_>,
+        archive: &mut Archive,
+        places: &[Place],
+        available: &[&Place],
+        files: Vec<FileOutcome>,
+    ) -> Result<Replay> {
+        let (command, strategy, started) = (run.ask.command, run.ask.strategy, run.started);
         let finished = self.clock.now();
         let summary = run_summary(files.len(), 0, 0, places.len() - available.len());
         let changes = Changes {
