@@ -8,10 +8,11 @@
 
 use crate::config::Strategy;
 use crate::error::{Error, IoContext, Result};
-use rusqlite::types::Value;
+use rusqlite::config::DbConfig;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// What one side did to one row, against the base.
@@ -85,7 +86,7 @@ pub fn combine(
                 .filter_map(|(i, c)| c.get(table).and_then(|t| t.get(key)).map(|ch| (i, ch)))
                 .collect();
             let first = &by_side[0].1;
-            let pick = if by_side.iter().all(|(_, ch)| ch.1 == first.1) {
+            let pick = if by_side.iter().all(|(_, ch)| same_change(&ch.1, &first.1)) {
                 Some(by_side[0].0)
             } else {
                 let winner = pick_row(
@@ -150,14 +151,16 @@ fn pick_row(sides: &[MergeSide], changers: &[usize], strategy: Strategy) -> Opti
     }
 }
 
-/// Canonical text of a key or row: unambiguous across types.
+/// Canonical text of a key or row: unambiguous across types, exact for every value (`-0.0`
+/// keeps its sign; infinities, which JSON numbers cannot hold, are spelled out).
 pub fn values_json(values: &[Value]) -> String {
     let items: Vec<serde_json::Value> = values
         .iter()
         .map(|v| match v {
             Value::Null => serde_json::Value::Null,
             Value::Integer(i) => serde_json::json!(i),
-            Value::Real(f) => serde_json::json!({ "real": f }),
+            Value::Real(f) if f.is_finite() => serde_json::json!({ "real": f }),
+            Value::Real(f) => serde_json::json!({ "real": if *f > 0.0 { "inf" } else { "-inf" } }),
             Value::Text(t) => serde_json::json!(t),
             Value::Blob(b) => serde_json::json!({ "blob": crate::ids::hex_lower(b) }),
         })
@@ -183,16 +186,81 @@ pub enum MergeOutcome {
     Fallback(String),
 }
 
-struct Table {
-    name: String,
-    pk: Vec<String>,
-    /// The key is the rowid (an `INTEGER PRIMARY KEY` of a rowid table): rows come in key
-    /// order for free, so the diff is one merge-join pass instead of two set differences.
-    rowid_key: bool,
+/// How a table's rows are identified across versions.
+enum Key {
+    /// A rowid table: its rowid, read and written under this name (`rowid`, `_rowid_` or
+    /// `oid`, whichever no column shadows). An `INTEGER PRIMARY KEY` column is the same value.
+    Rowid(&'static str),
+    /// A `WITHOUT ROWID` table: its PRIMARY KEY, at these positions among the stored columns,
+    /// compared exactly (type and bytes), whatever collation it is declared with.
+    Pk(Vec<usize>),
 }
 
-/// The tables to diff, and the full-text tables to rebuild after the merge.
-type Mergeable = (Vec<Table>, Vec<String>);
+struct Table {
+    name: String,
+    /// The stored columns, in order: generated columns are never read nor written (SQLite
+    /// recomputes them from the stored ones).
+    cols: Vec<String>,
+    key: Key,
+    /// How many columns its declared PRIMARY KEY has (a rowid table without one has no key
+    /// the user chose: SPEC §6 leaves such a table to the file-level strategy).
+    pk: usize,
+}
+
+impl Table {
+    /// The columns a row is read as: the rowid first for a rowid table, then the stored ones.
+    fn select_list(&self) -> String {
+        let cols = self.cols.iter().map(|c| quote(c)).collect::<Vec<_>>();
+        match self.key {
+            Key::Rowid(r) => format!("{r}, {}", cols.join(", ")),
+            Key::Pk(_) => cols.join(", "),
+        }
+    }
+
+    /// A statement deleting the row with exactly this key (`?1`, `?2`, … are its values).
+    fn delete_sql(&self) -> String {
+        let name = quote(&self.name);
+        match &self.key {
+            Key::Rowid(r) => format!("DELETE FROM main.{name} WHERE {r} = ?1"),
+            Key::Pk(idx) => {
+                // The first term finds the row through the key's index (under its declared
+                // collation); the others keep only the exact match.
+                let cond: Vec<String> = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| {
+                        let (c, p) = (quote(&self.cols[c]), i + 1);
+                        format!("{c} IS ?{p} AND {c} IS ?{p} COLLATE BINARY AND typeof({c}) = typeof(?{p})")
+                    })
+                    .collect();
+                format!("DELETE FROM main.{name} WHERE {}", cond.join(" AND "))
+            }
+        }
+    }
+
+    /// A statement inserting one row: the rowid (for a rowid table), then the stored columns.
+    fn insert_sql(&self) -> String {
+        let n = self.cols.len() + usize::from(matches!(self.key, Key::Rowid(_)));
+        let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+        format!(
+            "INSERT INTO main.{}({}) VALUES ({})",
+            quote(&self.name),
+            self.select_list(),
+            marks.join(", ")
+        )
+    }
+}
+
+/// What the merge works on.
+struct Plan {
+    /// The tables diffed and written row by row.
+    tables: Vec<Table>,
+    /// External-content full-text tables: rebuilt from their content after the merge.
+    rebuild: Vec<String>,
+    /// The shadow tables of the other virtual tables, with their owner: those rows belong to a
+    /// virtual table that cannot be merged row by row, so a change to them is a fallback.
+    watched: Vec<(String, Table)>,
+}
 
 fn err<'a>(op: &'static str, path: &'a Path) -> impl Fn(rusqlite::Error) -> Error + 'a {
     move |e| Error::sqlite(op, path, e)
@@ -202,9 +270,14 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Names SQLite keeps for itself (`sqlite_sequence`, `sqlite_stat1`, …).
+const NOT_INTERNAL: &str = "lower(substr(name, 1, 7)) <> 'sqlite_'";
+
 fn schema(conn: &Connection, path: &Path) -> Result<Vec<(String, String, Option<String>)>> {
     let mut stmt = conn
-        .prepare("SELECT type, name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+        .prepare(&format!(
+            "SELECT type, name, sql FROM sqlite_schema WHERE {NOT_INTERNAL} ORDER BY type, name"
+        ))
         .map_err(err("read the schema of", path))?;
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -213,185 +286,258 @@ fn schema(conn: &Connection, path: &Path) -> Result<Vec<(String, String, Option<
         .map_err(err("read the schema of", path))
 }
 
-/// The tables to diff (with their primary keys), the external-content full-text tables to
-/// rebuild afterwards, or why the merge cannot be done.
-fn tables(conn: &Connection, path: &Path) -> Result<std::result::Result<Mergeable, String>> {
+/// Whether the virtual table `name` is a full-text index over external content (which a
+/// `rebuild` recomputes from that content).
+fn external_content(conn: &Connection, path: &Path, name: &str) -> Result<bool> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .map_err(err("read the schema of", path))?;
+    let lower = sql.unwrap_or_default().to_ascii_lowercase().replace(' ', "");
+    Ok(lower.contains("usingfts")
+        && lower.contains("content=")
+        && !lower.contains("content=''")
+        && !lower.contains("content=\"\""))
+}
+
+/// The tables to diff, the full-text tables to rebuild and the shadow tables to watch, or why
+/// the merge cannot be done.
+fn plan(conn: &Connection, path: &Path) -> Result<std::result::Result<Plan, String>> {
     let mut stmt = conn
-        .prepare("SELECT name, type, wr FROM pragma_table_list WHERE schema = 'main' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .prepare(&format!(
+            "SELECT name, type, wr FROM pragma_table_list WHERE schema = 'main' AND {NOT_INTERNAL} ORDER BY name"
+        ))
         .map_err(err("list the tables of", path))?;
     let list: Vec<(String, String, bool)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .and_then(|rows| rows.collect())
         .map_err(err("list the tables of", path))?;
-    let mut out = Vec::new();
-    let mut rebuild = Vec::new();
-    for (name, kind, without_rowid) in list {
-        match kind.as_str() {
-            "table" => {}
-            "virtual" => {
-                let sql: String = conn
-                    .query_row(
-                        "SELECT sql FROM sqlite_schema WHERE name = ?1",
-                        [&name],
-                        |r| r.get(0),
-                    )
-                    .map_err(err("read the schema of", path))?;
-                let lower = sql.to_ascii_lowercase().replace(' ', "");
-                if lower.contains("usingfts")
-                    && lower.contains("content=")
-                    && !lower.contains("content=''")
-                {
-                    rebuild.push(name);
-                    continue;
-                }
-                return Ok(Err(format!(
-                    "virtual table {name} holds its own rows and is not merged row by row"
-                )));
-            }
-            _ => continue, // views and full-text shadow tables belong to their owners
+    let mut vtabs = Vec::new();
+    let mut plan = Plan {
+        tables: Vec::new(),
+        rebuild: Vec::new(),
+        watched: Vec::new(),
+    };
+    for (name, _, _) in list.iter().filter(|t| t.1 == "virtual") {
+        if external_content(conn, path, name)? {
+            plan.rebuild.push(name.clone());
         }
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT name, upper(type) FROM pragma_table_info({}) WHERE pk > 0 ORDER BY pk",
-                quote_literal(&name)
-            ))
-            .map_err(err("read the columns of", path))?;
-        let pk: Vec<(String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(err("read the columns of", path))?;
-        if pk.is_empty() {
+        vtabs.push(name.as_str());
+    }
+    for (name, kind, without_rowid) in &list {
+        if kind != "table" && kind != "shadow" {
+            continue; // views, and virtual tables (whose rows live in their shadow tables)
+        }
+        // A shadow table belongs to the virtual table whose name is its longest prefix.
+        let owner = vtabs
+            .iter()
+            .filter(|v| name.starts_with(&format!("{v}_")))
+            .max_by_key(|v| v.len());
+        if owner.is_some_and(|o| plan.rebuild.iter().any(|r| r == o)) {
+            continue;
+        }
+        let table = match table_def(conn, path, name, *without_rowid)? {
+            Ok(t) => t,
+            Err(why) => return Ok(Err(why)),
+        };
+        if owner.is_none() && table.pk == 0 {
             return Ok(Err(format!("table {name} has no primary key")));
         }
-        let rowid_key = !without_rowid && pk.len() == 1 && pk[0].1 == "INTEGER";
-        let pk = pk.into_iter().map(|(c, _)| c).collect();
-        out.push(Table {
-            name,
-            pk,
-            rowid_key,
-        });
+        match owner {
+            Some(o) => plan.watched.push((o.to_string(), table)),
+            None => plan.tables.push(table),
+        }
     }
-    Ok(Ok((out, rebuild)))
+    Ok(Ok(plan))
 }
 
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// One table's stored columns and key, or why it cannot be merged.
+fn table_def(
+    conn: &Connection,
+    path: &Path,
+    name: &str,
+    without_rowid: bool,
+) -> Result<std::result::Result<Table, String>> {
+    let mut stmt = conn
+        .prepare("SELECT name, pk, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid")
+        .map_err(err("read the columns of", path))?;
+    let info: Vec<(String, i64, i64)> = stmt
+        .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(err("read the columns of", path))?;
+    // hidden: 0 a stored column, 2 or 3 a generated one (never written; recomputed).
+    let cols: Vec<String> = info
+        .iter()
+        .filter(|c| c.2 == 0)
+        .map(|c| c.0.clone())
+        .collect();
+    let pk_len = info.iter().filter(|c| c.1 > 0).count();
+    let key = if without_rowid {
+        let mut pk: Vec<(i64, &String)> = info
+            .iter()
+            .filter(|c| c.1 > 0)
+            .map(|c| (c.1, &c.0))
+            .collect();
+        pk.sort();
+        let idx: Vec<usize> = pk
+            .iter()
+            .filter_map(|(_, n)| cols.iter().position(|c| c == *n))
+            .collect();
+        if idx.is_empty() || idx.len() != pk.len() {
+            return Ok(Err(format!("the primary key of {name} cannot be read")));
+        }
+        Key::Pk(idx)
+    } else {
+        let free = ["rowid", "_rowid_", "oid"]
+            .into_iter()
+            .find(|r| !info.iter().any(|c| c.0.eq_ignore_ascii_case(r)));
+        match free {
+            Some(r) => Key::Rowid(r),
+            None => {
+                return Ok(Err(format!(
+                    "table {name} has columns named rowid, _rowid_ and oid: its rowid cannot be read"
+                )))
+            }
+        }
+    };
+    Ok(Ok(Table {
+        name: name.to_string(),
+        cols,
+        key,
+        pk: pk_len,
+    }))
 }
 
 fn key_of(values: &[Value]) -> String {
     values_json(values)
 }
 
-/// One side's changes against the base, computed with SQLite's own row comparison.
+/// Whether two values are the same exactly: type and bytes (`-0.0` is not `0.0`, `1` is not
+/// `1.0` nor `'1'`, `'ai'` is not `'AI'` whatever a column's collation says).
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Real(x), Value::Real(y)) => x.to_bits() == y.to_bits(),
+        _ => a == b,
+    }
+}
+
+fn same_ref(a: ValueRef<'_>, b: ValueRef<'_>) -> bool {
+    match (a, b) {
+        (ValueRef::Real(x), ValueRef::Real(y)) => x.to_bits() == y.to_bits(),
+        _ => a == b,
+    }
+}
+
+fn same_values(a: &[Value], b: &[Value]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(x, y))
+}
+
+fn same_change(a: &Change, b: &Change) -> bool {
+    match (a, b) {
+        (Change::Upsert(x), Change::Upsert(y)) => same_values(x, y),
+        (Change::Delete, Change::Delete) => true,
+        _ => false,
+    }
+}
+
+fn read_values(r: &rusqlite::Row<'_>, cols: std::ops::Range<usize>) -> rusqlite::Result<Vec<Value>> {
+    cols.map(|i| r.get::<_, Value>(i)).collect()
+}
+
+/// One side's changes to the tables against the base (the side attached as `side`).
 fn diff(conn: &Connection, tables: &[Table], out: &Path) -> Result<SideChanges> {
     let mut changes = SideChanges::new();
     for t in tables {
-        let name = quote(&t.name);
-        let pk_cols: Vec<String> = t.pk.iter().map(|c| quote(c)).collect();
-        let pk_list = pk_cols.join(", ");
-        let cols: Vec<String> = {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT name FROM pragma_table_info({})",
-                    quote_literal(&t.name)
-                ))
-                .map_err(err("read the columns of", out))?;
-            let v = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .and_then(|r| r.collect());
-            v.map_err(err("read the columns of", out))?
-        };
-        let pk_idx: Vec<usize> =
-            t.pk.iter()
-                .filter_map(|p| cols.iter().position(|c| c == p))
-                .collect();
-        let table = changes.entry(t.name.clone()).or_default();
-        if t.rowid_key {
-            merge_join(
-                conn,
-                &name,
-                &quote(&t.pk[0]),
-                pk_idx[0],
-                cols.len(),
-                table,
-                out,
-            )?;
-            if table.is_empty() {
-                changes.remove(&t.name);
-            }
-            continue;
+        let mut table = BTreeMap::new();
+        match &t.key {
+            Key::Rowid(_) => merge_join(conn, t, &mut table, out)?,
+            Key::Pk(idx) => key_diff(conn, t, idx, &mut table, out)?,
         }
-        let sql = format!("SELECT * FROM side.{name} EXCEPT SELECT * FROM main.{name}");
-        let mut stmt = conn.prepare(&sql).map_err(err("diff", out))?;
-        let n = cols.len();
-        let mut rows = stmt.query([]).map_err(err("diff", out))?;
-        while let Some(r) = rows.next().map_err(err("diff", out))? {
-            let row: Vec<Value> = (0..n)
-                .map(|i| r.get(i))
-                .collect::<rusqlite::Result<_>>()
-                .map_err(err("diff", out))?;
-            let key: Vec<Value> = pk_idx.iter().map(|&i| row[i].clone()).collect();
-            table.insert(key_of(&key), (key, Change::Upsert(row)));
-        }
-        let sql =
-            format!("SELECT {pk_list} FROM main.{name} EXCEPT SELECT {pk_list} FROM side.{name}");
-        let mut stmt = conn.prepare(&sql).map_err(err("diff", out))?;
-        let mut rows = stmt.query([]).map_err(err("diff", out))?;
-        while let Some(r) = rows.next().map_err(err("diff", out))? {
-            let key: Vec<Value> = (0..t.pk.len())
-                .map(|i| r.get(i))
-                .collect::<rusqlite::Result<_>>()
-                .map_err(err("diff", out))?;
-            table.insert(key_of(&key), (key, Change::Delete));
-        }
-        if table.is_empty() {
-            changes.remove(&t.name);
+        if !table.is_empty() {
+            changes.insert(t.name.clone(), table);
         }
     }
     Ok(changes)
 }
 
-/// The diff of a rowid-keyed table: both copies read once, in key order, side by side.
-/// Values are compared borrowed; only changed rows are copied out.
-fn merge_join(
+/// The diff of a `WITHOUT ROWID` table: the base's rows by exact key, then the side's
+/// looked up among them.
+fn key_diff(
     conn: &Connection,
-    name: &str,
-    key_col: &str,
-    key_idx: usize,
-    n: usize,
+    t: &Table,
+    idx: &[usize],
     table: &mut BTreeMap<String, (Vec<Value>, Change)>,
     out: &Path,
 ) -> Result<()> {
     let e = err("diff", out);
+    let (name, list, n) = (quote(&t.name), t.select_list(), t.cols.len());
+    let key = |row: &[Value]| idx.iter().map(|&i| row[i].clone()).collect::<Vec<_>>();
+    let mut base: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut stmt = conn
+        .prepare(&format!("SELECT {list} FROM main.{name}"))
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
+    while let Some(r) = rows.next().map_err(&e)? {
+        let row = read_values(r, 0..n).map_err(&e)?;
+        base.insert(key_of(&key(&row)), row);
+    }
+    let mut stmt = conn
+        .prepare(&format!("SELECT {list} FROM side.{name}"))
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
+    while let Some(r) = rows.next().map_err(&e)? {
+        let row = read_values(r, 0..n).map_err(&e)?;
+        let k = key(&row);
+        let canon = key_of(&k);
+        match base.remove(&canon) {
+            Some(old) if same_values(&old, &row) => {}
+            _ => {
+                table.insert(canon, (k, Change::Upsert(row)));
+            }
+        }
+    }
+    for (canon, old) in base {
+        table.insert(canon, (key(&old), Change::Delete));
+    }
+    Ok(())
+}
+
+/// The diff of a rowid table: both copies read once, in rowid order, side by side.
+/// Values are compared borrowed and exactly; only changed rows are copied out.
+fn merge_join(
+    conn: &Connection,
+    t: &Table,
+    table: &mut BTreeMap<String, (Vec<Value>, Change)>,
+    out: &Path,
+) -> Result<()> {
+    let e = err("diff", out);
+    let Key::Rowid(rowid) = t.key else {
+        return Ok(());
+    };
+    let (name, list, n) = (quote(&t.name), t.select_list(), t.cols.len());
     let mut base_stmt = conn
-        .prepare(&format!("SELECT * FROM main.{name} ORDER BY {key_col}"))
+        .prepare(&format!("SELECT {list} FROM main.{name} ORDER BY {rowid}"))
         .map_err(&e)?;
     let mut side_stmt = conn
-        .prepare(&format!("SELECT * FROM side.{name} ORDER BY {key_col}"))
+        .prepare(&format!("SELECT {list} FROM side.{name} ORDER BY {rowid}"))
         .map_err(&e)?;
     let mut base_rows = base_stmt.query([]).map_err(&e)?;
     let mut side_rows = side_stmt.query([]).map_err(&e)?;
-    let key = |r: &rusqlite::Row<'_>| r.get::<_, i64>(key_idx);
-    let owned = |r: &rusqlite::Row<'_>| {
-        (0..n)
-            .map(|i| r.get::<_, Value>(i))
-            .collect::<rusqlite::Result<Vec<_>>>()
-    };
+    let key = |r: &rusqlite::Row<'_>| r.get::<_, i64>(0);
     let same = |a: &rusqlite::Row<'_>, b: &rusqlite::Row<'_>| -> rusqlite::Result<bool> {
-        for i in 0..n {
-            if a.get_ref(i)? != b.get_ref(i)? {
+        for i in 1..=n {
+            if !same_ref(a.get_ref(i)?, b.get_ref(i)?) {
                 return Ok(false);
             }
         }
         Ok(true)
     };
-    let delete = |k: i64, table: &mut BTreeMap<String, (Vec<Value>, Change)>| {
+    let mut record = |k: i64, change: Change| {
         let key = vec![Value::Integer(k)];
-        table.insert(key_of(&key), (key, Change::Delete));
-    };
-    let upsert = |k: i64, row: Vec<Value>, table: &mut BTreeMap<String, (Vec<Value>, Change)>| {
-        let key = vec![Value::Integer(k)];
-        table.insert(key_of(&key), (key, Change::Upsert(row)));
+        table.insert(key_of(&key), (key, change));
     };
     let mut b = base_rows.next().map_err(&e)?;
     let mut s = side_rows.next().map_err(&e)?;
@@ -399,25 +545,23 @@ fn merge_join(
         let (advance_base, advance_side) = match (b, s) {
             (None, None) => break,
             (Some(br), None) => {
-                delete(key(br).map_err(&e)?, table);
+                record(key(br).map_err(&e)?, Change::Delete);
                 (true, false)
             }
             (None, Some(sr)) => {
-                upsert(key(sr).map_err(&e)?, owned(sr).map_err(&e)?, table);
+                let row = read_values(sr, 1..n + 1).map_err(&e)?;
+                record(key(sr).map_err(&e)?, Change::Upsert(row));
                 (false, true)
             }
             (Some(br), Some(sr)) => {
                 let (kb, ks) = (key(br).map_err(&e)?, key(sr).map_err(&e)?);
                 if kb < ks {
-                    delete(kb, table);
+                    record(kb, Change::Delete);
                     (true, false)
-                } else if kb > ks {
-                    upsert(ks, owned(sr).map_err(&e)?, table);
-                    (false, true)
+                } else if kb > ks || !same(br, sr).map_err(&e)? {
+                    record(ks, Change::Upsert(read_values(sr, 1..n + 1).map_err(&e)?));
+                    (kb == ks, true)
                 } else {
-                    if !same(br, sr).map_err(&e)? {
-                        upsert(ks, owned(sr).map_err(&e)?, table);
-                    }
                     (true, true)
                 }
             }
@@ -430,6 +574,47 @@ fn merge_join(
         }
     }
     Ok(())
+}
+
+/// The `sqlite_sequence` counters of the database attached as `schema` (none without
+/// `AUTOINCREMENT` tables).
+fn sequences(conn: &Connection, schema: &str, path: &Path) -> Result<Vec<(String, i64)>> {
+    let e = err("read the AUTOINCREMENT counters of", path);
+    let exists: i64 = conn
+        .query_row(
+            &format!("SELECT count(*) FROM {schema}.sqlite_schema WHERE name = 'sqlite_sequence'"),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&e)?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare(&format!("SELECT name, seq FROM {schema}.sqlite_sequence"))
+        .map_err(&e)?;
+    let v = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect());
+    v.map_err(&e)
+}
+
+/// What one side brings: its row changes and its AUTOINCREMENT counters, or why it cannot be
+/// merged (a virtual table's own rows changed).
+type SideRead = std::result::Result<(SideChanges, Vec<(String, i64)>), String>;
+
+/// Reads the side attached as `side`.
+fn read_side(conn: &Connection, plan: &Plan, side: &MergeSide, out: &Path) -> Result<SideRead> {
+    for (owner, shadow) in &plan.watched {
+        if !diff(conn, std::slice::from_ref(shadow), out)?.is_empty() {
+            return Ok(Err(format!(
+                "virtual table {owner} changed in {}: its rows are kept by its module and cannot be merged row by row",
+                side.location
+            )));
+        }
+    }
+    let changes = diff(conn, &plan.tables, out)?;
+    Ok(Ok((changes, sequences(conn, "side", &side.path)?)))
 }
 
 /// Merges `sides` against `base` into a new file `out`. Returns how it went; `out` exists only
@@ -447,28 +632,18 @@ pub fn merge_files(
     result
 }
 
-fn merge_inner(
-    base: &Path,
-    sides: &[MergeSide],
-    strategy: Strategy,
-    out: &Path,
-) -> Result<MergeOutcome> {
-    std::fs::copy(base, out).ctx("copy the base to", out)?;
-    let conn = Connection::open_with_flags(out, OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .map_err(err("open", out))?;
-    conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA foreign_keys = OFF;")
-        .map_err(err("prepare", out))?;
-    let base_schema = schema(&conn, out)?;
-    let (tables, rebuild) = match tables(&conn, out)? {
-        Ok(t) => t,
-        Err(why) => return Ok(MergeOutcome::Fallback(why)),
-    };
+/// Every side's changes and the highest AUTOINCREMENT counters, or why the merge cannot be done.
+type AllSides = std::result::Result<(Vec<SideChanges>, BTreeMap<String, i64>), String>;
+
+fn read_sides(conn: &Connection, plan: &Plan, sides: &[MergeSide], out: &Path) -> Result<AllSides> {
+    let base_schema = schema(conn, out)?;
     let mut changes = Vec::new();
+    let mut seqs = BTreeMap::new();
     for side in sides {
         let side_conn = Connection::open_with_flags(&side.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(err("open", &side.path))?;
         if schema(&side_conn, &side.path)? != base_schema {
-            return Ok(MergeOutcome::Fallback(format!(
+            return Ok(Err(format!(
                 "the schema in {} differs from the last agreed version (a migration?)",
                 side.location
             )));
@@ -476,91 +651,90 @@ fn merge_inner(
         drop(side_conn);
         conn.execute("ATTACH DATABASE ?1 AS side", [side.path.to_string_lossy()])
             .map_err(err("attach", &side.path))?;
-        let d = diff(&conn, &tables, out);
+        let read = read_side(conn, plan, side, out);
         conn.execute("DETACH DATABASE side", [])
             .map_err(err("detach", &side.path))?;
-        changes.push(d?);
+        let (c, s) = match read? {
+            Ok(r) => r,
+            Err(why) => return Ok(Err(why)),
+        };
+        changes.push(c);
+        for (name, seq) in s {
+            let m = seqs.entry(name).or_insert(seq);
+            *m = (*m).max(seq);
+        }
     }
-    let (merged, row_conflicts) = combine(sides, &changes, strategy);
-    if strategy == Strategy::Manual && !row_conflicts.is_empty() {
-        return Ok(MergeOutcome::Held(row_conflicts));
-    }
+    Ok(Ok((changes, seqs)))
+}
+
+/// Writes the merged changes into `out` (inside its transaction): every replaced or deleted
+/// row is deleted first, then the new rows are inserted, so that a row whose unique key only
+/// changed case or type never meets its old self. `Err` says which constraint the merged
+/// rows break (then nothing is kept).
+fn write_rows(
+    conn: &Connection,
+    tables: &[Table],
+    merged: &BTreeMap<String, TableChanges>,
+    out: &Path,
+) -> Result<std::result::Result<usize, String>> {
     let mut rows_changed = 0;
-    conn.execute_batch("BEGIN").map_err(err("write", out))?;
-    for t in &tables {
-        let Some(table) = merged.get(&t.name) else {
+    for t in tables {
+        let Some(changes) = merged.get(&t.name) else {
             continue;
         };
-        let name = quote(&t.name);
-        let cond: Vec<String> =
-            t.pk.iter()
-                .enumerate()
-                .map(|(i, c)| format!("{} IS ?{}", quote(c), i + 1))
-                .collect();
-        let mut delete = conn
-            .prepare(&format!(
-                "DELETE FROM main.{name} WHERE {}",
-                cond.join(" AND ")
-            ))
-            .map_err(err("write", out))?;
-        let mut insert: Option<rusqlite::Statement<'_>> = None;
-        for (key, change) in table.values() {
+        let mut delete = conn.prepare(&t.delete_sql()).map_err(err("write", out))?;
+        for (key, _) in changes.values() {
             delete
                 .execute(rusqlite::params_from_iter(key.iter()))
                 .map_err(err("write", out))?;
-            if let Change::Upsert(row) = change {
-                if insert.is_none() {
-                    let marks: Vec<String> = (1..=row.len()).map(|i| format!("?{i}")).collect();
-                    let sql = format!("INSERT INTO main.{name} VALUES ({})", marks.join(", "));
-                    insert = Some(conn.prepare(&sql).map_err(err("write", out))?);
-                }
-                let Some(stmt) = insert.as_mut() else {
-                    continue;
-                };
-                if let Err(e) = stmt.execute(rusqlite::params_from_iter(row.iter())) {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return Ok(MergeOutcome::Fallback(format!(
-                        "the merged rows break a constraint of {}: {e}",
-                        t.name
-                    )));
-                }
-            }
             rows_changed += 1;
         }
     }
-    // AUTOINCREMENT counters: never behind any side's.
-    let has_seq: bool = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_sequence'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(err("read", out))?
-        > 0;
-    if has_seq {
-        for t in &tables {
-            let max: Option<i64> = conn
-                .query_row(
-                    &format!("SELECT max(rowid) FROM main.{}", quote(&t.name)),
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap_or(None);
-            if let Some(max) = max {
-                conn.execute(
-                    "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = ?2",
-                    rusqlite::params![max, t.name],
-                )
-                .map_err(err("write", out))?;
+    for t in tables {
+        let Some(changes) = merged.get(&t.name) else {
+            continue;
+        };
+        let mut insert = conn.prepare(&t.insert_sql()).map_err(err("write", out))?;
+        for (key, change) in changes.values() {
+            let Change::Upsert(row) = change else {
+                continue;
+            };
+            let rowid = matches!(t.key, Key::Rowid(_)).then_some(key).into_iter();
+            let params = rowid.flatten().chain(row.iter());
+            if let Err(e) = insert.execute(rusqlite::params_from_iter(params)) {
+                return Ok(Err(format!(
+                    "the merged rows break a constraint of {} (two rows with keys equal under its collation, or a unique value taken twice?): {e}",
+                    t.name
+                )));
             }
         }
     }
-    for fts in &rebuild {
-        let q = quote(fts);
-        conn.execute(&format!("INSERT INTO {q}({q}) VALUES('rebuild')"), [])
-            .map_err(err("rebuild full-text index in", out))?;
+    Ok(Ok(rows_changed))
+}
+
+/// Sets every AUTOINCREMENT counter to the highest any version reached (never lower).
+fn write_sequences(conn: &Connection, seqs: &BTreeMap<String, i64>, out: &Path) -> Result<()> {
+    for (name, seq) in seqs {
+        let updated = conn
+            .execute(
+                "UPDATE main.sqlite_sequence SET seq = max(seq, ?1) WHERE name = ?2",
+                rusqlite::params![seq, name],
+            )
+            .map_err(err("write the AUTOINCREMENT counters of", out))?;
+        if updated == 0 {
+            conn.execute(
+                "INSERT INTO main.sqlite_sequence(name, seq) VALUES (?2, ?1)",
+                rusqlite::params![seq, name],
+            )
+            .map_err(err("write the AUTOINCREMENT counters of", out))?;
+        }
     }
-    conn.execute_batch("COMMIT").map_err(err("write", out))?;
+    Ok(())
+}
+
+/// Why the merged database in `out` cannot be kept (broken foreign keys, a failed integrity
+/// check), if so.
+fn check_merged(conn: &Connection, out: &Path) -> Result<Option<String>> {
     let fk: Vec<String> = {
         let mut stmt = conn
             .prepare("PRAGMA foreign_key_check")
@@ -578,7 +752,7 @@ fn merge_inner(
         v.map_err(err("check", out))?
     };
     if !fk.is_empty() {
-        return Ok(MergeOutcome::Fallback(format!(
+        return Ok(Some(format!(
             "the merged version breaks foreign keys: {}",
             fk.join(", ")
         )));
@@ -586,10 +760,53 @@ fn merge_inner(
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(err("check", out))?;
-    if check != "ok" {
-        return Ok(MergeOutcome::Fallback(format!(
-            "the merged version fails its integrity check: {check}"
-        )));
+    Ok((check != "ok").then(|| format!("the merged version fails its integrity check: {check}")))
+}
+
+fn merge_inner(
+    base: &Path,
+    sides: &[MergeSide],
+    strategy: Strategy,
+    out: &Path,
+) -> Result<MergeOutcome> {
+    std::fs::copy(base, out).ctx("copy the base to", out)?;
+    let conn = Connection::open_with_flags(out, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(err("open", out))?;
+    // The merge writes final values: the database's own triggers must not run again, and
+    // foreign keys are checked once the whole merged version is written.
+    conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA foreign_keys = OFF;")
+        .map_err(err("prepare", out))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
+        .map_err(err("turn off the triggers of", out))?;
+    let plan = match plan(&conn, out)? {
+        Ok(p) => p,
+        Err(why) => return Ok(MergeOutcome::Fallback(why)),
+    };
+    let (changes, seqs) = match read_sides(&conn, &plan, sides, out)? {
+        Ok(read) => read,
+        Err(why) => return Ok(MergeOutcome::Fallback(why)),
+    };
+    let (merged, row_conflicts) = combine(sides, &changes, strategy);
+    if strategy == Strategy::Manual && !row_conflicts.is_empty() {
+        return Ok(MergeOutcome::Held(row_conflicts));
+    }
+    conn.execute_batch("BEGIN").map_err(err("write", out))?;
+    let rows_changed = match write_rows(&conn, &plan.tables, &merged, out)? {
+        Ok(n) => n,
+        Err(why) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Ok(MergeOutcome::Fallback(why));
+        }
+    };
+    write_sequences(&conn, &seqs, out)?;
+    for fts in &plan.rebuild {
+        let q = quote(fts);
+        conn.execute(&format!("INSERT INTO {q}({q}) VALUES('rebuild')"), [])
+            .map_err(err("rebuild full-text index in", out))?;
+    }
+    conn.execute_batch("COMMIT").map_err(err("write", out))?;
+    if let Some(why) = check_merged(&conn, out)? {
+        return Ok(MergeOutcome::Fallback(why));
     }
     conn.close()
         .map_err(|(_, e)| Error::sqlite("close", out, e))?;
@@ -1047,5 +1264,194 @@ mod tests {
             .map(|r| r.unwrap())
             .collect();
         assert_eq!(tags, vec![("red".into(), "#e00".into())]);
+    }
+}
+
+/// Regression tests for the row merge's exactness (issue 13): each failed on the merge that
+/// read columns with `table_info`, compared rows under the columns' collations and let the
+/// database's triggers run.
+#[cfg(test)]
+mod exact {
+    use super::*;
+
+    struct Merged {
+        _dir: tempfile::TempDir,
+        conn: Connection,
+    }
+
+    /// Merges `sql_a` (local, older) and `sql_b` (icloud, newer) made on `base_sql`; panics
+    /// unless it merged without a row conflict.
+    fn merge(base_sql: &str, sql_a: &str, sql_b: &str) -> Merged {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        Connection::open(path("base.db"))
+            .unwrap()
+            .execute_batch(base_sql)
+            .unwrap();
+        let mut sides = Vec::new();
+        for (i, (loc, sql)) in [("local", sql_a), ("icloud", sql_b)].iter().enumerate() {
+            let p = path(&format!("{loc}.db"));
+            std::fs::copy(path("base.db"), &p).unwrap();
+            Connection::open(&p).unwrap().execute_batch(sql).unwrap();
+            sides.push(MergeSide {
+                location: loc.to_string(),
+                local: i == 0,
+                mtime_ns: i as i64,
+                path: p,
+            });
+        }
+        let out = path("out.db");
+        match merge_files(&path("base.db"), &sides, Strategy::Manual, &out).unwrap() {
+            MergeOutcome::Merged { row_conflicts, .. } => {
+                assert!(row_conflicts.is_empty(), "{row_conflicts:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let conn = Connection::open(&out).unwrap();
+        Merged { _dir: dir, conn }
+    }
+
+    /// Every row of `sql`, each value with its exact type (`Real(-0.0)` keeps its sign).
+    fn rows(m: &Merged, sql: &str) -> Vec<String> {
+        let mut st = m.conn.prepare(sql).unwrap();
+        let n = st.column_count();
+        st.query_map([], |r| {
+            let v: Vec<String> = (0..n)
+                .map(|i| format!("{:?}", r.get::<_, Value>(i).unwrap()))
+                .collect();
+            Ok(v.join(" "))
+        })
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn generated_columns_between_stored_ones_are_recomputed_not_shifted() {
+        let m = merge(
+            "CREATE TABLE items(id INTEGER PRIMARY KEY, a TEXT,
+                 g TEXT GENERATED ALWAYS AS (a || '!') VIRTUAL,
+                 s TEXT GENERATED ALWAYS AS (upper(a)) STORED, b TEXT);
+             INSERT INTO items(id, a, b) VALUES (1, 'a1', 'b1'), (2, 'a2', 'b2');",
+            "UPDATE items SET b = 'B1' WHERE id = 1;",
+            "UPDATE items SET a = 'x2' WHERE id = 2; INSERT INTO items(id, a, b) VALUES (3, 'a3', 'b3');",
+        );
+        assert_eq!(
+            rows(&m, "SELECT id, a, g, s, b FROM items ORDER BY id"),
+            [
+                r#"Integer(1) Text("a1") Text("a1!") Text("A1") Text("B1")"#,
+                r#"Integer(2) Text("x2") Text("x2!") Text("X2") Text("b2")"#,
+                r#"Integer(3) Text("a3") Text("a3!") Text("A3") Text("b3")"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_case_only_rename_in_a_nocase_key_survives() {
+        let m = merge(
+            "CREATE TABLE tags(name TEXT PRIMARY KEY COLLATE NOCASE, n INTEGER) WITHOUT ROWID;
+             CREATE TABLE terms(name TEXT PRIMARY KEY COLLATE NOCASE, n INTEGER);
+             INSERT INTO tags VALUES ('ai', 1), ('ml', 2);
+             INSERT INTO terms VALUES ('ai', 1), ('ml', 2);",
+            "UPDATE tags SET name = 'AI' WHERE name = 'ai'; UPDATE terms SET name = 'AI' WHERE name = 'ai';",
+            "UPDATE tags SET n = 20 WHERE name = 'ml'; UPDATE terms SET n = 20 WHERE name = 'ml';",
+        );
+        let want = [r#"Text("AI") Integer(1)"#, r#"Text("ml") Integer(20)"#];
+        assert_eq!(rows(&m, "SELECT name, n FROM tags ORDER BY name"), want);
+        assert_eq!(rows(&m, "SELECT name, n FROM terms ORDER BY rowid"), want);
+    }
+
+    #[test]
+    fn a_case_only_change_in_a_nocase_column_survives() {
+        let m = merge(
+            "CREATE TABLE tags(name TEXT PRIMARY KEY, label TEXT COLLATE NOCASE) WITHOUT ROWID;
+             INSERT INTO tags VALUES ('a', 'ai'), ('b', 'ml');",
+            "UPDATE tags SET label = 'AI' WHERE name = 'a';",
+            "UPDATE tags SET label = 'ML!' WHERE name = 'b';",
+        );
+        assert_eq!(
+            rows(&m, "SELECT name, label FROM tags ORDER BY name"),
+            [r#"Text("a") Text("AI")"#, r#"Text("b") Text("ML!")"#]
+        );
+    }
+
+    #[test]
+    fn the_databases_triggers_do_not_run_again() {
+        let m = merge(
+            "CREATE TABLE entities(id INTEGER PRIMARY KEY, name TEXT);
+             CREATE TABLE counters(name TEXT PRIMARY KEY, n INTEGER);
+             CREATE TRIGGER e_ins AFTER INSERT ON entities
+                 BEGIN UPDATE counters SET n = n + 1 WHERE name = 'entities'; END;
+             CREATE TRIGGER e_del AFTER DELETE ON entities
+                 BEGIN UPDATE counters SET n = n - 1 WHERE name = 'entities'; END;
+             INSERT INTO counters VALUES ('entities', 0);
+             INSERT INTO entities VALUES (1, 'one'), (2, 'two');",
+            "INSERT INTO entities VALUES (3, 'three');",
+            "UPDATE entities SET name = 'TWO' WHERE id = 2;",
+        );
+        assert_eq!(rows(&m, "SELECT n FROM counters"), ["Integer(3)"]);
+        assert_eq!(rows(&m, "SELECT count(*) FROM entities"), ["Integer(3)"]);
+    }
+
+    #[test]
+    fn autoincrement_counters_end_at_the_highest_of_the_sides() {
+        let m = merge(
+            "CREATE TABLE log(id INTEGER PRIMARY KEY AUTOINCREMENT, msg TEXT);
+             INSERT INTO log(msg) VALUES ('one'), ('two');",
+            "INSERT INTO log VALUES (10, 'ten'); DELETE FROM log WHERE id = 10;",
+            "INSERT INTO log VALUES (5, 'five');",
+        );
+        assert_eq!(
+            rows(&m, "SELECT seq FROM sqlite_sequence WHERE name = 'log'"),
+            ["Integer(10)"]
+        );
+        assert_eq!(rows(&m, "SELECT id FROM log ORDER BY id").len(), 3);
+    }
+
+    #[test]
+    fn values_are_compared_by_type_and_bytes() {
+        let m = merge(
+            "CREATE TABLE kv(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+             CREATE TABLE nums(id INTEGER PRIMARY KEY, v);
+             CREATE TABLE inf(k PRIMARY KEY, v) WITHOUT ROWID;
+             INSERT INTO kv VALUES ('a', 1), ('b', 2);
+             INSERT INTO nums VALUES (1, 0.0), (2, 0.0);
+             INSERT INTO inf VALUES (1e999, 'plus'), (-1e999, 'minus');",
+            "UPDATE kv SET v = 1.0 WHERE k = 'a'; UPDATE nums SET v = -0.0 WHERE id = 1;
+             UPDATE inf SET v = 'PLUS' WHERE k = 1e999;",
+            "UPDATE kv SET v = '2' WHERE k = 'b'; UPDATE nums SET v = 1 WHERE id = 2;
+             UPDATE inf SET v = 'MINUS' WHERE k = -1e999;",
+        );
+        assert_eq!(
+            rows(&m, "SELECT k, v FROM kv ORDER BY k"),
+            [r#"Text("a") Real(1.0)"#, r#"Text("b") Text("2")"#]
+        );
+        assert_eq!(
+            rows(&m, "SELECT id, v FROM nums ORDER BY id"),
+            ["Integer(1) Real(-0.0)", "Integer(2) Integer(1)"]
+        );
+        assert_eq!(
+            rows(&m, "SELECT k, v FROM inf ORDER BY k"),
+            [r#"Real(-inf) Text("MINUS")"#, r#"Real(inf) Text("PLUS")"#]
+        );
+    }
+
+    #[test]
+    fn unique_values_swapped_between_rows_merge() {
+        let m = merge(
+            "CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT UNIQUE, n INTEGER);
+             INSERT INTO users VALUES (1, 'a@x', 0), (2, 'b@x', 0), (3, 'c@x', 0);",
+            "UPDATE users SET email = 'tmp' WHERE id = 1; UPDATE users SET email = 'a@x' WHERE id = 2;
+             UPDATE users SET email = 'b@x' WHERE id = 1;",
+            "UPDATE users SET n = 3 WHERE id = 3;",
+        );
+        assert_eq!(
+            rows(&m, "SELECT id, email, n FROM users ORDER BY id"),
+            [
+                r#"Integer(1) Text("b@x") Integer(0)"#,
+                r#"Integer(2) Text("a@x") Integer(0)"#,
+                r#"Integer(3) Text("c@x") Integer(3)"#,
+            ]
+        );
     }
 }
