@@ -296,7 +296,10 @@ fn external_content(conn: &Connection, path: &Path, name: &str) -> Result<bool> 
             |r| r.get(0),
         )
         .map_err(err("read the schema of", path))?;
-    let lower = sql.unwrap_or_default().to_ascii_lowercase().replace(' ', "");
+    let lower = sql
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .replace(' ', "");
     Ok(lower.contains("usingfts")
         && lower.contains("content=")
         && !lower.contains("content=''")
@@ -396,11 +399,9 @@ fn table_def(
             .find(|r| !info.iter().any(|c| c.0.eq_ignore_ascii_case(r)));
         match free {
             Some(r) => Key::Rowid(r),
-            None => {
-                return Ok(Err(format!(
-                    "table {name} has columns named rowid, _rowid_ and oid: its rowid cannot be read"
-                )))
-            }
+            None => return Ok(Err(format!(
+                "table {name} has columns named rowid, _rowid_ and oid: its rowid cannot be read"
+            ))),
         }
     };
     Ok(Ok(Table {
@@ -443,7 +444,10 @@ fn same_change(a: &Change, b: &Change) -> bool {
     }
 }
 
-fn read_values(r: &rusqlite::Row<'_>, cols: std::ops::Range<usize>) -> rusqlite::Result<Vec<Value>> {
+fn read_values(
+    r: &rusqlite::Row<'_>,
+    cols: std::ops::Range<usize>,
+) -> rusqlite::Result<Vec<Value>> {
     cols.map(|i| r.get::<_, Value>(i)).collect()
 }
 
