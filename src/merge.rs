@@ -399,9 +399,11 @@ fn table_def(
             .find(|r| !info.iter().any(|c| c.0.eq_ignore_ascii_case(r)));
         match free {
             Some(r) => Key::Rowid(r),
-            None => return Ok(Err(format!(
+            None => {
+                return Ok(Err(format!(
                 "table {name} has columns named rowid, _rowid_ and oid: its rowid cannot be read"
-            ))),
+            )))
+            }
         }
     };
     Ok(Ok(Table {
