@@ -242,8 +242,10 @@ impl Table {
     fn insert_sql(&self) -> String {
         let n = self.cols.len() + usize::from(matches!(self.key, Key::Rowid(_)));
         let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+        // OR ABORT overrides any ON CONFLICT REPLACE/IGNORE of the table's constraints: a
+        // merged row must never silently replace or drop another.
         format!(
-            "INSERT INTO main.{}({}) VALUES ({})",
+            "INSERT OR ABORT INTO main.{}({}) VALUES ({})",
             quote(&self.name),
             self.select_list(),
             marks.join(", ")
@@ -1285,9 +1287,8 @@ mod exact {
         conn: Connection,
     }
 
-    /// Merges `sql_a` (local, older) and `sql_b` (icloud, newer) made on `base_sql`; panics
-    /// unless it merged without a row conflict.
-    fn merge(base_sql: &str, sql_a: &str, sql_b: &str) -> Merged {
+    /// Merges `sql_a` (local, older) and `sql_b` (icloud, newer) made on `base_sql` (newest).
+    fn run(base_sql: &str, sql_a: &str, sql_b: &str) -> (tempfile::TempDir, MergeOutcome) {
         let dir = tempfile::tempdir().unwrap();
         let path = |n: &str| dir.path().join(n);
         Connection::open(path("base.db"))
@@ -1306,15 +1307,29 @@ mod exact {
                 path: p,
             });
         }
-        let out = path("out.db");
-        match merge_files(&path("base.db"), &sides, Strategy::Manual, &out).unwrap() {
+        let outcome = merge_files(&path("base.db"), &sides, Strategy::Newest, &path("out.db"));
+        (dir, outcome.unwrap())
+    }
+
+    /// [`run`], which must merge without a row conflict.
+    fn merge(base_sql: &str, sql_a: &str, sql_b: &str) -> Merged {
+        let (dir, outcome) = run(base_sql, sql_a, sql_b);
+        match outcome {
             MergeOutcome::Merged { row_conflicts, .. } => {
                 assert!(row_conflicts.is_empty(), "{row_conflicts:?}")
             }
             other => panic!("{other:?}"),
         }
-        let conn = Connection::open(&out).unwrap();
+        let conn = Connection::open(dir.path().join("out.db")).unwrap();
         Merged { _dir: dir, conn }
+    }
+
+    /// [`run`], which must fall back; the reason.
+    fn fallback(base_sql: &str, sql_a: &str, sql_b: &str) -> String {
+        match run(base_sql, sql_a, sql_b).1 {
+            MergeOutcome::Fallback(why) => why,
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Every row of `sql`, each value with its exact type (`Real(-0.0)` keeps its sign).
@@ -1459,5 +1474,59 @@ mod exact {
                 r#"Integer(3) Text("c@x") Integer(3)"#,
             ]
         );
+    }
+
+    #[test]
+    fn keys_equal_under_nocase_but_not_in_bytes_fall_back() {
+        let why = fallback(
+            "CREATE TABLE tags(name TEXT PRIMARY KEY COLLATE NOCASE, n INTEGER) WITHOUT ROWID;
+             INSERT INTO tags VALUES ('ai', 1);",
+            "UPDATE tags SET name = 'AI' WHERE name = 'ai';",
+            "UPDATE tags SET name = 'Ai' WHERE name = 'ai';",
+        );
+        assert!(why.contains("constraint of tags"), "{why}");
+    }
+
+    #[test]
+    fn a_replace_conflict_clause_never_drops_a_merged_row() {
+        let why = fallback(
+            "CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT UNIQUE ON CONFLICT REPLACE);
+             INSERT INTO users VALUES (1, 'a@x');",
+            "INSERT INTO users VALUES (3, 'new@x');",
+            "INSERT INTO users VALUES (4, 'new@x');",
+        );
+        assert!(why.contains("UNIQUE"), "{why}");
+    }
+
+    #[test]
+    fn a_changed_contentless_index_falls_back_an_unchanged_one_merges() {
+        let schema = "CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT);
+             CREATE TABLE notes(id INTEGER PRIMARY KEY, t TEXT);
+             CREATE VIRTUAL TABLE docs_fts USING fts5(body, content = '');
+             CREATE TRIGGER docs_i AFTER INSERT ON docs BEGIN
+                 INSERT INTO docs_fts(rowid, body) VALUES (new.id, new.body); END;
+             INSERT INTO docs VALUES (1, 'alpha'); INSERT INTO notes VALUES (1, 'n');";
+        let why = fallback(
+            schema,
+            "INSERT INTO docs VALUES (2, 'beta');",
+            "UPDATE notes SET t = 'N' WHERE id = 1;",
+        );
+        assert!(
+            why.contains("virtual table docs_fts changed in local"),
+            "{why}"
+        );
+        let m = merge(
+            schema,
+            "INSERT INTO notes VALUES (2, 'm');",
+            "UPDATE notes SET t = 'N' WHERE id = 1;",
+        );
+        assert_eq!(
+            rows(
+                &m,
+                "SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'alpha'"
+            ),
+            ["Integer(1)"]
+        );
+        assert_eq!(rows(&m, "SELECT count(*) FROM notes"), ["Integer(2)"]);
     }
 }

@@ -215,6 +215,12 @@ pub fn add_feature(s: &mut Schema, rng: &mut Rng, f: &'static str, n: &str) {
                  CREATE TRIGGER {n}_d AFTER DELETE ON {n} BEGIN UPDATE {n}_count SET n = n - 1; END;"
             )
         }
+        "conflict_clause" => {
+            s.specs
+                .push(rowid_spec(n, &[("a", Dom::Any), ("b", Dom::Text)]));
+            let on = rng.pick(&["REPLACE", "IGNORE", "FAIL"]);
+            format!("CREATE TABLE {n}(id INTEGER PRIMARY KEY ON CONFLICT REPLACE, a, b TEXT UNIQUE ON CONFLICT {on});")
+        }
         "view" => {
             s.specs.push(rowid_spec(n, &[("a", Dom::Any)]));
             format!("CREATE TABLE {n}(id INTEGER PRIMARY KEY, a); CREATE VIEW {n}_v AS SELECT id, typeof(a) FROM {n};")
@@ -278,6 +284,7 @@ pub const FEATURES: &[&str] = &[
     "any_key",
     "check_and_indexes",
     "trigger_counter",
+    "conflict_clause",
     "view",
     "foreign_key",
     "fts_external",
