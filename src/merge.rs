@@ -4,6 +4,14 @@
 //! sides is a row conflict, whose winner the strategy picks (or, with `manual`, the whole file
 //! is held). Anything the merge cannot vouch for falls back to the file-level strategy.
 //!
+//! The merge is exact for every schema SQLite accepts (SPEC §6): a rowid table's rows are
+//! identified by their rowid, a `WITHOUT ROWID` table's by its PRIMARY KEY; only stored
+//! columns are read and written (`table_xinfo`; generated ones are recomputed); values are
+//! compared by type and bytes, never under a column's collation; the database's triggers are
+//! off while the merged rows are written, foreign keys are checked once they all are, and
+//! AUTOINCREMENT counters end at the highest any version reached. External-content full-text
+//! indexes are rebuilt; a change to any other virtual table's rows is a fall-back.
+//!
 //! [`combine`] is the pure decision; [`merge_files`] does the I/O around it.
 
 use crate::config::Strategy;

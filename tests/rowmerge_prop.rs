@@ -52,27 +52,32 @@ fn conflict_set(rcs: &[RowConflict]) -> Conflicts {
         .collect()
 }
 
-/// Runs the case of `seed`; `Err` describes a mismatch.
-fn run_case(seed: u64) -> std::result::Result<Case, String> {
-    let mut rng = Rng(seed);
-    let s = schema(&mut rng);
-    let dir = tempfile::tempdir().unwrap();
-    let p = |n: &str| dir.path().join(n);
-    let base = p("base.db");
-    open(&base).execute_batch(&s.sql).unwrap();
-    let rows = 3 + rng.below(8);
-    edit(&mut rng, &base, &s, rows * s.specs.len());
-    let (a, b) = (p("a.db"), p("b.db"));
-    std::fs::copy(&base, &a).unwrap();
-    std::fs::copy(&base, &b).unwrap();
-    let na = 1 + rng.below(5);
-    let sql_a = edit(&mut rng, &a, &s, na);
-    let nb = 1 + rng.below(5);
-    let sql_b = edit(&mut rng, &b, &s, nb);
-    let (db, da, dbb) = (dump(&base, &s), dump(&a, &s), dump(&b, &s));
-    let (want_rows, want_conflicts) = model(&db, &da, &dbb);
-    let disjoint = want_conflicts.is_empty()
-        && db.tables.iter().all(|(t, rows)| {
+/// A case's files, statements and dumps (base, a, b).
+struct Prepared {
+    dir: tempfile::TempDir,
+    s: Schema,
+    sql_a: Vec<String>,
+    sql_b: Vec<String>,
+    dumps: [Dump; 3],
+}
+
+impl Prepared {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// What a failure message ends with: the schema and both sides' statements.
+    fn ctx(&self) -> String {
+        format!(
+            "\n  schema: {}\n  a: {:?}\n  b: {:?}",
+            self.s.sql, self.sql_a, self.sql_b
+        )
+    }
+
+    /// Whether the sides changed disjoint sets of rows.
+    fn disjoint(&self) -> bool {
+        let [base, a, b] = &self.dumps;
+        base.tables.iter().all(|(t, rows)| {
             let changed = |d: &Dump| -> BTreeSet<String> {
                 let keys: BTreeSet<&String> = rows.keys().chain(d.tables[t].keys()).collect();
                 keys.into_iter()
@@ -80,109 +85,152 @@ fn run_case(seed: u64) -> std::result::Result<Case, String> {
                     .cloned()
                     .collect()
             };
-            changed(&da).is_disjoint(&changed(&dbb))
-        });
-    let side = |loc: &str, local: bool, mtime_ns: i64, path: &PathBuf| MergeSide {
+            changed(a).is_disjoint(&changed(b))
+        })
+    }
+}
+
+/// The base of the case of `seed` and its two edited copies.
+fn prepare(seed: u64) -> Prepared {
+    let mut rng = Rng(seed);
+    let s = schema(&mut rng);
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let (base, a, b) = (p("base.db"), p("a.db"), p("b.db"));
+    open(&base).execute_batch(&s.sql).unwrap();
+    let rows = 3 + rng.below(8);
+    edit(&mut rng, &base, &s, rows * s.specs.len());
+    std::fs::copy(&base, &a).unwrap();
+    std::fs::copy(&base, &b).unwrap();
+    let na = 1 + rng.below(5);
+    let sql_a = edit(&mut rng, &a, &s, na);
+    let nb = 1 + rng.below(5);
+    let sql_b = edit(&mut rng, &b, &s, nb);
+    let dumps = [dump(&base, &s), dump(&a, &s), dump(&b, &s)];
+    Prepared {
+        dir,
+        s,
+        sql_a,
+        sql_b,
+        dumps,
+    }
+}
+
+/// Checks a merged output against the model and, when the sides' rows are disjoint, against
+/// both replays. Returns whether the replays were compared (they agreed with each other).
+fn check_merged(c: &Prepared, row_conflicts: &[RowConflict]) -> std::result::Result<bool, String> {
+    let [base, a, b] = &c.dumps;
+    let (want_rows, want_conflicts) = model(base, a, b);
+    let out = c.path("out.db");
+    let got = dump(&out, &c.s);
+    if got.tables != want_rows {
+        let got = &got.tables;
+        return Err(format!(
+            "rows differ from the model:\n  got  {got:?}\n  want {want_rows:?}{}",
+            c.ctx()
+        ));
+    }
+    if got.seq != max_seq(&[base, a, b]) {
+        return Err(format!(
+            "sqlite_sequence {:?}, sides {:?} {:?}{}",
+            got.seq,
+            a.seq,
+            b.seq,
+            c.ctx()
+        ));
+    }
+    let wrong_winner = row_conflicts
+        .iter()
+        .any(|rc| rc.winner.as_deref() != Some("icloud"));
+    if conflict_set(row_conflicts) != want_conflicts || wrong_winner {
+        return Err(format!(
+            "row conflicts {row_conflicts:?}, want {want_conflicts:?}{}",
+            c.ctx()
+        ));
+    }
+    let conn = Connection::open(&out).unwrap();
+    for f in &c.s.fts {
+        let check = format!("INSERT INTO {f}({f}) VALUES ('integrity-check')");
+        if let Err(e) = conn.execute_batch(&check) {
+            return Err(format!("{f}: {e}{}", c.ctx()));
+        }
+    }
+    if !want_conflicts.is_empty() || !c.disjoint() {
+        return Ok(false);
+    }
+    // Both orders of the statements, when they agree: statements may touch a row the other
+    // side changed and come back to the base's value (no net change), and then the order
+    // decides, as it does not for the merge.
+    let (base_db, r1, r2) = (
+        c.path("base.db"),
+        c.path("replay1.db"),
+        c.path("replay2.db"),
+    );
+    if !replay(&base_db, &r1, &c.sql_a, &c.sql_b) || !replay(&base_db, &r2, &c.sql_b, &c.sql_a) {
+        return Ok(false);
+    }
+    let want = dump(&r1, &c.s);
+    if want != dump(&r2, &c.s) {
+        return Ok(false);
+    }
+    if got != want {
+        return Err(format!(
+            "differs from the replay:\n  got  {got:?}\n  want {want:?}{}",
+            c.ctx()
+        ));
+    }
+    Ok(true)
+}
+
+/// Runs the case of `seed`; `Err` describes a mismatch.
+fn run_case(seed: u64) -> std::result::Result<Case, String> {
+    let c = prepare(seed);
+    let [base, a, b] = &c.dumps;
+    let (_, want_conflicts) = model(base, a, b);
+    let side = |loc: &str, local: bool, mtime_ns: i64, path: PathBuf| MergeSide {
         location: loc.into(),
         local,
         mtime_ns,
-        path: path.clone(),
+        path,
     };
-    let sides = [side("local", true, 1, &a), side("icloud", false, 2, &b)];
-    let ctx = || format!("\n  schema: {}\n  a: {sql_a:?}\n  b: {sql_b:?}", s.sql);
-    let out = p("out.db");
-    let mut replayed = false;
-    let outcome =
-        merge_files(&base, &sides, Strategy::Newest, &out).map_err(|e| format!("{e}{}", ctx()))?;
-    let ending = match outcome {
-        MergeOutcome::Fallback(why) => {
-            if why.trim().is_empty() || out.exists() {
-                return Err(format!(
-                    "a fall-back without a reason or with an output{}",
-                    ctx()
-                ));
-            }
-            Ending::FellBack(why)
+    let sides = [
+        side("local", true, 1, c.path("a.db")),
+        side("icloud", false, 2, c.path("b.db")),
+    ];
+    let (base_db, out) = (c.path("base.db"), c.path("out.db"));
+    let outcome = merge_files(&base_db, &sides, Strategy::Newest, &out)
+        .map_err(|e| format!("{e}{}", c.ctx()))?;
+    let (ending, replayed) = match outcome {
+        MergeOutcome::Fallback(why) if why.trim().is_empty() || out.exists() => {
+            return Err(format!(
+                "a fall-back without a reason or with an output{}",
+                c.ctx()
+            ))
         }
-        MergeOutcome::Held(_) => return Err(format!("held under newest{}", ctx())),
+        MergeOutcome::Fallback(why) => (Ending::FellBack(why), false),
+        MergeOutcome::Held(_) => return Err(format!("held under newest{}", c.ctx())),
         MergeOutcome::Merged { row_conflicts, .. } => {
-            let got = dump(&out, &s);
-            if got.tables != want_rows {
-                return Err(format!(
-                    "rows differ from the model:\n  got  {:?}\n  want {want_rows:?}{}",
-                    got.tables,
-                    ctx()
-                ));
-            }
-            if got.seq != max_seq(&[&db, &da, &dbb]) {
-                return Err(format!(
-                    "sqlite_sequence {:?}, sides {:?} {:?}{}",
-                    got.seq,
-                    da.seq,
-                    dbb.seq,
-                    ctx()
-                ));
-            }
-            let conflicts = conflict_set(&row_conflicts);
-            if conflicts != want_conflicts
-                || row_conflicts
-                    .iter()
-                    .any(|rc| rc.winner.as_deref() != Some("icloud"))
-            {
-                return Err(format!(
-                    "row conflicts {row_conflicts:?}, want {want_conflicts:?}{}",
-                    ctx()
-                ));
-            }
-            for f in &s.fts {
-                let c = Connection::open(&out).unwrap();
-                if let Err(e) =
-                    c.execute_batch(&format!("INSERT INTO {f}({f}) VALUES ('integrity-check')"))
-                {
-                    if !s.features.contains("fts_contentless") {
-                        return Err(format!("{f}: {e}{}", ctx()));
-                    }
-                }
-            }
-            if disjoint {
-                // Both orders of the statements, when they agree: statements may touch a row
-                // the other side changed and come back to the base's value (no net change),
-                // and then the order decides, as it does not for the merge.
-                let (r1, r2) = (p("replay1.db"), p("replay2.db"));
-                if replay(&base, &r1, &sql_a, &sql_b) && replay(&base, &r2, &sql_b, &sql_a) {
-                    let want = dump(&r1, &s);
-                    if want == dump(&r2, &s) {
-                        if got != want {
-                            return Err(format!(
-                                "differs from the replay:\n  got  {got:?}\n  want {want:?}{}",
-                                ctx()
-                            ));
-                        }
-                        replayed = true;
-                    }
-                }
-            }
-            Ending::Merged
+            (Ending::Merged, check_merged(&c, &row_conflicts)?)
         }
     };
     if !want_conflicts.is_empty() {
-        match merge_files(&base, &sides, Strategy::Manual, &out).map_err(|e| e.to_string())? {
+        match merge_files(&base_db, &sides, Strategy::Manual, &out).map_err(|e| e.to_string())? {
             MergeOutcome::Held(rcs) if conflict_set(&rcs) == want_conflicts => {}
             MergeOutcome::Fallback(_) if matches!(ending, Ending::FellBack(_)) => {}
             other => {
                 return Err(format!(
                     "manual: {other:?}, want held {want_conflicts:?}{}",
-                    ctx()
+                    c.ctx()
                 ))
             }
         }
     }
     Ok(Case {
         conflicts: want_conflicts.len(),
-        features: s.features,
+        disjoint: want_conflicts.is_empty() && c.disjoint(),
         replayed,
+        features: c.s.features,
         ending,
-        disjoint,
     })
 }
 

@@ -117,14 +117,9 @@ pub fn rowid_spec(name: &str, cols: &[(&str, Dom)]) -> Spec {
     }
 }
 
-/// Adds one table (or group of tables) of feature `f` to the schema, named from `n`.
-pub fn add_feature(s: &mut Schema, rng: &mut Rng, f: &'static str, n: &str) {
-    let coll = if rng.chance(50) {
-        " COLLATE NOCASE"
-    } else {
-        ""
-    };
-    let sql = match f {
+/// Tables that differ in how rows are keyed and stored.
+fn key_tables(s: &mut Schema, f: &str, n: &str, coll: &str) -> Option<String> {
+    Some(match f {
         "plain" => {
             s.specs
                 .push(rowid_spec(n, &[("a", Dom::Any), ("b", Dom::Any)]));
@@ -165,6 +160,19 @@ pub fn add_feature(s: &mut Schema, rng: &mut Rng, f: &'static str, n: &str) {
             ));
             format!("CREATE TABLE {n}(x INTEGER, y TEXT{coll}, a, PRIMARY KEY(x, y));")
         }
+        _ => return None,
+    })
+}
+
+/// Tables with exact-key, CHECK, index and conflict-clause constraints.
+fn constrained_tables(
+    s: &mut Schema,
+    rng: &mut Rng,
+    f: &str,
+    n: &str,
+    coll: &str,
+) -> Option<String> {
+    Some(match f {
         "without_rowid" => {
             s.specs.push(Spec {
                 name: n.into(),
@@ -201,6 +209,19 @@ pub fn add_feature(s: &mut Schema, rng: &mut Rng, f: &'static str, n: &str) {
                  CREATE INDEX {n}_xb ON {n}(lower(b), a);"
             )
         }
+        "conflict_clause" => {
+            s.specs
+                .push(rowid_spec(n, &[("a", Dom::Any), ("b", Dom::Text)]));
+            let on = rng.pick(&["REPLACE", "IGNORE", "FAIL"]);
+            format!("CREATE TABLE {n}(id INTEGER PRIMARY KEY ON CONFLICT REPLACE, a, b TEXT UNIQUE ON CONFLICT {on});")
+        }
+        _ => return None,
+    })
+}
+
+/// Tables with something attached: triggers, a view, a foreign key, full-text indexes.
+fn linked_tables(s: &mut Schema, f: &str, n: &str) -> Option<String> {
+    Some(match f {
         "trigger_counter" => {
             s.specs.push(rowid_spec(n, &[("a", Dom::Any)]));
             s.specs.push(Spec {
@@ -214,12 +235,6 @@ pub fn add_feature(s: &mut Schema, rng: &mut Rng, f: &'static str, n: &str) {
                  CREATE TRIGGER {n}_i AFTER INSERT ON {n} BEGIN UPDATE {n}_count SET n = n + 1; END;
                  CREATE TRIGGER {n}_d AFTER DELETE ON {n} BEGIN UPDATE {n}_count SET n = n - 1; END;"
             )
-        }
-        "conflict_clause" => {
-            s.specs
-                .push(rowid_spec(n, &[("a", Dom::Any), ("b", Dom::Text)]));
-            let on = rng.pick(&["REPLACE", "IGNORE", "FAIL"]);
-            format!("CREATE TABLE {n}(id INTEGER PRIMARY KEY ON CONFLICT REPLACE, a, b TEXT UNIQUE ON CONFLICT {on});")
         }
         "view" => {
             s.specs.push(rowid_spec(n, &[("a", Dom::Any)]));
@@ -266,8 +281,21 @@ pub fn add_feature(s: &mut Schema, rng: &mut Rng, f: &'static str, n: &str) {
                    INSERT INTO {n}_fts({n}_fts, rowid, body) VALUES ('delete', old.id, old.body); END;"
             )
         }
-        other => unreachable!("{other}"),
+        _ => return None,
+    })
+}
+
+/// Adds one table (or group of tables) of feature `f` to the schema, named from `n`.
+pub fn add_feature(s: &mut Schema, rng: &mut Rng, f: &'static str, n: &str) {
+    let coll = if rng.chance(50) {
+        " COLLATE NOCASE"
+    } else {
+        ""
     };
+    let sql = key_tables(s, f, n, coll)
+        .or_else(|| constrained_tables(s, rng, f, n, coll))
+        .or_else(|| linked_tables(s, f, n))
+        .unwrap_or_else(|| unreachable!("{f}"));
     s.sql.push_str(&sql);
     s.sql.push('\n');
     s.features.insert(f);
