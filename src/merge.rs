@@ -53,7 +53,8 @@ pub struct RowConflict {
     pub file: String,
     /// The table.
     pub table: String,
-    /// The row's primary key, as JSON.
+    /// The row's identity as JSON: its rowid (an `INTEGER PRIMARY KEY` is the rowid), or
+    /// the PRIMARY KEY of a `WITHOUT ROWID` table.
     pub key: String,
     /// Each changing side's value: (location, the row as JSON, or `null` for a delete).
     pub values: Vec<(String, Option<String>)>,
@@ -344,10 +345,11 @@ fn plan(conn: &Connection, path: &Path) -> Result<std::result::Result<Plan, Stri
         if kind != "table" && kind != "shadow" {
             continue; // views, and virtual tables (whose rows live in their shadow tables)
         }
-        // A shadow table belongs to the virtual table whose name is its longest prefix.
+        // A shadow table belongs to the virtual table whose name is its longest prefix (an
+        // ordinary table named like one is the user's own).
         let owner = vtabs
             .iter()
-            .filter(|v| name.starts_with(&format!("{v}_")))
+            .filter(|v| kind == "shadow" && name.starts_with(&format!("{v}_")))
             .max_by_key(|v| v.len());
         if owner.is_some_and(|o| plan.rebuild.iter().any(|r| r == o)) {
             continue;
@@ -1536,5 +1538,25 @@ mod exact {
             ["Integer(1)"]
         );
         assert_eq!(rows(&m, "SELECT count(*) FROM notes"), ["Integer(2)"]);
+    }
+
+    #[test]
+    fn a_table_named_like_a_full_text_index_is_still_merged() {
+        let m = merge(
+            "CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT);
+             CREATE VIRTUAL TABLE docs_fts USING fts5(body, content = 'docs', content_rowid = 'id');
+             CREATE TABLE docs_fts_notes(id INTEGER PRIMARY KEY, t TEXT);
+             INSERT INTO docs VALUES (1, 'alpha'); INSERT INTO docs_fts_notes VALUES (1, 'n');",
+            "INSERT INTO docs_fts_notes VALUES (2, 'from a');",
+            "INSERT INTO docs VALUES (2, 'beta');",
+        );
+        assert_eq!(
+            rows(&m, "SELECT t FROM docs_fts_notes ORDER BY id"),
+            [r#"Text("n")"#, r#"Text("from a")"#]
+        );
+        assert_eq!(
+            rows(&m, "SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'beta'"),
+            ["Integer(2)"]
+        );
     }
 }
