@@ -284,7 +284,20 @@ fn quote(name: &str) -> String {
 /// Names SQLite keeps for itself (`sqlite_sequence`, `sqlite_stat1`, …).
 const NOT_INTERNAL: &str = "lower(substr(name, 1, 7)) <> 'sqlite_'";
 
+/// The schema's rows, then the header's `user_version` and `application_id` (which a merge
+/// could not combine: a version that changed them is no row edit).
 fn schema(conn: &Connection, path: &Path) -> Result<Vec<(String, String, Option<String>)>> {
+    let mut header = Vec::new();
+    for pragma in ["user_version", "application_id"] {
+        let v: i64 = conn
+            .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+            .map_err(err("read the header of", path))?;
+        header.push((
+            "pragma".to_string(),
+            pragma.to_string(),
+            Some(v.to_string()),
+        ));
+    }
     let mut stmt = conn
         .prepare(&format!(
             "SELECT type, name, sql FROM sqlite_schema WHERE {NOT_INTERNAL} ORDER BY type, name"
@@ -293,8 +306,10 @@ fn schema(conn: &Connection, path: &Path) -> Result<Vec<(String, String, Option<
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(err("read the schema of", path))?;
-    rows.collect::<rusqlite::Result<_>>()
-        .map_err(err("read the schema of", path))
+    let rows: Vec<_> = rows
+        .collect::<rusqlite::Result<_>>()
+        .map_err(err("read the schema of", path))?;
+    Ok(rows.into_iter().chain(header).collect())
 }
 
 /// Whether the virtual table `name` is a full-text index over external content (which a
@@ -662,7 +677,7 @@ fn read_sides(conn: &Connection, plan: &Plan, sides: &[MergeSide], out: &Path) -
             .map_err(err("open", &side.path))?;
         if schema(&side_conn, &side.path)? != base_schema {
             return Ok(Err(format!(
-                "the schema in {} differs from the last agreed version (a migration?)",
+                "the schema or user_version in {} differs from the last agreed version (a migration?)",
                 side.location
             )));
         }
@@ -1558,5 +1573,15 @@ mod exact {
             rows(&m, "SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'beta'"),
             ["Integer(2)"]
         );
+    }
+
+    #[test]
+    fn a_changed_user_version_falls_back() {
+        let why = fallback(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t VALUES (1, 'a');",
+            "PRAGMA user_version = 2; UPDATE t SET v = 'b' WHERE id = 1;",
+            "INSERT INTO t VALUES (2, 'c');",
+        );
+        assert!(why.contains("user_version in local"), "{why}");
     }
 }
