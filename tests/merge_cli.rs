@@ -310,7 +310,7 @@ fn engine_case(seed: u64) -> Result<EngineCase, String> {
     let (fa, fb) = (a.file(DB), b.file(DB));
     rowmerge::open(&fa).execute_batch(&s.sql).unwrap();
     let rows = 3 + rng.below(8);
-    rowmerge::edit(&mut rng, &fa, &s, rows * s.specs.len());
+    rowmerge::fill(&mut rng, &fa, &s, rows * s.specs.len());
     set_age(&fa, 1000);
     a.sync(&[], 0);
     b.sync(&[], 0);
@@ -366,6 +366,14 @@ fn engine_case(seed: u64) -> Result<EngineCase, String> {
     let seq = rowmerge::max_seq(&[&base, &da, &db]);
     for copy in everywhere(&w, &a, &b) {
         let d = rowmerge::dump(&copy, &s);
+        if d.fts != rowmerge::fts_expected(&d, &s) {
+            return Err(format!(
+                "{}: full-text hits {:?}{}",
+                copy.display(),
+                d.fts,
+                ctx()
+            ));
+        }
         if d.tables != want || d.seq != seq {
             return Err(format!(
                 "{}: {d:?}\n  want {want:?} {seq:?}{}",

@@ -223,17 +223,24 @@ fn constrained_tables(
 fn linked_tables(s: &mut Schema, f: &str, n: &str) -> Option<String> {
     Some(match f {
         "trigger_counter" => {
+            // The counter's table sorts before the counted one and the log is written by an
+            // update: a trigger that ran again during the merge would show in either.
             s.specs.push(rowid_spec(n, &[("a", Dom::Any)]));
-            s.specs.push(Spec {
-                edited: false,
-                ..rowid_spec(&format!("{n}_count"), &[])
-            });
+            for t in [format!("a{n}_count"), format!("{n}_log")] {
+                s.specs.push(Spec {
+                    edited: false,
+                    ..rowid_spec(&t, &[])
+                });
+            }
             format!(
                 "CREATE TABLE {n}(id INTEGER PRIMARY KEY, a);
-                 CREATE TABLE {n}_count(id INTEGER PRIMARY KEY, n INTEGER);
-                 INSERT INTO {n}_count VALUES (1, 0);
-                 CREATE TRIGGER {n}_i AFTER INSERT ON {n} BEGIN UPDATE {n}_count SET n = n + 1; END;
-                 CREATE TRIGGER {n}_d AFTER DELETE ON {n} BEGIN UPDATE {n}_count SET n = n - 1; END;"
+                 CREATE TABLE a{n}_count(id INTEGER PRIMARY KEY, n INTEGER);
+                 CREATE TABLE {n}_log(id INTEGER PRIMARY KEY, what TEXT);
+                 INSERT INTO a{n}_count VALUES (1, 0);
+                 CREATE TRIGGER {n}_i AFTER INSERT ON {n} BEGIN UPDATE a{n}_count SET n = n + 1; END;
+                 CREATE TRIGGER {n}_d AFTER DELETE ON {n} BEGIN UPDATE a{n}_count SET n = n - 1; END;
+                 CREATE TRIGGER {n}_u AFTER UPDATE ON {n} BEGIN
+                   INSERT INTO {n}_log(what) VALUES ('updated ' || new.id); END;"
             )
         }
         "view" => {
@@ -328,9 +335,9 @@ pub fn schema(rng: &mut Rng) -> Schema {
     s
 }
 
-/// A random statement on one table of the schema: an insert, a delete or an update of an
-/// existing row (found by its exact identity).
-pub fn statement(rng: &mut Rng, conn: &Connection, spec: &Spec) -> String {
+/// A random statement on one table of the schema: an insert (`inserts` times in 10), a delete
+/// or an update of an existing row (found by its exact identity).
+pub fn statement(rng: &mut Rng, conn: &Connection, spec: &Spec, inserts: usize) -> String {
     let t = &spec.name;
     let existing = |rng: &mut Rng| -> Option<String> {
         let cols: Vec<String> = spec.ident.iter().map(|c| format!("quote({c})")).collect();
@@ -358,7 +365,7 @@ pub fn statement(rng: &mut Rng, conn: &Connection, spec: &Spec) -> String {
         Some(cond.join(" AND "))
     };
     let roll = rng.below(10);
-    if roll < 4 || spec.cols.is_empty() {
+    if roll < inserts || spec.cols.is_empty() {
         let (mut names, mut vals) = (Vec::new(), Vec::new());
         if spec.ident == ["rowid"] {
             names.push("rowid".to_string());
@@ -377,22 +384,31 @@ pub fn statement(rng: &mut Rng, conn: &Connection, spec: &Spec) -> String {
     let Some(cond) = existing(rng) else {
         return format!("DELETE FROM {t} WHERE 0");
     };
-    if roll < 6 || !spec.updates {
+    if roll < inserts + (10 - inserts) / 3 || !spec.updates {
         return format!("DELETE FROM {t} WHERE {cond}");
     }
     let (c, d) = rng.pick(&spec.cols);
     format!("UPDATE {t} SET {c} = {} WHERE {cond}", literal(rng, *d))
 }
 
-/// Runs random statements on `db`; returns those that succeeded (a statement a constraint
-/// refuses is dropped, as an application's would fail).
+/// Runs `n` random statements on `db` (4 in 10 inserts); returns those that succeeded (a
+/// statement a constraint refuses is dropped, as an application's would fail).
 pub fn edit(rng: &mut Rng, db: &Path, s: &Schema, n: usize) -> Vec<String> {
+    edit_with(rng, db, s, n, 4)
+}
+
+/// Fills a new base with `n` random statements, 8 in 10 of them inserts.
+pub fn fill(rng: &mut Rng, db: &Path, s: &Schema, n: usize) {
+    edit_with(rng, db, s, n, 8);
+}
+
+fn edit_with(rng: &mut Rng, db: &Path, s: &Schema, n: usize, inserts: usize) -> Vec<String> {
     let conn = open(db);
     let edited: Vec<&Spec> = s.specs.iter().filter(|t| t.edited).collect();
     let mut done = Vec::new();
     for _ in 0..n {
         let spec = *rng.pick(&edited);
-        let sql = statement(rng, &conn, spec);
+        let sql = statement(rng, &conn, spec, inserts);
         if conn.execute_batch(&sql).is_ok() {
             done.push(sql);
         }
@@ -534,4 +550,30 @@ pub fn replay(base: &Path, to: &Path, first: &[String], then: &[String]) -> bool
         .iter()
         .chain(then)
         .all(|sql| c.execute_batch(sql).is_ok())
+}
+
+/// What each full-text query must find, from the rows of the index's content table
+/// (`{name}_fts` indexes `body` of `{name}`; the default tokenizer splits on spaces and folds
+/// case): an index that does not follow its content is caught.
+pub fn fts_expected(d: &Dump, s: &Schema) -> Vec<(String, String, Vec<i64>)> {
+    let mut out = Vec::new();
+    for f in &s.fts {
+        let content = &d.tables[f.trim_end_matches("_fts")];
+        for tok in TOKENS {
+            let mut hits: Vec<i64> = content
+                .values()
+                .filter_map(|(_, stored)| match (&stored[0], &stored[1]) {
+                    (Value::Integer(id), Value::Text(body))
+                        if body.to_lowercase().split_whitespace().any(|w| w == *tok) =>
+                    {
+                        Some(*id)
+                    }
+                    _ => None,
+                })
+                .collect();
+            hits.sort();
+            out.push((f.clone(), tok.to_string(), hits));
+        }
+    }
+    out
 }
