@@ -7,8 +7,9 @@
 //!   value; changed on both, identically: that value; differently: a row conflict, the newer
 //!   side's value, the loser's value reported);
 //! - when the sides changed disjoint rows, the merged database equals the result of replaying
-//!   both sides' statements on the base, in either order (every table dumped with exact types
-//!   ordered by its key, `sqlite_sequence`, and what the full-text indexes find);
+//!   both sides' statements on the base, in either order, whenever the two orders agree
+//!   (every table dumped with exact types ordered by its key, `sqlite_sequence`, and what
+//!   the full-text indexes find);
 //! - with `manual`, conflicting rows hold the file;
 //! - a fall-back always has a reason, and is counted per reason and per feature.
 //!
