@@ -4,13 +4,16 @@
 //! sides is a row conflict, whose winner the strategy picks (or, with `manual`, the whole file
 //! is held). Anything the merge cannot vouch for falls back to the file-level strategy.
 //!
-//! The merge is exact for every schema SQLite accepts (SPEC §6): a rowid table's rows are
-//! identified by their rowid, a `WITHOUT ROWID` table's by its PRIMARY KEY; only stored
-//! columns are read and written (`table_xinfo`; generated ones are recomputed); values are
-//! compared by type and bytes, never under a column's collation; the database's triggers are
-//! off while the merged rows are written, foreign keys are checked once they all are, and
-//! AUTOINCREMENT counters end at the highest any version reached. External-content full-text
-//! indexes are rebuilt; a change to any other virtual table's rows is a fall-back.
+//! The merge is exact for every schema SQLite accepts (SPEC §6): a table's rows are
+//! identified by its declared PRIMARY KEY, compared by type and bytes (an `INTEGER PRIMARY
+//! KEY` is the rowid; a rowid table whose key is another is identified by that key, its hidden
+//! rowid kept where free and fresh where another row took it; a rowid table without one is
+//! left to the file-level strategy); only stored columns are read and written (`table_xinfo`;
+//! generated ones are recomputed); values are compared by type and bytes, never under a
+//! column's collation; the database's triggers are off while the merged rows are written,
+//! foreign keys are checked once they all are, and AUTOINCREMENT counters end at the highest
+//! any version reached. External-content full-text indexes are rebuilt; a change to any other
+//! virtual table's rows is a fall-back.
 //!
 //! [`combine`] is the pure decision; [`merge_files`] does the I/O around it.
 
@@ -53,8 +56,8 @@ pub struct RowConflict {
     pub file: String,
     /// The table.
     pub table: String,
-    /// The row's identity as JSON: its rowid (an `INTEGER PRIMARY KEY` is the rowid), or
-    /// the PRIMARY KEY of a `WITHOUT ROWID` table.
+    /// The row's identity as JSON: the values of its table's PRIMARY KEY (an `INTEGER
+    /// PRIMARY KEY` is the rowid; a hidden rowid is never part of it).
     pub key: String,
     /// Each changing side's value: (location, the row as JSON, or `null` for a delete).
     pub values: Vec<(String, Option<String>)>,
@@ -197,13 +200,29 @@ pub enum MergeOutcome {
 
 /// How a table's rows are identified across versions.
 enum Key {
-    /// A rowid table: its rowid, read and written under this name (`rowid`, `_rowid_` or
-    /// `oid`, whichever no column shadows). An `INTEGER PRIMARY KEY` column is the same value.
+    /// A rowid table whose PRIMARY KEY is an `INTEGER PRIMARY KEY` (the rowid itself), or
+    /// which has none (such a table is left to the file-level strategy, but for the shadow
+    /// tables watched for changes): its rowid, read and written under this name (`rowid`,
+    /// `_rowid_` or `oid`, whichever no column shadows).
     Rowid(&'static str),
     /// A `WITHOUT ROWID` table: its PRIMARY KEY, at these positions among the stored columns,
     /// compared exactly (type and bytes), whatever collation it is declared with.
     Pk(Vec<usize>),
+    /// A rowid table whose PRIMARY KEY is not the rowid (`id TEXT PRIMARY KEY`, a composite
+    /// key, …): identified by that key, exactly, as [`Key::Pk`]. The rowid (read under this
+    /// name) is hidden: no part of a row's identity nor of its values (two versions that each
+    /// inserted a different row give both the same next rowid). A changed row keeps its
+    /// rowid in the base; a new one keeps its side's rowid when it is still free in the merged
+    /// version, else gets a fresh one from SQLite.
+    HiddenRowid(&'static str, Vec<usize>),
 }
+
+/// Per table, the rowid each new or changed row of a [`Key::HiddenRowid`] table had in a
+/// side (canonical key → rowid).
+type RowidHints = BTreeMap<String, Rowids>;
+
+/// Canonical key → rowid, for one table.
+type Rowids = HashMap<String, i64>;
 
 struct Table {
     name: String,
@@ -217,21 +236,28 @@ struct Table {
 }
 
 impl Table {
-    /// The columns a row is read as: the rowid first for a rowid table, then the stored ones.
-    fn select_list(&self) -> String {
-        let cols = self.cols.iter().map(|c| quote(c)).collect::<Vec<_>>();
+    /// The name the rowid is read and written under, for a rowid table.
+    fn rowid(&self) -> Option<&'static str> {
         match self.key {
-            Key::Rowid(r) => format!("{r}, {}", cols.join(", ")),
-            Key::Pk(_) => cols.join(", "),
+            Key::Rowid(r) | Key::HiddenRowid(r, _) => Some(r),
+            Key::Pk(_) => None,
         }
     }
 
-    /// A statement deleting the row with exactly this key (`?1`, `?2`, … are its values).
-    fn delete_sql(&self) -> String {
-        let name = quote(&self.name);
+    /// The columns a row is read as: the rowid first for a rowid table, then the stored ones.
+    fn select_list(&self) -> String {
+        let cols = self.cols.iter().map(|c| quote(c)).collect::<Vec<_>>();
+        match self.rowid() {
+            Some(r) => format!("{r}, {}", cols.join(", ")),
+            None => cols.join(", "),
+        }
+    }
+
+    /// The condition matching the row with exactly this key (`?1`, `?2`, … are its values).
+    fn key_cond(&self) -> String {
         match &self.key {
-            Key::Rowid(r) => format!("DELETE FROM main.{name} WHERE {r} = ?1"),
-            Key::Pk(idx) => {
+            Key::Rowid(r) => format!("{r} = ?1"),
+            Key::Pk(idx) | Key::HiddenRowid(_, idx) => {
                 // The first term finds the row through the key's index (under its declared
                 // collation); the others keep only the exact match.
                 let cond: Vec<String> = idx
@@ -242,21 +268,44 @@ impl Table {
                         format!("{c} IS ?{p} AND {c} IS ?{p} COLLATE BINARY AND typeof({c}) = typeof(?{p})")
                     })
                     .collect();
-                format!("DELETE FROM main.{name} WHERE {}", cond.join(" AND "))
+                cond.join(" AND ")
             }
         }
     }
 
-    /// A statement inserting one row: the rowid (for a rowid table), then the stored columns.
-    fn insert_sql(&self) -> String {
-        let n = self.cols.len() + usize::from(matches!(self.key, Key::Rowid(_)));
+    /// A statement deleting the row with exactly this key, returning its hidden rowid (for a
+    /// [`Key::HiddenRowid`] table; nothing for the others).
+    fn delete_sql(&self) -> String {
+        let returning = match self.key {
+            Key::HiddenRowid(r, _) => format!(" RETURNING {r}"),
+            _ => String::new(),
+        };
+        format!(
+            "DELETE FROM main.{} WHERE {}{returning}",
+            quote(&self.name),
+            self.key_cond()
+        )
+    }
+
+    /// A statement inserting one row: the rowid (for a rowid table, when `with_rowid`), then
+    /// the stored columns.
+    fn insert_sql(&self, with_rowid: bool) -> String {
+        let list = match self.rowid() {
+            Some(_) if with_rowid => self.select_list(),
+            _ => self
+                .cols
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let n = self.cols.len() + usize::from(with_rowid && self.rowid().is_some());
         let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
         // OR ABORT overrides any ON CONFLICT REPLACE/IGNORE of the table's constraints: a
         // merged row must never silently replace or drop another.
         format!(
-            "INSERT OR ABORT INTO main.{}({}) VALUES ({})",
+            "INSERT OR ABORT INTO main.{}({list}) VALUES ({})",
             quote(&self.name),
-            self.select_list(),
             marks.join(", ")
         )
     }
@@ -405,33 +454,48 @@ fn table_def(
         .map(|c| c.0.clone())
         .collect();
     let pk_len = info.iter().filter(|c| c.1 > 0).count();
-    let key = if without_rowid {
-        let mut pk: Vec<(i64, &String)> = info
-            .iter()
-            .filter(|c| c.1 > 0)
-            .map(|c| (c.1, &c.0))
-            .collect();
-        pk.sort();
-        let idx: Vec<usize> = pk
-            .iter()
-            .filter_map(|(_, n)| cols.iter().position(|c| c == *n))
-            .collect();
-        if idx.is_empty() || idx.len() != pk.len() {
-            return Ok(Err(format!("the primary key of {name} cannot be read")));
-        }
-        Key::Pk(idx)
+    let mut pk: Vec<(i64, &String)> = info
+        .iter()
+        .filter(|c| c.1 > 0)
+        .map(|c| (c.1, &c.0))
+        .collect();
+    pk.sort();
+    let idx: Vec<usize> = pk
+        .iter()
+        .filter_map(|(_, n)| cols.iter().position(|c| c == *n))
+        .collect();
+    if idx.len() != pk.len() || (without_rowid && idx.is_empty()) {
+        return Ok(Err(format!("the primary key of {name} cannot be read")));
+    }
+    if without_rowid {
+        return Ok(Ok(Table {
+            name: name.to_string(),
+            cols,
+            key: Key::Pk(idx),
+            pk: pk_len,
+        }));
+    }
+    let free = ["rowid", "_rowid_", "oid"]
+        .into_iter()
+        .find(|r| !info.iter().any(|c| c.0.eq_ignore_ascii_case(r)));
+    let Some(r) = free else {
+        return Ok(Err(format!(
+            "table {name} has columns named rowid, _rowid_ and oid: its rowid cannot be read"
+        )));
+    };
+    // A PRIMARY KEY that is not the rowid has an index of its own (origin 'pk'); an
+    // `INTEGER PRIMARY KEY` has none (it is the rowid; `INTEGER PRIMARY KEY DESC` is not).
+    let own_index: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM pragma_index_list(?1, 'main') WHERE origin = 'pk'",
+            [name],
+            |r| r.get(0),
+        )
+        .map_err(err("read the indexes of", path))?;
+    let key = if own_index {
+        Key::HiddenRowid(r, idx)
     } else {
-        let free = ["rowid", "_rowid_", "oid"]
-            .into_iter()
-            .find(|r| !info.iter().any(|c| c.0.eq_ignore_ascii_case(r)));
-        match free {
-            Some(r) => Key::Rowid(r),
-            None => {
-                return Ok(Err(format!(
-                "table {name} has columns named rowid, _rowid_ and oid: its rowid cannot be read"
-            )))
-            }
-        }
+        Key::Rowid(r)
     };
     Ok(Ok(Table {
         name: name.to_string(),
@@ -480,33 +544,44 @@ fn read_values(
     cols.map(|i| r.get::<_, Value>(i)).collect()
 }
 
-/// One side's changes to the tables against the base (the side attached as `side`).
-fn diff(conn: &Connection, tables: &[Table], out: &Path) -> Result<SideChanges> {
+/// One side's changes to the tables against the base (the side attached as `side`), and the
+/// side's rowids of the changed rows of [`Key::HiddenRowid`] tables.
+fn diff(conn: &Connection, tables: &[Table], out: &Path) -> Result<(SideChanges, RowidHints)> {
     let mut changes = SideChanges::new();
+    let mut hints = RowidHints::new();
     for t in tables {
         let mut table = BTreeMap::new();
+        let mut rowids = HashMap::new();
         match &t.key {
             Key::Rowid(_) => merge_join(conn, t, &mut table, out)?,
-            Key::Pk(idx) => key_diff(conn, t, idx, &mut table, out)?,
+            Key::Pk(idx) | Key::HiddenRowid(_, idx) => {
+                key_diff(conn, t, idx, (&mut table, &mut rowids), out)?
+            }
         }
         if !table.is_empty() {
             changes.insert(t.name.clone(), table);
         }
+        if !rowids.is_empty() {
+            hints.insert(t.name.clone(), rowids);
+        }
     }
-    Ok(changes)
+    Ok((changes, hints))
 }
 
-/// The diff of a `WITHOUT ROWID` table: the base's rows by exact key, then the side's
-/// looked up among them.
+/// The diff of a table identified by its PRIMARY KEY (`WITHOUT ROWID`, or a rowid table whose
+/// key is not the rowid): the base's rows by exact key, then the side's looked up among them.
+/// A hidden rowid is no part of a row's values; the side's rowid of a changed row goes to
+/// `rowids`.
 fn key_diff(
     conn: &Connection,
     t: &Table,
     idx: &[usize],
-    table: &mut BTreeMap<String, (Vec<Value>, Change)>,
+    (table, rowids): (&mut TableChanges, &mut Rowids),
     out: &Path,
 ) -> Result<()> {
     let e = err("diff", out);
     let (name, list, n) = (quote(&t.name), t.select_list(), t.cols.len());
+    let first = usize::from(t.rowid().is_some());
     let key = |row: &[Value]| idx.iter().map(|&i| row[i].clone()).collect::<Vec<_>>();
     let mut base: HashMap<String, Vec<Value>> = HashMap::new();
     let mut stmt = conn
@@ -514,7 +589,7 @@ fn key_diff(
         .map_err(&e)?;
     let mut rows = stmt.query([]).map_err(&e)?;
     while let Some(r) = rows.next().map_err(&e)? {
-        let row = read_values(r, 0..n).map_err(&e)?;
+        let row = read_values(r, first..first + n).map_err(&e)?;
         base.insert(key_of(&key(&row)), row);
     }
     let mut stmt = conn
@@ -522,12 +597,15 @@ fn key_diff(
         .map_err(&e)?;
     let mut rows = stmt.query([]).map_err(&e)?;
     while let Some(r) = rows.next().map_err(&e)? {
-        let row = read_values(r, 0..n).map_err(&e)?;
+        let row = read_values(r, first..first + n).map_err(&e)?;
         let k = key(&row);
         let canon = key_of(&k);
         match base.remove(&canon) {
             Some(old) if same_values(&old, &row) => {}
             _ => {
+                if first == 1 {
+                    rowids.insert(canon.clone(), r.get::<_, i64>(0).map_err(&e)?);
+                }
                 table.insert(canon, (k, Change::Upsert(row)));
             }
         }
@@ -632,22 +710,65 @@ fn sequences(conn: &Connection, schema: &str, path: &Path) -> Result<Vec<(String
     v.map_err(&e)
 }
 
-/// What one side brings: its row changes and its AUTOINCREMENT counters, or why it cannot be
-/// merged (a virtual table's own rows changed).
-type SideRead = std::result::Result<(SideChanges, Vec<(String, i64)>), String>;
+/// What one side brings: its row changes, its rowids of the changed rows of
+/// [`Key::HiddenRowid`] tables and its AUTOINCREMENT counters, or why it cannot be merged (a
+/// virtual table's own rows changed, a key that identifies no row).
+type SideRead = std::result::Result<(SideChanges, RowidHints, Vec<(String, i64)>), String>;
+
+/// The first table of `tables` identified by a PRIMARY KEY other than the rowid that has a
+/// row with NULL in its key in the database attached as `schema` (a rowid table allows it,
+/// and then as many such rows as one likes: the key identifies none of them).
+fn null_key(
+    conn: &Connection,
+    tables: &[Table],
+    schema: &str,
+    out: &Path,
+) -> Result<Option<String>> {
+    for t in tables {
+        let Key::HiddenRowid(_, idx) = &t.key else {
+            continue;
+        };
+        let cond: Vec<String> = idx
+            .iter()
+            .map(|&c| format!("{} IS NULL", quote(&t.cols[c])))
+            .collect();
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {schema}.{} WHERE {})",
+            quote(&t.name),
+            cond.join(" OR ")
+        );
+        let found: bool = conn
+            .query_row(&sql, [], |r| r.get(0))
+            .map_err(err("diff", out))?;
+        if found {
+            return Ok(Some(t.name.clone()));
+        }
+    }
+    Ok(None)
+}
 
 /// Reads the side attached as `side`.
 fn read_side(conn: &Connection, plan: &Plan, side: &MergeSide, out: &Path) -> Result<SideRead> {
     for (owner, shadow) in &plan.watched {
-        if !diff(conn, std::slice::from_ref(shadow), out)?.is_empty() {
+        if !diff(conn, std::slice::from_ref(shadow), out)?.0.is_empty() {
             return Ok(Err(format!(
                 "virtual table {owner} changed in {}: its rows are kept by its module and cannot be merged row by row",
                 side.location
             )));
         }
     }
-    let changes = diff(conn, &plan.tables, out)?;
-    Ok(Ok((changes, sequences(conn, "side", &side.path)?)))
+    for (schema, version) in [
+        ("main", "the last agreed version"),
+        ("side", &*side.location),
+    ] {
+        if let Some(t) = null_key(conn, &plan.tables, schema, out)? {
+            return Ok(Err(format!(
+                "table {t} has a row whose PRIMARY KEY holds NULL in {version}: the key identifies no row"
+            )));
+        }
+    }
+    let (changes, hints) = diff(conn, &plan.tables, out)?;
+    Ok(Ok((changes, hints, sequences(conn, "side", &side.path)?)))
 }
 
 /// Merges `sides` against `base` into a new file `out`. Returns how it went; `out` exists only
@@ -665,13 +786,26 @@ pub fn merge_files(
     result
 }
 
-/// Every side's changes and the highest AUTOINCREMENT counters, or why the merge cannot be done.
-type AllSides = std::result::Result<(Vec<SideChanges>, BTreeMap<String, i64>), String>;
+/// Every side's changes and hidden rowids, and the highest AUTOINCREMENT counters.
+struct AllSides {
+    changes: Vec<SideChanges>,
+    hints: Vec<RowidHints>,
+    seqs: BTreeMap<String, i64>,
+}
 
-fn read_sides(conn: &Connection, plan: &Plan, sides: &[MergeSide], out: &Path) -> Result<AllSides> {
+/// Reads every side, or says why the merge cannot be done.
+fn read_sides(
+    conn: &Connection,
+    plan: &Plan,
+    sides: &[MergeSide],
+    out: &Path,
+) -> Result<std::result::Result<AllSides, String>> {
     let base_schema = schema(conn, out)?;
-    let mut changes = Vec::new();
-    let mut seqs = BTreeMap::new();
+    let mut all = AllSides {
+        changes: Vec::new(),
+        hints: Vec::new(),
+        seqs: BTreeMap::new(),
+    };
     for side in sides {
         let side_conn = Connection::open_with_flags(&side.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(err("open", &side.path))?;
@@ -687,17 +821,135 @@ fn read_sides(conn: &Connection, plan: &Plan, sides: &[MergeSide], out: &Path) -
         let read = read_side(conn, plan, side, out);
         conn.execute("DETACH DATABASE side", [])
             .map_err(err("detach", &side.path))?;
-        let (c, s) = match read? {
+        let (c, h, s) = match read? {
             Ok(r) => r,
             Err(why) => return Ok(Err(why)),
         };
-        changes.push(c);
+        all.changes.push(c);
+        all.hints.push(h);
         for (name, seq) in s {
-            let m = seqs.entry(name).or_insert(seq);
+            let m = all.seqs.entry(name).or_insert(seq);
             *m = (*m).max(seq);
         }
     }
-    Ok(Ok((changes, seqs)))
+    Ok(Ok(all))
+}
+
+/// The rowid each new or changed row of a [`Key::HiddenRowid`] table had in the side whose
+/// change was merged (the first side, in order, with that very change).
+fn merged_hints(all: &AllSides, merged: &BTreeMap<String, TableChanges>) -> RowidHints {
+    let mut out: RowidHints = BTreeMap::new();
+    for (table, rows) in merged {
+        for (canon, (_, change)) in rows {
+            let hint = all.changes.iter().zip(&all.hints).find_map(|(c, h)| {
+                let theirs = c.get(table)?.get(canon)?;
+                same_change(&theirs.1, change)
+                    .then(|| h.get(table)?.get(canon).copied())
+                    .flatten()
+            });
+            if let Some(rowid) = hint {
+                out.entry(table.clone())
+                    .or_default()
+                    .insert(canon.clone(), rowid);
+            }
+        }
+    }
+    out
+}
+
+/// Deletes every replaced or deleted row of `merged` from `out`; returns how many rows change
+/// and, per [`Key::HiddenRowid`] table, the base's rowid of each row deleted (canonical key →
+/// rowid).
+fn delete_rows(
+    conn: &Connection,
+    tables: &[Table],
+    merged: &BTreeMap<String, TableChanges>,
+    out: &Path,
+) -> Result<(usize, RowidHints)> {
+    let mut rows_changed = 0;
+    let mut old = RowidHints::new();
+    for t in tables {
+        let Some(changes) = merged.get(&t.name) else {
+            continue;
+        };
+        let mut delete = conn.prepare(&t.delete_sql()).map_err(err("write", out))?;
+        let mut rowids = HashMap::new();
+        for (canon, (key, _)) in changes {
+            let mut rows = delete
+                .query(rusqlite::params_from_iter(key.iter()))
+                .map_err(err("write", out))?;
+            while let Some(r) = rows.next().map_err(err("write", out))? {
+                if let Ok(rowid) = r.get::<_, i64>(0) {
+                    rowids.insert(canon.clone(), rowid);
+                }
+            }
+            rows_changed += 1;
+        }
+        old.insert(t.name.clone(), rowids);
+    }
+    Ok((rows_changed, old))
+}
+
+/// The rowids the new and changed rows of `t` are written with, in the order to write them:
+/// the rowid of the alias key; for a [`Key::HiddenRowid`] table, first the rows the base had
+/// (each keeps its base rowid), then the new ones (their side's rowid if still free, else
+/// `None`: SQLite picks a fresh one); for a `WITHOUT ROWID` table, none.
+fn rowids_of<'a>(
+    conn: &Connection,
+    t: &Table,
+    changes: &'a TableChanges,
+    old: Option<&Rowids>,
+    side: Option<&Rowids>,
+    out: &Path,
+) -> Result<Vec<(&'a [Value], Option<i64>)>> {
+    let rows = changes
+        .iter()
+        .filter_map(|(canon, (key, change))| match change {
+            Change::Upsert(row) => Some((canon, key, row.as_slice())),
+            Change::Delete => None,
+        });
+    let Key::HiddenRowid(r, _) = t.key else {
+        return Ok(rows
+            .map(|(_, key, row)| match (t.rowid(), &key[0]) {
+                (Some(_), Value::Integer(id)) => (row, Some(*id)),
+                _ => (row, None),
+            })
+            .collect());
+    };
+    // The rows the base had go first, each with its rowid (freed by the deletes).
+    let (mut list, mut new) = (Vec::new(), Vec::new());
+    let mut wanted = std::collections::HashSet::new();
+    for (c, _, row) in rows {
+        match old.and_then(|o| o.get(c)) {
+            Some(&id) => {
+                wanted.insert(id);
+                list.push((row, Some(id)));
+            }
+            None => new.push((row, side.and_then(|s| s.get(c).copied()))),
+        }
+    }
+    let mut taken = conn
+        .prepare(&format!(
+            "SELECT EXISTS (SELECT 1 FROM main.{} WHERE {r} = ?1)",
+            quote(&t.name)
+        ))
+        .map_err(err("write", out))?;
+    let mut fresh = Vec::new();
+    for (row, hint) in new {
+        let free = match hint {
+            Some(h) if wanted.insert(h) => !taken
+                .query_row([h], |x| x.get::<_, bool>(0))
+                .map_err(err("write", out))?,
+            _ => false,
+        };
+        match hint.filter(|_| free) {
+            Some(h) => list.push((row, Some(h))),
+            None => fresh.push((row, None)),
+        }
+    }
+    // Last, the rows whose rowid SQLite picks (above every rowid written before them).
+    list.extend(fresh);
+    Ok(list)
 }
 
 /// Writes the merged changes into `out` (inside its transaction): every replaced or deleted
@@ -708,33 +960,30 @@ fn write_rows(
     conn: &Connection,
     tables: &[Table],
     merged: &BTreeMap<String, TableChanges>,
+    hints: &RowidHints,
     out: &Path,
 ) -> Result<std::result::Result<usize, String>> {
-    let mut rows_changed = 0;
+    let (rows_changed, old) = delete_rows(conn, tables, merged, out)?;
     for t in tables {
         let Some(changes) = merged.get(&t.name) else {
             continue;
         };
-        let mut delete = conn.prepare(&t.delete_sql()).map_err(err("write", out))?;
-        for (key, _) in changes.values() {
-            delete
-                .execute(rusqlite::params_from_iter(key.iter()))
-                .map_err(err("write", out))?;
-            rows_changed += 1;
-        }
-    }
-    for t in tables {
-        let Some(changes) = merged.get(&t.name) else {
-            continue;
-        };
-        let mut insert = conn.prepare(&t.insert_sql()).map_err(err("write", out))?;
-        for (key, change) in changes.values() {
-            let Change::Upsert(row) = change else {
-                continue;
+        let (kept, given) = (old.get(&t.name), hints.get(&t.name));
+        let rows = rowids_of(conn, t, changes, kept, given, out)?;
+        let mut with_rowid = conn
+            .prepare(&t.insert_sql(true))
+            .map_err(err("write", out))?;
+        let mut fresh = conn
+            .prepare(&t.insert_sql(false))
+            .map_err(err("write", out))?;
+        for (row, rowid) in rows {
+            let done = match rowid {
+                Some(id) => with_rowid.execute(rusqlite::params_from_iter(
+                    std::iter::once(Value::Integer(id)).chain(row.iter().cloned()),
+                )),
+                None => fresh.execute(rusqlite::params_from_iter(row.iter())),
             };
-            let rowid = matches!(t.key, Key::Rowid(_)).then_some(key).into_iter();
-            let params = rowid.flatten().chain(row.iter());
-            if let Err(e) = insert.execute(rusqlite::params_from_iter(params)) {
+            if let Err(e) = done {
                 return Ok(Err(format!(
                     "the merged rows break a constraint of {} (two rows with keys equal under its collation, or a unique value taken twice?): {e}",
                     t.name
@@ -815,23 +1064,24 @@ fn merge_inner(
         Ok(p) => p,
         Err(why) => return Ok(MergeOutcome::Fallback(why)),
     };
-    let (changes, seqs) = match read_sides(&conn, &plan, sides, out)? {
+    let all = match read_sides(&conn, &plan, sides, out)? {
         Ok(read) => read,
         Err(why) => return Ok(MergeOutcome::Fallback(why)),
     };
-    let (merged, row_conflicts) = combine(sides, &changes, strategy);
+    let (merged, row_conflicts) = combine(sides, &all.changes, strategy);
     if strategy == Strategy::Manual && !row_conflicts.is_empty() {
         return Ok(MergeOutcome::Held(row_conflicts));
     }
     conn.execute_batch("BEGIN").map_err(err("write", out))?;
-    let rows_changed = match write_rows(&conn, &plan.tables, &merged, out)? {
+    let hints = merged_hints(&all, &merged);
+    let rows_changed = match write_rows(&conn, &plan.tables, &merged, &hints, out)? {
         Ok(n) => n,
         Err(why) => {
             let _ = conn.execute_batch("ROLLBACK");
             return Ok(MergeOutcome::Fallback(why));
         }
     };
-    write_sequences(&conn, &seqs, out)?;
+    write_sequences(&conn, &all.seqs, out)?;
     for fts in &plan.rebuild {
         let q = quote(fts);
         conn.execute(&format!("INSERT INTO {q}({q}) VALUES('rebuild')"), [])
@@ -1572,6 +1822,138 @@ mod exact {
         assert_eq!(
             rows(&m, "SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'beta'"),
             ["Integer(2)"]
+        );
+    }
+
+    /// A text-keyed rowid table with an external-content full-text index over its hidden
+    /// rowid: the sides' auto-assigned rowids of their new rows are the same.
+    const NOTES: &str = "CREATE TABLE notes(id TEXT PRIMARY KEY, body TEXT);
+         CREATE VIRTUAL TABLE notes_fts USING fts5(body, content = 'notes');
+         CREATE TRIGGER notes_i AFTER INSERT ON notes BEGIN
+             INSERT INTO notes_fts(rowid, body) VALUES (new.rowid, new.body); END;
+         CREATE TRIGGER notes_d AFTER DELETE ON notes BEGIN
+             INSERT INTO notes_fts(notes_fts, rowid, body) VALUES ('delete', old.rowid, old.body); END;
+         INSERT INTO notes VALUES ('0b7e', 'alpha');";
+
+    #[test]
+    fn different_rows_inserted_into_a_text_keyed_rowid_table_both_survive() {
+        let m = merge(
+            NOTES,
+            "INSERT INTO notes VALUES ('5f1c-uuid-a', 'beta');",
+            "INSERT INTO notes VALUES ('9a3d-uuid-b', 'gamma');",
+        );
+        assert_eq!(
+            rows(&m, "SELECT id, body FROM notes ORDER BY id"),
+            [
+                r#"Text("0b7e") Text("alpha")"#,
+                r#"Text("5f1c-uuid-a") Text("beta")"#,
+                r#"Text("9a3d-uuid-b") Text("gamma")"#,
+            ]
+        );
+        // Each word is found in the row holding it (the index is rebuilt over the rowids the
+        // merged rows got), and the index agrees with its content.
+        for (word, id) in [
+            ("alpha", "0b7e"),
+            ("beta", "5f1c-uuid-a"),
+            ("gamma", "9a3d-uuid-b"),
+        ] {
+            let sql = format!(
+                "SELECT id FROM notes WHERE rowid IN (SELECT rowid FROM notes_fts WHERE notes_fts MATCH '{word}')"
+            );
+            assert_eq!(rows(&m, &sql), [format!("Text({id:?})")], "{word}");
+        }
+        m.conn
+            .execute_batch("INSERT INTO notes_fts(notes_fts) VALUES ('integrity-check')")
+            .unwrap();
+    }
+
+    #[test]
+    fn different_rows_inserted_into_a_composite_keyed_rowid_table_both_survive() {
+        let m = merge(
+            "CREATE TABLE members(team INTEGER, user TEXT, role TEXT, PRIMARY KEY(team, user));
+             INSERT INTO members VALUES (1, 'ann', 'owner');",
+            "INSERT INTO members VALUES (1, 'bob', 'editor'); UPDATE members SET role = 'admin' WHERE user = 'ann';",
+            "INSERT INTO members VALUES (2, 'ann', 'viewer');",
+        );
+        assert_eq!(
+            rows(
+                &m,
+                "SELECT team, user, role FROM members ORDER BY team, user"
+            ),
+            [
+                r#"Integer(1) Text("ann") Text("admin")"#,
+                r#"Integer(1) Text("bob") Text("editor")"#,
+                r#"Integer(2) Text("ann") Text("viewer")"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_key_inserted_with_different_values_is_one_conflict_reported_by_the_key() {
+        let (dir, outcome) = run(
+            NOTES,
+            "INSERT INTO notes VALUES ('7c2e', 'from local');",
+            "INSERT INTO notes VALUES ('7c2e', 'from icloud');",
+        );
+        let MergeOutcome::Merged { row_conflicts, .. } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(row_conflicts.len(), 1, "{row_conflicts:?}");
+        let rc = &row_conflicts[0];
+        assert_eq!(
+            (rc.table.as_str(), rc.key.as_str()),
+            ("notes", r#"["7c2e"]"#)
+        );
+        assert_eq!(rc.winner.as_deref(), Some("icloud"));
+        assert!(
+            rc.values
+                .contains(&("local".into(), Some(r#"["7c2e","from local"]"#.into()))),
+            "{rc:?}"
+        );
+        let m = Merged {
+            conn: Connection::open(dir.path().join("out.db")).unwrap(),
+            _dir: dir,
+        };
+        assert_eq!(
+            rows(&m, "SELECT id, body FROM notes ORDER BY id"),
+            [
+                r#"Text("0b7e") Text("alpha")"#,
+                r#"Text("7c2e") Text("from icloud")"#
+            ]
+        );
+    }
+
+    #[test]
+    fn hidden_rowids_are_kept_where_free_and_fresh_where_taken() {
+        let m = merge(
+            "CREATE TABLE notes(id TEXT PRIMARY KEY, body TEXT);
+             INSERT INTO notes VALUES ('a', 'one'), ('b', 'two');",
+            "UPDATE notes SET body = 'ONE' WHERE id = 'a'; INSERT INTO notes VALUES ('c', 'three');",
+            "UPDATE notes SET body = 'TWO' WHERE id = 'b'; INSERT INTO notes VALUES ('d', 'four');",
+        );
+        // Changed rows keep their rowids, 'c' its side's (3), 'd' (3 on its side too) gets a
+        // fresh one.
+        assert_eq!(
+            rows(&m, "SELECT rowid, id, body FROM notes ORDER BY rowid"),
+            [
+                r#"Integer(1) Text("a") Text("ONE")"#,
+                r#"Integer(2) Text("b") Text("TWO")"#,
+                r#"Integer(3) Text("c") Text("three")"#,
+                r#"Integer(4) Text("d") Text("four")"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_null_in_the_key_of_a_rowid_table_falls_back() {
+        let why = fallback(
+            "CREATE TABLE notes(id TEXT PRIMARY KEY, body TEXT); INSERT INTO notes VALUES ('a', 'x');",
+            "INSERT INTO notes VALUES (NULL, 'from local');",
+            "INSERT INTO notes VALUES (NULL, 'from icloud');",
+        );
+        assert!(
+            why.contains("table notes has a row whose PRIMARY KEY holds NULL in local"),
+            "{why}"
         );
     }
 
