@@ -9,7 +9,8 @@
 //! - when the sides changed disjoint rows, the merged database equals the result of replaying
 //!   both sides' statements on the base, in either order, whenever the two orders agree
 //!   (every table dumped with exact types ordered by its key, `sqlite_sequence`, and what
-//!   the full-text indexes find);
+//!   the full-text indexes find; a table whose PRIMARY KEY is not the rowid by that key,
+//!   without its hidden rowid, which the two orders give to different rows);
 //! - with `manual`, conflicting rows hold the file;
 //! - a fall-back always has a reason, and is counted per reason and per feature.
 //!
@@ -38,6 +39,8 @@ struct Case {
     conflicts: usize,
     /// Disjoint, merged, and equal to both replays (which agreed).
     replayed: bool,
+    /// Both sides inserted rows (new keys) into a table whose rowid is hidden.
+    keyed_inserts: bool,
 }
 
 fn conflict_set(rcs: &[RowConflict]) -> Conflicts {
@@ -73,6 +76,20 @@ impl Prepared {
             "\n  schema: {}\n  a: {:?}\n  b: {:?}",
             self.s.sql, self.sql_a, self.sql_b
         )
+    }
+
+    /// Whether both sides inserted new keys into a table whose key is not its rowid (and so,
+    /// mostly, gave different rows the same next rowid).
+    fn keyed_inserts(&self) -> bool {
+        let [base, a, b] = &self.dumps;
+        self.s.specs.iter().filter(|t| t.hidden_rowid).any(|t| {
+            let new = |d: &Dump| {
+                d.tables[&t.name]
+                    .keys()
+                    .any(|k| !base.tables[&t.name].contains_key(k))
+            };
+            new(a) && new(b)
+        })
     }
 
     /// Whether the sides changed disjoint sets of rows.
@@ -240,6 +257,7 @@ fn run_case(seed: u64) -> std::result::Result<Case, String> {
         }
     }
     Ok(Case {
+        keyed_inserts: c.keyed_inserts(),
         conflicts: want_conflicts.len(),
         disjoint: want_conflicts.is_empty() && c.disjoint(),
         replayed,
@@ -258,6 +276,8 @@ fn reason_kind(why: &str) -> &'static str {
         "constraint"
     } else if why.contains("integrity") {
         "integrity"
+    } else if why.contains("holds NULL") {
+        "NULL in a key"
     } else {
         "other"
     }
@@ -291,6 +311,7 @@ fn row_merge_matches_the_model_and_the_replay() {
     let start = env_u64("METASYNC_PROP_SEED").unwrap_or(0x13);
     let mut seeder = Rng(start);
     let (mut merged, mut disjoint, mut replayed, mut conflicts) = (0, 0, 0, 0);
+    let (mut keyed, mut keyed_merged) = (0, 0);
     let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
     let mut per_feature: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut failures = Vec::new();
@@ -301,6 +322,9 @@ fn row_merge_matches_the_model_and_the_replay() {
                 disjoint += u64::from(case.disjoint);
                 replayed += u64::from(case.replayed);
                 conflicts += case.conflicts;
+                keyed += u64::from(case.keyed_inserts);
+                keyed_merged +=
+                    u64::from(case.keyed_inserts && matches!(case.ending, Ending::Merged));
                 let fell = match &case.ending {
                     Ending::Merged => {
                         merged += 1;
@@ -331,7 +355,7 @@ fn row_merge_matches_the_model_and_the_replay() {
         .collect();
     let why: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect();
     println!(
-        "rowmerge[prop]: cases {cases}, merged {merged}, fell back {} ({}), disjoint {disjoint} ({replayed} equal to both replays), row conflicts {conflicts}, mismatches {}",
+        "rowmerge[prop]: cases {cases}, merged {merged}, fell back {} ({}), disjoint {disjoint} ({replayed} equal to both replays), row conflicts {conflicts}, both sides inserting into a table keyed apart from its rowid {keyed} ({keyed_merged} merged), mismatches {}",
         cases - merged - failures.len() as u64,
         why.join(", "),
         failures.len()
