@@ -1581,7 +1581,7 @@ mod exact {
             sides.push(MergeSide {
                 location: loc.to_string(),
                 local: i == 0,
-                mtime_ns: i as i64,
+                mtime_ns: i as i128,
                 path: p,
             });
         }

@@ -221,7 +221,7 @@ fn run_case(seed: u64) -> std::result::Result<Case, String> {
     let side = |loc: &str, local: bool, mtime_ns: i64, path: PathBuf| MergeSide {
         location: loc.into(),
         local,
-        mtime_ns,
+        mtime_ns: mtime_ns.into(),
         path,
     };
     let sides = [
