@@ -356,16 +356,19 @@ impl Engine {
         }
         let archive = Archive::open(self.home())?;
         let machine = archive.machine_id()?;
+        let version = crate::kind::Source {
+            kind: content.kind,
+            path: &backup_path,
+            hash: &content.hash,
+            mtime: std::time::SystemTime::now(),
+            snapshot: None,
+        };
         crate::kind::write_version(
-            content.kind,
-            &backup_path,
+            &version,
             &dest,
             place.loc.is_local(),
-            &content.hash,
-            std::time::SystemTime::now(),
             &machine,
             &self.read_ctx(),
-            None,
         )?;
         tracing::info!(target: "metasync", "{file} in {}: restored from {}", place.loc.name, backup_path.display());
         events(&Event::BackupRestored {

@@ -1135,27 +1135,16 @@ pub fn keep_base(
     std::fs::create_dir_all(&dir).ctx("create folder", &dir)?;
     let target = dir.join(format!("{hash}.db"));
     if !target.exists() {
-        let tmp = dir.join(format!(".{hash}.tmp-{}", crate::ids::random_hex(6)));
-        let linked = movable && std::fs::hard_link(snapshot, &tmp).is_ok();
-        let kept = (|| {
-            if linked {
-                std::fs::remove_file(snapshot).ctx("remove", snapshot)?;
-            } else {
-                std::fs::copy(snapshot, &tmp).ctx("copy base snapshot to", &tmp)?;
-            }
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .ctx("fsync", &tmp)?;
-            std::fs::rename(&tmp, &target).ctx("rename", &target)?;
-            if let Ok(d) = std::fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })();
-        if kept.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-            return kept;
+        let temp = crate::apply::Temp::beside(&target, "base")?;
+        if movable && std::fs::hard_link(snapshot, temp.path()).is_ok() {
+            std::fs::remove_file(snapshot).ctx("remove", snapshot)?;
+        } else {
+            std::fs::copy(snapshot, temp.path()).ctx("copy base snapshot to", temp.path())?;
         }
+        std::fs::File::open(temp.path())
+            .and_then(|f| f.sync_all())
+            .ctx("fsync", temp.path())?;
+        temp.put_own_file_in_place(&target)?;
     }
     Ok(())
 }

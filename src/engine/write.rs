@@ -134,19 +134,16 @@ impl Engine {
                         job.file
                     )));
                 };
-                let mtime = crate::times::system_time(stat.mtime_ns);
-                crate::kind::write_version(
-                    content.kind,
-                    src,
-                    &dest,
-                    job.place.loc.is_local(),
+                let version = crate::kind::Source {
+                    kind: content.kind,
+                    path: src,
                     hash,
-                    mtime,
-                    job.machine,
-                    &self.read_ctx(),
-                    content.snapshot.as_deref().map(|p| (p, job.snapshot_use)),
-                )
-                .map(|_| format!("from {from}"))
+                    mtime: crate::times::system_time(stat.mtime_ns),
+                    snapshot: content.snapshot.as_deref().map(|p| (p, job.snapshot_use)),
+                };
+                let local = job.place.loc.is_local();
+                crate::kind::write_version(&version, &dest, local, job.machine, &self.read_ctx())
+                    .map(|_| format!("from {from}"))
             }
             Action::Delete { .. } => crate::apply::delete_to_backup(&dest, at)
                 .map(|p| format!("moved to {}", p.display())),
