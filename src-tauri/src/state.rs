@@ -361,7 +361,7 @@ impl AppState {
         for a in report
             .actions
             .iter()
-            .filter(|a| a.done && a.action != "backup")
+            .filter(|a| a.done && a.action != metasync::model::ActionKind::Backup)
         {
             let Some(loc) = report.locations.iter().find(|l| l.name == a.location) else {
                 continue;
