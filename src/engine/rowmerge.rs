@@ -67,47 +67,7 @@ impl Engine {
                 for rc in &mut row_conflicts {
                     rc.file = file.to_string();
                 }
-                let hash = crate::sqlite::logical_hash(&path, &opts).map_err(|e| e.to_string())?;
-                let counts =
-                    crate::sqlite::table_counts(&path, &opts).map_err(|e| e.to_string())?;
-                let facts = crate::kind::Facts {
-                    integrity: Vec::new(),
-                    entities: counts.entities(),
-                    conversations: counts.conversations(),
-                };
-                if let Some(why) = crate::kind::shrink_reason(
-                    agreed,
-                    &facts,
-                    self.config.sqlite.max_shrink_percent,
-                ) {
-                    return Ok(MergeResult::Shrunk(why));
-                }
-                let now = now_ns();
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let found = Found::Present {
-                    stat: scan::Stat {
-                        size,
-                        mtime_ns: now.into(),
-                        ctime_ns: now.into(),
-                        ino: 0,
-                        side: None,
-                    },
-                    content: crate::kind::Content {
-                        hash: hash.clone(),
-                        kind: Kind::Sqlite,
-                        facts: facts.clone(),
-                        snapshot: Some(path.clone()),
-                    },
-                    hashed: true,
-                };
-                Ok(MergeResult::Merged(Box::new(Merged {
-                    path,
-                    hash,
-                    facts,
-                    found,
-                    row_conflicts,
-                    rows_changed,
-                })))
+                self.merged_version(agreed, path, row_conflicts, rows_changed)
             }
             crate::merge::MergeOutcome::Held(mut rows) => {
                 for rc in &mut rows {
@@ -199,6 +159,56 @@ impl Engine {
                 "{file}: no copy of the agreed version to keep as the base for row merges"
             )),
         }
+    }
+
+    /// A merged database version: its hash, counts and the scan the writes read it by; held
+    /// back when the shrink guard says so.
+    fn merged_version(
+        &self,
+        agreed: &Agreed,
+        path: PathBuf,
+        row_conflicts: Vec<crate::merge::RowConflict>,
+        rows_changed: usize,
+    ) -> std::result::Result<MergeResult, String> {
+        let opts = crate::sqlite::SqliteOptions::from(&self.config.sqlite);
+        let hash = crate::sqlite::logical_hash(&path, &opts).map_err(|e| e.to_string())?;
+        let counts = crate::sqlite::table_counts(&path, &opts).map_err(|e| e.to_string())?;
+        let facts = crate::kind::Facts {
+            integrity: Vec::new(),
+            entities: counts.entities(),
+            conversations: counts.conversations(),
+        };
+        if let Some(why) =
+            crate::kind::shrink_reason(agreed, &facts, self.config.sqlite.max_shrink_percent)
+        {
+            return Ok(MergeResult::Shrunk(why));
+        }
+        let now = now_ns();
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let found = Found::Present {
+            stat: scan::Stat {
+                size,
+                mtime_ns: now.into(),
+                ctime_ns: now.into(),
+                ino: 0,
+                side: None,
+            },
+            content: crate::kind::Content {
+                hash: hash.clone(),
+                kind: Kind::Sqlite,
+                facts: facts.clone(),
+                snapshot: Some(path.clone()),
+            },
+            hashed: true,
+        };
+        Ok(MergeResult::Merged(Box::new(Merged {
+            path,
+            hash,
+            facts,
+            found,
+            row_conflicts,
+            rows_changed,
+        })))
     }
 }
 
