@@ -379,7 +379,7 @@ fn sorting_rules(rng: &mut Rng) -> String {
 fn make_db_seed(dir: &Path, entities: u64) {
     std::fs::create_dir_all(dir).unwrap();
     let conversations = (entities / 10).max(1);
-    metasync::sqlite::create_knowledge_graph(&dir.join("metastore.db"), entities, conversations)
+    metasync::sample::create_knowledge_graph(&dir.join("metastore.db"), entities, conversations)
         .expect("create knowledge graph");
     let mut rng = Rng(0x5eed_0000 ^ entities);
     std::fs::write(dir.join("sorting-rules.yaml"), sorting_rules(&mut rng)).unwrap();

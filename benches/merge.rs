@@ -32,7 +32,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.db");
     let t = Instant::now();
-    metasync::sqlite::create_knowledge_graph(&base, entities, 1).unwrap();
+    metasync::sample::create_knowledge_graph(&base, entities, 1).unwrap();
     let size = std::fs::metadata(&base).unwrap().len();
     eprintln!(
         "made a {entities}-entity database ({:.0} MB) in {:.1} s",

@@ -113,7 +113,7 @@ pub fn run(out: &mut dyn Write) -> Result<()> {
     demo.say(
         "Machine A has a knowledge graph (92 entities, 1 conversation) and its sorting rules.",
     )?;
-    crate::sqlite::create_knowledge_graph(&a_home.join("metastore.db"), 92, 1)?;
+    crate::sample::create_knowledge_graph(&a_home.join("metastore.db"), 92, 1)?;
     write_rules(&a_home.join("sorting-rules.yaml"), "inbox: triage\n", 3600)?;
     demo.sync("machine-a", true)?;
 

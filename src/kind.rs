@@ -412,8 +412,8 @@ mod tests {
         }
         let ours = home.join("metastore.db");
         let theirs = remote.join("metastore.db");
-        crate::sqlite::create_knowledge_graph(&ours, 50, 1).expect("create");
-        crate::sqlite::create_knowledge_graph(&theirs, 50, 1).expect("create");
+        crate::sample::create_knowledge_graph(&ours, 50, 1).expect("create");
+        crate::sample::create_knowledge_graph(&theirs, 50, 1).expect("create");
         let mut config = crate::config::Config::default();
         let mut ctx = ReadCtx::new(&home, &config);
         assert_eq!(ctx.sqlite.base_copy_under.as_deref(), Some(home.as_path()));

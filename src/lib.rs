@@ -29,6 +29,7 @@ pub mod names;
 pub mod plan;
 pub mod report;
 pub mod retention;
+pub mod sample;
 pub mod scan;
 pub mod select;
 pub mod sqlite;

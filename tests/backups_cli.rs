@@ -318,7 +318,7 @@ fn a_database_backup_is_checked_then_restored_live_and_propagates() {
     use rusqlite::Connection;
     let (w, a, _b) = two("");
     let db = a.file("metastore.db");
-    metasync::sqlite::create_knowledge_graph(&db, 92, 1).unwrap();
+    metasync::sample::create_knowledge_graph(&db, 92, 1).unwrap();
     a.sync(&[], 0);
     Connection::open(&db)
         .unwrap()

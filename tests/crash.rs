@@ -158,7 +158,7 @@ fn check_after_crash(
 fn write_version(path: &Path, file: &str, n: u32, scratch: &Path) -> String {
     if file == DB {
         if !path.exists() {
-            metasync::sqlite::create_knowledge_graph(path, 40, 5).unwrap();
+            metasync::sample::create_knowledge_graph(path, 40, 5).unwrap();
         } else {
             let c = rusqlite::Connection::open(path).unwrap();
             c.execute(
@@ -310,7 +310,7 @@ fn sigkill_case(file: &str, kills: usize) -> (u64, u64, u64) {
         let p = a.file(file);
         if file == DB {
             if n == 1 {
-                metasync::sqlite::create_knowledge_graph(&p, entities, 100).unwrap();
+                metasync::sample::create_knowledge_graph(&p, entities, 100).unwrap();
             } else {
                 let c = rusqlite::Connection::open(&p).unwrap();
                 c.execute(

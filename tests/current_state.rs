@@ -29,7 +29,7 @@ fn setup(extra: &str) -> (World, Machine, Machine) {
     let extra = format!("{extra}\n[sqlite]\nbusy_timeout_ms = 200\n");
     let a = w.machine("a", &[("icloud", "cloud")], &extra);
     let b = w.machine("b", &[("icloud", "cloud")], &extra);
-    metasync::sqlite::create_knowledge_graph(&a.file(DB), 92, 1).unwrap();
+    metasync::sample::create_knowledge_graph(&a.file(DB), 92, 1).unwrap();
     set_age(&a.file(DB), 1000);
     a.sync(&[], 0);
     b.sync(&[], 0);
@@ -183,7 +183,7 @@ fn a_returning_drive_with_the_agreed_version_does_not_block_the_merge() {
     let remotes = [("icloud", "cloud"), ("external", "drive")];
     let a = w.machine("a", &remotes, "");
     let b = w.machine("b", &remotes, "");
-    metasync::sqlite::create_knowledge_graph(&a.file(DB), 92, 1).unwrap();
+    metasync::sample::create_knowledge_graph(&a.file(DB), 92, 1).unwrap();
     set_age(&a.file(DB), 2000);
     a.sync(&[], 0);
     b.sync(&[], 0);

@@ -269,7 +269,7 @@ fn full_disk() {
         let p = a.file(file);
         let _ = std::fs::remove_file(&p);
         if file == DB {
-            metasync::sqlite::create_knowledge_graph(&p, 200, 5).unwrap();
+            metasync::sample::create_knowledge_graph(&p, 200, 5).unwrap();
         } else {
             std::fs::write(&p, "rules: small\n").unwrap();
         }
@@ -504,7 +504,7 @@ fn db_under_writer(pause: Duration, runs_max: u64, group: &str) {
     let a = w.machine("a", &[("icloud", "cloud")], "");
     let scratch = w.path("scratch");
     let p = a.file(DB);
-    metasync::sqlite::create_knowledge_graph(&p, 2_000, 50).unwrap();
+    metasync::sample::create_knowledge_graph(&p, 2_000, 50).unwrap();
     {
         let c = rusqlite::Connection::open(&p).unwrap();
         let _: String = c
@@ -678,7 +678,7 @@ fn wal_database_is_synced_on_the_first_run() {
     let w = World::new();
     let a = w.machine("a", &[("icloud", "cloud")], "");
     let p = a.file(DB);
-    metasync::sqlite::create_knowledge_graph(&p, 100, 5).unwrap();
+    metasync::sample::create_knowledge_graph(&p, 100, 5).unwrap();
     {
         let c = rusqlite::Connection::open(&p).unwrap();
         let _: String = c

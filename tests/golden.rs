@@ -153,7 +153,7 @@ fn golden_databases_merge_and_verify() {
     let a = w.machine("a", &[("icloud", "cloud")], "");
     let b = w.machine("b", &[("icloud", "cloud")], "");
     let mut s = Story::new("databases", &w);
-    metasync::sqlite::create_knowledge_graph(&a.file(DB), 92, 7).unwrap();
+    metasync::sample::create_knowledge_graph(&a.file(DB), 92, 7).unwrap();
     set_age(&a.file(DB), 1000);
     s.step("a first sync", &a, &["sync"]);
     s.step("b first sync", &b, &["sync"]);

@@ -284,7 +284,7 @@ fn damaged_databases_never_overwrite_healthy_ones() {
             let a = w.machine("a", &[("icloud", "cloud")], "");
             let b = w.machine("b", &[("icloud", "cloud")], "");
             let scratch = w.path("scratch");
-            metasync::sqlite::create_knowledge_graph(&a.file(DB), 3000, 20).unwrap();
+            metasync::sample::create_knowledge_graph(&a.file(DB), 3000, 20).unwrap();
             set_age(&a.file(DB), 500);
             let (healthy, ok) = db_version(&a.file(DB), &scratch);
             assert!(ok);
@@ -359,7 +359,7 @@ fn damaged_databases_never_overwrite_healthy_ones() {
 fn with_no_healthy_version_nothing_moves_and_the_run_fails() {
     let w = World::new();
     let a = w.machine("a", &[("icloud", "cloud")], "");
-    metasync::sqlite::create_knowledge_graph(&a.file(DB), 100, 2).unwrap();
+    metasync::sample::create_knowledge_graph(&a.file(DB), 100, 2).unwrap();
     a.sync(&[], 0);
     damage(&a.file(DB), "flipped");
     damage(&w.path("cloud").join(DB), "truncated");

@@ -35,7 +35,7 @@ fn setup(extra: &str) -> (World, Machine, Machine) {
     let w = World::new();
     let a = w.machine("a", &[("icloud", "cloud")], extra);
     let b = w.machine("b", &[("icloud", "cloud")], extra);
-    metasync::sqlite::create_knowledge_graph(&a.file(DB), 92, 1).unwrap();
+    metasync::sample::create_knowledge_graph(&a.file(DB), 92, 1).unwrap();
     set_age(&a.file(DB), 1000);
     a.sync(&[], 0);
     b.sync(&[], 0);

@@ -425,7 +425,7 @@ impl Sim {
             }
         } else if !path.exists() {
             let e = 5 + self.rng.below(20) as u64;
-            metasync::sqlite::create_knowledge_graph(&path, e, 1 + e / 5).unwrap();
+            metasync::sample::create_knowledge_graph(&path, e, 1 + e / 5).unwrap();
             self.set_mtime(m, &path);
             what = format!("created ({e} entities)");
         } else {
@@ -893,7 +893,7 @@ impl Sim {
                 .unwrap();
             } else {
                 let e = 8 + self.rng.below(20) as u64;
-                metasync::sqlite::create_knowledge_graph(&p, e, 1 + e / 4).unwrap();
+                metasync::sample::create_knowledge_graph(&p, e, 1 + e / 4).unwrap();
             }
             self.set_mtime(m, &p);
             if let Some(h) = self.version_of(&p) {

@@ -65,7 +65,7 @@ fn assert_scratch_empty(home: &Path, when: &str) {
 }
 
 fn graph(path: &Path, entities: u64, conversations: u64) {
-    metasync::sqlite::create_knowledge_graph(path, entities, conversations).unwrap();
+    metasync::sample::create_knowledge_graph(path, entities, conversations).unwrap();
 }
 
 struct Kill(Child);
