@@ -106,7 +106,7 @@ struct Sim {
     busy_next: bool,
     /// (path, file) -> the version a user deleted there.
     deleted: HashMap<(PathBuf, String), String>,
-    hash_cache: HashMap<(PathBuf, u64, i64, u64), String>,
+    hash_cache: HashMap<(PathBuf, u64, i128, u64), String>,
     counter: u64,
     rng: Rng,
     stats: Stats,
@@ -114,13 +114,13 @@ struct Sim {
     failures: Vec<String>,
 }
 
-fn stat_key(p: &Path) -> Option<(PathBuf, u64, i64, u64)> {
+fn stat_key(p: &Path) -> Option<(PathBuf, u64, i128, u64)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(p).ok()?;
     Some((
         p.to_path_buf(),
         m.len(),
-        m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
         m.ino() ^ (m.ctime_nsec() as u64) ^ ((m.ctime() as u64) << 20),
     ))
 }
@@ -379,6 +379,13 @@ impl Sim {
             t + Duration::from_secs(self.skew[m] as u64)
         } else {
             t - Duration::from_secs(self.skew[m].unsigned_abs())
+        };
+        // Now and then an edit carries a date at the edges: past 2262 (beyond i64
+        // nanoseconds) or before 1970 (negative seconds, with a fraction).
+        let t = match self.counter % 29 {
+            3 => SystemTime::UNIX_EPOCH + Duration::new(10_413_792_000, 123_456_789), // 2300
+            11 => SystemTime::UNIX_EPOCH - Duration::new(144_000_000, 500_000_000),   // 1965
+            _ => t,
         };
         if let Ok(f) = std::fs::File::options().write(true).open(p) {
             let _ = f.set_modified(t);

@@ -183,13 +183,19 @@ impl Engine {
         {
             return Ok(MergeResult::Shrunk(why));
         }
-        let now = now_ns();
+        // The merged version is this machine's edit, made now by its clock.
+        let now: i128 = self
+            .clock
+            .now()
+            .timestamp_nanos_opt()
+            .unwrap_or(i64::MAX)
+            .into();
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let found = Found::Present {
             stat: scan::Stat {
                 size,
-                mtime_ns: now.into(),
-                ctime_ns: now.into(),
+                mtime_ns: now,
+                ctime_ns: now,
                 ino: 0,
                 side: None,
             },
