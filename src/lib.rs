@@ -18,6 +18,7 @@ pub mod download;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
+pub mod history;
 pub mod ids;
 pub mod kind;
 pub mod location;

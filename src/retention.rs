@@ -203,6 +203,7 @@ mod tests {
             keep_last,
             retention,
             max_age_days,
+            ..BackupConfig::default()
         }
     }
 
