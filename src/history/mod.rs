@@ -2,3 +2,4 @@
 //! plain, move into the compact store or go, and the store itself (`.metasync/history/`).
 
 pub mod policy;
+pub mod store;

@@ -579,7 +579,11 @@ mod tests {
         let got = decide(&vs, &config(5, Retention::Staggered), now());
         let count = |a| got.iter().filter(|d| d.action == a).count();
         assert_eq!(count(P), 5);
-        assert_eq!(count(S), 24 + 1, "hours 0..24 (hour 0 beyond the 5 plain) and day 1");
+        assert_eq!(
+            count(S),
+            24 + 1,
+            "hours 0..24 (hour 0 beyond the 5 plain) and day 1"
+        );
         // Running again on the survivors at the same time changes nothing.
         let kept: Vec<Version> = vs
             .iter()
