@@ -1774,6 +1774,7 @@ impl Engine {
             row_conflicts,
             last_run,
             warnings,
+            history: Vec::new(),
         })
     }
 
