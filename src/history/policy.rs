@@ -16,8 +16,13 @@
 //!    corrupt version, the version a restore or resolve replaced) is stored while it has been
 //!    protected for less than `protect_days` (protection from the future counts as new).
 //! 3. Otherwise the retention mode decides, for *every* version, unique or not:
-//!    - `staggered`: one per bucket, the newest of its bucket — hourly for a day, daily up to
-//!      30 days, weekly up to 365 days (the buckets of [`crate::retention`]); the rest go;
+//!    - `staggered`: one per slot, the newest of its slot — per hour while younger than a
+//!      day, per day up to 30 days, per week up to 365 days; the rest go. Slots are fixed
+//!      periods of time (UTC hours, days, weeks since the epoch), not ages: the newest version
+//!      of an hour stays the newest of that hour however time passes, so what is kept at one
+//!      run is still kept at the next until it ages into a coarser slot (with age-relative
+//!      buckets, each new version would push the one before out of its bucket, run after
+//!      run, and a steady stream of versions would keep none older than the first bucket);
 //!    - `max_age`: stored while younger than `max_age_days`;
 //!    - `none`: nothing beyond `keep_last`.
 //!
@@ -104,13 +109,13 @@ pub enum Reason {
     KeepLast(usize),
     /// Protected for less than `protect_days`.
     Protected(Protected),
-    /// The newest of the hourly bucket `[n, n+1)` hours.
-    Hour(i64),
-    /// The newest of the daily bucket `[n, n+1)` days.
-    Day(i64),
-    /// The newest of the weekly bucket `[30 + 7n, 30 + 7(n+1))` days.
-    Week(i64),
-    /// A newer version represents its bucket.
+    /// The newest of its hour (younger than a day).
+    Hourly,
+    /// The newest of its day (younger than 30 days).
+    Daily,
+    /// The newest of its week (younger than 365 days).
+    Weekly,
+    /// A newer version represents its slot.
     Superseded,
     /// 365 days old or more (staggered).
     Expired,
@@ -129,9 +134,9 @@ impl fmt::Display for Reason {
         match self {
             Reason::KeepLast(r) => write!(f, "one of the keep_last newest (#{})", r + 1),
             Reason::Protected(p) => write!(f, "protected ({})", p.as_str()),
-            Reason::Hour(n) => write!(f, "newest of hour {n}"),
-            Reason::Day(n) => write!(f, "newest of day {n}"),
-            Reason::Week(n) => write!(f, "newest of week {n} after the first 30 days"),
+            Reason::Hourly => f.write_str("the newest of its hour"),
+            Reason::Daily => f.write_str("the newest of its day"),
+            Reason::Weekly => f.write_str("the newest of its week"),
             Reason::Superseded => f.write_str("a newer version keeps its slot in the schedule"),
             Reason::Expired => f.write_str("older than a year"),
             Reason::YoungerThanMaxAge => f.write_str("younger than max_age_days"),
@@ -157,15 +162,17 @@ const HOUR: i64 = 3600;
 const DAY: i64 = 24 * HOUR;
 const WEEK: i64 = 7 * DAY;
 
-/// The staggered slot of a version this old (`>= 0`); `None` from 365 days on.
-fn slot(age: Duration) -> Option<Reason> {
-    let s = age.num_seconds();
-    if s < DAY {
-        Some(Reason::Hour(s / HOUR))
-    } else if s < 30 * DAY {
-        Some(Reason::Day(s / DAY))
-    } else if s < 365 * DAY {
-        Some(Reason::Week((s - 30 * DAY) / WEEK))
+/// The staggered slot of a version made at `created`, this old (`>= 0`): the kind of slot
+/// and its number (UTC hours, days or weeks since the epoch); `None` from 365 days on.
+fn slot(created: DateTime<Utc>, age: Duration) -> Option<(Reason, i64)> {
+    let a = age.num_seconds();
+    let t = created.timestamp();
+    if a < DAY {
+        Some((Reason::Hourly, t.div_euclid(HOUR)))
+    } else if a < 30 * DAY {
+        Some((Reason::Daily, t.div_euclid(DAY)))
+    } else if a < 365 * DAY {
+        Some((Reason::Weekly, t.div_euclid(WEEK)))
     } else {
         None
     }
@@ -204,9 +211,9 @@ pub fn decide(versions: &[Version], config: &BackupConfig, now: DateTime<Utc>) -
                 Retention::None => (Action::Remove, Reason::NotKept),
                 Retention::MaxAge if a < max_age => (Action::Store, Reason::YoungerThanMaxAge),
                 Retention::MaxAge => (Action::Remove, Reason::OlderThanMaxAge),
-                Retention::Staggered => match slot(a) {
+                Retention::Staggered => match slot(v.created, a) {
                     None => (Action::Remove, Reason::Expired),
-                    Some(s) if taken.insert(s) => (Action::Store, s),
+                    Some(s) if taken.insert(s) => (Action::Store, s.0),
                     Some(_) => (Action::Remove, Reason::Superseded),
                 },
             };
@@ -356,9 +363,9 @@ mod tests {
                 want: vec![
                     ("a", P, Reason::KeepLast(0)),
                     ("b", P, Reason::KeepLast(1)),
-                    ("c", S, Reason::Hour(0)),
+                    ("c", S, Reason::Hourly),
                     ("d", R, Reason::Superseded),
-                    ("e", S, Reason::Hour(1)),
+                    ("e", S, Reason::Hourly),
                     ("f", R, Reason::Superseded),
                 ],
                 over: false,
@@ -376,9 +383,9 @@ mod tests {
                 config: staggered(2),
                 want: vec![
                     ("f", R, Reason::Superseded),
-                    ("c", S, Reason::Hour(0)),
+                    ("c", S, Reason::Hourly),
                     ("a", P, Reason::KeepLast(0)),
-                    ("e", S, Reason::Hour(1)),
+                    ("e", S, Reason::Hourly),
                     ("d", R, Reason::Superseded),
                     ("b", P, Reason::KeepLast(1)),
                 ],
@@ -390,21 +397,23 @@ mod tests {
                     plain("d1", h(25)),
                     plain("d1b", h(30)),
                     plain("d29", d(29)),
+                    // Weeks since the epoch start on Thursdays: May 2 is in one, Apr 26 and
+                    // Apr 25 in the one before.
                     plain("w0", d(30)),
-                    plain("w0b", d(36)),
-                    plain("w1", d(37)),
+                    plain("w1", d(36)),
+                    plain("w1b", d(37)),
                     plain("w47", d(364)),
                     plain("old", d(365)),
                 ],
                 config: staggered(0),
                 want: vec![
-                    ("d1", S, Reason::Day(1)),
+                    ("d1", S, Reason::Daily),
                     ("d1b", R, Reason::Superseded),
-                    ("d29", S, Reason::Day(29)),
-                    ("w0", S, Reason::Week(0)),
-                    ("w0b", R, Reason::Superseded),
-                    ("w1", S, Reason::Week(1)),
-                    ("w47", S, Reason::Week(47)),
+                    ("d29", S, Reason::Daily),
+                    ("w0", S, Reason::Weekly),
+                    ("w1", S, Reason::Weekly),
+                    ("w1b", R, Reason::Superseded),
+                    ("w47", S, Reason::Weekly),
                     ("old", R, Reason::Expired),
                 ],
                 over: false,
@@ -422,7 +431,7 @@ mod tests {
                 config: staggered(1),
                 want: vec![
                     ("new", P, Reason::KeepLast(0)),
-                    ("loser", S, Reason::Hour(0)),
+                    ("loser", S, Reason::Hourly),
                     ("row", S, Reason::Protected(Protected::RowConflictLoser)),
                     ("held", S, Reason::Protected(Protected::ShrinkHeld)),
                     ("corrupt", S, Reason::Protected(Protected::RefusedCorrupt)),
@@ -440,7 +449,7 @@ mod tests {
                 config: staggered(1),
                 want: vec![
                     ("new", P, Reason::KeepLast(0)),
-                    ("kept", S, Reason::Hour(0)),
+                    ("kept", S, Reason::Hourly),
                     ("ends", R, Reason::Superseded),
                 ],
                 over: false,
@@ -480,7 +489,7 @@ mod tests {
                 config: staggered(1),
                 want: vec![
                     ("future", P, Reason::KeepLast(0)),
-                    ("now", S, Reason::Hour(0)),
+                    ("now", S, Reason::Hourly),
                     ("older", R, Reason::Superseded),
                 ],
                 over: false,
@@ -504,9 +513,9 @@ mod tests {
                 config: budget(1, 3),
                 want: vec![
                     ("p", P, Reason::KeepLast(0)),
-                    ("h0", S, Reason::Hour(0)),
+                    ("h0", S, Reason::Hourly),
                     ("h5", R, Reason::OverBudget),
-                    ("loser", S, Reason::Hour(6)),
+                    ("loser", S, Reason::Hourly),
                     ("d3", R, Reason::OverBudget),
                 ],
                 over: false,
@@ -523,7 +532,7 @@ mod tests {
                 want: vec![
                     ("p1", P, Reason::KeepLast(0)),
                     ("p2", P, Reason::KeepLast(1)),
-                    ("loser", S, Reason::Day(2)),
+                    ("loser", S, Reason::Daily),
                     ("d5", R, Reason::OverBudget),
                 ],
                 over: true,
@@ -532,7 +541,7 @@ mod tests {
                 name: "budget not reached: nothing more goes",
                 spec: vec![("p", m(1), mib, None), ("d2", d(2), mib, None)],
                 config: budget(1, 2),
-                want: vec![("p", P, Reason::KeepLast(0)), ("d2", S, Reason::Day(2))],
+                want: vec![("p", P, Reason::KeepLast(0)), ("d2", S, Reason::Daily)],
                 over: false,
             },
         ]
@@ -593,5 +602,52 @@ mod tests {
             .collect();
         let again = decide(&kept, &config(5, Retention::Staggered), now());
         assert!(again.iter().all(|d| d.action != R), "{again:?}");
+    }
+
+    /// Thinning run after run, as the engine does: a version every 5 minutes for 40 days,
+    /// the policy applied after each. At the end every hour of the last day, every day of
+    /// the last 30 and the weeks before still have a version (slots fixed in time; with
+    /// buckets relative to `now`, each new version pushes the previous one out of its
+    /// bucket and nothing older than the first survives).
+    #[test]
+    fn thinning_run_after_run_keeps_one_per_hour_day_and_week() {
+        let config = config(5, Retention::Staggered);
+        let start = now() - d(40);
+        let mut kept: Vec<Version> = Vec::new();
+        let mut t = start;
+        let mut i = 0;
+        while t <= now() {
+            kept.push(Version {
+                id: format!("v{i:06}"),
+                created: t,
+                size: 1,
+                protected: None,
+            });
+            let decided = decide(&kept, &config, t);
+            kept = kept
+                .into_iter()
+                .zip(decided)
+                .filter(|(_, d)| d.action != R)
+                .map(|(v, _)| v)
+                .collect();
+            t += m(5);
+            i += 1;
+        }
+        let now = t - m(5);
+        let ages: Vec<Duration> = kept.iter().map(|v| now - v.created).collect();
+        for h in 0..24 {
+            assert!(
+                ages.iter().any(|a| a.num_hours() == h),
+                "no version in hour {h}: {ages:?}"
+            );
+        }
+        for day in 1..30 {
+            assert!(
+                ages.iter().any(|a| a.num_days() == day),
+                "no version on day {day}: {ages:?}"
+            );
+        }
+        assert!(ages.iter().any(|a| a.num_days() >= 37), "{ages:?}");
+        assert!(kept.len() < 5 + 25 + 31 + 3, "{} kept", kept.len());
     }
 }

@@ -12,6 +12,9 @@
 //! - `packs/<sha256>.unused`: a collection's note that this pack was found unreferenced,
 //!   and when.
 //!
+//! Each chunk is kept deflated when that makes it smaller (a leading byte says which: 0
+//! raw, 1 deflate); its hash (the first 128 bits of SHA-256, in hex) is of its content.
+//!
 //! A database version is stored as its pages (the backup file read in page-size blocks: a
 //! backup-API snapshot keeps page numbers, so consecutive versions share almost every
 //! page); any other file as content-defined chunks (FastCDC). A chunk already in a pack
@@ -55,6 +58,8 @@ pub const PACK_TARGET: usize = 4 << 20;
 pub const GRACE: Duration = Duration::hours(1);
 /// Repacking starts once this many packs are smaller than a quarter of [`PACK_TARGET`].
 const SMALL_PACKS: usize = 8;
+/// Packs below this size count as small.
+const SMALL_PACK_BYTES: u64 = 128 << 10;
 const CDC_MIN: u32 = 2048;
 const CDC_AVG: u32 = 8192;
 const CDC_MAX: u32 = 65536;
@@ -68,7 +73,8 @@ pub struct Protection {
     pub since: DateTime<Utc>,
 }
 
-/// One chunk of a version: index into the manifest's packs, offset, length, SHA-256.
+/// One chunk of a version: index into the manifest's packs, offset and length of its stored
+/// bytes there, and the hash of its content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef(pub usize, pub u64, pub u32, pub String);
 
@@ -137,6 +143,41 @@ pub struct Collected {
 
 fn sha_hex(bytes: &[u8]) -> String {
     crate::ids::hex_lower(&Sha256::digest(bytes))
+}
+
+/// A chunk's hash: the first 128 bits of its SHA-256.
+fn chunk_hash(bytes: &[u8]) -> String {
+    crate::ids::hex_lower(&Sha256::digest(bytes)[..16])
+}
+
+/// A chunk as stored: deflated when that is smaller, behind a byte saying which.
+fn encode(chunk: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::DeflateEncoder::new(vec![1u8], flate2::Compression::fast());
+    let deflated = z.write_all(chunk).and_then(|_| z.finish());
+    match deflated {
+        Ok(d) if d.len() < chunk.len() + 1 => d,
+        _ => {
+            let mut raw = Vec::with_capacity(chunk.len() + 1);
+            raw.push(0);
+            raw.extend_from_slice(chunk);
+            raw
+        }
+    }
+}
+
+/// A stored chunk's content.
+fn decode(stored: &[u8]) -> Option<Vec<u8>> {
+    match stored.split_first()? {
+        (0, raw) => Some(raw.to_vec()),
+        (1, deflated) => {
+            let mut out = Vec::new();
+            flate2::read::DeflateDecoder::new(deflated)
+                .read_to_end(&mut out)
+                .ok()?;
+            Some(out)
+        }
+        _ => None,
+    }
 }
 
 /// Fsyncs a folder, so that a rename in it survives a crash.
@@ -214,7 +255,17 @@ impl<'s> Builder<'s> {
     fn add(&mut self, chunk: &[u8]) -> Result<()> {
         self.bytes.update(chunk);
         self.size += chunk.len() as u64;
-        let hash = sha_hex(chunk);
+        let hash = chunk_hash(chunk);
+        self.add_stored(hash, |c| encode(c), chunk)
+    }
+
+    /// Adds a chunk of hash `hash`, stored as `stored(content)` when it is new.
+    fn add_stored(
+        &mut self,
+        hash: String,
+        stored: impl FnOnce(&[u8]) -> Vec<u8>,
+        content: &[u8],
+    ) -> Result<()> {
         if let Some((pack, off, len)) = self.index.get(&hash).cloned() {
             let slot = self.pack_slot(&pack);
             self.chunks.push(ChunkRef(slot, off, len, hash));
@@ -225,8 +276,9 @@ impl<'s> Builder<'s> {
             self.packs.len() - 1
         });
         let (off, len) = *self.open.entry(hash.clone()).or_insert_with(|| {
-            self.buf.extend_from_slice(chunk);
-            ((self.buf.len() - chunk.len()) as u64, chunk.len() as u32)
+            let bytes = stored(content);
+            self.buf.extend_from_slice(&bytes);
+            ((self.buf.len() - bytes.len()) as u64, bytes.len() as u32)
         });
         self.chunks.push(ChunkRef(slot, off, len, hash));
         if self.buf.len() >= PACK_TARGET {
@@ -449,15 +501,17 @@ impl Store {
             buf.resize(*len as usize, 0);
             std::io::Seek::seek(file, std::io::SeekFrom::Start(*off)).ctx("seek in pack", &path)?;
             file.read_exact(&mut buf).ctx("read pack", &path)?;
-            if &sha_hex(&buf) != hash {
-                return Err(Error::Refused(format!(
-                    "a chunk of {} in {} does not match its hash",
-                    m.info.name,
-                    path.display()
-                )));
-            }
-            whole.update(&buf);
-            out.write_all(&buf)
+            let content = decode(&buf)
+                .filter(|c| &chunk_hash(c) == hash)
+                .ok_or_else(|| {
+                    Error::Refused(format!(
+                        "a chunk of {} in {} does not match its hash",
+                        m.info.name,
+                        path.display()
+                    ))
+                })?;
+            whole.update(&content);
+            out.write_all(&content)
                 .map_err(|e| Error::io("write rebuilt version of", &m.info.name, e))?;
         }
         if crate::ids::hex_lower(&whole.finalize()) != m.sha256 {
@@ -660,7 +714,7 @@ impl Store {
         };
         let small: Vec<String> = live
             .keys()
-            .filter(|p| size(p) < (PACK_TARGET / 4) as u64)
+            .filter(|p| size(p) < SMALL_PACK_BYTES)
             .cloned()
             .collect();
         let many_small = small.len() >= SMALL_PACKS;
@@ -689,11 +743,11 @@ impl Store {
             for (off, (len, hash)) in chunks {
                 let piece = bytes
                     .get(*off as usize..*off as usize + *len as usize)
-                    .filter(|p| &sha_hex(p) == hash)
+                    .filter(|p| decode(p).is_some_and(|c| &chunk_hash(&c) == hash))
                     .ok_or_else(|| {
                         Error::Refused(format!("pack {} is damaged at {off}", path.display()))
                     })?;
-                builder.add(piece)?;
+                builder.add_stored(hash.clone(), |p| p.to_vec(), piece)?;
                 let new = builder.chunks.last().expect("just added").clone();
                 moved.insert((pack.clone(), *off), new);
             }
@@ -1006,7 +1060,9 @@ mod tests {
         let a = d.path().join("a");
         std::fs::write(&a, b"hello history").unwrap();
         let (_, m) = store.put(&a, info("a.backup-1", false, None)).unwrap();
-        std::fs::write(store.pack_path(&m.packs[0]), b"jello history").unwrap();
+        let mut bytes = std::fs::read(store.pack_path(&m.packs[0])).unwrap();
+        *bytes.last_mut().unwrap() ^= 0xff;
+        std::fs::write(store.pack_path(&m.packs[0]), bytes).unwrap();
         let out = d.path().join("out");
         let err = store.restore_to(&m, &out, &Default::default()).unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
