@@ -777,7 +777,12 @@ fn prune_place(
         match (d.action, &k.plain, &k.stored) {
             (Action::Store, Some(b), _) => {
                 if !dry_run {
-                    move_into_store(engine, place, &store, &k.file, b, &k.version)?;
+                    match move_into_store(engine, place, &store, &k.file, b, &k.version) {
+                        Ok(()) => {}
+                        // Another machine sharing the location moved it meanwhile.
+                        Err(_) if !Path::new(&b.entry.path).exists() => continue,
+                        Err(e) => return Err(e),
+                    }
                     changes
                         .cache
                         .push(((place.loc.name.clone(), b.rel.clone()), None));
@@ -787,8 +792,12 @@ fn prune_place(
             (Action::Remove, plain, stored) => {
                 if !dry_run {
                     if let Some(b) = plain {
-                        std::fs::remove_file(&b.entry.path)
-                            .map_err(|e| Error::io("delete old backup", &b.entry.path, e))?;
+                        match std::fs::remove_file(&b.entry.path) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                return Err(Error::io("delete old backup", &b.entry.path, e))
+                            }
+                            _ => {}
+                        }
                         crate::history::forget_protection(&place.loc.root, &b.rel);
                         changes
                             .cache
@@ -853,11 +862,20 @@ fn move_into_store(
             Error::Refused(format!("{} changed while it was stored", path.display()))
         })
     }) {
-        store.remove(&id)?;
+        // The plain file stays, so the version is not lost; a manifest of the same name may be
+        // another machine's, made from a backup it has already deleted: it stays then.
+        if path.exists() {
+            store.remove(&id)?;
+        }
         return Err(e);
     }
     crate::failpoint::hit("history_before_plain_delete");
-    std::fs::remove_file(&path).map_err(|e| Error::io("delete stored backup", &path, e))?;
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io("delete stored backup", &path, e))
+        }
+        _ => {}
+    }
     crate::history::forget_protection(&place.loc.root, &b.rel);
     tracing::info!(target: "metasync", "{} moved into {}", b.entry.id, store.dir().display());
     Ok(())

@@ -187,12 +187,18 @@ fn prune_applies_retention_and_keeps_the_last_copies() {
     }
     let moved = dry["stored"].as_array().unwrap();
     assert_eq!(moved.len(), 1, "{dry:#}");
-    assert_eq!(dry["bytes_freed"], 2 * "current\n".len() + "the only copy of this version\n".len());
+    assert_eq!(
+        dry["bytes_freed"],
+        2 * "current\n".len() + "the only copy of this version\n".len()
+    );
     assert!(d40.exists() && d10.exists(), "a dry run changes nothing");
     let (code, _) = a.json(&["prune"]);
     assert_eq!(code, 0);
     assert!(d1.exists() && d2.exists(), "keep_last");
-    assert!(!d40.exists() && !d50.exists() && !unique.exists(), "older than max_age");
+    assert!(
+        !d40.exists() && !d50.exists() && !unique.exists(),
+        "older than max_age"
+    );
     assert!(!d10.exists(), "moved into the store");
     let (_, list) = a.json(&["backups", RULES, "--location", "icloud"]);
     let stored: Vec<_> = list
@@ -203,7 +209,12 @@ fn prune_applies_retention_and_keeps_the_last_copies() {
         .collect();
     assert_eq!(stored.len(), 1, "{list:#}");
     let out = w.path("ten-days-old");
-    let r = a.run(&["restore", stored[0]["id"].as_str().unwrap(), "--to", out.to_str().unwrap()]);
+    let r = a.run(&[
+        "restore",
+        stored[0]["id"].as_str().unwrap(),
+        "--to",
+        out.to_str().unwrap(),
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(read(&out), "ten days old\n");
 }

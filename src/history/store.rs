@@ -630,7 +630,13 @@ impl Store {
                     }
                     failpoint::hit("history_before_pack_delete");
                     let path = self.pack_path(&name);
-                    std::fs::remove_file(&path).ctx("delete unused pack", &path)?;
+                    match std::fs::remove_file(&path) {
+                        // Another machine's collection deleted it first.
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(Error::io("delete unused pack", &path, e))
+                        }
+                        _ => {}
+                    }
                     self.unmark(&name)?;
                     done.deleted += 1;
                 }
