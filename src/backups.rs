@@ -237,7 +237,7 @@ impl Engine {
             all.into_iter().map(|b| (b.created, b.entry)).collect();
         out.extend(stored);
         // Newest first; a stable sort keeps the plain backups' own order among equals.
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|b| std::cmp::Reverse(b.0));
         let mut out: Vec<BackupEntry> = out.into_iter().map(|(_, e)| e).collect();
         if with_counts {
             for b in out.iter_mut().filter(|b| !b.stored) {

@@ -28,7 +28,6 @@ pub mod merge;
 pub mod names;
 pub mod plan;
 pub mod report;
-pub mod retention;
 pub mod scan;
 pub mod select;
 pub mod sqlite;

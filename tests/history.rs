@@ -411,3 +411,46 @@ fn the_cli_lists_restores_and_writes_stored_versions() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("does not match"));
     assert_eq!(std::fs::read(w.path("cloud").join(RULES)).unwrap(), before);
 }
+
+/// A week of five-minute one-row changes to the ~287 KB knowledge graph under the default
+/// policy, the clock simulated, retention after each (no sync: the remote's file is changed
+/// in place and backed up as a run would) — to project a year. Slow: run it by name
+/// (`cargo test --release --test history -- --ignored --nocapture simulated_week`).
+#[test]
+#[ignore]
+fn simulated_week_of_five_minute_changes() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "files = [\"metastore.db\"]\n");
+    let cloud = w.path("cloud");
+    let entities = 700;
+    metasync::sqlite::create_knowledge_graph(&a.file(DB), entities, entities / 10).unwrap();
+    let start = chrono::Utc::now() - chrono::Duration::days(8);
+    let start = start - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
+    let clock = Arc::new(FixedClock::new(start));
+    let engine = metasync::Engine::open(a.home.clone(), None)
+        .unwrap()
+        .with_clock(clock.clone());
+    let r = engine
+        .run(&metasync::RunOptions::default(), &mut |_| {})
+        .unwrap();
+    assert_eq!(r.exit_code, 0);
+    let remote = cloud.join(DB);
+    let db_size = std::fs::metadata(&remote).unwrap().len();
+    for rep in 0..(7 * 288u64) {
+        clock.advance(chrono::Duration::minutes(5));
+        let at = clock.now().with_timezone(&chrono::Local).naive_local();
+        let backup = cloud.join(metasync::names::backup_name(DB, at, 0));
+        std::fs::copy(&remote, &backup).unwrap();
+        change_one_row(&remote, rep, entities);
+        engine.prune(false).unwrap();
+        if (rep + 1) % 288 == 0 {
+            let (plain, stored) = history_bytes(&cloud);
+            let versions = engine.backups(Some(DB), Some("icloud"), false).unwrap().len();
+            println!(
+                "day {}: {versions} versions, {plain} B plain + {stored} B stored = {:.2}× the {db_size} B database",
+                (rep + 1) / 288,
+                (plain + stored) as f64 / db_size as f64
+            );
+        }
+    }
+}

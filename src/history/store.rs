@@ -256,7 +256,7 @@ impl<'s> Builder<'s> {
         self.bytes.update(chunk);
         self.size += chunk.len() as u64;
         let hash = chunk_hash(chunk);
-        self.add_stored(hash, |c| encode(c), chunk)
+        self.add_stored(hash, encode, chunk)
     }
 
     /// Adds a chunk of hash `hash`, stored as `stored(content)` when it is new.
