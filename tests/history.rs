@@ -445,7 +445,10 @@ fn simulated_week_of_five_minute_changes() {
         engine.prune(false).unwrap();
         if (rep + 1) % 288 == 0 {
             let (plain, stored) = history_bytes(&cloud);
-            let versions = engine.backups(Some(DB), Some("icloud"), false).unwrap().len();
+            let versions = engine
+                .backups(Some(DB), Some("icloud"), false)
+                .unwrap()
+                .len();
             println!(
                 "day {}: {versions} versions, {plain} B plain + {stored} B stored = {:.2}× the {db_size} B database",
                 (rep + 1) / 288,
@@ -453,4 +456,56 @@ fn simulated_week_of_five_minute_changes() {
             );
         }
     }
+}
+
+/// A conflict's loser is protected: under `retention = "none"` (only `keep_last` kept) it
+/// still survives, moved into the store and listed with its reason, while ordinary older
+/// versions go.
+#[test]
+fn a_conflict_loser_is_protected_and_outlives_the_schedule() {
+    let w = World::new();
+    let cfg = "files = [\"sorting-rules.yaml\"]\n[backups]\nkeep_last = 1\nretention = \"none\"\n";
+    let a = w.machine("a", &[("icloud", "cloud")], cfg);
+    let b = w.machine("b", &[("icloud", "cloud")], cfg);
+    write_aged(&a.file(RULES), "base\n", 600);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    write_aged(&a.file(RULES), "from a, older\n", 400);
+    write_aged(&b.file(RULES), "from b, newer\n", 300);
+    a.sync(&[], 0);
+    let r = b.sync(&[], 0);
+    assert!(
+        r["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["action"] == "backup"),
+        "{r:#}"
+    );
+    // Ordinary edits after it, each overwriting the cloud's copy (backed up there), a second
+    // apart so that the backups' names order them.
+    for i in 0..3u64 {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        write_aged(&b.file(RULES), &format!("later edit {i}\n"), 200 - i * 20);
+        b.sync(&[], 0);
+    }
+    let (_, list) = b.json(&["backups", RULES, "--location", "icloud"]);
+    let list = list.as_array().unwrap();
+    let protected: Vec<_> = list
+        .iter()
+        .filter(|x| x["protected"] == "conflict_loser")
+        .collect();
+    assert_eq!(protected.len(), 1, "{list:#?}");
+    assert_eq!(protected[0]["stored"], true, "{list:#?}");
+    let out = w.path("loser");
+    let r = b.run(&[
+        "restore",
+        protected[0]["id"].as_str().unwrap(),
+        "--to",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(read(&out), "from a, older\n");
+    // Besides it, only the keep_last newest: the ordinary older versions went.
+    assert_eq!(list.len(), 2, "{list:#?}");
 }
