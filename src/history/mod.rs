@@ -5,7 +5,7 @@ pub mod policy;
 pub mod store;
 
 use crate::error::{IoContext, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use policy::Protected;
 use std::path::{Path, PathBuf};
 use store::{Manifest, Protection, Store};
@@ -26,6 +26,10 @@ pub fn protect(root: &Path, rel: &str, reason: Protected, since: DateTime<Utc>) 
     let path = protection_path(root, rel);
     let dir = path.parent().expect("a protection note has a folder");
     std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+    // Whole seconds: a note's size does not depend on the clock's nanoseconds.
+    let since = since
+        .with_nanosecond(0)
+        .expect("zero nanoseconds is a valid time");
     let note = Protection { reason, since };
     let bytes = serde_json::to_vec(&note).expect("a protection note encodes");
     std::fs::write(&path, bytes).ctx("write protection note", &path)
