@@ -1074,4 +1074,26 @@ mod tests {
         assert!(err.to_string().contains("does not match"), "{err}");
         assert!(!out.exists());
     }
+
+    /// The store is never a synced file, whatever the patterns: not listed, not eligible.
+    #[test]
+    fn the_store_is_never_scanned_as_synced_files() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("loc");
+        let store = Store::of_location(&root);
+        let a = d.path().join("a");
+        std::fs::write(&a, "some version").unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("notes.txt"), "x").unwrap();
+        store.put(&a, info("a.backup-1", false, None)).unwrap();
+        let all = crate::select::Selector::new(&["**/*".to_string(), "**".to_string()]).unwrap();
+        let listing = all.list(&root);
+        assert_eq!(listing.files, vec!["notes.txt"], "{:?}", listing.files);
+        for rel in [
+            ".metasync/history/packs/x.pack",
+            ".metasync/history/manifests/x.json",
+        ] {
+            assert!(!crate::select::is_eligible(rel), "{rel}");
+        }
+    }
 }
