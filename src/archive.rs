@@ -9,40 +9,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// A version as the archive remembers it: a hash, or known absence.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Recorded {
-    /// The file was there with this hash.
-    Present(String),
-    /// The file was known not to be there.
-    Absent,
-}
+pub use crate::model::{Agreed, Recorded};
 
-impl Recorded {
-    fn from_column(hash: Option<String>) -> Recorded {
-        hash.map(Recorded::Present).unwrap_or(Recorded::Absent)
-    }
-    fn to_column(&self) -> Option<&str> {
-        match self {
-            Recorded::Present(h) => Some(h),
-            Recorded::Absent => None,
-        }
-    }
-    /// The hash, when present.
-    pub fn hash(&self) -> Option<&str> {
-        self.to_column()
-    }
-}
-
-/// The last agreed version of one file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Agreed {
-    /// The version.
-    pub version: Recorded,
-    /// Its `entities` count, for databases (the shrink guard's reference).
-    pub entities: Option<u64>,
-    /// Its `conversations` count, for databases.
-    pub conversations: Option<u64>,
+fn recorded_from_column(hash: Option<String>) -> Recorded {
+    hash.map(Recorded::Present).unwrap_or(Recorded::Absent)
 }
 
 /// What the scan cache knows of one file in one location.
@@ -55,7 +25,7 @@ pub struct CacheEntry {
     /// The version hash.
     pub hash: String,
     /// What kind of file it was.
-    pub kind: crate::kind::Kind,
+    pub kind: crate::model::Kind,
     /// Kind-specific facts as JSON (database counts and integrity).
     pub extra: String,
 }
@@ -272,7 +242,7 @@ impl Archive {
                 Ok((
                     r.get_ref(0)?.as_str()?,
                     r.get(1)?,
-                    Recorded::from_column(r.get(2)?),
+                    recorded_from_column(r.get(2)?),
                 ))
             };
             let (file, location, rec) = read().map_err(|e| self.err("read records", e))?;
@@ -316,7 +286,7 @@ impl Archive {
                 Ok((
                     r.get::<_, String>(0)?,
                     Agreed {
-                        version: Recorded::from_column(r.get(1)?),
+                        version: recorded_from_column(r.get(1)?),
                         entities: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
                         conversations: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
                     },
@@ -366,9 +336,7 @@ impl Archive {
             .map_err(err)?;
         for file in files {
             let list: Vec<(String, Recorded)> = rec
-                .query_map([file], |r| {
-                    Ok((r.get(0)?, Recorded::from_column(r.get(1)?)))
-                })
+                .query_map([file], |r| Ok((r.get(0)?, recorded_from_column(r.get(1)?))))
                 .map_err(err)?
                 .collect::<rusqlite::Result<_>>()
                 .map_err(err)?;
@@ -378,7 +346,7 @@ impl Archive {
             if let Some(a) = agr
                 .query_row([file], |r| {
                     Ok(Agreed {
-                        version: Recorded::from_column(r.get(0)?),
+                        version: recorded_from_column(r.get(0)?),
                         entities: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
                         conversations: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
                     })
@@ -509,7 +477,10 @@ impl Archive {
                     command: r.get(1)?,
                     started: r.get(2)?,
                     finished: r.get(3)?,
-                    result: r.get(4)?,
+                    result: r
+                        .get::<_, String>(4)?
+                        .parse()
+                        .unwrap_or(crate::model::RunResult::Failed),
                     written: r.get::<_, i64>(5)? as u64,
                     summary: r.get(6)?,
                 })
@@ -524,121 +495,10 @@ impl Archive {
         let path = self.path.clone();
         let err = |e| Error::sqlite("write archive", &path, e);
         let tx = self.conn.transaction().map_err(err)?;
-        for ((file, location), rec) in &changes.records {
-            exec(
-                &tx,
-                "INSERT OR REPLACE INTO records(file, location, hash) VALUES (?1, ?2, ?3)",
-                params![file, location, rec.to_column()],
-            )
-            .map_err(err)?;
-        }
-        for (file, agreed) in &changes.agreed {
-            exec(
-                &tx,
-                "INSERT OR REPLACE INTO agreed(file, hash, entities, conversations, updated)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    file,
-                    agreed.version.to_column(),
-                    agreed.entities.map(|v| v as i64),
-                    agreed.conversations.map(|v| v as i64),
-                    changes.now
-                ],
-            )
-            .map_err(err)?;
-        }
-        for ((location, file), entry) in &changes.cache {
-            match entry {
-                Some(e) => exec(&tx,
-                    "INSERT OR REPLACE INTO scan_cache(location, file, signature, scanned_ns, hash, kind, extra)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![location, file, e.signature, e.scanned_ns, e.hash, e.kind.as_str(), e.extra],
-                ),
-                None => exec(&tx, "DELETE FROM scan_cache WHERE location = ?1 AND file = ?2", params![location, file]),
-            }
-            .map_err(err)?;
-        }
-        for (location, id) in &changes.location_ids {
-            match id {
-                Some(id) => exec(
-                    &tx,
-                    "INSERT OR REPLACE INTO location_ids(location, id) VALUES (?1, ?2)",
-                    params![location, id],
-                ),
-                None => exec(
-                    &tx,
-                    "DELETE FROM location_ids WHERE location = ?1",
-                    params![location],
-                ),
-            }
-            .map_err(err)?;
-        }
-        for location in &changes.forget_location {
-            exec(
-                &tx,
-                "DELETE FROM records WHERE location = ?1",
-                params![location],
-            )
-            .map_err(err)?;
-            exec(
-                &tx,
-                "DELETE FROM scan_cache WHERE location = ?1",
-                params![location],
-            )
-            .map_err(err)?;
-        }
-        for (file, conflict) in &changes.conflicts {
-            match conflict {
-                Some(c) => exec(&tx,
-                    "INSERT INTO conflicts(file, detected, reason, candidates, rows) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(file) DO UPDATE SET reason = excluded.reason,
-                         candidates = excluded.candidates, rows = excluded.rows",
-                    params![
-                        file,
-                        c.detected,
-                        c.reason,
-                        serde_json::to_string(&c.candidates).unwrap_or_default(),
-                        serde_json::to_string(&c.rows).unwrap_or_default()
-                    ],
-                ),
-                None => exec(&tx, "DELETE FROM conflicts WHERE file = ?1", params![file]),
-            }
-            .map_err(err)?;
-        }
-        for rc in &changes.row_conflicts {
-            tx.execute(
-                "INSERT INTO row_conflicts(settled, conflict) VALUES (?1, ?2)",
-                params![changes.now, serde_json::to_string(rc).unwrap_or_default()],
-            )
-            .map_err(err)?;
-        }
-        tx.execute(
-            "DELETE FROM row_conflicts WHERE id <= (SELECT MAX(id) FROM row_conflicts) - 1000",
-            [],
-        )
-        .map_err(err)?;
-        if let Some(run) = &changes.run {
-            exec(&tx,
-                "INSERT INTO runs(command, started, finished, result, written, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run.command, run.started, run.finished, run.result, run.written as i64, run.summary],
-            )
-            .map_err(err)?;
-            exec(
-                &tx,
-                "DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - 1000",
-                [],
-            )
-            .map_err(err)?;
-        }
-        // Last: every write above has dropped the old one (the triggers).
-        if let Some((key, body)) = &changes.steady {
-            exec(
-                &tx,
-                "INSERT OR REPLACE INTO steady(id, key, body) VALUES (1, ?1, ?2)",
-                params![key, body],
-            )
-            .map_err(err)?;
-        }
+        commit_versions(&tx, changes).map_err(err)?;
+        commit_locations(&tx, changes).map_err(err)?;
+        commit_conflicts(&tx, changes).map_err(err)?;
+        commit_run(&tx, changes).map_err(err)?;
         tx.commit().map_err(err)?;
         self.trim_wal();
         Ok(())
@@ -689,7 +549,7 @@ fn cache_entry_at(r: &rusqlite::Row, first: usize) -> rusqlite::Result<CacheEntr
         signature: r.get(first)?,
         scanned_ns: r.get(first + 1)?,
         hash: r.get(first + 2)?,
-        kind: crate::kind::Kind::parse(r.get_ref(first + 3)?.as_str()?),
+        kind: crate::model::Kind::parse(r.get_ref(first + 3)?.as_str()?),
         extra: if extra == "{}" {
             String::new()
         } else {
@@ -725,6 +585,133 @@ pub struct Changes {
 
 /// Executes through the connection's statement cache: a commit runs the same few statements
 /// once per file, and parsing each again was most of a no-op run's archive time.
+/// Records, agreed versions and the scan cache of one commit.
+fn commit_versions(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite::Result<()> {
+    for ((file, location), rec) in &changes.records {
+        exec(
+            tx,
+            "INSERT OR REPLACE INTO records(file, location, hash) VALUES (?1, ?2, ?3)",
+            params![file, location, rec.hash()],
+        )?;
+    }
+    for (file, agreed) in &changes.agreed {
+        exec(
+            tx,
+            "INSERT OR REPLACE INTO agreed(file, hash, entities, conversations, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                file,
+                agreed.version.hash(),
+                agreed.entities.map(|v| v as i64),
+                agreed.conversations.map(|v| v as i64),
+                changes.now
+            ],
+        )?;
+    }
+    for ((location, file), entry) in &changes.cache {
+        match entry {
+                Some(e) => exec(tx,
+                    "INSERT OR REPLACE INTO scan_cache(location, file, signature, scanned_ns, hash, kind, extra)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![location, file, e.signature, e.scanned_ns, e.hash, e.kind.as_str(), e.extra],
+                ),
+                None => exec(tx, "DELETE FROM scan_cache WHERE location = ?1 AND file = ?2", params![location, file]),
+            }
+            ?;
+    }
+    Ok(())
+}
+
+/// Location identities learned or forgotten in one commit.
+fn commit_locations(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite::Result<()> {
+    for (location, id) in &changes.location_ids {
+        match id {
+            Some(id) => exec(
+                tx,
+                "INSERT OR REPLACE INTO location_ids(location, id) VALUES (?1, ?2)",
+                params![location, id],
+            ),
+            None => exec(
+                tx,
+                "DELETE FROM location_ids WHERE location = ?1",
+                params![location],
+            ),
+        }?;
+    }
+    for location in &changes.forget_location {
+        exec(
+            tx,
+            "DELETE FROM records WHERE location = ?1",
+            params![location],
+        )?;
+        exec(
+            tx,
+            "DELETE FROM scan_cache WHERE location = ?1",
+            params![location],
+        )?;
+    }
+    Ok(())
+}
+
+/// Conflicts set or cleared, and row conflicts settled, in one commit.
+fn commit_conflicts(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite::Result<()> {
+    for (file, conflict) in &changes.conflicts {
+        match conflict {
+                Some(c) => exec(tx,
+                    "INSERT INTO conflicts(file, detected, reason, candidates, rows) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(file) DO UPDATE SET reason = excluded.reason,
+                         candidates = excluded.candidates, rows = excluded.rows",
+                    params![
+                        file,
+                        c.detected,
+                        c.reason,
+                        serde_json::to_string(&c.candidates).unwrap_or_default(),
+                        serde_json::to_string(&c.rows).unwrap_or_default()
+                    ],
+                ),
+                None => exec(tx, "DELETE FROM conflicts WHERE file = ?1", params![file]),
+            }
+            ?;
+    }
+    for rc in &changes.row_conflicts {
+        tx.execute(
+            "INSERT INTO row_conflicts(settled, conflict) VALUES (?1, ?2)",
+            params![changes.now, serde_json::to_string(rc).unwrap_or_default()],
+        )?;
+    }
+    tx.execute(
+        "DELETE FROM row_conflicts WHERE id <= (SELECT MAX(id) FROM row_conflicts) - 1000",
+        [],
+    )?;
+    Ok(())
+}
+
+/// The run's history entry, then the steady state (last: every write above has dropped the
+/// old one through the triggers).
+fn commit_run(tx: &rusqlite::Transaction<'_>, changes: &Changes) -> rusqlite::Result<()> {
+    if let Some(run) = &changes.run {
+        exec(tx,
+                "INSERT INTO runs(command, started, finished, result, written, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run.command, run.started, run.finished, run.result.as_str(), run.written as i64, run.summary],
+            )
+            ?;
+        exec(
+            tx,
+            "DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - 1000",
+            [],
+        )?;
+    }
+    // Last: every write above has dropped the old one (the triggers).
+    if let Some((key, body)) = &changes.steady {
+        exec(
+            tx,
+            "INSERT OR REPLACE INTO steady(id, key, body) VALUES (1, ?1, ?2)",
+            params![key, body],
+        )?;
+    }
+    Ok(())
+}
+
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
 }
@@ -789,13 +776,13 @@ mod tests {
         );
         let local = a.cache("local").unwrap();
         assert_eq!(local["a.yaml"].hash, "h1");
-        assert_eq!(local["a.yaml"].kind, crate::kind::Kind::Plain);
+        assert_eq!(local["a.yaml"].kind, crate::model::Kind::Plain);
         assert_eq!(
             local["a.yaml"].extra, "",
             "no facts string for a plain file"
         );
         let icloud = a.cache("icloud").unwrap();
-        assert_eq!(icloud["db"].kind, crate::kind::Kind::Sqlite);
+        assert_eq!(icloud["db"].kind, crate::model::Kind::Sqlite);
         assert_eq!(icloud["db"].extra, "{\"entities\":3}");
         assert_eq!(
             a.agreed().unwrap()["a.yaml"].version,
@@ -825,7 +812,7 @@ mod tests {
                 command: "sync".into(),
                 started: format!("s{n}"),
                 finished: "f".into(),
-                result: "ok".into(),
+                result: crate::model::RunResult::Ok,
                 written: 0,
                 summary: "x".repeat(200),
             }),

@@ -474,16 +474,19 @@ impl Engine {
         }
         let archive = Archive::open(self.home())?;
         let machine = archive.machine_id()?;
+        let version = crate::kind::Source {
+            kind: content.kind,
+            path: &backup_path,
+            hash: &content.hash,
+            mtime: std::time::SystemTime::now(),
+            snapshot: None,
+        };
         crate::kind::write_version(
-            content.kind,
-            &backup_path,
+            &version,
             &dest,
             place.loc.is_local(),
-            &content.hash,
-            std::time::SystemTime::now(),
             &machine,
             &self.read_ctx(),
-            None,
         )?;
         tracing::info!(target: "metasync", "{file} in {}: restored from {}", place.loc.name, report.backup.id);
         events(&Event::BackupRestored {
@@ -509,7 +512,11 @@ impl Engine {
         let (places, _) = self.available_places()?;
         let now = self.clock().now();
         let mut done = 0;
-        for a in report.actions.iter().filter(|a| a.action == "backup") {
+        for a in report
+            .actions
+            .iter()
+            .filter(|a| a.action == crate::model::ActionKind::Backup)
+        {
             let outcome = report.files.iter().find(|f| f.file == a.file);
             let reason = if report.command == "resolve" {
                 Some(Protected::Replaced)

@@ -6,47 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// How a conflict between two or more changed versions is settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// The version with the latest modification time wins.
-    #[default]
-    Newest,
-    /// The local version wins.
-    Local,
-    /// The first changed remote, in config order, wins.
-    Remote,
-    /// Nothing is overwritten; the conflict waits for `resolve`.
-    Manual,
-}
-
-impl Strategy {
-    /// Its config and CLI spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Newest => "newest",
-            Strategy::Local => "local",
-            Strategy::Remote => "remote",
-            Strategy::Manual => "manual",
-        }
-    }
-}
-
-impl std::str::FromStr for Strategy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "newest" => Ok(Strategy::Newest),
-            "local" => Ok(Strategy::Local),
-            "remote" => Ok(Strategy::Remote),
-            "manual" => Ok(Strategy::Manual),
-            other => Err(format!(
-                "unknown strategy `{other}` (expected newest, local, remote or manual)"
-            )),
-        }
-    }
-}
+pub use crate::model::Strategy;
 
 /// How old backups are thinned out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -254,27 +214,6 @@ impl Config {
         Ok(config)
     }
 
-    /// The error for a config that `parse` accepted but that cannot be used with `home`:
-    /// two locations that overlap (SPEC §7), named with the file, line and key.
-    pub fn check_locations(&self, home: &Path, source: &ConfigSource) -> Result<()> {
-        let Some(o) = crate::location::overlap(&crate::location::all(home, self)) else {
-            return Ok(());
-        };
-        let key = format!("locations[{}].path", o.remote_index);
-        let (file, line) = match source {
-            ConfigSource::File(p) => {
-                let line = std::fs::read_to_string(p)
-                    .ok()
-                    .and_then(|text| key_line(&text, &key))
-                    .map(|l| format!(":{l}"))
-                    .unwrap_or_default();
-                (p.display().to_string(), line)
-            }
-            ConfigSource::Defaults => ("(built-in defaults)".to_string(), String::new()),
-        };
-        Err(Error::Config(format!("{file}{line}: key `{key}`: {o}")))
-    }
-
     fn validate(&self) -> std::result::Result<(), (String, String)> {
         if self.interval_secs == 0 {
             return Err(("interval_secs".into(), "must be at least 1".into()));
@@ -426,6 +365,22 @@ impl Config {
         );
         out
     }
+}
+
+/// A configuration error about `key` with `message`, naming the file and the key's line.
+pub fn key_error(source: &ConfigSource, key: &str, message: &str) -> Error {
+    let (file, line) = match source {
+        ConfigSource::File(p) => {
+            let line = std::fs::read_to_string(p)
+                .ok()
+                .and_then(|text| key_line(&text, key))
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default();
+            (p.display().to_string(), line)
+        }
+        ConfigSource::Defaults => ("(built-in defaults)".to_string(), String::new()),
+    };
+    Error::Config(format!("{file}{line}: key `{key}`: {message}"))
 }
 
 /// `<home>/metasync.toml`.

@@ -4,6 +4,7 @@
 use crate::config::{Config, ConfigSource, LocationConfig, Strategy};
 use crate::engine::{Engine, RunOptions};
 use crate::error::{Error, IoContext, Result};
+use crate::model::Outcome;
 use crate::report::RunReport;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -60,10 +61,11 @@ impl Demo<'_> {
             );
             self.note(&line)?;
         }
+        // Why each written file won (a conflict settled by the strategy says so).
         for f in report
             .files
             .iter()
-            .filter(|f| f.reason.contains("conflict"))
+            .filter(|f| f.outcome == Outcome::Propagated)
         {
             let line = format!("{machine}: {} — {}", f.file, f.reason);
             self.note(&line)?;

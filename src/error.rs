@@ -46,6 +46,10 @@ pub enum Error {
     /// A request was refused to keep data safe (bad restore path, corrupt backup, ...).
     #[error("refused: {0}")]
     Refused(String),
+    /// A file changed while it was being copied or written: nothing was replaced, and the
+    /// next run syncs it (a warning, not a failure).
+    #[error("refused: {0}")]
+    Changed(String),
 }
 
 /// The engine's result type.

@@ -6,32 +6,7 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 
-/// How a synced file is handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Bytes: SHA-256 of the content, copied as is.
-    Plain,
-    /// A SQLite database (header `SQLite format 3\0`).
-    Sqlite,
-}
-
-impl Kind {
-    /// Its name in reports and the scan cache.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Plain => "plain",
-            Kind::Sqlite => "sqlite",
-        }
-    }
-    /// Parses [`Kind::as_str`].
-    pub fn parse(s: &str) -> Kind {
-        if s == "sqlite" {
-            Kind::Sqlite
-        } else {
-            Kind::Plain
-        }
-    }
-}
+pub use crate::model::Kind;
 
 /// Kind-specific facts about one version, kept in the scan cache.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -211,7 +186,7 @@ pub fn read_content(path: &Path, ctx: &ReadCtx) -> Result<Content> {
 /// The shrink guard (SPEC §6): why a version must wait for the user, when its `entities` or
 /// `conversations` count fell by more than `max_percent` against the last agreed version.
 pub fn shrink_reason(
-    agreed: &crate::archive::Agreed,
+    agreed: &crate::model::Agreed,
     facts: &Facts,
     max_percent: u32,
 ) -> Option<String> {
@@ -240,59 +215,64 @@ pub fn shrink_reason(
 /// a remote, the snapshot itself, hard-linked to the temp name and unlinked from the scratch
 /// folder (no copy; its data was fsynced when it was taken), falling back to the copy when
 /// the link fails (another file system, no hard links).
-#[allow(clippy::too_many_arguments)]
 pub fn write_version(
-    kind: Kind,
-    src: &Path,
+    version: &Source<'_>,
     dest: &Path,
     dest_is_local: bool,
-    expected: &str,
-    mtime: std::time::SystemTime,
     machine: &str,
     ctx: &ReadCtx,
-    snapshot: Option<(&Path, SnapshotUse)>,
 ) -> Result<()> {
+    let Source {
+        kind,
+        path: src,
+        hash: expected,
+        mtime,
+        snapshot,
+    } = *version;
     if kind == Kind::Plain {
         return crate::apply::copy_file(src, dest, expected, mtime, machine);
     }
-    let dir = dest
-        .parent()
-        .ok_or_else(|| crate::Error::Usage(format!("no folder for {}", dest.display())))?;
-    std::fs::create_dir_all(dir).ctx("create folder", dir)?;
-    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("db");
-    let temp = dir.join(crate::names::temp_name(
-        name,
-        machine,
-        &crate::ids::random_hex(8),
-    ));
-    let outcome = (|| {
-        if let Some((snap, usage)) = snapshot {
-            // The run's own snapshot of `src`, already integrity-checked and hashed as `expected`
-            // when it was scanned: a live writer at the source cannot make it move.
-            let moved = usage == SnapshotUse::Move && !dest_is_local && move_durably(snap, &temp)?;
-            if !moved {
-                copy_durably(snap, &temp)?;
-            }
-            return install_database(&temp, dest, dest_is_local, mtime, ctx);
+    let temp = crate::apply::Temp::beside(dest, machine)?;
+    if let Some((snap, usage)) = snapshot {
+        // The run's own snapshot of `src`, already integrity-checked and hashed as `expected`
+        // when it was scanned: a live writer at the source cannot make it move.
+        let moved =
+            usage == SnapshotUse::Move && !dest_is_local && move_durably(snap, temp.path())?;
+        if !moved {
+            copy_durably(snap, temp.path())?;
         }
-        let info = crate::sqlite::snapshot(src, &temp, &ctx.sqlite)?;
-        if !info.integrity.ok {
-            return Err(crate::Error::Refused(format!(
-                "{} fails its integrity check ({}); not propagated",
-                src.display(),
-                info.integrity.summary()
-            )));
-        }
-        if info.logical_hash != expected {
-            return Err(crate::Error::Refused(format!(
-                "{} changed while being copied; it will be synced next run",
-                src.display()
-            )));
-        }
-        install_database(&temp, dest, dest_is_local, mtime, ctx)
-    })();
-    let _ = std::fs::remove_file(&temp);
-    outcome
+        return install_database(temp, dest, dest_is_local, mtime, ctx);
+    }
+    let info = crate::sqlite::snapshot(src, temp.path(), &ctx.sqlite)?;
+    if !info.integrity.ok {
+        return Err(crate::Error::Refused(format!(
+            "{} fails its integrity check ({}); not propagated",
+            src.display(),
+            info.integrity.summary()
+        )));
+    }
+    if info.logical_hash != expected {
+        return Err(crate::Error::Changed(format!(
+            "{} changed while being copied; it will be synced next run",
+            src.display()
+        )));
+    }
+    install_database(temp, dest, dest_is_local, mtime, ctx)
+}
+
+/// A version to write: where it is read from, and what it must be.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// How it is handled.
+    pub kind: Kind,
+    /// The file it is read from.
+    pub path: &'a Path,
+    /// Its version hash, checked before it is put in place.
+    pub hash: &'a str,
+    /// The modification time the written copy gets.
+    pub mtime: std::time::SystemTime,
+    /// The run's snapshot of it, and how it may be used.
+    pub snapshot: Option<(&'a Path, SnapshotUse)>,
 }
 
 /// How [`write_version`] may use the run's snapshot of the version it writes.
@@ -346,50 +326,34 @@ fn copy_durably(from: &Path, to: &Path) -> Result<()> {
 /// Puts a checked database temp file in place: written in through the backup API for a live
 /// local database, renamed into place otherwise.
 fn install_database(
-    temp: &Path,
+    temp: crate::apply::Temp,
     dest: &Path,
     dest_is_local: bool,
     mtime: std::time::SystemTime,
     ctx: &ReadCtx,
 ) -> Result<()> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    {
-        crate::failpoint::hit("after_temp_write");
-        let live = dest_is_local && crate::sqlite::is_sqlite(dest)?;
-        let written_live = live && {
-            crate::failpoint::hit("before_rename");
-            match crate::sqlite::write_live(temp, dest, &ctx.sqlite) {
-                Ok(()) => true,
-                // A damaged local database cannot be written into: it was kept as a backup
-                // before this write, so it is replaced whole, like a remote copy.
-                Err(e) if crate::sqlite::is_corruption(&e) => false,
-                Err(e) => return Err(e),
-            }
-        };
-        if written_live {
-            crate::failpoint::hit("after_rename");
-            let f = std::fs::File::options()
-                .write(true)
-                .open(dest)
-                .ctx("open", dest)?;
-            f.set_modified(mtime).ctx("set modification time", dest)?;
-        } else {
-            set_aside_side_files(dest)?;
-            let f = std::fs::File::options()
-                .write(true)
-                .open(temp)
-                .ctx("open", temp)?;
-            f.set_modified(mtime).ctx("set modification time", temp)?;
-            drop(f);
-            crate::failpoint::hit("before_rename");
-            std::fs::rename(temp, dest).ctx("rename into place", dest)?;
-            crate::failpoint::hit("after_rename");
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
+    crate::failpoint::hit("after_temp_write");
+    let live = dest_is_local && crate::sqlite::is_sqlite(dest)?;
+    let written_live = live && {
+        crate::failpoint::hit("before_rename");
+        match crate::sqlite::write_live(temp.path(), dest, &ctx.sqlite) {
+            Ok(()) => true,
+            // A damaged local database cannot be written into: it was kept as a backup
+            // before this write, so it is replaced whole, like a remote copy.
+            Err(e) if crate::sqlite::is_corruption(&e) => false,
+            Err(e) => return Err(e),
         }
-        Ok(())
+    };
+    if !written_live {
+        set_aside_side_files(dest)?;
+        return temp.put_in_place(dest, Some(mtime));
     }
+    crate::failpoint::hit("after_rename");
+    std::fs::File::options()
+        .write(true)
+        .open(dest)
+        .and_then(|f| f.set_modified(mtime))
+        .ctx("set modification time", dest)
 }
 
 /// Before a database is renamed over `dest`: a `-wal` left beside it would be replayed into
@@ -419,7 +383,7 @@ fn set_aside_side_files(dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::{Agreed, Recorded};
+    use crate::model::{Agreed, Recorded};
 
     fn agreed(e: Option<u64>, c: Option<u64>) -> Agreed {
         Agreed {

@@ -25,6 +25,7 @@ pub mod location;
 pub mod lock;
 pub mod logging;
 pub mod merge;
+pub mod model;
 pub mod names;
 pub mod plan;
 pub mod report;

@@ -234,9 +234,8 @@ pub fn write_marker(root: &Path, id: &str, name: &str, created: &str) -> std::io
         "# Metasync location marker: identifies this folder as one location. Do not copy it.\n\
          id = {id}\nname = {name}\ncreated = {created}\n"
     );
-    let tmp = root.join(format!("{}.tmp-{}", names::MARKER, std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, root.join(names::MARKER))
+    crate::apply::atomic::write_bytes(&root.join(names::MARKER), text.as_bytes(), "marker")
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Decides availability. `known_id` is the marker id this machine recorded for the location.

@@ -4,14 +4,26 @@
 //! sides is a row conflict, whose winner the strategy picks (or, with `manual`, the whole file
 //! is held). Anything the merge cannot vouch for falls back to the file-level strategy.
 //!
+//! The merge is exact for every schema SQLite accepts (SPEC §6): a table's rows are
+//! identified by its declared PRIMARY KEY, compared by type and bytes (an `INTEGER PRIMARY
+//! KEY` is the rowid; a rowid table whose key is another is identified by that key, its hidden
+//! rowid kept where free and fresh where another row took it; a rowid table without one is
+//! left to the file-level strategy); only stored columns are read and written (`table_xinfo`;
+//! generated ones are recomputed); values are compared by type and bytes, never under a
+//! column's collation; the database's triggers are off while the merged rows are written,
+//! foreign keys are checked once they all are, and AUTOINCREMENT counters end at the highest
+//! any version reached. External-content full-text indexes are rebuilt; a change to any other
+//! virtual table's rows is a fall-back.
+//!
 //! [`combine`] is the pure decision; [`merge_files`] does the I/O around it.
 
 use crate::config::Strategy;
 use crate::error::{Error, IoContext, Result};
-use rusqlite::types::Value;
+use rusqlite::config::DbConfig;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// What one side did to one row, against the base.
@@ -44,7 +56,8 @@ pub struct RowConflict {
     pub file: String,
     /// The table.
     pub table: String,
-    /// The row's primary key, as JSON.
+    /// The row's identity as JSON: the values of its table's PRIMARY KEY (an `INTEGER
+    /// PRIMARY KEY` is the rowid; a hidden rowid is never part of it).
     pub key: String,
     /// Each changing side's value: (location, the row as JSON, or `null` for a delete).
     pub values: Vec<(String, Option<String>)>,
@@ -85,7 +98,7 @@ pub fn combine(
                 .filter_map(|(i, c)| c.get(table).and_then(|t| t.get(key)).map(|ch| (i, ch)))
                 .collect();
             let first = &by_side[0].1;
-            let pick = if by_side.iter().all(|(_, ch)| ch.1 == first.1) {
+            let pick = if by_side.iter().all(|(_, ch)| same_change(&ch.1, &first.1)) {
                 Some(by_side[0].0)
             } else {
                 let winner = pick_row(
@@ -150,14 +163,16 @@ fn pick_row(sides: &[MergeSide], changers: &[usize], strategy: Strategy) -> Opti
     }
 }
 
-/// Canonical text of a key or row: unambiguous across types.
+/// Canonical text of a key or row: unambiguous across types, exact for every value (`-0.0`
+/// keeps its sign; infinities, which JSON numbers cannot hold, are spelled out).
 pub fn values_json(values: &[Value]) -> String {
     let items: Vec<serde_json::Value> = values
         .iter()
         .map(|v| match v {
             Value::Null => serde_json::Value::Null,
             Value::Integer(i) => serde_json::json!(i),
-            Value::Real(f) => serde_json::json!({ "real": f }),
+            Value::Real(f) if f.is_finite() => serde_json::json!({ "real": f }),
+            Value::Real(f) => serde_json::json!({ "real": if *f > 0.0 { "inf" } else { "-inf" } }),
             Value::Text(t) => serde_json::json!(t),
             Value::Blob(b) => serde_json::json!({ "blob": crate::ids::hex_lower(b) }),
         })
@@ -183,16 +198,129 @@ pub enum MergeOutcome {
     Fallback(String),
 }
 
-struct Table {
-    name: String,
-    pk: Vec<String>,
-    /// The key is the rowid (an `INTEGER PRIMARY KEY` of a rowid table): rows come in key
-    /// order for free, so the diff is one merge-join pass instead of two set differences.
-    rowid_key: bool,
+/// How a table's rows are identified across versions.
+enum Key {
+    /// A rowid table whose PRIMARY KEY is an `INTEGER PRIMARY KEY` (the rowid itself), or
+    /// which has none (such a table is left to the file-level strategy, but for the shadow
+    /// tables watched for changes): its rowid, read and written under this name (`rowid`,
+    /// `_rowid_` or `oid`, whichever no column shadows).
+    Rowid(&'static str),
+    /// A `WITHOUT ROWID` table: its PRIMARY KEY, at these positions among the stored columns,
+    /// compared exactly (type and bytes), whatever collation it is declared with.
+    Pk(Vec<usize>),
+    /// A rowid table whose PRIMARY KEY is not the rowid (`id TEXT PRIMARY KEY`, a composite
+    /// key, …): identified by that key, exactly, as [`Key::Pk`]. The rowid (read under this
+    /// name) is hidden: no part of a row's identity nor of its values (two versions that each
+    /// inserted a different row give both the same next rowid). A changed row keeps its
+    /// rowid in the base; a new one keeps its side's rowid when it is still free in the merged
+    /// version, else gets a fresh one from SQLite.
+    HiddenRowid(&'static str, Vec<usize>),
 }
 
-/// The tables to diff, and the full-text tables to rebuild after the merge.
-type Mergeable = (Vec<Table>, Vec<String>);
+/// Per table, the rowid each new or changed row of a [`Key::HiddenRowid`] table had in a
+/// side (canonical key → rowid).
+type RowidHints = BTreeMap<String, Rowids>;
+
+/// Canonical key → rowid, for one table.
+type Rowids = HashMap<String, i64>;
+
+struct Table {
+    name: String,
+    /// The stored columns, in order: generated columns are never read nor written (SQLite
+    /// recomputes them from the stored ones).
+    cols: Vec<String>,
+    key: Key,
+    /// How many columns its declared PRIMARY KEY has (a rowid table without one has no key
+    /// the user chose: SPEC §6 leaves such a table to the file-level strategy).
+    pk: usize,
+}
+
+impl Table {
+    /// The name the rowid is read and written under, for a rowid table.
+    fn rowid(&self) -> Option<&'static str> {
+        match self.key {
+            Key::Rowid(r) | Key::HiddenRowid(r, _) => Some(r),
+            Key::Pk(_) => None,
+        }
+    }
+
+    /// The columns a row is read as: the rowid first for a rowid table, then the stored ones.
+    fn select_list(&self) -> String {
+        let cols = self.cols.iter().map(|c| quote(c)).collect::<Vec<_>>();
+        match self.rowid() {
+            Some(r) => format!("{r}, {}", cols.join(", ")),
+            None => cols.join(", "),
+        }
+    }
+
+    /// The condition matching the row with exactly this key (`?1`, `?2`, … are its values).
+    fn key_cond(&self) -> String {
+        match &self.key {
+            Key::Rowid(r) => format!("{r} = ?1"),
+            Key::Pk(idx) | Key::HiddenRowid(_, idx) => {
+                // The first term finds the row through the key's index (under its declared
+                // collation); the others keep only the exact match.
+                let cond: Vec<String> = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| {
+                        let (c, p) = (quote(&self.cols[c]), i + 1);
+                        format!("{c} IS ?{p} AND {c} IS ?{p} COLLATE BINARY AND typeof({c}) = typeof(?{p})")
+                    })
+                    .collect();
+                cond.join(" AND ")
+            }
+        }
+    }
+
+    /// A statement deleting the row with exactly this key, returning its hidden rowid (for a
+    /// [`Key::HiddenRowid`] table; nothing for the others).
+    fn delete_sql(&self) -> String {
+        let returning = match self.key {
+            Key::HiddenRowid(r, _) => format!(" RETURNING {r}"),
+            _ => String::new(),
+        };
+        format!(
+            "DELETE FROM main.{} WHERE {}{returning}",
+            quote(&self.name),
+            self.key_cond()
+        )
+    }
+
+    /// A statement inserting one row: the rowid (for a rowid table, when `with_rowid`), then
+    /// the stored columns.
+    fn insert_sql(&self, with_rowid: bool) -> String {
+        let list = match self.rowid() {
+            Some(_) if with_rowid => self.select_list(),
+            _ => self
+                .cols
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let n = self.cols.len() + usize::from(with_rowid && self.rowid().is_some());
+        let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+        // OR ABORT overrides any ON CONFLICT REPLACE/IGNORE of the table's constraints: a
+        // merged row must never silently replace or drop another.
+        format!(
+            "INSERT OR ABORT INTO main.{}({list}) VALUES ({})",
+            quote(&self.name),
+            marks.join(", ")
+        )
+    }
+}
+
+/// What the merge works on.
+struct Plan {
+    /// The tables diffed and written row by row.
+    tables: Vec<Table>,
+    /// External-content full-text tables: rebuilt from their content after the merge.
+    rebuild: Vec<String>,
+    /// The shadow tables of the other virtual tables, with their owner: those rows belong to a
+    /// virtual table that cannot be merged row by row, so a change to them is a fallback.
+    watched: Vec<(String, Table)>,
+}
 
 fn err<'a>(op: &'static str, path: &'a Path) -> impl Fn(rusqlite::Error) -> Error + 'a {
     move |e| Error::sqlite(op, path, e)
@@ -202,196 +330,325 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Names SQLite keeps for itself (`sqlite_sequence`, `sqlite_stat1`, …).
+const NOT_INTERNAL: &str = "lower(substr(name, 1, 7)) <> 'sqlite_'";
+
+/// The schema's rows, then the header's `user_version` and `application_id` (which a merge
+/// could not combine: a version that changed them is no row edit).
 fn schema(conn: &Connection, path: &Path) -> Result<Vec<(String, String, Option<String>)>> {
+    let mut header = Vec::new();
+    for pragma in ["user_version", "application_id"] {
+        let v: i64 = conn
+            .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+            .map_err(err("read the header of", path))?;
+        header.push((
+            "pragma".to_string(),
+            pragma.to_string(),
+            Some(v.to_string()),
+        ));
+    }
     let mut stmt = conn
-        .prepare("SELECT type, name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+        .prepare(&format!(
+            "SELECT type, name, sql FROM sqlite_schema WHERE {NOT_INTERNAL} ORDER BY type, name"
+        ))
         .map_err(err("read the schema of", path))?;
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(err("read the schema of", path))?;
-    rows.collect::<rusqlite::Result<_>>()
-        .map_err(err("read the schema of", path))
+    let rows: Vec<_> = rows
+        .collect::<rusqlite::Result<_>>()
+        .map_err(err("read the schema of", path))?;
+    Ok(rows.into_iter().chain(header).collect())
 }
 
-/// The tables to diff (with their primary keys), the external-content full-text tables to
-/// rebuild afterwards, or why the merge cannot be done.
-fn tables(conn: &Connection, path: &Path) -> Result<std::result::Result<Mergeable, String>> {
+/// Whether the virtual table `name` is a full-text index over external content (which a
+/// `rebuild` recomputes from that content).
+fn external_content(conn: &Connection, path: &Path, name: &str) -> Result<bool> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .map_err(err("read the schema of", path))?;
+    let lower = sql
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .replace(' ', "");
+    Ok(lower.contains("usingfts")
+        && lower.contains("content=")
+        && !lower.contains("content=''")
+        && !lower.contains("content=\"\""))
+}
+
+/// The tables to diff, the full-text tables to rebuild and the shadow tables to watch, or why
+/// the merge cannot be done.
+fn plan(conn: &Connection, path: &Path) -> Result<std::result::Result<Plan, String>> {
     let mut stmt = conn
-        .prepare("SELECT name, type, wr FROM pragma_table_list WHERE schema = 'main' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .prepare(&format!(
+            "SELECT name, type, wr FROM pragma_table_list WHERE schema = 'main' AND {NOT_INTERNAL} ORDER BY name"
+        ))
         .map_err(err("list the tables of", path))?;
     let list: Vec<(String, String, bool)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .and_then(|rows| rows.collect())
         .map_err(err("list the tables of", path))?;
-    let mut out = Vec::new();
-    let mut rebuild = Vec::new();
-    for (name, kind, without_rowid) in list {
-        match kind.as_str() {
-            "table" => {}
-            "virtual" => {
-                let sql: String = conn
-                    .query_row(
-                        "SELECT sql FROM sqlite_schema WHERE name = ?1",
-                        [&name],
-                        |r| r.get(0),
-                    )
-                    .map_err(err("read the schema of", path))?;
-                let lower = sql.to_ascii_lowercase().replace(' ', "");
-                if lower.contains("usingfts")
-                    && lower.contains("content=")
-                    && !lower.contains("content=''")
-                {
-                    rebuild.push(name);
-                    continue;
-                }
-                return Ok(Err(format!(
-                    "virtual table {name} holds its own rows and is not merged row by row"
-                )));
-            }
-            _ => continue, // views and full-text shadow tables belong to their owners
+    let mut vtabs = Vec::new();
+    let mut plan = Plan {
+        tables: Vec::new(),
+        rebuild: Vec::new(),
+        watched: Vec::new(),
+    };
+    for (name, _, _) in list.iter().filter(|t| t.1 == "virtual") {
+        if external_content(conn, path, name)? {
+            plan.rebuild.push(name.clone());
         }
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT name, upper(type) FROM pragma_table_info({}) WHERE pk > 0 ORDER BY pk",
-                quote_literal(&name)
-            ))
-            .map_err(err("read the columns of", path))?;
-        let pk: Vec<(String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(err("read the columns of", path))?;
-        if pk.is_empty() {
+        vtabs.push(name.as_str());
+    }
+    for (name, kind, without_rowid) in &list {
+        if kind != "table" && kind != "shadow" {
+            continue; // views, and virtual tables (whose rows live in their shadow tables)
+        }
+        // A shadow table belongs to the virtual table whose name is its longest prefix (an
+        // ordinary table named like one is the user's own).
+        let owner = vtabs
+            .iter()
+            .filter(|v| kind == "shadow" && name.starts_with(&format!("{v}_")))
+            .max_by_key(|v| v.len());
+        if owner.is_some_and(|o| plan.rebuild.iter().any(|r| r == o)) {
+            continue;
+        }
+        let table = match table_def(conn, path, name, *without_rowid)? {
+            Ok(t) => t,
+            Err(why) => return Ok(Err(why)),
+        };
+        if owner.is_none() && table.pk == 0 {
             return Ok(Err(format!("table {name} has no primary key")));
         }
-        let rowid_key = !without_rowid && pk.len() == 1 && pk[0].1 == "INTEGER";
-        let pk = pk.into_iter().map(|(c, _)| c).collect();
-        out.push(Table {
-            name,
-            pk,
-            rowid_key,
-        });
+        match owner {
+            Some(o) => plan.watched.push((o.to_string(), table)),
+            None => plan.tables.push(table),
+        }
     }
-    Ok(Ok((out, rebuild)))
+    Ok(Ok(plan))
 }
 
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// One table's stored columns and key, or why it cannot be merged.
+fn table_def(
+    conn: &Connection,
+    path: &Path,
+    name: &str,
+    without_rowid: bool,
+) -> Result<std::result::Result<Table, String>> {
+    let mut stmt = conn
+        .prepare("SELECT name, pk, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid")
+        .map_err(err("read the columns of", path))?;
+    let info: Vec<(String, i64, i64)> = stmt
+        .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(err("read the columns of", path))?;
+    // hidden: 0 a stored column, 2 or 3 a generated one (never written; recomputed).
+    let cols: Vec<String> = info
+        .iter()
+        .filter(|c| c.2 == 0)
+        .map(|c| c.0.clone())
+        .collect();
+    let pk_len = info.iter().filter(|c| c.1 > 0).count();
+    let mut pk: Vec<(i64, &String)> = info
+        .iter()
+        .filter(|c| c.1 > 0)
+        .map(|c| (c.1, &c.0))
+        .collect();
+    pk.sort();
+    let idx: Vec<usize> = pk
+        .iter()
+        .filter_map(|(_, n)| cols.iter().position(|c| c == *n))
+        .collect();
+    if idx.len() != pk.len() || (without_rowid && idx.is_empty()) {
+        return Ok(Err(format!("the primary key of {name} cannot be read")));
+    }
+    if without_rowid {
+        return Ok(Ok(Table {
+            name: name.to_string(),
+            cols,
+            key: Key::Pk(idx),
+            pk: pk_len,
+        }));
+    }
+    let free = ["rowid", "_rowid_", "oid"]
+        .into_iter()
+        .find(|r| !info.iter().any(|c| c.0.eq_ignore_ascii_case(r)));
+    let Some(r) = free else {
+        return Ok(Err(format!(
+            "table {name} has columns named rowid, _rowid_ and oid: its rowid cannot be read"
+        )));
+    };
+    // A PRIMARY KEY that is not the rowid has an index of its own (origin 'pk'); an
+    // `INTEGER PRIMARY KEY` has none (it is the rowid; `INTEGER PRIMARY KEY DESC` is not).
+    let own_index: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM pragma_index_list(?1, 'main') WHERE origin = 'pk'",
+            [name],
+            |r| r.get(0),
+        )
+        .map_err(err("read the indexes of", path))?;
+    let key = if own_index {
+        Key::HiddenRowid(r, idx)
+    } else {
+        Key::Rowid(r)
+    };
+    Ok(Ok(Table {
+        name: name.to_string(),
+        cols,
+        key,
+        pk: pk_len,
+    }))
 }
 
 fn key_of(values: &[Value]) -> String {
     values_json(values)
 }
 
-/// One side's changes against the base, computed with SQLite's own row comparison.
-fn diff(conn: &Connection, tables: &[Table], out: &Path) -> Result<SideChanges> {
-    let mut changes = SideChanges::new();
-    for t in tables {
-        let name = quote(&t.name);
-        let pk_cols: Vec<String> = t.pk.iter().map(|c| quote(c)).collect();
-        let pk_list = pk_cols.join(", ");
-        let cols: Vec<String> = {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT name FROM pragma_table_info({})",
-                    quote_literal(&t.name)
-                ))
-                .map_err(err("read the columns of", out))?;
-            let v = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .and_then(|r| r.collect());
-            v.map_err(err("read the columns of", out))?
-        };
-        let pk_idx: Vec<usize> =
-            t.pk.iter()
-                .filter_map(|p| cols.iter().position(|c| c == p))
-                .collect();
-        let table = changes.entry(t.name.clone()).or_default();
-        if t.rowid_key {
-            merge_join(
-                conn,
-                &name,
-                &quote(&t.pk[0]),
-                pk_idx[0],
-                cols.len(),
-                table,
-                out,
-            )?;
-            if table.is_empty() {
-                changes.remove(&t.name);
-            }
-            continue;
-        }
-        let sql = format!("SELECT * FROM side.{name} EXCEPT SELECT * FROM main.{name}");
-        let mut stmt = conn.prepare(&sql).map_err(err("diff", out))?;
-        let n = cols.len();
-        let mut rows = stmt.query([]).map_err(err("diff", out))?;
-        while let Some(r) = rows.next().map_err(err("diff", out))? {
-            let row: Vec<Value> = (0..n)
-                .map(|i| r.get(i))
-                .collect::<rusqlite::Result<_>>()
-                .map_err(err("diff", out))?;
-            let key: Vec<Value> = pk_idx.iter().map(|&i| row[i].clone()).collect();
-            table.insert(key_of(&key), (key, Change::Upsert(row)));
-        }
-        let sql =
-            format!("SELECT {pk_list} FROM main.{name} EXCEPT SELECT {pk_list} FROM side.{name}");
-        let mut stmt = conn.prepare(&sql).map_err(err("diff", out))?;
-        let mut rows = stmt.query([]).map_err(err("diff", out))?;
-        while let Some(r) = rows.next().map_err(err("diff", out))? {
-            let key: Vec<Value> = (0..t.pk.len())
-                .map(|i| r.get(i))
-                .collect::<rusqlite::Result<_>>()
-                .map_err(err("diff", out))?;
-            table.insert(key_of(&key), (key, Change::Delete));
-        }
-        if table.is_empty() {
-            changes.remove(&t.name);
-        }
+/// Whether two values are the same exactly: type and bytes (`-0.0` is not `0.0`, `1` is not
+/// `1.0` nor `'1'`, `'ai'` is not `'AI'` whatever a column's collation says).
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Real(x), Value::Real(y)) => x.to_bits() == y.to_bits(),
+        _ => a == b,
     }
-    Ok(changes)
 }
 
-/// The diff of a rowid-keyed table: both copies read once, in key order, side by side.
-/// Values are compared borrowed; only changed rows are copied out.
+fn same_ref(a: ValueRef<'_>, b: ValueRef<'_>) -> bool {
+    match (a, b) {
+        (ValueRef::Real(x), ValueRef::Real(y)) => x.to_bits() == y.to_bits(),
+        _ => a == b,
+    }
+}
+
+fn same_values(a: &[Value], b: &[Value]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(x, y))
+}
+
+fn same_change(a: &Change, b: &Change) -> bool {
+    match (a, b) {
+        (Change::Upsert(x), Change::Upsert(y)) => same_values(x, y),
+        (Change::Delete, Change::Delete) => true,
+        _ => false,
+    }
+}
+
+fn read_values(
+    r: &rusqlite::Row<'_>,
+    cols: std::ops::Range<usize>,
+) -> rusqlite::Result<Vec<Value>> {
+    cols.map(|i| r.get::<_, Value>(i)).collect()
+}
+
+/// One side's changes to the tables against the base (the side attached as `side`), and the
+/// side's rowids of the changed rows of [`Key::HiddenRowid`] tables.
+fn diff(conn: &Connection, tables: &[Table], out: &Path) -> Result<(SideChanges, RowidHints)> {
+    let mut changes = SideChanges::new();
+    let mut hints = RowidHints::new();
+    for t in tables {
+        let mut table = BTreeMap::new();
+        let mut rowids = HashMap::new();
+        match &t.key {
+            Key::Rowid(_) => merge_join(conn, t, &mut table, out)?,
+            Key::Pk(idx) | Key::HiddenRowid(_, idx) => {
+                key_diff(conn, t, idx, (&mut table, &mut rowids), out)?
+            }
+        }
+        if !table.is_empty() {
+            changes.insert(t.name.clone(), table);
+        }
+        if !rowids.is_empty() {
+            hints.insert(t.name.clone(), rowids);
+        }
+    }
+    Ok((changes, hints))
+}
+
+/// The diff of a table identified by its PRIMARY KEY (`WITHOUT ROWID`, or a rowid table whose
+/// key is not the rowid): the base's rows by exact key, then the side's looked up among them.
+/// A hidden rowid is no part of a row's values; the side's rowid of a changed row goes to
+/// `rowids`.
+fn key_diff(
+    conn: &Connection,
+    t: &Table,
+    idx: &[usize],
+    (table, rowids): (&mut TableChanges, &mut Rowids),
+    out: &Path,
+) -> Result<()> {
+    let e = err("diff", out);
+    let (name, list, n) = (quote(&t.name), t.select_list(), t.cols.len());
+    let first = usize::from(t.rowid().is_some());
+    let key = |row: &[Value]| idx.iter().map(|&i| row[i].clone()).collect::<Vec<_>>();
+    let mut base: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut stmt = conn
+        .prepare(&format!("SELECT {list} FROM main.{name}"))
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
+    while let Some(r) = rows.next().map_err(&e)? {
+        let row = read_values(r, first..first + n).map_err(&e)?;
+        base.insert(key_of(&key(&row)), row);
+    }
+    let mut stmt = conn
+        .prepare(&format!("SELECT {list} FROM side.{name}"))
+        .map_err(&e)?;
+    let mut rows = stmt.query([]).map_err(&e)?;
+    while let Some(r) = rows.next().map_err(&e)? {
+        let row = read_values(r, first..first + n).map_err(&e)?;
+        let k = key(&row);
+        let canon = key_of(&k);
+        match base.remove(&canon) {
+            Some(old) if same_values(&old, &row) => {}
+            _ => {
+                if first == 1 {
+                    rowids.insert(canon.clone(), r.get::<_, i64>(0).map_err(&e)?);
+                }
+                table.insert(canon, (k, Change::Upsert(row)));
+            }
+        }
+    }
+    for (canon, old) in base {
+        table.insert(canon, (key(&old), Change::Delete));
+    }
+    Ok(())
+}
+
+/// The diff of a rowid table: both copies read once, in rowid order, side by side.
+/// Values are compared borrowed and exactly; only changed rows are copied out.
 fn merge_join(
     conn: &Connection,
-    name: &str,
-    key_col: &str,
-    key_idx: usize,
-    n: usize,
+    t: &Table,
     table: &mut BTreeMap<String, (Vec<Value>, Change)>,
     out: &Path,
 ) -> Result<()> {
     let e = err("diff", out);
+    let Key::Rowid(rowid) = t.key else {
+        return Ok(());
+    };
+    let (name, list, n) = (quote(&t.name), t.select_list(), t.cols.len());
     let mut base_stmt = conn
-        .prepare(&format!("SELECT * FROM main.{name} ORDER BY {key_col}"))
+        .prepare(&format!("SELECT {list} FROM main.{name} ORDER BY {rowid}"))
         .map_err(&e)?;
     let mut side_stmt = conn
-        .prepare(&format!("SELECT * FROM side.{name} ORDER BY {key_col}"))
+        .prepare(&format!("SELECT {list} FROM side.{name} ORDER BY {rowid}"))
         .map_err(&e)?;
     let mut base_rows = base_stmt.query([]).map_err(&e)?;
     let mut side_rows = side_stmt.query([]).map_err(&e)?;
-    let key = |r: &rusqlite::Row<'_>| r.get::<_, i64>(key_idx);
-    let owned = |r: &rusqlite::Row<'_>| {
-        (0..n)
-            .map(|i| r.get::<_, Value>(i))
-            .collect::<rusqlite::Result<Vec<_>>>()
-    };
+    let key = |r: &rusqlite::Row<'_>| r.get::<_, i64>(0);
     let same = |a: &rusqlite::Row<'_>, b: &rusqlite::Row<'_>| -> rusqlite::Result<bool> {
-        for i in 0..n {
-            if a.get_ref(i)? != b.get_ref(i)? {
+        for i in 1..=n {
+            if !same_ref(a.get_ref(i)?, b.get_ref(i)?) {
                 return Ok(false);
             }
         }
         Ok(true)
     };
-    let delete = |k: i64, table: &mut BTreeMap<String, (Vec<Value>, Change)>| {
+    let mut record = |k: i64, change: Change| {
         let key = vec![Value::Integer(k)];
-        table.insert(key_of(&key), (key, Change::Delete));
-    };
-    let upsert = |k: i64, row: Vec<Value>, table: &mut BTreeMap<String, (Vec<Value>, Change)>| {
-        let key = vec![Value::Integer(k)];
-        table.insert(key_of(&key), (key, Change::Upsert(row)));
+        table.insert(key_of(&key), (key, change));
     };
     let mut b = base_rows.next().map_err(&e)?;
     let mut s = side_rows.next().map_err(&e)?;
@@ -399,25 +656,23 @@ fn merge_join(
         let (advance_base, advance_side) = match (b, s) {
             (None, None) => break,
             (Some(br), None) => {
-                delete(key(br).map_err(&e)?, table);
+                record(key(br).map_err(&e)?, Change::Delete);
                 (true, false)
             }
             (None, Some(sr)) => {
-                upsert(key(sr).map_err(&e)?, owned(sr).map_err(&e)?, table);
+                let row = read_values(sr, 1..n + 1).map_err(&e)?;
+                record(key(sr).map_err(&e)?, Change::Upsert(row));
                 (false, true)
             }
             (Some(br), Some(sr)) => {
                 let (kb, ks) = (key(br).map_err(&e)?, key(sr).map_err(&e)?);
                 if kb < ks {
-                    delete(kb, table);
+                    record(kb, Change::Delete);
                     (true, false)
-                } else if kb > ks {
-                    upsert(ks, owned(sr).map_err(&e)?, table);
-                    (false, true)
+                } else if kb > ks || !same(br, sr).map_err(&e)? {
+                    record(ks, Change::Upsert(read_values(sr, 1..n + 1).map_err(&e)?));
+                    (kb == ks, true)
                 } else {
-                    if !same(br, sr).map_err(&e)? {
-                        upsert(ks, owned(sr).map_err(&e)?, table);
-                    }
                     (true, true)
                 }
             }
@@ -430,6 +685,90 @@ fn merge_join(
         }
     }
     Ok(())
+}
+
+/// The `sqlite_sequence` counters of the database attached as `schema` (none without
+/// `AUTOINCREMENT` tables).
+fn sequences(conn: &Connection, schema: &str, path: &Path) -> Result<Vec<(String, i64)>> {
+    let e = err("read the AUTOINCREMENT counters of", path);
+    let exists: i64 = conn
+        .query_row(
+            &format!("SELECT count(*) FROM {schema}.sqlite_schema WHERE name = 'sqlite_sequence'"),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&e)?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare(&format!("SELECT name, seq FROM {schema}.sqlite_sequence"))
+        .map_err(&e)?;
+    let v = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect());
+    v.map_err(&e)
+}
+
+/// What one side brings: its row changes, its rowids of the changed rows of
+/// [`Key::HiddenRowid`] tables and its AUTOINCREMENT counters, or why it cannot be merged (a
+/// virtual table's own rows changed, a key that identifies no row).
+type SideRead = std::result::Result<(SideChanges, RowidHints, Vec<(String, i64)>), String>;
+
+/// The first table of `tables` identified by a PRIMARY KEY other than the rowid that has a
+/// row with NULL in its key in the database attached as `schema` (a rowid table allows it,
+/// and then as many such rows as one likes: the key identifies none of them).
+fn null_key(
+    conn: &Connection,
+    tables: &[Table],
+    schema: &str,
+    out: &Path,
+) -> Result<Option<String>> {
+    for t in tables {
+        let Key::HiddenRowid(_, idx) = &t.key else {
+            continue;
+        };
+        let cond: Vec<String> = idx
+            .iter()
+            .map(|&c| format!("{} IS NULL", quote(&t.cols[c])))
+            .collect();
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {schema}.{} WHERE {})",
+            quote(&t.name),
+            cond.join(" OR ")
+        );
+        let found: bool = conn
+            .query_row(&sql, [], |r| r.get(0))
+            .map_err(err("diff", out))?;
+        if found {
+            return Ok(Some(t.name.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// Reads the side attached as `side`.
+fn read_side(conn: &Connection, plan: &Plan, side: &MergeSide, out: &Path) -> Result<SideRead> {
+    for (owner, shadow) in &plan.watched {
+        if !diff(conn, std::slice::from_ref(shadow), out)?.0.is_empty() {
+            return Ok(Err(format!(
+                "virtual table {owner} changed in {}: its rows are kept by its module and cannot be merged row by row",
+                side.location
+            )));
+        }
+    }
+    for (schema, version) in [
+        ("main", "the last agreed version"),
+        ("side", &*side.location),
+    ] {
+        if let Some(t) = null_key(conn, &plan.tables, schema, out)? {
+            return Ok(Err(format!(
+                "table {t} has a row whose PRIMARY KEY holds NULL in {version}: the key identifies no row"
+            )));
+        }
+    }
+    let (changes, hints) = diff(conn, &plan.tables, out)?;
+    Ok(Ok((changes, hints, sequences(conn, "side", &side.path)?)))
 }
 
 /// Merges `sides` against `base` into a new file `out`. Returns how it went; `out` exists only
@@ -447,120 +786,237 @@ pub fn merge_files(
     result
 }
 
-fn merge_inner(
-    base: &Path,
+/// Every side's changes and hidden rowids, and the highest AUTOINCREMENT counters.
+struct AllSides {
+    changes: Vec<SideChanges>,
+    hints: Vec<RowidHints>,
+    seqs: BTreeMap<String, i64>,
+}
+
+/// Reads every side, or says why the merge cannot be done.
+fn read_sides(
+    conn: &Connection,
+    plan: &Plan,
     sides: &[MergeSide],
-    strategy: Strategy,
     out: &Path,
-) -> Result<MergeOutcome> {
-    std::fs::copy(base, out).ctx("copy the base to", out)?;
-    let conn = Connection::open_with_flags(out, OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .map_err(err("open", out))?;
-    conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA foreign_keys = OFF;")
-        .map_err(err("prepare", out))?;
-    let base_schema = schema(&conn, out)?;
-    let (tables, rebuild) = match tables(&conn, out)? {
-        Ok(t) => t,
-        Err(why) => return Ok(MergeOutcome::Fallback(why)),
+) -> Result<std::result::Result<AllSides, String>> {
+    let base_schema = schema(conn, out)?;
+    let mut all = AllSides {
+        changes: Vec::new(),
+        hints: Vec::new(),
+        seqs: BTreeMap::new(),
     };
-    let mut changes = Vec::new();
     for side in sides {
         let side_conn = Connection::open_with_flags(&side.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(err("open", &side.path))?;
         if schema(&side_conn, &side.path)? != base_schema {
-            return Ok(MergeOutcome::Fallback(format!(
-                "the schema in {} differs from the last agreed version (a migration?)",
+            return Ok(Err(format!(
+                "the schema or user_version in {} differs from the last agreed version (a migration?)",
                 side.location
             )));
         }
         drop(side_conn);
         conn.execute("ATTACH DATABASE ?1 AS side", [side.path.to_string_lossy()])
             .map_err(err("attach", &side.path))?;
-        let d = diff(&conn, &tables, out);
+        let read = read_side(conn, plan, side, out);
         conn.execute("DETACH DATABASE side", [])
             .map_err(err("detach", &side.path))?;
-        changes.push(d?);
+        let (c, h, s) = match read? {
+            Ok(r) => r,
+            Err(why) => return Ok(Err(why)),
+        };
+        all.changes.push(c);
+        all.hints.push(h);
+        for (name, seq) in s {
+            let m = all.seqs.entry(name).or_insert(seq);
+            *m = (*m).max(seq);
+        }
     }
-    let (merged, row_conflicts) = combine(sides, &changes, strategy);
-    if strategy == Strategy::Manual && !row_conflicts.is_empty() {
-        return Ok(MergeOutcome::Held(row_conflicts));
+    Ok(Ok(all))
+}
+
+/// The rowid each new or changed row of a [`Key::HiddenRowid`] table had in the side whose
+/// change was merged (the first side, in order, with that very change).
+fn merged_hints(all: &AllSides, merged: &BTreeMap<String, TableChanges>) -> RowidHints {
+    let mut out: RowidHints = BTreeMap::new();
+    for (table, rows) in merged {
+        for (canon, (_, change)) in rows {
+            let hint = all.changes.iter().zip(&all.hints).find_map(|(c, h)| {
+                let theirs = c.get(table)?.get(canon)?;
+                same_change(&theirs.1, change)
+                    .then(|| h.get(table)?.get(canon).copied())
+                    .flatten()
+            });
+            if let Some(rowid) = hint {
+                out.entry(table.clone())
+                    .or_default()
+                    .insert(canon.clone(), rowid);
+            }
+        }
     }
+    out
+}
+
+/// Deletes every replaced or deleted row of `merged` from `out`; returns how many rows change
+/// and, per [`Key::HiddenRowid`] table, the base's rowid of each row deleted (canonical key →
+/// rowid).
+fn delete_rows(
+    conn: &Connection,
+    tables: &[Table],
+    merged: &BTreeMap<String, TableChanges>,
+    out: &Path,
+) -> Result<(usize, RowidHints)> {
     let mut rows_changed = 0;
-    conn.execute_batch("BEGIN").map_err(err("write", out))?;
-    for t in &tables {
-        let Some(table) = merged.get(&t.name) else {
+    let mut old = RowidHints::new();
+    for t in tables {
+        let Some(changes) = merged.get(&t.name) else {
             continue;
         };
-        let name = quote(&t.name);
-        let cond: Vec<String> =
-            t.pk.iter()
-                .enumerate()
-                .map(|(i, c)| format!("{} IS ?{}", quote(c), i + 1))
-                .collect();
-        let mut delete = conn
-            .prepare(&format!(
-                "DELETE FROM main.{name} WHERE {}",
-                cond.join(" AND ")
-            ))
-            .map_err(err("write", out))?;
-        let mut insert: Option<rusqlite::Statement<'_>> = None;
-        for (key, change) in table.values() {
-            delete
-                .execute(rusqlite::params_from_iter(key.iter()))
+        let mut delete = conn.prepare(&t.delete_sql()).map_err(err("write", out))?;
+        let mut rowids = HashMap::new();
+        for (canon, (key, _)) in changes {
+            let mut rows = delete
+                .query(rusqlite::params_from_iter(key.iter()))
                 .map_err(err("write", out))?;
-            if let Change::Upsert(row) = change {
-                if insert.is_none() {
-                    let marks: Vec<String> = (1..=row.len()).map(|i| format!("?{i}")).collect();
-                    let sql = format!("INSERT INTO main.{name} VALUES ({})", marks.join(", "));
-                    insert = Some(conn.prepare(&sql).map_err(err("write", out))?);
-                }
-                let Some(stmt) = insert.as_mut() else {
-                    continue;
-                };
-                if let Err(e) = stmt.execute(rusqlite::params_from_iter(row.iter())) {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return Ok(MergeOutcome::Fallback(format!(
-                        "the merged rows break a constraint of {}: {e}",
-                        t.name
-                    )));
+            while let Some(r) = rows.next().map_err(err("write", out))? {
+                if let Ok(rowid) = r.get::<_, i64>(0) {
+                    rowids.insert(canon.clone(), rowid);
                 }
             }
             rows_changed += 1;
         }
+        old.insert(t.name.clone(), rowids);
     }
-    // AUTOINCREMENT counters: never behind any side's.
-    let has_seq: bool = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_sequence'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(err("read", out))?
-        > 0;
-    if has_seq {
-        for t in &tables {
-            let max: Option<i64> = conn
-                .query_row(
-                    &format!("SELECT max(rowid) FROM main.{}", quote(&t.name)),
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap_or(None);
-            if let Some(max) = max {
-                conn.execute(
-                    "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = ?2",
-                    rusqlite::params![max, t.name],
-                )
-                .map_err(err("write", out))?;
+    Ok((rows_changed, old))
+}
+
+/// The rowids the new and changed rows of `t` are written with, in the order to write them:
+/// the rowid of the alias key; for a [`Key::HiddenRowid`] table, first the rows the base had
+/// (each keeps its base rowid), then the new ones (their side's rowid if still free, else
+/// `None`: SQLite picks a fresh one); for a `WITHOUT ROWID` table, none.
+fn rowids_of<'a>(
+    conn: &Connection,
+    t: &Table,
+    changes: &'a TableChanges,
+    old: Option<&Rowids>,
+    side: Option<&Rowids>,
+    out: &Path,
+) -> Result<Vec<(&'a [Value], Option<i64>)>> {
+    let rows = changes
+        .iter()
+        .filter_map(|(canon, (key, change))| match change {
+            Change::Upsert(row) => Some((canon, key, row.as_slice())),
+            Change::Delete => None,
+        });
+    let Key::HiddenRowid(r, _) = t.key else {
+        return Ok(rows
+            .map(|(_, key, row)| match (t.rowid(), &key[0]) {
+                (Some(_), Value::Integer(id)) => (row, Some(*id)),
+                _ => (row, None),
+            })
+            .collect());
+    };
+    // The rows the base had go first, each with its rowid (freed by the deletes).
+    let (mut list, mut new) = (Vec::new(), Vec::new());
+    let mut wanted = std::collections::HashSet::new();
+    for (c, _, row) in rows {
+        match old.and_then(|o| o.get(c)) {
+            Some(&id) => {
+                wanted.insert(id);
+                list.push((row, Some(id)));
+            }
+            None => new.push((row, side.and_then(|s| s.get(c).copied()))),
+        }
+    }
+    let mut taken = conn
+        .prepare(&format!(
+            "SELECT EXISTS (SELECT 1 FROM main.{} WHERE {r} = ?1)",
+            quote(&t.name)
+        ))
+        .map_err(err("write", out))?;
+    let mut fresh = Vec::new();
+    for (row, hint) in new {
+        let free = match hint {
+            Some(h) if wanted.insert(h) => !taken
+                .query_row([h], |x| x.get::<_, bool>(0))
+                .map_err(err("write", out))?,
+            _ => false,
+        };
+        match hint.filter(|_| free) {
+            Some(h) => list.push((row, Some(h))),
+            None => fresh.push((row, None)),
+        }
+    }
+    // Last, the rows whose rowid SQLite picks (above every rowid written before them).
+    list.extend(fresh);
+    Ok(list)
+}
+
+/// Writes the merged changes into `out` (inside its transaction): every replaced or deleted
+/// row is deleted first, then the new rows are inserted, so that a row whose unique key only
+/// changed case or type never meets its old self. `Err` says which constraint the merged
+/// rows break (then nothing is kept).
+fn write_rows(
+    conn: &Connection,
+    tables: &[Table],
+    merged: &BTreeMap<String, TableChanges>,
+    hints: &RowidHints,
+    out: &Path,
+) -> Result<std::result::Result<usize, String>> {
+    let (rows_changed, old) = delete_rows(conn, tables, merged, out)?;
+    for t in tables {
+        let Some(changes) = merged.get(&t.name) else {
+            continue;
+        };
+        let (kept, given) = (old.get(&t.name), hints.get(&t.name));
+        let rows = rowids_of(conn, t, changes, kept, given, out)?;
+        let mut with_rowid = conn
+            .prepare(&t.insert_sql(true))
+            .map_err(err("write", out))?;
+        let mut fresh = conn
+            .prepare(&t.insert_sql(false))
+            .map_err(err("write", out))?;
+        for (row, rowid) in rows {
+            let done = match rowid {
+                Some(id) => with_rowid.execute(rusqlite::params_from_iter(
+                    std::iter::once(Value::Integer(id)).chain(row.iter().cloned()),
+                )),
+                None => fresh.execute(rusqlite::params_from_iter(row.iter())),
+            };
+            if let Err(e) = done {
+                return Ok(Err(format!(
+                    "the merged rows break a constraint of {} (two rows with keys equal under its collation, or a unique value taken twice?): {e}",
+                    t.name
+                )));
             }
         }
     }
-    for fts in &rebuild {
-        let q = quote(fts);
-        conn.execute(&format!("INSERT INTO {q}({q}) VALUES('rebuild')"), [])
-            .map_err(err("rebuild full-text index in", out))?;
+    Ok(Ok(rows_changed))
+}
+
+/// Sets every AUTOINCREMENT counter to the highest any version reached (never lower).
+fn write_sequences(conn: &Connection, seqs: &BTreeMap<String, i64>, out: &Path) -> Result<()> {
+    for (name, seq) in seqs {
+        let updated = conn
+            .execute(
+                "UPDATE main.sqlite_sequence SET seq = max(seq, ?1) WHERE name = ?2",
+                rusqlite::params![seq, name],
+            )
+            .map_err(err("write the AUTOINCREMENT counters of", out))?;
+        if updated == 0 {
+            conn.execute(
+                "INSERT INTO main.sqlite_sequence(name, seq) VALUES (?2, ?1)",
+                rusqlite::params![seq, name],
+            )
+            .map_err(err("write the AUTOINCREMENT counters of", out))?;
+        }
     }
-    conn.execute_batch("COMMIT").map_err(err("write", out))?;
+    Ok(())
+}
+
+/// Why the merged database in `out` cannot be kept (broken foreign keys, a failed integrity
+/// check), if so.
+fn check_merged(conn: &Connection, out: &Path) -> Result<Option<String>> {
     let fk: Vec<String> = {
         let mut stmt = conn
             .prepare("PRAGMA foreign_key_check")
@@ -578,7 +1034,7 @@ fn merge_inner(
         v.map_err(err("check", out))?
     };
     if !fk.is_empty() {
-        return Ok(MergeOutcome::Fallback(format!(
+        return Ok(Some(format!(
             "the merged version breaks foreign keys: {}",
             fk.join(", ")
         )));
@@ -586,10 +1042,54 @@ fn merge_inner(
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(err("check", out))?;
-    if check != "ok" {
-        return Ok(MergeOutcome::Fallback(format!(
-            "the merged version fails its integrity check: {check}"
-        )));
+    Ok((check != "ok").then(|| format!("the merged version fails its integrity check: {check}")))
+}
+
+fn merge_inner(
+    base: &Path,
+    sides: &[MergeSide],
+    strategy: Strategy,
+    out: &Path,
+) -> Result<MergeOutcome> {
+    std::fs::copy(base, out).ctx("copy the base to", out)?;
+    let conn = Connection::open_with_flags(out, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(err("open", out))?;
+    // The merge writes final values: the database's own triggers must not run again, and
+    // foreign keys are checked once the whole merged version is written.
+    conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA foreign_keys = OFF;")
+        .map_err(err("prepare", out))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
+        .map_err(err("turn off the triggers of", out))?;
+    let plan = match plan(&conn, out)? {
+        Ok(p) => p,
+        Err(why) => return Ok(MergeOutcome::Fallback(why)),
+    };
+    let all = match read_sides(&conn, &plan, sides, out)? {
+        Ok(read) => read,
+        Err(why) => return Ok(MergeOutcome::Fallback(why)),
+    };
+    let (merged, row_conflicts) = combine(sides, &all.changes, strategy);
+    if strategy == Strategy::Manual && !row_conflicts.is_empty() {
+        return Ok(MergeOutcome::Held(row_conflicts));
+    }
+    conn.execute_batch("BEGIN").map_err(err("write", out))?;
+    let hints = merged_hints(&all, &merged);
+    let rows_changed = match write_rows(&conn, &plan.tables, &merged, &hints, out)? {
+        Ok(n) => n,
+        Err(why) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Ok(MergeOutcome::Fallback(why));
+        }
+    };
+    write_sequences(&conn, &all.seqs, out)?;
+    for fts in &plan.rebuild {
+        let q = quote(fts);
+        conn.execute(&format!("INSERT INTO {q}({q}) VALUES('rebuild')"), [])
+            .map_err(err("rebuild full-text index in", out))?;
+    }
+    conn.execute_batch("COMMIT").map_err(err("write", out))?;
+    if let Some(why) = check_merged(&conn, out)? {
+        return Ok(MergeOutcome::Fallback(why));
     }
     conn.close()
         .map_err(|(_, e)| Error::sqlite("close", out, e))?;
@@ -635,27 +1135,16 @@ pub fn keep_base(
     std::fs::create_dir_all(&dir).ctx("create folder", &dir)?;
     let target = dir.join(format!("{hash}.db"));
     if !target.exists() {
-        let tmp = dir.join(format!(".{hash}.tmp-{}", crate::ids::random_hex(6)));
-        let linked = movable && std::fs::hard_link(snapshot, &tmp).is_ok();
-        let kept = (|| {
-            if linked {
-                std::fs::remove_file(snapshot).ctx("remove", snapshot)?;
-            } else {
-                std::fs::copy(snapshot, &tmp).ctx("copy base snapshot to", &tmp)?;
-            }
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .ctx("fsync", &tmp)?;
-            std::fs::rename(&tmp, &target).ctx("rename", &target)?;
-            if let Ok(d) = std::fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })();
-        if kept.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-            return kept;
+        let temp = crate::apply::Temp::beside(&target, "base")?;
+        if movable && std::fs::hard_link(snapshot, temp.path()).is_ok() {
+            std::fs::remove_file(snapshot).ctx("remove", snapshot)?;
+        } else {
+            std::fs::copy(snapshot, temp.path()).ctx("copy base snapshot to", temp.path())?;
         }
+        std::fs::File::open(temp.path())
+            .and_then(|f| f.sync_all())
+            .ctx("fsync", temp.path())?;
+        temp.put_own_file_in_place(&target)?;
     }
     Ok(())
 }
@@ -1050,5 +1539,423 @@ mod tests {
             .map(|r| r.unwrap())
             .collect();
         assert_eq!(tags, vec![("red".into(), "#e00".into())]);
+    }
+}
+
+/// Regression tests for the row merge's exactness (issue 13): each failed on the merge that
+/// read columns with `table_info`, compared rows under the columns' collations and let the
+/// database's triggers run.
+#[cfg(test)]
+mod exact {
+    use super::*;
+
+    struct Merged {
+        _dir: tempfile::TempDir,
+        conn: Connection,
+    }
+
+    /// Merges `sql_a` (local, older) and `sql_b` (icloud, newer) made on `base_sql` (newest).
+    fn run(base_sql: &str, sql_a: &str, sql_b: &str) -> (tempfile::TempDir, MergeOutcome) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        Connection::open(path("base.db"))
+            .unwrap()
+            .execute_batch(base_sql)
+            .unwrap();
+        let mut sides = Vec::new();
+        for (i, (loc, sql)) in [("local", sql_a), ("icloud", sql_b)].iter().enumerate() {
+            let p = path(&format!("{loc}.db"));
+            std::fs::copy(path("base.db"), &p).unwrap();
+            Connection::open(&p).unwrap().execute_batch(sql).unwrap();
+            sides.push(MergeSide {
+                location: loc.to_string(),
+                local: i == 0,
+                mtime_ns: i as i128,
+                path: p,
+            });
+        }
+        let outcome = merge_files(&path("base.db"), &sides, Strategy::Newest, &path("out.db"));
+        (dir, outcome.unwrap())
+    }
+
+    /// [`run`], which must merge without a row conflict.
+    fn merge(base_sql: &str, sql_a: &str, sql_b: &str) -> Merged {
+        let (dir, outcome) = run(base_sql, sql_a, sql_b);
+        match outcome {
+            MergeOutcome::Merged { row_conflicts, .. } => {
+                assert!(row_conflicts.is_empty(), "{row_conflicts:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let conn = Connection::open(dir.path().join("out.db")).unwrap();
+        Merged { _dir: dir, conn }
+    }
+
+    /// [`run`], which must fall back; the reason.
+    fn fallback(base_sql: &str, sql_a: &str, sql_b: &str) -> String {
+        match run(base_sql, sql_a, sql_b).1 {
+            MergeOutcome::Fallback(why) => why,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every row of `sql`, each value with its exact type (`Real(-0.0)` keeps its sign).
+    fn rows(m: &Merged, sql: &str) -> Vec<String> {
+        let mut st = m.conn.prepare(sql).unwrap();
+        let n = st.column_count();
+        st.query_map([], |r| {
+            let v: Vec<String> = (0..n)
+                .map(|i| format!("{:?}", r.get::<_, Value>(i).unwrap()))
+                .collect();
+            Ok(v.join(" "))
+        })
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn generated_columns_between_stored_ones_are_recomputed_not_shifted() {
+        let m = merge(
+            "CREATE TABLE items(id INTEGER PRIMARY KEY, a TEXT,
+                 g TEXT GENERATED ALWAYS AS (a || '!') VIRTUAL,
+                 s TEXT GENERATED ALWAYS AS (upper(a)) STORED, b TEXT);
+             INSERT INTO items(id, a, b) VALUES (1, 'a1', 'b1'), (2, 'a2', 'b2');",
+            "UPDATE items SET b = 'B1' WHERE id = 1;",
+            "UPDATE items SET a = 'x2' WHERE id = 2; INSERT INTO items(id, a, b) VALUES (3, 'a3', 'b3');",
+        );
+        assert_eq!(
+            rows(&m, "SELECT id, a, g, s, b FROM items ORDER BY id"),
+            [
+                r#"Integer(1) Text("a1") Text("a1!") Text("A1") Text("B1")"#,
+                r#"Integer(2) Text("x2") Text("x2!") Text("X2") Text("b2")"#,
+                r#"Integer(3) Text("a3") Text("a3!") Text("A3") Text("b3")"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_case_only_rename_in_a_nocase_key_survives() {
+        let m = merge(
+            "CREATE TABLE tags(name TEXT PRIMARY KEY COLLATE NOCASE, n INTEGER) WITHOUT ROWID;
+             CREATE TABLE terms(name TEXT PRIMARY KEY COLLATE NOCASE, n INTEGER);
+             INSERT INTO tags VALUES ('ai', 1), ('ml', 2);
+             INSERT INTO terms VALUES ('ai', 1), ('ml', 2);",
+            "UPDATE tags SET name = 'AI' WHERE name = 'ai'; UPDATE terms SET name = 'AI' WHERE name = 'ai';",
+            "UPDATE tags SET n = 20 WHERE name = 'ml'; UPDATE terms SET n = 20 WHERE name = 'ml';",
+        );
+        let want = [r#"Text("AI") Integer(1)"#, r#"Text("ml") Integer(20)"#];
+        assert_eq!(rows(&m, "SELECT name, n FROM tags ORDER BY name"), want);
+        assert_eq!(rows(&m, "SELECT name, n FROM terms ORDER BY rowid"), want);
+    }
+
+    #[test]
+    fn a_case_only_change_in_a_nocase_column_survives() {
+        let m = merge(
+            "CREATE TABLE tags(name TEXT PRIMARY KEY, label TEXT COLLATE NOCASE) WITHOUT ROWID;
+             INSERT INTO tags VALUES ('a', 'ai'), ('b', 'ml');",
+            "UPDATE tags SET label = 'AI' WHERE name = 'a';",
+            "UPDATE tags SET label = 'ML!' WHERE name = 'b';",
+        );
+        assert_eq!(
+            rows(&m, "SELECT name, label FROM tags ORDER BY name"),
+            [r#"Text("a") Text("AI")"#, r#"Text("b") Text("ML!")"#]
+        );
+    }
+
+    #[test]
+    fn the_databases_triggers_do_not_run_again() {
+        let m = merge(
+            "CREATE TABLE entities(id INTEGER PRIMARY KEY, name TEXT);
+             CREATE TABLE counters(name TEXT PRIMARY KEY, n INTEGER);
+             CREATE TRIGGER e_ins AFTER INSERT ON entities
+                 BEGIN UPDATE counters SET n = n + 1 WHERE name = 'entities'; END;
+             CREATE TRIGGER e_del AFTER DELETE ON entities
+                 BEGIN UPDATE counters SET n = n - 1 WHERE name = 'entities'; END;
+             INSERT INTO counters VALUES ('entities', 0);
+             INSERT INTO entities VALUES (1, 'one'), (2, 'two');",
+            "INSERT INTO entities VALUES (3, 'three');",
+            "UPDATE entities SET name = 'TWO' WHERE id = 2;",
+        );
+        assert_eq!(rows(&m, "SELECT n FROM counters"), ["Integer(3)"]);
+        assert_eq!(rows(&m, "SELECT count(*) FROM entities"), ["Integer(3)"]);
+    }
+
+    #[test]
+    fn autoincrement_counters_end_at_the_highest_of_the_sides() {
+        let m = merge(
+            "CREATE TABLE log(id INTEGER PRIMARY KEY AUTOINCREMENT, msg TEXT);
+             INSERT INTO log(msg) VALUES ('one'), ('two');",
+            "INSERT INTO log VALUES (10, 'ten'); DELETE FROM log WHERE id = 10;",
+            "INSERT INTO log VALUES (5, 'five');",
+        );
+        assert_eq!(
+            rows(&m, "SELECT seq FROM sqlite_sequence WHERE name = 'log'"),
+            ["Integer(10)"]
+        );
+        assert_eq!(rows(&m, "SELECT id FROM log ORDER BY id").len(), 3);
+    }
+
+    #[test]
+    fn values_are_compared_by_type_and_bytes() {
+        let m = merge(
+            "CREATE TABLE kv(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+             CREATE TABLE nums(id INTEGER PRIMARY KEY, v);
+             CREATE TABLE inf(k PRIMARY KEY, v) WITHOUT ROWID;
+             INSERT INTO kv VALUES ('a', 1), ('b', 2);
+             INSERT INTO nums VALUES (1, 0.0), (2, 0.0);
+             INSERT INTO inf VALUES (1e999, 'plus'), (-1e999, 'minus');",
+            "UPDATE kv SET v = 1.0 WHERE k = 'a'; UPDATE nums SET v = -0.0 WHERE id = 1;
+             UPDATE inf SET v = 'PLUS' WHERE k = 1e999;",
+            "UPDATE kv SET v = '2' WHERE k = 'b'; UPDATE nums SET v = 1 WHERE id = 2;
+             UPDATE inf SET v = 'MINUS' WHERE k = -1e999;",
+        );
+        assert_eq!(
+            rows(&m, "SELECT k, v FROM kv ORDER BY k"),
+            [r#"Text("a") Real(1.0)"#, r#"Text("b") Text("2")"#]
+        );
+        assert_eq!(
+            rows(&m, "SELECT id, v FROM nums ORDER BY id"),
+            ["Integer(1) Real(-0.0)", "Integer(2) Integer(1)"]
+        );
+        assert_eq!(
+            rows(&m, "SELECT k, v FROM inf ORDER BY k"),
+            [r#"Real(-inf) Text("MINUS")"#, r#"Real(inf) Text("PLUS")"#]
+        );
+    }
+
+    #[test]
+    fn unique_values_swapped_between_rows_merge() {
+        let m = merge(
+            "CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT UNIQUE, n INTEGER);
+             INSERT INTO users VALUES (1, 'a@x', 0), (2, 'b@x', 0), (3, 'c@x', 0);",
+            "UPDATE users SET email = 'tmp' WHERE id = 1; UPDATE users SET email = 'a@x' WHERE id = 2;
+             UPDATE users SET email = 'b@x' WHERE id = 1;",
+            "UPDATE users SET n = 3 WHERE id = 3;",
+        );
+        assert_eq!(
+            rows(&m, "SELECT id, email, n FROM users ORDER BY id"),
+            [
+                r#"Integer(1) Text("b@x") Integer(0)"#,
+                r#"Integer(2) Text("a@x") Integer(0)"#,
+                r#"Integer(3) Text("c@x") Integer(3)"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_equal_under_nocase_but_not_in_bytes_fall_back() {
+        let why = fallback(
+            "CREATE TABLE tags(name TEXT PRIMARY KEY COLLATE NOCASE, n INTEGER) WITHOUT ROWID;
+             INSERT INTO tags VALUES ('ai', 1);",
+            "UPDATE tags SET name = 'AI' WHERE name = 'ai';",
+            "UPDATE tags SET name = 'Ai' WHERE name = 'ai';",
+        );
+        assert!(why.contains("constraint of tags"), "{why}");
+    }
+
+    #[test]
+    fn a_replace_conflict_clause_never_drops_a_merged_row() {
+        let why = fallback(
+            "CREATE TABLE users(id INTEGER PRIMARY KEY, email TEXT UNIQUE ON CONFLICT REPLACE);
+             INSERT INTO users VALUES (1, 'a@x');",
+            "INSERT INTO users VALUES (3, 'new@x');",
+            "INSERT INTO users VALUES (4, 'new@x');",
+        );
+        assert!(why.contains("UNIQUE"), "{why}");
+    }
+
+    #[test]
+    fn a_changed_contentless_index_falls_back_an_unchanged_one_merges() {
+        let schema = "CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT);
+             CREATE TABLE notes(id INTEGER PRIMARY KEY, t TEXT);
+             CREATE VIRTUAL TABLE docs_fts USING fts5(body, content = '');
+             CREATE TRIGGER docs_i AFTER INSERT ON docs BEGIN
+                 INSERT INTO docs_fts(rowid, body) VALUES (new.id, new.body); END;
+             INSERT INTO docs VALUES (1, 'alpha'); INSERT INTO notes VALUES (1, 'n');";
+        let why = fallback(
+            schema,
+            "INSERT INTO docs VALUES (2, 'beta');",
+            "UPDATE notes SET t = 'N' WHERE id = 1;",
+        );
+        assert!(
+            why.contains("virtual table docs_fts changed in local"),
+            "{why}"
+        );
+        let m = merge(
+            schema,
+            "INSERT INTO notes VALUES (2, 'm');",
+            "UPDATE notes SET t = 'N' WHERE id = 1;",
+        );
+        assert_eq!(
+            rows(
+                &m,
+                "SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'alpha'"
+            ),
+            ["Integer(1)"]
+        );
+        assert_eq!(rows(&m, "SELECT count(*) FROM notes"), ["Integer(2)"]);
+    }
+
+    #[test]
+    fn a_table_named_like_a_full_text_index_is_still_merged() {
+        let m = merge(
+            "CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT);
+             CREATE VIRTUAL TABLE docs_fts USING fts5(body, content = 'docs', content_rowid = 'id');
+             CREATE TABLE docs_fts_notes(id INTEGER PRIMARY KEY, t TEXT);
+             INSERT INTO docs VALUES (1, 'alpha'); INSERT INTO docs_fts_notes VALUES (1, 'n');",
+            "INSERT INTO docs_fts_notes VALUES (2, 'from a');",
+            "INSERT INTO docs VALUES (2, 'beta');",
+        );
+        assert_eq!(
+            rows(&m, "SELECT t FROM docs_fts_notes ORDER BY id"),
+            [r#"Text("n")"#, r#"Text("from a")"#]
+        );
+        assert_eq!(
+            rows(&m, "SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'beta'"),
+            ["Integer(2)"]
+        );
+    }
+
+    /// A text-keyed rowid table with an external-content full-text index over its hidden
+    /// rowid: the sides' auto-assigned rowids of their new rows are the same.
+    const NOTES: &str = "CREATE TABLE notes(id TEXT PRIMARY KEY, body TEXT);
+         CREATE VIRTUAL TABLE notes_fts USING fts5(body, content = 'notes');
+         CREATE TRIGGER notes_i AFTER INSERT ON notes BEGIN
+             INSERT INTO notes_fts(rowid, body) VALUES (new.rowid, new.body); END;
+         CREATE TRIGGER notes_d AFTER DELETE ON notes BEGIN
+             INSERT INTO notes_fts(notes_fts, rowid, body) VALUES ('delete', old.rowid, old.body); END;
+         INSERT INTO notes VALUES ('0b7e', 'alpha');";
+
+    #[test]
+    fn different_rows_inserted_into_a_text_keyed_rowid_table_both_survive() {
+        let m = merge(
+            NOTES,
+            "INSERT INTO notes VALUES ('5f1c-uuid-a', 'beta');",
+            "INSERT INTO notes VALUES ('9a3d-uuid-b', 'gamma');",
+        );
+        assert_eq!(
+            rows(&m, "SELECT id, body FROM notes ORDER BY id"),
+            [
+                r#"Text("0b7e") Text("alpha")"#,
+                r#"Text("5f1c-uuid-a") Text("beta")"#,
+                r#"Text("9a3d-uuid-b") Text("gamma")"#,
+            ]
+        );
+        // Each word is found in the row holding it (the index is rebuilt over the rowids the
+        // merged rows got), and the index agrees with its content.
+        for (word, id) in [
+            ("alpha", "0b7e"),
+            ("beta", "5f1c-uuid-a"),
+            ("gamma", "9a3d-uuid-b"),
+        ] {
+            let sql = format!(
+                "SELECT id FROM notes WHERE rowid IN (SELECT rowid FROM notes_fts WHERE notes_fts MATCH '{word}')"
+            );
+            assert_eq!(rows(&m, &sql), [format!("Text({id:?})")], "{word}");
+        }
+        m.conn
+            .execute_batch("INSERT INTO notes_fts(notes_fts) VALUES ('integrity-check')")
+            .unwrap();
+    }
+
+    #[test]
+    fn different_rows_inserted_into_a_composite_keyed_rowid_table_both_survive() {
+        let m = merge(
+            "CREATE TABLE members(team INTEGER, user TEXT, role TEXT, PRIMARY KEY(team, user));
+             INSERT INTO members VALUES (1, 'ann', 'owner');",
+            "INSERT INTO members VALUES (1, 'bob', 'editor'); UPDATE members SET role = 'admin' WHERE user = 'ann';",
+            "INSERT INTO members VALUES (2, 'ann', 'viewer');",
+        );
+        assert_eq!(
+            rows(
+                &m,
+                "SELECT team, user, role FROM members ORDER BY team, user"
+            ),
+            [
+                r#"Integer(1) Text("ann") Text("admin")"#,
+                r#"Integer(1) Text("bob") Text("editor")"#,
+                r#"Integer(2) Text("ann") Text("viewer")"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_key_inserted_with_different_values_is_one_conflict_reported_by_the_key() {
+        let (dir, outcome) = run(
+            NOTES,
+            "INSERT INTO notes VALUES ('7c2e', 'from local');",
+            "INSERT INTO notes VALUES ('7c2e', 'from icloud');",
+        );
+        let MergeOutcome::Merged { row_conflicts, .. } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(row_conflicts.len(), 1, "{row_conflicts:?}");
+        let rc = &row_conflicts[0];
+        assert_eq!(
+            (rc.table.as_str(), rc.key.as_str()),
+            ("notes", r#"["7c2e"]"#)
+        );
+        assert_eq!(rc.winner.as_deref(), Some("icloud"));
+        assert!(
+            rc.values
+                .contains(&("local".into(), Some(r#"["7c2e","from local"]"#.into()))),
+            "{rc:?}"
+        );
+        let m = Merged {
+            conn: Connection::open(dir.path().join("out.db")).unwrap(),
+            _dir: dir,
+        };
+        assert_eq!(
+            rows(&m, "SELECT id, body FROM notes ORDER BY id"),
+            [
+                r#"Text("0b7e") Text("alpha")"#,
+                r#"Text("7c2e") Text("from icloud")"#
+            ]
+        );
+    }
+
+    #[test]
+    fn hidden_rowids_are_kept_where_free_and_fresh_where_taken() {
+        let m = merge(
+            "CREATE TABLE notes(id TEXT PRIMARY KEY, body TEXT);
+             INSERT INTO notes VALUES ('a', 'one'), ('b', 'two');",
+            "UPDATE notes SET body = 'ONE' WHERE id = 'a'; INSERT INTO notes VALUES ('c', 'three');",
+            "UPDATE notes SET body = 'TWO' WHERE id = 'b'; INSERT INTO notes VALUES ('d', 'four');",
+        );
+        // Changed rows keep their rowids, 'c' its side's (3), 'd' (3 on its side too) gets a
+        // fresh one.
+        assert_eq!(
+            rows(&m, "SELECT rowid, id, body FROM notes ORDER BY rowid"),
+            [
+                r#"Integer(1) Text("a") Text("ONE")"#,
+                r#"Integer(2) Text("b") Text("TWO")"#,
+                r#"Integer(3) Text("c") Text("three")"#,
+                r#"Integer(4) Text("d") Text("four")"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_null_in_the_key_of_a_rowid_table_falls_back() {
+        let why = fallback(
+            "CREATE TABLE notes(id TEXT PRIMARY KEY, body TEXT); INSERT INTO notes VALUES ('a', 'x');",
+            "INSERT INTO notes VALUES (NULL, 'from local');",
+            "INSERT INTO notes VALUES (NULL, 'from icloud');",
+        );
+        assert!(
+            why.contains("table notes has a row whose PRIMARY KEY holds NULL in local"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_changed_user_version_falls_back() {
+        let why = fallback(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t VALUES (1, 'a');",
+            "PRAGMA user_version = 2; UPDATE t SET v = 'b' WHERE id = 1;",
+            "INSERT INTO t VALUES (2, 'c');",
+        );
+        assert!(why.contains("user_version in local"), "{why}");
     }
 }

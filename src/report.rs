@@ -22,7 +22,7 @@ pub struct FileReport {
     /// Path relative to the location's root.
     pub file: String,
     /// `present`, `missing`, `evicted` (cloud placeholder or dataless), `unreadable`.
-    pub state: String,
+    pub state: crate::model::FileState,
     /// Size in bytes, when present.
     pub size: Option<u64>,
     /// Modification time, RFC 3339, when present.
@@ -54,14 +54,7 @@ pub struct LocationStatus {
     pub skipped: Vec<SkippedFile>,
 }
 
-/// A file the patterns select that is left alone, and why.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SkippedFile {
-    /// Its path relative to the location's root, invalid bytes shown as U+FFFD.
-    pub name: String,
-    /// Why it is left alone.
-    pub reason: String,
-}
+pub use crate::select::SkippedFile;
 
 /// One version that takes part in a conflict.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -104,7 +97,7 @@ pub struct ActionReport {
     /// The location written.
     pub location: String,
     /// `backup`, `copy`, `delete`.
-    pub action: String,
+    pub action: crate::model::ActionKind,
     /// Where the content came from (for `copy`), or the backup's path (for `backup`).
     pub detail: String,
     /// Whether it was carried out and verified (false in a dry run or on failure).
@@ -119,7 +112,7 @@ pub struct FileOutcome {
     /// The synced file.
     pub file: String,
     /// `in_sync`, `propagated`, `conflict`, `skipped`, `failed`.
-    pub outcome: String,
+    pub outcome: crate::model::Outcome,
     /// The winning version's location and hash, when there is one.
     pub winner: Option<String>,
     /// The winning hash.
@@ -174,7 +167,7 @@ pub struct RunSummary {
     /// End, RFC 3339.
     pub finished: String,
     /// `ok`, `conflict`, `failed`, `dry_run`.
-    pub result: String,
+    pub result: crate::model::RunResult,
     /// How many files were written.
     pub written: u64,
     /// One line for people.
@@ -362,7 +355,7 @@ pub enum Event {
     /// A run ended.
     RunFinished {
         /// `ok`, `conflict`, `failed`, `dry_run`.
-        result: String,
+        result: crate::model::RunResult,
         /// One line for people.
         summary: String,
     },

@@ -3,6 +3,7 @@
 
 use crate::archive::CacheEntry;
 use crate::kind::{self, Content, Facts, Kind, ReadCtx};
+use crate::model::{Skip, SkipKind};
 use crate::names;
 use crate::times;
 use std::collections::HashMap;
@@ -135,7 +136,7 @@ pub enum Found {
     /// Nothing there.
     Absent,
     /// Cannot be used this run; the reason says why.
-    Skipped(String),
+    Skipped(Skip),
 }
 
 /// Whether a cached entry may be trusted for `stat` (the racy-clean rule).
@@ -257,7 +258,7 @@ enum Look {
     /// Nothing there (and no iCloud placeholder beside it).
     Absent,
     /// Cannot be used this run; the reason says why.
-    Skipped(String),
+    Skipped(Skip),
     /// Evicted by iCloud: only a download brings its content back.
     Dataless,
     /// A regular file, with its stat.
@@ -270,15 +271,20 @@ fn look(path: &Path, maybe_database: bool) -> Look {
         Ok(Some(s)) => s,
         Ok(None) => {
             return evicted_reason(path)
-                .map(Look::Skipped)
+                .map(|r| Look::Skipped(Skip::new(SkipKind::Evicted, r)))
                 .unwrap_or(Look::Absent)
         }
-        Err(e) => return Look::Skipped(format!("cannot stat: {e}")),
+        Err(e) => {
+            return Look::Skipped(Skip::new(SkipKind::Unreadable, format!("cannot stat: {e}")))
+        }
     };
     if meta.file_type().is_symlink() {
-        Look::Skipped("is a symbolic link; Metasync does not follow links".into())
+        Look::Skipped(Skip::new(
+            SkipKind::Unreadable,
+            "is a symbolic link; Metasync does not follow links",
+        ))
     } else if !meta.is_file() {
-        Look::Skipped("is not a regular file".into())
+        Look::Skipped(Skip::new(SkipKind::Unreadable, "is not a regular file"))
     } else if is_dataless(&meta) {
         Look::Dataless
     } else {
@@ -304,12 +310,13 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Fou
     let mut stat = match look(path, maybe_database) {
         Look::File(stat) => stat,
         Look::Absent => return Found::Absent,
-        Look::Skipped(reason) => return Found::Skipped(reason),
+        Look::Skipped(skip) => return Found::Skipped(skip),
         Look::Dataless => {
             request_download(path);
-            return Found::Skipped(
-                "evicted by iCloud (dataless); download requested, skipped this run".into(),
-            );
+            return Found::Skipped(Skip::new(
+                SkipKind::Evicted,
+                "evicted by iCloud (dataless); download requested, skipped this run",
+            ));
         }
     };
     if let Some(entry) = cached {
@@ -338,7 +345,9 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Fou
     }
     let content = match kind::read_content(path, ctx) {
         Ok(c) => c,
-        Err(e) => return Found::Skipped(format!("cannot read: {e}")),
+        Err(e) => {
+            return Found::Skipped(Skip::new(SkipKind::Unreadable, format!("cannot read: {e}")))
+        }
     };
     if content.kind == Kind::Sqlite {
         // A database is read through a consistent snapshot, so a writer during the read is
@@ -357,7 +366,10 @@ pub fn scan_file(path: &Path, cached: Option<&CacheEntry>, ctx: &ReadCtx) -> Fou
             content,
             hashed: true,
         },
-        _ => Found::Skipped("changed while being read; it will be synced next run".into()),
+        _ => Found::Skipped(Skip::new(
+            SkipKind::Changing,
+            "changed while being read; it will be synced next run",
+        )),
     }
 }
 
@@ -372,8 +384,9 @@ pub fn scan_location(
     files
         .iter()
         .map(|f| match folders.of(f) {
-            Some(link) => Found::Skipped(format!(
-                "its folder {link} is a symbolic link; Metasync does not follow links"
+            Some(link) => Found::Skipped(Skip::new(
+                SkipKind::Unreadable,
+                format!("its folder {link} is a symbolic link; Metasync does not follow links"),
             )),
             None => scan_file(&root.join(f), cache.get(f), ctx),
         })
@@ -653,7 +666,7 @@ mod tests {
         );
         std::fs::write(d.path().join(".metastore.db.icloud"), "plist").unwrap();
         assert!(
-            matches!(scan_file(&d.path().join("metastore.db"), None, &ctx()), Found::Skipped(r) if r.contains("evicted"))
+            matches!(scan_file(&d.path().join("metastore.db"), None, &ctx()), Found::Skipped(r) if r.kind == SkipKind::Evicted)
         );
     }
 
@@ -663,7 +676,7 @@ mod tests {
         std::fs::write(d.path().join("outside"), "secret").unwrap();
         std::os::unix::fs::symlink(d.path().join("outside"), d.path().join("f")).unwrap();
         assert!(
-            matches!(scan_file(&d.path().join("f"), None, &ctx()), Found::Skipped(r) if r.contains("symbolic link"))
+            matches!(scan_file(&d.path().join("f"), None, &ctx()), Found::Skipped(r) if r.reason.contains("symbolic link"))
         );
     }
 

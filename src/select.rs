@@ -2,8 +2,8 @@
 //! that never are (backups, temp and side files, placeholders, the marker, home's own state).
 
 use crate::names;
-use crate::report::SkippedFile;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -90,110 +90,123 @@ impl Selector {
     /// (not following symbolic links), literal patterns read only their own folders.
     pub fn list(&self, root: &Path) -> Listing {
         let mut listing = Listing::default();
-        let note = |listing: &mut Listing, rel: &str, path: &Path, is_file: bool| {
-            let name = rel.rsplit('/').next().unwrap_or(rel);
-            if names::temp_machine(name).is_some() {
-                listing.temps.push(path.to_path_buf());
-            } else if is_file && names::is_backup_name(name) {
-                if let Some(dir) = path.parent() {
-                    if listing.backup_folders.last().map(PathBuf::as_path) != Some(dir) {
-                        listing.backup_folders.push(dir.to_path_buf());
-                    }
-                }
-            } else if is_file && self.matches(rel) {
-                listing.files.push(rel.to_string());
-            }
-        };
-        // A name that is not UTF-8 cannot be a synced file (names are text in the archive,
-        // the reports and other machines): one the patterns would select is reported.
-        let unreadable = |listing: &mut Listing, rel: &[u8], is_file: bool| {
-            let lossy = String::from_utf8_lossy(rel);
-            let name = lossy.rsplit('/').next().unwrap_or(&lossy);
-            if is_file
-                && names::temp_machine(name).is_none()
-                && !names::is_backup_name(name)
-                && self.matches(&lossy)
-            {
-                listing.skipped.push(SkippedFile {
-                    reason: format!(
-                        "skipped: its name is not valid UTF-8 (`{}`)",
-                        rel.escape_ascii()
-                    ),
-                    name: lossy.into_owned(),
-                });
-            }
-        };
         if self.globs.is_some() {
-            let walker = walkdir::WalkDir::new(root)
-                .follow_links(false)
-                .into_iter()
-                .filter_entry(|e| {
-                    e.depth() == 0
-                        || !(e.file_type().is_dir()
-                            && e.depth() == 1
-                            && is_home_state_dir(e.file_name()))
-                });
-            // Every entry's path starts with `root` and a separator: cut it off as bytes
-            // (Path::strip_prefix compares component by component, per entry).
-            let cut =
-                root.as_os_str().len() + usize::from(!root.as_os_str().as_bytes().ends_with(b"/"));
-            for entry in walker.flatten() {
-                if entry.depth() == 0 || entry.file_type().is_dir() {
-                    continue;
-                }
-                let Some(bytes) = entry.path().as_os_str().as_bytes().get(cut..) else {
-                    continue;
-                };
-                let is_file = entry.file_type().is_file();
-                match std::str::from_utf8(bytes) {
-                    Ok(rel) => note(&mut listing, rel, entry.path(), is_file),
-                    Err(_) => unreadable(&mut listing, bytes, is_file),
-                }
-            }
-            // A literal the walk cannot reach (under a linked folder) is still looked at.
-            for l in &self.literals {
-                if is_eligible(l)
-                    && !listing.files.contains(l)
-                    && std::fs::symlink_metadata(root.join(l)).is_ok_and(|m| m.is_file())
-                {
-                    listing.files.push(l.clone());
-                }
-            }
+            self.walk(root, &mut listing);
         } else {
-            // Only the folders of the literal files: usually just the root.
-            let folders: BTreeSet<&str> = self
-                .literals
-                .iter()
-                .map(|l| l.rsplit_once('/').map_or("", |(d, _)| d))
-                .collect();
-            for folder in folders {
-                let dir = root.join(folder);
-                let Ok(entries) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                for e in entries.flatten() {
-                    let is_file = e.file_type().is_ok_and(|t| t.is_file());
-                    let Some(name) = e.file_name().to_str().map(String::from) else {
-                        let mut rel = folder.as_bytes().to_vec();
-                        if !rel.is_empty() {
-                            rel.push(b'/');
-                        }
-                        rel.extend_from_slice(e.file_name().as_bytes());
-                        unreadable(&mut listing, &rel, is_file);
-                        continue;
-                    };
-                    let rel = if folder.is_empty() {
-                        name
-                    } else {
-                        format!("{folder}/{name}")
-                    };
-                    note(&mut listing, &rel, &e.path(), is_file);
-                }
-            }
+            self.read_literal_folders(root, &mut listing);
         }
         listing.backup_folders.sort_unstable();
         listing.backup_folders.dedup();
         listing
+    }
+
+    /// Glob patterns: the whole tree, not following symbolic links.
+    fn walk(&self, root: &Path, listing: &mut Listing) {
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| {
+                e.depth() == 0
+                    || !(e.file_type().is_dir()
+                        && e.depth() == 1
+                        && is_home_state_dir(e.file_name()))
+            });
+        // Every entry's path starts with `root` and a separator: cut it off as bytes
+        // (Path::strip_prefix compares component by component, per entry).
+        let cut =
+            root.as_os_str().len() + usize::from(!root.as_os_str().as_bytes().ends_with(b"/"));
+        for entry in walker.flatten() {
+            if entry.depth() == 0 || entry.file_type().is_dir() {
+                continue;
+            }
+            let Some(bytes) = entry.path().as_os_str().as_bytes().get(cut..) else {
+                continue;
+            };
+            let is_file = entry.file_type().is_file();
+            match std::str::from_utf8(bytes) {
+                Ok(rel) => self.note(listing, rel, entry.path(), is_file),
+                Err(_) => self.note_unreadable(listing, bytes, is_file),
+            }
+        }
+        // A literal the walk cannot reach (under a linked folder) is still looked at.
+        for l in &self.literals {
+            if is_eligible(l)
+                && !listing.files.contains(l)
+                && std::fs::symlink_metadata(root.join(l)).is_ok_and(|m| m.is_file())
+            {
+                listing.files.push(l.clone());
+            }
+        }
+    }
+
+    /// Literal patterns only: just their folders (usually the root).
+    fn read_literal_folders(&self, root: &Path, listing: &mut Listing) {
+        // Only the folders of the literal files: usually just the root.
+        let folders: BTreeSet<&str> = self
+            .literals
+            .iter()
+            .map(|l| l.rsplit_once('/').map_or("", |(d, _)| d))
+            .collect();
+        for folder in folders {
+            let dir = root.join(folder);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let is_file = e.file_type().is_ok_and(|t| t.is_file());
+                let Some(name) = e.file_name().to_str().map(String::from) else {
+                    let mut rel = folder.as_bytes().to_vec();
+                    if !rel.is_empty() {
+                        rel.push(b'/');
+                    }
+                    rel.extend_from_slice(e.file_name().as_bytes());
+                    self.note_unreadable(listing, &rel, is_file);
+                    continue;
+                };
+                let rel = if folder.is_empty() {
+                    name
+                } else {
+                    format!("{folder}/{name}")
+                };
+                self.note(listing, &rel, &e.path(), is_file);
+            }
+        }
+    }
+
+    /// One entry of a listing: a temp file, a backup's folder, or a synced file.
+    fn note(&self, listing: &mut Listing, rel: &str, path: &Path, is_file: bool) {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        if names::temp_machine(name).is_some() {
+            listing.temps.push(path.to_path_buf());
+        } else if is_file && names::is_backup_name(name) {
+            if let Some(dir) = path.parent() {
+                if listing.backup_folders.last().map(PathBuf::as_path) != Some(dir) {
+                    listing.backup_folders.push(dir.to_path_buf());
+                }
+            }
+        } else if is_file && self.matches(rel) {
+            listing.files.push(rel.to_string());
+        }
+    }
+
+    /// A name that is not UTF-8 cannot be a synced file (names are text in the archive, the
+    /// reports and other machines): one the patterns would select is reported.
+    fn note_unreadable(&self, listing: &mut Listing, rel: &[u8], is_file: bool) {
+        let lossy = String::from_utf8_lossy(rel);
+        let name = lossy.rsplit('/').next().unwrap_or(&lossy);
+        if is_file
+            && names::temp_machine(name).is_none()
+            && !names::is_backup_name(name)
+            && self.matches(&lossy)
+        {
+            listing.skipped.push(SkippedFile {
+                reason: format!(
+                    "skipped: its name is not valid UTF-8 (`{}`)",
+                    rel.escape_ascii()
+                ),
+                name: lossy.into_owned(),
+            });
+        }
     }
 }
 
@@ -225,6 +238,15 @@ pub fn is_eligible(rel: &str) -> bool {
     !rel.is_empty()
         && !rel.split('/').any(|c| c.is_empty() || c == "..")
         && !names::is_never_synced(name)
+}
+
+/// A file the patterns select that is left alone, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SkippedFile {
+    /// Its path relative to the location's root, invalid bytes shown as U+FFFD.
+    pub name: String,
+    /// Why it is left alone.
+    pub reason: String,
 }
 
 #[cfg(test)]

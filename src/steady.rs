@@ -205,7 +205,10 @@ pub(crate) fn of_run<'a>(
         at: Vec::with_capacity(files.len() * locations),
     };
     for (fi, (file, outcome)) in files.iter().zip(outcomes).enumerate() {
-        if outcome.file != *file || outcome.outcome != "in_sync" || outcome.winner.is_some() {
+        if outcome.file != *file
+            || outcome.outcome != crate::model::Outcome::InSync
+            || outcome.winner.is_some()
+        {
             return None;
         }
         steady.files.push(SteadyFile {

@@ -35,7 +35,7 @@ pub fn run_line(r: &RunReport) -> String {
     let written = r
         .actions
         .iter()
-        .filter(|a| a.done && a.action != "backup")
+        .filter(|a| a.done && a.action != crate::model::ActionKind::Backup)
         .count();
     format!(
         "{} {}: {} file(s), {} written, {} conflict(s), {} warning(s), {} error(s)",

@@ -408,7 +408,8 @@ impl Sim {
             if self.rng.chance(8) && path.exists() {
                 std::fs::remove_file(&path).unwrap();
                 if let Some(b) = &before {
-                    self.deleted.insert((path.clone(), file.to_string()), b.clone());
+                    self.deleted
+                        .insert((path.clone(), file.to_string()), b.clone());
                 }
                 self.stats.faults += 1;
                 what = "deleted".to_string();
@@ -605,7 +606,9 @@ impl Sim {
         let c = rusqlite::Connection::open(&path).ok()?;
         c.execute_batch("BEGIN EXCLUSIVE").ok()?;
         self.stats.faults += 1;
-        self.log.push(format!("m{m}: {DB} held busy by another program during the next run"));
+        self.log.push(format!(
+            "m{m}: {DB} held busy by another program during the next run"
+        ));
         Some(c)
     }
 
@@ -670,8 +673,7 @@ impl Sim {
             }
             for l in &reach {
                 let key = (l.clone(), f.to_string());
-                let (Some(Some(old)), Some(Some(new))) = (before.get(&key), after.get(&key))
-                else {
+                let (Some(Some(old)), Some(Some(new))) = (before.get(&key), after.get(&key)) else {
                     continue;
                 };
                 if old == new {

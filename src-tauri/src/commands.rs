@@ -2,7 +2,8 @@
 //! strings for the page); ids and paths from the page go straight to the engine, which
 //! checks them. Engine calls run on blocking threads.
 
-use crate::scheduler::{self, RunRequest, Trigger};
+use crate::queue::{RunRequest, Trigger};
+use crate::scheduler;
 use crate::state::{AppState, AppView, EngineHandle};
 use metasync::volumes::{self, VolumeOffer};
 use metasync::{
@@ -184,8 +185,8 @@ pub async fn recent_runs(
 #[tauri::command]
 pub fn set_paused<R: Runtime>(app: AppHandle<R>, paused: bool) -> AppView {
     let state = app.state::<AppState>();
-    state.set_paused(paused);
-    scheduler::changed(&app);
+    state.queue().set_paused(paused);
+    crate::tray::changed(&app);
     state.view()
 }
 

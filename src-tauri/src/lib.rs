@@ -8,6 +8,7 @@ pub mod login;
 pub mod logs;
 pub mod notify;
 pub mod panel;
+pub mod queue;
 pub mod scheduler;
 pub mod state;
 pub mod tray;

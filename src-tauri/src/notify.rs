@@ -206,13 +206,13 @@ mod tests {
             Event::Action(ActionReport {
                 file: "f".into(),
                 location: "usb".into(),
-                action: "copy".into(),
+                action: metasync::model::ActionKind::Copy,
                 detail: "local".into(),
                 done: true,
                 error: None,
             }),
             Event::RunFinished {
-                result: "failed".into(),
+                result: metasync::model::RunResult::Failed,
                 summary: "x".into(),
             },
         ];
@@ -284,7 +284,7 @@ mod tests {
                     command: "sync".into(),
                 },
                 Event::RunFinished {
-                    result: "ok".into(),
+                    result: metasync::model::RunResult::Ok,
                     summary: "in sync".into(),
                 },
             ];

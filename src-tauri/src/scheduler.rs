@@ -1,8 +1,12 @@
 //! When the engine runs: a few seconds after start, every `interval_secs`, a few seconds
 //! after a synced file changes (debounced, ignoring the app's own writes), when a
-//! configured drive is mounted, and on "Sync now". One run at a time; a Sync now during a
-//! run queues exactly one more. Engine calls run on blocking threads, never on the UI.
+//! configured drive is mounted, and on "Sync now" (the tray pokes the queue, the panel's
+//! command asks directly). Whether a run starts, waits or is covered is the
+//! [`queue`](crate::queue)'s call: one run at a time, a Sync now during a run queues exactly
+//! one more. Engine calls run on blocking threads, never on the UI.
 
+// The queue's types as this module's API names them (`request_run` takes and returns them).
+pub use crate::queue::{RunRequest, Trigger};
 use crate::state::{AppState, LastOutcome};
 use crate::{notify, tray};
 use ::notify::{EventKind, RecursiveMode, Watcher as _};
@@ -11,8 +15,8 @@ use metasync::{Event, RunOptions, RunReport};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tauri::{AppHandle, Emitter, Manager, Runtime};
-use tokio::sync::mpsc;
+use tauri::{AppHandle, Manager, Runtime};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Delay between start and the first run (a login catches up at once, after the tray is up).
 pub const STARTUP_DELAY: Duration = Duration::from_secs(3);
@@ -22,114 +26,28 @@ pub const DEBOUNCE: Duration = Duration::from_secs(2);
 pub const DEBOUNCE_MAX: Duration = Duration::from_secs(15);
 /// How often watched folders and mount points are looked at again.
 pub const POLL: Duration = Duration::from_secs(5);
-/// The event the page listens to: the app's state changed (a run ended, pause toggled).
-pub const CHANGED_EVENT: &str = "metasync:changed";
 
-/// Why a run is wanted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// Shortly after start.
-    Startup,
-    /// The period elapsed.
-    Interval,
-    /// A synced file changed.
-    FilesChanged,
-    /// A configured drive was mounted.
-    DriveMounted,
-    /// The user asked.
-    Manual,
-}
-
-impl Trigger {
-    /// Whether the user asked: such runs happen while paused and queue behind a running one.
-    pub fn is_manual(self) -> bool {
-        self == Trigger::Manual
-    }
-}
-
-/// What [`RunQueue::request`] decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// Nothing runs: the caller runs now.
-    Start,
-    /// A run is in progress; one more will follow it.
-    Queued,
-    /// A run is in progress and this request is covered by it.
-    Dropped,
-}
-
-/// Coalesces run requests: at most one run at a time and at most one waiting.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RunQueue {
-    running: bool,
-    pending: bool,
-}
-
-impl RunQueue {
-    /// A request; `queue_if_busy` for manual ones (a scheduled tick during a run is moot).
-    pub fn request(&mut self, queue_if_busy: bool) -> Admission {
-        if !self.running {
-            self.running = true;
-            Admission::Start
-        } else if queue_if_busy {
-            // Any number of clicks during one run make exactly one more run.
-            self.pending = true;
-            Admission::Queued
-        } else {
-            Admission::Dropped
-        }
-    }
-
-    /// The running run ended: whether to run again (a request was queued meanwhile).
-    pub fn finish(&mut self) -> bool {
-        if self.pending {
-            self.pending = false;
-            true
-        } else {
-            self.running = false;
-            false
-        }
-    }
-
-    /// Whether a run is in progress.
-    pub fn is_running(&self) -> bool {
-        self.running
-    }
-}
-
-/// What became of a run request.
-#[derive(Debug, Clone)]
-pub enum RunRequest {
-    /// This call ran the engine (perhaps more than once); the last result.
-    Ran(Result<Box<RunReport>, String>),
-    /// A run is in progress; one more follows it.
-    Queued,
-    /// Not run: paused, or a run in progress covers it.
-    Skipped(&'static str),
-}
-
-/// Runs the engine for `trigger` unless paused or covered; returns when done.
-pub async fn request_run<R: Runtime>(app: &AppHandle<R>, trigger: Trigger) -> RunRequest {
+/// Runs the engine for `trigger` unless paused or covered (the app's
+/// [`RunQueue`](crate::queue::RunQueue) decides); returns when done.
+pub async fn request_run<R: Runtime>(
+    app: &AppHandle<R>,
+    trigger: Trigger,
+) -> RunRequest<Result<Box<RunReport>, String>> {
+    let started = || {
+        tracing::info!("sync ({trigger:?})");
+        tray::changed(app);
+    };
     let state = app.state::<AppState>();
-    if !trigger.is_manual() && state.is_paused() {
-        return RunRequest::Skipped("paused");
+    let ran = state
+        .queue()
+        .run(trigger, started, || async move {
+            run_once(app).await.map(Box::new)
+        })
+        .await;
+    if let RunRequest::Ran(_) = ran {
+        tray::changed(app);
     }
-    let admission = state.queue().request(trigger.is_manual());
-    match admission {
-        Admission::Queued => return RunRequest::Queued,
-        Admission::Dropped => return RunRequest::Skipped("a run is in progress"),
-        Admission::Start => tracing::info!("sync ({trigger:?})"),
-    }
-    changed(app);
-    let mut last;
-    loop {
-        last = run_once(app).await;
-        if !state.queue().finish() {
-            break;
-        }
-    }
-    changed(app);
-    RunRequest::Ran(last.map(Box::new))
+    ran
 }
 
 async fn run_once<R: Runtime>(app: &AppHandle<R>) -> Result<RunReport, String> {
@@ -195,14 +113,7 @@ pub async fn refresh_status<R: Runtime>(app: &AppHandle<R>) {
         Ok(s) => app.state::<AppState>().set_last_status(s),
         Err(e) => tracing::warn!("status failed: {e}"),
     }
-    changed(app);
-}
-
-/// The app's state changed: rebuild the tray, tell the page.
-pub fn changed<R: Runtime>(app: &AppHandle<R>) {
-    tray::refresh(app);
-    let view = app.state::<AppState>().view();
-    let _ = app.emit(CHANGED_EVENT, view);
+    tray::changed(app);
 }
 
 /// The synced file a change to `rel` (relative to a location root) concerns, if any. A live
@@ -361,7 +272,7 @@ fn watch<R: Runtime>(
             .find(|p| is_user_change(&state, &roots2, &selector, p))
         {
             tracing::info!("changed: {}", p.display());
-            state.trigger(Trigger::FilesChanged);
+            state.queue().trigger(Trigger::FilesChanged);
         }
     };
     let mut watcher = match ::notify::recommended_watcher(handler) {
@@ -381,12 +292,11 @@ fn watch<R: Runtime>(
 
 /// Starts the background task.
 pub fn start<R: Runtime>(app: AppHandle<R>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    app.state::<AppState>().set_trigger_sender(tx);
+    let rx = app.state::<AppState>().queue().listen();
     tauri::async_runtime::spawn(run_loop(app, rx));
 }
 
-async fn run_loop<R: Runtime>(app: AppHandle<R>, mut rx: mpsc::UnboundedReceiver<Trigger>) {
+async fn run_loop<R: Runtime>(app: AppHandle<R>, mut rx: UnboundedReceiver<Trigger>) {
     let (mut current, selector) = targets(&app);
     let mut _watcher = selector.and_then(|s| watch(&app, &current.roots, s));
     let mut next = tokio::time::Instant::now() + STARTUP_DELAY;
@@ -438,30 +348,6 @@ fn spawn_run<R: Runtime>(app: &AppHandle<R>, trigger: Trigger) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_run_at_a_time_and_one_more_for_any_clicks_during_it() {
-        let mut q = RunQueue::default();
-        assert_eq!(q.request(true), Admission::Start);
-        assert!(q.is_running());
-        assert_eq!(q.request(true), Admission::Queued);
-        assert_eq!(q.request(true), Admission::Queued);
-        assert_eq!(q.request(false), Admission::Dropped);
-        assert!(q.finish(), "the queued run follows");
-        assert!(q.is_running());
-        assert!(!q.finish(), "only one more");
-        assert!(!q.is_running());
-        assert_eq!(q.request(false), Admission::Start);
-    }
-
-    #[test]
-    fn a_scheduled_tick_during_a_run_is_dropped() {
-        let mut q = RunQueue::default();
-        assert_eq!(q.request(false), Admission::Start);
-        assert_eq!(q.request(false), Admission::Dropped);
-        assert!(!q.finish());
-        assert!(!q.is_running());
-    }
 
     fn sel(p: &[&str]) -> Selector {
         Selector::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>())

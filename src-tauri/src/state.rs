@@ -1,16 +1,15 @@
-//! The app's state: where the engine lives, the paused flag, the run queue, what the last
-//! run said, and the tray state derived from them (a pure function, tested below).
+//! The app's state: where the engine lives, the run queue (with the paused flag), what the
+//! last run said, and the tray state derived from them (a pure function, tested below).
 
 use crate::notify::Notifier;
-use crate::scheduler::{RunQueue, Trigger};
+use crate::queue::RunQueue;
 use metasync::{Engine, RunReport, StatusReport};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
-use tokio::sync::mpsc::UnboundedSender;
 
 /// What a file looked like right after the engine wrote it: a later event on it that finds
 /// it unchanged is the echo of that write, not an edit.
@@ -281,14 +280,12 @@ pub struct AppView {
 pub struct AppState {
     /// Where the engine is.
     pub engine: EngineHandle,
-    paused: AtomicBool,
     writers: AtomicUsize,
     own_writes: Mutex<HashMap<PathBuf, Fingerprint>>,
-    queue: Mutex<RunQueue>,
+    queue: RunQueue,
     last: Mutex<Option<LastOutcome>>,
     last_status: Mutex<Option<StatusReport>>,
     notifier: Mutex<Notifier>,
-    triggers: Mutex<Option<UnboundedSender<Trigger>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -301,35 +298,28 @@ impl AppState {
     pub fn new(engine: EngineHandle) -> Self {
         AppState {
             engine,
-            paused: AtomicBool::new(false),
             writers: AtomicUsize::new(0),
             own_writes: Mutex::new(HashMap::new()),
-            queue: Mutex::new(RunQueue::default()),
+            queue: RunQueue::default(),
             last: Mutex::new(None),
             last_status: Mutex::new(None),
             notifier: Mutex::new(Notifier::default()),
-            triggers: Mutex::new(None),
         }
     }
 
     /// Whether scheduled runs are paused.
     pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::SeqCst)
-    }
-
-    /// Pauses or resumes scheduled runs.
-    pub fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, Ordering::SeqCst);
+        self.queue.is_paused()
     }
 
     /// Whether a run is in progress.
     pub fn is_running(&self) -> bool {
-        lock(&self.queue).is_running()
+        self.queue.is_running()
     }
 
-    /// The run queue.
-    pub fn queue(&self) -> MutexGuard<'_, RunQueue> {
-        lock(&self.queue)
+    /// The run queue: runs, triggers, pause.
+    pub fn queue(&self) -> &RunQueue {
+        &self.queue
     }
 
     /// The last outcome.
@@ -371,7 +361,7 @@ impl AppState {
         for a in report
             .actions
             .iter()
-            .filter(|a| a.done && a.action != "backup")
+            .filter(|a| a.done && a.action != metasync::model::ActionKind::Backup)
         {
             let Some(loc) = report.locations.iter().find(|l| l.name == a.location) else {
                 continue;
@@ -397,18 +387,6 @@ impl AppState {
             path == main,
             path.exists(),
         )
-    }
-
-    /// Where the scheduler listens.
-    pub fn set_trigger_sender(&self, tx: UnboundedSender<Trigger>) {
-        *lock(&self.triggers) = Some(tx);
-    }
-
-    /// Pokes the scheduler (no-op before it started).
-    pub fn trigger(&self, trigger: Trigger) {
-        if let Some(tx) = lock(&self.triggers).as_ref() {
-            let _ = tx.send(trigger);
-        }
     }
 
     /// The app's own view of itself.
@@ -601,7 +579,7 @@ mod tests {
         report.actions.push(metasync::ActionReport {
             file: "sorting-rules.yaml".into(),
             location: "local".into(),
-            action: "copy".into(),
+            action: metasync::model::ActionKind::Copy,
             detail: "usb".into(),
             done: true,
             error: None,
@@ -631,7 +609,7 @@ mod tests {
         report.actions.push(metasync::ActionReport {
             file: "sorting-rules.yaml".into(),
             location: "local".into(),
-            action: "copy".into(),
+            action: metasync::model::ActionKind::Copy,
             detail: "usb".into(),
             done: true,
             error: None,

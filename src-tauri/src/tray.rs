@@ -2,17 +2,19 @@
 //! every run (Sync now, one line per location, Pause/Resume, Open panel, Start at login,
 //! Quit). The line texts are pure functions, tested below.
 
-use crate::scheduler::{self, Trigger};
+use crate::queue::Trigger;
 use crate::state::{AppState, AppView, TrayState};
 use metasync::{LocationStatus, StatusReport};
 use tauri::image::Image;
 use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem};
 use tauri::tray::TrayIconBuilder;
-use tauri::{AppHandle, Manager, Runtime};
+use tauri::{AppHandle, Emitter, Manager, Runtime};
 use tauri_plugin_autostart::ManagerExt;
 
 /// The tray icon's id.
 pub const TRAY_ID: &str = "metasync";
+/// The event the page listens to: the app's state changed (a run ended, pause toggled).
+pub const CHANGED_EVENT: &str = "metasync:changed";
 
 /// The icon for a state. macOS gets black+alpha template images, which the menu bar tints.
 fn icon_bytes(state: TrayState) -> &'static [u8] {
@@ -64,7 +66,7 @@ pub fn location_line(loc: &LocationStatus) -> String {
     let mut parts = vec![format!("{name} — ok")];
     match db {
         Some(f) => match f.sha256.as_deref() {
-            Some(h) if f.state == "present" => {
+            Some(h) if f.state == metasync::model::FileState::Present => {
                 parts.push(format!("{} {}", f.file, short_hash(h)));
                 if let Some(n) = f.entities {
                     parts.push(format!("{n} entities"));
@@ -209,18 +211,21 @@ pub fn refresh<R: Runtime>(app: &AppHandle<R>) {
     });
 }
 
+/// The app's state changed: rebuild the tray, tell the page.
+pub fn changed<R: Runtime>(app: &AppHandle<R>) {
+    refresh(app);
+    let view = app.state::<AppState>().view();
+    let _ = app.emit(CHANGED_EVENT, view);
+}
+
 fn on_menu_event<R: Runtime>(app: &AppHandle<R>, event: MenuEvent) {
     match event.id().as_ref() {
-        "sync_now" => {
-            let app = app.clone();
-            tauri::async_runtime::spawn(async move {
-                scheduler::request_run(&app, Trigger::Manual).await;
-            });
-        }
+        "sync_now" => app.state::<AppState>().queue().trigger(Trigger::Manual),
         "pause" => {
             let state = app.state::<AppState>();
-            state.set_paused(!state.is_paused());
-            scheduler::changed(app);
+            let queue = state.queue();
+            queue.set_paused(!queue.is_paused());
+            changed(app);
         }
         "open_panel" => crate::panel::show(app),
         "autostart" => {
@@ -279,7 +284,7 @@ mod tests {
     fn db(state: &str, hash: Option<&str>) -> FileReport {
         FileReport {
             file: "metastore.db".into(),
-            state: state.into(),
+            state: state.parse().expect("a file state"),
             size: Some(4096),
             mtime: None,
             sha256: hash.map(Into::into),

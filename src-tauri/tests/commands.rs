@@ -301,7 +301,7 @@ fn only_the_panel_window_may_call_commands() {
 
 #[test]
 fn sync_now_during_a_run_queues_exactly_one_more() {
-    use metasync_app::scheduler::Admission;
+    use metasync_app::queue::Admission;
     let f = fixture("newest");
     let state = f.panel.state::<AppState>();
     // A scheduled run holds the queue.

@@ -140,3 +140,28 @@ fn a_drive_mounting_starts_a_run() {
         !f.app.state::<AppState>().is_running()
     });
 }
+
+/// The tray's "Sync now" only pokes the queue: the scheduler's loop hears it and runs, even
+/// while scheduled runs are paused.
+#[test]
+fn a_manual_trigger_runs_through_the_scheduler_even_while_paused() {
+    use metasync_app::queue::Trigger;
+    let f = fixture();
+    metasync_app::scheduler::start(f.app.handle().clone());
+    wait_until("the first run", Duration::from_secs(15), || f.runs() == 1);
+    wait_until("the first run to finish", Duration::from_secs(10), || {
+        !f.app.state::<AppState>().is_running()
+    });
+    let state = f.app.state::<AppState>();
+    state.queue().set_paused(true);
+    std::fs::write(f.home.join(RULES), "rules: v2, edited\n").expect("edit");
+    state.queue().trigger(Trigger::Manual);
+    wait_until("the manual run", Duration::from_secs(15), || {
+        read(&f.remote.join(RULES)) == "rules: v2, edited\n"
+    });
+    wait_until("that run to finish", Duration::from_secs(10), || {
+        !state.is_running()
+    });
+    std::thread::sleep(metasync_app::scheduler::DEBOUNCE * 3);
+    assert_eq!(f.runs(), 2, "the click made one run; the paused edit none");
+}

@@ -1,8 +1,16 @@
 //! Reconciliation (SPEC §4): from the archive's memory and this run's scans to a decision
-//! and a list of actions, per file. Pure: no I/O, every sync decision is made and tested here.
+//! and a list of actions, per file. Pure: no I/O, every sync decision is made and tested here:
+//! who changed and who wins (this file), what a row merge attempt means ([`merge`]), what the
+//! archive learns from what was written ([`record`]), and how a run ends ([`run_end`]).
 
-use crate::archive::Recorded;
-use crate::config::Strategy;
+mod merge;
+mod record;
+
+pub use merge::{after_merge, AfterMerge, MergeAttempt, MERGE_SOURCE};
+pub use record::{record, Learned, Written};
+
+pub use crate::model::Direction;
+use crate::model::{Recorded, RunResult, Strategy};
 
 /// One version of a file as scanned in one location.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,19 +47,6 @@ pub struct Side {
     pub observed: Observed,
     /// What this machine recorded there after the last successful sync (`None`: never seen).
     pub recorded: Option<Recorded>,
-}
-
-/// How this run decides.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Direction {
-    /// Bidirectional with a strategy for conflicts.
-    Sync(Strategy),
-    /// Local's version wins everywhere.
-    Push,
-    /// Like `Sync`, but only local is written.
-    Pull(Strategy),
-    /// The user chose this location's version.
-    Keep(String),
 }
 
 /// Everything the decision for one file depends on.
@@ -162,6 +157,25 @@ fn version(observed: &Observed) -> Option<&Version> {
         Observed::Present(v) => Some(v),
         _ => None,
     }
+}
+
+/// How a run ends, from what it met: its exit code (SPEC §3: 1 for a failure, 3 while
+/// conflicts remain, 0 otherwise) and its result.
+pub fn run_end(dry_run: bool, failed: bool, conflicts: bool) -> (i32, RunResult) {
+    let exit_code = if failed {
+        1
+    } else if conflicts {
+        3
+    } else {
+        0
+    };
+    let result = match (dry_run, exit_code) {
+        (true, _) => RunResult::DryRun,
+        (false, 1) => RunResult::Failed,
+        (false, 3) => RunResult::Conflict,
+        _ => RunResult::Ok,
+    };
+    (exit_code, result)
 }
 
 /// Decides what happens to one file.
@@ -316,50 +330,12 @@ fn healthy(c: &Changed<'_>) -> bool {
 }
 
 fn decide(input: &FileInput, direction: &Direction) -> Decision {
-    match direction {
-        Direction::Keep(location) => {
-            return match input.sides.iter().find(|s| &s.location == location) {
-                Some(side) => match &side.observed {
-                    Observed::Present(v) if v.corrupt.is_none() => Decision::Propagate {
-                        winner: Recorded::Present(v.hash.clone()),
-                        source: side.location.clone(),
-                        reason: format!("kept {location}'s version"),
-                    },
-                    Observed::Present(v) => Decision::Stuck {
-                        reason: format!(
-                            "{location}'s version is corrupt: {}",
-                            v.corrupt.clone().unwrap_or_default()
-                        ),
-                        failure: true,
-                    },
-                    _ => Decision::Stuck {
-                        reason: format!("{location} holds no usable version"),
-                        failure: true,
-                    },
-                },
-                None => Decision::Stuck {
-                    reason: format!("{location} is not available"),
-                    failure: true,
-                },
-            };
-        }
-        Direction::Push => {
-            if let Some(side) = input.sides.iter().find(|s| s.local) {
-                if let Observed::Present(v) = &side.observed {
-                    if v.corrupt.is_none() {
-                        return propagate_or_in_sync(
-                            input,
-                            Recorded::Present(v.hash.clone()),
-                            side,
-                            "push: local wins",
-                        );
-                    }
-                }
-            }
-        }
-        Direction::Sync(_) | Direction::Pull(_) => {}
+    if let Direction::Keep(location) = direction {
+        return kept(input, location);
     }
-
+    if let (Direction::Push, Some(pushed)) = (direction, pushed(input)) {
+        return pushed;
+    }
     let Changes {
         changed,
         first_sync_rule,
@@ -372,109 +348,24 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
         }
     }
     let any_corrupt_change = changed.iter().any(|c| !healthy(c));
-
-    // Held-back versions (shrink guard) wait for the user whatever the strategy.
-    let held: Vec<&&Changed<'_>> = distinct
-        .iter()
-        .filter(|c| version(&c.side.observed).is_some_and(|v| v.hold.is_some()))
-        .collect();
-    if let Some(h) = held.first() {
-        let why = version(&h.side.observed)
-            .and_then(|v| v.hold.clone())
-            .unwrap_or_default();
-        return conflict(
-            input,
-            &distinct,
-            first_sync_rule,
-            format!("held back in {}: {why}", h.side.location),
-        );
+    if let Some(held) = held_back(input, &distinct, first_sync_rule) {
+        return held;
     }
-
     // The first-sync rule: a location never seen that holds another version than the agreed
     // one makes the agreed version a candidate too; so does a change made by a location that
     // had not received the agreed version.
-    let mut with_agreed = distinct.clone();
-    let agreed_changed;
-    if first_sync_rule || !behind.is_empty() {
-        if let Some(agreed @ Recorded::Present(_)) = &input.agreed {
-            if !with_agreed.iter().any(|d| &d.value == agreed) {
-                if let Some(side) = holder(input, agreed) {
-                    agreed_changed = Changed {
-                        value: agreed.clone(),
-                        side,
-                    };
-                    with_agreed.push(&agreed_changed);
-                }
-            }
-        }
+    let mut candidates = distinct.clone();
+    let agreed_candidate = (first_sync_rule || !behind.is_empty())
+        .then(|| agreed_holder(input, &candidates))
+        .flatten();
+    if let Some(c) = &agreed_candidate {
+        candidates.push(c);
     }
-    let candidates = with_agreed;
-    if let Some(agreed @ Recorded::Present(_)) = &input.agreed {
-        let carried = candidates
-            .iter()
-            .any(|c| c.value == *agreed || c.side.recorded.as_ref() == Some(agreed));
-        // Still there, only not reachable this run (offline, or evicted): wait for it.
-        let reachable_later = input.agreed_elsewhere
-            || input
-                .sides
-                .iter()
-                .any(|s| matches!(s.observed, Observed::Skipped(_)));
-        if !behind.is_empty() && !carried && reachable_later {
-            // Replacing the agreed version by changes all made without it would drop it.
-            return Decision::Stuck {
-                reason: format!(
-                    "{} changed a version older than the agreed one, which is in no available location",
-                    behind_names(&candidates, input).join(" and ")
-                ),
-                failure: false,
-            };
-        }
+    if let Some(waits) = waits_for_agreed(input, &candidates, &behind) {
+        return waits;
     }
-
     match candidates.len() {
-        0 => {
-            let Some(agreed) = &input.agreed else {
-                return if any_corrupt_change {
-                    Decision::Stuck {
-                        reason: "no healthy version anywhere".into(),
-                        failure: true,
-                    }
-                } else {
-                    Decision::InSync(Recorded::Absent)
-                };
-            };
-            if *agreed == Recorded::Absent {
-                return Decision::InSync(Recorded::Absent);
-            }
-            match holder(input, agreed) {
-                Some(side) => {
-                    propagate_or_in_sync(input, agreed.clone(), side, "the agreed version")
-                }
-                None if any_corrupt_change => Decision::Stuck {
-                    reason: "no healthy version anywhere".into(),
-                    failure: true,
-                },
-                None if input.agreed_elsewhere => Decision::Stuck {
-                    reason: "the agreed version is in no available location".into(),
-                    failure: false,
-                },
-                None => match sole_present(input) {
-                    // The agreed version exists nowhere available (say it was an offline edit
-                    // that was then deleted) but every location that has the file agrees on
-                    // another one: missing copies are restored from it rather than never.
-                    Some(side) => propagate_or_in_sync(
-                        input,
-                        current(&side.observed).unwrap_or(Recorded::Absent),
-                        side,
-                        "the agreed version is in no available location; restored from the one version there is",
-                    ),
-                    None => Decision::Stuck {
-                        reason: "the agreed version is in no available location".into(),
-                        failure: false,
-                    },
-                },
-            }
-        }
+        0 => unchanged(input, any_corrupt_change),
         1 => {
             let c = candidates[0];
             let why = if c.value == Recorded::Absent {
@@ -484,49 +375,182 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
             };
             propagate_or_in_sync(input, c.value.clone(), c.side, &why)
         }
-        _ => {
-            let names: Vec<&str> = candidates
-                .iter()
-                .map(|c| c.side.location.as_str())
-                .collect();
-            let reason = if first_sync_rule && candidates.len() == 2 {
-                format!(
-                    "{} differ and one was never synced from this machine",
-                    names.join(" and ")
-                )
-            } else if !behind.is_empty() {
-                format!(
-                    "changed in {}; {} changed a version older than the agreed one",
-                    names.join(" and "),
-                    behind_names(&candidates, input).join(" and ")
-                )
-            } else {
-                format!("changed in {}", names.join(" and "))
-            };
-            let strategy = match direction {
-                Direction::Sync(s) | Direction::Pull(s) => *s,
-                Direction::Push | Direction::Keep(_) => Strategy::Newest,
-            };
-            let file_level = match pick(&candidates, strategy) {
-                Some((c, how)) => propagate_or_in_sync(
-                    input,
-                    c.value.clone(),
-                    c.side,
-                    &format!("conflict ({reason}): {how}"),
-                ),
-                None => conflict(input, &candidates, first_sync_rule, reason),
-            };
-            let merging_direction = matches!(direction, Direction::Sync(_) | Direction::Pull(_));
-            let base = merge_base(input, &candidates, first_sync_rule, &behind);
-            if let (true, true, Some(base)) = (input.mergeable, merging_direction, base) {
-                return Decision::Merge {
-                    candidates: candidates.iter().map(|c| c.side.location.clone()).collect(),
-                    base,
-                    fallback: Box::new(file_level),
-                };
-            }
-            file_level
-        }
+        _ => several(input, direction, &candidates, first_sync_rule, &behind),
+    }
+}
+
+/// A resolve: the kept location's version wins, if it has a healthy one.
+fn kept(input: &FileInput, location: &str) -> Decision {
+    let stuck = |reason: String| Decision::Stuck {
+        reason,
+        failure: true,
+    };
+    let Some(side) = input.sides.iter().find(|s| s.location == location) else {
+        return stuck(format!("{location} is not available"));
+    };
+    match &side.observed {
+        Observed::Present(v) if v.corrupt.is_none() => Decision::Propagate {
+            winner: Recorded::Present(v.hash.clone()),
+            source: side.location.clone(),
+            reason: format!("kept {location}'s version"),
+        },
+        Observed::Present(v) => stuck(format!(
+            "{location}'s version is corrupt: {}",
+            v.corrupt.clone().unwrap_or_default()
+        )),
+        _ => stuck(format!("{location} holds no usable version")),
+    }
+}
+
+/// A push: local's healthy version wins everywhere (without one, a push decides like a sync).
+fn pushed(input: &FileInput) -> Option<Decision> {
+    let side = input.sides.iter().find(|s| s.local)?;
+    match &side.observed {
+        Observed::Present(v) if v.corrupt.is_none() => Some(propagate_or_in_sync(
+            input,
+            Recorded::Present(v.hash.clone()),
+            side,
+            "push: local wins",
+        )),
+        _ => None,
+    }
+}
+
+/// Held-back versions (shrink guard) wait for the user whatever the strategy.
+fn held_back(input: &FileInput, distinct: &[&Changed<'_>], first: bool) -> Option<Decision> {
+    let h = distinct
+        .iter()
+        .find(|c| version(&c.side.observed).is_some_and(|v| v.hold.is_some()))?;
+    let why = version(&h.side.observed)
+        .and_then(|v| v.hold.clone())
+        .unwrap_or_default();
+    Some(conflict(
+        input,
+        distinct,
+        first,
+        format!("held back in {}: {why}", h.side.location),
+    ))
+}
+
+/// The agreed version as a candidate, held where it is, when it is not one already.
+fn agreed_holder<'a>(input: &'a FileInput, candidates: &[&Changed<'a>]) -> Option<Changed<'a>> {
+    let agreed @ Recorded::Present(_) = input.agreed.as_ref()? else {
+        return None;
+    };
+    if candidates.iter().any(|d| &d.value == agreed) {
+        return None;
+    }
+    holder(input, agreed).map(|side| Changed {
+        value: agreed.clone(),
+        side,
+    })
+}
+
+/// Changes all made without the agreed version, which is still there but not reachable
+/// this run (offline, or evicted): replacing it by them would drop it, so they wait for it.
+fn waits_for_agreed(
+    input: &FileInput,
+    candidates: &[&Changed<'_>],
+    behind: &[Recorded],
+) -> Option<Decision> {
+    let agreed @ Recorded::Present(_) = input.agreed.as_ref()? else {
+        return None;
+    };
+    let carried = candidates
+        .iter()
+        .any(|c| c.value == *agreed || c.side.recorded.as_ref() == Some(agreed));
+    let reachable_later = input.agreed_elsewhere
+        || input
+            .sides
+            .iter()
+            .any(|s| matches!(s.observed, Observed::Skipped(_)));
+    (!behind.is_empty() && !carried && reachable_later).then(|| Decision::Stuck {
+        reason: format!(
+            "{} changed a version older than the agreed one, which is in no available location",
+            behind_names(candidates, input).join(" and ")
+        ),
+        failure: false,
+    })
+}
+
+/// No location changed the file: the agreed version goes where it is missing.
+fn unchanged(input: &FileInput, any_corrupt_change: bool) -> Decision {
+    let no_healthy = || Decision::Stuck {
+        reason: "no healthy version anywhere".into(),
+        failure: true,
+    };
+    let nowhere = || Decision::Stuck {
+        reason: "the agreed version is in no available location".into(),
+        failure: false,
+    };
+    let agreed = match &input.agreed {
+        None if any_corrupt_change => return no_healthy(),
+        None | Some(Recorded::Absent) => return Decision::InSync(Recorded::Absent),
+        Some(agreed) => agreed,
+    };
+    match holder(input, agreed) {
+        Some(side) => propagate_or_in_sync(input, agreed.clone(), side, "the agreed version"),
+        None if any_corrupt_change => no_healthy(),
+        None if input.agreed_elsewhere => nowhere(),
+        // The agreed version exists nowhere available (say it was an offline edit that was
+        // then deleted) but every location that has the file agrees on another one: missing
+        // copies are restored from it rather than never.
+        None => match sole_present(input) {
+            Some(side) => propagate_or_in_sync(
+                input,
+                current(&side.observed).unwrap_or(Recorded::Absent),
+                side,
+                "the agreed version is in no available location; restored from the one version there is",
+            ),
+            None => nowhere(),
+        },
+    }
+}
+
+/// Two or more distinct versions: the strategy's pick (or a conflict), or a row merge of
+/// databases that all descend from one version.
+fn several(
+    input: &FileInput,
+    direction: &Direction,
+    candidates: &[&Changed<'_>],
+    first_sync_rule: bool,
+    behind: &[Recorded],
+) -> Decision {
+    let names: Vec<&str> = candidates
+        .iter()
+        .map(|c| c.side.location.as_str())
+        .collect();
+    let reason = if first_sync_rule && candidates.len() == 2 {
+        format!(
+            "{} differ and one was never synced from this machine",
+            names.join(" and ")
+        )
+    } else if !behind.is_empty() {
+        format!(
+            "changed in {}; {} changed a version older than the agreed one",
+            names.join(" and "),
+            behind_names(candidates, input).join(" and ")
+        )
+    } else {
+        format!("changed in {}", names.join(" and "))
+    };
+    let file_level = match pick(candidates, direction.strategy()) {
+        Some((c, how)) => propagate_or_in_sync(
+            input,
+            c.value.clone(),
+            c.side,
+            &format!("conflict ({reason}): {how}"),
+        ),
+        None => conflict(input, candidates, first_sync_rule, reason),
+    };
+    let merging_direction = matches!(direction, Direction::Sync(_) | Direction::Pull(_));
+    match merge_base(input, candidates, first_sync_rule, behind) {
+        Some(base) if input.mergeable && merging_direction => Decision::Merge {
+            candidates: candidates.iter().map(|c| c.side.location.clone()).collect(),
+            base,
+            fallback: Box::new(file_level),
+        },
+        _ => file_level,
     }
 }
 

@@ -1,9 +1,12 @@
 //! Propagation (SPEC §5): backups first, then temp file in the target's folder, fsync, hash
 //! check, rename. Makes no decisions: it carries out one step and says whether it worked.
 
+pub mod atomic;
+
 use crate::error::{Error, IoContext, Result};
-use crate::kind::Kind;
+use crate::model::Kind;
 use crate::names;
+pub use atomic::Temp;
 use chrono::NaiveDateTime;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -83,20 +86,6 @@ fn file_name(path: &Path) -> Result<&str> {
         .ok_or_else(|| Error::Usage(format!("not a usable file name: {}", path.display())))
 }
 
-/// A temp file in the target's folder that removes itself unless it is renamed into place.
-struct Temp {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// Writes the content of `src` to `dest` through a temp file beside it: streamed with the hash
 /// computed on the way, fsynced, checked against `expected`, given `mtime`, renamed into place.
 pub fn copy_file(
@@ -106,24 +95,9 @@ pub fn copy_file(
     mtime: std::time::SystemTime,
     machine: &str,
 ) -> Result<()> {
-    let dir = dest
-        .parent()
-        .ok_or_else(|| Error::Usage(format!("no folder for {}", dest.display())))?;
-    std::fs::create_dir_all(dir).ctx("create folder", dir)?;
-    let temp = Temp {
-        path: dir.join(names::temp_name(
-            file_name(dest)?,
-            machine,
-            &crate::ids::random_hex(8),
-        )),
-        keep: false,
-    };
+    let temp = Temp::beside(dest, machine)?;
     let mut input = File::open(src).ctx("open source", src)?;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp.path)
-        .ctx("create temp file", &temp.path)?;
+    let mut out = temp.create()?;
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -133,37 +107,21 @@ pub fn copy_file(
         }
         sha2::Digest::update(&mut hasher, &buf[..n]);
         out.write_all(&buf[..n])
-            .ctx("write temp file", &temp.path)?;
+            .ctx("write temp file", temp.path())?;
     }
-    out.sync_all().ctx("fsync temp file", &temp.path)?;
+    out.sync_all().ctx("fsync temp file", temp.path())?;
+    drop(out);
     let got = crate::ids::hex_lower(&sha2::Digest::finalize(hasher));
     if got != expected {
-        return Err(Error::Refused(format!(
+        return Err(Error::Changed(format!(
             "{} changed while being copied (expected {}, read {}); it will be synced next run",
             src.display(),
             &expected[..12.min(expected.len())],
             &got[..12]
         )));
     }
-    out.set_modified(mtime)
-        .ctx("set modification time", &temp.path)?;
-    drop(out);
     crate::failpoint::hit("after_temp_write");
-    install(temp, dest)
-}
-
-fn install(mut temp: Temp, dest: &Path) -> Result<()> {
-    crate::failpoint::hit("before_rename");
-    std::fs::rename(&temp.path, dest).ctx("rename into place", dest)?;
-    temp.keep = true;
-    crate::failpoint::hit("after_rename");
-    if let Some(dir) = dest.parent() {
-        // Make the rename durable; failure to sync a folder is not worth failing the write for.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    temp.put_in_place(dest, Some(mtime))
 }
 
 /// Deletes a synced file by moving it to a backup name; returns the backup's path.
@@ -238,7 +196,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         std::fs::write(&src, "hello").unwrap();
-        let good = crate::kind::sha256_file(&src).unwrap();
+        let good = crate::ids::hex_lower(&<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(&src).unwrap(),
+        ));
         let dest = d.path().join("sub/dest");
         let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         copy_file(&src, &dest, &good, t, "m1").unwrap();

@@ -1,0 +1,144 @@
+//! The one way a file is put in place (SPEC §5): a temp file in the target's own folder,
+//! written, fsynced and verified by the caller, given its modification time, renamed over the
+//! target, and the folder fsynced. A reader sees the old file or the new one, never a torn
+//! one; a crash at any point leaves one of them (and at worst a temp file, which the next run
+//! removes). Every whole-file write of Metasync goes through here: copies of plain files,
+//! databases put into remotes, row-merge bases, location markers.
+
+use crate::error::{Error, IoContext, Result};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A temp file beside its target that removes itself unless it is put in place.
+pub struct Temp {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Temp {
+    /// A new temp name for `dest` (in its folder, created if missing), written by `machine`.
+    pub fn beside(dest: &Path, machine: &str) -> Result<Temp> {
+        let dir = folder_of(dest)?;
+        std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+        let name = dest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::Usage(format!("not a usable file name: {}", dest.display())))?;
+        Ok(Temp {
+            path: dir.join(crate::names::temp_name(
+                name,
+                machine,
+                &crate::ids::random_hex(8),
+            )),
+            kept: false,
+        })
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates it, empty (it must not exist).
+    pub fn create(&self) -> Result<File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&self.path)
+            .ctx("create temp file", &self.path)
+    }
+
+    /// Renames the temp file (written, fsynced and verified by the caller) over the synced
+    /// file `dest`, after giving it `mtime`, and makes the rename durable. The crash tests'
+    /// failpoints `before_rename` and `after_rename` are here.
+    pub fn put_in_place(self, dest: &Path, mtime: Option<std::time::SystemTime>) -> Result<()> {
+        self.rename(dest, mtime, true)
+    }
+
+    /// [`Temp::put_in_place`] for Metasync's own files (markers, row-merge bases), without
+    /// the synced files' failpoints.
+    pub fn put_own_file_in_place(self, dest: &Path) -> Result<()> {
+        self.rename(dest, None, false)
+    }
+
+    fn rename(
+        mut self,
+        dest: &Path,
+        mtime: Option<std::time::SystemTime>,
+        failpoints: bool,
+    ) -> Result<()> {
+        let hit = |name| {
+            if failpoints {
+                crate::failpoint::hit(name)
+            }
+        };
+        if let Some(t) = mtime {
+            File::options()
+                .write(true)
+                .open(&self.path)
+                .and_then(|f| f.set_modified(t))
+                .ctx("set modification time", &self.path)?;
+        }
+        hit("before_rename");
+        std::fs::rename(&self.path, dest).ctx("rename into place", dest)?;
+        self.kept = true;
+        hit("after_rename");
+        sync_folder(dest);
+        Ok(())
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes `bytes` as the new content of Metasync's own file `dest`, atomically and durably.
+pub fn write_bytes(dest: &Path, bytes: &[u8], machine: &str) -> Result<()> {
+    let temp = Temp::beside(dest, machine)?;
+    let mut f = temp.create()?;
+    f.write_all(bytes).ctx("write temp file", temp.path())?;
+    f.sync_all().ctx("fsync temp file", temp.path())?;
+    drop(f);
+    temp.put_own_file_in_place(dest)
+}
+
+/// Fsyncs the folder holding `path`, so that a rename or a new name in it is durable; a
+/// folder that cannot be synced is not worth failing the write for.
+pub fn sync_folder(path: &Path) {
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+fn folder_of(dest: &Path) -> Result<&Path> {
+    dest.parent()
+        .ok_or_else(|| Error::Usage(format!("no folder for {}", dest.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temp_that_is_not_put_in_place_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("sub/f.txt");
+        {
+            let t = Temp::beside(&dest, "m1").unwrap();
+            t.create().unwrap().write_all(b"x").unwrap();
+            assert!(t.path().exists());
+        }
+        assert_eq!(std::fs::read_dir(d.path().join("sub")).unwrap().count(), 0);
+        write_bytes(&dest, b"new", "m1").unwrap();
+        write_bytes(&dest, b"newer", "m1").unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"newer");
+        assert_eq!(std::fs::read_dir(d.path().join("sub")).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,374 @@
+//! Every write of a run: a location made ready, then each file's backup and copy or delete.
+
+use super::*;
+
+impl Engine {
+    /// Creates a location's folder and marker before its first write.
+    pub(super) fn make_ready(
+        &self,
+        place: &Place,
+        ready: &mut HashSet<String>,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        if ready.contains(&place.loc.name) {
+            return Ok(());
+        }
+        if let Availability::Available {
+            create_folder,
+            new_id,
+        } = &place.availability
+        {
+            if *create_folder {
+                std::fs::create_dir(&place.loc.root)
+                    .or_else(|e| {
+                        if place.loc.root.is_dir() {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(|e| Error::io("create folder", &place.loc.root, e))?;
+            }
+            if let Some(NewId::Create) = new_id {
+                let id = crate::ids::random_hex(16);
+                location::write_marker(
+                    &place.loc.root,
+                    &id,
+                    &place.loc.name,
+                    &rfc3339(self.clock.now()),
+                )
+                .map_err(|e| {
+                    Error::io("write marker", place.loc.root.join(crate::names::MARKER), e)
+                })?;
+                changes
+                    .location_ids
+                    .push((place.loc.name.clone(), Some(id)));
+            }
+        }
+        ready.insert(place.loc.name.clone());
+        Ok(())
+    }
+
+    /// Backs up then writes (or deletes) one file in one location: the reports, and how it
+    /// went. The target must still be what was scanned, or a fresh edit would be lost:
+    /// checked before the backup and again right before the write (a backup of a large
+    /// database takes a while, and its program may commit meanwhile).
+    pub(super) fn apply_group(
+        &self,
+        job: &Job<'_>,
+        ready: &mut HashSet<String>,
+        changes: &mut Changes,
+        events: &mut dyn FnMut(&Event),
+    ) -> (Vec<ActionReport>, GroupOutcome) {
+        let (file, place) = (job.file, job.place);
+        let mut reports = Vec::new();
+        let moved =
+            || Error::Refused("changed since it was scanned; it will be synced next run".into());
+        if job.stat_now() != job.scanned_stat() {
+            return (reports, GroupOutcome::Raced(moved()));
+        }
+        if let Err(e) = self.make_ready(place, ready, changes) {
+            return (reports, GroupOutcome::Failed(e));
+        }
+        let at = self.clock.now_local().naive_local();
+        for action in job.group {
+            // The location's folder must still be there: a write would otherwise re-create
+            // it (a drive unplugged or a folder moved away during the run). Like an
+            // unavailable location, a warning; and its record is kept (its scan may have seen
+            // the files as absent because the folder was already gone).
+            if !place.loc.root.is_dir() {
+                let e = Error::Refused(format!(
+                    "{} disappeared during the run; nothing written there",
+                    place.loc.root.display()
+                ));
+                return (reports, GroupOutcome::Raced(e));
+            }
+            if matches!(action, Action::Copy { .. } | Action::Delete { .. }) && !job.unchanged() {
+                return (reports, GroupOutcome::Raced(moved()));
+            }
+            match self.act(job, action, at) {
+                Ok(detail) => {
+                    let r = action_report(file, action, detail, true, None);
+                    tracing::info!(target: "metasync", "{file} in {}: {} {}", place.loc.name, r.action, r.detail);
+                    events(&Event::Action(r.clone()));
+                    reports.push(r);
+                }
+                Err(e) => {
+                    let r = action_report(file, action, String::new(), false, Some(e.to_string()));
+                    tracing::error!(target: "metasync", "{file} in {}: {} failed: {e}", place.loc.name, r.action);
+                    events(&Event::Action(r.clone()));
+                    reports.push(r);
+                    return match e {
+                        Error::Changed(_) => (reports, GroupOutcome::Raced(e)),
+                        e => (reports, GroupOutcome::Failed(e)),
+                    };
+                }
+            }
+        }
+        let entry = job.written_entry();
+        changes
+            .cache
+            .push(((place.loc.name.clone(), file.to_string()), entry));
+        (reports, GroupOutcome::Written)
+    }
+
+    /// Carries out one action; its detail for the report.
+    fn act(&self, job: &Job<'_>, action: &Action, at: chrono::NaiveDateTime) -> Result<String> {
+        let dest = job.dest();
+        match action {
+            Action::Backup { .. } => {
+                let kind = match job.scanned() {
+                    Some(Found::Present { content, .. }) => content.kind,
+                    _ => Kind::Plain,
+                };
+                let method = crate::apply::backup_method(kind, job.place.loc.is_local());
+                let sqlite = crate::sqlite::SqliteOptions::from(&self.config.sqlite);
+                let made = crate::apply::backup(&dest, at, method, &sqlite);
+                crate::failpoint::hit("after_backup");
+                made.map(|p| p.display().to_string())
+            }
+            Action::Copy { from, hash, .. } => {
+                let Some((src, Found::Present { stat, content, .. })) = job.source else {
+                    return Err(Error::Refused(format!(
+                        "no source for {} in {from}",
+                        job.file
+                    )));
+                };
+                let version = crate::kind::Source {
+                    kind: content.kind,
+                    path: src,
+                    hash,
+                    mtime: crate::times::system_time(stat.mtime_ns),
+                    snapshot: content.snapshot.as_deref().map(|p| (p, job.snapshot_use)),
+                };
+                let local = job.place.loc.is_local();
+                crate::kind::write_version(&version, &dest, local, job.machine, &self.read_ctx())
+                    .map(|_| format!("from {from}"))
+            }
+            Action::Delete { .. } => crate::apply::delete_to_backup(&dest, at)
+                .map(|p| format!("moved to {}", p.display())),
+        }
+    }
+}
+
+/// One file's writes in one location.
+pub(super) struct Job<'a> {
+    pub(super) file: &'a str,
+    pub(super) place: &'a Place,
+    /// The actions for this location, in order.
+    pub(super) group: &'a [Action],
+    /// Where the winner is read from, and what its scan found.
+    pub(super) source: Option<(&'a Path, &'a Found)>,
+    /// Whether the source's run snapshot may become this target's file.
+    pub(super) snapshot_use: crate::kind::SnapshotUse,
+    pub(super) scans: &'a Scans,
+    pub(super) machine: &'a str,
+}
+
+impl Job<'_> {
+    fn dest(&self) -> PathBuf {
+        self.place.loc.path_of(self.file)
+    }
+
+    fn scanned(&self) -> Option<&Found> {
+        self.scans.get(self.file, &self.place.loc.name)
+    }
+
+    fn scanned_stat(&self) -> Option<scan::Stat> {
+        match self.scanned() {
+            Some(Found::Present { stat, .. }) => Some(stat.clone()),
+            _ => None,
+        }
+    }
+
+    fn stat_now(&self) -> Option<scan::Stat> {
+        let database = matches!(self.scanned(), Some(Found::Present { content, .. }) if content.kind == Kind::Sqlite);
+        scan::Stat::of_kind(&self.dest(), database)
+            .ok()
+            .flatten()
+            .map(|(s, _)| s)
+    }
+
+    /// Whether the target is still as scanned (after our own backup a hard link has moved
+    /// the ctime: the rest is compared).
+    fn unchanged(&self) -> bool {
+        match (self.stat_now(), self.scanned_stat()) {
+            (Some(a), Some(b)) => {
+                (a.size, a.mtime_ns, a.ino, a.side) == (b.size, b.mtime_ns, b.ino, b.side)
+            }
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// What was just written is known exactly: the scan cache remembers it, so the next run
+    /// need not read it again. Trusted at once (not subject to the racy-clean wait): the copy
+    /// carries the source's old mtime, so any later edit moves mtime and ctime away from this
+    /// stat.
+    fn written_entry(&self) -> Option<crate::archive::CacheEntry> {
+        let hash = self.group.iter().find_map(|a| match a {
+            Action::Copy { hash, .. } => Some(hash.clone()),
+            _ => None,
+        })?;
+        let Some((_, Found::Present { content, .. })) = self.source else {
+            return None;
+        };
+        let database = content.kind == Kind::Sqlite;
+        let (stat, _) = scan::Stat::of_kind(&self.dest(), database).ok().flatten()?;
+        let trusted = stat
+            .mtime_ns
+            .max(stat.ctime_ns)
+            .max(stat.side.map_or(0, |s| s.1))
+            .saturating_add(i128::from(scan::RACY_NS) + 1);
+        // Past 2262 (i64 ns) the entry stays racy: read again each run.
+        let trusted = i64::try_from(trusted).unwrap_or(i64::MAX);
+        let mut e = scan::cache_entry(&stat, content, trusted);
+        e.hash = hash;
+        Some(e)
+    }
+}
+
+/// How one location's writes for one file went.
+pub(super) enum GroupOutcome {
+    /// Written and verified.
+    Written,
+    /// Left alone: it changed since the scan (or its folder went away); synced next run.
+    Raced(Error),
+    /// A write failed.
+    Failed(Error),
+}
+
+pub(super) fn action_target(a: &Action) -> &str {
+    match a {
+        Action::Backup { location } | Action::Delete { location } => location,
+        Action::Copy { to, .. } => to,
+    }
+}
+
+pub(super) fn action_report(
+    file: &str,
+    a: &Action,
+    detail: String,
+    done: bool,
+    error: Option<String>,
+) -> ActionReport {
+    let (action, detail) = match a {
+        Action::Backup { .. } => (ActionKind::Backup, detail),
+        Action::Copy { from, hash, .. } if detail.is_empty() => {
+            (ActionKind::Copy, format!("from {from} ({})", short(hash)))
+        }
+        Action::Copy { .. } => (ActionKind::Copy, detail),
+        Action::Delete { .. } => (ActionKind::Delete, detail),
+    };
+    ActionReport {
+        file: file.to_string(),
+        location: action_target(a).to_string(),
+        action,
+        detail,
+        done,
+        error,
+    }
+}
+
+impl super::run::Run<'_> {
+    /// Apply: each target location's actions, in the plan's order; where it wrote, where a
+    /// write raced a change, and whether any write failed.
+    pub(super) fn apply(
+        &mut self,
+        sc: &super::run::Scene<'_>,
+        fr: &super::run::FileRun,
+        t: &mut super::run::Tally,
+    ) -> (plan::Written, bool) {
+        let mut did = plan::Written::default();
+        let mut failed = false;
+        let Decision::Propagate { source, .. } = &fr.planned.decision else {
+            return (did, failed);
+        };
+        let (file, actions) = (&fr.file, &fr.planned.actions);
+        let source_found = match &fr.merged {
+            Some(m) if source == plan::MERGE_SOURCE => Some((m.path.clone(), &m.found)),
+            _ => self
+                .engine
+                .root_of(source)
+                .and_then(|root| sc.scans.get(file, source).map(|f| (root.join(file), f))),
+        };
+        let mut i = 0;
+        while i < actions.len() {
+            let target = action_target(&actions[i]).to_string();
+            let j = i + actions[i..]
+                .iter()
+                .take_while(|a| action_target(a) == target)
+                .count();
+            let (group, later) = (&actions[i..j], &actions[j..]);
+            i = j;
+            let Some(place) = sc.available.iter().find(|p| p.loc.name == target).copied() else {
+                continue;
+            };
+            did.attempted.insert(target.clone());
+            if self.ask.dry_run {
+                for a in group {
+                    t.actions
+                        .push(action_report(file, a, String::new(), false, None));
+                }
+                continue;
+            }
+            let job = Job {
+                file,
+                place,
+                group,
+                source: source_found.as_ref().map(|(p, f)| (p.as_path(), *f)),
+                snapshot_use: self.snapshot_use(
+                    file,
+                    source_found.as_ref().map(|(_, f)| *f),
+                    later,
+                ),
+                scans: &sc.scans,
+                machine: &sc.machine,
+            };
+            let (reports, outcome) =
+                self.engine
+                    .apply_group(&job, &mut t.ready, &mut t.changes, &mut *self.events);
+            t.actions.extend(reports);
+            match outcome {
+                GroupOutcome::Written => {
+                    did.written.insert(target);
+                    t.written += 1;
+                }
+                GroupOutcome::Raced(e) => {
+                    self.warnings.push(format!("{file} in {target}: {e}"));
+                    did.untouched.insert(target);
+                    failed = true;
+                }
+                GroupOutcome::Failed(e) => {
+                    self.errors.push(format!("{file} in {target}: {e}"));
+                    failed = true;
+                }
+            }
+        }
+        (did, failed)
+    }
+
+    /// The source's snapshot may become this target's file (no copy) only when nothing reads
+    /// it afterwards: no later target copies it, and the base for row merges is not kept from
+    /// it after the writes (no base is kept, or it is kept from the snapshot's own base copy).
+    /// So at most one target gets it, and it never shares an inode with anything.
+    fn snapshot_use(
+        &self,
+        file: &str,
+        source: Option<&Found>,
+        later: &[Action],
+    ) -> crate::kind::SnapshotUse {
+        let base_elsewhere = self.engine.config.merge_mode_for(file) != MergeMode::Rows
+            || source.is_some_and(|f| {
+                matches!(f, Found::Present { content, .. } if content
+                    .snapshot
+                    .as_deref()
+                    .is_some_and(|p| crate::kind::base_copy_of(p).is_file()))
+            });
+        if base_elsewhere && !later.iter().any(|a| matches!(a, Action::Copy { .. })) {
+            crate::kind::SnapshotUse::Move
+        } else {
+            crate::kind::SnapshotUse::Copy
+        }
+    }
+}
