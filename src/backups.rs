@@ -4,10 +4,11 @@
 use crate::archive::{Archive, CacheEntry, Changes, FileMap};
 use crate::engine::{ns_to_rfc3339, Engine, Place};
 use crate::error::{Error, Result};
+use crate::history::policy::{self, Action};
+use crate::history::store::{Manifest, Store, VersionInfo};
 use crate::location::Availability;
 use crate::names;
 use crate::report::{BackupEntry, Event, PruneReport, RestoreReport};
-use crate::retention::{self, BackupItem};
 use crate::scan::{self, Found};
 use chrono::{Local, TimeZone};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -112,25 +113,14 @@ pub(crate) fn could_prune<'f>(
         .any(|(_, list)| !policy_keeps_all(list, &engine.config().backups, now))
 }
 
-/// The backups as the retention decision sees them, versions not yet read.
-fn unread_items(list: &[OnDisk]) -> Vec<BackupItem> {
-    list.iter()
-        .map(|b| BackupItem {
-            id: b.entry.id.clone(),
-            created: b.created,
-            version: None,
-        })
-        .collect()
-}
-
-/// Whether the policy alone keeps every backup in `list` now (see
-/// [`retention::policy_keeps_all`]); then none of them needs reading.
+/// Whether retention has nothing to do with the plain backups in `list`: no more of them
+/// than `keep_last` (older ones move into the store or go).
 fn policy_keeps_all(
     list: &[OnDisk],
     policy: &crate::config::BackupConfig,
-    now: chrono::DateTime<chrono::Utc>,
+    _now: chrono::DateTime<chrono::Utc>,
 ) -> bool {
-    list.len() <= policy.keep_last || retention::policy_keeps_all(&unread_items(list), policy, now)
+    list.len() <= policy.keep_last
 }
 
 /// `e` as a backup of `file` (whose base name is `base`) in `place`, when it is one.
@@ -160,6 +150,10 @@ fn backup_entry(place: &Place, file: &str, base: &str, e: &std::fs::DirEntry) ->
             size: meta.len(),
             entities: None,
             conversations: None,
+            sha256: None,
+            protected: crate::history::protection_of(&place.loc.root, &rel)
+                .map(|p| p.reason.as_str().to_string()),
+            stored: false,
         },
         rel,
         created: created.with_timezone(&chrono::Utc),
@@ -190,7 +184,7 @@ impl Engine {
         Ok((places, archive))
     }
 
-    /// Every backup in every available location, newest first.
+    /// Every backup in every available location, plain and stored, newest first.
     pub fn backups(
         &self,
         file: Option<&str>,
@@ -205,21 +199,48 @@ impl Engine {
         let (places, archive) = self.available_places()?;
         let files = self.file_set(&places, archive.as_ref())?;
         let mut all = Vec::new();
+        let mut stored = Vec::new();
         for p in places
             .iter()
             .filter(|p| location.is_none_or(|l| l == p.loc.name))
         {
+            let cache = match &archive {
+                Some(a) => a.cache(&p.loc.name)?,
+                None => FileMap::default(),
+            };
             for f in files
                 .iter()
                 .filter(|f| file.is_none_or(|x| x == f.as_str()))
             {
-                all.extend(backups_of(p, f));
+                for mut b in backups_of(p, f) {
+                    b.entry.sha256 = match scan::scan_file(
+                        Path::new(&b.entry.path),
+                        cache.get(&b.rel),
+                        &self.read_ctx(),
+                    ) {
+                        Found::Present { content, .. } => Some(content.hash),
+                        _ => None,
+                    };
+                    all.push(b);
+                }
+            }
+            let store = Store::of_location(&p.loc.root);
+            for (id, m) in store.manifests()?.0 {
+                if file.is_none_or(|x| x == m.info.file) {
+                    let entry = stored_entry(p, &store, &id, &m);
+                    stored.push((m.info.created, entry));
+                }
             }
         }
         sort_newest_first(&mut all);
-        let mut out: Vec<BackupEntry> = all.into_iter().map(|b| b.entry).collect();
+        let mut out: Vec<(chrono::DateTime<chrono::Utc>, BackupEntry)> =
+            all.into_iter().map(|b| (b.created, b.entry)).collect();
+        out.extend(stored);
+        // Newest first; a stable sort keeps the plain backups' own order among equals.
+        out.sort_by_key(|b| std::cmp::Reverse(b.0));
+        let mut out: Vec<BackupEntry> = out.into_iter().map(|(_, e)| e).collect();
         if with_counts {
-            for b in &mut out {
+            for b in out.iter_mut().filter(|b| !b.stored) {
                 let facts = crate::kind::read_content(Path::new(&b.path), &self.read_ctx())
                     .map(|c| c.facts)
                     .unwrap_or_default();
@@ -228,6 +249,74 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// The stored version named by `<location>:history:<backup name>`, when `spec` is one.
+    fn find_stored(&self, spec: &str) -> Result<Option<(Place, Store, String, Manifest)>> {
+        let Some((loc, name)) = spec
+            .split_once(':')
+            .and_then(|(l, rest)| Some((l, rest.strip_prefix(STORED_PREFIX)?)))
+        else {
+            return Ok(None);
+        };
+        let (places, _) = self.available_places()?;
+        let refuse =
+            |why: String| Error::Refused(format!("`{spec}` is not a restorable backup: {why}"));
+        let place = places
+            .into_iter()
+            .find(|p| p.loc.name == loc)
+            .ok_or_else(|| refuse(format!("no available location named `{loc}`")))?;
+        let store = Store::of_location(&place.loc.root);
+        let id = Manifest::id_of(name);
+        let found = store.manifests()?.0.into_iter().find(|(i, _)| *i == id);
+        let (id, m) =
+            found.ok_or_else(|| refuse(format!("no stored version `{name}` in {loc}")))?;
+        if !self.selector().matches(&m.info.file) {
+            return Err(refuse(format!("`{}` is not a synced file", m.info.file)));
+        }
+        Ok(Some((place, store, id, m)))
+    }
+
+    /// Writes the version `spec` names (plain or stored) to the new file `to`, touching no
+    /// location; the version is checked against its hash first.
+    pub fn restore_to_path(&self, spec: &str, to: &Path) -> Result<BackupEntry> {
+        if to.symlink_metadata().is_ok() {
+            return Err(Error::Refused(format!(
+                "{} exists; give a path that does not",
+                to.display()
+            )));
+        }
+        let (places, _) = self.available_places()?;
+        let parent = to
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let real = std::fs::canonicalize(parent).map_err(|e| Error::io("resolve", parent, e))?;
+        for p in &places {
+            if std::fs::canonicalize(&p.loc.root).is_ok_and(|root| real.starts_with(root)) {
+                return Err(Error::Refused(format!(
+                    "{} is inside the location {}; restore --to writes outside every location",
+                    to.display(),
+                    p.loc.name
+                )));
+            }
+        }
+        let ctx = self.read_ctx();
+        if let Some((place, store, id, m)) = self.find_stored(spec)? {
+            store.restore_to(&m, to, &ctx.sqlite)?;
+            return Ok(stored_entry(&place, &store, &id, &m));
+        }
+        let (place, file, path) = self.find_backup(spec)?;
+        let entry = backups_of(&place, &file)
+            .into_iter()
+            .find(|b| Path::new(&b.entry.path) == path)
+            .map(|b| b.entry)
+            .ok_or_else(|| {
+                Error::Refused(format!("{} is not a backup of {file}", path.display()))
+            })?;
+        let hash = crate::kind::sha256_file(&path)?;
+        crate::apply::copy_file(&path, to, &hash, std::time::SystemTime::now(), "restore")?;
+        Ok(entry)
     }
 
     /// Finds the backup named by an id (`location:relative/path`) or a path, refusing
@@ -299,24 +388,22 @@ impl Engine {
         Ok((place, file, full))
     }
 
-    /// Puts a backup (by id or path) back in place; the current version is backed up first.
-    /// The restored version then propagates at the next sync as an ordinary change.
-    pub fn restore(
-        &self,
-        spec: &str,
-        dry_run: bool,
-        events: &mut dyn FnMut(&Event),
-    ) -> Result<RestoreReport> {
-        let _lock = self.lock("metasync restore")?;
-        let (place, file, backup_path) = self.find_backup(spec)?;
-        let content = crate::kind::read_content(&backup_path, &self.read_ctx())?;
-        if !content.facts.integrity.is_empty() {
-            return Err(Error::Refused(format!(
-                "backup {} fails its integrity check ({}); not restored",
-                backup_path.display(),
-                content.facts.integrity.join("; ")
-            )));
+    /// Finds the version `spec` names, plain or stored: a stored one is rebuilt into a
+    /// scratch file (checked against its byte and logical hashes), removed on drop.
+    fn find_version(&self, spec: &str) -> Result<(Place, String, PathBuf, BackupEntry, Scratch)> {
+        if let Some((place, store, id, m)) = self.find_stored(spec)? {
+            let ctx = self.read_ctx();
+            std::fs::create_dir_all(&ctx.scratch)
+                .map_err(|e| Error::io("create folder", &ctx.scratch, e))?;
+            let tmp = ctx
+                .scratch
+                .join(format!("restore-{}", crate::ids::random_hex(12)));
+            let scratch = Scratch(Some(tmp.clone()));
+            store.restore_to(&m, &tmp, &ctx.sqlite)?;
+            let entry = stored_entry(&place, &store, &id, &m);
+            return Ok((place, m.info.file, tmp, entry, scratch));
         }
+        let (place, file, backup_path) = self.find_backup(spec)?;
         let entry = backups_of(&place, &file)
             .into_iter()
             .find(|b| Path::new(&b.entry.path) == backup_path)
@@ -327,6 +414,28 @@ impl Engine {
                     backup_path.display()
                 ))
             })?;
+        Ok((place, file, backup_path, entry, Scratch(None)))
+    }
+
+    /// Puts a backup (by id or path, plain or stored) back in place; the current version is
+    /// backed up first, and that backup is protected (`replaced`). The restored version
+    /// then propagates at the next sync as an ordinary change.
+    pub fn restore(
+        &self,
+        spec: &str,
+        dry_run: bool,
+        events: &mut dyn FnMut(&Event),
+    ) -> Result<RestoreReport> {
+        let _lock = self.lock("metasync restore")?;
+        let (place, file, backup_path, entry, _scratch) = self.find_version(spec)?;
+        let content = crate::kind::read_content(&backup_path, &self.read_ctx())?;
+        if !content.facts.integrity.is_empty() {
+            return Err(Error::Refused(format!(
+                "backup {} fails its integrity check ({}); not restored",
+                entry.path,
+                content.facts.integrity.join("; ")
+            )));
+        }
         let dest = place.loc.path_of(&file);
         let mut report = RestoreReport {
             backup: entry,
@@ -343,16 +452,25 @@ impl Engine {
         } = scan::scan_file(&dest, None, &self.read_ctx())
         {
             let method = crate::apply::backup_method(current.kind, place.loc.is_local());
-            report.previous_backup = Some(
-                crate::apply::backup(
-                    &dest,
-                    at,
-                    method,
-                    &crate::sqlite::SqliteOptions::from(&self.config().sqlite),
-                )?
-                .display()
-                .to_string(),
-            );
+            let made = crate::apply::backup(
+                &dest,
+                at,
+                method,
+                &crate::sqlite::SqliteOptions::from(&self.config().sqlite),
+            )?;
+            if let Some(rel) = made
+                .strip_prefix(&place.loc.root)
+                .ok()
+                .and_then(|r| r.to_str())
+            {
+                crate::history::protect(
+                    &place.loc.root,
+                    rel,
+                    crate::history::policy::Protected::Replaced,
+                    self.clock().now(),
+                )?;
+            }
+            report.previous_backup = Some(made.display().to_string());
         }
         let archive = Archive::open(self.home())?;
         let machine = archive.machine_id()?;
@@ -370,12 +488,96 @@ impl Engine {
             &machine,
             &self.read_ctx(),
         )?;
-        tracing::info!(target: "metasync", "{file} in {}: restored from {}", place.loc.name, backup_path.display());
+        tracing::info!(target: "metasync", "{file} in {}: restored from {}", place.loc.name, report.backup.id);
         events(&Event::BackupRestored {
             id: report.backup.id.clone(),
             file: file.clone(),
         });
         Ok(report)
+    }
+
+    /// Records which backups a run made are protected (SPEC §5 "History"): those of a file
+    /// whose conflict it settled or left (the losers), whose rows it merged with row
+    /// conflicts, whose corrupt version it replaced, and every one a `resolve` made (the
+    /// version it replaced). Called by the faces right after a run: protection matters only
+    /// once a backup is older than the `keep_last` newest, so a later run sees it in time.
+    ///
+    /// The kind is read from the run's report (a file's outcome and reason): the plan does
+    /// not say it in a structured way yet.
+    pub fn protect_backups(&self, report: &crate::report::RunReport) -> Result<usize> {
+        use crate::history::policy::Protected;
+        if report.dry_run {
+            return Ok(0);
+        }
+        let (places, _) = self.available_places()?;
+        let now = self.clock().now();
+        let mut done = 0;
+        for a in report
+            .actions
+            .iter()
+            .filter(|a| a.action == crate::model::ActionKind::Backup)
+        {
+            let outcome = report.files.iter().find(|f| f.file == a.file);
+            let reason = if report.command == "resolve" {
+                Some(Protected::Replaced)
+            } else if report.row_conflicts.iter().any(|r| r.file == a.file) {
+                Some(Protected::RowConflictLoser)
+            } else if outcome.is_some_and(|o| o.reason.contains("is corrupt")) {
+                Some(Protected::RefusedCorrupt)
+            } else if outcome
+                .is_some_and(|o| o.outcome == "conflict" || o.reason.starts_with("conflict"))
+                || report.conflicts.iter().any(|c| c.file == a.file)
+            {
+                Some(Protected::ConflictLoser)
+            } else {
+                None
+            };
+            let Some(reason) = reason else { continue };
+            let path = Path::new(&a.detail);
+            for p in places.iter().filter(|p| p.loc.name == a.location) {
+                if let Some(rel) = path.strip_prefix(&p.loc.root).ok().and_then(|r| r.to_str()) {
+                    crate::history::protect(&p.loc.root, rel, reason, now)?;
+                    done += 1;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Bytes used by the history of each available location (plain backups and store).
+    pub fn history_usage(&self) -> Result<Vec<crate::report::HistoryUsage>> {
+        let (places, archive) = self.available_places()?;
+        let files = self.file_set(&places, archive.as_ref())?;
+        let config = &self.config().backups;
+        let mut out = Vec::new();
+        for p in &places {
+            let plain = backups_by_file(p, files.iter().map(String::as_str));
+            let plain_bytes: u64 = plain
+                .iter()
+                .flat_map(|(_, l)| l)
+                .map(|b| b.entry.size)
+                .sum();
+            let store = Store::of_location(&p.loc.root);
+            let stored_bytes = store.bytes_used();
+            let versions =
+                plain.iter().map(|(_, l)| l.len()).sum::<usize>() + store.manifests()?.0.len();
+            let cap = config.max_history_mb.map(|mb| mb.saturating_mul(1 << 20));
+            out.push(crate::report::HistoryUsage {
+                location: p.loc.name.clone(),
+                plain_bytes,
+                stored_bytes,
+                versions,
+                over_budget: cap.is_some_and(|c| plain_bytes + stored_bytes > c),
+            });
+        }
+        Ok(out)
+    }
+
+    /// [`Engine::status`] with the bytes used by history in each location.
+    pub fn status_with_history(&self) -> Result<crate::report::StatusReport> {
+        let mut s = self.status()?;
+        s.history = self.history_usage()?;
+        Ok(s)
     }
 
     /// Applies the backup retention now.
@@ -392,6 +594,10 @@ impl Engine {
 /// caches, and which folders can hold backups (the ones its listing saw backups in, and the
 /// ones it wrote into). Retention then reads only those folders, and re-reads only files
 /// that changed since.
+/// Retention no longer needs the versions (every version is thinned on the schedule, unique
+/// or not): only `files` and `backup_folders` are read; the rest stays until the engine's
+/// call drops it.
+#[allow(dead_code)]
 pub(crate) struct RunVersions<'a> {
     pub(crate) files: &'a [String],
     pub(crate) scans: &'a crate::engine::Scans,
@@ -401,27 +607,6 @@ pub(crate) struct RunVersions<'a> {
     pub(crate) backup_folders: BTreeSet<PathBuf>,
 }
 
-impl RunVersions<'_> {
-    /// The version `file` had in `location` as this run left it, with the stat it had then.
-    fn current(&self, location: &str, file: &str) -> Option<(&scan::Stat, &str)> {
-        if let Some((stat, hash)) = self.written.get(&(location.to_string(), file.to_string())) {
-            return Some((stat, hash));
-        }
-        match self.scans.get(file, location) {
-            Some(Found::Present { stat, content, .. }) => Some((stat, &content.hash)),
-            _ => None,
-        }
-    }
-
-    fn cache(&self, location: &str) -> Option<&FileMap<CacheEntry>> {
-        let i = self.scans.location_index(location)?;
-        self.caches.get(i)
-    }
-}
-
-/// Scan caches by location.
-type Caches = HashMap<String, FileMap<CacheEntry>>;
-
 /// Retention after a sync (the caller holds the lock).
 pub(crate) fn prune_after_sync(
     engine: &Engine,
@@ -429,6 +614,15 @@ pub(crate) fn prune_after_sync(
     known: Option<&RunVersions>,
 ) -> Result<()> {
     prune_places(engine, available, false, known).map(|_| ())
+}
+
+/// One kept version of one file in one location, plain or stored.
+struct Kept {
+    file: String,
+    entry: BackupEntry,
+    plain: Option<OnDisk>,
+    stored: Option<String>,
+    version: policy::Version,
 }
 
 fn prune_places(
@@ -442,45 +636,32 @@ fn prune_places(
         .copied()
         .filter(|p| matches!(p.availability, Availability::Available { .. }))
         .collect();
-    // The `prune` command reads the archive itself; after a sync the run's knowledge serves.
-    let own: Option<(Vec<String>, Caches)> = match known {
+    // The `prune` command reads the archive itself; after a sync the run's files serve.
+    let own: Option<Vec<String>> = match known {
         Some(_) => None,
         None => {
             let archive = Archive::open(engine.home())?;
-            let files = engine
-                .file_set(usable.iter().copied(), Some(&archive))?
-                .into_iter()
-                .collect();
-            let mut caches = HashMap::new();
-            for p in &usable {
-                caches.insert(p.loc.name.clone(), archive.cache(&p.loc.name)?);
-            }
-            Some((files, caches))
+            Some(
+                engine
+                    .file_set(usable.iter().copied(), Some(&archive))?
+                    .into_iter()
+                    .collect(),
+            )
         }
     };
     let files: &[String] = match (&own, known) {
-        (Some((f, _)), _) => f,
+        (Some(f), _) => f,
         (None, Some(k)) => k.files,
         (None, None) => &[],
     };
-    let cache_of = |loc: &str| -> Option<&FileMap<CacheEntry>> {
-        match (&own, known) {
-            (Some((_, c)), _) => c.get(loc),
-            (None, Some(k)) => k.cache(loc),
-            (None, None) => None,
-        }
-    };
-    let policy = &engine.config().backups;
-    let ctx = engine.read_ctx();
-    let mut changes = Changes::default();
     let mut report = PruneReport {
         deleted: Vec::new(),
         kept: 0,
         dry_run,
+        stored: Vec::new(),
+        bytes_freed: 0,
     };
-    let scan_time = crate::times::now_ns();
-
-    let mut per_place: Vec<(&Place, String, Vec<OnDisk>)> = Vec::new();
+    let mut changes = Changes::default();
     for p in &usable {
         let lists = match known {
             // Only the folders that can hold backups are read.
@@ -496,101 +677,268 @@ fn prune_places(
             ),
             None => backups_by_file(p, files.iter().map(String::as_str)),
         };
-        for (f, list) in lists {
-            per_place.push((p, f, list));
-        }
-    }
-    // Only the backups of a file the policy would thin are read (hashed), and the versions
-    // that exist as current files anywhere available are needed only when there is one.
-    let now = engine.clock().now();
-    let (settled, per_place): (Vec<_>, Vec<_>) = per_place
-        .into_iter()
-        .partition(|(_, _, list)| policy_keeps_all(list, policy, now));
-    report.kept += settled.iter().map(|(_, _, list)| list.len()).sum::<usize>();
-    let needs_elsewhere = !per_place.is_empty();
-    let mut elsewhere: HashSet<String> = HashSet::new();
-    if needs_elsewhere {
-        for p in &usable {
-            let cache = cache_of(&p.loc.name);
-            for f in files {
-                let path = p.loc.path_of(f);
-                let vouched = known
-                    .and_then(|k| k.current(&p.loc.name, f))
-                    .filter(|(stat, _)| {
-                        matches!(scan::Stat::of(&path), Ok(Some((now, _))) if &now == *stat)
-                    })
-                    .map(|(_, hash)| hash.to_string());
-                if let Some(hash) = vouched {
-                    elsewhere.insert(hash);
-                } else if let Found::Present { content, .. } =
-                    scan::scan_file(&path, cache.and_then(|c| c.get(f)), &ctx)
-                {
-                    elsewhere.insert(content.hash);
-                }
-            }
-        }
-    }
-    for (place, _file, list) in per_place {
-        let cache = cache_of(&place.loc.name);
-        let mut items = Vec::new();
-        let mut by_id = HashMap::new();
-        for b in &list {
-            let version = match scan::scan_file(
-                &place.loc.root.join(&b.rel),
-                cache.and_then(|c| c.get(&b.rel)),
-                &ctx,
-            ) {
-                Found::Present {
-                    stat,
-                    content,
-                    hashed,
-                } => {
-                    if hashed {
-                        changes.cache.push((
-                            (place.loc.name.clone(), b.rel.clone()),
-                            Some(scan::cache_entry(&stat, &content, scan_time)),
-                        ));
-                    }
-                    Some(content.hash)
-                }
-                _ => None,
-            };
-            items.push(BackupItem {
-                id: b.entry.id.clone(),
-                created: b.created,
-                version,
-            });
-            by_id.insert(b.entry.id.clone(), b);
-        }
-        let doomed: HashSet<String> =
-            retention::to_delete(&items, policy, now, &|h| elsewhere.contains(h))
-                .into_iter()
-                .collect();
-        for item in &items {
-            let b = by_id[&item.id];
-            if doomed.contains(&item.id) {
-                if !dry_run {
-                    std::fs::remove_file(&b.entry.path)
-                        .map_err(|e| Error::io("delete old backup", &b.entry.path, e))?;
-                    changes
-                        .cache
-                        .push(((place.loc.name.clone(), b.rel.clone()), None));
-                    tracing::info!(target: "metasync", "pruned backup {}", b.entry.path);
-                }
-                report.deleted.push(b.entry.clone());
-            } else {
-                report.kept += 1;
-                // What survives here counts as "elsewhere" for the next location.
-                if let Some(h) = &item.version {
-                    elsewhere.insert(h.clone());
-                }
-            }
-        }
+        prune_place(engine, p, lists, dry_run, &mut report, &mut changes)?;
     }
     if !changes.cache.is_empty() {
+        let scan_time = crate::times::now_ns();
         changes.now = ns_to_rfc3339(scan_time.into());
         Archive::open(engine.home())?.commit(&changes)?;
     }
     report.deleted.sort_by(|a, b| a.created.cmp(&b.created));
     Ok(report)
+}
+
+/// The versions kept in `place`: its plain backups (`lists`) and its stored versions.
+fn kept_versions(
+    place: &Place,
+    lists: Vec<(String, Vec<OnDisk>)>,
+    store: &Store,
+) -> Result<Vec<Kept>> {
+    let mut kept = Vec::new();
+    for (file, list) in lists {
+        for b in list {
+            let protected =
+                crate::history::protection_of(&place.loc.root, &b.rel).map(|p| (p.reason, p.since));
+            kept.push(Kept {
+                file: file.clone(),
+                entry: b.entry.clone(),
+                version: policy::Version {
+                    id: b.entry.id.clone(),
+                    created: b.created,
+                    size: b.entry.size,
+                    protected,
+                },
+                plain: Some(b),
+                stored: None,
+            });
+        }
+    }
+    let (manifests, _) = store.manifests()?;
+    let freed = only_bytes(&manifests);
+    for (id, m) in manifests {
+        let entry = stored_entry(place, store, &id, &m);
+        kept.push(Kept {
+            file: m.info.file.clone(),
+            version: policy::Version {
+                id: entry.id.clone(),
+                created: m.info.created,
+                size: freed.get(&id).copied().unwrap_or(0),
+                protected: m.info.protected.map(|p| (p.reason, p.since)),
+            },
+            entry,
+            plain: None,
+            stored: Some(id),
+        });
+    }
+    Ok(kept)
+}
+
+/// For each manifest id: the bytes of the chunks no other manifest uses (what removing it frees).
+fn only_bytes(manifests: &[(String, Manifest)]) -> HashMap<String, u64> {
+    let mut users: HashMap<(&str, u64), (usize, u32)> = HashMap::new();
+    for (_, m) in manifests {
+        let mine: HashSet<(&str, u64, u32)> = m
+            .chunks
+            .iter()
+            .filter_map(|c| m.packs.get(c.0).map(|p| (p.as_str(), c.1, c.2)))
+            .collect();
+        for (p, off, len) in mine {
+            users.entry((p, off)).or_insert((0, len)).0 += 1;
+        }
+    }
+    manifests
+        .iter()
+        .map(|(id, m)| {
+            let mine: HashSet<(&str, u64)> = m
+                .chunks
+                .iter()
+                .filter_map(|c| m.packs.get(c.0).map(|p| (p.as_str(), c.1)))
+                .collect();
+            let bytes = mine
+                .into_iter()
+                .filter_map(|k| {
+                    users
+                        .get(&k)
+                        .filter(|(n, _)| *n == 1)
+                        .map(|(_, l)| u64::from(*l))
+                })
+                .sum();
+            (id.clone(), bytes)
+        })
+        .collect()
+}
+
+/// A stored version as the listing shows it.
+pub(crate) fn stored_entry(place: &Place, store: &Store, id: &str, m: &Manifest) -> BackupEntry {
+    BackupEntry {
+        id: format!("{}:{STORED_PREFIX}{}", place.loc.name, m.info.name),
+        location: place.loc.name.clone(),
+        file: m.info.file.clone(),
+        path: store.manifest_path(id).display().to_string(),
+        created: m
+            .info
+            .created
+            .with_timezone(&Local)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        size: m.size,
+        entities: m.info.entities,
+        conversations: m.info.conversations,
+        sha256: Some(m.info.logical.clone().unwrap_or_else(|| m.sha256.clone())),
+        protected: m.info.protected.map(|p| p.reason.as_str().to_string()),
+        stored: true,
+    }
+}
+
+/// What comes after `<location>:` in the id of a stored version, before its backup name.
+pub(crate) const STORED_PREFIX: &str = "history:";
+
+/// Applies the policy to one location.
+fn prune_place(
+    engine: &Engine,
+    place: &Place,
+    lists: Vec<(String, Vec<OnDisk>)>,
+    dry_run: bool,
+    report: &mut PruneReport,
+    changes: &mut Changes,
+) -> Result<()> {
+    let store = Store::of_location(&place.loc.root);
+    let kept = kept_versions(place, lists, &store)?;
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let config = &engine.config().backups;
+    let now = engine.clock().now();
+    let mut by_file: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, k) in kept.iter().enumerate() {
+        by_file.entry(k.file.as_str()).or_default().push(i);
+    }
+    let versions: Vec<policy::Version> = kept.iter().map(|k| k.version.clone()).collect();
+    let mut decisions: Vec<Option<policy::Decision>> = vec![None; kept.len()];
+    for idx in by_file.values() {
+        let group: Vec<policy::Version> = idx.iter().map(|&i| versions[i].clone()).collect();
+        for (i, d) in idx.iter().zip(policy::decide(&group, config, now)) {
+            decisions[*i] = Some(d);
+        }
+    }
+    let mut decisions: Vec<policy::Decision> = decisions.into_iter().flatten().collect();
+    if policy::within_budget(&versions, &mut decisions, config, now) {
+        tracing::warn!(target: "metasync", "history in {} is over max_history_mb with only plain and protected versions left", place.loc.name);
+    }
+    for (k, d) in kept.iter().zip(&decisions) {
+        match (d.action, &k.plain, &k.stored) {
+            (Action::Store, Some(b), _) => {
+                if !dry_run {
+                    match move_into_store(engine, place, &store, &k.file, b, &k.version) {
+                        Ok(()) => {}
+                        // Another machine sharing the location moved it meanwhile.
+                        Err(_) if !Path::new(&b.entry.path).exists() => continue,
+                        Err(e) => return Err(e),
+                    }
+                    changes
+                        .cache
+                        .push(((place.loc.name.clone(), b.rel.clone()), None));
+                }
+                report.stored.push(k.entry.clone());
+            }
+            (Action::Remove, plain, stored) => {
+                if !dry_run {
+                    if let Some(b) = plain {
+                        match std::fs::remove_file(&b.entry.path) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                return Err(Error::io("delete old backup", &b.entry.path, e))
+                            }
+                            _ => {}
+                        }
+                        crate::history::forget_protection(&place.loc.root, &b.rel);
+                        changes
+                            .cache
+                            .push(((place.loc.name.clone(), b.rel.clone()), None));
+                    }
+                    if let Some(id) = stored {
+                        store.remove(id)?;
+                    }
+                    tracing::info!(target: "metasync", "pruned {} ({})", k.entry.id, d.reason);
+                }
+                report.bytes_freed += k.version.size;
+                report.deleted.push(k.entry.clone());
+            }
+            _ => report.kept += 1,
+        }
+    }
+    if !dry_run && store.dir().is_dir() {
+        store.collect(now)?;
+    }
+    Ok(())
+}
+
+/// Moves one plain backup into the store: stored, rebuilt and checked (bytes, and a
+/// database's logical hash), and only then deleted.
+fn move_into_store(
+    engine: &Engine,
+    place: &Place,
+    store: &Store,
+    file: &str,
+    b: &OnDisk,
+    version: &policy::Version,
+) -> Result<()> {
+    let path = PathBuf::from(&b.entry.path);
+    let ctx = engine.read_ctx();
+    let content = crate::kind::read_content(&path, &ctx)?;
+    let database = content.kind == crate::kind::Kind::Sqlite
+        && content.facts.integrity.is_empty()
+        && crate::sqlite::is_sqlite(&path)?;
+    let info = VersionInfo {
+        file: file.to_string(),
+        name: b.rel.clone(),
+        created: b.created,
+        database,
+        logical: database.then(|| content.hash.clone()),
+        entities: content.facts.entities,
+        conversations: content.facts.conversations,
+        protected: version
+            .protected
+            .map(|(reason, since)| crate::history::store::Protection { reason, since }),
+    };
+    let bytes = crate::kind::sha256_file(&path)?;
+    let (id, manifest) = store.put(&path, info)?;
+    let check = ctx
+        .scratch
+        .join(format!("history-check-{}", crate::ids::random_hex(12)));
+    std::fs::create_dir_all(&ctx.scratch)
+        .map_err(|e| Error::io("create folder", &ctx.scratch, e))?;
+    let rebuilt = store.restore_to(&manifest, &check, &ctx.sqlite);
+    let _ = std::fs::remove_file(&check);
+    if let Err(e) = rebuilt.and_then(|_| {
+        (manifest.sha256 == bytes).then_some(()).ok_or_else(|| {
+            Error::Refused(format!("{} changed while it was stored", path.display()))
+        })
+    }) {
+        // The plain file stays, so the version is not lost; a manifest of the same name may be
+        // another machine's, made from a backup it has already deleted: it stays then.
+        if path.exists() {
+            store.remove(&id)?;
+        }
+        return Err(e);
+    }
+    crate::failpoint::hit("history_before_plain_delete");
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io("delete stored backup", &path, e))
+        }
+        _ => {}
+    }
+    crate::history::forget_protection(&place.loc.root, &b.rel);
+    tracing::info!(target: "metasync", "{} moved into {}", b.entry.id, store.dir().display());
+    Ok(())
+}
+
+/// A scratch file removed when dropped.
+pub(crate) struct Scratch(Option<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }

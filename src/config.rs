@@ -65,6 +65,13 @@ pub struct BackupConfig {
     pub retention: Retention,
     /// With `retention = "max_age"`: how old a backup may get, in days.
     pub max_age_days: u32,
+    /// Protected versions (a conflict's loser, a version held by the shrink guard, a refused
+    /// corrupt version, the version a restore or resolve replaced) are kept at least this
+    /// many days, whatever the schedule says.
+    pub protect_days: u32,
+    /// When set: the history of a location (plain backups and stored versions) is kept
+    /// within this many MiB, the oldest unprotected versions going first.
+    pub max_history_mb: Option<u64>,
 }
 
 impl Default for BackupConfig {
@@ -73,6 +80,8 @@ impl Default for BackupConfig {
             keep_last: 5,
             retention: Retention::Staggered,
             max_age_days: 90,
+            protect_days: 30,
+            max_history_mb: None,
         }
     }
 }
@@ -271,6 +280,12 @@ impl Config {
                 "must be between 0 and 100".into(),
             ));
         }
+        if self.backups.max_history_mb == Some(0) {
+            return Err((
+                "backups.max_history_mb".into(),
+                "must be at least 1 (leave it out for no cap)".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -340,7 +355,9 @@ impl Config {
             "[backups]\n\
              keep_last = 5                    # always kept per file and location\n\
              retention = \"staggered\"          # staggered | max_age | none\n\
-             max_age_days = 90                # with retention = \"max_age\"\n\n\
+             max_age_days = 90                # with retention = \"max_age\"\n\
+             protect_days = 30                # conflict losers, held and replaced versions: kept at least this long\n\
+             # max_history_mb = 500           # cap on a location's history (oldest unprotected go first)\n\n\
              [sqlite]\n\
              max_shrink_percent = 50          # hold back a version whose entities/conversations fell by more\n\
              quick_check_above_mb = 512       # quick_check instead of integrity_check above this size\n\
@@ -581,6 +598,8 @@ mod tests {
             ("files = [\"a\", 3]\n", ":1:15: key `files[1]`:"),
             ("strategy = 1\n", ":1:12: key `strategy`: invalid type: expected a string"),
             ("[sqlite]\nmax_shrink_percent = 101\n", ":2: key `sqlite.max_shrink_percent`:"),
+            ("[backups]\nmax_history_mb = 0\n", ":2: key `backups.max_history_mb`: must be at least 1"),
+            ("[backups]\nprotect_days = -1\n", ":2:16: key `backups.protect_days`:"),
             (
                 "[[locations]]\nname = \"a\"\npath = \"/a\"\n[[locations]]\nname = \"a\"\npath = \"/b\"\n",
                 ":5: key `locations[1].name`: location `a` is configured twice",

@@ -192,9 +192,27 @@ pub struct StatusReport {
     pub last_run: Option<RunSummary>,
     /// Notes such as "no remote configured: add a [[locations]] entry to metasync.toml".
     pub warnings: Vec<String>,
+    /// Bytes used by the history of each available location (plain backups and the store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryUsage>,
 }
 
-/// One backup file.
+/// The history of one location: what it takes on disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistoryUsage {
+    /// The location.
+    pub location: String,
+    /// Bytes of the plain backups of synced files.
+    pub plain_bytes: u64,
+    /// Bytes of its store (`.metasync/history/`).
+    pub stored_bytes: u64,
+    /// Versions kept, plain and stored.
+    pub versions: usize,
+    /// Whether it is over `max_history_mb` with only protected and plain versions left.
+    pub over_budget: bool,
+}
+
+/// One backup: a plain file beside its synced file, or a version in a location's store.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackupEntry {
     /// Stable id: `<location>:<path relative to the location root>`.
@@ -213,6 +231,15 @@ pub struct BackupEntry {
     pub entities: Option<u64>,
     /// For databases, when asked for.
     pub conversations: Option<u64>,
+    /// Its version hash (the logical hash for databases), when it could be read.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Why it is protected (`conflict_loser`, `shrink_held`, ...), or null.
+    #[serde(default)]
+    pub protected: Option<String>,
+    /// Whether it is in the location's store (else a plain file).
+    #[serde(default)]
+    pub stored: bool,
 }
 
 /// The result of `restore`.
@@ -272,6 +299,12 @@ pub struct PruneReport {
     pub kept: usize,
     /// Whether nothing was deleted on purpose.
     pub dry_run: bool,
+    /// Plain backups moved into their location's store (or, in a dry run, that would be).
+    #[serde(default)]
+    pub stored: Vec<BackupEntry>,
+    /// Bytes the deletions free (for a stored version: the chunks only it uses).
+    #[serde(default)]
+    pub bytes_freed: u64,
 }
 
 /// Progress of a run, for the app's tray and notifications and the CLI's `-v` lines.

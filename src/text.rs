@@ -167,6 +167,22 @@ pub fn status(st: &StatusReport) -> String {
             let _ = writeln!(s, "last run: never");
         }
     }
+    for h in &st.history {
+        let over = if h.over_budget {
+            "  OVER max_history_mb (only plain and protected versions left)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "history in {}: {} versions, {} B ({} B plain backups, {} B stored){over}",
+            h.location,
+            h.versions,
+            h.plain_bytes + h.stored_bytes,
+            h.plain_bytes,
+            h.stored_bytes
+        );
+    }
     for w in &st.warnings {
         let _ = writeln!(s, "warning: {w}");
     }
@@ -225,7 +241,16 @@ pub fn backups(list: &[BackupEntry]) -> String {
             (Some(e), Some(c)) => format!("  {e} entities, {c} conversations"),
             _ => String::new(),
         };
-        let _ = writeln!(s, "{}  {:>10} B  {}{counts}", b.created, b.size, b.id);
+        let protected = b
+            .protected
+            .as_ref()
+            .map(|p| format!("  protected: {p}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "{}  {:>10} B  {}{counts}{protected}",
+            b.created, b.size, b.id
+        );
     }
     s
 }

@@ -168,6 +168,7 @@ fn prune_applies_retention_and_keeps_the_last_copies() {
     };
     let d1 = mk(1, "current\n");
     let d2 = mk(2, "current\n");
+    let d10 = mk(10, "ten days old\n");
     let d40 = mk(40, "current\n");
     let d50 = mk(50, "current\n");
     let unique = mk(60, "the only copy of this version\n");
@@ -179,20 +180,43 @@ fn prune_applies_retention_and_keeps_the_last_copies() {
         .iter()
         .map(|b| b["path"].as_str().unwrap())
         .collect();
-    assert_eq!(doomed.len(), 2, "{dry:#}");
-    assert!(
-        doomed.contains(&d40.to_str().unwrap()) && doomed.contains(&d50.to_str().unwrap()),
-        "{doomed:?}"
+    // Every version is thinned by the schedule, unique or not (SPEC §5 "History").
+    assert_eq!(doomed.len(), 3, "{dry:#}");
+    for p in [&d40, &d50, &unique] {
+        assert!(doomed.contains(&p.to_str().unwrap()), "{doomed:?}");
+    }
+    let moved = dry["stored"].as_array().unwrap();
+    assert_eq!(moved.len(), 1, "{dry:#}");
+    assert_eq!(
+        dry["bytes_freed"],
+        2 * "current\n".len() + "the only copy of this version\n".len()
     );
-    assert!(d40.exists(), "a dry run deletes nothing");
+    assert!(d40.exists() && d10.exists(), "a dry run changes nothing");
     let (code, _) = a.json(&["prune"]);
     assert_eq!(code, 0);
     assert!(d1.exists() && d2.exists(), "keep_last");
     assert!(
-        !d40.exists() && !d50.exists(),
-        "too old and the version exists elsewhere"
+        !d40.exists() && !d50.exists() && !unique.exists(),
+        "older than max_age"
     );
-    assert!(unique.exists(), "never the only copy of a version");
+    assert!(!d10.exists(), "moved into the store");
+    let (_, list) = a.json(&["backups", RULES, "--location", "icloud"]);
+    let stored: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["stored"] == true)
+        .collect();
+    assert_eq!(stored.len(), 1, "{list:#}");
+    let out = w.path("ten-days-old");
+    let r = a.run(&[
+        "restore",
+        stored[0]["id"].as_str().unwrap(),
+        "--to",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(read(&out), "ten days old\n");
 }
 
 #[test]
@@ -202,7 +226,7 @@ fn retention_runs_after_every_sync() {
     a.sync(&[], 0);
     write_aged(&a.file(RULES), "v1\n", 300);
     a.sync(&[], 0);
-    // v0 exists only as the cloud's backup: kept although keep_last is 1 and retention "none".
+    // v0's backup is the newest: kept as the keep_last one.
     assert_eq!(backups_in(&w.path("cloud"), RULES).len(), 1);
     // Three older backups of the current version v1 appear (e.g. from other machines' runs).
     let now = chrono::Local::now().naive_local();
@@ -216,8 +240,8 @@ fn retention_runs_after_every_sync() {
         .unwrap();
     }
     assert_eq!(backups_in(&w.path("cloud"), RULES).len(), 4);
-    // A plain no-op sync applies retention: v1 exists as the current file, so its old backups go;
-    // v0's single backup is the only copy of v0 and stays.
+    // A plain no-op sync applies retention: with retention "none" only the keep_last newest
+    // (v0's backup) stays; the older ones go.
     a.sync(&[], 0);
     let left: Vec<String> = backups_in(&w.path("cloud"), RULES)
         .iter()
@@ -251,21 +275,21 @@ fn retention_reads_no_backup_while_the_policy_keeps_them_all() {
         std::fs::write(&p, format!("made {minutes} minutes ago\n")).unwrap();
         p
     };
-    // Two kept as the last ones, the third the newest of its hour: the policy keeps all three.
-    let made: Vec<_> = [60, 120, 185].into_iter().map(mk).collect();
+    // Two plain backups, no more than keep_last: retention has nothing to do.
+    let made: Vec<_> = [60, 120].into_iter().map(mk).collect();
     a.sync(&[], 0);
     assert_eq!(backups_read(&a), 0, "no backup needed reading");
-    // A fourth in the same hour as the third may go by the policy: now their versions matter.
-    made.iter()
-        .chain([&mk(190)])
-        .for_each(|p| assert!(p.exists()));
+    assert!(made.iter().all(|p| p.exists()));
+    let store = cloud.join(".metasync/history");
+    assert!(!store.exists(), "nothing stored");
+    // A third, older: it moves into the store; the two newest stay plain.
+    let third = mk(185);
     a.sync(&[], 0);
-    assert_eq!(backups_read(&a), 4, "every backup of that file was read");
-    assert_eq!(
-        backups_in(&cloud, RULES).len(),
-        4,
-        "each holds the only copy of its version"
-    );
+    assert!(made.iter().all(|p| p.exists()));
+    assert!(!third.exists());
+    assert_eq!(backups_in(&cloud, RULES).len(), 2);
+    let (_, list) = a.json(&["backups", RULES, "--location", "icloud"]);
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list:#}");
 }
 
 #[test]

@@ -243,6 +243,8 @@ fn full_config(w: &World) -> Vec<(&'static str, String)> {
         ("backups.keep_last", "keep_last = 5".into()),
         ("backups.retention", "retention = \"staggered\"".into()),
         ("backups.max_age_days", "max_age_days = 90".into()),
+        ("backups.protect_days", "protect_days = 30".into()),
+        ("backups.max_history_mb", "max_history_mb = 500".into()),
         ("", String::new()),
         ("", "[sqlite]".into()),
         (
@@ -281,6 +283,8 @@ fn wrong_values(key: &str) -> (&'static str, &'static [&'static str]) {
         "backups.keep_last" => ("\"5\"", &["-1"]),
         "backups.retention" => ("5", &["\"weekly\""]),
         "backups.max_age_days" => ("1.5", &["-1"]),
+        "backups.protect_days" => ("\"30\"", &["-1"]),
+        "backups.max_history_mb" => ("\"big\"", &["0", "-1"]),
         "sqlite.max_shrink_percent" => ("\"50\"", &["101", "-1"]),
         "sqlite.quick_check_above_mb" => ("\"x\"", &["-1"]),
         "sqlite.busy_timeout_ms" => ("1979-05-27", &["-5000"]),

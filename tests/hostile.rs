@@ -31,6 +31,8 @@ const TOKENS: &[&str] = &[
     "keep_last",
     "retention",
     "max_age_days",
+    "protect_days",
+    "max_history_mb",
     "[sqlite]",
     "max_shrink_percent",
     "quick_check_above_mb",

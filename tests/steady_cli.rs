@@ -185,7 +185,7 @@ fn every_change_since_the_steady_run_is_seen() {
 }
 
 #[test]
-fn backups_retention_may_thin_out_are_not_replayed_over() {
+fn backups_beyond_keep_last_move_into_the_store_and_runs_still_replay() {
     let w = World::new();
     let m = steady_pair(&w, "[backups]\nkeep_last = 1\n");
     let remote = w.path("remote");
@@ -204,20 +204,28 @@ fn backups_retention_may_thin_out_are_not_replayed_over() {
         m.sync(&[], 0);
         m.sync(&[], 0);
     };
-    // Two backups within the hour: the last one, and the newest of its hour. The policy
-    // keeps both whatever they hold, so retention has nothing to do and runs replay.
+    // Two backups: the last one stays plain, the older moves into the remote's store right
+    // after the run that made it. Then retention has nothing to do and runs replay.
     edit(0);
     edit(1);
-    assert_eq!(backups_in(&remote, "a.txt").len(), 2);
+    assert_eq!(backups_in(&remote, "a.txt").len(), 1);
     settle();
     let replayed = replays(&m);
-    assert!(replayed >= 1, "the policy keeps every backup: replayed");
-    // A third in the same hour is one the policy would let go (were its version elsewhere):
-    // retention looks at it after every run, so no run replays.
+    assert!(replayed >= 1, "retention has nothing to do: replayed");
+    // A third: again one plain, and one stored (the newest of its hour; the schedule lets
+    // the older one of the same hour go); the runs after it replay again.
     edit(2);
-    assert_eq!(backups_in(&remote, "a.txt").len(), 3);
+    assert_eq!(backups_in(&remote, "a.txt").len(), 1);
+    let (_, list) = m.json(&["backups", "a.txt"]);
+    let stored: Vec<bool> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["stored"] == true)
+        .collect();
+    assert_eq!(stored, vec![false, true], "{list:#}");
     settle();
-    assert_eq!(replays(&m), replayed);
+    assert!(replays(&m) > replayed, "the runs after it replay");
 }
 
 /// What a report says, without what differs between two worlds: times, the world's own

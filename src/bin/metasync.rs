@@ -81,6 +81,9 @@ enum Command {
         /// Check and report, write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Write the version to this new file instead, touching no location.
+        #[arg(long, value_name = "PATH")]
+        to: Option<std::path::PathBuf>,
     },
     /// Unresolved conflicts (exit 3 while any remain).
     Conflicts,
@@ -94,7 +97,7 @@ enum Command {
     },
     /// Apply the backup retention now.
     Prune {
-        /// List what would be deleted, delete nothing.
+        /// List what would be deleted or moved into the store, and the bytes freed; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -176,7 +179,7 @@ fn run(cli: &Cli) -> Result<i32, Error> {
             run_sync(&engine, cli, Mode::Pull, *strategy, *dry_run, &mut on_event)
         }
         Command::Status => {
-            let s = engine.status()?;
+            let s = engine.status_with_history()?;
             if cli.json {
                 print_json(&s);
             } else if !cli.quiet {
@@ -206,7 +209,22 @@ fn run(cli: &Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
-        Command::Restore { backup, dry_run } => {
+        Command::Restore {
+            backup,
+            to: Some(to),
+            ..
+        } => {
+            let b = engine.restore_to_path(backup, to)?;
+            if cli.json {
+                print_json(&serde_json::json!({ "backup": b, "written_to": to }));
+            } else if !cli.quiet {
+                println!("wrote {} to {}", b.id, to.display());
+            }
+            Ok(0)
+        }
+        Command::Restore {
+            backup, dry_run, ..
+        } => {
             let r = engine.restore(backup, *dry_run, &mut on_event)?;
             if cli.json {
                 print_json(&r);
@@ -216,7 +234,7 @@ fn run(cli: &Cli) -> Result<i32, Error> {
                 } else {
                     "restored"
                 };
-                println!("{verb} {} to {}", r.backup.path, r.restored_to);
+                println!("{verb} {} to {}", r.backup.id, r.restored_to);
                 if let Some(p) = &r.previous_backup {
                     println!("the version it replaced is kept as {p}");
                 }
@@ -237,6 +255,7 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         }
         Command::Resolve { file, keep } => {
             let r = engine.resolve(file, keep, &mut on_event)?;
+            protect(&engine, &r);
             if cli.json {
                 print_json(&r);
             } else if !cli.quiet {
@@ -251,9 +270,19 @@ fn run(cli: &Cli) -> Result<i32, Error> {
             } else if !cli.quiet {
                 let verb = if r.dry_run { "would delete" } else { "deleted" };
                 for b in &r.deleted {
-                    println!("{verb} {}", b.path);
+                    println!("{verb} {}", b.id);
                 }
-                println!("{} backup(s) {verb}, {} kept", r.deleted.len(), r.kept);
+                let moves = if r.dry_run { "would move" } else { "moved" };
+                for b in &r.stored {
+                    println!("{moves} {} into the history store", b.id);
+                }
+                println!(
+                    "{} backup(s) {verb} ({} bytes freed), {} {moves} into the store, {} kept",
+                    r.deleted.len(),
+                    r.bytes_freed,
+                    r.stored.len(),
+                    r.kept
+                );
             }
             Ok(0)
         }
@@ -274,6 +303,7 @@ fn run(cli: &Cli) -> Result<i32, Error> {
             loop {
                 match engine.run(&RunOptions::default(), &mut on_event) {
                     Ok(r) => {
+                        protect(&engine, &r);
                         if cli.json {
                             println!("{}", serde_json::to_string(&r).unwrap_or_default());
                         } else if !cli.quiet {
@@ -304,12 +334,21 @@ fn run_sync(
         },
         on_event,
     )?;
+    protect(engine, &r);
     if cli.json {
         print_json(&r);
     } else if !cli.quiet {
         print!("{}", metasync::text::run(&r));
     }
     Ok(r.exit_code)
+}
+
+/// Marks the protected backups a run made (conflict losers, replaced versions, ...); a
+/// failure is logged, the run's result stands.
+fn protect(engine: &Engine, r: &metasync::RunReport) {
+    if let Err(e) = engine.protect_backups(r) {
+        tracing::warn!(target: "metasync", "cannot record protected backups: {e}");
+    }
 }
 
 fn init(home: &std::path::Path, cli: &Cli) -> Result<i32, Error> {

@@ -94,6 +94,7 @@ impl Engine {
             row_conflicts,
             last_run,
             warnings,
+            history: Vec::new(),
         })
     }
 

@@ -1,0 +1,1099 @@
+//! A location's compact version store, `.metasync/history/` (SPEC §5 "History").
+//!
+//! # Layout
+//!
+//! - `packs/<sha256>.pack`: chunks end to end; named by the hash of its own bytes, so a
+//!   name is written once and always means the same bytes (two machines writing the same
+//!   pack write the same file).
+//! - `manifests/<id>.json`: one per version (file, created, size, byte hash, logical hash
+//!   for databases, counts, protection, and the chunk list: pack, offset, length, hash).
+//!   Its id is the hash of the plain backup's relative path the version had, so moving
+//!   the same backup twice (two machines, a retried run) names the same manifest.
+//! - `packs/<sha256>.unused`: a collection's note that this pack was found unreferenced,
+//!   and when.
+//!
+//! Each chunk is kept deflated when that makes it smaller (a leading byte says which: 0
+//! raw, 1 deflate); its hash (the first 128 bits of SHA-256, in hex) is of its content.
+//!
+//! A database version is stored as its pages (the backup file read in page-size blocks: a
+//! backup-API snapshot keeps page numbers, so consecutive versions share almost every
+//! page); any other file as content-defined chunks (FastCDC). A chunk already in a pack
+//! that no collection has marked unused is not written again.
+//!
+//! # Crash safety
+//!
+//! Writes go to a temp file in the same folder, fsynced, renamed, then the folder is
+//! fsynced: packs first, the manifest last. A crash leaves at worst a temp file or a pack
+//! no manifest references, which a later collection removes.
+//!
+//! # Collection, shared by several machines
+//!
+//! [`Store::collect`] removes only packs that no manifest references, in two steps at least
+//! [`GRACE`] apart: first it marks such a pack `.unused`; a later collection that finds
+//! the mark old enough re-reads every manifest and deletes the pack only if still none
+//! references it (a referenced pack loses its mark). A writer never references a marked
+//! pack, and finishes within seconds, well inside the grace: so a manifest being written by
+//! another machine while a pack is marked either avoids that pack or is seen by the
+//! re-read. Packs mostly dead, or many small ones, are repacked: their live chunks are
+//! written into a new pack, every manifest is rewritten (by rename) to point at it, and only
+//! then are the old packs left unreferenced. An interrupted collection loses nothing: every
+//! manifest always points at packs that exist. An unreadable manifest stops a collection
+//! from deleting anything.
+
+use crate::error::{Error, IoContext, Result};
+use crate::failpoint;
+use crate::history::policy::Protected;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The store's folder inside a location's state folder.
+pub const HISTORY_DIR: &str = "history";
+/// A pack is closed once it holds this many bytes.
+pub const PACK_TARGET: usize = 4 << 20;
+/// How long a pack stays marked unused before a collection may delete it.
+pub const GRACE: Duration = Duration::hours(1);
+/// Repacking starts once this many packs are smaller than a quarter of [`PACK_TARGET`].
+const SMALL_PACKS: usize = 8;
+/// Packs below this size count as small.
+const SMALL_PACK_BYTES: u64 = 128 << 10;
+const CDC_MIN: u32 = 2048;
+const CDC_AVG: u32 = 8192;
+const CDC_MAX: u32 = 65536;
+
+/// Why a version is protected, and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Protection {
+    /// Why.
+    pub reason: Protected,
+    /// Since when.
+    pub since: DateTime<Utc>,
+}
+
+/// One chunk of a version: index into the manifest's packs, offset and length of its stored
+/// bytes there, and the hash of its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef(pub usize, pub u64, pub u32, pub String);
+
+/// What is known of a version before it is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// The synced file it is a version of.
+    pub file: String,
+    /// The relative path of the plain backup it was (its identity).
+    pub name: String,
+    /// When it was made.
+    pub created: DateTime<Utc>,
+    /// Whether it is a SQLite database (stored by pages).
+    pub database: bool,
+    /// Its logical hash (databases), checked on every restore.
+    pub logical: Option<String>,
+    /// Row count of `entities`, for databases.
+    pub entities: Option<u64>,
+    /// Row count of `conversations`, for databases.
+    pub conversations: Option<u64>,
+    /// When protected: why and since when.
+    pub protected: Option<Protection>,
+}
+
+/// A stored version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The layout version.
+    pub format: u32,
+    /// What was known of it.
+    #[serde(flatten)]
+    pub info: VersionInfo,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+    /// The packs its chunks are in (names without `.pack`).
+    pub packs: Vec<String>,
+    /// Its chunks in order.
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl Manifest {
+    /// The manifest id of the plain backup at relative path `name`.
+    pub fn id_of(name: &str) -> String {
+        crate::ids::hex_lower(&Sha256::digest(name.as_bytes()))[..32].to_string()
+    }
+}
+
+/// The store of one location.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// What a collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Packs written by repacking.
+    pub repacked: usize,
+    /// Packs marked unused this time.
+    pub marked: usize,
+    /// Packs deleted.
+    pub deleted: usize,
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    crate::ids::hex_lower(&Sha256::digest(bytes))
+}
+
+/// A chunk's hash: the first 128 bits of its SHA-256.
+fn chunk_hash(bytes: &[u8]) -> String {
+    crate::ids::hex_lower(&Sha256::digest(bytes)[..16])
+}
+
+/// A chunk as stored: deflated when that is smaller, behind a byte saying which.
+fn encode(chunk: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::DeflateEncoder::new(vec![1u8], flate2::Compression::fast());
+    let deflated = z.write_all(chunk).and_then(|_| z.finish());
+    match deflated {
+        Ok(d) if d.len() < chunk.len() + 1 => d,
+        _ => {
+            let mut raw = Vec::with_capacity(chunk.len() + 1);
+            raw.push(0);
+            raw.extend_from_slice(chunk);
+            raw
+        }
+    }
+}
+
+/// A stored chunk's content.
+fn decode(stored: &[u8]) -> Option<Vec<u8>> {
+    match stored.split_first()? {
+        (0, raw) => Some(raw.to_vec()),
+        (1, deflated) => {
+            let mut out = Vec::new();
+            flate2::read::DeflateDecoder::new(deflated)
+                .read_to_end(&mut out)
+                .ok()?;
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// Fsyncs a folder, so that a rename in it survives a crash.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx("fsync folder", dir)
+}
+
+/// Writes `bytes` to `dest` durably: temp file, fsync, rename, fsync of the folder.
+fn write_durably(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+    let tmp = dir.join(format!(".tmp-{}", crate::ids::random_hex(12)));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .ctx("write", &tmp);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, dest).ctx("rename into place", dest)?;
+    sync_dir(dir)
+}
+
+/// The page size in a SQLite header, when it is a valid one.
+fn page_size(header: &[u8]) -> Option<usize> {
+    let raw = u16::from_be_bytes([*header.get(16)?, *header.get(17)?]);
+    let size = if raw == 1 { 65536 } else { usize::from(raw) };
+    (size >= 512 && size.is_power_of_two()).then_some(size)
+}
+
+/// Where a chunk already is.
+type Index = HashMap<String, (String, u64, u32)>;
+
+/// A manifest being built: its packs, chunks, and the pack being filled.
+struct Builder<'s> {
+    store: &'s Store,
+    index: Index,
+    packs: Vec<String>,
+    chunks: Vec<ChunkRef>,
+    /// Chunks of the pack being filled: hash → (offset, length).
+    open: HashMap<String, (u64, u32)>,
+    open_at: Option<usize>,
+    buf: Vec<u8>,
+    bytes: Sha256,
+    size: u64,
+}
+
+impl<'s> Builder<'s> {
+    fn new(store: &'s Store, index: Index) -> Self {
+        Builder {
+            store,
+            index,
+            packs: Vec::new(),
+            chunks: Vec::new(),
+            open: HashMap::new(),
+            open_at: None,
+            buf: Vec::new(),
+            bytes: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn pack_slot(&mut self, name: &str) -> usize {
+        match self.packs.iter().position(|p| p == name) {
+            Some(i) => i,
+            None => {
+                self.packs.push(name.to_string());
+                self.packs.len() - 1
+            }
+        }
+    }
+
+    fn add(&mut self, chunk: &[u8]) -> Result<()> {
+        self.bytes.update(chunk);
+        self.size += chunk.len() as u64;
+        let hash = chunk_hash(chunk);
+        self.add_stored(hash, encode, chunk)
+    }
+
+    /// Adds a chunk of hash `hash`, stored as `stored(content)` when it is new.
+    fn add_stored(
+        &mut self,
+        hash: String,
+        stored: impl FnOnce(&[u8]) -> Vec<u8>,
+        content: &[u8],
+    ) -> Result<()> {
+        if let Some((pack, off, len)) = self.index.get(&hash).cloned() {
+            let slot = self.pack_slot(&pack);
+            self.chunks.push(ChunkRef(slot, off, len, hash));
+            return Ok(());
+        }
+        let slot = *self.open_at.get_or_insert_with(|| {
+            self.packs.push(String::new());
+            self.packs.len() - 1
+        });
+        let (off, len) = *self.open.entry(hash.clone()).or_insert_with(|| {
+            let bytes = stored(content);
+            self.buf.extend_from_slice(&bytes);
+            ((self.buf.len() - bytes.len()) as u64, bytes.len() as u32)
+        });
+        self.chunks.push(ChunkRef(slot, off, len, hash));
+        if self.buf.len() >= PACK_TARGET {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pack being filled under its own hash.
+    fn flush(&mut self) -> Result<()> {
+        let Some(slot) = self.open_at.take() else {
+            return Ok(());
+        };
+        let name = self.store.write_pack(&self.buf)?;
+        for (hash, (off, len)) in self.open.drain() {
+            self.index.insert(hash, (name.clone(), off, len));
+        }
+        self.packs[slot] = name;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn finish(mut self, info: VersionInfo) -> Result<Manifest> {
+        self.flush()?;
+        Ok(Manifest {
+            format: 1,
+            info,
+            size: self.size,
+            sha256: crate::ids::hex_lower(&self.bytes.finalize()),
+            packs: self.packs,
+            chunks: self.chunks,
+        })
+    }
+}
+
+impl Store {
+    /// The store of the location rooted at `root`.
+    pub fn of_location(root: &Path) -> Store {
+        Store {
+            dir: root.join(crate::names::STATE_DIR).join(HISTORY_DIR),
+        }
+    }
+
+    /// Its folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn packs_dir(&self) -> PathBuf {
+        self.dir.join("packs")
+    }
+
+    fn manifests_dir(&self) -> PathBuf {
+        self.dir.join("manifests")
+    }
+
+    fn pack_path(&self, name: &str) -> PathBuf {
+        self.packs_dir().join(format!("{name}.pack"))
+    }
+
+    fn mark_path(&self, name: &str) -> PathBuf {
+        self.packs_dir().join(format!("{name}.unused"))
+    }
+
+    /// The path of the manifest with this id.
+    pub fn manifest_path(&self, id: &str) -> PathBuf {
+        self.manifests_dir().join(format!("{id}.json"))
+    }
+
+    /// Writes a pack durably under its own hash (a pack of those bytes already there and not
+    /// marked unused is used as it is; a marked one is never reused, its name may be about to
+    /// be deleted: the new pack then gets a fresh name); returns its name.
+    fn write_pack(&self, bytes: &[u8]) -> Result<String> {
+        let mut name = sha_hex(bytes);
+        let path = self.pack_path(&name);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() == bytes.len() as u64 && !self.mark_path(&name).exists() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_durably(&path, bytes)?,
+            _ => {
+                name = format!("{name}-{}", crate::ids::random_hex(8));
+                write_durably(&self.pack_path(&name), bytes)?;
+            }
+        }
+        failpoint::hit("history_pack_written");
+        Ok(name)
+    }
+
+    fn unmark(&self, name: &str) -> Result<()> {
+        match std::fs::remove_file(self.mark_path(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove mark", self.mark_path(name), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Every manifest, with its id; and whether any could not be read.
+    pub fn manifests(&self) -> Result<(Vec<(String, Manifest)>, bool)> {
+        let dir = self.manifests_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        let mut out = Vec::new();
+        let mut unreadable = false;
+        for e in entries {
+            let e = e.ctx("list", &dir)?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_suffix(".json")
+                .filter(|_| !name.starts_with('.'))
+            else {
+                continue;
+            };
+            let parsed = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok());
+            match parsed {
+                Some(m) => out.push((id.to_string(), m)),
+                None => {
+                    tracing::warn!(target: "metasync", "unreadable history manifest {}", e.path().display());
+                    unreadable = true;
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((out, unreadable))
+    }
+
+    /// Where each chunk referenced by a manifest is, in packs that exist and are not marked.
+    fn index(&self, manifests: &[(String, Manifest)]) -> Index {
+        let mut usable: HashMap<&str, bool> = HashMap::new();
+        let mut index = Index::new();
+        for (_, m) in manifests {
+            for ChunkRef(slot, off, len, hash) in &m.chunks {
+                let Some(pack) = m.packs.get(*slot) else {
+                    continue;
+                };
+                let ok = *usable.entry(pack).or_insert_with(|| {
+                    self.pack_path(pack).is_file() && !self.mark_path(pack).exists()
+                });
+                if ok {
+                    index
+                        .entry(hash.clone())
+                        .or_insert((pack.clone(), *off, *len));
+                }
+            }
+        }
+        index
+    }
+
+    /// Stores the version at `src` (a plain backup nobody writes to); returns its id and
+    /// manifest. Packs are written first, the manifest last.
+    pub fn put(&self, src: &Path, info: VersionInfo) -> Result<(String, Manifest)> {
+        let (existing, _) = self.manifests()?;
+        let mut builder = Builder::new(self, self.index(&existing));
+        let mut f = std::fs::File::open(src).ctx("open to store", src)?;
+        let mut head = vec![0u8; 100];
+        let got = read_full(&mut f, &mut head).ctx("read to store", src)?;
+        head.truncate(got);
+        let pages = if info.database {
+            page_size(&head)
+        } else {
+            None
+        };
+        match pages {
+            Some(size) => {
+                let mut page = head;
+                page.resize(size, 0);
+                let more = read_full(&mut f, &mut page[got..]).ctx("read to store", src)?;
+                page.truncate(got + more);
+                while !page.is_empty() {
+                    builder.add(&page)?;
+                    page.resize(size, 0);
+                    let n = read_full(&mut f, &mut page).ctx("read to store", src)?;
+                    page.truncate(n);
+                }
+            }
+            None => {
+                let reader = std::io::Cursor::new(head).chain(f);
+                for chunk in fastcdc::v2020::StreamCDC::new(reader, CDC_MIN, CDC_AVG, CDC_MAX) {
+                    let chunk = chunk
+                        .map_err(|e| Error::io("read to store", src, std::io::Error::other(e)))?;
+                    builder.add(&chunk.data)?;
+                }
+            }
+        }
+        let id = Manifest::id_of(&info.name);
+        let manifest = builder.finish(info)?;
+        failpoint::hit("history_before_manifest");
+        self.write_manifest(&id, &manifest)?;
+        failpoint::hit("history_manifest_written");
+        Ok((id, manifest))
+    }
+
+    fn write_manifest(&self, id: &str, m: &Manifest) -> Result<()> {
+        let bytes = serde_json::to_vec(m)
+            .map_err(|e| Error::Refused(format!("cannot encode manifest {id}: {e}")))?;
+        write_durably(&self.manifest_path(id), &bytes)
+    }
+
+    /// Rebuilds a version's bytes into `out`, checking each chunk's hash and the whole.
+    pub fn read_into(&self, m: &Manifest, out: &mut dyn Write) -> Result<()> {
+        let mut open: Option<(usize, std::fs::File)> = None;
+        let mut whole = Sha256::new();
+        let mut buf = Vec::new();
+        for ChunkRef(slot, off, len, hash) in &m.chunks {
+            let name = m.packs.get(*slot).ok_or_else(|| {
+                Error::Refused(format!(
+                    "history manifest of {} names no pack {slot}",
+                    m.info.name
+                ))
+            })?;
+            let path = self.pack_path(name);
+            if open.as_ref().is_none_or(|(s, _)| s != slot) {
+                open = Some((*slot, std::fs::File::open(&path).ctx("open pack", &path)?));
+            }
+            let file = &mut open.as_mut().expect("just opened").1;
+            buf.resize(*len as usize, 0);
+            std::io::Seek::seek(file, std::io::SeekFrom::Start(*off)).ctx("seek in pack", &path)?;
+            file.read_exact(&mut buf).ctx("read pack", &path)?;
+            let content = decode(&buf)
+                .filter(|c| &chunk_hash(c) == hash)
+                .ok_or_else(|| {
+                    Error::Refused(format!(
+                        "a chunk of {} in {} does not match its hash",
+                        m.info.name,
+                        path.display()
+                    ))
+                })?;
+            whole.update(&content);
+            out.write_all(&content)
+                .map_err(|e| Error::io("write rebuilt version of", &m.info.name, e))?;
+        }
+        if crate::ids::hex_lower(&whole.finalize()) != m.sha256 {
+            return Err(Error::Refused(format!(
+                "the rebuilt {} does not match its hash",
+                m.info.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Rebuilds a version into the new file `dest` (fsynced), verified: its bytes against
+    /// the byte hash, and a database against its logical hash.
+    pub fn restore_to(
+        &self,
+        m: &Manifest,
+        dest: &Path,
+        sqlite: &crate::sqlite::SqliteOptions,
+    ) -> Result<()> {
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dest)
+                .ctx("create", dest)?;
+            self.read_into(m, &mut f)?;
+            f.sync_all().ctx("fsync", dest)?;
+            drop(f);
+            if let Some(want) = &m.info.logical {
+                let got = crate::sqlite::logical_hash(dest, sqlite)?;
+                if &got != want {
+                    return Err(Error::Refused(format!(
+                        "the rebuilt {} does not match its logical hash",
+                        m.info.name
+                    )));
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(dest);
+        }
+        result
+    }
+
+    /// Removes a stored version (its chunks go at a later collection).
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let path = self.manifest_path(id);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove history manifest", &path, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn bytes_used(&self) -> u64 {
+        walkdir::WalkDir::new(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Live chunks of the packs to repack: pack → offset → (length, hash).
+type Live = BTreeMap<String, BTreeMap<u64, (u32, String)>>;
+
+impl Store {
+    /// Collects unreferenced packs and repacks wasteful ones (see the module documentation).
+    pub fn collect(&self, now: DateTime<Utc>) -> Result<Collected> {
+        let mut done = Collected::default();
+        let (manifests, unreadable) = self.manifests()?;
+        if unreadable {
+            return Ok(done);
+        }
+        done.repacked = self.repack(&manifests)?;
+        let (manifests, unreadable) = self.manifests()?;
+        if unreadable {
+            return Ok(done);
+        }
+        let referenced = referenced_packs(&manifests);
+        for name in self.pack_names()? {
+            if referenced.contains(&name) {
+                self.unmark(&name)?;
+                continue;
+            }
+            match self.marked_at(&name) {
+                None => {
+                    write_durably(&self.mark_path(&name), now.to_rfc3339().as_bytes())?;
+                    failpoint::hit("history_pack_marked");
+                    done.marked += 1;
+                }
+                Some(at) if now.signed_duration_since(at) >= GRACE => {
+                    // Another machine may have referenced it since: read every manifest again.
+                    let (fresh, unreadable) = self.manifests()?;
+                    if unreadable || referenced_packs(&fresh).contains(&name) {
+                        continue;
+                    }
+                    failpoint::hit("history_before_pack_delete");
+                    let path = self.pack_path(&name);
+                    match std::fs::remove_file(&path) {
+                        // Another machine's collection deleted it first.
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(Error::io("delete unused pack", &path, e))
+                        }
+                        _ => {}
+                    }
+                    self.unmark(&name)?;
+                    done.deleted += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        self.remove_strays()?;
+        Ok(done)
+    }
+
+    fn marked_at(&self, name: &str) -> Option<DateTime<Utc>> {
+        let text = std::fs::read_to_string(self.mark_path(name)).ok()?;
+        // An unreadable mark counts as made now: the grace starts over.
+        Some(
+            DateTime::parse_from_rfc3339(text.trim())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
+    }
+
+    fn pack_names(&self) -> Result<Vec<String>> {
+        let dir = self.packs_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        let mut names = Vec::new();
+        for e in entries {
+            let e = e.ctx("list", &dir)?;
+            if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".pack")) {
+                names.push(n.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Removes marks whose pack is gone, and temp files older than the grace.
+    fn remove_strays(&self) -> Result<()> {
+        for dir in [self.packs_dir(), self.manifests_dir()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stray = match name.strip_suffix(".unused") {
+                    Some(pack) => !self.pack_path(pack).exists(),
+                    None => {
+                        name.starts_with(".tmp-")
+                            && e.metadata()
+                                .and_then(|m| m.modified())
+                                .ok()
+                                .and_then(|t| t.elapsed().ok())
+                                .is_some_and(|age| age.as_secs() >= 3600)
+                    }
+                };
+                if stray {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The packs worth repacking: at least half dead, or one of many small ones.
+    fn wasteful(&self, manifests: &[(String, Manifest)]) -> Live {
+        let mut live = Live::new();
+        for (_, m) in manifests {
+            for ChunkRef(slot, off, len, hash) in &m.chunks {
+                if let Some(p) = m.packs.get(*slot) {
+                    live.entry(p.clone())
+                        .or_default()
+                        .insert(*off, (*len, hash.clone()));
+                }
+            }
+        }
+        let size = |p: &str| std::fs::metadata(self.pack_path(p)).map_or(0, |m| m.len());
+        let live_bytes = |c: &BTreeMap<u64, (u32, String)>| -> u64 {
+            c.values().map(|(l, _)| u64::from(*l)).sum()
+        };
+        let small: Vec<String> = live
+            .keys()
+            .filter(|p| size(p) < SMALL_PACK_BYTES)
+            .cloned()
+            .collect();
+        let many_small = small.len() >= SMALL_PACKS;
+        live.retain(|p, c| {
+            let total = size(p);
+            total > 0
+                && !self.mark_path(p).exists()
+                && (live_bytes(c) * 2 < total || (many_small && small.contains(p)))
+        });
+        live
+    }
+
+    /// Copies the live chunks of wasteful packs into new packs and points every manifest at
+    /// them; the old packs are then unreferenced. Returns the number of packs written.
+    fn repack(&self, manifests: &[(String, Manifest)]) -> Result<usize> {
+        let live = self.wasteful(manifests);
+        if live.is_empty() {
+            return Ok(0);
+        }
+        let mut builder = Builder::new(self, Index::new());
+        // (old pack, offset) → new chunk reference in `builder.packs`.
+        let mut moved: HashMap<(String, u64), ChunkRef> = HashMap::new();
+        for (pack, chunks) in &live {
+            let path = self.pack_path(pack);
+            let bytes = std::fs::read(&path).ctx("read pack", &path)?;
+            for (off, (len, hash)) in chunks {
+                let piece = bytes
+                    .get(*off as usize..*off as usize + *len as usize)
+                    .filter(|p| decode(p).is_some_and(|c| &chunk_hash(&c) == hash))
+                    .ok_or_else(|| {
+                        Error::Refused(format!("pack {} is damaged at {off}", path.display()))
+                    })?;
+                builder.add_stored(hash.clone(), |p| p.to_vec(), piece)?;
+                let new = builder.chunks.last().expect("just added").clone();
+                moved.insert((pack.clone(), *off), new);
+            }
+        }
+        builder.flush()?;
+        let new_packs = builder.packs.clone();
+        failpoint::hit("history_repacked");
+        for (id, m) in manifests {
+            if let Some(rewritten) = rewrite(m, &moved, &new_packs) {
+                self.write_manifest(id, &rewritten)?;
+                failpoint::hit("history_manifest_rewritten");
+            }
+        }
+        Ok(new_packs.len())
+    }
+}
+
+fn referenced_packs(manifests: &[(String, Manifest)]) -> HashSet<String> {
+    manifests
+        .iter()
+        .flat_map(|(_, m)| m.packs.iter().cloned())
+        .collect()
+}
+
+/// `m` with its chunks in repacked packs pointing at their new places; `None` when none moved.
+fn rewrite(
+    m: &Manifest,
+    moved: &HashMap<(String, u64), ChunkRef>,
+    new_packs: &[String],
+) -> Option<Manifest> {
+    let mut out = m.clone();
+    out.packs.clear();
+    out.chunks.clear();
+    let mut any = false;
+    for ChunkRef(slot, off, len, hash) in &m.chunks {
+        let old = m.packs.get(*slot)?;
+        let (pack, off, len) = match moved.get(&(old.clone(), *off)) {
+            Some(ChunkRef(s, o, l, _)) => {
+                any = true;
+                (new_packs[*s].clone(), *o, *l)
+            }
+            None => (old.clone(), *off, *len),
+        };
+        let slot = match out.packs.iter().position(|p| *p == pack) {
+            Some(i) => i,
+            None => {
+                out.packs.push(pack);
+                out.packs.len() - 1
+            }
+        };
+        out.chunks.push(ChunkRef(slot, off, len, hash.clone()));
+    }
+    any.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap()
+    }
+
+    fn info(name: &str, database: bool, logical: Option<String>) -> VersionInfo {
+        VersionInfo {
+            file: name.split(".backup-").next().unwrap_or(name).to_string(),
+            name: name.to_string(),
+            created: t0(),
+            database,
+            logical,
+            entities: None,
+            conversations: None,
+            protected: None,
+        }
+    }
+
+    fn make_db(path: &Path, rows: u32, changed: u32) {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.execute_batch("CREATE TABLE IF NOT EXISTS entities(id INTEGER PRIMARY KEY, body TEXT)")
+            .unwrap();
+        for i in 0..rows {
+            c.execute(
+                "INSERT OR REPLACE INTO entities VALUES (?1, ?2)",
+                rusqlite::params![i, format!("entity {i} {}", "x".repeat(200))],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "UPDATE entities SET body = ?1 WHERE id = ?2",
+            rusqlite::params![format!("changed {changed}"), changed],
+        )
+        .unwrap();
+    }
+
+    fn round_trip(store: &Store, src: &Path, info: VersionInfo, scratch: &Path) -> Manifest {
+        let (_, m) = store.put(src, info).unwrap();
+        let out = scratch.join(format!("out-{}", crate::ids::random_hex(6)));
+        store.restore_to(&m, &out, &Default::default()).unwrap();
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(src).unwrap(),
+            "{src:?}"
+        );
+        assert_eq!(m.sha256, crate::kind::sha256_file(src).unwrap());
+        m
+    }
+
+    #[test]
+    fn every_kind_of_file_round_trips_byte_exact() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let db = d.path().join("metastore.db");
+        make_db(&db, 500, 1);
+        let logical = crate::sqlite::logical_hash(&db, &Default::default()).unwrap();
+        let m = round_trip(
+            &store,
+            &db,
+            info("a.db.backup-1", true, Some(logical)),
+            d.path(),
+        );
+        assert_eq!(
+            m.chunks.len() as u64 * 4096,
+            m.size,
+            "a database is stored by its pages"
+        );
+
+        let text = d.path().join("rules.yaml");
+        let body: String = (0..5000).map(|i| format!("rule {i}: keep\n")).collect();
+        std::fs::write(&text, body).unwrap();
+        round_trip(
+            &store,
+            &text,
+            info("rules.yaml.backup-1", false, None),
+            d.path(),
+        );
+
+        let empty = d.path().join("empty");
+        std::fs::write(&empty, "").unwrap();
+        let m = round_trip(
+            &store,
+            &empty,
+            info("empty.backup-1", false, None),
+            d.path(),
+        );
+        assert!(m.chunks.is_empty());
+
+        let big = d.path().join("big.bin");
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let bytes: Vec<u8> = (0..(12 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(&big, &bytes).unwrap();
+        let m = round_trip(
+            &store,
+            &big,
+            info("big.bin.backup-1", false, None),
+            d.path(),
+        );
+        assert!(m.packs.len() >= 3, "packs of a few MB: {:?}", m.packs);
+        // A not-quite-database (header but torn) stored as a database still round-trips.
+        let torn = d.path().join("torn.db");
+        std::fs::write(&torn, &std::fs::read(&db).unwrap()[..5000]).unwrap();
+        round_trip(
+            &store,
+            &torn,
+            info("torn.db.backup-1", true, None),
+            d.path(),
+        );
+    }
+
+    #[test]
+    fn consecutive_database_versions_share_their_pages() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let db = d.path().join("metastore.db");
+        make_db(&db, 1000, 1);
+        let mut sizes = Vec::new();
+        for v in 0..5 {
+            let copy = d.path().join(format!("v{v}"));
+            crate::sqlite::snapshot(&db, &copy, &Default::default()).unwrap();
+            store
+                .put(&copy, info(&format!("m.db.backup-{v}"), true, None))
+                .unwrap();
+            sizes.push(store.bytes_used());
+            make_db(&db, 0, v + 10);
+        }
+        let db_size = std::fs::metadata(&db).unwrap().len();
+        let growth = sizes[4] - sizes[0];
+        assert!(
+            growth < db_size / 4,
+            "4 one-row versions added {growth} bytes to {sizes:?}"
+        );
+    }
+
+    #[test]
+    fn collection_deletes_only_unreferenced_packs_after_the_grace() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        std::fs::write(&a, vec![1u8; 100_000]).unwrap();
+        std::fs::write(
+            &b,
+            (0..100_000u32)
+                .map(|i| (i * 7 % 251) as u8)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let (ida, _) = store.put(&a, info("a.backup-1", false, None)).unwrap();
+        let (_, mb) = store.put(&b, info("b.backup-1", false, None)).unwrap();
+        store.remove(&ida).unwrap();
+        let first = store.collect(t0()).unwrap();
+        assert_eq!((first.marked, first.deleted), (1, 0));
+        let early = store.collect(t0() + GRACE - Duration::seconds(1)).unwrap();
+        assert_eq!((early.marked, early.deleted), (0, 0));
+        let late = store.collect(t0() + GRACE).unwrap();
+        assert_eq!((late.marked, late.deleted), (0, 1));
+        assert_eq!(store.pack_names().unwrap(), mb.packs);
+        let out = d.path().join("out");
+        store
+            .restore_to(
+                &store.manifests().unwrap().0[0].1,
+                &out,
+                &Default::default(),
+            )
+            .unwrap();
+        assert_eq!(std::fs::read(out).unwrap(), std::fs::read(&b).unwrap());
+    }
+
+    #[test]
+    fn a_pack_referenced_again_loses_its_mark_and_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let a = d.path().join("a");
+        std::fs::write(&a, vec![3u8; 50_000]).unwrap();
+        let (id, m) = store.put(&a, info("a.backup-1", false, None)).unwrap();
+        // Another machine's manifest naming the pack appears after the mark was made.
+        store.remove(&id).unwrap();
+        assert_eq!(store.collect(t0()).unwrap().marked, 1);
+        store.write_manifest(&id, &m).unwrap();
+        let late = store.collect(t0() + GRACE * 2).unwrap();
+        assert_eq!(late.deleted, 0);
+        assert!(!store.mark_path(&m.packs[0]).exists());
+        // A writer never reuses a marked pack: the same bytes go to a fresh name.
+        store.remove(&id).unwrap();
+        store.collect(t0()).unwrap();
+        let (_, again) = store.put(&a, info("a.backup-2", false, None)).unwrap();
+        assert_ne!(again.packs, m.packs);
+    }
+
+    #[test]
+    fn many_small_packs_are_repacked_into_one_and_every_version_still_restores() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let mut files = Vec::new();
+        for v in 0..(SMALL_PACKS as u32 + 2) {
+            let f = d.path().join(format!("f{v}"));
+            std::fs::write(
+                &f,
+                (0..30_000u32)
+                    .map(|i| (i * (v + 3) % 253) as u8)
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+            store
+                .put(&f, info(&format!("f.backup-{v}"), false, None))
+                .unwrap();
+            files.push(f);
+        }
+        let before = store.pack_names().unwrap().len();
+        let done = store.collect(t0()).unwrap();
+        assert_eq!(done.repacked, 1);
+        assert_eq!(done.marked, before);
+        store.collect(t0() + GRACE).unwrap();
+        assert_eq!(store.pack_names().unwrap().len(), 1);
+        for (id, m) in store.manifests().unwrap().0 {
+            let out = d.path().join(format!("out-{id}"));
+            store.restore_to(&m, &out, &Default::default()).unwrap();
+            let v: usize = m.info.name.rsplit('-').next().unwrap().parse().unwrap();
+            assert_eq!(
+                std::fs::read(out).unwrap(),
+                std::fs::read(&files[v]).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn an_unreadable_manifest_stops_every_deletion() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let a = d.path().join("a");
+        std::fs::write(&a, vec![5u8; 10_000]).unwrap();
+        let (id, _) = store.put(&a, info("a.backup-1", false, None)).unwrap();
+        std::fs::write(store.manifest_path(&id), "{ torn").unwrap();
+        store.collect(t0()).unwrap();
+        let done = store.collect(t0() + GRACE * 2).unwrap();
+        assert_eq!(done, Collected::default());
+        assert_eq!(store.pack_names().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_pack_is_refused_not_restored() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let a = d.path().join("a");
+        std::fs::write(&a, b"hello history").unwrap();
+        let (_, m) = store.put(&a, info("a.backup-1", false, None)).unwrap();
+        let mut bytes = std::fs::read(store.pack_path(&m.packs[0])).unwrap();
+        *bytes.last_mut().unwrap() ^= 0xff;
+        std::fs::write(store.pack_path(&m.packs[0]), bytes).unwrap();
+        let out = d.path().join("out");
+        let err = store.restore_to(&m, &out, &Default::default()).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        assert!(!out.exists());
+    }
+
+    /// The store is never a synced file, whatever the patterns: not listed, not eligible.
+    #[test]
+    fn the_store_is_never_scanned_as_synced_files() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("loc");
+        let store = Store::of_location(&root);
+        let a = d.path().join("a");
+        std::fs::write(&a, "some version").unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("notes.txt"), "x").unwrap();
+        store.put(&a, info("a.backup-1", false, None)).unwrap();
+        let all = crate::select::Selector::new(&["**/*".to_string(), "**".to_string()]).unwrap();
+        let listing = all.list(&root);
+        assert_eq!(listing.files, vec!["notes.txt"], "{:?}", listing.files);
+        for rel in [
+            ".metasync/history/packs/x.pack",
+            ".metasync/history/manifests/x.json",
+        ] {
+            assert!(!crate::select::is_eligible(rel), "{rel}");
+        }
+    }
+}
