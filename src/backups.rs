@@ -496,54 +496,6 @@ impl Engine {
         Ok(report)
     }
 
-    /// Records which backups a run made are protected (SPEC §5 "History"): those of a file
-    /// whose conflict it settled or left (the losers), whose rows it merged with row
-    /// conflicts, whose corrupt version it replaced, and every one a `resolve` made (the
-    /// version it replaced). Called by the faces right after a run: protection matters only
-    /// once a backup is older than the `keep_last` newest, so a later run sees it in time.
-    ///
-    /// The kind is read from the run's report (a file's outcome and reason): the plan does
-    /// not say it in a structured way yet.
-    pub fn protect_backups(&self, report: &crate::report::RunReport) -> Result<usize> {
-        use crate::history::policy::Protected;
-        if report.dry_run {
-            return Ok(0);
-        }
-        let (places, _) = self.available_places()?;
-        let now = self.clock().now();
-        let mut done = 0;
-        for a in report
-            .actions
-            .iter()
-            .filter(|a| a.action == crate::model::ActionKind::Backup)
-        {
-            let outcome = report.files.iter().find(|f| f.file == a.file);
-            let reason = if report.command == "resolve" {
-                Some(Protected::Replaced)
-            } else if report.row_conflicts.iter().any(|r| r.file == a.file) {
-                Some(Protected::RowConflictLoser)
-            } else if outcome.is_some_and(|o| o.reason.contains("is corrupt")) {
-                Some(Protected::RefusedCorrupt)
-            } else if outcome
-                .is_some_and(|o| o.outcome == "conflict" || o.reason.starts_with("conflict"))
-                || report.conflicts.iter().any(|c| c.file == a.file)
-            {
-                Some(Protected::ConflictLoser)
-            } else {
-                None
-            };
-            let Some(reason) = reason else { continue };
-            let path = Path::new(&a.detail);
-            for p in places.iter().filter(|p| p.loc.name == a.location) {
-                if let Some(rel) = path.strip_prefix(&p.loc.root).ok().and_then(|r| r.to_str()) {
-                    crate::history::protect(&p.loc.root, rel, reason, now)?;
-                    done += 1;
-                }
-            }
-        }
-        Ok(done)
-    }
-
     /// Bytes used by the history of each available location (plain backups and store).
     pub fn history_usage(&self) -> Result<Vec<crate::report::HistoryUsage>> {
         let (places, archive) = self.available_places()?;

@@ -163,6 +163,48 @@ impl std::fmt::Display for Skip {
     }
 }
 
+/// Why a version is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protected {
+    /// It lost a file-level conflict.
+    ConflictLoser,
+    /// It holds a row that lost a row-level conflict.
+    RowConflictLoser,
+    /// It was held back by the shrink guard.
+    ShrinkHeld,
+    /// It was refused as corrupt.
+    RefusedCorrupt,
+    /// A restore or a resolve replaced it.
+    Replaced,
+}
+
+impl Protected {
+    /// Its name in listings and markers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protected::ConflictLoser => "conflict_loser",
+            Protected::RowConflictLoser => "row_conflict_loser",
+            Protected::ShrinkHeld => "shrink_held",
+            Protected::RefusedCorrupt => "refused_corrupt",
+            Protected::Replaced => "replaced",
+        }
+    }
+
+    /// The reason named by [`Protected::as_str`].
+    pub fn parse(s: &str) -> Option<Protected> {
+        [
+            Protected::ConflictLoser,
+            Protected::RowConflictLoser,
+            Protected::ShrinkHeld,
+            Protected::RefusedCorrupt,
+            Protected::Replaced,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
 /// Declares a unit enum that serialises, displays and compares (with `&str`) as its
 /// snake_case word.
 macro_rules! word_enum {

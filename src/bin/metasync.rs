@@ -255,7 +255,6 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         }
         Command::Resolve { file, keep } => {
             let r = engine.resolve(file, keep, &mut on_event)?;
-            protect(&engine, &r);
             if cli.json {
                 print_json(&r);
             } else if !cli.quiet {
@@ -303,7 +302,6 @@ fn run(cli: &Cli) -> Result<i32, Error> {
             loop {
                 match engine.run(&RunOptions::default(), &mut on_event) {
                     Ok(r) => {
-                        protect(&engine, &r);
                         if cli.json {
                             println!("{}", serde_json::to_string(&r).unwrap_or_default());
                         } else if !cli.quiet {
@@ -334,21 +332,12 @@ fn run_sync(
         },
         on_event,
     )?;
-    protect(engine, &r);
     if cli.json {
         print_json(&r);
     } else if !cli.quiet {
         print!("{}", metasync::text::run(&r));
     }
     Ok(r.exit_code)
-}
-
-/// Marks the protected backups a run made (conflict losers, replaced versions, ...); a
-/// failure is logged, the run's result stands.
-fn protect(engine: &Engine, r: &metasync::RunReport) {
-    if let Err(e) = engine.protect_backups(r) {
-        tracing::warn!(target: "metasync", "cannot record protected backups: {e}");
-    }
 }
 
 fn init(home: &std::path::Path, cli: &Cli) -> Result<i32, Error> {

@@ -24,7 +24,11 @@ impl Run<'_> {
         if let Decision::Conflict { candidates, reason } = &fr.planned.decision {
             self.conflict(sc, &fr, candidates, reason, t);
         }
+        let first_action = t.actions.len();
         let (did, failed) = self.apply(sc, &fr, t);
+        if !self.ask.dry_run {
+            self.protect(sc, &fr, &t.actions[first_action..]);
+        }
         let outcome = if failed { Outcome::Failed } else { outcome };
         if !self.ask.dry_run {
             self.learn(sc, &fr, &did, t);
@@ -252,6 +256,36 @@ impl Run<'_> {
                 .row_conflicts
                 .extend(m.row_conflicts.iter().cloned());
             t.row_conflicts.extend(m.row_conflicts.iter().cloned());
+        }
+    }
+
+    /// Marks the backups this file's writes made that retention must keep for a while
+    /// (`plan::protection`); a note that cannot be written is a warning.
+    fn protect(&mut self, sc: &Scene<'_>, fr: &FileRun, reports: &[ActionReport]) {
+        let row_conflicts = fr
+            .merged
+            .as_ref()
+            .is_some_and(|m| !m.row_conflicts.is_empty());
+        let now = self.engine.clock.now();
+        for r in reports
+            .iter()
+            .filter(|r| r.done && r.action == ActionKind::Backup)
+        {
+            let why =
+                plan::protection(&fr.planned, &self.ask.direction, &r.location, row_conflicts);
+            let place = sc.available.iter().find(|p| p.loc.name == r.location);
+            let (Some(why), Some(place)) = (why, place) else {
+                continue;
+            };
+            let rel = Path::new(&r.detail).strip_prefix(&place.loc.root).ok();
+            if let Some(rel) = rel.and_then(|p| p.to_str()) {
+                if let Err(e) = crate::history::protect(&place.loc.root, rel, why, now) {
+                    self.warnings.push(format!(
+                        "{}: cannot keep {} protected: {e}",
+                        fr.file, r.detail
+                    ));
+                }
+            }
         }
     }
 

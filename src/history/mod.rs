@@ -32,7 +32,7 @@ pub fn protect(root: &Path, rel: &str, reason: Protected, since: DateTime<Utc>) 
         .expect("zero nanoseconds is a valid time");
     let note = Protection { reason, since };
     let bytes = serde_json::to_vec(&note).expect("a protection note encodes");
-    std::fs::write(&path, bytes).ctx("write protection note", &path)
+    crate::apply::atomic::write_bytes(&path, &bytes, "note")
 }
 
 /// The protection recorded for the plain backup at `rel`, if any.

@@ -10,7 +10,7 @@ pub use merge::{after_merge, AfterMerge, MergeAttempt, MERGE_SOURCE};
 pub use record::{record, Learned, Written};
 
 pub use crate::model::Direction;
-use crate::model::{Recorded, RunResult, Strategy};
+use crate::model::{Protected, Recorded, RunResult, Strategy};
 
 /// One version of a file as scanned in one location.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +142,9 @@ pub struct FilePlan {
     pub actions: Vec<Action>,
     /// Corrupt versions that were refused: (location, detail).
     pub refused: Vec<(String, String)>,
+    /// Whether two or more changed versions competed (a conflict, settled by the strategy,
+    /// merged, or held): the versions it overwrites are conflict losers.
+    pub conflict: bool,
 }
 
 fn current(observed: &Observed) -> Option<Recorded> {
@@ -188,7 +191,7 @@ pub fn plan_file(input: &FileInput, direction: &Direction) -> FilePlan {
             v.corrupt.as_ref().map(|c| (s.location.clone(), c.clone()))
         })
         .collect();
-    let decision = decide(input, direction);
+    let (decision, conflict) = decide(input, direction);
     let actions = match &decision {
         Decision::Propagate { winner, source, .. } => actions_for(input, winner, source, direction),
         Decision::InSync(_)
@@ -201,6 +204,31 @@ pub fn plan_file(input: &FileInput, direction: &Direction) -> FilePlan {
         decision,
         actions,
         refused,
+        conflict,
+    }
+}
+
+/// Why the backup a run made of `location`'s version of a planned file is protected from
+/// thinning, if it is: what a resolve replaced, a corrupt version refused, a conflict's
+/// loser (file level), a version holding a row that lost a row conflict.
+pub fn protection(
+    plan: &FilePlan,
+    direction: &Direction,
+    location: &str,
+    row_conflicts: bool,
+) -> Option<Protected> {
+    let merged =
+        matches!(&plan.decision, Decision::Propagate { source, .. } if source == MERGE_SOURCE);
+    if matches!(direction, Direction::Keep(_)) {
+        Some(Protected::Replaced)
+    } else if plan.refused.iter().any(|(l, _)| l == location) {
+        Some(Protected::RefusedCorrupt)
+    } else if merged && row_conflicts {
+        Some(Protected::RowConflictLoser)
+    } else if plan.conflict && !merged {
+        Some(Protected::ConflictLoser)
+    } else {
+        None
     }
 }
 
@@ -329,12 +357,13 @@ fn healthy(c: &Changed<'_>) -> bool {
     version(&c.side.observed).is_none_or(|v| v.corrupt.is_none())
 }
 
-fn decide(input: &FileInput, direction: &Direction) -> Decision {
+/// The decision, and whether two or more changed versions competed.
+fn decide(input: &FileInput, direction: &Direction) -> (Decision, bool) {
     if let Direction::Keep(location) = direction {
-        return kept(input, location);
+        return (kept(input, location), false);
     }
     if let (Direction::Push, Some(pushed)) = (direction, pushed(input)) {
-        return pushed;
+        return (pushed, false);
     }
     let Changes {
         changed,
@@ -349,7 +378,7 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
     }
     let any_corrupt_change = changed.iter().any(|c| !healthy(c));
     if let Some(held) = held_back(input, &distinct, first_sync_rule) {
-        return held;
+        return (held, true);
     }
     // The first-sync rule: a location never seen that holds another version than the agreed
     // one makes the agreed version a candidate too; so does a change made by a location that
@@ -362,10 +391,10 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
         candidates.push(c);
     }
     if let Some(waits) = waits_for_agreed(input, &candidates, &behind) {
-        return waits;
+        return (waits, false);
     }
     match candidates.len() {
-        0 => unchanged(input, any_corrupt_change),
+        0 => (unchanged(input, any_corrupt_change), false),
         1 => {
             let c = candidates[0];
             let why = if c.value == Recorded::Absent {
@@ -373,9 +402,15 @@ fn decide(input: &FileInput, direction: &Direction) -> Decision {
             } else {
                 format!("changed in {}", c.side.location)
             };
-            propagate_or_in_sync(input, c.value.clone(), c.side, &why)
+            (
+                propagate_or_in_sync(input, c.value.clone(), c.side, &why),
+                false,
+            )
         }
-        _ => several(input, direction, &candidates, first_sync_rule, &behind),
+        _ => (
+            several(input, direction, &candidates, first_sync_rule, &behind),
+            true,
+        ),
     }
 }
 
@@ -1521,6 +1556,55 @@ mod tests {
         assert_eq!(
             plan.refused,
             vec![("icloud".to_string(), "malformed".to_string())]
+        );
+    }
+
+    #[test]
+    fn protection_of_what_a_run_overwrites() {
+        let input = |sides: &[&str]| FileInput {
+            file: "f".into(),
+            agreed: rec("a"),
+            sides: sides.iter().map(|s| side(s)).collect(),
+            propagate_deletes: false,
+            mergeable: false,
+            agreed_elsewhere: false,
+        };
+        let sync = Direction::Sync(Newest);
+        // A conflict settled by newest: the loser's backup is protected, in every location.
+        let conflict = plan_file(&input(&["local:b@2:a", "icloud:c@3:a"]), &sync);
+        assert!(conflict.conflict);
+        assert_eq!(
+            protection(&conflict, &sync, "local", false),
+            Some(Protected::ConflictLoser)
+        );
+        // One change: the versions it replaces are old agreed ones, not losers.
+        let one = plan_file(&input(&["local:b@2:a", "icloud:a@1:a"]), &sync);
+        assert!(!one.conflict);
+        assert_eq!(protection(&one, &sync, "icloud", false), None);
+        // A corrupt version refused and replaced.
+        let corrupt = plan_file(&input(&["local:a@1:a", "icloud:x@9!:a"]), &sync);
+        assert_eq!(
+            protection(&corrupt, &sync, "icloud", false),
+            Some(Protected::RefusedCorrupt)
+        );
+        // What a resolve replaces.
+        let keep = Direction::Keep("icloud".into());
+        let resolve = plan_file(&input(&["local:b@2:a", "icloud:c@3:a"]), &keep);
+        assert_eq!(
+            protection(&resolve, &keep, "local", false),
+            Some(Protected::Replaced)
+        );
+        // A merged version: protected only where it settled row conflicts.
+        let mut merged = conflict.clone();
+        merged.decision = Decision::Propagate {
+            winner: Recorded::Present("m".into()),
+            source: MERGE_SOURCE.into(),
+            reason: "merged".into(),
+        };
+        assert_eq!(protection(&merged, &sync, "local", false), None);
+        assert_eq!(
+            protection(&merged, &sync, "local", true),
+            Some(Protected::RowConflictLoser)
         );
     }
 }
