@@ -277,3 +277,42 @@ pub fn verify(v: &VerifyReport) -> String {
     }
     s
 }
+
+/// What `restore` did (or, with `--dry-run`, would do).
+pub fn restore(r: &RestoreReport) -> String {
+    let verb = if r.dry_run {
+        "would restore"
+    } else {
+        "restored"
+    };
+    let mut s = format!("{verb} {} to {}\n", r.backup.id, r.restored_to);
+    if let Some(p) = &r.previous_backup {
+        let _ = writeln!(s, "the version it replaced is kept as {p}");
+    }
+    if !r.dry_run {
+        s.push_str("the next sync propagates it to the other locations\n");
+    }
+    s
+}
+
+/// What `prune` removed and moved into the store (or, with `--dry-run`, would).
+pub fn prune(r: &PruneReport) -> String {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    let moves = if r.dry_run { "would move" } else { "moved" };
+    let mut s = String::new();
+    for b in &r.deleted {
+        let _ = writeln!(s, "{verb} {}", b.id);
+    }
+    for b in &r.stored {
+        let _ = writeln!(s, "{moves} {} into the history store", b.id);
+    }
+    let _ = writeln!(
+        s,
+        "{} backup(s) {verb} ({} bytes freed), {} {moves} into the store, {} kept",
+        r.deleted.len(),
+        r.bytes_freed,
+        r.stored.len(),
+        r.kept
+    );
+    s
+}

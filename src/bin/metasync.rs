@@ -167,33 +167,37 @@ fn run(cli: &Cli) -> Result<i32, Error> {
             }
         }
     };
+    dispatch(&engine, cli, &mut on_event)
+}
+
+/// Prints `value`: one JSON document with `--json`, else `human(value)` unless `--quiet`.
+fn show<T: serde::Serialize>(cli: &Cli, value: &T, human: impl FnOnce(&T) -> String) {
+    if cli.json {
+        print_json(value);
+    } else if !cli.quiet {
+        print!("{}", human(value));
+    }
+}
+
+/// Runs one engine command and shows what it returned; the exit code.
+fn dispatch(engine: &Engine, cli: &Cli, on_event: &mut dyn FnMut(&Event)) -> Result<i32, Error> {
+    use metasync::text;
     match &cli.command {
-        Command::Init | Command::Demo => unreachable!("handled above"),
+        Command::Init | Command::Demo => Err(Error::Usage("handled before the engine".into())),
         Command::Sync { strategy, dry_run } => {
-            run_sync(&engine, cli, Mode::Sync, *strategy, *dry_run, &mut on_event)
+            run_sync(engine, cli, Mode::Sync, *strategy, *dry_run, on_event)
         }
-        Command::Push { dry_run } => {
-            run_sync(&engine, cli, Mode::Push, None, *dry_run, &mut on_event)
-        }
+        Command::Push { dry_run } => run_sync(engine, cli, Mode::Push, None, *dry_run, on_event),
         Command::Pull { strategy, dry_run } => {
-            run_sync(&engine, cli, Mode::Pull, *strategy, *dry_run, &mut on_event)
+            run_sync(engine, cli, Mode::Pull, *strategy, *dry_run, on_event)
         }
         Command::Status => {
-            let s = engine.status_with_history()?;
-            if cli.json {
-                print_json(&s);
-            } else if !cli.quiet {
-                print!("{}", metasync::text::status(&s));
-            }
+            show(cli, &engine.status_with_history()?, text::status);
             Ok(0)
         }
         Command::Verify => {
             let v = engine.verify()?;
-            if cli.json {
-                print_json(&v);
-            } else if !cli.quiet {
-                print!("{}", metasync::text::verify(&v));
-            }
+            show(cli, &v, text::verify);
             Ok(v.exit_code)
         }
         Command::Backups {
@@ -202,11 +206,7 @@ fn run(cli: &Cli) -> Result<i32, Error> {
             counts,
         } => {
             let list = engine.backups(file.as_deref(), location.as_deref(), *counts)?;
-            if cli.json {
-                print_json(&list);
-            } else if !cli.quiet {
-                print!("{}", metasync::text::backups(&list));
-            }
+            show(cli, &list, |l| text::backups(l));
             Ok(0)
         }
         Command::Restore {
@@ -215,104 +215,63 @@ fn run(cli: &Cli) -> Result<i32, Error> {
             ..
         } => {
             let b = engine.restore_to_path(backup, to)?;
-            if cli.json {
-                print_json(&serde_json::json!({ "backup": b, "written_to": to }));
-            } else if !cli.quiet {
-                println!("wrote {} to {}", b.id, to.display());
-            }
+            let written = serde_json::json!({ "backup": b, "written_to": to });
+            show(cli, &written, |_| {
+                format!("wrote {} to {}\n", b.id, to.display())
+            });
             Ok(0)
         }
         Command::Restore {
             backup, dry_run, ..
         } => {
-            let r = engine.restore(backup, *dry_run, &mut on_event)?;
-            if cli.json {
-                print_json(&r);
-            } else if !cli.quiet {
-                let verb = if r.dry_run {
-                    "would restore"
-                } else {
-                    "restored"
-                };
-                println!("{verb} {} to {}", r.backup.id, r.restored_to);
-                if let Some(p) = &r.previous_backup {
-                    println!("the version it replaced is kept as {p}");
-                }
-                if !r.dry_run {
-                    println!("the next sync propagates it to the other locations");
-                }
-            }
+            let r = engine.restore(backup, *dry_run, on_event)?;
+            show(cli, &r, text::restore);
             Ok(0)
         }
         Command::Conflicts => {
             let list = engine.conflicts()?;
-            if cli.json {
-                print_json(&list);
-            } else if !cli.quiet {
-                print!("{}", metasync::text::conflicts(&list));
-            }
+            show(cli, &list, |l| text::conflicts(l));
             Ok(if list.is_empty() { 0 } else { 3 })
         }
         Command::Resolve { file, keep } => {
-            let r = engine.resolve(file, keep, &mut on_event)?;
-            if cli.json {
-                print_json(&r);
-            } else if !cli.quiet {
-                print!("{}", metasync::text::run(&r));
-            }
+            let r = engine.resolve(file, keep, on_event)?;
+            show(cli, &r, text::run);
             Ok(r.exit_code)
         }
         Command::Prune { dry_run } => {
-            let r = engine.prune(*dry_run)?;
-            if cli.json {
-                print_json(&r);
-            } else if !cli.quiet {
-                let verb = if r.dry_run { "would delete" } else { "deleted" };
-                for b in &r.deleted {
-                    println!("{verb} {}", b.id);
-                }
-                let moves = if r.dry_run { "would move" } else { "moved" };
-                for b in &r.stored {
-                    println!("{moves} {} into the history store", b.id);
-                }
-                println!(
-                    "{} backup(s) {verb} ({} bytes freed), {} {moves} into the store, {} kept",
-                    r.deleted.len(),
-                    r.bytes_freed,
-                    r.stored.len(),
-                    r.kept
-                );
-            }
+            show(cli, &engine.prune(*dry_run)?, text::prune);
             Ok(0)
         }
         Command::Relink { location } => {
             let r = engine.relink(location)?;
-            if cli.json {
-                print_json(&r);
-            } else if !cli.quiet {
-                println!(
-                    "{} relinked (id {}); its files are compared afresh at the next sync",
+            show(cli, &r, |r| {
+                format!(
+                    "{} relinked (id {}); its files are compared afresh at the next sync\n",
                     r.location, r.id
-                );
-            }
+                )
+            });
             Ok(0)
         }
-        Command::Daemon { interval } => {
-            let secs = interval.unwrap_or(engine.config().interval_secs).max(1);
-            loop {
-                match engine.run(&RunOptions::default(), &mut on_event) {
-                    Ok(r) => {
-                        if cli.json {
-                            println!("{}", serde_json::to_string(&r).unwrap_or_default());
-                        } else if !cli.quiet {
-                            println!("{}", metasync::text::run_line(&r));
-                        }
-                    }
-                    Err(e) => eprintln!("metasync: {e}"),
-                }
-                std::thread::sleep(std::time::Duration::from_secs(secs));
-            }
+        Command::Daemon { interval } => daemon(engine, cli, *interval, on_event),
+    }
+}
+
+/// The background loop, headless: one line (or JSON document) per run.
+fn daemon(
+    engine: &Engine,
+    cli: &Cli,
+    interval: Option<u64>,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<i32, Error> {
+    let secs = interval.unwrap_or(engine.config().interval_secs).max(1);
+    loop {
+        match engine.run(&RunOptions::default(), on_event) {
+            Ok(r) if cli.json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
+            Ok(r) if !cli.quiet => println!("{}", metasync::text::run_line(&r)),
+            Ok(_) => {}
+            Err(e) => eprintln!("metasync: {e}"),
         }
+        std::thread::sleep(std::time::Duration::from_secs(secs));
     }
 }
 
