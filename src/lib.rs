@@ -10,7 +10,6 @@
 
 pub mod apply;
 pub mod archive;
-pub mod backups;
 pub mod clock;
 pub mod config;
 pub mod demo;

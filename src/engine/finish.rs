@@ -126,7 +126,7 @@ impl Run<'_> {
 
     /// Retention, after the run has succeeded in writing its archive.
     fn retention(&mut self, sc: &Scene<'_>, t: &mut Tally) {
-        let run_versions = crate::backups::RunVersions {
+        let run_versions = super::backups::RunVersions {
             files: &sc.scans.files,
             scans: &sc.scans,
             caches: &sc.loaded.caches,
@@ -134,7 +134,7 @@ impl Run<'_> {
             backup_folders: std::mem::take(&mut t.backup_folders),
         };
         let known = self.ask.only.is_none().then_some(&run_versions);
-        if let Err(e) = crate::backups::prune_after_sync(self.engine, &sc.available, known) {
+        if let Err(e) = super::backups::prune_after_sync(self.engine, &sc.available, known) {
             self.warnings.push(format!("backup retention: {e}"));
         }
     }

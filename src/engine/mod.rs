@@ -2,6 +2,7 @@
 //! → report, in named phases (`run`); `replay` is the steady path, `rowmerge` the row-level
 //! merge attempt, `write` every write of a run, `status` what a person asks to see.
 
+mod backups;
 mod file;
 mod finish;
 mod record;

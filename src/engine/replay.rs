@@ -88,7 +88,7 @@ impl Engine {
                             .map(String::from)
                             .collect();
                         let prunable = !listing.backup_folders.is_empty()
-                            && crate::backups::could_prune(
+                            && super::backups::could_prune(
                                 self,
                                 p,
                                 steady.files.iter().map(|f| f.name),
