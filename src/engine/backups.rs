@@ -1,7 +1,7 @@
 //! Backups as a lifecycle: listing with stable ids, restoring safely (only real backups inside
 //! a configured location), and retention after every sync and on `prune`.
 
-use crate::archive::{Archive, CacheEntry, Changes, FileMap};
+use crate::archive::{Archive, Changes, FileMap};
 use crate::engine::{ns_to_rfc3339, Engine, Place};
 use crate::error::{Error, Result};
 use crate::history::policy::{self, Action};
@@ -541,21 +541,11 @@ impl Engine {
     }
 }
 
-/// What a sync run already knows when retention runs right after it: its files, what its
-/// scan found (stat and version of each file in each location), what it wrote, its scan
-/// caches, and which folders can hold backups (the ones its listing saw backups in, and the
-/// ones it wrote into). Retention then reads only those folders, and re-reads only files
-/// that changed since.
-/// Retention no longer needs the versions (every version is thinned on the schedule, unique
-/// or not): only `files` and `backup_folders` are read; the rest stays until the engine's
-/// call drops it.
-#[allow(dead_code)]
+/// What a sync run already knows when retention runs right after it: its files, and which
+/// folders can hold backups (the ones its listing saw backups in, and the ones it wrote
+/// into). Retention then reads only those folders.
 pub(crate) struct RunVersions<'a> {
     pub(crate) files: &'a [String],
-    pub(crate) scans: &'a crate::engine::Scans,
-    pub(crate) caches: &'a [FileMap<CacheEntry>],
-    /// (location, file) → stat and version just written there.
-    pub(crate) written: HashMap<(String, String), (scan::Stat, String)>,
     pub(crate) backup_folders: BTreeSet<PathBuf>,
 }
 

@@ -32,7 +32,7 @@ impl Run<'_> {
         let outcome = if failed { Outcome::Failed } else { outcome };
         if !self.ask.dry_run {
             self.learn(sc, &fr, &did, t);
-            self.note_written(sc, &fr, &did, sha256.as_deref(), t);
+            self.note_written(sc, &fr, &did, t);
         }
         let settled = matches!(
             fr.planned.decision,
@@ -289,28 +289,15 @@ impl Run<'_> {
         }
     }
 
-    /// What retention after the run may take as known instead of reading it again.
-    fn note_written(
-        &self,
-        sc: &Scene<'_>,
-        fr: &FileRun,
-        did: &plan::Written,
-        sha256: Option<&str>,
-        t: &mut Tally,
-    ) {
-        for p in &sc.available {
-            let path = p.loc.path_of(&fr.file);
-            if did.attempted.contains(&p.loc.name) {
-                if let Some(dir) = path.parent() {
-                    t.backup_folders.insert(dir.to_path_buf());
-                }
-            }
-            if !did.written.contains(&p.loc.name) {
-                continue;
-            }
-            if let (Some(h), Ok(Some((stat, _)))) = (sha256, scan::Stat::of(&path)) {
-                t.written_versions
-                    .insert((p.loc.name.clone(), fr.file.clone()), (stat, h.to_string()));
+    /// The folders retention after the run reads: where this file's writes were attempted.
+    fn note_written(&self, sc: &Scene<'_>, fr: &FileRun, did: &plan::Written, t: &mut Tally) {
+        for p in sc
+            .available
+            .iter()
+            .filter(|p| did.attempted.contains(&p.loc.name))
+        {
+            if let Some(dir) = p.loc.path_of(&fr.file).parent() {
+                t.backup_folders.insert(dir.to_path_buf());
             }
         }
     }

@@ -128,9 +128,6 @@ impl Run<'_> {
     fn retention(&mut self, sc: &Scene<'_>, t: &mut Tally) {
         let run_versions = super::backups::RunVersions {
             files: &sc.scans.files,
-            scans: &sc.scans,
-            caches: &sc.loaded.caches,
-            written: std::mem::take(&mut t.written_versions),
             backup_folders: std::mem::take(&mut t.backup_folders),
         };
         let known = self.ask.only.is_none().then_some(&run_versions);

@@ -73,7 +73,6 @@ pub(super) struct Tally {
     pub(super) ready: HashSet<String>,
     pub(super) written: u64,
     pub(super) hashed: u64,
-    pub(super) written_versions: HashMap<(String, String), (scan::Stat, String)>,
     pub(super) backup_folders: BTreeSet<PathBuf>,
 }
 
