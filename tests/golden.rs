@@ -104,13 +104,6 @@ fn mask(json: &str, root: &str) -> String {
     s
 }
 
-fn exec(db: &Path, sql: &str) {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .execute_batch(sql)
-        .unwrap();
-}
-
 #[test]
 fn golden_text_files_round_trip_and_conflicts() {
     let w = World::new();

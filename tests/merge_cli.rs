@@ -10,19 +10,6 @@ use std::path::Path;
 
 const DB: &str = "metastore.db";
 
-fn exec(db: &Path, sql: &str) {
-    Connection::open(db).unwrap().execute_batch(sql).unwrap();
-}
-
-fn name(db: &Path, id: i64) -> Option<String> {
-    Connection::open(db)
-        .unwrap()
-        .query_row("SELECT name FROM entities WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .ok()
-}
-
 fn count(db: &Path) -> i64 {
     Connection::open(db)
         .unwrap()

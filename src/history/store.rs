@@ -438,7 +438,7 @@ impl Store {
         let mut builder = Builder::new(self, self.index(&existing));
         let mut f = std::fs::File::open(src).ctx("open to store", src)?;
         let mut head = vec![0u8; 100];
-        let got = read_full(&mut f, &mut head).ctx("read to store", src)?;
+        let got = crate::sqlite::read_up_to(&mut f, &mut head).ctx("read to store", src)?;
         head.truncate(got);
         let pages = if info.database {
             page_size(&head)
@@ -449,12 +449,14 @@ impl Store {
             Some(size) => {
                 let mut page = head;
                 page.resize(size, 0);
-                let more = read_full(&mut f, &mut page[got..]).ctx("read to store", src)?;
+                let more = crate::sqlite::read_up_to(&mut f, &mut page[got..])
+                    .ctx("read to store", src)?;
                 page.truncate(got + more);
                 while !page.is_empty() {
                     builder.add(&page)?;
                     page.resize(size, 0);
-                    let n = read_full(&mut f, &mut page).ctx("read to store", src)?;
+                    let n =
+                        crate::sqlite::read_up_to(&mut f, &mut page).ctx("read to store", src)?;
                     page.truncate(n);
                 }
             }
@@ -578,20 +580,6 @@ impl Store {
             .map(|m| m.len())
             .sum()
     }
-}
-
-/// Reads until `buf` is full or the file ends; returns how much was read.
-fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Live chunks of the packs to repack: pack → offset → (length, hash).

@@ -2,8 +2,8 @@
 
 use super::*;
 
-/// Reads until `buf` is full or the file ends; returns how many bytes were read.
-pub(super) fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads until `buf` is full or the input ends; returns how many bytes were read.
+pub(crate) fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {

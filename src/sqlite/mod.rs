@@ -47,6 +47,7 @@ mod hash;
 use backup::*;
 use conn::*;
 use counts::*;
+pub(crate) use files::read_up_to;
 use files::*;
 use hash::*;
 use std::fs::{File, OpenOptions};

@@ -156,3 +156,21 @@ impl Rng {
         self.next() % 100 < percent
     }
 }
+
+/// Runs `sql` on the database at `db`, as another program would.
+pub fn exec(db: &Path, sql: &str) {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+/// The `name` of entity `id` in the knowledge graph at `db`, if the row is there.
+pub fn name(db: &Path, id: i64) -> Option<String> {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("SELECT name FROM entities WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .ok()
+}
