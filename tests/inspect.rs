@@ -370,3 +370,205 @@ fn a_restore_breaking_a_foreign_key_changes_nothing() {
     assert!(e.restore_rows(&backup, "entities", &["99".into()]).is_err());
     assert_eq!(logical(&m.file(DB)), before);
 }
+
+/// The command line: `history` and `diff`, human and JSON.
+#[test]
+fn cli_history_and_diff_human_and_json() {
+    let w = World::new();
+    let (m, backup, _) = two_versions(&w);
+    let out = m.run(&["diff", DB]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (head, body) = text.split_once('\n').unwrap();
+    assert!(head.starts_with(&format!("{DB}: {backup} (")), "{head}");
+    assert!(head.contains(") → current:local ("), "{head}");
+    let expected = r#"
+conversations (key id): 0 rows added, 0 removed, 1 changed
+  ~ ["c1"]  title: 'first' → 'First'
+
+entities (key id): 1 row added, 1 removed, 2 changed
+  + [4]  id=4  name='Dan'  data='new'
+  - [3]  id=3  name='Carol'  data=NULL
+  ~ [1]  data: 1 → 1.0
+  ~ [2]  name: 'bob' → 'BOB'
+
+labels (key name): 1 row added, 1 removed, 0 changed
+  + ["AB"]  name='AB'  n=1
+  - ["Ab"]  name='Ab'  n=1
+
+notes (key rowid): 0 rows added, 0 removed, 1 changed
+  ~ [2]  body: 'two' → 'TWO'
+
+tags (key entity_id, tag): 1 row added, 1 removed, 1 changed
+  + [2,"X"]  entity_id=2  tag='X'  weight=5
+  - [1,"y"]  entity_id=1  tag='y'  weight=1
+  ~ [1,"x"]  weight: 1 → 2
+"#;
+    assert_eq!(body, expected);
+
+    let (code, d) = m.json(&["diff", DB, &backup, "current:local", "--table", "entities"]);
+    assert_eq!(code, 0);
+    assert_eq!(d["type"], "database");
+    assert_eq!(d["tables"].as_array().unwrap().len(), 1);
+    let t = &d["tables"][0];
+    assert_eq!(t["table"], "entities");
+    assert_eq!(t["key_columns"], serde_json::json!(["id"]));
+    let one = t["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "[1]")
+        .unwrap();
+    assert_eq!(
+        one["old"]["data"],
+        serde_json::json!({"type": "integer", "value": 1})
+    );
+    assert_eq!(
+        one["new"]["data"],
+        serde_json::json!({"type": "real", "value": "1.0"})
+    );
+    assert_eq!(one["changed_columns"], serde_json::json!(["data"]));
+    assert_eq!(t["removed"][0]["values"]["name"]["value"], "Carol");
+
+    let out = m.run(&["diff", RULES]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("-  - b\n+  - B\n"), "{text}");
+    assert!(
+        text.starts_with("--- cloud:sorting-rules.yaml.backup-"),
+        "{text}"
+    );
+
+    let out = m.run(&["history", DB]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!("{DB}: 3 kept versions, newest first\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  conversations +0 −0 ~1, entities +1 −1 ~2, labels +1 −1 ~0, notes +0 −0 ~1, tags +1 −1 ~1\n"),
+        "{text}"
+    );
+    assert!(text.contains("3 entities, 2 conversations"), "{text}");
+    assert!(
+        text.contains("\n  same content as the version before\n"),
+        "{text}"
+    );
+    let (code, h) = m.json(&["history", RULES]);
+    assert_eq!(code, 0);
+    assert_eq!(h[0]["id"], "current:local");
+    assert_eq!(h[0]["kind"], "current");
+    assert_eq!(
+        h[1]["summary"],
+        serde_json::json!({"type": "text", "lines_added": 2, "lines_removed": 1})
+    );
+    assert_eq!(h[2]["kind"], "plain");
+    assert_eq!(h[2]["summary"]["type"], "first");
+    let text = String::from_utf8(m.run(&["history", RULES]).stdout).unwrap();
+    assert!(
+        text.contains("\n  2 lines added, 1 line removed\n"),
+        "{text}"
+    );
+}
+
+/// `restore ID --rows TABLE:KEY,...`, and its refusals.
+#[test]
+fn cli_restore_rows() {
+    let w = World::new();
+    let (m, backup, _) = two_versions(&w);
+    let out = m.run(&["restore", &backup, "--rows", "entities:2,3"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!("put back 2 rows of entities from {backup} into ")),
+        "{text}"
+    );
+    assert!(
+        text.contains(": 1 replaced, 1 re-inserted, 0 deleted\n"),
+        "{text}"
+    );
+    assert_eq!(name(&m.file(DB), 2).as_deref(), Some("bob"));
+    let (code, r) = m.json(&["restore", &backup, "--rows", r#"tags:[1,"y"]"#]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["reinserted"], serde_json::json!([r#"[1,"y"]"#]));
+    // No key, or a row in neither version: refused (usage 2, refused 1).
+    assert_eq!(
+        m.run(&["restore", &backup, "--rows", "entities"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        m.run(&["restore", &backup, "--rows", "entities:77"])
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+/// A row conflict held by `manual`: `conflicts` shows both values of each row, `resolve
+/// --keep-rows` settles it row by row and the result goes everywhere.
+#[test]
+fn cli_row_conflicts_settled_row_by_row() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "strategy = \"manual\"");
+    let b = w.machine("b", &[("icloud", "cloud")], "strategy = \"manual\"");
+    metasync::sample::create_knowledge_graph(&a.file(DB), 20, 1).unwrap();
+    set_age(&a.file(DB), 1000);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    exec(&a.file(DB), "UPDATE entities SET name = 'a3' WHERE id = 3; UPDATE entities SET name = 'a5' WHERE id = 5;");
+    set_age(&a.file(DB), 200);
+    a.sync(&[], 0);
+    exec(&b.file(DB), "UPDATE entities SET name = 'b3' WHERE id = 3; UPDATE entities SET name = 'b5' WHERE id = 5; UPDATE entities SET name = 'b7' WHERE id = 7;");
+    set_age(&b.file(DB), 100);
+    b.sync(&[], 3);
+    let out = b.run(&["conflicts"]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("  2 rows changed differently:\n  row entities [3]:\n"),
+        "{text}"
+    );
+    assert!(text.contains("\"b3\"") && text.contains("\"a3\""), "{text}");
+    assert!(
+        text.contains(&format!("metasync resolve {DB} --keep-rows LOCATION")),
+        "{text}"
+    );
+
+    // Row 3 keeps icloud's value (A's edit), row 5 the other side's (local, B's edit).
+    let (code, r) = b.json(&[
+        "resolve",
+        DB,
+        "--keep-rows",
+        "icloud",
+        "--table",
+        "entities",
+        "--keys",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{r:#}");
+    for db in [b.file(DB), w.path("cloud").join(DB)] {
+        assert_eq!(name(&db, 3).as_deref(), Some("a3"), "{}", db.display());
+        assert_eq!(name(&db, 5).as_deref(), Some("b5"), "{}", db.display());
+        assert_eq!(name(&db, 7).as_deref(), Some("b7"), "{}", db.display());
+    }
+    assert_eq!(b.run(&["conflicts"]).status.code(), Some(0));
+    a.sync(&[], 0);
+    assert_eq!(name(&a.file(DB), 5).as_deref(), Some("b5"));
+}
+
+/// Counts and sizes in words in the CLI's human output.
+#[test]
+fn cli_words() {
+    let w = World::new();
+    let m = w.machine("a", &[("cloud", "cloud")], "");
+    std::fs::create_dir_all(w.path("cloud")).unwrap();
+    write_aged(&m.file(RULES), &"x".repeat(287_000), 100);
+    let text = String::from_utf8(m.run(&["sync"]).stdout).unwrap();
+    assert!(
+        text.contains(" sync: 1 file, 1 written, 0 conflicts, 0 warnings, 0 errors\n"),
+        "{text}"
+    );
+    let text = String::from_utf8(m.run(&["status"]).stdout).unwrap();
+    assert!(text.contains("    287 KB  "), "{text}");
+}
