@@ -572,3 +572,60 @@ fn cli_words() {
     let text = String::from_utf8(m.run(&["status"]).stdout).unwrap();
     assert!(text.contains("    287 KB  "), "{text}");
 }
+
+/// Rows are put back as the old version had them: the database's triggers do not run (an
+/// audit trigger adds nothing), and an external-content full-text index is rebuilt so that it
+/// finds the restored text and no longer the replaced one.
+#[test]
+fn restored_rows_run_no_trigger_and_keep_full_text_in_step() {
+    let w = World::new();
+    let m = w.machine("a", &[("cloud", "cloud")], "");
+    std::fs::create_dir_all(w.path("cloud")).unwrap();
+    exec(
+        &m.file(DB),
+        "CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT);
+         CREATE VIRTUAL TABLE docs_fts USING fts5(body, content='docs', content_rowid='id');
+         CREATE TRIGGER docs_ai AFTER INSERT ON docs BEGIN
+           INSERT INTO docs_fts(rowid, body) VALUES (new.id, new.body); END;
+         CREATE TRIGGER docs_ad AFTER DELETE ON docs BEGIN
+           INSERT INTO docs_fts(docs_fts, rowid, body) VALUES ('delete', old.id, old.body); END;
+         CREATE TRIGGER docs_au AFTER UPDATE ON docs BEGIN
+           INSERT INTO docs_fts(docs_fts, rowid, body) VALUES ('delete', old.id, old.body);
+           INSERT INTO docs_fts(rowid, body) VALUES (new.id, new.body); END;
+         CREATE TABLE audit(doc INTEGER);
+         CREATE TRIGGER docs_audit AFTER INSERT ON docs BEGIN INSERT INTO audit VALUES (new.id); END;
+         INSERT INTO docs VALUES (1, 'apple pie'), (2, 'banana bread');",
+    );
+    set_age(&m.file(DB), 100);
+    sync(&m);
+    exec(
+        &m.file(DB),
+        "UPDATE docs SET body = 'cherry tart' WHERE id = 1;",
+    );
+    sync(&m);
+    let e = Engine::open(&m.home, None).unwrap();
+    let backup = e.backups(Some(DB), None, false).unwrap()[0].id.clone();
+    let Diff::Database { tables, .. } = e.diff(DB, None, None, None).unwrap() else {
+        panic!("not a database diff")
+    };
+    assert_eq!(tables.len(), 1, "only docs changed: {tables:#?}");
+    assert_eq!(table(&tables, "docs").changed[0].key, "[1]");
+
+    let r = e.restore_rows(&backup, "docs", &["1".into()]).unwrap();
+    assert_eq!(r.replaced, ["[1]"]);
+    let conn = rusqlite::Connection::open(m.file(DB)).unwrap();
+    let find = |word: &str| -> Vec<i64> {
+        conn.prepare("SELECT rowid FROM docs_fts WHERE docs_fts MATCH ?1")
+            .unwrap()
+            .query_map([word], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(find("apple"), [1]);
+    assert!(find("cherry").is_empty());
+    let audited: i64 = conn
+        .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(audited, 2, "no trigger ran for the restored row");
+}

@@ -228,14 +228,14 @@ impl Engine {
     fn summarise(&self, file: &str, entries: &mut [HistoryEntry]) {
         let mut older: Option<std::result::Result<Opened, String>> = None;
         for e in entries.iter_mut().rev() {
-            let this = self
+            let mut this = self
                 .open_version(file, &e.id)
                 .map_err(|err| err.to_string());
-            if let Ok(o) = &this {
+            if let Ok(o) = &mut this {
                 e.counts = o.counts.clone();
-                if e.sha256.is_none() {
-                    e.sha256 = o.sha256.clone();
-                }
+                // The listing hashed the plain backups already.
+                o.sha256 = o.sha256.take().or_else(|| e.sha256.clone());
+                e.sha256 = o.sha256.clone();
             }
             e.summary = match (&older, &this) {
                 (None, _) => ChangeSummary::First,
