@@ -131,35 +131,41 @@ impl Engine {
             location: loc.to_string(),
             created: super::rfc3339(DateTime::<Utc>::from(mtime)),
         };
-        if !crate::sqlite::is_sqlite(&path)? {
-            return Ok(Opened {
-                vref,
-                sha256: Some(crate::kind::sha256_file(&path)?),
-                path,
-                db: false,
-                size: meta.len(),
-                counts: None,
-                _temp: None,
-                _scratch: None,
-            });
-        }
-        let ctx = self.read_ctx();
-        std::fs::create_dir_all(&ctx.scratch)
-            .map_err(|e| Error::io("create folder", &ctx.scratch, e))?;
-        let tmp = ctx
-            .scratch
-            .join(format!("inspect-{}.db", crate::ids::random_hex(12)));
-        let info = crate::sqlite::snapshot(&path, &tmp, &ctx.sqlite)?;
-        Ok(Opened {
+        // The version hash as a sync sees it: from the scan cache while the file is unchanged.
+        let cache = match crate::archive::Archive::open_existing(self.home())? {
+            Some(a) => a.cache(loc)?,
+            None => Default::default(),
+        };
+        let sha256 = match crate::scan::scan_file(&path, cache.get(file), &self.read_ctx()) {
+            crate::scan::Found::Present { content, .. } => Some(content.hash),
+            _ => None,
+        };
+        let mut opened = Opened {
             vref,
-            path: tmp.clone(),
-            db: true,
+            sha256,
+            path: path.clone(),
+            db: crate::sqlite::is_sqlite(&path)?,
             size: meta.len(),
-            sha256: Some(info.logical_hash),
-            counts: Some(counts_of(&info.counts)),
-            _temp: Some(TempFile(tmp)),
+            counts: None,
+            _temp: None,
             _scratch: None,
-        })
+        };
+        if opened.db {
+            let ctx = self.read_ctx();
+            std::fs::create_dir_all(&ctx.scratch)
+                .map_err(|e| Error::io("create folder", &ctx.scratch, e))?;
+            let tmp = TempFile(
+                ctx.scratch
+                    .join(format!("inspect-{}.db", crate::ids::random_hex(12))),
+            );
+            crate::inspect::rows::copy_database(&path, &tmp.0, ctx.sqlite.busy_timeout * 4)?;
+            opened.counts = crate::sqlite::table_counts(&tmp.0, &ctx.sqlite)
+                .ok()
+                .map(|c| counts_of(&c));
+            opened.path = tmp.0.clone();
+            opened._temp = Some(tmp);
+        }
+        Ok(opened)
     }
 
     /// Every kept version of `file` in every available location (current copies, plain
@@ -262,10 +268,7 @@ impl Engine {
         let a = match a {
             Some(a) => a.to_string(),
             None => self
-                .backups(Some(file), None, false)?
-                .into_iter()
-                .next()
-                .map(|b| b.id)
+                .newest_backup_id(file)?
                 .ok_or_else(|| Error::Usage(format!("{file} has no backup to compare with")))?,
         };
         let va = self.open_version(file, &a)?;
