@@ -629,3 +629,76 @@ fn restored_rows_run_no_trigger_and_keep_full_text_in_step() {
         .unwrap();
     assert_eq!(audited, 2, "no trigger ran for the restored row");
 }
+
+/// A version moved into the history store is on the timeline too (kind `stored`), compared
+/// with its neighbours, diffed, and a source of rows to put back.
+#[test]
+fn stored_versions_are_on_the_timeline_and_restore_rows() {
+    use metasync::clock::FixedClock;
+    use std::sync::Arc;
+    let w = World::new();
+    let m = w.machine(
+        "a",
+        &[("cloud", "cloud")],
+        "[backups]\nkeep_last = 1\nretention = \"max_age\"\n",
+    );
+    std::fs::create_dir_all(w.path("cloud")).unwrap();
+    let clock = Arc::new(FixedClock::new(
+        chrono::Utc::now() - chrono::Duration::hours(3),
+    ));
+    let engine = || {
+        Engine::open(&m.home, None)
+            .unwrap()
+            .with_clock(clock.clone())
+    };
+    let run = || {
+        let r = engine().run(&RunOptions::default(), &mut |_| {}).unwrap();
+        assert_eq!(r.exit_code, 0, "{r:#?}");
+        clock.advance(chrono::Duration::minutes(10));
+    };
+    exec(&m.file(DB), SCHEMA);
+    set_age(&m.file(DB), 100);
+    run();
+    exec(&m.file(DB), "UPDATE entities SET name = 'v2' WHERE id = 1;");
+    run();
+    exec(
+        &m.file(DB),
+        "UPDATE entities SET name = 'v3' WHERE id = 1; DELETE FROM notes WHERE rowid = 1;",
+    );
+    run();
+    let e = engine();
+    let h = e.history(DB).unwrap();
+    let kinds: Vec<VersionKind> = h.iter().map(|x| x.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            VersionKind::Current,
+            VersionKind::Current,
+            VersionKind::Plain,
+            VersionKind::Stored
+        ],
+        "{h:#?}"
+    );
+    let (plain, stored) = (&h[2], &h[3]);
+    assert!(stored.id.starts_with("cloud:history:"), "{}", stored.id);
+    assert_eq!(stored.summary, ChangeSummary::First);
+    let ChangeSummary::Database { tables, .. } = &plain.summary else {
+        panic!("{:?}", plain.summary)
+    };
+    assert_eq!(tables.len(), 1);
+    assert_eq!(
+        (tables[0].table.as_str(), tables[0].changed),
+        ("entities", 1)
+    );
+    let Diff::Database { tables, .. } = e.diff(DB, Some(&stored.id), None, None).unwrap() else {
+        panic!("not a database diff")
+    };
+    assert_eq!(table(&tables, "notes").summary.removed, 1);
+    let r = e.restore_rows(&stored.id, "notes", &["1".into()]).unwrap();
+    assert_eq!(r.reinserted, ["[1]"]);
+    assert_eq!(
+        name(&m.file(DB), 1).as_deref(),
+        Some("v3"),
+        "other rows untouched"
+    );
+}
