@@ -22,6 +22,8 @@ CREATE TABLE tags(entity_id INTEGER NOT NULL REFERENCES entities(id), tag TEXT N
 CREATE TABLE conversations(id TEXT PRIMARY KEY, title TEXT);
 CREATE TABLE labels(name TEXT PRIMARY KEY COLLATE NOCASE, n INTEGER);
 CREATE TABLE notes(body TEXT);
+CREATE TABLE odd(k PRIMARY KEY, v);
+INSERT INTO odd VALUES (1, 'int'), ('1', 'text');
 INSERT INTO entities(id, name, data) VALUES (1, 'Alice', 1), (2, 'bob', x'00ff'), (3, 'Carol', NULL);
 INSERT INTO tags VALUES (1, 'x', 1), (1, 'y', 1), (2, 'x', 1);
 INSERT INTO conversations VALUES ('c1', 'first'), ('c2', 'second');
@@ -700,5 +702,37 @@ fn stored_versions_are_on_the_timeline_and_restore_rows() {
         name(&m.file(DB), 1).as_deref(),
         Some("v3"),
         "other rows untouched"
+    );
+}
+
+/// A bare key that names two rows (the integer 1 and the text '1' of an untyped key) is
+/// refused; the JSON array names one exactly.
+#[test]
+fn an_ambiguous_bare_key_is_refused_and_a_json_key_is_exact() {
+    let w = World::new();
+    let (m, backup, _) = two_versions(&w);
+    exec(&m.file(DB), "UPDATE odd SET v = 'edited';");
+    let e = Engine::open(&m.home, None).unwrap();
+    let err = e
+        .restore_rows(&backup, "odd", &["1".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("matches several rows"), "{err}");
+    let r = e.restore_rows(&backup, "odd", &["[1]".into()]).unwrap();
+    assert_eq!(r.replaced, ["[1]"]);
+    let conn = rusqlite::Connection::open(m.file(DB)).unwrap();
+    let rows: Vec<(String, String)> = conn
+        .prepare("SELECT typeof(k), v FROM odd ORDER BY typeof(k)")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("integer".into(), "int".into()),
+            ("text".into(), "edited".into())
+        ]
     );
 }
