@@ -537,6 +537,27 @@ fn cli_row_conflicts_settled_row_by_row() {
         "{text}"
     );
 
+    // Every held row needs a choice, from a location that changed it: else nothing moves.
+    let e = Engine::open(&b.home, None).unwrap();
+    let one = |location: &str| metasync::inspect::RowChoice {
+        table: "entities".into(),
+        key: "[3]".into(),
+        location: location.into(),
+    };
+    let err = e
+        .resolve_rows(DB, &[one("icloud")], &mut |_| {})
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not chosen: entities [5]"),
+        "{err}"
+    );
+    let err = e
+        .resolve_rows(DB, &[one("elsewhere")], &mut |_| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("not in elsewhere"), "{err}");
+    assert_eq!(name(&b.file(DB), 3).as_deref(), Some("b3"));
+    assert_eq!(b.run(&["conflicts"]).status.code(), Some(3));
+
     // Row 3 keeps icloud's value (A's edit), row 5 the other side's (local, B's edit).
     let (code, r) = b.json(&[
         "resolve",
