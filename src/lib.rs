@@ -19,6 +19,7 @@ pub mod error;
 pub mod failpoint;
 pub mod history;
 pub mod ids;
+pub mod inspect;
 pub mod kind;
 pub mod location;
 pub mod lock;
@@ -38,6 +39,7 @@ pub mod text;
 pub mod times;
 pub mod verify;
 pub mod volumes;
+pub mod words;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{Config, Strategy};

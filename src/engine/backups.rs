@@ -170,7 +170,7 @@ fn sort_newest_first(list: &mut [OnDisk]) {
 }
 
 impl Engine {
-    fn available_places(&self) -> Result<(Vec<Place>, Option<Archive>)> {
+    pub(crate) fn available_places(&self) -> Result<(Vec<Place>, Option<Archive>)> {
         let archive = Archive::open_existing(self.home())?;
         let known = match &archive {
             Some(a) => a.location_ids()?,
@@ -249,6 +249,33 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// The id of the newest backup of `file` in any available location, plain or stored,
+    /// found without reading any (what `diff` compares with by default).
+    pub(crate) fn newest_backup_id(&self, file: &str) -> Result<Option<String>> {
+        let (places, _) = self.available_places()?;
+        let mut best: Option<(chrono::DateTime<chrono::Utc>, String, String)> = None;
+        let mut consider = |created, rel: &str, id: String| {
+            if best
+                .as_ref()
+                .is_none_or(|b| (created, rel) > (b.0, b.1.as_str()))
+            {
+                best = Some((created, rel.to_string(), id));
+            }
+        };
+        for p in &places {
+            for b in backups_of(p, file) {
+                consider(b.created, &b.rel, b.entry.id);
+            }
+            let store = Store::of_location(&p.loc.root);
+            for (id, m) in store.manifests()?.0 {
+                if m.info.file == file {
+                    consider(m.info.created, "", stored_entry(p, &store, &id, &m).id);
+                }
+            }
+        }
+        Ok(best.map(|b| b.2))
     }
 
     /// The stored version named by `<location>:history:<backup name>`, when `spec` is one.
@@ -390,7 +417,10 @@ impl Engine {
 
     /// Finds the version `spec` names, plain or stored: a stored one is rebuilt into a
     /// scratch file (checked against its byte and logical hashes), removed on drop.
-    fn find_version(&self, spec: &str) -> Result<(Place, String, PathBuf, BackupEntry, Scratch)> {
+    pub(crate) fn find_version(
+        &self,
+        spec: &str,
+    ) -> Result<(Place, String, PathBuf, BackupEntry, Scratch)> {
         if let Some((place, store, id, m)) = self.find_stored(spec)? {
             let ctx = self.read_ctx();
             std::fs::create_dir_all(&ctx.scratch)
