@@ -411,26 +411,26 @@ tags (key entity_id, tag): 1 row added, 1 removed, 1 changed
     let (code, d) = m.json(&["diff", DB, &backup, "current:local", "--table", "entities"]);
     assert_eq!(code, 0);
     assert_eq!(d["type"], "database");
-    assert_eq!(d["tables"].as_array().unwrap().len(), 1);
-    let t = &d["tables"][0];
-    assert_eq!(t["table"], "entities");
-    assert_eq!(t["key_columns"], serde_json::json!(["id"]));
+    let tables = d["tables"].as_object().unwrap();
+    assert_eq!(tables.keys().collect::<Vec<_>>(), ["entities"]);
+    let t = &tables["entities"];
+    assert_eq!(t["key"], serde_json::json!(["id"]));
     let one = t["changed"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["key"] == "[1]")
+        .find(|c| c["key"] == serde_json::json!([1]))
         .unwrap();
     assert_eq!(
-        one["old"]["data"],
-        serde_json::json!({"type": "integer", "value": 1})
+        one["columns"],
+        serde_json::json!({"data": {"old": 1, "new": 1.0}})
     );
+    assert_eq!(one["restore_key"], "[1]");
     assert_eq!(
-        one["new"]["data"],
-        serde_json::json!({"type": "real", "value": "1.0"})
+        t["removed"],
+        serde_json::json!([{"id": 3, "name": "Carol", "data": null}])
     );
-    assert_eq!(one["changed_columns"], serde_json::json!(["data"]));
-    assert_eq!(t["removed"][0]["values"]["name"]["value"], "Carol");
+    assert_eq!(t["removed_keys"], serde_json::json!(["[3]"]));
 
     let out = m.run(&["diff", RULES]);
     let text = String::from_utf8(out.stdout).unwrap();
@@ -460,16 +460,174 @@ tags (key entity_id, tag): 1 row added, 1 removed, 1 changed
     assert_eq!(h[0]["id"], "current:local");
     assert_eq!(h[0]["kind"], "current");
     assert_eq!(
-        h[1]["summary"],
-        serde_json::json!({"type": "text", "lines_added": 2, "lines_removed": 1})
+        h[1]["change"],
+        serde_json::json!({"lines_added": 2, "lines_removed": 1})
     );
     assert_eq!(h[2]["kind"], "plain");
-    assert_eq!(h[2]["summary"]["type"], "first");
+    assert_eq!(h[2]["change"], serde_json::Value::Null);
     let text = String::from_utf8(m.run(&["history", RULES]).stdout).unwrap();
     assert!(
         text.contains("\n  2 lines added, 1 line removed\n"),
         "{text}"
     );
+}
+
+const SPEC_SCHEMA: &str = "
+CREATE TABLE tags(entity_id INTEGER NOT NULL, tag TEXT NOT NULL, weight,
+    PRIMARY KEY (entity_id, tag)) WITHOUT ROWID;
+CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB, big INTEGER);
+CREATE TABLE readings(at REAL PRIMARY KEY, v TEXT) WITHOUT ROWID;
+INSERT INTO tags VALUES (1, 'x', 1), (1, 'y', 0.5);
+INSERT INTO items VALUES (1, 'a', 1.5, x'00ff', 1), (2, 'b', 2.0, NULL, NULL);
+INSERT INTO readings VALUES (1.5, 'low'), (2.0, 'same');
+";
+
+const SPEC_EDIT: &str = "
+DELETE FROM tags WHERE entity_id = 1 AND tag = 'y';
+INSERT INTO tags VALUES (2, 'z', 2.5);
+UPDATE tags SET weight = 1.25 WHERE entity_id = 1 AND tag = 'x';
+UPDATE items SET score = 1e300, data = x'0102' WHERE id = 1;
+DELETE FROM items WHERE id = 2;
+INSERT INTO items VALUES (3, 'c', 9e999, x'ab', 9007199254740993);
+UPDATE readings SET v = 'high' WHERE at = 1.5;
+CREATE INDEX items_name ON items(name);
+";
+
+/// The SPEC §3 fields every `history` entry carries.
+fn assert_backup_fields(entry: &serde_json::Value, file: &str) {
+    for field in ["id", "location", "path", "created"] {
+        assert!(entry[field].is_string(), "{field} in {entry:#}");
+    }
+    assert_eq!(entry["file"], file, "{entry:#}");
+    assert!(entry["size"].is_u64(), "{entry:#}");
+    let protected = entry.get("protected").expect("protected");
+    assert!(protected.is_null() || protected.is_string(), "{entry:#}");
+    assert!(entry.get("change").is_some(), "{entry:#}");
+}
+
+/// `history --json` and `diff --json` carry every SPEC §3 field with its name and shape: a
+/// database (a composite key of a WITHOUT ROWID table, a REAL key, BLOBs, REALs, an integer
+/// past 2^53, a non-finite REAL, a schema change) and a text file; `change` is null for the
+/// oldest version.
+#[test]
+fn cli_history_and_diff_json_follow_the_spec() {
+    let w = World::new();
+    let m = w.machine("a", &[("cloud", "cloud")], "");
+    std::fs::create_dir_all(w.path("cloud")).unwrap();
+    exec(&m.file(DB), SPEC_SCHEMA);
+    write_aged(&m.file(RULES), "rules:\n  - a\n  - b\n", 100);
+    sync(&m);
+    exec(&m.file(DB), SPEC_EDIT);
+    write_aged(&m.file(RULES), "rules:\n  - a\n  - B\n  - c\n", 50);
+    sync(&m);
+
+    let (code, d) = m.json(&["diff", DB]);
+    assert_eq!(code, 0);
+    let tables = d["tables"].as_object().expect("tables is an object");
+    assert_eq!(
+        tables.keys().collect::<Vec<_>>(),
+        ["items", "readings", "tags"]
+    );
+    let tags = &tables["tags"];
+    assert_eq!(tags["key"], serde_json::json!(["entity_id", "tag"]));
+    assert_eq!(
+        tags["added"],
+        serde_json::json!([{"entity_id": 2, "tag": "z", "weight": 2.5}])
+    );
+    assert_eq!(
+        tags["removed"],
+        serde_json::json!([{"entity_id": 1, "tag": "y", "weight": 0.5}])
+    );
+    assert_eq!(tags["changed"].as_array().unwrap().len(), 1);
+    assert_eq!(tags["changed"][0]["key"], serde_json::json!([1, "x"]));
+    assert_eq!(
+        tags["changed"][0]["columns"],
+        serde_json::json!({"weight": {"old": 1, "new": 1.25}})
+    );
+
+    let items = &tables["items"];
+    assert_eq!(items["key"], serde_json::json!(["id"]));
+    assert_eq!(
+        items["added"],
+        serde_json::json!([{"id": 3, "name": "c", "score": "inf", "data": {"blob": "ab"},
+                            "big": 9007199254740993_i64}])
+    );
+    assert_eq!(
+        items["removed"],
+        serde_json::json!([{"id": 2, "name": "b", "score": 2.0, "data": null, "big": null}])
+    );
+    assert_eq!(items["changed"][0]["key"], serde_json::json!([1]));
+    assert_eq!(
+        items["changed"][0]["columns"],
+        serde_json::json!({"score": {"old": 1.5, "new": 1e300},
+                           "data": {"old": {"blob": "00ff"}, "new": {"blob": "0102"}}})
+    );
+
+    let readings = &tables["readings"];
+    assert_eq!(readings["key"], serde_json::json!(["at"]));
+    assert_eq!(readings["changed"][0]["key"], serde_json::json!([1.5]));
+    assert_eq!(
+        readings["changed"][0]["columns"],
+        serde_json::json!({"v": {"old": "low", "new": "high"}})
+    );
+    assert_eq!(readings["changed"][0]["restore_key"], r#"[{"real":1.5}]"#);
+
+    let schema = d["schema"].as_array().expect("schema is a list");
+    assert!(
+        schema.iter().any(|s| s["name"] == "items_name"),
+        "{schema:#?}"
+    );
+
+    // The stdout spells an integer past 2^53 exactly, and a REAL with its point.
+    let out = String::from_utf8(m.run(&["--json", "diff", DB]).stdout).unwrap();
+    assert!(out.contains("\"big\": 9007199254740993"), "{out}");
+    assert!(out.contains("\"score\": 2.0,"), "{out}");
+
+    let (code, t) = m.json(&["diff", RULES]);
+    assert_eq!(code, 0);
+    let unified = t["unified"].as_str().expect("unified is a string");
+    assert!(unified.contains("-  - b\n+  - B\n+  - c\n"), "{unified}");
+
+    // Newest first: local's copy, the cloud's copy (the same), the backup (the oldest).
+    let (code, h) = m.json(&["history", DB]);
+    assert_eq!(code, 0);
+    let h = h.as_array().unwrap();
+    assert_eq!(h.len(), 3, "{h:#?}");
+    for e in h {
+        assert_backup_fields(e, DB);
+    }
+    assert_eq!(
+        h[0]["change"],
+        serde_json::json!({"tables": {}, "schema_changed": false, "schema": []})
+    );
+    let change = &h[1]["change"];
+    assert_eq!(
+        change["tables"],
+        serde_json::json!({
+            "items": {"added": 1, "removed": 1, "changed": 1},
+            "readings": {"added": 0, "removed": 0, "changed": 1},
+            "tags": {"added": 1, "removed": 1, "changed": 1},
+        })
+    );
+    assert_eq!(change["schema_changed"], true);
+    assert_eq!(h[2]["change"], serde_json::Value::Null);
+
+    let (code, h) = m.json(&["history", RULES]);
+    assert_eq!(code, 0);
+    let h = h.as_array().unwrap();
+    assert_eq!(h.len(), 3, "{h:#?}");
+    for e in h {
+        assert_backup_fields(e, RULES);
+    }
+    assert_eq!(
+        h[0]["change"],
+        serde_json::json!({"lines_added": 0, "lines_removed": 0})
+    );
+    assert_eq!(
+        h[1]["change"],
+        serde_json::json!({"lines_added": 2, "lines_removed": 1})
+    );
+    assert_eq!(h[2]["change"], serde_json::Value::Null);
 }
 
 /// `restore ID --rows TABLE:KEY,...`, and its refusals.

@@ -258,6 +258,21 @@ fn show<T: serde::Serialize>(cli: &Cli, value: &T, human: impl FnOnce(&T) -> Str
     }
 }
 
+/// Like [`show`], with `--json` printing `json(value)` (a command whose JSON is not the engine
+/// type's own shape).
+fn show_as<T: ?Sized>(
+    cli: &Cli,
+    value: &T,
+    json: impl FnOnce(&T) -> serde_json::Value,
+    human: impl FnOnce(&T) -> String,
+) {
+    if cli.json {
+        print_json(&json(value));
+    } else if !cli.quiet {
+        print!("{}", human(value));
+    }
+}
+
 /// Runs one engine command and shows what it returned; the exit code.
 fn dispatch(engine: &Engine, cli: &Cli, on_event: &mut dyn FnMut(&Event)) -> Result<i32, Error> {
     use metasync::text;
@@ -296,14 +311,23 @@ fn dispatch(engine: &Engine, cli: &Cli, on_event: &mut dyn FnMut(&Event)) -> Res
             ..
         } => restore_rows(engine, cli, backup, rows),
         Command::History { file } => {
-            show(cli, &engine.history(file)?, |h| {
-                metasync::inspect::text::history(h)
-            });
+            let h = engine.history(file)?;
+            show_as(
+                cli,
+                h.as_slice(),
+                metasync::inspect::json::history_json,
+                metasync::inspect::text::history,
+            );
             Ok(0)
         }
         Command::Diff { file, a, b, table } => {
             let d = engine.diff(file, a.as_deref(), b.as_deref(), table.as_deref())?;
-            show(cli, &d, metasync::inspect::text::diff);
+            show_as(
+                cli,
+                &d,
+                metasync::inspect::json::diff_json,
+                metasync::inspect::text::diff,
+            );
             Ok(0)
         }
         Command::Restore {
