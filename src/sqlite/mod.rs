@@ -43,6 +43,7 @@ mod conn;
 mod counts;
 mod files;
 mod hash;
+mod pages;
 
 use backup::*;
 use conn::*;
@@ -50,6 +51,7 @@ use counts::*;
 pub(crate) use files::read_up_to;
 use files::*;
 use hash::*;
+pub(crate) use pages::changed_rowid_ranges;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
