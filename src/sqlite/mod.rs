@@ -291,6 +291,12 @@ fn logical_hash_inner(db: &Path, opts: &SqliteOptions) -> Result<String> {
     hash_and_count(db, opts).map(|(hash, _)| hash)
 }
 
+/// [`logical_hash`] and, from the same pass over the rows, [`table_counts`]: one read of the
+/// database instead of two.
+pub fn logical_hash_and_counts(db: &Path, opts: &SqliteOptions) -> Result<(String, TableCounts)> {
+    explained(hash_and_count(db, opts))
+}
+
 /// The logical hash and, from the same pass over the rows, the table counts (what
 /// [`table_counts`] gives), read-only and in one read transaction.
 fn hash_and_count(db: &Path, opts: &SqliteOptions) -> Result<(String, TableCounts)> {
