@@ -1155,8 +1155,7 @@ fn fk_tables_to_check(
              WHERE s.type = 'table' AND {NOT_INTERNAL} ORDER BY s.name, f.id, f.seq"
         ))
         .map_err(&e)?;
-    // (child, key id) → (parent, the parent columns it refers to; None: the PRIMARY KEY).
-    let mut keys: BTreeMap<(String, i64), (String, Vec<Option<String>>)> = BTreeMap::new();
+    let mut keys: BTreeMap<(String, i64), ForeignKey> = BTreeMap::new();
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .map_err(&e)?;
@@ -1180,6 +1179,10 @@ fn fk_tables_to_check(
     }
     Ok(tables)
 }
+
+/// A foreign key of a child table (keyed by the child and the key's id): its parent table,
+/// and the parent columns it refers to (`None`: the parent's PRIMARY KEY).
+type ForeignKey = (String, Vec<Option<String>>);
 
 /// Whether a foreign key's parent columns `to` are exactly `parent`'s PRIMARY KEY.
 fn refers_to_primary_key(
