@@ -24,18 +24,18 @@ const TABLE_INTERIOR: u8 = 0x05;
 const TABLE_LEAF: u8 = 0x0d;
 
 /// One database file read page by page.
-struct Pages {
+pub(super) struct Pages {
     file: File,
-    page_size: usize,
+    pub(super) page_size: usize,
     /// Usable bytes per page (page size minus the reserved bytes at each page's end).
-    usable: usize,
-    count: u64,
+    pub(super) usable: usize,
+    pub(super) count: u64,
 }
 
 impl Pages {
     /// Opens a self-contained database file; `None` when it is not one this module can read
     /// as it stands (a `-wal` or `-journal` beside it, WAL mode, a short header).
-    fn open(path: &Path) -> std::io::Result<Option<(Pages, [u8; 100])>> {
+    pub(super) fn open(path: &Path) -> std::io::Result<Option<(Pages, [u8; 100])>> {
         for side in ["-wal", "-journal"] {
             let mut s = path.as_os_str().to_owned();
             s.push(side);
@@ -71,7 +71,7 @@ impl Pages {
     }
 
     /// Page `n` (1-based) into `buf`; `Ok(false)` when it is not in the file.
-    fn read(&self, n: u32, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    pub(super) fn read(&self, n: u32, buf: &mut Vec<u8>) -> std::io::Result<bool> {
         if n == 0 || u64::from(n) > self.count {
             return Ok(false);
         }
@@ -83,7 +83,7 @@ impl Pages {
 }
 
 /// A varint as SQLite writes it, from `b[at..]`: (value, bytes used), `None` past the end.
-fn varint(b: &[u8], at: usize) -> Option<(u64, usize)> {
+pub(super) fn varint(b: &[u8], at: usize) -> Option<(u64, usize)> {
     let mut v: u64 = 0;
     for i in 0..9 {
         let byte = *b.get(at + i)?;
@@ -105,12 +105,12 @@ fn u16_at(b: &[u8], at: usize) -> Option<usize> {
     ])))
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+pub(super) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// Where the b-tree page header starts (page 1 holds the file header first).
-fn header_at(n: u32) -> usize {
+pub(super) fn header_at(n: u32) -> usize {
     if n == 1 {
         100
     } else {
@@ -119,7 +119,7 @@ fn header_at(n: u32) -> usize {
 }
 
 /// The cell offsets of a b-tree page whose header starts at `h`, with `header_len` bytes.
-fn cells(page: &[u8], h: usize, header_len: usize) -> Option<Vec<usize>> {
+pub(super) fn cells(page: &[u8], h: usize, header_len: usize) -> Option<Vec<usize>> {
     let n = u16_at(page, h + 3)?;
     (0..n)
         .map(|i| u16_at(page, h + header_len + 2 * i))
@@ -128,37 +128,54 @@ fn cells(page: &[u8], h: usize, header_len: usize) -> Option<Vec<usize>> {
 
 /// The leaf pages of the table b-tree rooted at `root`, in key order; `None` when the tree is
 /// not a table b-tree this module can walk.
-fn leaves(pages: &Pages, root: u32) -> std::io::Result<Option<Vec<u32>>> {
-    let (mut out, mut stack, mut buf) = (Vec::new(), vec![root], Vec::new());
+pub(super) fn leaves(pages: &Pages, root: u32) -> std::io::Result<Option<Vec<u32>>> {
+    let mut out = Vec::new();
+    let walked = walk(pages, root, &mut |n, _| {
+        out.push(n);
+        Ok(true)
+    })?;
+    Ok(walked.then_some(out))
+}
+
+/// Calls `leaf` with every leaf page (number, bytes) of the table b-tree rooted at `root`, in
+/// key order; `false` when the tree is not a table b-tree this module can walk, or `leaf`
+/// returned `false`.
+pub(super) fn walk(
+    pages: &Pages,
+    root: u32,
+    leaf: &mut dyn FnMut(u32, &[u8]) -> std::io::Result<bool>,
+) -> std::io::Result<bool> {
+    let (mut stack, mut buf) = (vec![root], Vec::new());
     let mut visited: u64 = 0;
     while let Some(n) = stack.pop() {
         visited += 1;
         if visited > pages.count || !pages.read(n, &mut buf)? {
-            return Ok(None);
+            return Ok(false);
         }
         let h = header_at(n);
         match buf[h] {
-            TABLE_LEAF => out.push(n),
+            TABLE_LEAF => {
+                if !leaf(n, &buf)? {
+                    return Ok(false);
+                }
+            }
             TABLE_INTERIOR => {
-                let Some(offsets) = cells(&buf, h, 12) else {
-                    return Ok(None);
-                };
-                let Some(right) = u32_at(&buf, h + 8) else {
-                    return Ok(None);
+                let (Some(offsets), Some(right)) = (cells(&buf, h, 12), u32_at(&buf, h + 8)) else {
+                    return Ok(false);
                 };
                 // Pushed right to left, so that the leaves come out in key order.
                 stack.push(right);
                 for &c in offsets.iter().rev() {
                     match u32_at(&buf, c) {
                         Some(child) => stack.push(child),
-                        None => return Ok(None),
+                        None => return Ok(false),
                     }
                 }
             }
-            _ => return Ok(None),
+            _ => return Ok(false),
         }
     }
-    Ok(Some(out))
+    Ok(true)
 }
 
 /// A leaf's cells: (rowid, first overflow page or 0) each; `None` when malformed.
