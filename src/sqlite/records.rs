@@ -135,7 +135,7 @@ fn decode<'a>(record: &'a [u8], rowid: i64, layout: &Layout) -> Option<Vec<Value
             return None;
         }
         let (value, len) = value(record, body, serial)?;
-        body += len;
+        body = body.checked_add(len)?;
         let value = match value {
             ValueRef::Null if layout.alias == Some(i) => ValueRef::Integer(rowid),
             ValueRef::Integer(v) if layout.real[i] => ValueRef::Real(v as f64),
@@ -170,7 +170,7 @@ fn value(record: &[u8], at: usize, serial: u64) -> Option<(ValueRef<'_>, usize)>
         10 | 11 => None,
         n => {
             let len = usize::try_from((n - 12) / 2).ok()?;
-            let bytes = record.get(at..at + len)?;
+            let bytes = record.get(at..at.checked_add(len)?)?;
             Some(if n % 2 == 0 {
                 (ValueRef::Blob(bytes), len)
             } else {
