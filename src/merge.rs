@@ -546,14 +546,19 @@ fn read_values(
 
 /// One side's changes to the tables against the base (the side attached as `side`), and the
 /// side's rowids of the changed rows of [`Key::HiddenRowid`] tables.
-fn diff(conn: &Connection, tables: &[Table], out: &Path) -> Result<(SideChanges, RowidHints)> {
+fn diff(
+    conn: &Connection,
+    tables: &[Table],
+    files: Files<'_>,
+    out: &Path,
+) -> Result<(SideChanges, RowidHints)> {
     let mut changes = SideChanges::new();
     let mut hints = RowidHints::new();
     for t in tables {
         let mut table = BTreeMap::new();
         let mut rowids = HashMap::new();
         match &t.key {
-            Key::Rowid(_) => merge_join(conn, t, &mut table, out)?,
+            Key::Rowid(_) => merge_join(conn, t, files, &mut table, out)?,
             Key::Pk(idx) | Key::HiddenRowid(_, idx) => {
                 key_diff(conn, t, idx, (&mut table, &mut rowids), out)?
             }
@@ -616,11 +621,14 @@ fn key_diff(
     Ok(())
 }
 
-/// The diff of a rowid table: both copies read once, in rowid order, side by side.
-/// Values are compared borrowed and exactly; only changed rows are copied out.
+/// The diff of a rowid table: both copies read in rowid order, side by side, over the rowid
+/// ranges whose pages differ between the two files (every row when the pages cannot tell, see
+/// [`crate::sqlite::changed_rowid_ranges`]). Values are compared borrowed and exactly; only
+/// changed rows are copied out.
 fn merge_join(
     conn: &Connection,
     t: &Table,
+    files: Files<'_>,
     table: &mut BTreeMap<String, (Vec<Value>, Change)>,
     out: &Path,
 ) -> Result<()> {
@@ -628,15 +636,75 @@ fn merge_join(
     let Key::Rowid(rowid) = t.key else {
         return Ok(());
     };
-    let (name, list, n) = (quote(&t.name), t.select_list(), t.cols.len());
-    let mut base_stmt = conn
-        .prepare(&format!("SELECT {list} FROM main.{name} ORDER BY {rowid}"))
-        .map_err(&e)?;
-    let mut side_stmt = conn
-        .prepare(&format!("SELECT {list} FROM side.{name} ORDER BY {rowid}"))
-        .map_err(&e)?;
-    let mut base_rows = base_stmt.query([]).map_err(&e)?;
-    let mut side_rows = side_stmt.query([]).map_err(&e)?;
+    let ranges = match changed_ranges(conn, &t.name, files)? {
+        Some(ranges) => ranges,
+        None => vec![(i64::MIN, i64::MAX)],
+    };
+    let (name, list) = (quote(&t.name), t.select_list());
+    let select = |schema: &str| {
+        format!(
+            "SELECT {list} FROM {schema}.{name} WHERE {rowid} BETWEEN ?1 AND ?2 ORDER BY {rowid}"
+        )
+    };
+    let mut base_stmt = conn.prepare_cached(&select("main")).map_err(&e)?;
+    let mut side_stmt = conn.prepare_cached(&select("side")).map_err(&e)?;
+    for (lo, hi) in ranges {
+        let base_rows = base_stmt.query([lo, hi]).map_err(&e)?;
+        let side_rows = side_stmt.query([lo, hi]).map_err(&e)?;
+        join_rows(base_rows, side_rows, t.cols.len(), table).map_err(&e)?;
+    }
+    Ok(())
+}
+
+/// The two versions' files while a side is diffed: the base (the merge's `main` is a byte
+/// copy of it) and the side (attached as `side`).
+#[derive(Clone, Copy)]
+struct Files<'a> {
+    base: &'a Path,
+    side: &'a Path,
+}
+
+/// The rowid ranges of `table` whose pages differ between the base and the side, or `None`
+/// when only reading every row can tell.
+fn changed_ranges(
+    conn: &Connection,
+    table: &str,
+    files: Files<'_>,
+) -> Result<Option<Vec<(i64, i64)>>> {
+    let root = |schema: &str, path: &Path| -> Result<Option<u32>> {
+        conn.query_row(
+            &format!(
+                "SELECT rootpage FROM {schema}.sqlite_schema WHERE type = 'table' AND name = ?1"
+            ),
+            [table],
+            |r| r.get::<_, Option<u32>>(0),
+        )
+        .map_err(err("read the schema of", path))
+    };
+    let (Some(a), Some(b)) = (root("main", files.base)?, root("side", files.side)?) else {
+        return Ok(None);
+    };
+    match crate::sqlite::changed_rowid_ranges(files.base, a, files.side, b) {
+        Ok(ranges) => Ok(ranges),
+        Err(e) => {
+            tracing::debug!(
+                "pages of {} and {} not compared ({e}): every row of {table} is read",
+                files.base.display(),
+                files.side.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Joins the base's and the side's rows (each in rowid order, the rowid first, then `n`
+/// stored columns) into `table`'s changes.
+fn join_rows(
+    mut base_rows: rusqlite::Rows<'_>,
+    mut side_rows: rusqlite::Rows<'_>,
+    n: usize,
+    table: &mut BTreeMap<String, (Vec<Value>, Change)>,
+) -> rusqlite::Result<()> {
     let key = |r: &rusqlite::Row<'_>| r.get::<_, i64>(0);
     let same = |a: &rusqlite::Row<'_>, b: &rusqlite::Row<'_>| -> rusqlite::Result<bool> {
         for i in 1..=n {
@@ -650,27 +718,26 @@ fn merge_join(
         let key = vec![Value::Integer(k)];
         table.insert(key_of(&key), (key, change));
     };
-    let mut b = base_rows.next().map_err(&e)?;
-    let mut s = side_rows.next().map_err(&e)?;
+    let mut b = base_rows.next()?;
+    let mut s = side_rows.next()?;
     loop {
         let (advance_base, advance_side) = match (b, s) {
             (None, None) => break,
             (Some(br), None) => {
-                record(key(br).map_err(&e)?, Change::Delete);
+                record(key(br)?, Change::Delete);
                 (true, false)
             }
             (None, Some(sr)) => {
-                let row = read_values(sr, 1..n + 1).map_err(&e)?;
-                record(key(sr).map_err(&e)?, Change::Upsert(row));
+                record(key(sr)?, Change::Upsert(read_values(sr, 1..n + 1)?));
                 (false, true)
             }
             (Some(br), Some(sr)) => {
-                let (kb, ks) = (key(br).map_err(&e)?, key(sr).map_err(&e)?);
+                let (kb, ks) = (key(br)?, key(sr)?);
                 if kb < ks {
                     record(kb, Change::Delete);
                     (true, false)
-                } else if kb > ks || !same(br, sr).map_err(&e)? {
-                    record(ks, Change::Upsert(read_values(sr, 1..n + 1).map_err(&e)?));
+                } else if kb > ks || !same(br, sr)? {
+                    record(ks, Change::Upsert(read_values(sr, 1..n + 1)?));
                     (kb == ks, true)
                 } else {
                     (true, true)
@@ -678,10 +745,10 @@ fn merge_join(
             }
         };
         if advance_base {
-            b = base_rows.next().map_err(&e)?;
+            b = base_rows.next()?;
         }
         if advance_side {
-            s = side_rows.next().map_err(&e)?;
+            s = side_rows.next()?;
         }
     }
     Ok(())
@@ -747,10 +814,22 @@ fn null_key(
     Ok(None)
 }
 
+/// A side and the base file it is diffed against.
+#[derive(Clone, Copy)]
+struct Side<'a>(&'a MergeSide, &'a Path);
+
 /// Reads the side attached as `side`.
-fn read_side(conn: &Connection, plan: &Plan, side: &MergeSide, out: &Path) -> Result<SideRead> {
+fn read_side(conn: &Connection, plan: &Plan, side: Side<'_>, out: &Path) -> Result<SideRead> {
+    let Side(side, base) = side;
+    let files = Files {
+        base,
+        side: &side.path,
+    };
     for (owner, shadow) in &plan.watched {
-        if !diff(conn, std::slice::from_ref(shadow), out)?.0.is_empty() {
+        if !diff(conn, std::slice::from_ref(shadow), files, out)?
+            .0
+            .is_empty()
+        {
             return Ok(Err(format!(
                 "virtual table {owner} changed in {}: its rows are kept by its module and cannot be merged row by row",
                 side.location
@@ -767,7 +846,7 @@ fn read_side(conn: &Connection, plan: &Plan, side: &MergeSide, out: &Path) -> Re
             )));
         }
     }
-    let (changes, hints) = diff(conn, &plan.tables, out)?;
+    let (changes, hints) = diff(conn, &plan.tables, files, out)?;
     Ok(Ok((changes, hints, sequences(conn, "side", &side.path)?)))
 }
 
@@ -797,6 +876,7 @@ struct AllSides {
 fn read_sides(
     conn: &Connection,
     plan: &Plan,
+    base: &Path,
     sides: &[MergeSide],
     out: &Path,
 ) -> Result<std::result::Result<AllSides, String>> {
@@ -818,7 +898,7 @@ fn read_sides(
         drop(side_conn);
         conn.execute("ATTACH DATABASE ?1 AS side", [side.path.to_string_lossy()])
             .map_err(err("attach", &side.path))?;
-        let read = read_side(conn, plan, side, out);
+        let read = read_side(conn, plan, Side(side, base), out);
         conn.execute("DETACH DATABASE side", [])
             .map_err(err("detach", &side.path))?;
         let (c, h, s) = match read? {
@@ -1014,15 +1094,20 @@ fn write_sequences(conn: &Connection, seqs: &BTreeMap<String, i64>, out: &Path) 
     Ok(())
 }
 
-/// Why the merged database in `out` cannot be kept (broken foreign keys, a failed integrity
-/// check), if so.
-fn check_merged(conn: &Connection, out: &Path) -> Result<Option<String>> {
-    let fk: Vec<String> = {
+/// Why the merged database in `out` cannot be kept (foreign keys the merged rows break, a
+/// failed integrity check), if so.
+fn check_merged(
+    conn: &Connection,
+    merged: &BTreeMap<String, TableChanges>,
+    out: &Path,
+) -> Result<Option<String>> {
+    let mut fk = Vec::new();
+    for table in fk_tables_to_check(conn, merged, out)? {
         let mut stmt = conn
-            .prepare("PRAGMA foreign_key_check")
+            .prepare("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check(?1, 'main')")
             .map_err(err("check", out))?;
         let v = stmt
-            .query_map([], |r| {
+            .query_map([&table], |r| {
                 Ok(format!(
                     "{} row {:?} → {}",
                     r.get::<_, String>(0)?,
@@ -1030,9 +1115,9 @@ fn check_merged(conn: &Connection, out: &Path) -> Result<Option<String>> {
                     r.get::<_, String>(2)?
                 ))
             })
-            .and_then(|r| r.collect());
-        v.map_err(err("check", out))?
-    };
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>());
+        fk.extend(v.map_err(err("check", out))?);
+    }
     if !fk.is_empty() {
         return Ok(Some(format!(
             "the merged version breaks foreign keys: {}",
@@ -1043,6 +1128,81 @@ fn check_merged(conn: &Connection, out: &Path) -> Result<Option<String>> {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(err("check", out))?;
     Ok((check != "ok").then(|| format!("the merged version fails its integrity check: {check}")))
+}
+
+/// The tables whose foreign keys the merged changes can have broken: a table with foreign
+/// keys whose rows changed, or whose parent table lost a row (a delete), or changed a row
+/// while the key refers to columns other than the parent's PRIMARY KEY (a changed row keeps
+/// its PRIMARY KEY: it is the row's identity in the merge). Every other table's rows and the
+/// rows they refer to are as in the base, so checking it again could only find what the
+/// agreed version already held.
+fn fk_tables_to_check(
+    conn: &Connection,
+    merged: &BTreeMap<String, TableChanges>,
+    out: &Path,
+) -> Result<Vec<String>> {
+    let e = err("read the foreign keys of", out);
+    let changes_of = |name: &str| {
+        merged
+            .iter()
+            .find(|(t, _)| t.eq_ignore_ascii_case(name))
+            .map(|(_, c)| c)
+    };
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT s.name, f.id, f.\"table\", f.\"to\" FROM main.sqlite_schema s, \
+             pragma_foreign_key_list(s.name, 'main') f \
+             WHERE s.type = 'table' AND {NOT_INTERNAL} ORDER BY s.name, f.id, f.seq"
+        ))
+        .map_err(&e)?;
+    let mut keys: BTreeMap<(String, i64), ForeignKey> = BTreeMap::new();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .map_err(&e)?;
+    for row in rows {
+        let (child, id, parent, to): (String, i64, String, Option<String>) = row.map_err(&e)?;
+        keys.entry((child, id))
+            .or_insert_with(|| (parent, Vec::new()))
+            .1
+            .push(to);
+    }
+    let mut tables: Vec<String> = Vec::new();
+    for ((child, _), (parent, to)) in keys {
+        let needed = changes_of(&child).is_some()
+            || changes_of(&parent).is_some_and(|changes| {
+                changes.values().any(|(_, c)| matches!(c, Change::Delete))
+                    || !refers_to_primary_key(conn, &parent, &to).unwrap_or(false)
+            });
+        if needed && !tables.contains(&child) {
+            tables.push(child);
+        }
+    }
+    Ok(tables)
+}
+
+/// A foreign key of a child table (keyed by the child and the key's id): its parent table,
+/// and the parent columns it refers to (`None`: the parent's PRIMARY KEY).
+type ForeignKey = (String, Vec<Option<String>>);
+
+/// Whether a foreign key's parent columns `to` are exactly `parent`'s PRIMARY KEY.
+fn refers_to_primary_key(
+    conn: &Connection,
+    parent: &str,
+    to: &[Option<String>],
+) -> rusqlite::Result<bool> {
+    if to.iter().all(Option::is_none) {
+        return Ok(true);
+    }
+    let mut stmt =
+        conn.prepare("SELECT name FROM pragma_table_info(?1, 'main') WHERE pk > 0 ORDER BY pk")?;
+    let pk: Vec<String> = stmt
+        .query_map([parent], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(pk.len() == to.len()
+        && pk
+            .iter()
+            .zip(to)
+            .all(|(p, t)| t.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(p))))
 }
 
 fn merge_inner(
@@ -1064,7 +1224,7 @@ fn merge_inner(
         Ok(p) => p,
         Err(why) => return Ok(MergeOutcome::Fallback(why)),
     };
-    let all = match read_sides(&conn, &plan, sides, out)? {
+    let all = match read_sides(&conn, &plan, base, sides, out)? {
         Ok(read) => read,
         Err(why) => return Ok(MergeOutcome::Fallback(why)),
     };
@@ -1088,7 +1248,7 @@ fn merge_inner(
             .map_err(err("rebuild full-text index in", out))?;
     }
     conn.execute_batch("COMMIT").map_err(err("write", out))?;
-    if let Some(why) = check_merged(&conn, out)? {
+    if let Some(why) = check_merged(&conn, &merged, out)? {
         return Ok(MergeOutcome::Fallback(why));
     }
     conn.close()
@@ -1514,6 +1674,60 @@ mod tests {
              INSERT INTO entities VALUES (1,'one'),(2,'two');",
             "DELETE FROM entities WHERE id=2;",
             "INSERT INTO relations VALUES (1, 2);",
+        );
+        let (base, out, sides) = (f.base.clone(), f.out.clone(), f.sides.clone());
+        match merge_files(&base, &sides, Strategy::Newest, &out).unwrap() {
+            MergeOutcome::Fallback(why) => assert!(why.contains("foreign keys"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_broken_foreign_key_the_agreed_version_already_held_does_not_stop_a_merge() {
+        // `notes` points at an entity that never existed, in the base already (SQLite does
+        // not enforce foreign keys unless asked): the merge, which touches neither `notes`
+        // nor any entity a note refers to, breaks nothing and is kept.
+        let f = fixture(
+            "PRAGMA foreign_keys = OFF;
+             CREATE TABLE entities(id INTEGER PRIMARY KEY, name TEXT);
+             CREATE TABLE notes(id INTEGER PRIMARY KEY, entity INTEGER REFERENCES entities(id));
+             INSERT INTO entities VALUES (1,'one'),(2,'two'),(3,'three');
+             INSERT INTO notes VALUES (1, 1), (2, 99);",
+            "UPDATE entities SET name='ONE' WHERE id=1;",
+            "UPDATE entities SET name='TWO' WHERE id=2;",
+        );
+        let (base, out, sides) = (f.base.clone(), f.out.clone(), f.sides.clone());
+        match merge_files(&base, &sides, Strategy::Newest, &out).unwrap() {
+            MergeOutcome::Merged { rows_changed, .. } => assert_eq!(rows_changed, 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn foreign_keys_to_a_changed_unique_column_or_from_changed_rows_are_checked() {
+        // The parent's changed row keeps its PRIMARY KEY but not the UNIQUE code a child
+        // refers to.
+        let f = fixture(
+            "CREATE TABLE kinds(id INTEGER PRIMARY KEY, code TEXT UNIQUE);
+             CREATE TABLE things(id INTEGER PRIMARY KEY, kind TEXT REFERENCES kinds(code));
+             INSERT INTO kinds VALUES (1,'a'),(2,'b');
+             INSERT INTO things VALUES (1,'a');",
+            "PRAGMA foreign_keys = OFF; UPDATE kinds SET code='z' WHERE id=1;",
+            "UPDATE kinds SET code='y' WHERE id=2;",
+        );
+        let (base, out, sides) = (f.base.clone(), f.out.clone(), f.sides.clone());
+        match merge_files(&base, &sides, Strategy::Newest, &out).unwrap() {
+            MergeOutcome::Fallback(why) => assert!(why.contains("foreign keys"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // A child row changed to point nowhere, while its parent table is untouched.
+        let f = fixture(
+            "CREATE TABLE entities(id INTEGER PRIMARY KEY, name TEXT);
+             CREATE TABLE relations(id INTEGER PRIMARY KEY, src INTEGER REFERENCES entities(id));
+             INSERT INTO entities VALUES (1,'one');
+             INSERT INTO relations VALUES (1, 1), (2, 1);",
+            "PRAGMA foreign_keys = OFF; UPDATE relations SET src = 7 WHERE id = 1;",
+            "UPDATE relations SET src = 1 WHERE id = 2;",
         );
         let (base, out, sides) = (f.base.clone(), f.out.clone(), f.sides.clone());
         match merge_files(&base, &sides, Strategy::Newest, &out).unwrap() {

@@ -171,8 +171,8 @@ impl Engine {
         rows_changed: usize,
     ) -> std::result::Result<MergeResult, String> {
         let opts = crate::sqlite::SqliteOptions::from(&self.config.sqlite);
-        let hash = crate::sqlite::logical_hash(&path, &opts).map_err(|e| e.to_string())?;
-        let counts = crate::sqlite::table_counts(&path, &opts).map_err(|e| e.to_string())?;
+        let (hash, counts) =
+            crate::sqlite::logical_hash_and_counts(&path, &opts).map_err(|e| e.to_string())?;
         let facts = crate::kind::Facts {
             integrity: Vec::new(),
             entities: counts.entities(),

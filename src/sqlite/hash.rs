@@ -34,6 +34,7 @@ pub(super) fn read_schema(conn: &Connection) -> rusqlite::Result<Vec<SchemaEntry
 }
 
 /// Appends hash items to a SHA-256.
+#[derive(Clone)]
 pub(super) struct Hasher(Sha256);
 
 impl Hasher {
@@ -58,7 +59,7 @@ impl Hasher {
             None => self.tag(b'N'),
         }
     }
-    fn value(&mut self, v: ValueRef<'_>) {
+    pub(super) fn value(&mut self, v: ValueRef<'_>) {
         match v {
             ValueRef::Null => self.tag(b'N'),
             ValueRef::Integer(i) => self.int(i),
@@ -73,8 +74,14 @@ impl Hasher {
 }
 
 /// The logical hash of the database on `conn`, and the row counts of its user tables (as
-/// [`count_tables`] gives them), counted while the rows are hashed.
-pub(super) fn hash_connection(conn: &Connection, path: &Path) -> Result<(String, TableCounts)> {
+/// [`count_tables`] gives them), counted while the rows are hashed. With `raw`, the database
+/// is a file nothing writes (a snapshot of the run, see [`super::records`]): the rows of the
+/// tables whose records say all `SELECT *` gives are read from its pages.
+pub(super) fn hash_connection(
+    conn: &Connection,
+    path: &Path,
+    raw: bool,
+) -> Result<(String, TableCounts)> {
     let err = |e| Error::sqlite("hash", path, e);
     let mut h = Hasher(Sha256::new());
     h.0.update(HASH_TAG);
@@ -104,9 +111,26 @@ pub(super) fn hash_connection(conn: &Connection, path: &Path) -> Result<(String,
         .filter(|e| e.kind == "table" && e.rootpage > 0)
         .collect();
     tables.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    let pages = match raw {
+        true => raw_pages(path)?,
+        false => None,
+    };
     let mut counts = Vec::new();
     for t in tables {
-        let n = hash_table(conn, &t.name, &mut h).map_err(err)?;
+        let before = pages.is_some().then(|| h.clone());
+        let read = match &pages {
+            Some(p) => hash_table_raw(conn, t, p, &mut h).map_err(err)?,
+            None => None,
+        };
+        let n = match read {
+            Some(n) => n,
+            None => {
+                if let Some(before) = before {
+                    h = before;
+                }
+                hash_table(conn, &t.name, &mut h).map_err(err)?
+            }
+        };
         // The tables `count_tables` counts: those with storage, not `sqlite_*`.
         if !is_internal(&t.name) {
             counts.push((t.name.clone(), n));
@@ -114,6 +138,93 @@ pub(super) fn hash_connection(conn: &Connection, path: &Path) -> Result<(String,
     }
     h.tag(b'Z');
     Ok((hex(&h.0.finalize()), sorted_counts(counts)))
+}
+
+/// The snapshot's pages, when they can be read directly (a self-contained UTF-8 database).
+fn raw_pages(path: &Path) -> Result<Option<super::pages::Pages>> {
+    match super::pages::Pages::open(path).ctx("read", path)? {
+        Some((pages, header)) if header[56..60] == [0, 0, 0, 1] => Ok(Some(pages)),
+        _ => Ok(None),
+    }
+}
+
+/// [`hash_table`] from the pages, for a rowid table whose records hold every column as
+/// `SELECT *` returns it; `None` (with `h` half-fed: the caller restores it) otherwise.
+fn hash_table_raw(
+    conn: &Connection,
+    t: &SchemaEntry,
+    pages: &super::pages::Pages,
+    h: &mut Hasher,
+) -> rusqlite::Result<Option<u64>> {
+    let Some(layout) = raw_layout(conn, &t.name)? else {
+        return Ok(None);
+    };
+    let Ok(root) = u32::try_from(t.rootpage) else {
+        return Ok(None);
+    };
+    let stmt = conn.prepare(&format!("SELECT * FROM main.{}", quote(&t.name)))?;
+    if stmt.column_count() != layout.columns {
+        return Ok(None);
+    }
+    h.tag(b'T');
+    h.text(&t.name);
+    h.0.update((layout.columns as u64).to_be_bytes());
+    for name in stmt.column_names() {
+        h.text(name);
+    }
+    let mut row = |values: &[ValueRef<'_>]| {
+        h.tag(b'R');
+        for &v in values {
+            h.value(v);
+        }
+    };
+    let read = super::records::for_each_row(pages, root, &layout, &mut row);
+    let Ok(Some(count)) = read else {
+        return Ok(None);
+    };
+    h.tag(b'E');
+    h.0.update(count.to_be_bytes());
+    Ok(Some(count))
+}
+
+/// How `table`'s records are read as `SELECT *` reads them; `None` for a `WITHOUT ROWID`
+/// table or one with generated columns.
+pub(super) fn raw_layout(
+    conn: &Connection,
+    table: &str,
+) -> rusqlite::Result<Option<super::records::Layout>> {
+    let without_rowid: bool = conn.query_row(
+        "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )?;
+    let mut stmt =
+        conn.prepare("SELECT type, pk, hidden FROM pragma_table_xinfo(?1, 'main') ORDER BY cid")?;
+    let cols: Vec<(String, i64, i64)> = stmt
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if without_rowid || cols.is_empty() || cols.iter().any(|c| c.2 != 0) {
+        return Ok(None);
+    }
+    // An `INTEGER PRIMARY KEY` is the rowid unless it has an index of its own (`DESC`).
+    let own_index: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_index_list(?1, 'main') WHERE origin = 'pk'",
+        [table],
+        |r| r.get(0),
+    )?;
+    let pk: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].1 > 0).collect();
+    let alias = match pk.as_slice() {
+        [i] if !own_index && cols[*i].0.eq_ignore_ascii_case("INTEGER") => Some(*i),
+        _ => None,
+    };
+    Ok(Some(super::records::Layout {
+        columns: cols.len(),
+        alias,
+        real: cols
+            .iter()
+            .map(|c| super::records::real_affinity(&c.0))
+            .collect(),
+    }))
 }
 
 /// Hashes one table's rows into `h`; returns how many there were.

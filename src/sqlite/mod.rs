@@ -43,6 +43,8 @@ mod conn;
 mod counts;
 mod files;
 mod hash;
+mod pages;
+mod records;
 
 use backup::*;
 use conn::*;
@@ -50,6 +52,7 @@ use counts::*;
 pub(crate) use files::read_up_to;
 use files::*;
 use hash::*;
+pub(crate) use pages::changed_rowid_ranges;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -286,14 +289,22 @@ pub fn logical_hash(db: &Path, opts: &SqliteOptions) -> Result<String> {
 }
 
 fn logical_hash_inner(db: &Path, opts: &SqliteOptions) -> Result<String> {
-    hash_and_count(db, opts).map(|(hash, _)| hash)
+    hash_and_count(db, opts, false).map(|(hash, _)| hash)
+}
+
+/// [`logical_hash`] and, from the same pass over the rows, [`table_counts`]: one read of the
+/// database instead of two.
+pub fn logical_hash_and_counts(db: &Path, opts: &SqliteOptions) -> Result<(String, TableCounts)> {
+    explained(hash_and_count(db, opts, false))
 }
 
 /// The logical hash and, from the same pass over the rows, the table counts (what
 /// [`table_counts`] gives), read-only and in one read transaction.
-fn hash_and_count(db: &Path, opts: &SqliteOptions) -> Result<(String, TableCounts)> {
+/// With `raw`, `db` is a snapshot nothing writes, whose rows may be read from its pages (see
+/// [`hash_connection`]).
+fn hash_and_count(db: &Path, opts: &SqliteOptions, raw: bool) -> Result<(String, TableCounts)> {
     let conn = open_read_only(db, opts)?;
-    let hashed = in_read_txn(&conn, db, "hash", |c| hash_connection(c, db))?;
+    let hashed = in_read_txn(&conn, db, "hash", |c| hash_connection(c, db, raw))?;
     close(conn, db)?;
     Ok(hashed)
 }
@@ -441,7 +452,7 @@ fn write_live_inner(src: &Path, dest: &Path, expected: &str, opts: &SqliteOption
     )?;
     let (version_after, actual) = in_read_txn(&dst, dest, "verify", |c| {
         let v = data_version(c).map_err(|e| Error::sqlite("verify", dest, e))?;
-        Ok((v, hash_connection(c, dest)?.0))
+        Ok((v, hash_connection(c, dest, false)?.0))
     })?;
     close(dst, dest)?;
     drop(converted);
@@ -1467,5 +1478,138 @@ mod tests {
             "the journal is left for its owner"
         );
         assert!(!dir.path().join("snap.db").exists());
+    }
+
+    /// A database whose records `SELECT *` does not return as stored: integers in REAL
+    /// columns, `INTEGER PRIMARY KEY` stored as NULL, every integer width, rows spilling into
+    /// overflow pages, a column added by ALTER TABLE (older records lack it), generated
+    /// columns, WITHOUT ROWID, `INTEGER PRIMARY KEY DESC`, all aliases of the rowid taken.
+    fn tricky_records_db(path: &Path) {
+        let c = rw(path);
+        c.execute_batch(
+            "CREATE TABLE r(id INTEGER PRIMARY KEY, x REAL, f FLOAT, d DOUBLE PRECISION, n NUMERIC, t TEXT, b BLOB, any);
+             CREATE TABLE big(id INTEGER PRIMARY KEY, body TEXT, data BLOB);
+             CREATE TABLE added(id INTEGER PRIMARY KEY, a TEXT);
+             CREATE TABLE gen(id INTEGER PRIMARY KEY, a INTEGER, twice INTEGER GENERATED ALWAYS AS (a * 2));
+             CREATE TABLE wr(k TEXT PRIMARY KEY, v REAL) WITHOUT ROWID;
+             CREATE TABLE descpk(id INTEGER PRIMARY KEY DESC, v REAL);
+             CREATE TABLE shadowed(rowid INTEGER, _rowid_ TEXT, oid REAL);
+             CREATE TABLE noalias(a TEXT, b REAL);",
+        )
+        .expect("schema");
+        let ints = [
+            0i64,
+            1,
+            -1,
+            127,
+            -128,
+            255,
+            32767,
+            -32768,
+            8_388_607,
+            -8_388_608,
+            2_147_483_647,
+            -2_147_483_648,
+            140_737_488_355_327,
+            -140_737_488_355_328,
+            i64::MAX,
+            i64::MIN,
+        ];
+        for (i, v) in ints.iter().enumerate() {
+            c.execute(
+                "INSERT INTO r VALUES (?1, ?2, ?2, ?3, ?2, ?4, ?5, ?2)",
+                rusqlite::params![
+                    i as i64 * 1000 - 7,
+                    v,
+                    *v as f64 + 0.5,
+                    format!("t{v}"),
+                    v.to_be_bytes()
+                ],
+            )
+            .expect("r");
+        }
+        c.execute_batch(
+            "INSERT INTO r VALUES (100, NULL, 2.0, -0.0, 3.25, '', x'', 1e300);
+             INSERT INTO r(x) VALUES (7);
+             INSERT INTO added VALUES (1, 'old'), (2, 'older');
+             ALTER TABLE added ADD COLUMN extra TEXT DEFAULT 'filled in';
+             INSERT INTO added VALUES (3, 'new', 'given');
+             INSERT INTO gen(id, a) VALUES (1, 5), (2, 6);
+             INSERT INTO wr VALUES ('a', 1), ('b', 2.5);
+             INSERT INTO descpk VALUES (5, 1), (9, 2);
+             INSERT INTO shadowed VALUES (1, 'x', 3), (2, 'y', 4);
+             INSERT INTO noalias VALUES ('p', 1), ('q', 2.5);",
+        )
+        .expect("rows");
+        for i in 0..40i64 {
+            let len = (i as usize * 997) % 30_000;
+            c.execute(
+                "INSERT INTO big VALUES (?1, ?2, ?3)",
+                rusqlite::params![i, "w".repeat(len), vec![i as u8; len * 2]],
+            )
+            .expect("big");
+        }
+        c.execute_batch(
+            "DELETE FROM big WHERE id % 7 = 0; UPDATE big SET body = body || 'x' WHERE id % 5 = 0",
+        )
+        .expect("holes");
+    }
+
+    #[test]
+    fn the_hash_read_from_a_snapshots_pages_is_the_hash_read_through_sql() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, make) in [
+            ("rich.db", (|p: &Path| drop(rich_wal_db(p))) as fn(&Path)),
+            ("tricky.db", tricky_records_db),
+        ] {
+            let db = dir.path().join(name);
+            make(&db);
+            let through_sql = logical_hash(&db, &opts()).expect("hash");
+            let snap = dir.path().join(format!("snap-{name}"));
+            let info = snapshot(&db, &snap, &opts()).expect("snapshot");
+            assert_eq!(info.logical_hash, through_sql, "{name}: snapshot's hash");
+            let (raw, counts) = hash_and_count(&snap, &opts(), true).expect("raw");
+            let (sql, sql_counts) = hash_and_count(&snap, &opts(), false).expect("sql");
+            assert_eq!((&raw, &counts), (&sql, &sql_counts), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_tables_whose_records_say_it_all_are_read_from_the_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("tricky.db");
+        tricky_records_db(&db);
+        let snap = dir.path().join("snap.db");
+        snapshot(&db, &snap, &opts()).expect("snapshot");
+        let conn = open_read_only(&snap, &opts()).expect("open");
+        let (pages, _) = pages::Pages::open(&snap).expect("open").expect("pages");
+        let mut read = Vec::new();
+        for e in read_schema(&conn).expect("schema") {
+            if e.kind != "table" || is_internal(&e.name) {
+                continue;
+            }
+            let layout = hash::raw_layout(&conn, &e.name).expect("layout");
+            let n = match layout {
+                Some(l) => {
+                    records::for_each_row(&pages, e.rootpage as u32, &l, &mut |_| {}).expect("read")
+                }
+                None => None,
+            };
+            read.push((e.name.clone(), n));
+        }
+        read.sort();
+        assert_eq!(
+            read,
+            vec![
+                ("added".to_string(), None),
+                ("big".to_string(), Some(34)),
+                ("descpk".to_string(), Some(2)),
+                ("gen".to_string(), None),
+                ("noalias".to_string(), Some(2)),
+                ("r".to_string(), Some(18)),
+                ("shadowed".to_string(), Some(2)),
+                ("wr".to_string(), None),
+            ]
+        );
     }
 }
