@@ -1,0 +1,123 @@
+//! A real S3-compatible server for the object-store tests: `moto_server` (PyPI
+//! `moto[server]`, installed by `scripts/deps`) on a free loopback port, killed on drop.
+//! Without it the tests skip with a loud message, unless `CI` is set: there they must run.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `moto_server`.
+pub struct Moto {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Moto {
+    /// Starts one; `None` (after saying so on stderr) when `moto_server` is missing outside CI.
+    pub fn start() -> Option<Moto> {
+        let found = Command::new("moto_server")
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            if std::env::var_os("CI").is_some() {
+                panic!("moto_server is missing: run scripts/deps (pip install 'moto[server]')");
+            }
+            eprintln!(
+                "\n*** SKIPPED: moto_server is not installed (pip install 'moto[server]'); \
+                 the object-store tests did not run ***\n"
+            );
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut m = Moto { child: None, port };
+        m.restart();
+        Some(m)
+    }
+
+    /// (Re)starts the server on its port and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        self.child = Some(child);
+        for _ in 0..600 {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("moto_server did not listen on port {}", self.port);
+    }
+
+    /// Kills the server (its buckets are gone with it).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket (moto takes unsigned requests).
+    pub fn create_bucket(&self, bucket: &str) {
+        let reply = self.request("PUT", &format!("/{bucket}"));
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "create bucket {bucket}: {reply}"
+        );
+    }
+
+    /// The keys in `bucket` (unsigned ListObjectsV2), sorted.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let reply = self.request("GET", &format!("/{bucket}?list-type=2"));
+        let mut keys: Vec<String> = reply
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// One plain HTTP request; the whole reply.
+    fn request(&self, method: &str, path: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    /// The config lines of a location `name` on `s3://bucket/prefix` at this server.
+    pub fn location(&self, name: &str, bucket: &str, prefix: &str) -> String {
+        format!(
+            "[[locations]]\nname = \"{name}\"\nurl = \"s3://{bucket}/{prefix}\"\nendpoint = \"{}\"\n\
+             region = \"us-east-1\"\nallow_http = true\n",
+            self.endpoint()
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
