@@ -75,3 +75,279 @@ fn round_trip_between_machines_sharing_only_the_bucket() {
         "{n}"
     );
 }
+
+/// Two machines on one bucket, in sync on `base`; then A edits and syncs, B edits (newer)
+/// without syncing.
+fn diverge(moto: &Moto, w: &World, extra: &str) -> (Machine, Machine) {
+    moto.create_bucket("shared");
+    let loc = format!("{extra}\n{}", moto.location("s3", "shared", "meta"));
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    write_aged(&a.file(RULES), "base\n", 1000);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    write_aged(&a.file(RULES), "edit from a\n", 200);
+    write_aged(&b.file(RULES), "edit from b (newer)\n", 100);
+    a.sync(&[], 0);
+    assert_eq!(
+        moto.get("shared", "meta/sorting-rules.yaml"),
+        "edit from a\n"
+    );
+    (a, b)
+}
+
+/// The contents of the backup objects of the rules file.
+fn backup_objects(moto: &Moto) -> Vec<String> {
+    moto.keys("shared")
+        .iter()
+        .filter(|k| k.starts_with("meta/sorting-rules.yaml.backup-"))
+        .map(|k| moto.get("shared", k))
+        .collect()
+}
+
+#[test]
+fn conflicts_under_each_strategy_through_the_bucket() {
+    let Some(moto) = server() else { return };
+    // Newest: B's edit wins everywhere; A's is kept as a backup object.
+    let w = World::new();
+    let (a, b) = diverge(&moto, &w, "");
+    let r = b.sync(&[], 0);
+    assert!(
+        r["files"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("conflict"),
+        "{r:#}"
+    );
+    assert_eq!(
+        moto.get("shared", "meta/sorting-rules.yaml"),
+        "edit from b (newer)\n",
+        "{r:#}"
+    );
+    assert!(backup_objects(&moto).contains(&"edit from a\n".to_string()));
+    a.sync(&[], 0);
+    assert_eq!(read(&a.file(RULES)), "edit from b (newer)\n");
+    drop(w);
+
+    // Local (B's) and remote (the bucket's) on fresh buckets.
+    for (strategy, winner) in [
+        ("local", "edit from b (newer)\n"),
+        ("remote", "edit from a\n"),
+    ] {
+        let moto = server().unwrap();
+        let w = World::new();
+        let (_a, b) = diverge(&moto, &w, "");
+        let r = b.sync(&["--strategy", strategy], 0);
+        assert_eq!(read(&b.file(RULES)), winner, "{strategy}: {r:#}");
+        assert_eq!(
+            moto.get("shared", "meta/sorting-rules.yaml"),
+            winner,
+            "{strategy}"
+        );
+    }
+
+    // Manual: nothing overwritten until resolved, then the bucket's version is kept.
+    let moto = server().unwrap();
+    let w = World::new();
+    let (_a, b) = diverge(&moto, &w, "strategy = \"manual\"");
+    let r = b.sync(&[], 3);
+    assert_eq!(r["conflicts"][0]["file"], RULES, "{r:#}");
+    assert_eq!(read(&b.file(RULES)), "edit from b (newer)\n");
+    assert_eq!(
+        moto.get("shared", "meta/sorting-rules.yaml"),
+        "edit from a\n"
+    );
+    let (code, r) = b.json(&["resolve", RULES, "--keep", "s3"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(read(&b.file(RULES)), "edit from a\n");
+    b.sync(&[], 0);
+}
+
+#[test]
+fn row_edits_on_two_machines_merge_through_the_bucket() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("shared");
+    let w = World::new();
+    let loc = format!(
+        "strategy = \"manual\"\n{}",
+        moto.location("s3", "shared", "meta")
+    );
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    let db = "metastore.db";
+    metasync::sample::create_knowledge_graph(&a.file(db), 92, 1).unwrap();
+    set_age(&a.file(db), 1000);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    exec(
+        &a.file(db),
+        "UPDATE entities SET name = 'edited on a' WHERE id = 1;",
+    );
+    set_age(&a.file(db), 200);
+    a.sync(&[], 0);
+    exec(
+        &b.file(db),
+        "UPDATE entities SET name = 'edited on b' WHERE id = 2;",
+    );
+    set_age(&b.file(db), 100);
+    let r = b.sync(&[], 0);
+    assert!(
+        r["files"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("merged row by row"),
+        "{r:#}"
+    );
+    a.sync(&[], 0);
+    let mirror = b.home.join(".metasync/stores/s3").join(db);
+    for path in [a.file(db), b.file(db), mirror] {
+        assert_eq!(
+            name(&path, 1).as_deref(),
+            Some("edited on a"),
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            name(&path, 2).as_deref(),
+            Some("edited on b"),
+            "{}",
+            path.display()
+        );
+    }
+    // The database in the bucket is one self-contained file: no journal or WAL beside it.
+    let keys = moto.keys("shared");
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.ends_with("-wal") || k.ends_with("-journal")),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn the_bucket_together_with_a_folder_remote() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("shared");
+    let w = World::new();
+    let loc = moto.location("s3", "shared", "meta");
+    // A reaches the bucket and a folder; B only the folder; C only the bucket.
+    let a = w.machine("a", &[("drive", "drive")], &loc);
+    let b = w.machine("b", &[("drive", "drive")], "");
+    let c = w.machine("c", &[], &loc);
+    write_aged(&b.file(RULES), "from b\n", 100);
+    b.sync(&[], 0);
+    a.sync(&[], 0);
+    assert_eq!(moto.get("shared", "meta/sorting-rules.yaml"), "from b\n");
+    c.sync(&[], 0);
+    assert_eq!(read(&c.file(RULES)), "from b\n");
+    write_aged(&c.file(RULES), "from c\n", 50);
+    c.sync(&[], 0);
+    a.sync(&[], 0);
+    assert_eq!(read(&w.path("drive").join(RULES)), "from c\n");
+    b.sync(&[], 0);
+    assert_eq!(read(&b.file(RULES)), "from c\n");
+}
+
+/// The run's warnings, joined.
+fn warnings(r: &serde_json::Value) -> String {
+    r["warnings"].to_string()
+}
+
+#[test]
+fn unreachable_missing_or_unauthorised_stores_are_unavailable_with_the_reason() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("present");
+    let w = World::new();
+    let unreachable = {
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!(
+            "[[locations]]\nname = \"gone\"\nurl = \"s3://present/m\"\nendpoint = \"http://127.0.0.1:{port}\"\nallow_http = true\n"
+        )
+    };
+    let missing = moto.location("nobucket", "absent-bucket", "m");
+    let m = w.machine(
+        "m",
+        &[("drive", "drive")],
+        &format!("{unreachable}{missing}"),
+    );
+    write_aged(&m.file(RULES), "v1\n", 100);
+    let r = m.sync(&[], 0);
+    let text = warnings(&r);
+    assert!(
+        text.contains("gone unavailable: s3://present/m: endpoint unreachable (http://127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nobucket unavailable: s3://absent-bucket/m: no such bucket `absent-bucket`"),
+        "{text}"
+    );
+    // The folder remote is synced all the same.
+    assert_eq!(read(&w.path("drive").join(RULES)), "v1\n");
+
+    // No credentials anywhere (and no keychain entry): said so, with what to do.
+    let n = w.machine("n", &[], &moto.location("s3", "present", "m"));
+    let out = n
+        .cmd(&["--json", "sync"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("METASYNC_KEYRING_FILE", w.path("keyring.ron"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        warnings(&r).contains("s3 unavailable: s3://present/m: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `metasync login s3`"),
+        "{r:#}"
+    );
+}
+
+#[test]
+fn login_stores_the_key_that_later_runs_use() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("present");
+    let w = World::new();
+    let m = w.machine("m", &[], &moto.location("s3", "present", "m"));
+    let keyring = w.path("keyring.ron");
+    let without_env = |args: &[&str]| {
+        let mut c = m.cmd(args);
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("METASYNC_KEYRING_FILE", &keyring);
+        c
+    };
+    let mut login = without_env(&["login", "s3"]);
+    login
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = login.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"AKIDTEST\nsecret-test\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    write_aged(&m.file(RULES), "v1\n", 100);
+    let out = without_env(&["--json", "sync"]).output().unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["warnings"].as_array().unwrap().len(), 0, "{r:#}");
+    assert_eq!(moto.get("present", "m/sorting-rules.yaml"), "v1\n");
+    // A folder location has nothing to log in to.
+    let f = w.machine("f", &[("drive", "drive")], "");
+    let out = f.run(&["login", "drive"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

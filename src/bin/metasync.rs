@@ -273,9 +273,11 @@ fn login(engine: &Engine, cli: &Cli, location: &str) -> Result<i32, Error> {
         .find(|l| l.name == location);
     match configured {
         Some(l) if l.url.is_some() => {}
-        Some(_) => return Err(Error::Usage(format!(
+        Some(_) => {
+            return Err(Error::Usage(format!(
             "location `{location}` is a folder; `login` is for object stores (`url = \"s3://…\"`)"
-        ))),
+        )))
+        }
         None => return Err(Error::Usage(format!("no location named `{location}`"))),
     }
     let stdin = std::io::stdin();

@@ -44,7 +44,7 @@ impl Session {
         match &self.lease {
             Lease::Held(_) => return Ok(()),
             Lease::Refused(why) => return Err(Published::Raced(why.clone())),
-            Lease::None => {}
+            Lease::None => super::pause("before_lease"),
         }
         self.lease = match self.take_lease() {
             Ok(etag) => Lease::Held(etag),
@@ -53,7 +53,7 @@ impl Session {
         if let Lease::Refused(why) = &self.lease {
             return Err(Published::Raced(why.clone()));
         }
-        crate::failpoint::hit("store_lease_taken");
+        super::pause("lease_taken");
         let Some(selector) = self.selector.clone() else {
             return Ok(());
         };

@@ -253,19 +253,49 @@ impl Session {
                 continue;
             };
             let rel = format!("{base}{n}");
-            let ours = names::parse_backup_name(&n).is_some_and(|b| b.file_name == name);
-            if ours && !self.index.0.contains_key(&rel) {
-                self.put_file(root, &rel)?;
+            match names::parse_backup_name(&n) {
+                Some(b) if b.file_name == name && !self.index.0.contains_key(&rel) => {
+                    self.put_backup(root, &rel, &base, &b)?
+                }
+                _ => {}
             }
         }
         Ok(())
     }
 
+    /// A backup, as a new object: under the next free name when another machine made one of
+    /// the same name (the same file backed up in the same second).
+    fn put_backup(
+        &mut self,
+        root: &Path,
+        rel: &str,
+        base: &str,
+        b: &names::BackupName,
+    ) -> Result<(), Published> {
+        let mut last = String::new();
+        for n in b.n..b.n + 100 {
+            let key = format!("{base}{}", names::backup_name(&b.file_name, b.at, n));
+            match self.put_as(root, rel, &key) {
+                Err(Published::Raced(why)) => last = why,
+                done => return done,
+            }
+        }
+        Err(Published::Failed(format!(
+            "no free backup name for {rel} in {} ({last})",
+            self.spec.url()
+        )))
+    }
+
     /// Puts one mirror file: over the version the mirror holds, or as a new object.
     pub(super) fn put_file(&mut self, root: &Path, rel: &str) -> Result<(), Published> {
+        self.put_as(root, rel, rel)
+    }
+
+    /// Puts the mirror file `rel` at `key` (both relative to the prefix).
+    fn put_as(&mut self, root: &Path, rel: &str, key: &str) -> Result<(), Published> {
         let path = root.join(rel);
         let before = stat(&path);
-        let mode = match self.index.0.get(rel) {
+        let mode = match self.index.0.get(key) {
             Some(h) => PutMode::Update(UpdateVersion {
                 e_tag: Some(h.etag.clone()),
                 version: None,
@@ -274,7 +304,7 @@ impl Session {
         };
         let size = before.map_or(0, |s| s[0] as u64);
         let etag = if size > MULTIPART_ABOVE {
-            self.put_parts(&path, rel, &mode)?
+            self.put_parts(&path, key, &mode)?
         } else {
             let bytes = std::fs::read(&path)
                 .map_err(|e| Published::Failed(format!("read {}: {e}", path.display())))?;
@@ -284,10 +314,10 @@ impl Session {
                 ..Default::default()
             };
             self.stats.put += 1;
-            let (s3, key) = (self.s3.clone(), self.key(rel));
-            let put = self.block(async move { s3.put_opts(&key, bytes.into(), opts).await });
+            let (s3, object) = (self.s3.clone(), self.key(key));
+            let put = self.block(async move { s3.put_opts(&object, bytes.into(), opts).await });
             self.stats.bytes_up += size;
-            put.map_err(|e| self.lost_or_failed(&e, rel))?
+            put.map_err(|e| self.lost_or_failed(&e, key))?
                 .e_tag
                 .unwrap_or_default()
         };
@@ -404,7 +434,8 @@ impl Session {
                     h.stat = [0; 4];
                 }
                 Published::Raced(format!(
-                    "{rel} was changed in {} by another machine since the scan; it will be synced next run",
+                    "{rel} was changed in {} by another machine since the scan; it will be synced \
+                     next run ({e})",
                     self.spec.url()
                 ))
             }

@@ -137,6 +137,26 @@ impl Stores {
     }
 }
 
+/// Test hook: with `METASYNC_STORE_PAUSE=<point>:<folder>` a run stops at `point`
+/// (`before_lease`, `lease_taken`), says so by creating `<folder>/reached`, and goes on once
+/// `<folder>/go` exists: a test can then act as another writer at exactly that moment.
+pub(crate) fn pause(point: &str) {
+    let Ok(v) = std::env::var("METASYNC_STORE_PAUSE") else {
+        return;
+    };
+    let Some((at, dir)) = v.split_once(':') else {
+        return;
+    };
+    if at != point {
+        return;
+    }
+    let dir = Path::new(dir);
+    let _ = std::fs::write(dir.join("reached"), point);
+    while !dir.join("go").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Releases the run's leases when dropped (also when a run stops on an error).
 pub struct RunGuard<'a>(pub &'a Stores);
 

@@ -92,13 +92,54 @@ impl Moto {
         keys
     }
 
+    /// Another writer, paying no heed to leases: puts `body` at `key` of `bucket`.
+    pub fn put(&self, bucket: &str, key: &str, body: &str) {
+        use object_store::ObjectStoreExt;
+        let s3 = self.client(bucket);
+        let body = body.as_bytes().to_vec();
+        block(async move { s3.put(&key.into(), body.into()).await }).expect("put");
+    }
+
+    /// The object at `key` of `bucket` ("" when there is none).
+    pub fn get(&self, bucket: &str, key: &str) -> String {
+        use object_store::ObjectStoreExt;
+        let s3 = self.client(bucket);
+        let got = block(async move {
+            match s3.get(&key.into()).await {
+                Ok(r) => r.bytes().await.map(|b| b.to_vec()),
+                Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
+        });
+        String::from_utf8_lossy(&got.expect("get")).into_owned()
+    }
+
+    /// A signed client of `bucket` (moto takes any key).
+    fn client(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .build()
+            .expect("an S3 client")
+    }
+
     /// One plain HTTP request; the whole reply.
     fn request(&self, method: &str, path: &str) -> String {
+        self.send(method, path, "")
+    }
+
+    fn send(&self, method: &str, path: &str, body: &str) -> String {
+        // Unsigned: moto takes these for buckets and listings, not for objects.
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.port,
+            body.len()
         )
         .unwrap();
         let mut out = String::new();
@@ -114,6 +155,14 @@ impl Moto {
             self.endpoint()
         )
     }
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
 }
 
 impl Drop for Moto {
