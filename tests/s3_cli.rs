@@ -351,3 +351,173 @@ fn login_stores_the_key_that_later_runs_use() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `sync --json` on `m`, stopped at `point` (see `METASYNC_STORE_PAUSE`) until `go`.
+struct Paused {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Paused {
+    fn start(m: &Machine, point: &str) -> Paused {
+        let dir = tempfile::tempdir().unwrap();
+        let child = m
+            .cmd(&["--json", "sync"])
+            .env("METASYNC_STORE_PAUSE", format!("{point}:{}", dir.path().display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut p = Paused { child, dir };
+        while !p.dir.path().join("reached").exists() {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!("the run ended ({status}) before it reached {point}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        p
+    }
+
+    /// Lets it go on; its exit code and report.
+    fn finish(self) -> (i32, serde_json::Value) {
+        std::fs::write(self.dir.path().join("go"), "").unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        let r = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stderr))
+        });
+        (out.status.code().unwrap_or(-1), r)
+    }
+}
+
+/// Two machines in sync on `v1` through one bucket.
+fn pair(moto: &Moto, w: &World) -> (Machine, Machine) {
+    moto.create_bucket("shared");
+    let loc = moto.location("s3", "shared", "meta");
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    write_aged(&a.file(RULES), "v1\n", 1000);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    (a, b)
+}
+
+const KEY: &str = "meta/sorting-rules.yaml";
+
+#[test]
+fn a_write_that_lost_the_race_overwrites_nothing_and_the_next_run_converges() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (a, _b) = pair(&moto, &w);
+    write_aged(&a.file(RULES), "v2 from a\n", 100);
+    // A has scanned and holds the lease; another writer (ignoring leases) replaces the object.
+    let run = Paused::start(&a, "lease_taken");
+    moto.put("shared", KEY, "v3 from elsewhere\n");
+    let (code, r) = run.finish();
+    assert_eq!(code, 0, "{r:#}");
+    assert!(
+        r["warnings"].to_string().contains("was changed in s3://shared/meta by another machine"),
+        "{r:#}"
+    );
+    assert_eq!(moto.get("shared", KEY), "v3 from elsewhere\n", "not overwritten");
+    // The next run sees both edits: a conflict, settled by the strategy (newest: the other
+    // writer's), with A's edit kept as a backup. Then everything agrees and is quiet.
+    let r = a.sync(&[], 0);
+    assert!(r["files"][0]["reason"].as_str().unwrap().contains("conflict"), "{r:#}");
+    assert_eq!(read(&a.file(RULES)), "v3 from elsewhere\n");
+    assert!(backups_in(&a.home, RULES).iter().any(|p| read(p) == "v2 from a\n"));
+    assert_eq!(moto.get("shared", KEY), "v3 from elsewhere\n");
+    let r = a.sync(&[], 0);
+    assert!(r["actions"].as_array().unwrap().is_empty(), "{r:#}");
+}
+
+#[test]
+fn a_change_between_the_scan_and_the_lease_is_left_for_the_next_run() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (a, b) = pair(&moto, &w);
+    write_aged(&a.file(RULES), "v2 from a\n", 200);
+    write_aged(&b.file(RULES), "v2 from b\n", 100);
+    // A has scanned; B syncs its edit completely before A takes the lease.
+    let run = Paused::start(&a, "before_lease");
+    b.sync(&[], 0);
+    assert_eq!(moto.get("shared", KEY), "v2 from b\n");
+    let (code, r) = run.finish();
+    assert_eq!(code, 0, "{r:#}");
+    assert!(r["warnings"].to_string().contains("changed in s3://shared/meta since the scan"), "{r:#}");
+    assert_eq!(moto.get("shared", KEY), "v2 from b\n", "B's version stands");
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    for m in [&a, &b] {
+        assert_eq!(read(&m.file(RULES)), "v2 from b\n");
+    }
+    assert!(backups_in(&a.home, RULES).iter().any(|p| read(p) == "v2 from a\n"));
+}
+
+#[test]
+fn the_lease_keeps_a_second_machine_from_writing_during_a_run() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (a, b) = pair(&moto, &w);
+    write_aged(&a.file(RULES), "v2 from a\n", 200);
+    let run = Paused::start(&a, "lease_taken");
+    assert!(moto.keys("shared").contains(&"meta/.metasync-lease".to_string()));
+    write_aged(&b.file(RULES), "v2 from b\n", 100);
+    let r = b.sync(&[], 0);
+    assert!(r["warnings"].to_string().contains("is in use by"), "{r:#}");
+    assert_eq!(moto.get("shared", KEY), "v1\n", "B wrote nothing while A held the lease");
+    let (code, r) = run.finish();
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(moto.get("shared", KEY), "v2 from a\n");
+    assert!(!moto.keys("shared").contains(&"meta/.metasync-lease".to_string()), "released");
+    // B's next run: both changed since v1, newest (B's) wins everywhere.
+    b.sync(&[], 0);
+    a.sync(&[], 0);
+    assert_eq!(read(&a.file(RULES)), "v2 from b\n");
+    assert_eq!(moto.get("shared", KEY), "v2 from b\n");
+}
+
+#[test]
+fn two_machines_syncing_at_once_in_a_loop_lose_no_update() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("shared");
+    let w = World::new();
+    let loc = format!("files = [\"*.txt\"]\n{}", moto.location("s3", "shared", "meta"));
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    for i in 0..6 {
+        std::fs::write(a.file("from-a.txt"), format!("a {i}\n")).unwrap();
+        std::fs::write(b.file("from-b.txt"), format!("b {i}\n")).unwrap();
+        let runs: Vec<_> = [&a, &b]
+            .iter()
+            .map(|m| m.cmd(&["--json", "sync"]).output_spawned())
+            .collect();
+        for run in runs {
+            let out = run.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    // Runs refused by the other's lease left their changes for later: two more rounds settle.
+    for _ in 0..2 {
+        a.sync(&[], 0);
+        b.sync(&[], 0);
+    }
+    for m in [&a, &b] {
+        assert_eq!(read(&m.file("from-a.txt")), "a 5\n");
+        assert_eq!(read(&m.file("from-b.txt")), "b 5\n");
+    }
+    assert_eq!(moto.get("shared", "meta/from-a.txt"), "a 5\n");
+    assert_eq!(moto.get("shared", "meta/from-b.txt"), "b 5\n");
+}
+
+trait SpawnOut {
+    fn output_spawned(&mut self) -> std::process::Child;
+}
+
+impl SpawnOut for std::process::Command {
+    fn output_spawned(&mut self) -> std::process::Child {
+        self.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}

@@ -53,8 +53,8 @@ impl Session {
         if let Lease::Refused(why) = &self.lease {
             return Err(Published::Raced(why.clone()));
         }
-        super::pause("lease_taken");
         let Some(selector) = self.selector.clone() else {
+            super::pause("lease_taken");
             return Ok(());
         };
         let now = self.listed_versions(&selector).map_err(Published::Failed)?;
@@ -65,6 +65,7 @@ impl Session {
             .map(|(rel, _)| rel.clone())
             .chain(index.keys().filter(|k| !now.contains_key(*k)).cloned());
         self.moved = moved.collect();
+        super::pause("lease_taken");
         Ok(())
     }
 
