@@ -363,7 +363,10 @@ impl Paused {
         let dir = tempfile::tempdir().unwrap();
         let child = m
             .cmd(&["--json", "sync"])
-            .env("METASYNC_STORE_PAUSE", format!("{point}:{}", dir.path().display()))
+            .env(
+                "METASYNC_STORE_PAUSE",
+                format!("{point}:{}", dir.path().display()),
+            )
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -382,9 +385,8 @@ impl Paused {
     fn finish(self) -> (i32, serde_json::Value) {
         std::fs::write(self.dir.path().join("go"), "").unwrap();
         let out = self.child.wait_with_output().unwrap();
-        let r = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("{e}: {}", String::from_utf8_lossy(&out.stderr))
-        });
+        let r = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
         (out.status.code().unwrap_or(-1), r)
     }
 }
@@ -415,16 +417,30 @@ fn a_write_that_lost_the_race_overwrites_nothing_and_the_next_run_converges() {
     let (code, r) = run.finish();
     assert_eq!(code, 0, "{r:#}");
     assert!(
-        r["warnings"].to_string().contains("was changed in s3://shared/meta by another machine"),
+        r["warnings"]
+            .to_string()
+            .contains("was changed in s3://shared/meta by another machine"),
         "{r:#}"
     );
-    assert_eq!(moto.get("shared", KEY), "v3 from elsewhere\n", "not overwritten");
+    assert_eq!(
+        moto.get("shared", KEY),
+        "v3 from elsewhere\n",
+        "not overwritten"
+    );
     // The next run sees both edits: a conflict, settled by the strategy (newest: the other
     // writer's), with A's edit kept as a backup. Then everything agrees and is quiet.
     let r = a.sync(&[], 0);
-    assert!(r["files"][0]["reason"].as_str().unwrap().contains("conflict"), "{r:#}");
+    assert!(
+        r["files"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("conflict"),
+        "{r:#}"
+    );
     assert_eq!(read(&a.file(RULES)), "v3 from elsewhere\n");
-    assert!(backups_in(&a.home, RULES).iter().any(|p| read(p) == "v2 from a\n"));
+    assert!(backups_in(&a.home, RULES)
+        .iter()
+        .any(|p| read(p) == "v2 from a\n"));
     assert_eq!(moto.get("shared", KEY), "v3 from elsewhere\n");
     let r = a.sync(&[], 0);
     assert!(r["actions"].as_array().unwrap().is_empty(), "{r:#}");
@@ -443,14 +459,21 @@ fn a_change_between_the_scan_and_the_lease_is_left_for_the_next_run() {
     assert_eq!(moto.get("shared", KEY), "v2 from b\n");
     let (code, r) = run.finish();
     assert_eq!(code, 0, "{r:#}");
-    assert!(r["warnings"].to_string().contains("changed in s3://shared/meta since the scan"), "{r:#}");
+    assert!(
+        r["warnings"]
+            .to_string()
+            .contains("changed in s3://shared/meta since the scan"),
+        "{r:#}"
+    );
     assert_eq!(moto.get("shared", KEY), "v2 from b\n", "B's version stands");
     a.sync(&[], 0);
     b.sync(&[], 0);
     for m in [&a, &b] {
         assert_eq!(read(&m.file(RULES)), "v2 from b\n");
     }
-    assert!(backups_in(&a.home, RULES).iter().any(|p| read(p) == "v2 from a\n"));
+    assert!(backups_in(&a.home, RULES)
+        .iter()
+        .any(|p| read(p) == "v2 from a\n"));
 }
 
 #[test]
@@ -460,15 +483,26 @@ fn the_lease_keeps_a_second_machine_from_writing_during_a_run() {
     let (a, b) = pair(&moto, &w);
     write_aged(&a.file(RULES), "v2 from a\n", 200);
     let run = Paused::start(&a, "lease_taken");
-    assert!(moto.keys("shared").contains(&"meta/.metasync-lease".to_string()));
+    assert!(moto
+        .keys("shared")
+        .contains(&"meta/.metasync-lease".to_string()));
     write_aged(&b.file(RULES), "v2 from b\n", 100);
     let r = b.sync(&[], 0);
     assert!(r["warnings"].to_string().contains("is in use by"), "{r:#}");
-    assert_eq!(moto.get("shared", KEY), "v1\n", "B wrote nothing while A held the lease");
+    assert_eq!(
+        moto.get("shared", KEY),
+        "v1\n",
+        "B wrote nothing while A held the lease"
+    );
     let (code, r) = run.finish();
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(moto.get("shared", KEY), "v2 from a\n");
-    assert!(!moto.keys("shared").contains(&"meta/.metasync-lease".to_string()), "released");
+    assert!(
+        !moto
+            .keys("shared")
+            .contains(&"meta/.metasync-lease".to_string()),
+        "released"
+    );
     // B's next run: both changed since v1, newest (B's) wins everywhere.
     b.sync(&[], 0);
     a.sync(&[], 0);
@@ -481,7 +515,10 @@ fn two_machines_syncing_at_once_in_a_loop_lose_no_update() {
     let Some(moto) = server() else { return };
     moto.create_bucket("shared");
     let w = World::new();
-    let loc = format!("files = [\"*.txt\"]\n{}", moto.location("s3", "shared", "meta"));
+    let loc = format!(
+        "files = [\"*.txt\"]\n{}",
+        moto.location("s3", "shared", "meta")
+    );
     let a = w.machine("a", &[], &loc);
     let b = w.machine("b", &[], &loc);
     for i in 0..6 {
@@ -493,7 +530,12 @@ fn two_machines_syncing_at_once_in_a_loop_lose_no_update() {
             .collect();
         for run in runs {
             let out = run.wait_with_output().unwrap();
-            assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
     }
     // Runs refused by the other's lease left their changes for later: two more rounds settle.
@@ -520,4 +562,94 @@ impl SpawnOut for std::process::Command {
             .spawn()
             .unwrap()
     }
+}
+
+#[test]
+fn the_server_killed_mid_run_loses_nothing_and_a_relink_repopulates_the_bucket() {
+    let Some(mut moto) = server() else { return };
+    let w = World::new();
+    let (a, b) = pair(&moto, &w);
+    write_aged(&a.file(RULES), "v2 from a\n", 100);
+    let run = Paused::start(&a, "lease_taken");
+    moto.kill();
+    let (code, r) = run.finish();
+    assert_eq!(code, 1, "the write failed: {r:#}");
+    assert!(
+        r["errors"].to_string().contains("endpoint unreachable"),
+        "{r:#}"
+    );
+    assert_eq!(read(&a.file(RULES)), "v2 from a\n", "nothing lost here");
+    // While it is down: unavailable, a warning, exit 0.
+    let r = a.sync(&[], 0);
+    assert!(
+        r["warnings"].to_string().contains("s3 unavailable"),
+        "{r:#}"
+    );
+    // moto keeps nothing across a restart: the bucket comes back empty, so the store is not
+    // the one this machine knew until it is relinked; then the next run fills it again.
+    moto.restart();
+    moto.create_bucket("shared");
+    let r = a.sync(&[], 0);
+    assert!(
+        r["warnings"].to_string().contains("identity marker"),
+        "{r:#}"
+    );
+    let (code, r) = a.json(&["relink", "s3"]);
+    assert_eq!(code, 0, "{r:#}");
+    a.sync(&[], 0);
+    assert_eq!(moto.get("shared", KEY), "v2 from a\n");
+    let (code, _) = b.json(&["relink", "s3"]);
+    assert_eq!(code, 0);
+    b.sync(&[], 0);
+    assert_eq!(read(&b.file(RULES)), "v2 from a\n");
+}
+
+#[test]
+fn a_200_mb_database_goes_up_in_parts_and_comes_down_whole() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("shared");
+    let w = World::new();
+    let loc = format!(
+        "files = [\"*.db\"]\n{}",
+        moto.location("s3", "shared", "meta")
+    );
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    let db = a.file("big.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE blobs(id INTEGER PRIMARY KEY, data BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+             INSERT INTO blobs(id, data) SELECT i, randomblob(1048576) FROM n;",
+        )
+        .unwrap();
+    }
+    set_age(&db, 100);
+    assert!(std::fs::metadata(&db).unwrap().len() > 200 << 20);
+    a.sync(&[], 0);
+    let n = requests(&a, "s3");
+    assert!(n["put"].as_u64().unwrap() > 10, "in parts: {n}");
+    b.sync(&[], 0);
+    // The same rows (a database travels as a snapshot, not byte for byte).
+    let rows = |p: &std::path::Path| {
+        let c = rusqlite::Connection::open(p).unwrap();
+        let ok: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok", "{}", p.display());
+        let mut q = c.prepare("SELECT id, data FROM blobs ORDER BY id").unwrap();
+        let all: Vec<(i64, Vec<u8>)> = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        all
+    };
+    let there = rows(&b.file("big.db"));
+    assert_eq!(there.len(), 200);
+    assert!(
+        there == rows(&db),
+        "the rows that came down are the rows that went up"
+    );
 }

@@ -31,3 +31,15 @@ impl Engine {
         outcome
     }
 }
+
+impl Engine {
+    /// Publishes a marker just written in an object store's mirror (a relink).
+    pub(super) fn publish_marker(&self, name: &str) -> Result<()> {
+        match self.stores.publish(name, crate::names::MARKER) {
+            None | Some(Published::Done) => Ok(()),
+            Some(Published::Raced(why) | Published::Failed(why)) => Err(Error::Refused(format!(
+                "{name} cannot be relinked now: {why}"
+            ))),
+        }
+    }
+}

@@ -211,7 +211,8 @@ impl Session {
         }
         let root = self.mirror.clone();
         let outcome = self.publish_backups(&root, file).and_then(|()| {
-            if root.join(names::MARKER).is_file() && !self.index.0.contains_key(names::MARKER) {
+            let marker_new = !self.index.0.contains_key(names::MARKER);
+            if file != names::MARKER && marker_new && root.join(names::MARKER).is_file() {
                 self.put_file(&root, names::MARKER)?;
             }
             if root.join(file).is_file() {
