@@ -103,8 +103,17 @@ impl LocationConfig {
                     ));
                 }
             }
+            if self.path.is_empty() {
+                return Err((
+                    key("path"),
+                    format!(
+                        "location `{name}` needs `path` (a folder) or `url` (an object store, \
+                         s3://BUCKET/PREFIX)"
+                    ),
+                ));
+            }
             if self.path.trim().is_empty() {
-                return Err((key("").trim_end_matches('.').to_string(), format!("location `{name}` needs `path` (a folder) or `url` (an object store, s3://BUCKET/PREFIX)")));
+                return Err((key("path"), format!("location `{name}` has an empty path")));
             }
             return Ok(());
         };
@@ -575,10 +584,20 @@ fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
 /// The line of `key` (a full name as [`spanned_keys`] gives it), or of the first line that
 /// sets it when the document cannot say.
 fn key_line(text: &str, key: &str) -> Option<usize> {
-    spanned_keys(text)
-        .iter()
-        .find(|(name, _, _)| name == key)
-        .map(|(_, k, _)| line_col(text, k.start).0)
+    let keys = spanned_keys(text);
+    let line_of = |key: &str| {
+        keys.iter()
+            .find(|(name, _, _)| name == key)
+            .map(|(_, k, _)| line_col(text, k.start).0)
+    };
+    // A key left out of an array's item (`locations[1].path`): the item's line.
+    let item = || {
+        key.rsplit_once('.')
+            .filter(|(parent, _)| parent.ends_with(']'))
+            .and_then(|(parent, _)| line_of(parent))
+    };
+    line_of(key)
+        .or_else(item)
         .or_else(|| find_key_line(text, key.rsplit('.').next().unwrap_or(key)))
 }
 
@@ -681,7 +700,7 @@ mod tests {
             ),
             (
                 "[[locations]]\nname = \"a\"\npath = \"/a\"\n[[locations]]\nname = \"b\"\n",
-                ": key `locations[1]`: location `b` needs `path` (a folder) or `url`",
+                ":4: key `locations[1].path`: location `b` needs `path` (a folder) or `url`",
             ),
             ("files = [\"a\", 3]\n", ":1:15: key `files[1]`:"),
             ("strategy = 1\n", ":1:12: key `strategy`: invalid type: expected a string"),
@@ -737,7 +756,7 @@ mod store_tests {
         for (text, want) in [
             (
                 "[[locations]]\nname = \"b\"\n",
-                "/h/metasync.toml:1: key `locations[0]`: location `b` needs `path` (a folder) or `url`",
+                "/h/metasync.toml:1: key `locations[0].path`: location `b` needs `path` (a folder) or `url`",
             ),
             (
                 "[[locations]]\nname = \"b\"\npath = \"/x\"\nurl = \"s3://bkt/p\"\n",
