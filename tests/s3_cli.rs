@@ -307,6 +307,30 @@ fn unreachable_missing_or_unauthorised_stores_are_unavailable_with_the_reason() 
 }
 
 #[test]
+fn a_key_the_server_does_not_know_is_access_denied() {
+    if server().is_none() {
+        return;
+    }
+    let moto = Moto::start_checking_keys().unwrap();
+    moto.create_bucket("present");
+    let w = World::new();
+    let m = w.machine(
+        "m",
+        &[("drive", "drive")],
+        &moto.location("s3", "present", "m"),
+    );
+    write_aged(&m.file(RULES), "v1\n", 100);
+    let r = m.sync(&[], 0);
+    assert!(
+        warnings(&r)
+            .contains("s3 unavailable: s3://present/m: access denied (are the credentials right?)"),
+        "{r:#}"
+    );
+    assert!(warnings(&r).contains("InvalidAccessKeyId"), "{r:#}");
+    assert_eq!(read(&w.path("drive").join(RULES)), "v1\n");
+}
+
+#[test]
 fn login_stores_the_key_that_later_runs_use() {
     let Some(moto) = server() else { return };
     moto.create_bucket("present");

@@ -11,11 +11,22 @@ use std::time::Duration;
 pub struct Moto {
     child: Option<Child>,
     pub port: u16,
+    env: Vec<(String, String)>,
 }
 
 impl Moto {
     /// Starts one; `None` (after saying so on stderr) when `moto_server` is missing outside CI.
     pub fn start() -> Option<Moto> {
+        Moto::start_with(&[])
+    }
+
+    /// One that checks credentials: after the first (unsigned) request, which may create a
+    /// bucket, only keys it knows (none) are accepted.
+    pub fn start_checking_keys() -> Option<Moto> {
+        Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Option<Moto> {
         let found = Command::new("moto_server")
             .arg("--help")
             .stdout(Stdio::null())
@@ -36,7 +47,15 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut m = Moto { child: None, port };
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut m = Moto {
+            child: None,
+            port,
+            env,
+        };
         m.restart();
         Some(m)
     }
@@ -45,6 +64,7 @@ impl Moto {
     pub fn restart(&mut self) {
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
