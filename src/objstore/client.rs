@@ -184,12 +184,13 @@ impl Session {
         let path = self
             .index_path
             .with_file_name(format!("{}.stats.json", self.name));
+        // Diagnostics, not state: written plainly, without an fsync.
         if let Ok(text) = serde_json::to_vec_pretty(&self.stats) {
-            let _ = crate::apply::atomic::write_bytes(&path, &text, "store request counts");
+            let _ = std::fs::write(&path, text);
         }
-        tracing::info!(target: "metasync", "{}: {} request(s) to {} ({:?})", self.name,
-            self.stats.list + self.stats.get + self.stats.head + self.stats.put + self.stats.delete,
-            self.spec.url(), self.stats);
+        let s = &self.stats;
+        let total = s.list + s.get + s.head + s.put + s.delete;
+        tracing::info!(target: "metasync", "{}: {total} request(s) to {} ({s:?})", self.name, self.spec.url());
     }
 }
 

@@ -128,8 +128,12 @@ impl Session {
             .collect())
     }
 
+    /// Saves the index when it changed (a no-op run writes nothing).
     pub(super) fn save_index(&self) -> Result<(), String> {
         let text = serde_json::to_vec(&self.index).map_err(|e| e.to_string())?;
+        if std::fs::read(&self.index_path).is_ok_and(|old| old == text) {
+            return Ok(());
+        }
         crate::apply::atomic::write_bytes(&self.index_path, &text, "objstore")
             .map_err(|e| format!("cannot save the store's index: {e}"))
     }
