@@ -173,8 +173,9 @@ impl Session {
 
     /// Starts a run: counts from zero, no lease, nothing moved.
     pub(super) fn begin_run(&mut self) {
+        // A lease still held (a run that did not end through `end_run`) is given back.
+        self.release_lease();
         self.stats = Stats::default();
-        self.lease = lease::Lease::None;
         self.moved.clear();
     }
 
