@@ -42,17 +42,117 @@ pub struct MergeOverride {
     pub merge: MergeMode,
 }
 
-/// A remote location as configured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A remote location as configured: a folder (`path`) or an object store (`url`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocationConfig {
     /// Its name (`icloud`, `external`, ...); `local` is reserved.
     pub name: String,
-    /// Its root folder (`~` expands to the user's home).
+    /// Its root folder (`~` expands to the user's home); empty for an object store.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
     /// When set, the location is available only while this is a mounted volume.
     #[serde(default)]
     pub mount_point: Option<String>,
+    /// An object store: `s3://BUCKET/PREFIX`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The object store's server, when not AWS (`https://s3.example.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The object store's region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Whether the object store may be reached over plain `http://` (a server on this machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+}
+
+impl LocationConfig {
+    /// The object store this location is, if it is one (`None` for a folder or a bad URL,
+    /// which validation refuses).
+    pub fn store(&self) -> Option<crate::objstore::StoreSpec> {
+        let (bucket, prefix) = crate::objstore::StoreSpec::parse_url(self.url.as_deref()?).ok()?;
+        Some(crate::objstore::StoreSpec {
+            bucket,
+            prefix,
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            allow_http: self.allow_http.unwrap_or(false),
+        })
+    }
+
+    /// Checks `path` against `url` and the object-store keys: the key at fault and why.
+    fn validate_kind(
+        &self,
+        key: impl Fn(&str) -> String,
+    ) -> std::result::Result<(), (String, String)> {
+        let name = &self.name;
+        let Some(url) = &self.url else {
+            for (k, set) in [
+                ("endpoint", self.endpoint.is_some()),
+                ("region", self.region.is_some()),
+                ("allow_http", self.allow_http.is_some()),
+            ] {
+                if set {
+                    return Err((
+                        key(k),
+                        format!(
+                            "location `{name}` has `{k}` but no `url` (it is for object stores)"
+                        ),
+                    ));
+                }
+            }
+            if self.path.is_empty() {
+                return Err((
+                    key("path"),
+                    format!(
+                        "location `{name}` needs `path` (a folder) or `url` (an object store, \
+                         s3://BUCKET/PREFIX)"
+                    ),
+                ));
+            }
+            if self.path.trim().is_empty() {
+                return Err((key("path"), format!("location `{name}` has an empty path")));
+            }
+            return Ok(());
+        };
+        if !self.path.is_empty() {
+            return Err((
+                key("url"),
+                format!("location `{name}` has both `path` and `url`; give one"),
+            ));
+        }
+        if self.mount_point.is_some() {
+            return Err((
+                key("mount_point"),
+                format!("location `{name}` is an object store: `mount_point` is for drives"),
+            ));
+        }
+        crate::objstore::StoreSpec::parse_url(url)
+            .map_err(|m| (key("url"), format!("location `{name}`: {m}")))?;
+        if let Some(e) = &self.endpoint {
+            let http = e.starts_with("http://");
+            if !(http || e.starts_with("https://")) {
+                return Err((
+                    key("endpoint"),
+                    format!(
+                        "location `{name}`: endpoint `{e}` must start with https:// (or http://)"
+                    ),
+                ));
+            }
+            if http && self.allow_http != Some(true) {
+                return Err((key("endpoint"), format!("location `{name}`: endpoint `{e}` is plain http; set `allow_http = true` if it is a server on this machine")));
+            }
+        }
+        if self.region.as_ref().is_some_and(|r| r.trim().is_empty()) {
+            return Err((
+                key("region"),
+                format!("location `{name}` has an empty region"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Backup settings.
@@ -158,11 +258,13 @@ fn default_locations() -> Vec<LocationConfig> {
             name: "icloud".into(),
             path: "~/Library/Mobile Documents/com~apple~CloudDocs/.metasystem".into(),
             mount_point: None,
+            ..Default::default()
         },
         LocationConfig {
             name: "external".into(),
             path: "/Volumes/4444-iivii/.metasystem".into(),
             mount_point: Some("/Volumes/4444-iivii".into()),
+            ..Default::default()
         },
     ]
 }
@@ -257,12 +359,7 @@ impl Config {
                     format!("location `{}` is configured twice", loc.name),
                 ));
             }
-            if loc.path.trim().is_empty() {
-                return Err((
-                    key("path"),
-                    format!("location `{}` has an empty path", loc.name),
-                ));
-            }
+            loc.validate_kind(key)?;
             if loc
                 .mount_point
                 .as_ref()
@@ -487,10 +584,20 @@ fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
 /// The line of `key` (a full name as [`spanned_keys`] gives it), or of the first line that
 /// sets it when the document cannot say.
 fn key_line(text: &str, key: &str) -> Option<usize> {
-    spanned_keys(text)
-        .iter()
-        .find(|(name, _, _)| name == key)
-        .map(|(_, k, _)| line_col(text, k.start).0)
+    let keys = spanned_keys(text);
+    let line_of = |key: &str| {
+        keys.iter()
+            .find(|(name, _, _)| name == key)
+            .map(|(_, k, _)| line_col(text, k.start).0)
+    };
+    // A key left out of an array's item (`locations[1].path`): the item's line.
+    let item = || {
+        key.rsplit_once('.')
+            .filter(|(parent, _)| parent.ends_with(']'))
+            .and_then(|(parent, _)| line_of(parent))
+    };
+    line_of(key)
+        .or_else(item)
         .or_else(|| find_key_line(text, key.rsplit('.').next().unwrap_or(key)))
 }
 
@@ -593,7 +700,7 @@ mod tests {
             ),
             (
                 "[[locations]]\nname = \"a\"\npath = \"/a\"\n[[locations]]\nname = \"b\"\n",
-                ":4:1: key `locations[1]`: missing field `path`",
+                ":4: key `locations[1].path`: location `b` needs `path` (a folder) or `url`",
             ),
             ("files = [\"a\", 3]\n", ":1:15: key `files[1]`:"),
             ("strategy = 1\n", ":1:12: key `strategy`: invalid type: expected a string"),
@@ -622,5 +729,58 @@ mod tests {
         let err = Config::load(dir.path(), Some(&dir.path().join("nope.toml"))).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("nope.toml"));
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("/h/metasync.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn object_store_locations_parse_and_validate() {
+        let ok = "[[locations]]\nname = \"s3\"\nurl = \"s3://bkt/meta\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\nregion = \"eu-central-1\"\n";
+        let c = Config::parse(ok, Path::new("/h/metasync.toml")).unwrap();
+        let spec = c.locations[0].store().unwrap();
+        assert_eq!(
+            (spec.bucket.as_str(), spec.prefix.as_str()),
+            ("bkt", "meta")
+        );
+        assert_eq!(spec.region.as_deref(), Some("eu-central-1"));
+        assert!(spec.allow_http);
+        for (text, want) in [
+            (
+                "[[locations]]\nname = \"b\"\n",
+                "/h/metasync.toml:1: key `locations[0].path`: location `b` needs `path` (a folder) or `url`",
+            ),
+            (
+                "[[locations]]\nname = \"b\"\npath = \"/x\"\nurl = \"s3://bkt/p\"\n",
+                ":4: key `locations[0].url`: location `b` has both `path` and `url`",
+            ),
+            (
+                "[[locations]]\nname = \"b\"\nurl = \"https://bkt/p\"\n",
+                ":3: key `locations[0].url`: location `b`: `https://bkt/p` is not an s3:// URL",
+            ),
+            (
+                "[[locations]]\nname = \"b\"\nurl = \"s3://bkt/p\"\nendpoint = \"http://h:9000\"\n",
+                ":4: key `locations[0].endpoint`: location `b`: endpoint `http://h:9000` is plain http; set `allow_http = true`",
+            ),
+            (
+                "[[locations]]\nname = \"b\"\npath = \"/x\"\nregion = \"x\"\n",
+                ":4: key `locations[0].region`: location `b` has `region` but no `url`",
+            ),
+            (
+                "[[locations]]\nname = \"b\"\nurl = \"s3://bkt/p\"\nmount_point = \"/m\"\n",
+                ":4: key `locations[0].mount_point`: location `b` is an object store",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 }

@@ -35,12 +35,14 @@ impl Demo<'_> {
                 .display()
                 .to_string(),
             mount_point: None,
+            ..Default::default()
         }];
         if external {
             locations.push(LocationConfig {
                 name: "external".into(),
                 path: self.root.join("drive/.metasystem").display().to_string(),
                 mount_point: None,
+                ..Default::default()
             });
         }
         let config = Config {

@@ -27,6 +27,7 @@ pub mod logging;
 pub mod merge;
 pub mod model;
 pub mod names;
+pub mod objstore;
 pub mod plan;
 pub mod report;
 pub mod sample;

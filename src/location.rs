@@ -17,6 +17,8 @@ pub struct Location {
     pub root: PathBuf,
     /// When set: available only while this is a mounted volume.
     pub mount_point: Option<PathBuf>,
+    /// When set: an object store, and `root` is its mirror under the home's state folder.
+    pub store: Option<crate::objstore::StoreSpec>,
 }
 
 impl Location {
@@ -37,12 +39,19 @@ pub fn all(home: &Path, config: &Config) -> Vec<Location> {
         name: LOCAL.into(),
         root: home.to_path_buf(),
         mount_point: None,
+        store: None,
     }];
     for l in &config.locations {
+        let store = l.store();
+        let root = match &store {
+            Some(_) => crate::objstore::mirror_root(home, &l.name),
+            None => expand_tilde(&l.path),
+        };
         out.push(Location {
             name: l.name.clone(),
-            root: expand_tilde(&l.path),
+            root,
             mount_point: l.mount_point.as_deref().map(expand_tilde),
+            store,
         });
     }
     out
@@ -95,6 +104,10 @@ pub fn overlap(locations: &[Location]) -> Option<Overlap> {
         .collect();
     for (i, a) in forms.iter().enumerate() {
         for (j, b) in forms.iter().enumerate().skip(i + 1) {
+            // An object store's mirror lies in the home's state folder, which no run syncs.
+            if locations[i].store.is_some() || locations[j].store.is_some() {
+                continue;
+            }
             let b_in_a = (0..2).any(|k| b[k].starts_with(&a[k]));
             let a_in_b = (0..2).any(|k| a[k].starts_with(&b[k]));
             if !(a_in_b || b_in_a) {
@@ -342,6 +355,7 @@ mod tests {
             name: name.into(),
             root: root.into(),
             mount_point: None,
+            store: None,
         }
     }
 
@@ -415,6 +429,7 @@ mod tests {
             name: "ext".into(),
             root: root.to_path_buf(),
             mount_point: mp.map(Path::to_path_buf),
+            store: None,
         }
     }
 

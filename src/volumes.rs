@@ -196,6 +196,7 @@ none /mnt/sandbox/tools/v1/python tmpfs ro 0 0
                     name: name.to_string(),
                     path: format!("{}/.metasystem", mp.unwrap_or("/cloud")),
                     mount_point: mp.map(Into::into),
+                    ..Default::default()
                 })
                 .collect(),
             ..Config::default()

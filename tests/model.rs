@@ -197,12 +197,14 @@ impl Sim {
                 name: "icloud".into(),
                 path: self.icloud().display().to_string(),
                 mount_point: None,
+                ..Default::default()
             });
         }
         c.locations.push(metasync::config::LocationConfig {
             name: "external".into(),
             path: self.mount(m).join(".metasystem").display().to_string(),
             mount_point: None,
+            ..Default::default()
         });
         c
     }

@@ -150,6 +150,12 @@ enum Command {
     },
     /// A self-contained walk-through in a temporary folder.
     Demo,
+    /// Store an object store's access key in the system keychain (read from stdin: the key
+    /// id on the first line, the secret on the second; prompted for on a terminal).
+    Login {
+        /// The object-store location.
+        location: String,
+    },
     /// Set the background loop up as a service (systemd user unit, LaunchAgent on macOS).
     Service {
         #[command(subcommand)]
@@ -389,6 +395,7 @@ fn dispatch(engine: &Engine, cli: &Cli, on_event: &mut dyn FnMut(&Event)) -> Res
             Ok(0)
         }
         Command::Daemon { interval } => daemon(engine, cli, *interval, on_event),
+        Command::Login { location } => login(engine, cli, location),
     }
 }
 
@@ -415,6 +422,49 @@ fn resolve_rows(
     let r = engine.resolve_rows(file, &choices, on_event)?;
     show(cli, &r, metasync::text::run);
     Ok(r.exit_code)
+}
+
+/// `login NAME`: the key id and secret from stdin (or prompts), into the system keychain.
+fn login(engine: &Engine, cli: &Cli, location: &str) -> Result<i32, Error> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let configured = engine
+        .config()
+        .locations
+        .iter()
+        .find(|l| l.name == location);
+    match configured {
+        Some(l) if l.url.is_some() => {}
+        Some(_) => {
+            return Err(Error::Usage(format!(
+            "location `{location}` is a folder; `login` is for object stores (`url = \"s3://…\"`)"
+        )))
+        }
+        None => return Err(Error::Usage(format!("no location named `{location}`"))),
+    }
+    let stdin = std::io::stdin();
+    let prompt = stdin.is_terminal();
+    let mut lines = stdin.lock().lines();
+    let mut ask = |what: &str| -> Result<String, Error> {
+        if prompt {
+            eprint!("{what} for {location}: ");
+            let _ = std::io::stderr().flush();
+        }
+        match lines.next() {
+            Some(Ok(l)) if !l.trim().is_empty() => Ok(l.trim().to_string()),
+            Some(Err(e)) => Err(Error::Usage(format!(
+                "cannot read the {what} from stdin: {e}"
+            ))),
+            _ => Err(Error::Usage(format!("no {what} given on stdin"))),
+        }
+    };
+    let key_id = ask("access key id")?;
+    let secret = ask("secret access key")?;
+    metasync::objstore::login(location, &key_id, &secret).map_err(Error::Usage)?;
+    let done = serde_json::json!({ "location": location, "stored": true });
+    show(cli, &done, |_| {
+        format!("the key for {location} is in the keychain\n")
+    });
+    Ok(0)
 }
 
 /// The background loop, headless: one line (or JSON document) per run.

@@ -11,6 +11,7 @@ mod replay;
 mod rowmerge;
 mod run;
 mod status;
+mod store;
 mod write;
 
 use replay::Replay;
@@ -82,6 +83,7 @@ pub struct Engine {
     source: ConfigSource,
     selector: Selector,
     clock: Arc<dyn Clock>,
+    stores: crate::objstore::Stores,
 }
 
 /// A location with its availability this run.
@@ -105,7 +107,10 @@ impl Place {
         };
         LocationReport {
             name: self.loc.name.clone(),
-            path: self.loc.root.display().to_string(),
+            path: match &self.loc.store {
+                Some(store) => store.url(),
+                None => self.loc.root.display().to_string(),
+            },
             available,
             reason,
         }
@@ -175,6 +180,7 @@ impl Engine {
             source,
             selector,
             clock: Arc::new(SystemClock),
+            stores: Default::default(),
         })
     }
 
@@ -223,7 +229,10 @@ impl Engine {
         location::all(&self.home, &self.config)
             .into_iter()
             .map(|loc| {
-                let availability = location::check(&loc, known.get(&loc.name).map(String::as_str));
+                let availability = match self.stores.refresh(&self.home, &loc, &self.selector) {
+                    Ok(()) => location::check(&loc, known.get(&loc.name).map(String::as_str)),
+                    Err(why) => Availability::Unavailable(why),
+                };
                 Place { loc, availability }
             })
             .collect()

@@ -92,6 +92,7 @@ impl Engine {
         ask: Ask<'_>,
         events: &mut dyn FnMut(&Event),
     ) -> Result<RunReport> {
+        let _stores = crate::objstore::RunGuard(&self.stores);
         let mut run = Run {
             engine: self,
             started: self.clock.now(),

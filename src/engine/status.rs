@@ -114,9 +114,14 @@ impl Engine {
             .find(|l| l.name == name && !l.is_local())
             .ok_or_else(|| Error::Usage(format!("no remote location named `{name}`")))?;
         let _lock = self.lock("metasync relink")?;
+        let _stores = crate::objstore::RunGuard(&self.stores);
         let mut archive = Archive::open(&self.home)?;
         let previous = archive.location_ids()?.remove(name);
-        match location::check(&loc, None) {
+        let available = match self.stores.refresh(&self.home, &loc, &self.selector) {
+            Ok(()) => location::check(&loc, None),
+            Err(why) => Availability::Unavailable(why),
+        };
+        match available {
             Availability::Unavailable(r) => {
                 return Err(Error::Refused(format!(
                     "{name} cannot be relinked now: {r}"
@@ -137,6 +142,7 @@ impl Engine {
                 let id = crate::ids::random_hex(16);
                 location::write_marker(&loc.root, &id, name, &rfc3339(self.clock.now()))
                     .map_err(|e| Error::io("write marker", &loc.root, e))?;
+                self.publish_marker(name)?;
                 id
             }
         };

@@ -328,6 +328,7 @@ impl super::run::Run<'_> {
             let (reports, outcome) =
                 self.engine
                     .apply_group(&job, &mut t.ready, &mut t.changes, &mut *self.events);
+            let outcome = self.engine.published(place, file, outcome, &mut t.changes);
             t.actions.extend(reports);
             match outcome {
                 GroupOutcome::Written => {

@@ -1,0 +1,45 @@
+//! The engine's one hook for object-store locations: what a run wrote in a store's mirror is
+//! published to the bucket before the archive records it (see `crate::objstore`).
+
+use super::write::GroupOutcome;
+use super::*;
+use crate::objstore::Published;
+
+impl Engine {
+    /// After a location's writes for `file`: in an object store they count only once
+    /// published; a write that lost the race to another machine is left for the next run.
+    pub(super) fn published(
+        &self,
+        place: &Place,
+        file: &str,
+        outcome: GroupOutcome,
+        changes: &mut Changes,
+    ) -> GroupOutcome {
+        if !matches!(outcome, GroupOutcome::Written) || place.loc.store.is_none() {
+            return outcome;
+        }
+        let name = &place.loc.name;
+        let outcome = match self.stores.publish(name, file) {
+            None | Some(Published::Done) => return outcome,
+            Some(Published::Raced(why)) => GroupOutcome::Raced(Error::Refused(why)),
+            Some(Published::Failed(why)) => GroupOutcome::Failed(Error::Refused(why)),
+        };
+        // A marker this run made but could not publish is not this location's identity.
+        if !self.stores.marker_published(name) {
+            changes.location_ids.retain(|(n, _)| n != name);
+        }
+        outcome
+    }
+}
+
+impl Engine {
+    /// Publishes a marker just written in an object store's mirror (a relink).
+    pub(super) fn publish_marker(&self, name: &str) -> Result<()> {
+        match self.stores.publish(name, crate::names::MARKER) {
+            None | Some(Published::Done) => Ok(()),
+            Some(Published::Raced(why) | Published::Failed(why)) => Err(Error::Refused(format!(
+                "{name} cannot be relinked now: {why}"
+            ))),
+        }
+    }
+}

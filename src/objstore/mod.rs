@@ -1,0 +1,192 @@
+//! Object-store locations (S3 and compatibles, SPEC §7): a location whose `url` is
+//! `s3://BUCKET/PREFIX`. The engine sees it as a folder: a *mirror* under the home's state
+//! folder (`<home>/.metasync/stores/<name>/`, never inside a synced tree), brought up to the
+//! bucket by one listing before the scan ([`Stores::refresh`]), and every file the run
+//! writes there is published to the bucket before the archive records it
+//! ([`Stores::publish`]), conditional on the object version the run scanned (its ETag), under
+//! a lease that serialises the runs of different machines on one store.
+
+mod client;
+mod credentials;
+mod lease;
+mod mirror;
+
+pub use credentials::{login, Credentials};
+
+use crate::location::Location;
+use crate::select::Selector;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The lease object at the prefix's root.
+pub const LEASE: &str = ".metasync-lease";
+
+/// Where an object-store location lives, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    /// The bucket.
+    pub bucket: String,
+    /// The prefix inside it (no leading or trailing `/`; may be empty).
+    pub prefix: String,
+    /// Any S3-compatible server (default: AWS).
+    pub endpoint: Option<String>,
+    /// The region (default: `us-east-1`).
+    pub region: Option<String>,
+    /// Whether plain `http://` is allowed (a server on this machine).
+    pub allow_http: bool,
+}
+
+impl StoreSpec {
+    /// Parses `s3://BUCKET[/PREFIX]`; the message says what is wrong.
+    pub fn parse_url(url: &str) -> Result<(String, String), String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("`{url}` is not an s3:// URL (s3://BUCKET/PREFIX)"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !bucket_ok {
+            return Err(format!(
+                "`{bucket}` is not a bucket name (3 to 63 lowercase letters, digits, `-`, `.`)"
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+            return Err(format!("prefix `{prefix}` may not hold `.`, `..` or `//`"));
+        }
+        Ok((bucket.to_string(), prefix.to_string()))
+    }
+
+    /// `s3://bucket/prefix`, for messages.
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+/// The mirror folder of the object-store location `name`.
+pub fn mirror_root(home: &Path, name: &str) -> PathBuf {
+    home.join(crate::names::STATE_DIR).join("stores").join(name)
+}
+
+/// How publishing one file's writes went.
+#[derive(Debug)]
+pub enum Published {
+    /// In the bucket now.
+    Done,
+    /// Another writer got there first (or holds the lease): left for the next run.
+    Raced(String),
+    /// A request failed.
+    Failed(String),
+}
+
+/// The object-store locations an engine has met, each with its client and mirror index.
+#[derive(Default)]
+pub struct Stores {
+    sessions: Mutex<HashMap<String, client::Session>>,
+}
+
+impl Stores {
+    /// Brings the mirror of `loc` up to its bucket: one listing, and a download of each
+    /// synced object whose version the mirror does not hold. `Err`: why the location is
+    /// unavailable.
+    pub fn refresh(&self, home: &Path, loc: &Location, selector: &Selector) -> Result<(), String> {
+        let Some(spec) = &loc.store else {
+            return Ok(());
+        };
+        let mut sessions = self.lock();
+        let session = match sessions.remove(&loc.name) {
+            Some(s) if &s.spec == spec => s,
+            _ => client::Session::open(home, &loc.name, spec)?,
+        };
+        let session = sessions.entry(loc.name.clone()).or_insert(session);
+        session.begin_run();
+        session.refresh(&loc.root, selector)
+    }
+
+    /// Publishes what the run just wrote for `file` in the store location `name` (its
+    /// backups, the marker, then the file itself, or its deletion). `None`: not a store.
+    pub fn publish(&self, name: &str, file: &str) -> Option<Published> {
+        let mut sessions = self.lock();
+        let session = sessions.get_mut(name)?;
+        Some(session.publish(file))
+    }
+
+    /// Whether the store `name`'s identity marker is in its bucket (as far as this engine knows).
+    pub fn marker_published(&self, name: &str) -> bool {
+        self.lock()
+            .get(name)
+            .is_none_or(|s| s.index.0.contains_key(crate::names::MARKER))
+    }
+
+    /// Ends a run: leases released, request counts written beside the mirrors.
+    pub fn end_run(&self) {
+        for session in self.lock().values_mut() {
+            session.end_run();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, client::Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Test hook: with `METASYNC_STORE_PAUSE=<point>:<folder>` a run stops at `point`
+/// (`before_lease`, `lease_taken`), says so by creating `<folder>/reached`, and goes on once
+/// `<folder>/go` exists: a test can then act as another writer at exactly that moment.
+pub(crate) fn pause(point: &str) {
+    let Ok(v) = std::env::var("METASYNC_STORE_PAUSE") else {
+        return;
+    };
+    let Some((at, dir)) = v.split_once(':') else {
+        return;
+    };
+    if at != point {
+        return;
+    }
+    let dir = Path::new(dir);
+    let _ = std::fs::write(dir.join("reached"), point);
+    while !dir.join("go").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Releases the run's leases when dropped (also when a run stops on an error).
+pub struct RunGuard<'a>(pub &'a Stores);
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end_run();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_to_bucket_and_prefix() {
+        assert_eq!(
+            StoreSpec::parse_url("s3://my-bucket/a/b/").unwrap(),
+            ("my-bucket".into(), "a/b".into())
+        );
+        assert_eq!(
+            StoreSpec::parse_url("s3://my-bucket").unwrap(),
+            ("my-bucket".into(), "".into())
+        );
+        for bad in [
+            "http://x/y",
+            "s3://",
+            "s3://B_ad/x",
+            "s3://ok-bucket/a/../b",
+        ] {
+            assert!(StoreSpec::parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,679 @@
+//! Object-store locations against a real S3-compatible server (`moto_server`, started on a
+//! free loopback port): machines that share nothing but the bucket, conflicts, a bucket with
+//! a folder remote, unreachable or wrong stores, lost races, concurrent machines.
+
+mod common;
+use common::moto::Moto;
+use common::*;
+
+const RULES: &str = "sorting-rules.yaml";
+
+/// The server, with test credentials in the environment every `metasync` inherits (moto
+/// takes any); `None`: skipped (see `Moto::start`).
+fn server() -> Option<Moto> {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    Moto::start()
+}
+
+/// The requests the last run of `m` made to the store `name`.
+fn requests(m: &Machine, name: &str) -> serde_json::Value {
+    let path = m.home.join(format!(".metasync/stores/{name}.stats.json"));
+    serde_json::from_str(&read(&path)).unwrap()
+}
+
+#[test]
+fn round_trip_between_machines_sharing_only_the_bucket() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("shared");
+    let w = World::new();
+    let loc = moto.location("s3", "shared", "meta");
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    write_aged(&a.file(RULES), "rules: v1\n", 100);
+    let r = a.sync(&[], 0);
+    assert_eq!(r["files"][0]["outcome"], "propagated", "{r:#}");
+    assert_eq!(
+        moto.keys("shared"),
+        ["meta/.metasync-location", "meta/sorting-rules.yaml"],
+        "the marker and the file are objects; the lease is gone"
+    );
+
+    b.sync(&[], 0);
+    assert_eq!(read(&b.file(RULES)), "rules: v1\n");
+    let modified = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    assert_eq!(
+        modified(&a.file(RULES)),
+        modified(&b.file(RULES)),
+        "the copy keeps the edit's modification time through the bucket"
+    );
+
+    write_aged(&b.file(RULES), "rules: v2 from b\n", 50);
+    b.sync(&[], 0);
+    a.sync(&[], 0);
+    assert_eq!(read(&a.file(RULES)), "rules: v2 from b\n");
+    let keys = moto.keys("shared");
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("meta/sorting-rules.yaml.backup-")),
+        "the version b replaced is kept as a backup object: {keys:?}"
+    );
+
+    // A no-op run costs one listing of the prefix and writes nothing.
+    let r = a.sync(&[], 0);
+    assert_eq!(r["actions"].as_array().unwrap().len(), 0, "{r:#}");
+    let n = requests(&a, "s3");
+    assert_eq!(
+        (
+            n["list"].as_u64(),
+            n["get"].as_u64(),
+            n["put"].as_u64(),
+            n["head"].as_u64(),
+            n["delete"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0), Some(0), Some(0)),
+        "{n}"
+    );
+}
+
+/// Two machines on one bucket, in sync on `base`; then A edits and syncs, B edits (newer)
+/// without syncing.
+fn diverge(moto: &Moto, w: &World, extra: &str) -> (Machine, Machine) {
+    moto.create_bucket("shared");
+    let loc = format!("{extra}\n{}", moto.location("s3", "shared", "meta"));
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    write_aged(&a.file(RULES), "base\n", 1000);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    write_aged(&a.file(RULES), "edit from a\n", 200);
+    write_aged(&b.file(RULES), "edit from b (newer)\n", 100);
+    a.sync(&[], 0);
+    assert_eq!(
+        moto.get("shared", "meta/sorting-rules.yaml"),
+        "edit from a\n"
+    );
+    (a, b)
+}
+
+/// The contents of the backup objects of the rules file.
+fn backup_objects(moto: &Moto) -> Vec<String> {
+    moto.keys("shared")
+        .iter()
+        .filter(|k| k.starts_with("meta/sorting-rules.yaml.backup-"))
+        .map(|k| moto.get("shared", k))
+        .collect()
+}
+
+#[test]
+fn conflicts_under_each_strategy_through_the_bucket() {
+    let Some(moto) = server() else { return };
+    // Newest: B's edit wins everywhere; A's is kept as a backup object.
+    let w = World::new();
+    let (a, b) = diverge(&moto, &w, "");
+    let r = b.sync(&[], 0);
+    assert!(
+        r["files"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("conflict"),
+        "{r:#}"
+    );
+    assert_eq!(
+        moto.get("shared", "meta/sorting-rules.yaml"),
+        "edit from b (newer)\n",
+        "{r:#}"
+    );
+    assert!(backup_objects(&moto).contains(&"edit from a\n".to_string()));
+    a.sync(&[], 0);
+    assert_eq!(read(&a.file(RULES)), "edit from b (newer)\n");
+    drop(w);
+
+    // Local (B's) and remote (the bucket's) on fresh buckets.
+    for (strategy, winner) in [
+        ("local", "edit from b (newer)\n"),
+        ("remote", "edit from a\n"),
+    ] {
+        let moto = server().unwrap();
+        let w = World::new();
+        let (_a, b) = diverge(&moto, &w, "");
+        let r = b.sync(&["--strategy", strategy], 0);
+        assert_eq!(read(&b.file(RULES)), winner, "{strategy}: {r:#}");
+        assert_eq!(
+            moto.get("shared", "meta/sorting-rules.yaml"),
+            winner,
+            "{strategy}"
+        );
+    }
+
+    // Manual: nothing overwritten until resolved, then the bucket's version is kept.
+    let moto = server().unwrap();
+    let w = World::new();
+    let (_a, b) = diverge(&moto, &w, "strategy = \"manual\"");
+    let r = b.sync(&[], 3);
+    assert_eq!(r["conflicts"][0]["file"], RULES, "{r:#}");
+    assert_eq!(read(&b.file(RULES)), "edit from b (newer)\n");
+    assert_eq!(
+        moto.get("shared", "meta/sorting-rules.yaml"),
+        "edit from a\n"
+    );
+    let (code, r) = b.json(&["resolve", RULES, "--keep", "s3"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(read(&b.file(RULES)), "edit from a\n");
+    b.sync(&[], 0);
+}
+
+#[test]
+fn row_edits_on_two_machines_merge_through_the_bucket() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("shared");
+    let w = World::new();
+    let loc = format!(
+        "strategy = \"manual\"\n{}",
+        moto.location("s3", "shared", "meta")
+    );
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    let db = "metastore.db";
+    metasync::sample::create_knowledge_graph(&a.file(db), 92, 1).unwrap();
+    set_age(&a.file(db), 1000);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    exec(
+        &a.file(db),
+        "UPDATE entities SET name = 'edited on a' WHERE id = 1;",
+    );
+    set_age(&a.file(db), 200);
+    a.sync(&[], 0);
+    exec(
+        &b.file(db),
+        "UPDATE entities SET name = 'edited on b' WHERE id = 2;",
+    );
+    set_age(&b.file(db), 100);
+    let r = b.sync(&[], 0);
+    assert!(
+        r["files"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("merged row by row"),
+        "{r:#}"
+    );
+    a.sync(&[], 0);
+    let mirror = b.home.join(".metasync/stores/s3").join(db);
+    for path in [a.file(db), b.file(db), mirror] {
+        assert_eq!(
+            name(&path, 1).as_deref(),
+            Some("edited on a"),
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            name(&path, 2).as_deref(),
+            Some("edited on b"),
+            "{}",
+            path.display()
+        );
+    }
+    // The database in the bucket is one self-contained file: no journal or WAL beside it.
+    let keys = moto.keys("shared");
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.ends_with("-wal") || k.ends_with("-journal")),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn the_bucket_together_with_a_folder_remote() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("shared");
+    let w = World::new();
+    let loc = moto.location("s3", "shared", "meta");
+    // A reaches the bucket and a folder; B only the folder; C only the bucket.
+    let a = w.machine("a", &[("drive", "drive")], &loc);
+    let b = w.machine("b", &[("drive", "drive")], "");
+    let c = w.machine("c", &[], &loc);
+    write_aged(&b.file(RULES), "from b\n", 100);
+    b.sync(&[], 0);
+    a.sync(&[], 0);
+    assert_eq!(moto.get("shared", "meta/sorting-rules.yaml"), "from b\n");
+    c.sync(&[], 0);
+    assert_eq!(read(&c.file(RULES)), "from b\n");
+    write_aged(&c.file(RULES), "from c\n", 50);
+    c.sync(&[], 0);
+    a.sync(&[], 0);
+    assert_eq!(read(&w.path("drive").join(RULES)), "from c\n");
+    b.sync(&[], 0);
+    assert_eq!(read(&b.file(RULES)), "from c\n");
+}
+
+/// The run's warnings, joined.
+fn warnings(r: &serde_json::Value) -> String {
+    r["warnings"].to_string()
+}
+
+#[test]
+fn unreachable_missing_or_unauthorised_stores_are_unavailable_with_the_reason() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("present");
+    let w = World::new();
+    let unreachable = {
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!(
+            "[[locations]]\nname = \"gone\"\nurl = \"s3://present/m\"\nendpoint = \"http://127.0.0.1:{port}\"\nallow_http = true\n"
+        )
+    };
+    let missing = moto.location("nobucket", "absent-bucket", "m");
+    let m = w.machine(
+        "m",
+        &[("drive", "drive")],
+        &format!("{unreachable}{missing}"),
+    );
+    write_aged(&m.file(RULES), "v1\n", 100);
+    let r = m.sync(&[], 0);
+    let text = warnings(&r);
+    assert!(
+        text.contains("gone unavailable: s3://present/m: endpoint unreachable (http://127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nobucket unavailable: s3://absent-bucket/m: no such bucket `absent-bucket`"),
+        "{text}"
+    );
+    // The folder remote is synced all the same.
+    assert_eq!(read(&w.path("drive").join(RULES)), "v1\n");
+
+    // No credentials anywhere (and no keychain entry): said so, with what to do.
+    let n = w.machine("n", &[], &moto.location("s3", "present", "m"));
+    let out = n
+        .cmd(&["--json", "sync"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("METASYNC_KEYRING_FILE", w.path("keyring.ron"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        warnings(&r).contains("s3 unavailable: s3://present/m: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `metasync login s3`"),
+        "{r:#}"
+    );
+}
+
+#[test]
+fn a_key_the_server_does_not_know_is_access_denied() {
+    if server().is_none() {
+        return;
+    }
+    let moto = Moto::start_checking_keys().unwrap();
+    moto.create_bucket("present");
+    let w = World::new();
+    let m = w.machine(
+        "m",
+        &[("drive", "drive")],
+        &moto.location("s3", "present", "m"),
+    );
+    write_aged(&m.file(RULES), "v1\n", 100);
+    let r = m.sync(&[], 0);
+    assert!(
+        warnings(&r)
+            .contains("s3 unavailable: s3://present/m: access denied (are the credentials right?)"),
+        "{r:#}"
+    );
+    assert!(warnings(&r).contains("InvalidAccessKeyId"), "{r:#}");
+    assert_eq!(read(&w.path("drive").join(RULES)), "v1\n");
+}
+
+#[test]
+fn login_stores_the_key_that_later_runs_use() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("present");
+    let w = World::new();
+    let m = w.machine("m", &[], &moto.location("s3", "present", "m"));
+    let keyring = w.path("keyring.ron");
+    let without_env = |args: &[&str]| {
+        let mut c = m.cmd(args);
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("METASYNC_KEYRING_FILE", &keyring);
+        c
+    };
+    let mut login = without_env(&["login", "s3"]);
+    login
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = login.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"AKIDTEST\nsecret-test\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    write_aged(&m.file(RULES), "v1\n", 100);
+    let out = without_env(&["--json", "sync"]).output().unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["warnings"].as_array().unwrap().len(), 0, "{r:#}");
+    assert_eq!(moto.get("present", "m/sorting-rules.yaml"), "v1\n");
+    // A folder location has nothing to log in to.
+    let f = w.machine("f", &[("drive", "drive")], "");
+    let out = f.run(&["login", "drive"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `sync --json` on `m`, stopped at `point` (see `METASYNC_STORE_PAUSE`) until `go`.
+struct Paused {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Paused {
+    fn start(m: &Machine, point: &str) -> Paused {
+        let dir = tempfile::tempdir().unwrap();
+        let child = m
+            .cmd(&["--json", "sync"])
+            .env(
+                "METASYNC_STORE_PAUSE",
+                format!("{point}:{}", dir.path().display()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut p = Paused { child, dir };
+        while !p.dir.path().join("reached").exists() {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!("the run ended ({status}) before it reached {point}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        p
+    }
+
+    /// Lets it go on; its exit code and report.
+    fn finish(self) -> (i32, serde_json::Value) {
+        std::fs::write(self.dir.path().join("go"), "").unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        let r = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap_or(-1), r)
+    }
+}
+
+/// Two machines in sync on `v1` through one bucket.
+fn pair(moto: &Moto, w: &World) -> (Machine, Machine) {
+    moto.create_bucket("shared");
+    let loc = moto.location("s3", "shared", "meta");
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    write_aged(&a.file(RULES), "v1\n", 1000);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    (a, b)
+}
+
+const KEY: &str = "meta/sorting-rules.yaml";
+
+#[test]
+fn a_write_that_lost_the_race_overwrites_nothing_and_the_next_run_converges() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (a, _b) = pair(&moto, &w);
+    write_aged(&a.file(RULES), "v2 from a\n", 100);
+    // A has scanned and holds the lease; another writer (ignoring leases) replaces the object.
+    let run = Paused::start(&a, "lease_taken");
+    moto.put("shared", KEY, "v3 from elsewhere\n");
+    let (code, r) = run.finish();
+    assert_eq!(code, 0, "{r:#}");
+    assert!(
+        r["warnings"]
+            .to_string()
+            .contains("was changed in s3://shared/meta by another machine"),
+        "{r:#}"
+    );
+    assert_eq!(
+        moto.get("shared", KEY),
+        "v3 from elsewhere\n",
+        "not overwritten"
+    );
+    // The next run sees both edits: a conflict, settled by the strategy (newest: the other
+    // writer's), with A's edit kept as a backup. Then everything agrees and is quiet.
+    let r = a.sync(&[], 0);
+    assert!(
+        r["files"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("conflict"),
+        "{r:#}"
+    );
+    assert_eq!(read(&a.file(RULES)), "v3 from elsewhere\n");
+    assert!(backups_in(&a.home, RULES)
+        .iter()
+        .any(|p| read(p) == "v2 from a\n"));
+    assert_eq!(moto.get("shared", KEY), "v3 from elsewhere\n");
+    let r = a.sync(&[], 0);
+    assert!(r["actions"].as_array().unwrap().is_empty(), "{r:#}");
+}
+
+#[test]
+fn a_change_between_the_scan_and_the_lease_is_left_for_the_next_run() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (a, b) = pair(&moto, &w);
+    write_aged(&a.file(RULES), "v2 from a\n", 200);
+    write_aged(&b.file(RULES), "v2 from b\n", 100);
+    // A has scanned; B syncs its edit completely before A takes the lease.
+    let run = Paused::start(&a, "before_lease");
+    b.sync(&[], 0);
+    assert_eq!(moto.get("shared", KEY), "v2 from b\n");
+    let (code, r) = run.finish();
+    assert_eq!(code, 0, "{r:#}");
+    assert!(
+        r["warnings"]
+            .to_string()
+            .contains("changed in s3://shared/meta since the scan"),
+        "{r:#}"
+    );
+    assert_eq!(moto.get("shared", KEY), "v2 from b\n", "B's version stands");
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    for m in [&a, &b] {
+        assert_eq!(read(&m.file(RULES)), "v2 from b\n");
+    }
+    assert!(backups_in(&a.home, RULES)
+        .iter()
+        .any(|p| read(p) == "v2 from a\n"));
+}
+
+#[test]
+fn the_lease_keeps_a_second_machine_from_writing_during_a_run() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (a, b) = pair(&moto, &w);
+    write_aged(&a.file(RULES), "v2 from a\n", 200);
+    let run = Paused::start(&a, "lease_taken");
+    assert!(moto
+        .keys("shared")
+        .contains(&"meta/.metasync-lease".to_string()));
+    write_aged(&b.file(RULES), "v2 from b\n", 100);
+    let r = b.sync(&[], 0);
+    assert!(r["warnings"].to_string().contains("is in use by"), "{r:#}");
+    assert_eq!(
+        moto.get("shared", KEY),
+        "v1\n",
+        "B wrote nothing while A held the lease"
+    );
+    let (code, r) = run.finish();
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(moto.get("shared", KEY), "v2 from a\n");
+    assert!(
+        !moto
+            .keys("shared")
+            .contains(&"meta/.metasync-lease".to_string()),
+        "released"
+    );
+    // B's next run: both changed since v1, newest (B's) wins everywhere.
+    b.sync(&[], 0);
+    a.sync(&[], 0);
+    assert_eq!(read(&a.file(RULES)), "v2 from b\n");
+    assert_eq!(moto.get("shared", KEY), "v2 from b\n");
+}
+
+#[test]
+fn two_machines_syncing_at_once_in_a_loop_lose_no_update() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("shared");
+    let w = World::new();
+    let loc = format!(
+        "files = [\"*.txt\"]\n{}",
+        moto.location("s3", "shared", "meta")
+    );
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    for i in 0..6 {
+        std::fs::write(a.file("from-a.txt"), format!("a {i}\n")).unwrap();
+        std::fs::write(b.file("from-b.txt"), format!("b {i}\n")).unwrap();
+        let runs: Vec<_> = [&a, &b]
+            .iter()
+            .map(|m| m.cmd(&["--json", "sync"]).output_spawned())
+            .collect();
+        for run in runs {
+            let out = run.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+    // Runs refused by the other's lease left their changes for later: two more rounds settle.
+    for _ in 0..2 {
+        a.sync(&[], 0);
+        b.sync(&[], 0);
+    }
+    for m in [&a, &b] {
+        assert_eq!(read(&m.file("from-a.txt")), "a 5\n");
+        assert_eq!(read(&m.file("from-b.txt")), "b 5\n");
+    }
+    assert_eq!(moto.get("shared", "meta/from-a.txt"), "a 5\n");
+    assert_eq!(moto.get("shared", "meta/from-b.txt"), "b 5\n");
+}
+
+trait SpawnOut {
+    fn output_spawned(&mut self) -> std::process::Child;
+}
+
+impl SpawnOut for std::process::Command {
+    fn output_spawned(&mut self) -> std::process::Child {
+        self.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+#[test]
+fn the_server_killed_mid_run_loses_nothing_and_a_relink_repopulates_the_bucket() {
+    let Some(mut moto) = server() else { return };
+    let w = World::new();
+    let (a, b) = pair(&moto, &w);
+    write_aged(&a.file(RULES), "v2 from a\n", 100);
+    let run = Paused::start(&a, "lease_taken");
+    moto.kill();
+    let (code, r) = run.finish();
+    assert_eq!(code, 1, "the write failed: {r:#}");
+    assert!(
+        r["errors"].to_string().contains("endpoint unreachable"),
+        "{r:#}"
+    );
+    assert_eq!(read(&a.file(RULES)), "v2 from a\n", "nothing lost here");
+    // While it is down: unavailable, a warning, exit 0.
+    let r = a.sync(&[], 0);
+    assert!(
+        r["warnings"].to_string().contains("s3 unavailable"),
+        "{r:#}"
+    );
+    // moto keeps nothing across a restart: the bucket comes back empty, so the store is not
+    // the one this machine knew until it is relinked; then the next run fills it again.
+    moto.restart();
+    moto.create_bucket("shared");
+    let r = a.sync(&[], 0);
+    assert!(
+        r["warnings"].to_string().contains("identity marker"),
+        "{r:#}"
+    );
+    let (code, r) = a.json(&["relink", "s3"]);
+    assert_eq!(code, 0, "{r:#}");
+    a.sync(&[], 0);
+    assert_eq!(moto.get("shared", KEY), "v2 from a\n");
+    let (code, _) = b.json(&["relink", "s3"]);
+    assert_eq!(code, 0);
+    b.sync(&[], 0);
+    assert_eq!(read(&b.file(RULES)), "v2 from a\n");
+}
+
+#[test]
+fn a_200_mb_database_goes_up_in_parts_and_comes_down_whole() {
+    let Some(moto) = server() else { return };
+    moto.create_bucket("shared");
+    let w = World::new();
+    let loc = format!(
+        "files = [\"*.db\"]\n{}",
+        moto.location("s3", "shared", "meta")
+    );
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    let db = a.file("big.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE blobs(id INTEGER PRIMARY KEY, data BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+             INSERT INTO blobs(id, data) SELECT i, randomblob(1048576) FROM n;",
+        )
+        .unwrap();
+    }
+    set_age(&db, 100);
+    assert!(std::fs::metadata(&db).unwrap().len() > 200 << 20);
+    a.sync(&[], 0);
+    let n = requests(&a, "s3");
+    assert!(n["put"].as_u64().unwrap() > 10, "in parts: {n}");
+    b.sync(&[], 0);
+    // The same rows (a database travels as a snapshot, not byte for byte).
+    let rows = |p: &std::path::Path| {
+        let c = rusqlite::Connection::open(p).unwrap();
+        let ok: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok", "{}", p.display());
+        let mut q = c.prepare("SELECT id, data FROM blobs ORDER BY id").unwrap();
+        let all: Vec<(i64, Vec<u8>)> = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        all
+    };
+    let there = rows(&b.file("big.db"));
+    assert_eq!(there.len(), 200);
+    assert!(
+        there == rows(&db),
+        "the rows that came down are the rows that went up"
+    );
+}
