@@ -10,6 +10,8 @@ fn main() {
         "resolve_conflict",
         "recent_runs",
         "set_paused",
+        "pause_for",
+        "set_pause_on_battery",
         "get_autostart",
         "set_autostart",
     ]);

@@ -69,8 +69,11 @@ function renderApp(app) {
   const pill = $("state");
   pill.dataset.state = app.tray_state;
   pill.textContent = app.tray_label;
-  $("pause-toggle").textContent = app.paused ? "Resume" : "Pause";
-  $("pause-toggle").dataset.paused = String(app.paused);
+  // Resume ends the user's pause; a battery pause ends with the power cable (or the box).
+  $("resume").hidden = !(app.pause && app.pause.reason === "user");
+  $("pause-battery").checked = Boolean(app.pause_on_battery);
+  $("pause-for").value = "";
+  pill.title = app.pause ? app.pause.label : "";
   $("sync-now").dataset.running = String(app.running);
   $("sync-now").textContent = app.running ? "Syncing…" : "Sync now";
   $("last-run").textContent = app.last
@@ -295,8 +298,13 @@ async function confirmRestore() {
 
 async function init() {
   $("sync-now").addEventListener("click", syncNow);
-  $("pause-toggle").addEventListener("click", () =>
-    act("pause", null, () => invoke("set_paused", { paused: $("pause-toggle").dataset.paused !== "true" })));
+  $("resume").addEventListener("click", () => act("pause", null, () => invoke("set_paused", { paused: false })));
+  $("pause-for").addEventListener("change", () => {
+    const choice = $("pause-for").value;
+    if (choice) act("pause", (v) => `${v.tray_label}.`, () => invoke("pause_for", { choice }));
+  });
+  $("pause-battery").addEventListener("change", () =>
+    act("pause", null, () => invoke("set_pause_on_battery", { enabled: $("pause-battery").checked })));
   $("confirm-cancel").addEventListener("click", closeConfirm);
   $("confirm-ok").addEventListener("click", confirmRestore);
   document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("confirm").hidden) closeConfirm(); });

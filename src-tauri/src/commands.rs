@@ -2,6 +2,7 @@
 //! strings for the page); ids and paths from the page go straight to the engine, which
 //! checks them. Engine calls run on blocking threads.
 
+use crate::pause::PauseFor;
 use crate::queue::{RunRequest, Trigger};
 use crate::scheduler;
 use crate::state::{AppState, AppView, EngineHandle};
@@ -181,12 +182,36 @@ pub async fn recent_runs(
     .await
 }
 
-/// Pauses or resumes scheduled runs; returns the app's state.
+/// Pauses scheduled runs until resumed, or resumes them; returns the app's state.
 #[tauri::command]
 pub fn set_paused<R: Runtime>(app: AppHandle<R>, paused: bool) -> AppView {
     let state = app.state::<AppState>();
-    state.queue().set_paused(paused);
-    crate::tray::changed(&app);
+    let was = state.is_paused();
+    if paused {
+        state.pause_for(PauseFor::Resumed, chrono::Local::now());
+    } else {
+        state.resume(chrono::Utc::now());
+    }
+    scheduler::pause_changed(&app, was);
+    state.view()
+}
+
+/// Pauses scheduled runs for an hour, until tomorrow morning or until resumed.
+#[tauri::command]
+pub fn pause_for<R: Runtime>(app: AppHandle<R>, choice: PauseFor) -> AppView {
+    let state = app.state::<AppState>();
+    state.pause_for(choice, chrono::Local::now());
+    scheduler::pause_changed(&app, false);
+    state.view()
+}
+
+/// Turns "pause while on battery power" on or off.
+#[tauri::command]
+pub fn set_pause_on_battery<R: Runtime>(app: AppHandle<R>, enabled: bool) -> AppView {
+    let state = app.state::<AppState>();
+    let was = state.is_paused();
+    state.set_pause_on_battery(enabled, chrono::Utc::now());
+    scheduler::pause_changed(&app, was);
     state.view()
 }
 

@@ -1,12 +1,15 @@
 //! The tray icon: one icon per state, a tooltip with the last sync, and a menu rebuilt after
-//! every run (Sync now, one line per location, Pause/Resume, Open panel, Start at login,
-//! Quit). The line texts are pure functions, tested below.
+//! every run (Sync now, one line per location, Resume, a Pause submenu — for 1 hour, until
+//! tomorrow, until resumed, while on battery power —, Open panel, Start at login, Quit). The line texts are pure functions, tested below.
 
+use crate::pause::{PauseFor, Paused};
 use crate::queue::Trigger;
-use crate::state::{AppState, AppView, TrayState};
+use crate::state::{AppState, AppView, PauseView, TrayState};
 use metasync::{LocationStatus, StatusReport};
 use tauri::image::Image;
-use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem};
+use tauri::menu::{
+    CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem, Submenu,
+};
 use tauri::tray::TrayIconBuilder;
 use tauri::{AppHandle, Emitter, Manager, Runtime};
 use tauri_plugin_autostart::ManagerExt;
@@ -132,19 +135,23 @@ fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
             None::<&str>,
         )?));
     }
-    let pause = if view.paused {
-        "Resume syncing"
-    } else {
-        "Pause syncing"
-    };
     items.push(Box::new(PredefinedMenuItem::separator(app)?));
-    items.push(Box::new(MenuItem::with_id(
-        app,
-        "pause",
-        pause,
-        true,
-        None::<&str>,
-    )?));
+    if matches!(
+        view.pause,
+        Some(PauseView {
+            why: Paused::User(_),
+            ..
+        })
+    ) {
+        items.push(Box::new(MenuItem::with_id(
+            app,
+            "resume",
+            "Resume syncing",
+            true,
+            None::<&str>,
+        )?));
+    }
+    items.push(Box::new(pause_menu(app, view.pause_on_battery)?));
     items.push(Box::new(MenuItem::with_id(
         app,
         "open_panel",
@@ -170,6 +177,40 @@ fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
     )?));
     let refs: Vec<&dyn IsMenuItem<R>> = items.iter().map(|b| b.as_ref()).collect();
     Menu::with_items(app, &refs)
+}
+
+/// The menu ids and words of the pause choices.
+pub const PAUSE_CHOICES: [(&str, &str); 3] = [
+    ("pause:hour", "For 1 hour"),
+    ("pause:tomorrow", "Until tomorrow (08:00)"),
+    ("pause:resumed", "Until resumed"),
+];
+
+fn pause_menu<R: Runtime>(app: &AppHandle<R>, on_battery: bool) -> tauri::Result<Submenu<R>> {
+    let menu = Submenu::with_id(app, "pause", "Pause syncing", true)?;
+    for (id, label) in PAUSE_CHOICES {
+        menu.append(&MenuItem::with_id(app, id, label, true, None::<&str>)?)?;
+    }
+    menu.append(&PredefinedMenuItem::separator(app)?)?;
+    menu.append(&CheckMenuItem::with_id(
+        app,
+        "pause:battery",
+        "While on battery power",
+        true,
+        on_battery,
+        None::<&str>,
+    )?)?;
+    Ok(menu)
+}
+
+/// The pause a menu id asks for.
+pub fn pause_choice(id: &str) -> Option<PauseFor> {
+    match id {
+        "pause:hour" => Some(PauseFor::Hour),
+        "pause:tomorrow" => Some(PauseFor::Tomorrow),
+        "pause:resumed" => Some(PauseFor::Resumed),
+        _ => None,
+    }
 }
 
 /// Creates the tray icon.
@@ -221,11 +262,24 @@ pub fn changed<R: Runtime>(app: &AppHandle<R>) {
 fn on_menu_event<R: Runtime>(app: &AppHandle<R>, event: MenuEvent) {
     match event.id().as_ref() {
         "sync_now" => app.state::<AppState>().queue().trigger(Trigger::Manual),
-        "pause" => {
+        "resume" => {
             let state = app.state::<AppState>();
-            let queue = state.queue();
-            queue.set_paused(!queue.is_paused());
-            changed(app);
+            state.resume(chrono::Utc::now());
+            crate::scheduler::pause_changed(app, true);
+        }
+        "pause:battery" => {
+            let state = app.state::<AppState>();
+            let was = state.is_paused();
+            let on = !state.pause_settings().on_battery;
+            state.set_pause_on_battery(on, chrono::Utc::now());
+            crate::scheduler::pause_changed(app, was);
+        }
+        id if pause_choice(id).is_some() => {
+            if let Some(choice) = pause_choice(id) {
+                let state = app.state::<AppState>();
+                state.pause_for(choice, chrono::Local::now());
+                crate::scheduler::pause_changed(app, false);
+            }
         }
         "open_panel" => crate::panel::show(app),
         "autostart" => {

@@ -320,3 +320,138 @@ fn sync_now_during_a_run_queues_exactly_one_more() {
     );
     assert!(!state.queue().finish(), "and only one");
 }
+
+/// A fake `/sys/class/power_supply` with one mains supply and one system battery.
+fn power_supply(dir: &Path, mains_online: bool) {
+    for (name, attrs) in [
+        (
+            "AC",
+            vec![
+                ("type", "Mains"),
+                ("online", if mains_online { "1" } else { "0" }),
+            ],
+        ),
+        (
+            "BAT0",
+            vec![
+                ("type", "Battery"),
+                ("scope", "System"),
+                (
+                    "status",
+                    if mains_online {
+                        "Charging"
+                    } else {
+                        "Discharging"
+                    },
+                ),
+            ],
+        ),
+    ] {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).expect("supply dir");
+        for (k, v) in attrs {
+            std::fs::write(d.join(k), format!("{v}\n")).expect("supply attr");
+        }
+    }
+}
+
+#[test]
+fn pause_for_an_hour_then_the_clock_ends_it() {
+    let f = fixture("newest");
+    let v = f.ok("pause_for", json!({ "choice": "hour" }));
+    assert_eq!(v["paused"], true, "{v}");
+    assert_eq!(v["pause"]["reason"], "user", "{v}");
+    assert!(
+        v["tray_label"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Paused until "),
+        "{v}"
+    );
+    let state = f.panel.state::<AppState>();
+    let until = match state.pause_settings().user {
+        Some(metasync_app::pause::Until::Time(t)) => t,
+        other => panic!("an hour's pause: {other:?}"),
+    };
+    let secs = (until - chrono::Utc::now()).num_seconds();
+    assert!((3590..=3600).contains(&secs), "{secs} s");
+    // Kept across a restart of the app.
+    let again = AppState::new(EngineHandle::new(&f.home, None));
+    assert!(again.is_paused(), "the saved pause holds after a restart");
+    // A scheduled run is refused while paused...
+    let rt = tauri::async_runtime::block_on(metasync_app::scheduler::request_run(
+        f.panel.app_handle(),
+        metasync_app::scheduler::Trigger::Interval,
+    ));
+    assert!(
+        matches!(rt, metasync_app::scheduler::RunRequest::Skipped("paused")),
+        "{rt:?}"
+    );
+    // ...until the loop's poll sees the hour is over.
+    metasync_app::scheduler::poll_pause(f.panel.app_handle(), until - chrono::Duration::seconds(1));
+    assert!(state.is_paused(), "a second before the end");
+    metasync_app::scheduler::poll_pause(f.panel.app_handle(), until);
+    assert!(!state.is_paused(), "over at the hour");
+    assert_eq!(state.pause_settings().user, None, "and forgotten");
+    let s = f.ok("get_status", json!({}));
+    assert_eq!(s["app"]["pause"], Value::Null, "{s}");
+    let v = f.ok("pause_for", json!({ "choice": "tomorrow" }));
+    assert!(
+        v["tray_label"].as_str().unwrap_or("").contains("08:00"),
+        "{v}"
+    );
+    let v = f.ok("set_paused", json!({ "paused": false }));
+    assert_eq!(v["paused"], false, "{v}");
+    let bad = f.call("pause_for", json!({ "choice": "forever-and-a-day" }));
+    assert!(bad.is_err(), "{bad:?}");
+}
+
+#[test]
+fn pause_while_on_battery_follows_the_power_supply() {
+    let f = fixture("newest");
+    let supply = tempfile::tempdir().expect("power_supply");
+    let dir = supply.path().to_path_buf();
+    power_supply(&dir, false);
+    // The app's state with the fake power supply, as the real one reads /sys.
+    let app = mock_builder()
+        .plugin(tauri_plugin_notification::init())
+        .manage(
+            AppState::new(EngineHandle::new(&f.home, None))
+                .with_power_source(Box::new(move || metasync_app::pause::linux_power(&dir))),
+        )
+        .invoke_handler(metasync_app::handler())
+        .build(metasync_app::context())
+        .expect("mock app");
+    let panel = WebviewWindowBuilder::new(&app, "panel", WebviewUrl::App("index.html".into()))
+        .build()
+        .expect("panel window");
+    let v = call_on(&panel, "get_status", json!({})).expect("status");
+    assert_eq!(v["app"]["paused"], false, "the option is off: {v}");
+    let v = call_on(&panel, "set_pause_on_battery", json!({ "enabled": true })).expect("on");
+    assert_eq!(v["paused"], true, "{v}");
+    assert_eq!(v["pause"]["reason"], "battery", "{v}");
+    assert_eq!(v["tray_label"], "Paused while on battery power", "{v}");
+    let rt = tauri::async_runtime::block_on(metasync_app::scheduler::request_run(
+        panel.app_handle(),
+        metasync_app::scheduler::Trigger::FilesChanged,
+    ));
+    assert!(
+        matches!(rt, metasync_app::scheduler::RunRequest::Skipped("paused")),
+        "{rt:?}"
+    );
+    assert!(!f.remote.join(RULES).exists(), "nothing written on battery");
+    // Plugged in: the next poll resumes.
+    power_supply(supply.path(), true);
+    metasync_app::scheduler::poll_pause(panel.app_handle(), chrono::Utc::now());
+    let state = panel.state::<AppState>();
+    assert!(!state.is_paused(), "on mains again");
+    let rt = tauri::async_runtime::block_on(metasync_app::scheduler::request_run(
+        panel.app_handle(),
+        metasync_app::scheduler::Trigger::FilesChanged,
+    ));
+    assert!(
+        matches!(rt, metasync_app::scheduler::RunRequest::Ran(Ok(_))),
+        "{rt:?}"
+    );
+    assert_eq!(f.read(&f.remote, RULES), "rules: v1\n");
+}
