@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod failpoint;
 pub mod history;
+pub mod inspect;
 pub mod ids;
 pub mod kind;
 pub mod location;
@@ -37,6 +38,7 @@ pub mod text;
 pub mod times;
 pub mod verify;
 pub mod volumes;
+pub mod words;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{Config, Strategy};

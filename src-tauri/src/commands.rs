@@ -177,7 +177,7 @@ pub async fn recent_runs(
 ) -> Result<Vec<RunSummary>, String> {
     let limit = limit.unwrap_or(RECENT_RUNS).clamp(1, 500);
     blocking(&state.engine, move |e| {
-        e.history(limit).map_err(|e| e.to_string())
+        e.runs(limit).map_err(|e| e.to_string())
     })
     .await
 }

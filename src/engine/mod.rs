@@ -5,6 +5,7 @@
 mod backups;
 mod file;
 mod finish;
+mod inspect;
 mod record;
 mod replay;
 mod rowmerge;

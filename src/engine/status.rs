@@ -156,7 +156,7 @@ impl Engine {
     }
 
     /// The most recent runs, newest first.
-    pub fn history(&self, limit: usize) -> Result<Vec<RunSummary>> {
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunSummary>> {
         match Archive::open_existing(&self.home)? {
             Some(a) => a.history(limit),
             None => Ok(Vec::new()),

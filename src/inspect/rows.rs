@@ -1,0 +1,1 @@
+//! The row diff of two database versions.

@@ -1,0 +1,1 @@
+//! The line diff of two text versions.
