@@ -12,6 +12,7 @@ fn main() {
         "set_paused",
         "pause_for",
         "set_pause_on_battery",
+        "take_focus",
         "get_autostart",
         "set_autostart",
     ]);

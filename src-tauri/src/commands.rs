@@ -215,6 +215,12 @@ pub fn set_pause_on_battery<R: Runtime>(app: AppHandle<R>, enabled: bool) -> App
     state.view()
 }
 
+/// Where the panel was asked to go (a notification's or a tray item's target), once.
+#[tauri::command]
+pub fn take_focus(state: State<'_, AppState>) -> Option<crate::notify::Target> {
+    state.take_focus()
+}
+
 /// Whether the app starts at login.
 #[tauri::command]
 pub fn get_autostart<R: Runtime>(app: AppHandle<R>) -> Result<bool, String> {

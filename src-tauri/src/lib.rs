@@ -34,6 +34,7 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         commands::set_paused,
         commands::pause_for,
         commands::set_pause_on_battery,
+        commands::take_focus,
         commands::get_autostart,
         commands::set_autostart,
     ]

@@ -308,6 +308,7 @@ pub struct AppState {
     pause: Mutex<PauseSettings>,
     paused_why: Mutex<Option<Paused>>,
     power: PowerSource,
+    focus: Mutex<Option<crate::notify::Target>>,
 }
 
 /// Reads the power source (the real one, or a test's).
@@ -369,6 +370,7 @@ impl AppState {
             pause: Mutex::new(load_pause(engine_home)),
             paused_why: Mutex::new(None),
             power: Box::new(crate::pause::power_now),
+            focus: Mutex::new(None),
         };
         state.apply_pause(chrono::Utc::now());
         state
@@ -379,6 +381,16 @@ impl AppState {
         self.power = power;
         self.apply_pause(chrono::Utc::now());
         self
+    }
+
+    /// Where the panel should go when it next asks.
+    pub fn set_focus(&self, target: crate::notify::Target) {
+        *lock(&self.focus) = Some(target);
+    }
+
+    /// Where the panel should go, once.
+    pub fn take_focus(&self) -> Option<crate::notify::Target> {
+        lock(&self.focus).take()
     }
 
     /// The pause settings.

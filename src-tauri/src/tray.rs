@@ -135,6 +135,14 @@ fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
             None::<&str>,
         )?));
     }
+    let conflicts = status
+        .as_ref()
+        .map(|s| s.conflicts.as_slice())
+        .unwrap_or(&[]);
+    if !conflicts.is_empty() {
+        items.push(Box::new(PredefinedMenuItem::separator(app)?));
+        items.push(Box::new(conflicts_menu(app, conflicts)?));
+    }
     items.push(Box::new(PredefinedMenuItem::separator(app)?));
     if matches!(
         view.pause,
@@ -177,6 +185,36 @@ fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
     )?));
     let refs: Vec<&dyn IsMenuItem<R>> = items.iter().map(|b| b.as_ref()).collect();
     Menu::with_items(app, &refs)
+}
+
+/// The *Conflicts (n)* submenu's title and its items: (menu id, words) per conflict.
+pub fn conflict_items(conflicts: &[metasync::ConflictReport]) -> (String, Vec<(String, String)>) {
+    let items = conflicts
+        .iter()
+        .map(|c| {
+            let rows = match c.rows.len() {
+                0 => String::new(),
+                n => format!(" ({})", metasync::words::plural(n as u64, "row")),
+            };
+            (
+                format!("conflict:{}", c.file),
+                format!("{}{rows} — {}", c.file, c.reason),
+            )
+        })
+        .collect();
+    (format!("Conflicts ({})", conflicts.len()), items)
+}
+
+fn conflicts_menu<R: Runtime>(
+    app: &AppHandle<R>,
+    conflicts: &[metasync::ConflictReport],
+) -> tauri::Result<Submenu<R>> {
+    let (title, items) = conflict_items(conflicts);
+    let menu = Submenu::with_id(app, "conflicts", title, true)?;
+    for (id, label) in items {
+        menu.append(&MenuItem::with_id(app, id, label, true, None::<&str>)?)?;
+    }
+    Ok(menu)
 }
 
 /// The menu ids and words of the pause choices.
@@ -282,6 +320,10 @@ fn on_menu_event<R: Runtime>(app: &AppHandle<R>, event: MenuEvent) {
             }
         }
         "open_panel" => crate::panel::show(app),
+        id if id.starts_with("conflict:") => {
+            let file = id.trim_start_matches("conflict:").to_string();
+            crate::panel::open_at(app, crate::notify::Target::Conflict(file));
+        }
         "autostart" => {
             let auto = app.autolaunch();
             let result = match auto.is_enabled() {
@@ -293,6 +335,7 @@ fn on_menu_event<R: Runtime>(app: &AppHandle<R>, event: MenuEvent) {
                         let notice = crate::notify::Notice {
                             title: "Start at login is off".into(),
                             body: why,
+                            target: None,
                         };
                         crate::notify::show(app, &[notice]);
                         Ok(())
@@ -372,6 +415,42 @@ mod tests {
             location_line(&loc("cloud", true, None, vec![])),
             "cloud — ok · no database"
         );
+    }
+
+    #[test]
+    fn the_conflicts_submenu_names_each_conflict() {
+        let c = |file: &str, rows: usize| metasync::ConflictReport {
+            file: file.into(),
+            detected: "2026-01-01T10:00:00+00:00".into(),
+            reason: "changed in local and usb".into(),
+            candidates: vec![],
+            rows: (0..rows)
+                .map(|i| metasync::merge::RowConflict {
+                    file: file.into(),
+                    table: "entities".into(),
+                    key: format!("[{i}]"),
+                    values: vec![],
+                    winner: None,
+                })
+                .collect(),
+        };
+        let (title, items) = conflict_items(&[c("metastore.db", 1), c("notes/a.md", 0)]);
+        assert_eq!(title, "Conflicts (2)");
+        assert_eq!(
+            items,
+            vec![
+                (
+                    "conflict:metastore.db".to_string(),
+                    "metastore.db (1 row) — changed in local and usb".to_string()
+                ),
+                (
+                    "conflict:notes/a.md".to_string(),
+                    "notes/a.md — changed in local and usb".to_string()
+                ),
+            ]
+        );
+        let (_, items) = conflict_items(&[c("metastore.db", 3)]);
+        assert!(items[0].1.starts_with("metastore.db (3 rows)"), "{items:?}");
     }
 
     #[test]

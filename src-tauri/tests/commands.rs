@@ -455,3 +455,30 @@ fn pause_while_on_battery_follows_the_power_supply() {
     );
     assert_eq!(f.read(&f.remote, RULES), "rules: v1\n");
 }
+
+#[test]
+fn a_conflict_makes_a_tray_submenu_item_that_opens_the_panel_on_it() {
+    let f = fixture("manual");
+    f.ok("sync_now", json!({}));
+    f.write_at(&f.home, RULES, "rules: home\n", 5);
+    f.write_at(&f.remote, RULES, "rules: drive\n", 0);
+    let r = f.ok("sync_now", json!({}));
+    assert_eq!(r["report"]["exit_code"], 3, "{r}");
+    // The tray's menu is built from the status read after the run.
+    let state = f.panel.state::<AppState>();
+    let status = state.last_status().expect("a status after the run");
+    let (title, items) = metasync_app::tray::conflict_items(&status.conflicts);
+    assert_eq!(title, "Conflicts (1)");
+    assert_eq!(items[0].0, format!("conflict:{RULES}"));
+    // Its item (or a notification's click) opens the panel there; the page takes it once.
+    assert_eq!(f.ok("take_focus", json!({})), Value::Null);
+    metasync_app::panel::open_at(
+        f.panel.app_handle(),
+        metasync_app::notify::Target::Conflict(RULES.into()),
+    );
+    assert_eq!(
+        f.ok("take_focus", json!({})),
+        json!({ "section": "conflict", "file": RULES })
+    );
+    assert_eq!(f.ok("take_focus", json!({})), Value::Null);
+}
