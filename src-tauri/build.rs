@@ -13,6 +13,10 @@ fn main() {
         "pause_for",
         "set_pause_on_battery",
         "take_focus",
+        "file_history",
+        "diff_versions",
+        "restore_rows",
+        "resolve_rows",
         "get_autostart",
         "set_autostart",
     ]);

@@ -35,6 +35,10 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         commands::pause_for,
         commands::set_pause_on_battery,
         commands::take_focus,
+        commands::file_history,
+        commands::diff_versions,
+        commands::restore_rows,
+        commands::resolve_rows,
         commands::get_autostart,
         commands::set_autostart,
     ]

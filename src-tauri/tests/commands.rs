@@ -482,3 +482,178 @@ fn a_conflict_makes_a_tray_submenu_item_that_opens_the_panel_on_it() {
     );
     assert_eq!(f.ok("take_focus", json!({})), Value::Null);
 }
+
+const DB: &str = "metastore.db";
+
+fn db_exec(path: &Path, sql: &str) {
+    let db = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    db.execute_batch(sql)
+        .unwrap_or_else(|e| panic!("{}: {sql}: {e}", path.display()));
+}
+
+fn entities(path: &Path) -> Vec<(i64, String)> {
+    let db = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut st = db
+        .prepare("SELECT id, name FROM entities ORDER BY id")
+        .expect("select");
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query");
+    rows.map(|r| r.expect("row")).collect()
+}
+
+fn owned(rows: &[(i64, &str)]) -> Vec<(i64, String)> {
+    rows.iter().map(|(i, s)| (*i, s.to_string())).collect()
+}
+
+/// A database synced to the drive, then changed at home (row 2 renamed, row 3 deleted, row 4
+/// added) and synced again: the drive's old copy is kept as a backup there.
+fn two_versions_of_a_database(f: &Fixture) -> String {
+    db_exec(
+        &f.home.join(DB),
+        "CREATE TABLE entities (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         CREATE TABLE conversations (id INTEGER PRIMARY KEY, title TEXT NOT NULL);
+         INSERT INTO entities (name) VALUES ('Ada'), ('Grace'), ('Edsger');
+         INSERT INTO conversations (title) VALUES ('kick-off');",
+    );
+    f.ok("sync_now", json!({}));
+    db_exec(
+        &f.home.join(DB),
+        "UPDATE entities SET name = 'Grace Hopper' WHERE id = 2;
+         DELETE FROM entities WHERE id = 3;
+         INSERT INTO entities (id, name) VALUES (4, 'Barbara');",
+    );
+    let r = f.ok("sync_now", json!({}));
+    assert_eq!(r["report"]["exit_code"], 0, "{r}");
+    assert_eq!(
+        entities(&f.remote.join(DB)),
+        owned(&[(1, "Ada"), (2, "Grace Hopper"), (4, "Barbara")])
+    );
+    let history = f.ok("file_history", json!({ "file": DB }));
+    let old = history
+        .as_array()
+        .and_then(|l| l.iter().find(|v| v["kind"] != "current"))
+        .unwrap_or_else(|| panic!("a kept older version: {history}"));
+    old["id"].as_str().expect("id").to_string()
+}
+
+#[test]
+fn a_databases_timeline_and_the_diff_of_two_versions() {
+    let f = fixture("newest");
+    two_versions_of_a_database(&f);
+    let history = f.ok("file_history", json!({ "file": DB }));
+    let list = history.as_array().expect("a list");
+    let current = list
+        .iter()
+        .find(|v| v["id"] == "current:local")
+        .unwrap_or_else(|| panic!("the local copy: {history}"));
+    assert_eq!(current["kind"], "current", "{current}");
+    assert_eq!(current["counts"]["entities"], 3, "{current}");
+    // The newest version's change against the one before it, per table.
+    let newest_change = &list[0]["summary"];
+    assert_eq!(newest_change["type"], "database", "{history}");
+    let old = list
+        .iter()
+        .find(|v| v["kind"] != "current")
+        .unwrap_or_else(|| panic!("{history}"));
+    let diff = f.ok(
+        "diff_versions",
+        json!({ "file": DB, "a": old["id"], "b": "current:local" }),
+    );
+    assert_eq!(diff["type"], "database", "{diff}");
+    let tables = diff["tables"].as_array().expect("tables");
+    assert_eq!(tables.len(), 1, "only entities changed: {diff}");
+    let t = &tables[0];
+    assert_eq!(t["table"], "entities");
+    assert_eq!(t["key_columns"], json!(["id"]), "{t}");
+    assert_eq!(
+        t["summary"],
+        json!({ "table": "entities", "added": 1, "removed": 1, "changed": 1 }),
+        "{t}"
+    );
+    assert_eq!(t["changed"][0]["changed_columns"], json!(["name"]), "{t}");
+    assert_eq!(t["changed"][0]["old"]["name"]["value"], "Grace", "{t}");
+    assert_eq!(
+        t["changed"][0]["new"]["name"]["value"], "Grace Hopper",
+        "{t}"
+    );
+    assert_eq!(t["removed"][0]["values"]["name"]["value"], "Edsger", "{t}");
+    assert_eq!(t["added"][0]["values"]["name"]["value"], "Barbara", "{t}");
+    // The page names versions only by the engine's ids.
+    let bad = f.call(
+        "diff_versions",
+        json!({ "file": DB, "a": "/etc/passwd", "b": "current:local" }),
+    );
+    assert!(bad.is_err(), "{bad:?}");
+}
+
+#[test]
+fn two_rows_of_an_old_version_are_put_back_and_nothing_else_changes() {
+    let f = fixture("newest");
+    let old = two_versions_of_a_database(&f);
+    let diff = f.ok(
+        "diff_versions",
+        json!({ "file": DB, "a": old, "b": "current:local" }),
+    );
+    let t = &diff["tables"][0];
+    let keys = vec![
+        t["changed"][0]["key"].as_str().expect("key").to_string(),
+        t["removed"][0]["key"].as_str().expect("key").to_string(),
+    ];
+    let r = f.ok(
+        "restore_rows",
+        json!({ "id": old, "table": "entities", "keys": keys }),
+    );
+    assert_eq!(r["replaced"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(r["reinserted"].as_array().map(Vec::len), Some(1), "{r}");
+    assert!(r["previous_backup"].is_string(), "backed up first: {r}");
+    // Rows 2 and 3 are the old version's again; row 4, added since, stays.
+    assert_eq!(
+        entities(&f.home.join(DB)),
+        owned(&[(1, "Ada"), (2, "Grace"), (3, "Edsger"), (4, "Barbara")])
+    );
+}
+
+#[test]
+fn a_row_conflict_is_settled_row_by_row() {
+    let f = fixture("manual");
+    db_exec(
+        &f.home.join(DB),
+        "CREATE TABLE entities (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         INSERT INTO entities (name) VALUES ('Ada'), ('Grace'), ('Edsger');",
+    );
+    f.ok("sync_now", json!({}));
+    // Both sides change rows 1 and 2 differently; row 3 only at home.
+    db_exec(
+        &f.home.join(DB),
+        "UPDATE entities SET name = 'Ada L.' WHERE id = 1;
+         UPDATE entities SET name = 'Grace H.' WHERE id = 2;
+         UPDATE entities SET name = 'E. W. Dijkstra' WHERE id = 3;",
+    );
+    db_exec(
+        &f.remote.join(DB),
+        "UPDATE entities SET name = 'Ada Lovelace' WHERE id = 1;
+         UPDATE entities SET name = 'Grace Hopper' WHERE id = 2;",
+    );
+    f.ok("sync_now", json!({}));
+    let conflicts = f.ok("list_conflicts", json!({}));
+    let c = conflicts
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["file"] == DB))
+        .unwrap_or_else(|| panic!("a row conflict on {DB}: {conflicts}"));
+    let rows = c["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{c}");
+    // Keep home's row 1 and the drive's row 2.
+    let choices: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let keep = if r["key"] == "[1]" { "local" } else { "drive" };
+            json!({ "table": r["table"], "key": r["key"], "location": keep })
+        })
+        .collect();
+    f.ok("resolve_rows", json!({ "file": DB, "choices": choices }));
+    let want = owned(&[(1, "Ada L."), (2, "Grace Hopper"), (3, "E. W. Dijkstra")]);
+    assert_eq!(entities(&f.home.join(DB)), want);
+    assert_eq!(entities(&f.remote.join(DB)), want);
+    assert_eq!(f.ok("list_conflicts", json!({})), json!([]));
+}
