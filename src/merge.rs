@@ -1166,6 +1166,61 @@ pub fn drop_bases_except(home: &Path, file: &str, keep: &[&str]) {
     }
 }
 
+/// How a table's rows are identified and read, as the merge identifies them: what the version
+/// diff and the row restore of [`crate::inspect`] use.
+pub(crate) struct RowIdentity {
+    /// The stored columns, in order (generated columns left out).
+    pub(crate) cols: Vec<String>,
+    /// The positions of the declared PRIMARY KEY among `cols`; empty when the rowid is the
+    /// key (an `INTEGER PRIMARY KEY`, or no PRIMARY KEY at all).
+    pub(crate) key: Vec<usize>,
+    /// The name the rowid is read and written under, for a rowid table.
+    pub(crate) rowid: Option<&'static str>,
+    /// The condition matching the row with exactly this key, by type and bytes (`?1`, `?2`,
+    /// … are the key's values; the rowid's alone when `key` is empty).
+    pub(crate) key_cond: String,
+}
+
+/// The [`RowIdentity`] of table `name` of the database on `conn` (`main`), or why its rows
+/// cannot be identified.
+pub(crate) fn row_identity(
+    conn: &Connection,
+    path: &Path,
+    name: &str,
+    without_rowid: bool,
+) -> Result<std::result::Result<RowIdentity, String>> {
+    Ok(
+        table_def(conn, path, name, without_rowid)?.map(|t| RowIdentity {
+            key: match &t.key {
+                Key::Rowid(_) => Vec::new(),
+                Key::Pk(idx) | Key::HiddenRowid(_, idx) => idx.clone(),
+            },
+            rowid: t.rowid(),
+            key_cond: t.key_cond(),
+            cols: t.cols,
+        }),
+    )
+}
+
+/// The external-content full-text tables of the database on `conn` (`main`): a `rebuild`
+/// recomputes them from their content after rows were written with the triggers off.
+pub(crate) fn full_text_to_rebuild(conn: &Connection, path: &Path) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'virtual'")
+        .map_err(err("list the tables of", path))?;
+    let names: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(err("list the tables of", path))?;
+    let mut out = Vec::new();
+    for n in names {
+        if external_content(conn, path, &n)? {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

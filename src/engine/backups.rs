@@ -170,7 +170,7 @@ fn sort_newest_first(list: &mut [OnDisk]) {
 }
 
 impl Engine {
-    fn available_places(&self) -> Result<(Vec<Place>, Option<Archive>)> {
+    pub(crate) fn available_places(&self) -> Result<(Vec<Place>, Option<Archive>)> {
         let archive = Archive::open_existing(self.home())?;
         let known = match &archive {
             Some(a) => a.location_ids()?,
@@ -390,7 +390,10 @@ impl Engine {
 
     /// Finds the version `spec` names, plain or stored: a stored one is rebuilt into a
     /// scratch file (checked against its byte and logical hashes), removed on drop.
-    fn find_version(&self, spec: &str) -> Result<(Place, String, PathBuf, BackupEntry, Scratch)> {
+    pub(crate) fn find_version(
+        &self,
+        spec: &str,
+    ) -> Result<(Place, String, PathBuf, BackupEntry, Scratch)> {
         if let Some((place, store, id, m)) = self.find_stored(spec)? {
             let ctx = self.read_ctx();
             std::fs::create_dir_all(&ctx.scratch)

@@ -1,17 +1,250 @@
 //! What changed between kept versions: a file's timeline, the diff of two versions, putting
 //! back chosen rows of an old version, and settling row conflicts row by row (issue 18).
 
+use super::backups::Scratch;
 use crate::error::{Error, Result};
-use crate::inspect::{Diff, HistoryEntry, RestoreRowsReport, RowChoice};
+use crate::inspect::rows::{diff_databases, DbDiff};
+use crate::inspect::textdiff;
+use crate::inspect::{
+    ChangeSummary, Counts, Diff, HistoryEntry, RestoreRowsReport, RowChoice, TableRows,
+    VersionKind, VersionRef, MAX_LISTED_ROWS,
+};
 use crate::report::{Event, RunReport};
 use crate::Engine;
+use chrono::{DateTime, Utc};
+use std::path::{Path, PathBuf};
+
+/// The id prefix of a location's current copy.
+pub const CURRENT: &str = "current:";
+
+/// A file of the engine's scratch folder, removed (with any journal beside it) on drop.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    }
+}
+
+/// One version, readable at `path` for as long as it lives.
+struct Opened {
+    vref: VersionRef,
+    path: PathBuf,
+    db: bool,
+    size: u64,
+    sha256: Option<String>,
+    counts: Option<Counts>,
+    _temp: Option<TempFile>,
+    _scratch: Option<Scratch>,
+}
+
+fn counts_of(t: &crate::sqlite::TableCounts) -> Counts {
+    Counts {
+        entities: t.entities(),
+        conversations: t.conversations(),
+        tables: t
+            .0
+            .iter()
+            .map(|(table, rows)| TableRows {
+                table: table.clone(),
+                rows: *rows,
+            })
+            .collect(),
+    }
+}
+
+fn parse_time(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
 
 impl Engine {
+    fn check_synced(&self, file: &str) -> Result<()> {
+        if self.selector().matches(file) {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "`{file}` is not a synced file (see `files` in the config)"
+            )))
+        }
+    }
+
+    /// The version `id` of `file` (a backup id, `current:LOCATION` or `current`), readable.
+    fn open_version(&self, file: &str, id: &str) -> Result<Opened> {
+        let loc = match id {
+            "current" => Some(crate::location::LOCAL),
+            _ => id.strip_prefix(CURRENT),
+        };
+        if let Some(loc) = loc {
+            return self.open_current(file, loc);
+        }
+        let (place, of, path, entry, scratch) = self.find_version(id)?;
+        if of != file {
+            return Err(Error::Usage(format!(
+                "`{id}` is a version of {of}, not of {file}"
+            )));
+        }
+        let db = crate::sqlite::is_sqlite(&path)?;
+        let counts = match db {
+            true => crate::sqlite::table_counts(&path, &self.read_ctx().sqlite)
+                .ok()
+                .map(|c| counts_of(&c)),
+            false => None,
+        };
+        let size = std::fs::metadata(&path)
+            .map_err(|e| Error::io("read", &path, e))?
+            .len();
+        Ok(Opened {
+            vref: VersionRef {
+                id: entry.id.clone(),
+                location: place.loc.name.clone(),
+                created: entry.created.clone(),
+            },
+            path,
+            db,
+            size,
+            sha256: entry.sha256.clone(),
+            counts,
+            _temp: None,
+            _scratch: Some(scratch),
+        })
+    }
+
+    /// The current copy of `file` in location `loc`: a database through a consistent snapshot.
+    fn open_current(&self, file: &str, loc: &str) -> Result<Opened> {
+        let (places, _) = self.available_places()?;
+        let place = places
+            .iter()
+            .find(|p| p.loc.name == loc)
+            .ok_or_else(|| Error::Usage(format!("no available location named `{loc}`")))?;
+        let path = place.loc.path_of(file);
+        let meta = std::fs::metadata(&path).map_err(|e| Error::io("read", &path, e))?;
+        let mtime = meta.modified().map_err(|e| Error::io("read", &path, e))?;
+        let vref = VersionRef {
+            id: format!("{CURRENT}{loc}"),
+            location: loc.to_string(),
+            created: super::rfc3339(DateTime::<Utc>::from(mtime)),
+        };
+        if !crate::sqlite::is_sqlite(&path)? {
+            return Ok(Opened {
+                vref,
+                sha256: Some(crate::kind::sha256_file(&path)?),
+                path,
+                db: false,
+                size: meta.len(),
+                counts: None,
+                _temp: None,
+                _scratch: None,
+            });
+        }
+        let ctx = self.read_ctx();
+        std::fs::create_dir_all(&ctx.scratch)
+            .map_err(|e| Error::io("create folder", &ctx.scratch, e))?;
+        let tmp = ctx
+            .scratch
+            .join(format!("inspect-{}.db", crate::ids::random_hex(12)));
+        let info = crate::sqlite::snapshot(&path, &tmp, &ctx.sqlite)?;
+        Ok(Opened {
+            vref,
+            path: tmp.clone(),
+            db: true,
+            size: meta.len(),
+            sha256: Some(info.logical_hash),
+            counts: Some(counts_of(&info.counts)),
+            _temp: Some(TempFile(tmp)),
+            _scratch: None,
+        })
+    }
+
     /// Every kept version of `file` in every available location (current copies, plain
     /// backups, stored versions), newest first, each with what changed against the next
     /// older one.
     pub fn history(&self, file: &str) -> Result<Vec<HistoryEntry>> {
-        Err(Error::Usage(format!("history of {file}: not built yet")))
+        self.check_synced(file)?;
+        let mut listed: Vec<(DateTime<Utc>, HistoryEntry)> = Vec::new();
+        let (places, _) = self.available_places()?;
+        for p in &places {
+            let path = p.loc.path_of(file);
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let mtime = meta.modified().map_err(|e| Error::io("read", &path, e))?;
+            let created = DateTime::<Utc>::from(mtime);
+            listed.push((
+                created,
+                HistoryEntry {
+                    id: format!("{CURRENT}{}", p.loc.name),
+                    file: file.to_string(),
+                    location: p.loc.name.clone(),
+                    path: path.display().to_string(),
+                    created: super::rfc3339(created),
+                    size: meta.len(),
+                    sha256: None,
+                    protected: None,
+                    counts: None,
+                    kind: VersionKind::Current,
+                    summary: ChangeSummary::First,
+                },
+            ));
+        }
+        for b in self.backups(Some(file), None, false)? {
+            let kind = match b.stored {
+                true => VersionKind::Stored,
+                false => VersionKind::Plain,
+            };
+            listed.push((
+                parse_time(&b.created),
+                HistoryEntry {
+                    id: b.id,
+                    file: b.file,
+                    location: b.location,
+                    path: b.path,
+                    created: b.created,
+                    size: b.size,
+                    sha256: b.sha256,
+                    protected: b.protected,
+                    counts: None,
+                    kind,
+                    summary: ChangeSummary::First,
+                },
+            ));
+        }
+        // Newest first: the current copies (each newer than any backup of its location, which
+        // holds only versions it replaced), then the backups by when they were made.
+        listed.sort_by_key(|(t, e)| (e.kind != VersionKind::Current, std::cmp::Reverse(*t)));
+        let mut out: Vec<HistoryEntry> = listed.into_iter().map(|(_, e)| e).collect();
+        self.summarise(file, &mut out);
+        Ok(out)
+    }
+
+    /// Fills in each entry's counts and its change against the next older one (oldest first,
+    /// holding two versions open at a time).
+    fn summarise(&self, file: &str, entries: &mut [HistoryEntry]) {
+        let mut older: Option<std::result::Result<Opened, String>> = None;
+        for e in entries.iter_mut().rev() {
+            let this = self
+                .open_version(file, &e.id)
+                .map_err(|err| err.to_string());
+            if let Ok(o) = &this {
+                e.counts = o.counts.clone();
+                if e.sha256.is_none() {
+                    e.sha256 = o.sha256.clone();
+                }
+            }
+            e.summary = match (&older, &this) {
+                (None, _) => ChangeSummary::First,
+                (Some(Err(why)), _) | (_, Err(why)) => ChangeSummary::Unreadable {
+                    reason: why.clone(),
+                },
+                (Some(Ok(a)), Ok(b)) => summary(a, b),
+            };
+            older = Some(this);
+        }
     }
 
     /// The differences between versions `a` (default: the newest backup) and `b` (default:
@@ -24,15 +257,83 @@ impl Engine {
         b: Option<&str>,
         table: Option<&str>,
     ) -> Result<Diff> {
-        let _ = (a, b, table);
-        Err(Error::Usage(format!("diff of {file}: not built yet")))
+        self.check_synced(file)?;
+        let a = match a {
+            Some(a) => a.to_string(),
+            None => self
+                .backups(Some(file), None, false)?
+                .into_iter()
+                .next()
+                .map(|b| b.id)
+                .ok_or_else(|| Error::Usage(format!("{file} has no backup to compare with")))?,
+        };
+        let va = self.open_version(file, &a)?;
+        let vb = self.open_version(file, b.unwrap_or("current"))?;
+        version_diff(file, &va, &vb, table)
     }
 
     /// Puts back only the rows of `table` with `keys` from version `id` into the current
     /// local database (see [`crate::inspect`] for the key format).
-    pub fn restore_rows(&self, id: &str, table: &str, keys: &[String]) -> Result<RestoreRowsReport> {
-        let _ = (table, keys);
-        Err(Error::Usage(format!("restore of rows from {id}: not built yet")))
+    pub fn restore_rows(
+        &self,
+        id: &str,
+        table: &str,
+        keys: &[String],
+    ) -> Result<RestoreRowsReport> {
+        if keys.is_empty() {
+            return Err(Error::Usage(
+                "give at least one key: --rows TABLE:KEY[,KEY...]".into(),
+            ));
+        }
+        let _lock = self.lock("metasync restore --rows")?;
+        let (_, file, old, entry, _scratch) = self.find_version(id)?;
+        let (places, _) = self.available_places()?;
+        let local = places
+            .iter()
+            .find(|p| p.loc.is_local())
+            .ok_or_else(|| Error::Refused("the local home is not available".into()))?;
+        let live = local.loc.path_of(&file);
+        for (p, what) in [(&old, "the version"), (&live, "the current local copy")] {
+            if !p.exists() || !crate::sqlite::is_sqlite(p)? {
+                return Err(Error::Refused(format!(
+                    "{what} of {file} ({}) is not a SQLite database; rows can only be restored into one",
+                    p.display()
+                )));
+            }
+        }
+        let opts = crate::sqlite::SqliteOptions::from(&self.config().sqlite);
+        let at = self.clock().now_local().naive_local();
+        let made = crate::apply::backup(&live, at, crate::apply::BackupMethod::Snapshot, &opts)?;
+        let put = match crate::inspect::restore::put_rows(&live, &old, table, keys, &opts) {
+            Ok(put) => put,
+            Err(e) => {
+                // The backup holds the very version still in place: not worth keeping.
+                let _ = std::fs::remove_file(&made);
+                return Err(e);
+            }
+        };
+        if let Some(rel) = made
+            .strip_prefix(&local.loc.root)
+            .ok()
+            .and_then(|r| r.to_str())
+        {
+            crate::history::protect(
+                &local.loc.root,
+                rel,
+                crate::history::policy::Protected::Replaced,
+                self.clock().now(),
+            )?;
+        }
+        tracing::info!(target: "metasync", "{file} in local: {} row(s) of {table} restored from {}", keys.len(), entry.id);
+        Ok(RestoreRowsReport {
+            backup: entry,
+            restored_to: live.display().to_string(),
+            table: table.to_string(),
+            replaced: put.replaced,
+            reinserted: put.reinserted,
+            deleted: put.deleted,
+            previous_backup: Some(made.display().to_string()),
+        })
     }
 
     /// Settles a database conflict held by `manual` row by row: each held row takes the value
@@ -44,6 +345,94 @@ impl Engine {
         events: &mut dyn FnMut(&Event),
     ) -> Result<RunReport> {
         let _ = (choices, events);
-        Err(Error::Usage(format!("row resolve of {file}: not built yet")))
+        Err(Error::Usage(format!(
+            "row resolve of {file}: not built yet"
+        )))
     }
+}
+
+/// What changed from `a` to `b`, counted.
+fn summary(a: &Opened, b: &Opened) -> ChangeSummary {
+    if a.sha256.is_some() && a.sha256 == b.sha256 {
+        return ChangeSummary::Same;
+    }
+    if a.db && b.db {
+        return match diff_databases(&a.path, &b.path, None, 0) {
+            Ok(d) => ChangeSummary::Database {
+                tables: d.tables.into_iter().map(|t| t.summary).collect(),
+                schema: d.schema,
+            },
+            Err(e) => ChangeSummary::Unreadable {
+                reason: e.to_string(),
+            },
+        };
+    }
+    match (read_text(&a.path), read_text(&b.path)) {
+        (Ok(Some(x)), Ok(Some(y))) if !a.db && !b.db => {
+            let (lines_added, lines_removed) = textdiff::line_counts(&x, &y);
+            ChangeSummary::Text {
+                lines_added,
+                lines_removed,
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => ChangeSummary::Unreadable {
+            reason: e.to_string(),
+        },
+        _ => ChangeSummary::Binary {
+            size_before: a.size,
+            size_after: b.size,
+        },
+    }
+}
+
+/// The file's content as text, when it is text.
+fn read_text(path: &Path) -> Result<Option<String>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    Ok(textdiff::as_text(&bytes).map(str::to_string))
+}
+
+/// The diff of two opened versions.
+fn version_diff(file: &str, va: &Opened, vb: &Opened, table: Option<&str>) -> Result<Diff> {
+    let (a, b, file) = (va.vref.clone(), vb.vref.clone(), file.to_string());
+    if va.db && vb.db {
+        let DbDiff {
+            tables,
+            schema,
+            counts,
+        } = diff_databases(&va.path, &vb.path, table, MAX_LISTED_ROWS)?;
+        return Ok(Diff::Database {
+            file,
+            a,
+            b,
+            tables,
+            schema,
+            counts,
+        });
+    }
+    if let (false, false, Some(x), Some(y)) =
+        (va.db, vb.db, read_text(&va.path)?, read_text(&vb.path)?)
+    {
+        let (added, removed) = textdiff::line_counts(&x, &y);
+        let unified = textdiff::unified(&x, &y, &a.id, &b.id);
+        return Ok(Diff::Text {
+            file,
+            a,
+            b,
+            unified,
+            added,
+            removed,
+        });
+    }
+    let same = match (&va.sha256, &vb.sha256) {
+        (Some(x), Some(y)) if va.db == vb.db => x == y,
+        _ => crate::kind::sha256_file(&va.path)? == crate::kind::sha256_file(&vb.path)?,
+    };
+    Ok(Diff::Binary {
+        file,
+        a,
+        b,
+        size_a: va.size,
+        size_b: vb.size,
+        same,
+    })
 }

@@ -12,6 +12,7 @@
 //! takes that form, or for a one-column key the bare value (`42`, `ai`), which matches an
 //! integer or a text key spelled so (refused when it matches more than one row).
 
+pub(crate) mod restore;
 pub(crate) mod rows;
 pub(crate) mod textdiff;
 
@@ -215,7 +216,12 @@ impl<'de> Deserialize<'de> for Cells {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
         map.into_iter()
-            .map(|(k, v)| Ok((k, serde_json::from_value(v).map_err(serde::de::Error::custom)?)))
+            .map(|(k, v)| {
+                Ok((
+                    k,
+                    serde_json::from_value(v).map_err(serde::de::Error::custom)?,
+                ))
+            })
             .collect::<Result<Vec<_>, D::Error>>()
             .map(Cells)
     }
