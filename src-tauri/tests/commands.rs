@@ -549,9 +549,19 @@ fn a_databases_timeline_and_the_diff_of_two_versions() {
         .unwrap_or_else(|| panic!("the local copy: {history}"));
     assert_eq!(current["kind"], "current", "{current}");
     assert_eq!(current["counts"]["entities"], 3, "{current}");
-    // The newest version's change against the one before it, per table.
-    let newest_change = &list[0]["summary"];
-    assert_eq!(newest_change["type"], "database", "{history}");
+    // Each version's change against the one before it: the two current copies are the
+    // same, the drive's against its old copy says what changed, per table.
+    assert_eq!(list[0]["summary"]["type"], "same", "{history}");
+    let change = list
+        .iter()
+        .map(|v| &v["summary"])
+        .find(|s| s["type"] != "same")
+        .unwrap_or_else(|| panic!("a change: {history}"));
+    assert_eq!(
+        change["tables"],
+        json!([{ "table": "entities", "added": 1, "removed": 1, "changed": 1 }]),
+        "{history}"
+    );
     let old = list
         .iter()
         .find(|v| v["kind"] != "current")
