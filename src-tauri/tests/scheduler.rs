@@ -60,7 +60,7 @@ impl Fixture {
             .engine
             .open()
             .unwrap_or_else(|e| panic!("{e}"));
-        engine.history(100).map(|h| h.len()).unwrap_or(0)
+        engine.runs(100).map(|h| h.len()).unwrap_or(0)
     }
 }
 
