@@ -1,6 +1,8 @@
 //! Human-readable renderings of the engine's reports, for the CLI.
 
+use crate::inspect::text::counts;
 use crate::report::*;
+use crate::words::{bytes, plural};
 use std::fmt::Write;
 
 fn short(h: &str) -> &str {
@@ -38,14 +40,13 @@ pub fn run_line(r: &RunReport) -> String {
         .filter(|a| a.done && a.action != crate::model::ActionKind::Backup)
         .count();
     format!(
-        "{} {}: {} file(s), {} written, {} conflict(s), {} warning(s), {} error(s)",
+        "{} {}: {}, {written} written, {}, {}, {}",
         r.finished,
         r.command,
-        r.files.len(),
-        written,
-        r.conflicts.len(),
-        r.warnings.len(),
-        r.errors.len()
+        plural(r.files.len() as u64, "file"),
+        plural(r.conflicts.len() as u64, "conflict"),
+        plural(r.warnings.len() as u64, "warning"),
+        plural(r.errors.len() as u64, "error")
     )
 }
 
@@ -128,13 +129,14 @@ pub fn status(st: &StatusReport) -> String {
             if let (Some(size), Some(h)) = (f.size, &f.sha256) {
                 let _ = write!(
                     line,
-                    " {size:>10} B  {}  {}",
+                    " {:>10}  {}  {}",
+                    bytes(size),
                     f.mtime.as_deref().unwrap_or(""),
                     short(h)
                 );
             }
-            if let (Some(e), Some(c)) = (f.entities, f.conversations) {
-                let _ = write!(line, "  {e} entities, {c} conversations");
+            if let Some(c) = counts(f.entities, f.conversations) {
+                let _ = write!(line, "  {c}");
             }
             if let Some(n) = &f.note {
                 let _ = write!(line, "  ({n})");
@@ -175,12 +177,12 @@ pub fn status(st: &StatusReport) -> String {
         };
         let _ = writeln!(
             s,
-            "history in {}: {} versions, {} B ({} B plain backups, {} B stored){over}",
+            "history in {}: {}, {} ({} plain backups, {} stored){over}",
             h.location,
-            h.versions,
-            h.plain_bytes + h.stored_bytes,
-            h.plain_bytes,
-            h.stored_bytes
+            plural(h.versions as u64, "version"),
+            bytes(h.plain_bytes + h.stored_bytes),
+            bytes(h.plain_bytes),
+            bytes(h.stored_bytes)
         );
     }
     for w in &st.warnings {
@@ -202,21 +204,27 @@ pub fn conflicts(list: &[ConflictReport]) -> String {
             c.file, c.detected, c.reason
         );
         for v in &c.candidates {
-            let counts = match (v.entities, v.conversations) {
-                (Some(e), Some(c)) => format!("  {e} entities, {c} conversations"),
-                _ => String::new(),
-            };
+            let counts = counts(v.entities, v.conversations)
+                .map(|c| format!("  {c}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 s,
-                "  {:<10} {:>10} B  {}  {}{counts}",
+                "  {:<10} {:>10}  {}  {}{counts}",
                 v.location,
-                v.size.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+                v.size.map(bytes).unwrap_or_else(|| "-".into()),
                 v.mtime.as_deref().unwrap_or("(missing)"),
                 v.sha256.as_deref().map(short).unwrap_or("-")
             );
         }
+        if !c.rows.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {} changed differently:",
+                plural(c.rows.len() as u64, "row")
+            );
+        }
         for r in &c.rows {
-            let _ = writeln!(s, "  row {} {} changed differently:", r.table, r.key);
+            let _ = writeln!(s, "  row {} {}:", r.table, r.key);
             for (loc, v) in &r.values {
                 let _ = writeln!(s, "    {loc:<10} {}", v.as_deref().unwrap_or("(deleted)"));
             }
@@ -226,6 +234,13 @@ pub fn conflicts(list: &[ConflictReport]) -> String {
             "  settle it with: metasync resolve {} --keep LOCATION",
             c.file
         );
+        if !c.rows.is_empty() {
+            let _ = writeln!(
+                s,
+                "  or row by row: metasync resolve {} --keep-rows LOCATION [--table T --keys K...]",
+                c.file
+            );
+        }
     }
     s
 }
@@ -237,10 +252,9 @@ pub fn backups(list: &[BackupEntry]) -> String {
         let _ = writeln!(s, "no backups");
     }
     for b in list {
-        let counts = match (b.entities, b.conversations) {
-            (Some(e), Some(c)) => format!("  {e} entities, {c} conversations"),
-            _ => String::new(),
-        };
+        let counts = counts(b.entities, b.conversations)
+            .map(|c| format!("  {c}"))
+            .unwrap_or_default();
         let protected = b
             .protected
             .as_ref()
@@ -248,8 +262,10 @@ pub fn backups(list: &[BackupEntry]) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "{}  {:>10} B  {}{counts}{protected}",
-            b.created, b.size, b.id
+            "{}  {:>10}  {}{counts}{protected}",
+            b.created,
+            bytes(b.size),
+            b.id
         );
     }
     s
@@ -308,9 +324,9 @@ pub fn prune(r: &PruneReport) -> String {
     }
     let _ = writeln!(
         s,
-        "{} backup(s) {verb} ({} bytes freed), {} {moves} into the store, {} kept",
-        r.deleted.len(),
-        r.bytes_freed,
+        "{} {verb} ({} freed), {} {moves} into the store, {} kept",
+        plural(r.deleted.len() as u64, "backup"),
+        bytes(r.bytes_freed),
         r.stored.len(),
         r.kept
     );

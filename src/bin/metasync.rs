@@ -84,6 +84,28 @@ enum Command {
         /// Write the version to this new file instead, touching no location.
         #[arg(long, value_name = "PATH")]
         to: Option<std::path::PathBuf>,
+        /// Put back only these rows into the local database: a one-column key bare
+        /// (`entities:12,13`), any key as the JSON array `history`/`diff` show
+        /// (`tags:[1,"x"],[2,"y"]`).
+        #[arg(long, value_name = "TABLE:KEY[,KEY...]", conflicts_with_all = ["to", "dry_run"])]
+        rows: Option<String>,
+    },
+    /// Every kept version of a file, newest first, with what changed in each.
+    History {
+        /// The synced file.
+        file: String,
+    },
+    /// Rows (databases) or lines (text) that differ between two versions.
+    Diff {
+        /// The synced file.
+        file: String,
+        /// The older version (an id from `history` or `backups`; default: the newest backup).
+        a: Option<String>,
+        /// The newer version (default: `current:local`, the local copy).
+        b: Option<String>,
+        /// Only this table's rows.
+        #[arg(long)]
+        table: Option<String>,
     },
     /// Unresolved conflicts (exit 3 while any remain).
     Conflicts,
@@ -92,8 +114,22 @@ enum Command {
         /// The synced file.
         file: String,
         /// The location whose version wins.
-        #[arg(long)]
-        keep: String,
+        #[arg(
+            long,
+            required_unless_present = "keep_rows",
+            conflicts_with = "keep_rows"
+        )]
+        keep: Option<String>,
+        /// Settle a row conflict row by row: the rows named (all, or those of --table, or
+        /// those --keys of it) keep this location's value, the others the other side's.
+        #[arg(long, value_name = "LOCATION")]
+        keep_rows: Option<String>,
+        /// With --keep-rows: only rows of this table.
+        #[arg(long, requires = "keep_rows")]
+        table: Option<String>,
+        /// With --keep-rows: only rows with these keys (bare, or JSON arrays).
+        #[arg(long, num_args = 1.., requires = "table")]
+        keys: Vec<String>,
     },
     /// Apply the backup retention now.
     Prune {
@@ -211,6 +247,22 @@ fn dispatch(engine: &Engine, cli: &Cli, on_event: &mut dyn FnMut(&Event)) -> Res
         }
         Command::Restore {
             backup,
+            rows: Some(rows),
+            ..
+        } => restore_rows(engine, cli, backup, rows),
+        Command::History { file } => {
+            show(cli, &engine.history(file)?, |h| {
+                metasync::inspect::text::history(h)
+            });
+            Ok(0)
+        }
+        Command::Diff { file, a, b, table } => {
+            let d = engine.diff(file, a.as_deref(), b.as_deref(), table.as_deref())?;
+            show(cli, &d, metasync::inspect::text::diff);
+            Ok(0)
+        }
+        Command::Restore {
+            backup,
             to: Some(to),
             ..
         } => {
@@ -233,7 +285,22 @@ fn dispatch(engine: &Engine, cli: &Cli, on_event: &mut dyn FnMut(&Event)) -> Res
             show(cli, &list, |l| text::conflicts(l));
             Ok(if list.is_empty() { 0 } else { 3 })
         }
-        Command::Resolve { file, keep } => {
+        Command::Resolve {
+            keep_rows: Some(location),
+            file,
+            table,
+            keys,
+            ..
+        } => resolve_rows(
+            engine,
+            cli,
+            file,
+            location,
+            (table.as_deref(), keys),
+            on_event,
+        ),
+        Command::Resolve { file, keep, .. } => {
+            let keep = keep.as_deref().unwrap_or_default();
             let r = engine.resolve(file, keep, on_event)?;
             show(cli, &r, text::run);
             Ok(r.exit_code)
@@ -254,6 +321,31 @@ fn dispatch(engine: &Engine, cli: &Cli, on_event: &mut dyn FnMut(&Event)) -> Res
         }
         Command::Daemon { interval } => daemon(engine, cli, *interval, on_event),
     }
+}
+
+/// `restore ID --rows TABLE:KEY[,KEY...]`: only those rows, into the local database.
+fn restore_rows(engine: &Engine, cli: &Cli, backup: &str, rows: &str) -> Result<i32, Error> {
+    let (table, keys) = metasync::inspect::text::parse_rows_arg(rows)
+        .ok_or_else(|| Error::Usage(format!("--rows {rows}: give TABLE:KEY[,KEY...]")))?;
+    let r = engine.restore_rows(backup, &table, &keys)?;
+    show(cli, &r, metasync::inspect::text::restore_rows);
+    Ok(0)
+}
+
+/// `resolve FILE --keep-rows LOCATION [--table T [--keys K...]]`: a row conflict settled row
+/// by row.
+fn resolve_rows(
+    engine: &Engine,
+    cli: &Cli,
+    file: &str,
+    location: &str,
+    (table, keys): (Option<&str>, &[String]),
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<i32, Error> {
+    let choices = engine.keep_rows_choices(file, location, table, keys)?;
+    let r = engine.resolve_rows(file, &choices, on_event)?;
+    show(cli, &r, metasync::text::run);
+    Ok(r.exit_code)
 }
 
 /// The background loop, headless: one line (or JSON document) per run.

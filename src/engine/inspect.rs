@@ -12,6 +12,7 @@ use crate::inspect::{
 use crate::report::{Event, RunReport};
 use crate::Engine;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The id prefix of a location's current copy.
@@ -324,7 +325,7 @@ impl Engine {
                 self.clock().now(),
             )?;
         }
-        tracing::info!(target: "metasync", "{file} in local: {} row(s) of {table} restored from {}", keys.len(), entry.id);
+        tracing::info!(target: "metasync", "{file} in local: {} of {table} restored from {}", crate::words::plural(keys.len() as u64, "row"), entry.id);
         Ok(RestoreRowsReport {
             backup: entry,
             restored_to: live.display().to_string(),
@@ -337,18 +338,200 @@ impl Engine {
     }
 
     /// Settles a database conflict held by `manual` row by row: each held row takes the value
-    /// of the location its choice names.
+    /// of the location its choice names (one choice for every held row). The chosen values of
+    /// other locations are first put into the local database (backed up before, the same
+    /// checked transaction as `restore --rows`); then a row merge of the file where the local
+    /// value wins every row still in conflict settles it and propagates the result.
     pub fn resolve_rows(
         &self,
         file: &str,
         choices: &[RowChoice],
         events: &mut dyn FnMut(&Event),
     ) -> Result<RunReport> {
-        let _ = (choices, events);
-        Err(Error::Usage(format!(
-            "row resolve of {file}: not built yet"
-        )))
+        self.check_synced(file)?;
+        let _lock = self.lock("metasync resolve")?;
+        let conflict = self
+            .conflicts()?
+            .into_iter()
+            .find(|c| c.file == file)
+            .ok_or_else(|| Error::Refused(format!("no unresolved conflict on {file}")))?;
+        if conflict.rows.is_empty() {
+            return Err(Error::Refused(format!(
+                "the conflict on {file} is not held row by row ({}); settle it with resolve --keep",
+                conflict.reason
+            )));
+        }
+        let picks = picks_for(file, &conflict.rows, choices)?;
+        if !picks.is_empty() {
+            self.put_chosen_rows(file, &picks)?;
+        }
+        let ask = super::run::Ask {
+            command: "resolve",
+            direction: crate::plan::Direction::Sync(crate::Strategy::Local),
+            strategy: crate::Strategy::Local,
+            only: Some(file),
+            dry_run: false,
+        };
+        self.execute(ask, events)
     }
+
+    /// The choices `resolve FILE --keep-rows LOCATION [--table T] [--keys K...]` stands for:
+    /// the held rows it names (all of them, those of table T, or those keys of T; keys as
+    /// [`crate::inspect`] spells them, or bare) keep LOCATION's value; every other held row
+    /// keeps the value of the one other location that changed it (refused when there are
+    /// several).
+    pub fn keep_rows_choices(
+        &self,
+        file: &str,
+        keep: &str,
+        table: Option<&str>,
+        keys: &[String],
+    ) -> Result<Vec<RowChoice>> {
+        let conflict = self
+            .conflicts()?
+            .into_iter()
+            .find(|c| c.file == file)
+            .ok_or_else(|| Error::Refused(format!("no unresolved conflict on {file}")))?;
+        let named = |r: &crate::merge::RowConflict| {
+            table.is_none_or(|t| t == r.table)
+                && (keys.is_empty() || keys.iter().any(|k| key_named(k, &r.key)))
+        };
+        let mut out = Vec::new();
+        for r in &conflict.rows {
+            let location = if named(r) {
+                keep.to_string()
+            } else {
+                let others: Vec<&String> = r
+                    .values
+                    .iter()
+                    .map(|(l, _)| l)
+                    .filter(|l| *l != keep)
+                    .collect();
+                match others.as_slice() {
+                    [one] => (*one).clone(),
+                    _ => {
+                        return Err(Error::Refused(format!(
+                            "row {} {} of {file} was changed in more than two locations; name it with --table and --keys",
+                            r.table, r.key
+                        )))
+                    }
+                }
+            };
+            out.push(RowChoice {
+                table: r.table.clone(),
+                key: r.key.clone(),
+                location,
+            });
+        }
+        if !keys.is_empty() && !conflict.rows.iter().any(named) {
+            return Err(Error::Refused(format!(
+                "no held row of {file} has the keys {}",
+                keys.join(", ")
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Puts the rows chosen from other locations (location → table → keys) into the local
+    /// database, after one backup of it.
+    fn put_chosen_rows(&self, file: &str, picks: &Picks) -> Result<()> {
+        let (places, _) = self.available_places()?;
+        let local = places
+            .iter()
+            .find(|p| p.loc.is_local())
+            .ok_or_else(|| Error::Refused("the local home is not available".into()))?;
+        let live = local.loc.path_of(file);
+        let opts = crate::sqlite::SqliteOptions::from(&self.config().sqlite);
+        let at = self.clock().now_local().naive_local();
+        let made = crate::apply::backup(&live, at, crate::apply::BackupMethod::Snapshot, &opts)?;
+        if let Some(rel) = made
+            .strip_prefix(&local.loc.root)
+            .ok()
+            .and_then(|r| r.to_str())
+        {
+            crate::history::protect(
+                &local.loc.root,
+                rel,
+                crate::history::policy::Protected::Replaced,
+                self.clock().now(),
+            )?;
+        }
+        for (loc, tables) in picks {
+            let source = self.open_current(file, loc)?;
+            for (table, keys) in tables {
+                crate::inspect::restore::put_rows(&live, &source.path, table, keys, &opts)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rows to take from locations other than local: location → table → keys.
+type Picks = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+/// Whether `wanted` (a JSON array of key values, or one bare value) names the key `canon`.
+fn key_named(wanted: &str, canon: &str) -> bool {
+    if same_key(wanted, canon) {
+        return true;
+    }
+    match serde_json::from_str::<serde_json::Value>(canon) {
+        Ok(serde_json::Value::Array(v)) if v.len() == 1 => match &v[0] {
+            serde_json::Value::Number(n) => n.to_string() == wanted,
+            serde_json::Value::String(t) => t == wanted,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn same_key(a: &str, b: &str) -> bool {
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+    a == b || parse(a).is_some_and(|x| parse(b).is_some_and(|y| x == y))
+}
+
+/// Checks that `choices` name every held row once, each a location that changed it; the rows
+/// to take from other locations than local.
+fn picks_for(
+    file: &str,
+    rows: &[crate::merge::RowConflict],
+    choices: &[RowChoice],
+) -> Result<Picks> {
+    let mut picks = Picks::new();
+    let mut missing = Vec::new();
+    for row in rows {
+        let Some(c) = choices
+            .iter()
+            .find(|c| c.table == row.table && same_key(&c.key, &row.key))
+        else {
+            missing.push(format!("{} {}", row.table, row.key));
+            continue;
+        };
+        if !row.values.iter().any(|(l, _)| *l == c.location) {
+            let locs: Vec<&str> = row.values.iter().map(|(l, _)| l.as_str()).collect();
+            return Err(Error::Refused(format!(
+                "row {} {} of {file} was changed in {}, not in {}",
+                row.table,
+                row.key,
+                locs.join(" and "),
+                c.location
+            )));
+        }
+        if c.location != crate::location::LOCAL {
+            picks
+                .entry(c.location.clone())
+                .or_default()
+                .entry(row.table.clone())
+                .or_default()
+                .push(row.key.clone());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Refused(format!(
+            "choose a location for every held row of {file}; not chosen: {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(picks)
 }
 
 /// What changed from `a` to `b`, counted.

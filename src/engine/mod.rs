@@ -391,8 +391,12 @@ fn merge_by_file(mut a: Vec<FileOutcome>, b: Vec<FileOutcome>) -> Vec<FileOutcom
 
 /// A run's one-line summary.
 fn run_summary(files: usize, written: u64, conflicts: usize, unavailable: usize) -> String {
+    use crate::words::plural;
     format!(
-        "{files} file(s), {written} written, {conflicts} conflict(s), {unavailable} location(s) unavailable"
+        "{}, {written} written, {}, {} unavailable",
+        plural(files as u64, "file"),
+        plural(conflicts as u64, "conflict"),
+        plural(unavailable as u64, "location")
     )
 }
 

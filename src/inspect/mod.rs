@@ -14,6 +14,7 @@
 
 pub(crate) mod restore;
 pub(crate) mod rows;
+pub mod text;
 pub(crate) mod textdiff;
 
 use serde::{Deserialize, Serialize};

@@ -4,6 +4,7 @@
 
 use super::{actions_for, conflict_at, Action, Decision, FileInput};
 use crate::model::Direction;
+use crate::words::plural;
 
 /// The pseudo-location a row-merged version is copied from.
 pub const MERGE_SOURCE: &str = "row merge";
@@ -61,10 +62,15 @@ pub fn after_merge(
         } => {
             let winner = crate::model::Recorded::Present(hash);
             let reason = if row_conflicts == 0 {
-                format!("merged row by row ({rows_changed} row change(s) from {from})")
+                format!(
+                    "merged row by row ({} from {from})",
+                    plural(rows_changed as u64, "row change")
+                )
             } else {
                 format!(
-                    "merged row by row ({rows_changed} row change(s) from {from}; {row_conflicts} row conflict(s) settled by {strategy})"
+                    "merged row by row ({} from {from}; {} settled by {strategy})",
+                    plural(rows_changed as u64, "row change"),
+                    plural(row_conflicts as u64, "row conflict")
                 )
             };
             AfterMerge {
@@ -81,7 +87,10 @@ pub fn after_merge(
             decision: conflict_at(
                 input,
                 candidates,
-                format!("{rows} row(s) changed differently in {from} (strategy manual)"),
+                format!(
+                    "{} changed differently in {from} (strategy manual)",
+                    plural(rows as u64, "row")
+                ),
             ),
             actions: Vec::new(),
             warning: None,
