@@ -277,7 +277,11 @@ let timelineFile = null;
 
 function renderTimelineFiles(status) {
   const names = [...new Set(status.locations.flatMap((l) => l.files.map((f) => f.file)))].sort();
-  $("timeline-files").replaceChildren(...names.map((f) =>
+  // Re-made only when the files change: a refresh must not swap a button under a click.
+  const box = $("timeline-files");
+  if (box.dataset.files === JSON.stringify(names)) return;
+  box.dataset.files = JSON.stringify(names);
+  box.replaceChildren(...names.map((f) =>
     el("button", {
       type: "button", class: `small timeline-file${f === timelineFile ? " active" : ""}`, "data-file": f, text: f,
       onclick: () => openTimeline(f),

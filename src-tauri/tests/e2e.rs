@@ -156,6 +156,24 @@ async fn text_css(d: &WebDriver, css: &str) -> Result<String, String> {
     }
 }
 
+/// Clicks `css` until `then` shows (a refresh may swap the element under the click).
+async fn click_until(d: &WebDriver, css: &str, then: &str) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        click_css(d, css).await?;
+        let clicked = Instant::now();
+        while clicked.elapsed() < Duration::from_secs(3) {
+            if d.find(By::Css(then)).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if start.elapsed() > TIMEOUT {
+            return Err(format!("clicked `{css}`, `{then}` never showed"));
+        }
+    }
+}
+
 async fn wait_gone(d: &WebDriver, css: &str) {
     let start = Instant::now();
     while d.find(By::Css(css)).await.is_ok() {
@@ -415,6 +433,33 @@ async fn steps(d: &WebDriver, home: &Path, remote: &Path) -> Result<(), String> 
     // Let the page settle on its refreshed state before the picture.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     save_screenshot(d, "panel.png").await;
+
+    // The rules' timeline; the newest backup at home (the drive's version, kept when the
+    // restore replaced it) against the current copy: a unified diff.
+    let timeline = "[data-timeline='sorting-rules.yaml']";
+    click_until(
+        d,
+        "button.timeline-file[data-file='sorting-rules.yaml']",
+        &format!("{timeline} tr.version[data-version-id^='local:'] button.compare"),
+    )
+    .await?;
+    click_until(
+        d,
+        &format!("{timeline} tr.version[data-version-id^='local:'] button.compare"),
+        "#diff pre.unified .add",
+    )
+    .await?;
+    expect_text(
+        d,
+        "#diff",
+        &[
+            "1 line added, 1 line removed",
+            "-rules: drive",
+            "+rules: home",
+        ],
+    )
+    .await?;
+    save_screenshot(d, "panel-text-diff.png").await;
     Ok(())
 }
 
@@ -478,12 +523,12 @@ async fn version_steps(d: &WebDriver, home: &Path, remote: &Path) -> Result<(), 
 
     // The timeline: every kept version with what changed.
     let timeline = "[data-timeline='metastore.db']";
-    click_css(d, "button.timeline-file[data-file='metastore.db']").await?;
-    wait_css(
+    click_until(
         d,
+        "button.timeline-file[data-file='metastore.db']",
         &format!("{timeline} tr.version[data-version-id='current:local']"),
     )
-    .await;
+    .await?;
     let oldest = format!("{timeline} tr.version:not([data-kind='current']):last-child");
     wait_css(d, &oldest).await;
     expect_text(
@@ -495,9 +540,13 @@ async fn version_steps(d: &WebDriver, home: &Path, remote: &Path) -> Result<(), 
     save_screenshot(d, "panel-timeline.png").await;
 
     // Compare the oldest version with the current copy: one row changed, one added, one gone.
-    click_css(d, &format!("{oldest} button.compare")).await?;
     let t = ".table-diff[data-table='entities']";
-    wait_css(d, &format!("{t} tr.diff-row.changed td.cell-changed")).await;
+    click_until(
+        d,
+        &format!("{oldest} button.compare"),
+        &format!("{t} tr.diff-row.changed td.cell-changed"),
+    )
+    .await?;
     expect_text(
         d,
         &format!("{t} h4"),
