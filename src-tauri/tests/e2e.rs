@@ -55,7 +55,7 @@ fn free_ports() -> (u16, u16) {
     (port(&a, 4444), port(&b, 4445))
 }
 
-/// Stops tauri-driver with SIGTERM: only then does it stop WebKitWebDriver too.
+/// Stops a child with SIGTERM (tauri-driver: only then does it stop WebKitWebDriver too).
 struct DriverGuard(Child);
 
 impl Drop for DriverGuard {
@@ -339,10 +339,14 @@ async fn scenario(driver_bin: PathBuf) {
 async fn versions_scenario(driver_bin: PathBuf) {
     let w = world();
     make_metastore(&w.home.join("metastore.db"));
+    // A notification daemon on the test's session bus, when there is one to start: the
+    // click on the conflict's notification is tried then.
+    let dunst = notification_daemon(&w);
     let (_guard, d) = session(&driver_bin, &w).await;
     let d2 = d.clone();
     let (h, r) = (w.home.clone(), w.remote.clone());
-    let result = tokio::spawn(async move { version_steps(&d2, &h, &r).await }).await;
+    let clicks = dunst.is_some();
+    let result = tokio::spawn(async move { version_steps(&d2, &h, &r, clicks).await }).await;
     finish(d, result, "versions-failure.png").await;
 }
 
@@ -499,7 +503,63 @@ async fn expect_text(d: &WebDriver, css: &str, want: &[&str]) -> Result<String, 
     }
 }
 
-async fn version_steps(d: &WebDriver, home: &Path, remote: &Path) -> Result<(), String> {
+/// dunst on the session bus (stopped when the guard drops), if it and dunstctl are here and
+/// a session bus is (scripts/e2e runs the tests in one).
+fn notification_daemon(w: &World) -> Option<DriverGuard> {
+    let ready = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
+        && find_on_path("dunst").is_some()
+        && find_on_path("dunstctl").is_some();
+    if !ready {
+        eprintln!("no notification click tried: no dunst/dunstctl or no session bus");
+        return None;
+    }
+    // An empty config: dunst's defaults, whatever the machine's user has.
+    let config = w.user_home.join("dunstrc");
+    std::fs::write(&config, "[global]\n    timeout = 60\n").expect("dunstrc");
+    let child = Command::new("dunst")
+        .arg("-config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    Some(DriverGuard(child))
+}
+
+fn dunstctl(args: &[&str]) -> String {
+    Command::new("dunstctl")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The conflict's notification is on screen; a click on it (dunst's default action) brings
+/// the panel to that conflict.
+async fn click_the_notification(d: &WebDriver) -> Result<(), String> {
+    d.execute("window.scrollTo(0, 0)", vec![])
+        .await
+        .map_err(|e| format!("scroll: {e}"))?;
+    wait_until("the conflict's notification on screen", || {
+        dunstctl(&["history"]).contains("1 conflict") || dunstctl(&["count", "displayed"]) != "0"
+    })
+    .await;
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/artifacts/notification.png");
+    let _ = Command::new("import")
+        .args(["-window", "root"])
+        .arg(&shot)
+        .status();
+    dunstctl(&["action", "0"]);
+    wait_css(d, "[data-conflict='metastore.db'].focused").await;
+    Ok(())
+}
+
+async fn version_steps(
+    d: &WebDriver,
+    home: &Path,
+    remote: &Path,
+    notification_clicks: bool,
+) -> Result<(), String> {
     wait_css(d, "body[data-loaded='true']").await;
     click_css(d, "#sync-now").await?;
     wait_until("the database on the drive", || {
@@ -603,6 +663,9 @@ async fn version_steps(d: &WebDriver, home: &Path, remote: &Path) -> Result<(), 
     click_css(d, "#sync-now").await?;
     let rows = "[data-row-conflicts='metastore.db']";
     wait_css(d, &format!("{rows} tr.row-conflict[data-row-key='[2]']")).await;
+    if notification_clicks {
+        click_the_notification(d).await?;
+    }
     expect_text(
         d,
         rows,
