@@ -667,3 +667,60 @@ fn a_row_conflict_is_settled_row_by_row() {
     assert_eq!(entities(&f.remote.join(DB)), want);
     assert_eq!(f.ok("list_conflicts", json!({})), json!([]));
 }
+
+#[test]
+fn the_timeline_lists_stored_versions_and_one_is_compared_and_restored() {
+    let f = fixture("newest");
+    // One plain backup per file and place; older ones, younger than 30 days, move into the
+    // history store.
+    let config = f.home.join("metasync.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("\n[backups]\nkeep_last = 1\nretention = \"max_age\"\nmax_age_days = 30\n");
+    std::fs::write(&config, text).expect("config");
+    f.ok("sync_now", json!({}));
+    for (i, v) in ["rules: v2\n", "rules: v3\n", "rules: v4\n"]
+        .iter()
+        .enumerate()
+    {
+        f.write_at(&f.home, RULES, v, 3 - i as u64);
+        let r = f.ok("sync_now", json!({}));
+        assert_eq!(r["report"]["exit_code"], 0, "{r}");
+    }
+    let history = f.ok("file_history", json!({ "file": RULES }));
+    let list = history.as_array().expect("a list");
+    let kinds: Vec<&str> = list.iter().filter_map(|v| v["kind"].as_str()).collect();
+    assert!(
+        kinds.contains(&"stored"),
+        "stored versions listed: {history}"
+    );
+    assert!(kinds.contains(&"plain"), "{history}");
+    // A stored version compared with the current copy: a unified diff of the two texts.
+    let stored = list
+        .iter()
+        .find(|v| v["kind"] == "stored")
+        .unwrap_or_else(|| panic!("{history}"));
+    let diff = f.ok(
+        "diff_versions",
+        json!({ "file": RULES, "a": stored["id"], "b": "current:local" }),
+    );
+    assert_eq!(diff["type"], "text", "{diff}");
+    assert_eq!(
+        (diff["added"].as_u64(), diff["removed"].as_u64()),
+        (Some(1), Some(1)),
+        "{diff}"
+    );
+    let unified = diff["unified"].as_str().unwrap_or("");
+    assert!(unified.contains("\n+rules: v4\n"), "{unified}");
+    let old = unified
+        .lines()
+        .find_map(|l| l.strip_prefix("-rules: "))
+        .unwrap_or_else(|| panic!("the stored version's line: {unified}"));
+    // Restore the whole stored version from the timeline: the file holds it again.
+    f.ok("restore_backup", json!({ "id": stored["id"] }));
+    let place = if stored["location"] == "local" {
+        &f.home
+    } else {
+        &f.remote
+    };
+    assert_eq!(f.read(place, RULES), format!("rules: {old}\n"));
+}
