@@ -72,10 +72,10 @@ pub fn location_line(loc: &LocationStatus) -> String {
             Some(h) if f.state == metasync::model::FileState::Present => {
                 parts.push(format!("{} {}", f.file, short_hash(h)));
                 if let Some(n) = f.entities {
-                    parts.push(format!("{n} entities"));
+                    parts.push(metasync::words::plural(n, "entity"));
                 }
                 if let Some(n) = f.conversations {
-                    parts.push(format!("{n} conversations"));
+                    parts.push(metasync::words::plural(n, "conversation"));
                 }
             }
             _ => parts.push(format!("{} {}", f.file, f.state)),
@@ -402,6 +402,12 @@ mod tests {
                 vec![db("present", Some("3f2a9c1e77aa"))]
             )),
             "local — ok · metastore.db 3f2a9c1 · 1204 entities · 88 conversations"
+        );
+        let mut one = db("present", Some("3f2a9c1e77aa"));
+        (one.entities, one.conversations) = (Some(1), Some(1));
+        assert_eq!(
+            location_line(&loc("local", true, None, vec![one])),
+            "local — ok · metastore.db 3f2a9c1 · 1 entity · 1 conversation"
         );
         assert_eq!(
             location_line(&loc("usb", false, Some("drive not mounted"), vec![])),
