@@ -32,6 +32,7 @@ pub mod report;
 pub mod sample;
 pub mod scan;
 pub mod select;
+pub mod service;
 pub mod sqlite;
 pub mod steady;
 pub mod text;

@@ -332,3 +332,29 @@ pub fn prune(r: &PruneReport) -> String {
     );
     s
 }
+
+/// `service install|uninstall|status`.
+pub fn service(s: &crate::service::State) -> String {
+    use crate::service::Running;
+    let what = match (s.installed, s.changed) {
+        (true, true) => "installed",
+        (true, false) => "installed (unchanged)",
+        (false, true) => "uninstalled",
+        (false, false) => "not installed",
+    };
+    let mut out = format!("{what}: {}\n", s.path.display());
+    if s.installed && !s.current {
+        out.push_str(
+            "note: the file is not what `metasync service install` writes now; run it again\n",
+        );
+    }
+    out.push_str(match s.running {
+        Running::Active => "running\n",
+        Running::Inactive => "not running\n",
+        Running::Unknown => "running: unknown (the service manager could not be asked)\n",
+    });
+    if let Some(d) = &s.detail {
+        out.push_str(&format!("note: {d}\n"));
+    }
+    out
+}

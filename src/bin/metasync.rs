@@ -150,6 +150,45 @@ enum Command {
     },
     /// A self-contained walk-through in a temporary folder.
     Demo,
+    /// Set the background loop up as a service (systemd user unit, LaunchAgent on macOS).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Write the service file and start it (again, if it was running).
+    Install {
+        /// Write the file only; don't ask the service manager to start it.
+        #[arg(long)]
+        files_only: bool,
+        /// systemd | launchd (default: this platform's; another only with --files-only).
+        #[arg(long)]
+        manager: Option<ServiceManager>,
+    },
+    /// Stop the service and remove its file.
+    Uninstall {
+        /// Remove the file only; don't ask the service manager to stop it.
+        #[arg(long)]
+        files_only: bool,
+        /// systemd | launchd (default: this platform's; another only with --files-only).
+        #[arg(long)]
+        manager: Option<ServiceManager>,
+    },
+    /// Whether the service is installed, current and running.
+    Status {
+        /// systemd | launchd (default: this platform's).
+        #[arg(long)]
+        manager: Option<ServiceManager>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ServiceManager {
+    Systemd,
+    Launchd,
 }
 
 fn main() -> ExitCode {
@@ -194,6 +233,10 @@ fn run(cli: &Cli) -> Result<i32, Error> {
         _ => {}
     }
     let engine = Engine::open(&home, cli.config.as_deref())?;
+    if let Command::Service { action } = &cli.command {
+        // The config was checked by opening the engine: no service for a broken one.
+        return service(&home, cli, action);
+    }
     let _guard = init_logging(&home, cli.verbose);
     let human = !cli.json && !cli.quiet;
     let mut on_event = |e: &Event| {
@@ -215,11 +258,28 @@ fn show<T: serde::Serialize>(cli: &Cli, value: &T, human: impl FnOnce(&T) -> Str
     }
 }
 
+/// Like [`show`], with `--json` printing `json(value)` (a command whose JSON is not the engine
+/// type's own shape).
+fn show_as<T: ?Sized>(
+    cli: &Cli,
+    value: &T,
+    json: impl FnOnce(&T) -> serde_json::Value,
+    human: impl FnOnce(&T) -> String,
+) {
+    if cli.json {
+        print_json(&json(value));
+    } else if !cli.quiet {
+        print!("{}", human(value));
+    }
+}
+
 /// Runs one engine command and shows what it returned; the exit code.
 fn dispatch(engine: &Engine, cli: &Cli, on_event: &mut dyn FnMut(&Event)) -> Result<i32, Error> {
     use metasync::text;
     match &cli.command {
-        Command::Init | Command::Demo => Err(Error::Usage("handled before the engine".into())),
+        Command::Init | Command::Demo | Command::Service { .. } => {
+            Err(Error::Usage("handled before the engine".into()))
+        }
         Command::Sync { strategy, dry_run } => {
             run_sync(engine, cli, Mode::Sync, *strategy, *dry_run, on_event)
         }
@@ -251,14 +311,23 @@ fn dispatch(engine: &Engine, cli: &Cli, on_event: &mut dyn FnMut(&Event)) -> Res
             ..
         } => restore_rows(engine, cli, backup, rows),
         Command::History { file } => {
-            show(cli, &engine.history(file)?, |h| {
-                metasync::inspect::text::history(h)
-            });
+            let h = engine.history(file)?;
+            show_as(
+                cli,
+                h.as_slice(),
+                metasync::inspect::json::history_json,
+                metasync::inspect::text::history,
+            );
             Ok(0)
         }
         Command::Diff { file, a, b, table } => {
             let d = engine.diff(file, a.as_deref(), b.as_deref(), table.as_deref())?;
-            show(cli, &d, metasync::inspect::text::diff);
+            show_as(
+                cli,
+                &d,
+                metasync::inspect::json::diff_json,
+                metasync::inspect::text::diff,
+            );
             Ok(0)
         }
         Command::Restore {
@@ -421,5 +490,47 @@ fn init(home: &std::path::Path, cli: &Cli) -> Result<i32, Error> {
             println!("note: {}", offer.describe());
         }
     }
+    Ok(0)
+}
+
+/// `service install|uninstall|status`: the daemon on this home as a systemd user unit or a
+/// LaunchAgent.
+fn service(home: &std::path::Path, cli: &Cli, action: &ServiceAction) -> Result<i32, Error> {
+    use metasync::service::{self, Manager};
+    let native = Manager::native();
+    let pick = |m: &Option<ServiceManager>, files_only: bool| -> Result<Manager, Error> {
+        let chosen = match m {
+            None => native,
+            Some(ServiceManager::Systemd) => Manager::Systemd,
+            Some(ServiceManager::Launchd) => Manager::Launchd,
+        };
+        if chosen != native && !files_only {
+            return Err(Error::Usage(format!(
+                "service: this machine uses {native}; --manager {chosen} needs --files-only"
+            )));
+        }
+        Ok(chosen)
+    };
+    let absolute =
+        |p: &std::path::Path| std::path::absolute(p).map_err(|e| Error::io("resolve path", p, e));
+    let exe = std::env::current_exe().map_err(|e| Error::io("find", "the metasync binary", e))?;
+    let spec = service::Spec {
+        exe,
+        home: absolute(home)?,
+        config: cli.config.as_deref().map(absolute).transpose()?,
+    };
+    let dirs = service::Dirs::from_env()?;
+    let state = match action {
+        ServiceAction::Install {
+            files_only,
+            manager,
+        } => service::install(pick(manager, *files_only)?, &spec, &dirs, !files_only)?,
+        ServiceAction::Uninstall {
+            files_only,
+            manager,
+        } => service::uninstall(pick(manager, *files_only)?, &dirs, !files_only)?,
+        ServiceAction::Status { manager } => service::status(pick(manager, true)?, &spec, &dirs),
+    };
+    show(cli, &state, metasync::text::service);
     Ok(0)
 }

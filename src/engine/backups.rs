@@ -251,6 +251,33 @@ impl Engine {
         Ok(out)
     }
 
+    /// The id of the newest backup of `file` in any available location, plain or stored,
+    /// found without reading any (what `diff` compares with by default).
+    pub(crate) fn newest_backup_id(&self, file: &str) -> Result<Option<String>> {
+        let (places, _) = self.available_places()?;
+        let mut best: Option<(chrono::DateTime<chrono::Utc>, String, String)> = None;
+        let mut consider = |created, rel: &str, id: String| {
+            if best
+                .as_ref()
+                .is_none_or(|b| (created, rel) > (b.0, b.1.as_str()))
+            {
+                best = Some((created, rel.to_string(), id));
+            }
+        };
+        for p in &places {
+            for b in backups_of(p, file) {
+                consider(b.created, &b.rel, b.entry.id);
+            }
+            let store = Store::of_location(&p.loc.root);
+            for (id, m) in store.manifests()?.0 {
+                if m.info.file == file {
+                    consider(m.info.created, "", stored_entry(p, &store, &id, &m).id);
+                }
+            }
+        }
+        Ok(best.map(|b| b.2))
+    }
+
     /// The stored version named by `<location>:history:<backup name>`, when `spec` is one.
     fn find_stored(&self, spec: &str) -> Result<Option<(Place, Store, String, Manifest)>> {
         let Some((loc, name)) = spec

@@ -39,8 +39,28 @@ struct Opened {
     size: u64,
     sha256: Option<String>,
     counts: Option<Counts>,
+    /// For a current database: not copied yet, `path` is the live file.
+    live: bool,
     _temp: Option<TempFile>,
     _scratch: Option<Scratch>,
+}
+
+impl Opened {
+    /// A live database is read through a copy, made the first time its rows are needed.
+    fn settle(&mut self, ctx: &crate::kind::ReadCtx) -> Result<()> {
+        if !self.live {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&ctx.scratch)
+            .map_err(|e| Error::io("create folder", &ctx.scratch, e))?;
+        let name = format!("inspect-{}.db", crate::ids::random_hex(12));
+        let tmp = TempFile(ctx.scratch.join(name));
+        crate::inspect::rows::copy_database(&self.path, &tmp.0, ctx.sqlite.busy_timeout * 4)?;
+        self.path = tmp.0.clone();
+        self._temp = Some(tmp);
+        self.live = false;
+        Ok(())
+    }
 }
 
 fn counts_of(t: &crate::sqlite::TableCounts) -> Counts {
@@ -111,6 +131,7 @@ impl Engine {
             size,
             sha256: entry.sha256.clone(),
             counts,
+            live: false,
             _temp: None,
             _scratch: Some(scratch),
         })
@@ -131,35 +152,34 @@ impl Engine {
             location: loc.to_string(),
             created: super::rfc3339(DateTime::<Utc>::from(mtime)),
         };
-        if !crate::sqlite::is_sqlite(&path)? {
-            return Ok(Opened {
-                vref,
-                sha256: Some(crate::kind::sha256_file(&path)?),
-                path,
-                db: false,
-                size: meta.len(),
-                counts: None,
-                _temp: None,
-                _scratch: None,
-            });
-        }
-        let ctx = self.read_ctx();
-        std::fs::create_dir_all(&ctx.scratch)
-            .map_err(|e| Error::io("create folder", &ctx.scratch, e))?;
-        let tmp = ctx
-            .scratch
-            .join(format!("inspect-{}.db", crate::ids::random_hex(12)));
-        let info = crate::sqlite::snapshot(&path, &tmp, &ctx.sqlite)?;
-        Ok(Opened {
+        // The version hash as a sync sees it: from the scan cache while the file is unchanged.
+        let cache = match crate::archive::Archive::open_existing(self.home())? {
+            Some(a) => a.cache(loc)?,
+            None => Default::default(),
+        };
+        let sha256 = match crate::scan::scan_file(&path, cache.get(file), &self.read_ctx()) {
+            crate::scan::Found::Present { content, .. } => Some(content.hash),
+            _ => None,
+        };
+        let mut opened = Opened {
             vref,
-            path: tmp.clone(),
-            db: true,
+            sha256,
+            path: path.clone(),
+            db: crate::sqlite::is_sqlite(&path)?,
             size: meta.len(),
-            sha256: Some(info.logical_hash),
-            counts: Some(counts_of(&info.counts)),
-            _temp: Some(TempFile(tmp)),
+            counts: None,
+            live: false,
+            _temp: None,
             _scratch: None,
-        })
+        };
+        if opened.db {
+            // Counted in place, in one short read transaction; copied only when diffed.
+            opened.counts = crate::sqlite::table_counts(&path, &self.read_ctx().sqlite)
+                .ok()
+                .map(|c| counts_of(&c));
+            opened.live = true;
+        }
+        Ok(opened)
     }
 
     /// Every kept version of `file` in every available location (current copies, plain
@@ -228,21 +248,21 @@ impl Engine {
     fn summarise(&self, file: &str, entries: &mut [HistoryEntry]) {
         let mut older: Option<std::result::Result<Opened, String>> = None;
         for e in entries.iter_mut().rev() {
-            let this = self
+            let mut this = self
                 .open_version(file, &e.id)
                 .map_err(|err| err.to_string());
-            if let Ok(o) = &this {
+            if let Ok(o) = &mut this {
                 e.counts = o.counts.clone();
-                if e.sha256.is_none() {
-                    e.sha256 = o.sha256.clone();
-                }
+                // The listing hashed the plain backups already.
+                o.sha256 = o.sha256.take().or_else(|| e.sha256.clone());
+                e.sha256 = o.sha256.clone();
             }
-            e.summary = match (&older, &this) {
+            e.summary = match (&mut older, &mut this) {
                 (None, _) => ChangeSummary::First,
                 (Some(Err(why)), _) | (_, Err(why)) => ChangeSummary::Unreadable {
                     reason: why.clone(),
                 },
-                (Some(Ok(a)), Ok(b)) => summary(a, b),
+                (Some(Ok(a)), Ok(b)) => summary(a, b, &self.read_ctx()),
             };
             older = Some(this);
         }
@@ -262,14 +282,13 @@ impl Engine {
         let a = match a {
             Some(a) => a.to_string(),
             None => self
-                .backups(Some(file), None, false)?
-                .into_iter()
-                .next()
-                .map(|b| b.id)
+                .newest_backup_id(file)?
                 .ok_or_else(|| Error::Usage(format!("{file} has no backup to compare with")))?,
         };
-        let va = self.open_version(file, &a)?;
-        let vb = self.open_version(file, b.unwrap_or("current"))?;
+        let mut va = self.open_version(file, &a)?;
+        let mut vb = self.open_version(file, b.unwrap_or("current"))?;
+        va.settle(&self.read_ctx())?;
+        vb.settle(&self.read_ctx())?;
         version_diff(file, &va, &vb, table)
     }
 
@@ -535,9 +554,14 @@ fn picks_for(
 }
 
 /// What changed from `a` to `b`, counted.
-fn summary(a: &Opened, b: &Opened) -> ChangeSummary {
+fn summary(a: &mut Opened, b: &mut Opened, ctx: &crate::kind::ReadCtx) -> ChangeSummary {
     if a.sha256.is_some() && a.sha256 == b.sha256 {
         return ChangeSummary::Same;
+    }
+    if let Err(e) = a.settle(ctx).and_then(|()| b.settle(ctx)) {
+        return ChangeSummary::Unreadable {
+            reason: e.to_string(),
+        };
     }
     if a.db && b.db {
         return match diff_databases(&a.path, &b.path, None, 0) {

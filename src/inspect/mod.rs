@@ -12,6 +12,7 @@
 //! takes that form, or for a one-column key the bare value (`42`, `ai`), which matches an
 //! integer or a text key spelled so (refused when it matches more than one row).
 
+pub mod json;
 pub(crate) mod restore;
 pub(crate) mod rows;
 pub mod text;

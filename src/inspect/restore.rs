@@ -121,8 +121,9 @@ fn resolve_keys(
         match found.as_slice() {
             [] => {
                 return Err(Error::Refused(format!(
-                    "no row of {table} has the key {k} in either version"
-                )))
+                "no row of {table} has the key {k}, neither in {} nor in the version restored from",
+                live.display()
+            )))
             }
             [one] => {
                 if !out.iter().any(|o| o.0 == one.0) {
@@ -132,7 +133,8 @@ fn resolve_keys(
             many => {
                 let list: Vec<&str> = many.iter().map(|m| m.0.as_str()).collect();
                 return Err(Error::Refused(format!(
-                    "the key {k} of {table} matches several rows ({}); give it as a JSON array",
+                    "the key {k} of {table} in {} matches several rows ({}); give it as a JSON array",
+                    live.display(),
                     list.join(", ")
                 )));
             }

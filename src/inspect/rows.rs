@@ -38,6 +38,32 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Copies the database `src` (possibly live) into the new file `dst` through SQLite's backup
+/// API in one step under a read lock: a consistent copy to read, nothing more (no integrity
+/// check, no hash: a diff only reads it). Busy steps are retried for up to `busy`.
+pub(crate) fn copy_database(src: &Path, dst: &Path, busy: std::time::Duration) -> Result<()> {
+    let from = open_read_only(src)?;
+    from.busy_timeout(busy).map_err(err("open", src))?;
+    let mut to = Connection::open(dst).map_err(err("create", dst))?;
+    let backup = rusqlite::backup::Backup::new(&from, &mut to).map_err(err("copy", src))?;
+    let started = std::time::Instant::now();
+    loop {
+        use rusqlite::backup::StepResult;
+        match backup.step(-1).map_err(err("copy", src))? {
+            StepResult::Done => return Ok(()),
+            StepResult::More => {}
+            _ if started.elapsed() > busy => {
+                return Err(Error::Refused(format!(
+                    "{} stayed busy for {} s; try again",
+                    src.display(),
+                    busy.as_secs()
+                )))
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
 /// A value as a diff shows it: exact type, lossless spelling.
 pub(crate) fn cell(v: &Value) -> Cell {
     match v {
@@ -262,7 +288,8 @@ fn read_values(
     cols.map(|i| r.get::<_, Value>(i)).collect()
 }
 
-/// A rowid-keyed table: both versions read in rowid order, side by side.
+/// A rowid-keyed table: both versions read in rowid order, side by side, values compared
+/// borrowed (only rows that differ are copied out).
 fn rowid_join(
     conn: &Connection,
     id: &RowIdentity,
@@ -285,44 +312,64 @@ fn rowid_join(
     let mut sb = conn.prepare(&sql("side")).map_err(&e)?;
     let mut ra = sa.query([]).map_err(&e)?;
     let mut rb = sb.query([]).map_err(&e)?;
-    let read = |r: Option<&rusqlite::Row<'_>>| -> rusqlite::Result<Option<(i64, Vec<Value>)>> {
-        r.map(|r| Ok((r.get(0)?, read_values(r, 1..n + 1)?)))
-            .transpose()
+    let key = |r: &rusqlite::Row<'_>| r.get::<_, i64>(0);
+    let k = |n: i64| [Value::Integer(n)];
+    let values = |r: &rusqlite::Row<'_>| read_values(r, 1..n + 1);
+    let same = |x: &rusqlite::Row<'_>, y: &rusqlite::Row<'_>| -> rusqlite::Result<bool> {
+        for i in 1..=n {
+            if !same_ref(x.get_ref(i)?, y.get_ref(i)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     };
-    let mut x = read(ra.next().map_err(&e)?).map_err(&e)?;
-    let mut y = read(rb.next().map_err(&e)?).map_err(&e)?;
+    let mut x = ra.next().map_err(&e)?;
+    let mut y = rb.next().map_err(&e)?;
     loop {
-        let (next_a, next_b) = match (&x, &y) {
+        let (next_a, next_b) = match (x, y) {
             (None, None) => break,
-            (Some((k, row)), None) => {
-                lists.removed(&[Value::Integer(*k)], row);
+            (Some(r), None) => {
+                lists.removed(&k(key(r).map_err(&e)?), &values(r).map_err(&e)?);
                 (true, false)
             }
-            (None, Some((k, row))) => {
-                lists.added(&[Value::Integer(*k)], row);
+            (None, Some(r)) => {
+                lists.added(&k(key(r).map_err(&e)?), &values(r).map_err(&e)?);
                 (false, true)
             }
-            (Some((ka, rowa)), Some((kb, rowb))) => {
-                if ka < kb {
-                    lists.removed(&[Value::Integer(*ka)], rowa);
-                    (true, false)
-                } else if ka > kb {
-                    lists.added(&[Value::Integer(*kb)], rowb);
-                    (false, true)
-                } else {
-                    lists.compare(&[Value::Integer(*ka)], rowa, rowb);
+            (Some(ra_), Some(rb_)) => {
+                let (ka, kb) = (key(ra_).map_err(&e)?, key(rb_).map_err(&e)?);
+                if ka == kb {
+                    if !same(ra_, rb_).map_err(&e)? {
+                        let (old, new) = (values(ra_).map_err(&e)?, values(rb_).map_err(&e)?);
+                        lists.compare(&k(ka), &old, &new);
+                    }
                     (true, true)
+                } else if ka < kb {
+                    lists.removed(&k(ka), &values(ra_).map_err(&e)?);
+                    (true, false)
+                } else {
+                    lists.added(&k(kb), &values(rb_).map_err(&e)?);
+                    (false, true)
                 }
             }
         };
         if next_a {
-            x = read(ra.next().map_err(&e)?).map_err(&e)?;
+            x = ra.next().map_err(&e)?;
         }
         if next_b {
-            y = read(rb.next().map_err(&e)?).map_err(&e)?;
+            y = rb.next().map_err(&e)?;
         }
     }
     Ok(())
+}
+
+/// Whether two borrowed values are the same exactly ([`crate::merge::same_value`]).
+fn same_ref(a: rusqlite::types::ValueRef<'_>, b: rusqlite::types::ValueRef<'_>) -> bool {
+    use rusqlite::types::ValueRef;
+    match (a, b) {
+        (ValueRef::Real(x), ValueRef::Real(y)) => x.to_bits() == y.to_bits(),
+        _ => a == b,
+    }
 }
 
 /// A table keyed by its PRIMARY KEY: A's rows by exact key, then B's looked up among them.
