@@ -10,6 +10,13 @@ fn main() {
         "resolve_conflict",
         "recent_runs",
         "set_paused",
+        "pause_for",
+        "set_pause_on_battery",
+        "take_focus",
+        "file_history",
+        "diff_versions",
+        "restore_rows",
+        "resolve_rows",
         "get_autostart",
         "set_autostart",
     ]);

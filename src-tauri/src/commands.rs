@@ -2,9 +2,11 @@
 //! strings for the page); ids and paths from the page go straight to the engine, which
 //! checks them. Engine calls run on blocking threads.
 
+use crate::pause::PauseFor;
 use crate::queue::{RunRequest, Trigger};
 use crate::scheduler;
 use crate::state::{AppState, AppView, EngineHandle};
+use metasync::inspect::{Diff, HistoryEntry, RestoreRowsReport, RowChoice};
 use metasync::volumes::{self, VolumeOffer};
 use metasync::{
     BackupEntry, ConflictReport, Engine, Event, RestoreReport, RunReport, RunSummary, StatusReport,
@@ -168,6 +170,84 @@ pub async fn resolve_conflict<R: Runtime>(
     result
 }
 
+/// A file's timeline: every kept version in every available location, newest first, each
+/// with what changed against the one before it.
+#[tauri::command]
+pub async fn file_history(
+    state: State<'_, AppState>,
+    file: String,
+) -> Result<Vec<HistoryEntry>, String> {
+    blocking(&state.engine, move |e| {
+        e.history(&file).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// The differences between versions `a` and `b` of `file` (ids from the timeline; the
+/// engine's defaults when absent), only `table`'s rows when given.
+#[tauri::command]
+pub async fn diff_versions(
+    state: State<'_, AppState>,
+    file: String,
+    a: Option<String>,
+    b: Option<String>,
+    table: Option<String>,
+) -> Result<Diff, String> {
+    blocking(&state.engine, move |e| {
+        e.diff(&file, a.as_deref(), b.as_deref(), table.as_deref())
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Puts back only the rows of `table` with `keys` from version `id` into the local
+/// database (the engine backs up the current version first and checks integrity).
+#[tauri::command]
+pub async fn restore_rows<R: Runtime>(
+    app: AppHandle<R>,
+    id: String,
+    table: String,
+    keys: Vec<String>,
+) -> Result<RestoreRowsReport, String> {
+    let engine = app.state::<AppState>().engine.clone();
+    let result = blocking(&engine, move |e| {
+        e.restore_rows(&id, &table, &keys)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    scheduler::refresh_status(&app).await;
+    result
+}
+
+/// Settles the row conflict on `file` row by row: each choice keeps one location's value.
+#[tauri::command]
+pub async fn resolve_rows<R: Runtime>(
+    app: AppHandle<R>,
+    file: String,
+    choices: Vec<RowChoice>,
+) -> Result<RunReport, String> {
+    let engine = app.state::<AppState>().engine.clone();
+    let app2 = app.clone();
+    let (result, events) = blocking(&engine, move |e| {
+        let state = app2.state::<AppState>();
+        let _writing = state.begin_write();
+        let mut events: Vec<Event> = Vec::new();
+        let r = e
+            .resolve_rows(&file, &choices, &mut |ev| events.push(ev.clone()))
+            .map_err(|e| e.to_string());
+        if let Ok(report) = &r {
+            state.record_own_writes(report);
+        }
+        Ok((r, events))
+    })
+    .await?;
+    match &result {
+        Ok(report) => scheduler::after_call(&app, "resolve", Ok(report), &events).await,
+        Err(_) => scheduler::refresh_status(&app).await,
+    }
+    result
+}
+
 /// The most recent runs from the archive, newest first.
 #[tauri::command]
 pub async fn recent_runs(
@@ -181,13 +261,43 @@ pub async fn recent_runs(
     .await
 }
 
-/// Pauses or resumes scheduled runs; returns the app's state.
+/// Pauses scheduled runs until resumed, or resumes them; returns the app's state.
 #[tauri::command]
 pub fn set_paused<R: Runtime>(app: AppHandle<R>, paused: bool) -> AppView {
     let state = app.state::<AppState>();
-    state.queue().set_paused(paused);
-    crate::tray::changed(&app);
+    let was = state.is_paused();
+    if paused {
+        state.pause_for(PauseFor::Resumed, chrono::Local::now());
+    } else {
+        state.resume(chrono::Utc::now());
+    }
+    scheduler::pause_changed(&app, was);
     state.view()
+}
+
+/// Pauses scheduled runs for an hour, until tomorrow morning or until resumed.
+#[tauri::command]
+pub fn pause_for<R: Runtime>(app: AppHandle<R>, choice: PauseFor) -> AppView {
+    let state = app.state::<AppState>();
+    state.pause_for(choice, chrono::Local::now());
+    scheduler::pause_changed(&app, false);
+    state.view()
+}
+
+/// Turns "pause while on battery power" on or off.
+#[tauri::command]
+pub fn set_pause_on_battery<R: Runtime>(app: AppHandle<R>, enabled: bool) -> AppView {
+    let state = app.state::<AppState>();
+    let was = state.is_paused();
+    state.set_pause_on_battery(enabled, chrono::Utc::now());
+    scheduler::pause_changed(&app, was);
+    state.view()
+}
+
+/// Where the panel was asked to go (a notification's or a tray item's target), once.
+#[tauri::command]
+pub fn take_focus(state: State<'_, AppState>) -> Option<crate::notify::Target> {
+    state.take_focus()
 }
 
 /// Whether the app starts at login.

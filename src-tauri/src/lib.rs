@@ -8,6 +8,7 @@ pub mod login;
 pub mod logs;
 pub mod notify;
 pub mod panel;
+pub mod pause;
 pub mod queue;
 pub mod scheduler;
 pub mod state;
@@ -31,6 +32,13 @@ pub fn handler<R: Runtime>() -> impl Fn(Invoke<R>) -> bool + Send + Sync + 'stat
         commands::resolve_conflict,
         commands::recent_runs,
         commands::set_paused,
+        commands::pause_for,
+        commands::set_pause_on_battery,
+        commands::take_focus,
+        commands::file_history,
+        commands::diff_versions,
+        commands::restore_rows,
+        commands::resolve_rows,
         commands::get_autostart,
         commands::set_autostart,
     ]

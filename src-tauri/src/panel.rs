@@ -2,7 +2,14 @@
 //! `--panel` at start), so a tray-only app runs no WebKit web process (~110 MB PSS measured
 //! in BENCHMARKS.md); hidden, not destroyed, when closed, so it opens again at once.
 
-use tauri::{AppHandle, Manager, Runtime, WebviewUrl, WebviewWindow, WebviewWindowBuilder};
+use crate::notify::Target;
+use crate::state::AppState;
+use tauri::{
+    AppHandle, Emitter, Manager, Runtime, WebviewUrl, WebviewWindow, WebviewWindowBuilder,
+};
+
+/// The event that tells an open page to ask where to go ([`AppState::take_focus`]).
+pub const FOCUS_EVENT: &str = "metasync:focus";
 
 /// The panel window's label (the capability file grants commands to it only).
 pub const PANEL: &str = "panel";
@@ -32,6 +39,19 @@ pub fn show<R: Runtime>(app: &AppHandle<R>) {
     let _ = window.unminimize();
     let _ = window.show();
     let _ = window.set_focus();
+}
+
+/// Shows the panel on `target` (a conflict, a file's timeline, the runs): the target waits
+/// in the app's state until the page takes it — at its start when the panel is new, or on
+/// the focus event when it is open.
+pub fn open_at<R: Runtime>(app: &AppHandle<R>, target: Target) {
+    app.state::<AppState>().set_focus(target);
+    let app2 = app.clone();
+    // Windows belong to the main thread (a notification's click arrives on another).
+    let _ = app.run_on_main_thread(move || {
+        show(&app2);
+        let _ = app2.emit_to(PANEL, FOCUS_EVENT, ());
+    });
 }
 
 /// The app was opened again while it runs (Finder, Spotlight, `open`, a login item: macOS

@@ -126,7 +126,9 @@ impl RunQueue {
         self.paused.load(Ordering::SeqCst)
     }
 
-    /// Pauses or resumes scheduled runs (a run in progress goes on).
+    /// Pauses or resumes scheduled runs (a run in progress goes on). The app sets it from its
+    /// pause settings ([`crate::state::AppState::apply_pause`], at every poll of the
+    /// scheduler): pause through those, not here.
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::SeqCst);
     }

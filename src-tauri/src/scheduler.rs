@@ -101,6 +101,26 @@ pub async fn after_call<R: Runtime>(
     refresh_status(app).await;
 }
 
+/// The pause settings changed (or a pause ended by itself): rebuild the tray, tell the page,
+/// and when scheduled runs were paused and no longer are, run once to catch up.
+pub fn pause_changed<R: Runtime>(app: &AppHandle<R>, was_paused: bool) {
+    tray::changed(app);
+    let state = app.state::<AppState>();
+    if was_paused && !state.is_paused() {
+        tracing::info!("pause over: catching up");
+        state.queue().trigger(Trigger::Interval);
+    }
+}
+
+/// A poll of the pause: an elapsed pause ends, the power source is read again.
+pub fn poll_pause<R: Runtime>(app: &AppHandle<R>, now: chrono::DateTime<chrono::Utc>) {
+    let state = app.state::<AppState>();
+    let was = state.is_paused();
+    if state.apply_pause(now) {
+        pause_changed(app, was);
+    }
+}
+
 /// Reads a fresh status for the tray menu (off the UI thread), then rebuilds the tray.
 pub async fn refresh_status<R: Runtime>(app: &AppHandle<R>) {
     let engine = app.state::<AppState>().engine.clone();
@@ -322,6 +342,7 @@ async fn run_loop<R: Runtime>(app: AppHandle<R>, mut rx: UnboundedReceiver<Trigg
                 None => return,
             },
             _ = poll.tick() => {
+                poll_pause(&app, chrono::Utc::now());
                 let (seen, selector) = targets(&app);
                 if seen.mounted.difference(&current.mounted).next().is_some() {
                     spawn_run(&app, Trigger::DriveMounted);

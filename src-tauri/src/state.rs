@@ -2,6 +2,7 @@
 //! last run said, and the tray state derived from them (a pure function, tested below).
 
 use crate::notify::Notifier;
+use crate::pause::{PauseFor, PauseSettings, Paused, Power};
 use crate::queue::RunQueue;
 use metasync::{Engine, RunReport, StatusReport};
 use serde::Serialize;
@@ -232,11 +233,15 @@ pub fn tray_state(last: Option<&LastOutcome>, paused: bool, running: bool) -> Tr
 
 /// The tooltip: the state, then when the last sync ended and how.
 pub fn tooltip(state: TrayState, last: Option<&LastOutcome>) -> String {
+    labelled_tooltip(state.label(), last)
+}
+
+/// The tooltip with the state in words of the caller's ("Paused until 15:05").
+pub fn labelled_tooltip(label: &str, last: Option<&LastOutcome>) -> String {
     match last {
-        None => format!("Metasync — {}\nNo sync yet", state.label()),
+        None => format!("Metasync — {label}\nNo sync yet"),
         Some(l) => format!(
-            "Metasync — {}\nLast {} {}: {}",
-            state.label(),
+            "Metasync — {label}\nLast {} {}: {}",
             l.command,
             short_time(&l.finished),
             l.message
@@ -259,11 +264,25 @@ pub fn short_time(rfc3339: &str) -> String {
     }
 }
 
+/// Why scheduled runs are paused, for the page and the tray.
+#[derive(Debug, Clone, Serialize)]
+pub struct PauseView {
+    /// Why, and until when.
+    #[serde(flatten)]
+    pub why: Paused,
+    /// Words for it: "Paused until 15:05".
+    pub label: String,
+}
+
 /// What the page and the tray see of the app itself.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppView {
     /// Scheduled runs are paused.
     pub paused: bool,
+    /// Why, when they are.
+    pub pause: Option<PauseView>,
+    /// The "pause while on battery power" option.
+    pub pause_on_battery: bool,
     /// A run is in progress.
     pub running: bool,
     /// The tray state.
@@ -286,6 +305,48 @@ pub struct AppState {
     last: Mutex<Option<LastOutcome>>,
     last_status: Mutex<Option<StatusReport>>,
     notifier: Mutex<Notifier>,
+    pause: Mutex<PauseSettings>,
+    paused_why: Mutex<Option<Paused>>,
+    power: PowerSource,
+    focus: Mutex<Option<crate::notify::Target>>,
+}
+
+/// Reads the power source (the real one, or a test's).
+pub type PowerSource = Box<dyn Fn() -> Power + Send + Sync>;
+
+/// Where the app keeps its pause settings: `<home>/.metasync/app-pause.json`.
+pub fn pause_file(home: &Path) -> PathBuf {
+    home.join(metasync::names::STATE_DIR).join("app-pause.json")
+}
+
+fn load_pause(home: &Path) -> PauseSettings {
+    let path = pause_file(home);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+            tracing::warn!(
+                "{}: unreadable pause settings, ignored: {e}",
+                path.display()
+            );
+            PauseSettings::default()
+        }),
+        Err(_) => PauseSettings::default(),
+    }
+}
+
+fn save_pause(home: &Path, settings: &PauseSettings) {
+    let path = pause_file(home);
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_string_pretty(settings).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!("saving pause settings to {}: {e}", path.display());
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -296,7 +357,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl AppState {
     /// Fresh state for this engine.
     pub fn new(engine: EngineHandle) -> Self {
-        AppState {
+        let engine_home = engine.home().to_path_buf();
+        let engine_home = engine_home.as_path();
+        let state = AppState {
             engine,
             writers: AtomicUsize::new(0),
             own_writes: Mutex::new(HashMap::new()),
@@ -304,7 +367,90 @@ impl AppState {
             last: Mutex::new(None),
             last_status: Mutex::new(None),
             notifier: Mutex::new(Notifier::default()),
-        }
+            pause: Mutex::new(load_pause(engine_home)),
+            paused_why: Mutex::new(None),
+            power: Box::new(crate::pause::power_now),
+            focus: Mutex::new(None),
+        };
+        state.apply_pause(chrono::Utc::now());
+        state
+    }
+
+    /// The same, reading the power source with `power` (tests: a fake power_supply folder).
+    pub fn with_power_source(mut self, power: PowerSource) -> Self {
+        self.power = power;
+        self.apply_pause(chrono::Utc::now());
+        self
+    }
+
+    /// Where the panel should go when it next asks.
+    pub fn set_focus(&self, target: crate::notify::Target) {
+        *lock(&self.focus) = Some(target);
+    }
+
+    /// Where the panel should go, once.
+    pub fn take_focus(&self) -> Option<crate::notify::Target> {
+        lock(&self.focus).take()
+    }
+
+    /// The pause settings.
+    pub fn pause_settings(&self) -> PauseSettings {
+        *lock(&self.pause)
+    }
+
+    /// Why scheduled runs are paused, as of the last [`AppState::apply_pause`].
+    pub fn paused_why(&self) -> Option<Paused> {
+        *lock(&self.paused_why)
+    }
+
+    fn change_pause(&self, now: chrono::DateTime<chrono::Utc>, f: impl FnOnce(&mut PauseSettings)) {
+        let settings = {
+            let mut s = lock(&self.pause);
+            f(&mut s);
+            *s
+        };
+        save_pause(self.engine.home(), &settings);
+        self.apply_pause(now);
+    }
+
+    /// Pauses scheduled runs for `choice`, chosen at `now` (local time: "tomorrow" is local).
+    pub fn pause_for(&self, choice: PauseFor, now: chrono::DateTime<chrono::Local>) {
+        let until = crate::pause::until(choice, &now);
+        self.change_pause(now.to_utc(), |s| s.user = Some(until));
+    }
+
+    /// Ends the user's pause (a battery pause goes on while its option is set).
+    pub fn resume(&self, now: chrono::DateTime<chrono::Utc>) {
+        self.change_pause(now, |s| s.user = None);
+    }
+
+    /// Sets the "pause while on battery power" option.
+    pub fn set_pause_on_battery(&self, on: bool, now: chrono::DateTime<chrono::Utc>) {
+        self.change_pause(now, |s| s.on_battery = on);
+    }
+
+    /// Works out at `now` whether scheduled runs are paused (an elapsed pause ends; the
+    /// power source is read only when the battery option is set) and sets the run queue's
+    /// flag; returns whether that changed anything the tray shows.
+    pub fn apply_pause(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let settings = {
+            let mut s = lock(&self.pause);
+            if s.expire(now) {
+                save_pause(self.engine.home(), &s);
+            }
+            *s
+        };
+        let power = if settings.on_battery {
+            (self.power)()
+        } else {
+            Power::Unknown
+        };
+        let why = settings.paused(now, power);
+        self.queue.set_paused(why.is_some());
+        let mut old = lock(&self.paused_why);
+        let changed = *old != why;
+        *old = why;
+        changed
     }
 
     /// Whether scheduled runs are paused.
@@ -393,12 +539,23 @@ impl AppState {
     pub fn view(&self) -> AppView {
         let last = self.last();
         let state = tray_state(last.as_ref(), self.is_paused(), self.is_running());
+        let now = chrono::Local::now();
+        let pause = self.paused_why().map(|why| PauseView {
+            why,
+            label: crate::pause::label(why, &now),
+        });
+        let label = match (&pause, state) {
+            (Some(p), TrayState::Paused) => p.label.clone(),
+            _ => state.label().to_string(),
+        };
         AppView {
             paused: self.is_paused(),
+            pause,
+            pause_on_battery: self.pause_settings().on_battery,
             running: self.is_running(),
             tray_state: state,
-            tray_label: state.label().to_string(),
-            tooltip: tooltip(state, last.as_ref()),
+            tooltip: labelled_tooltip(&label, last.as_ref()),
+            tray_label: label,
             last,
         }
     }

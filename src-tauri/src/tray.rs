@@ -1,12 +1,15 @@
 //! The tray icon: one icon per state, a tooltip with the last sync, and a menu rebuilt after
-//! every run (Sync now, one line per location, Pause/Resume, Open panel, Start at login,
-//! Quit). The line texts are pure functions, tested below.
+//! every run (Sync now, one line per location, Resume, a Pause submenu — for 1 hour, until
+//! tomorrow, until resumed, while on battery power —, Open panel, Start at login, Quit). The line texts are pure functions, tested below.
 
+use crate::pause::{PauseFor, Paused};
 use crate::queue::Trigger;
-use crate::state::{AppState, AppView, TrayState};
+use crate::state::{AppState, AppView, PauseView, TrayState};
 use metasync::{LocationStatus, StatusReport};
 use tauri::image::Image;
-use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem};
+use tauri::menu::{
+    CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem, Submenu,
+};
 use tauri::tray::TrayIconBuilder;
 use tauri::{AppHandle, Emitter, Manager, Runtime};
 use tauri_plugin_autostart::ManagerExt;
@@ -69,10 +72,10 @@ pub fn location_line(loc: &LocationStatus) -> String {
             Some(h) if f.state == metasync::model::FileState::Present => {
                 parts.push(format!("{} {}", f.file, short_hash(h)));
                 if let Some(n) = f.entities {
-                    parts.push(format!("{n} entities"));
+                    parts.push(metasync::words::plural(n, "entity"));
                 }
                 if let Some(n) = f.conversations {
-                    parts.push(format!("{n} conversations"));
+                    parts.push(metasync::words::plural(n, "conversation"));
                 }
             }
             _ => parts.push(format!("{} {}", f.file, f.state)),
@@ -132,19 +135,31 @@ fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
             None::<&str>,
         )?));
     }
-    let pause = if view.paused {
-        "Resume syncing"
-    } else {
-        "Pause syncing"
-    };
+    let conflicts = status
+        .as_ref()
+        .map(|s| s.conflicts.as_slice())
+        .unwrap_or(&[]);
+    if !conflicts.is_empty() {
+        items.push(Box::new(PredefinedMenuItem::separator(app)?));
+        items.push(Box::new(conflicts_menu(app, conflicts)?));
+    }
     items.push(Box::new(PredefinedMenuItem::separator(app)?));
-    items.push(Box::new(MenuItem::with_id(
-        app,
-        "pause",
-        pause,
-        true,
-        None::<&str>,
-    )?));
+    if matches!(
+        view.pause,
+        Some(PauseView {
+            why: Paused::User(_),
+            ..
+        })
+    ) {
+        items.push(Box::new(MenuItem::with_id(
+            app,
+            "resume",
+            "Resume syncing",
+            true,
+            None::<&str>,
+        )?));
+    }
+    items.push(Box::new(pause_menu(app, view.pause_on_battery)?));
     items.push(Box::new(MenuItem::with_id(
         app,
         "open_panel",
@@ -170,6 +185,70 @@ fn build_menu<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Menu<R>> {
     )?));
     let refs: Vec<&dyn IsMenuItem<R>> = items.iter().map(|b| b.as_ref()).collect();
     Menu::with_items(app, &refs)
+}
+
+/// The *Conflicts (n)* submenu's title and its items: (menu id, words) per conflict.
+pub fn conflict_items(conflicts: &[metasync::ConflictReport]) -> (String, Vec<(String, String)>) {
+    let items = conflicts
+        .iter()
+        .map(|c| {
+            let rows = match c.rows.len() {
+                0 => String::new(),
+                n => format!(" ({})", metasync::words::plural(n as u64, "row")),
+            };
+            (
+                format!("conflict:{}", c.file),
+                format!("{}{rows} — {}", c.file, c.reason),
+            )
+        })
+        .collect();
+    (format!("Conflicts ({})", conflicts.len()), items)
+}
+
+fn conflicts_menu<R: Runtime>(
+    app: &AppHandle<R>,
+    conflicts: &[metasync::ConflictReport],
+) -> tauri::Result<Submenu<R>> {
+    let (title, items) = conflict_items(conflicts);
+    let menu = Submenu::with_id(app, "conflicts", title, true)?;
+    for (id, label) in items {
+        menu.append(&MenuItem::with_id(app, id, label, true, None::<&str>)?)?;
+    }
+    Ok(menu)
+}
+
+/// The menu ids and words of the pause choices.
+pub const PAUSE_CHOICES: [(&str, &str); 3] = [
+    ("pause:hour", "For 1 hour"),
+    ("pause:tomorrow", "Until tomorrow (08:00)"),
+    ("pause:resumed", "Until resumed"),
+];
+
+fn pause_menu<R: Runtime>(app: &AppHandle<R>, on_battery: bool) -> tauri::Result<Submenu<R>> {
+    let menu = Submenu::with_id(app, "pause", "Pause syncing", true)?;
+    for (id, label) in PAUSE_CHOICES {
+        menu.append(&MenuItem::with_id(app, id, label, true, None::<&str>)?)?;
+    }
+    menu.append(&PredefinedMenuItem::separator(app)?)?;
+    menu.append(&CheckMenuItem::with_id(
+        app,
+        "pause:battery",
+        "While on battery power",
+        true,
+        on_battery,
+        None::<&str>,
+    )?)?;
+    Ok(menu)
+}
+
+/// The pause a menu id asks for.
+pub fn pause_choice(id: &str) -> Option<PauseFor> {
+    match id {
+        "pause:hour" => Some(PauseFor::Hour),
+        "pause:tomorrow" => Some(PauseFor::Tomorrow),
+        "pause:resumed" => Some(PauseFor::Resumed),
+        _ => None,
+    }
 }
 
 /// Creates the tray icon.
@@ -221,13 +300,30 @@ pub fn changed<R: Runtime>(app: &AppHandle<R>) {
 fn on_menu_event<R: Runtime>(app: &AppHandle<R>, event: MenuEvent) {
     match event.id().as_ref() {
         "sync_now" => app.state::<AppState>().queue().trigger(Trigger::Manual),
-        "pause" => {
+        "resume" => {
             let state = app.state::<AppState>();
-            let queue = state.queue();
-            queue.set_paused(!queue.is_paused());
-            changed(app);
+            state.resume(chrono::Utc::now());
+            crate::scheduler::pause_changed(app, true);
+        }
+        "pause:battery" => {
+            let state = app.state::<AppState>();
+            let was = state.is_paused();
+            let on = !state.pause_settings().on_battery;
+            state.set_pause_on_battery(on, chrono::Utc::now());
+            crate::scheduler::pause_changed(app, was);
+        }
+        id if pause_choice(id).is_some() => {
+            if let Some(choice) = pause_choice(id) {
+                let state = app.state::<AppState>();
+                state.pause_for(choice, chrono::Local::now());
+                crate::scheduler::pause_changed(app, false);
+            }
         }
         "open_panel" => crate::panel::show(app),
+        id if id.starts_with("conflict:") => {
+            let file = id.trim_start_matches("conflict:").to_string();
+            crate::panel::open_at(app, crate::notify::Target::Conflict(file));
+        }
         "autostart" => {
             let auto = app.autolaunch();
             let result = match auto.is_enabled() {
@@ -239,6 +335,7 @@ fn on_menu_event<R: Runtime>(app: &AppHandle<R>, event: MenuEvent) {
                         let notice = crate::notify::Notice {
                             title: "Start at login is off".into(),
                             body: why,
+                            target: None,
                         };
                         crate::notify::show(app, &[notice]);
                         Ok(())
@@ -306,6 +403,12 @@ mod tests {
             )),
             "local — ok · metastore.db 3f2a9c1 · 1204 entities · 88 conversations"
         );
+        let mut one = db("present", Some("3f2a9c1e77aa"));
+        (one.entities, one.conversations) = (Some(1), Some(1));
+        assert_eq!(
+            location_line(&loc("local", true, None, vec![one])),
+            "local — ok · metastore.db 3f2a9c1 · 1 entity · 1 conversation"
+        );
         assert_eq!(
             location_line(&loc("usb", false, Some("drive not mounted"), vec![])),
             "usb — unavailable: drive not mounted"
@@ -318,6 +421,42 @@ mod tests {
             location_line(&loc("cloud", true, None, vec![])),
             "cloud — ok · no database"
         );
+    }
+
+    #[test]
+    fn the_conflicts_submenu_names_each_conflict() {
+        let c = |file: &str, rows: usize| metasync::ConflictReport {
+            file: file.into(),
+            detected: "2026-01-01T10:00:00+00:00".into(),
+            reason: "changed in local and usb".into(),
+            candidates: vec![],
+            rows: (0..rows)
+                .map(|i| metasync::merge::RowConflict {
+                    file: file.into(),
+                    table: "entities".into(),
+                    key: format!("[{i}]"),
+                    values: vec![],
+                    winner: None,
+                })
+                .collect(),
+        };
+        let (title, items) = conflict_items(&[c("metastore.db", 1), c("notes/a.md", 0)]);
+        assert_eq!(title, "Conflicts (2)");
+        assert_eq!(
+            items,
+            vec![
+                (
+                    "conflict:metastore.db".to_string(),
+                    "metastore.db (1 row) — changed in local and usb".to_string()
+                ),
+                (
+                    "conflict:notes/a.md".to_string(),
+                    "notes/a.md — changed in local and usb".to_string()
+                ),
+            ]
+        );
+        let (_, items) = conflict_items(&[c("metastore.db", 3)]);
+        assert!(items[0].1.starts_with("metastore.db (3 rows)"), "{items:?}");
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl Fixture {
             .engine
             .open()
             .unwrap_or_else(|e| panic!("{e}"));
-        engine.history(100).map(|h| h.len()).unwrap_or(0)
+        engine.runs(100).map(|h| h.len()).unwrap_or(0)
     }
 }
 
@@ -153,7 +153,10 @@ fn a_manual_trigger_runs_through_the_scheduler_even_while_paused() {
         !f.app.state::<AppState>().is_running()
     });
     let state = f.app.state::<AppState>();
-    state.queue().set_paused(true);
+    // Paused as the tray and the panel pause (the queue's flag follows the pause settings
+    // at every poll of the loop).
+    state.pause_for(metasync_app::pause::PauseFor::Resumed, chrono::Local::now());
+    assert!(state.is_paused());
     std::fs::write(f.home.join(RULES), "rules: v2, edited\n").expect("edit");
     state.queue().trigger(Trigger::Manual);
     wait_until("the manual run", Duration::from_secs(15), || {
