@@ -58,6 +58,8 @@ impl Run<'_> {
             }
             _ => {}
         }
+        // What the run copied is durable before the archive says so.
+        t.copier.sync_folders();
         crate::failpoint::hit("before_archive_commit");
         archive.commit(&t.changes)?;
         if !self.ask.dry_run {
