@@ -13,7 +13,8 @@
 //! `BENCH_RUNS_LARGE`, default 5, and its no-op case `BENCH_RUNS` too);
 //! `BENCH_DIR` (work folder; default a fresh temp dir, removed at the end);
 //! `BENCH_OUT` (default `BENCHMARKS.md` at the repository root); `BENCH_ONLY` (comma list of
-//! workload names: db92, db10k, db1m, tree10k, hash, ref, daemon, app). `app`: the tray app
+//! workload names: home, db92, db10k, db1m, tree10k, hash, ref, daemon, app; `home` is a
+//! 10,000-entity database beside the 10,000-file tree, the report's headline). `app`: the tray app
 //! `target/release/metasync-app` under `xvfb-run` (skipped, with a line in the report, when
 //! the binary or xvfb-run is missing); `BENCH_APP_SETTLE` (default 15 s after its first
 //! sync) and `BENCH_APP_SECS` (default 20 s of sampling); screenshots go to
@@ -384,6 +385,10 @@ fn make_db_seed(dir: &Path, entities: u64) {
     let mut rng = Rng(0x5eed_0000 ^ entities);
     std::fs::write(dir.join("sorting-rules.yaml"), sorting_rules(&mut rng)).unwrap();
 }
+
+/// The mixed home's title (the report's headline names it).
+const HOME_TITLE: &str =
+    "a mixed home: metastore.db with 10,000 entities + sorting-rules.yaml + 10,000 small files";
 
 /// 10,000 small files (100 folders × 100 files, 100–4,000 bytes each).
 fn make_tree_seed(dir: &Path) {
@@ -1313,6 +1318,55 @@ struct Extras<'a> {
     app: Option<&'a AppResult>,
 }
 
+/// The mixed home's cases at a glance, against the targets of issue 16: its no-op under
+/// half of rsync -a and faster than unison.
+fn headline(w: &mut String, home: &WorkloadResult) {
+    let _ = writeln!(
+        w,
+        "## Headline: {HOME_TITLE}\n\n| case | Metasync | rsync -a | unison | ÷ rsync | ÷ unison | Metasync peak RSS | rsync peak RSS | unison peak RSS |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for (label, c) in &home.cases {
+        let med = |t: Tool| c.by_tool.get(&t).and_then(Series::median);
+        let rss = |t: Tool| {
+            c.by_tool
+                .get(&t)
+                .map(|s| format!("{:.1} MB", s.rss_max_kb() as f64 / 1024.0))
+                .unwrap_or_else(|| "—".into())
+        };
+        let _ = writeln!(
+            w,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            med(Tool::Metasync).map(fmt_s).unwrap_or_else(|| "—".into()),
+            med(Tool::Rsync).map(fmt_s).unwrap_or_else(|| "—".into()),
+            med(Tool::Unison).map(fmt_s).unwrap_or_else(|| "—".into()),
+            ratio(med(Tool::Metasync), med(Tool::Rsync)),
+            ratio(med(Tool::Metasync), med(Tool::Unison)),
+            rss(Tool::Metasync),
+            rss(Tool::Rsync),
+            rss(Tool::Unison),
+        );
+    }
+    let noop = home.cases.iter().find(|(l, _)| l == "no-op re-sync");
+    if let Some((_, c)) = noop {
+        let med = |t: Tool| c.by_tool.get(&t).and_then(Series::median);
+        if let (Some(m), Some(r), Some(u)) =
+            (med(Tool::Metasync), med(Tool::Rsync), med(Tool::Unison))
+        {
+            let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
+            let _ = writeln!(
+                w,
+                "\nTargets for the no-op (issue 16): under half of rsync -a ({} < {}): {}; faster than unison ({} < {}): {}.\n",
+                fmt_s(m),
+                fmt_s(r / 2.0),
+                verdict(m < r / 2.0),
+                fmt_s(m),
+                fmt_s(u),
+                verdict(m < u)
+            );
+        }
+    }
+}
+
 fn write_report(
     facts: &[(String, String)],
     workloads: &[WorkloadResult],
@@ -1335,6 +1389,9 @@ fn write_report(
         total.as_secs_f64(),
         runs
     );
+    if let Some(home) = workloads.iter().find(|wl| wl.name == "home") {
+        headline(w, home);
+    }
     let _ = writeln!(w, "## Machine\n\n| | |\n|---|---|");
     for (k, v) in facts {
         let _ = writeln!(w, "| {k} | {v} |");
@@ -1738,6 +1795,31 @@ fn main() {
             ));
             let _ = std::fs::remove_dir_all(work.join("ref").join(name));
         }
+    }
+    if want("home") {
+        // The headline: a real home mixes a database with files.
+        let seed = work.join("seeds").join("home");
+        if !seed.join("metastore.db").exists() {
+            eprintln!("home: generating");
+            let _ = std::fs::remove_dir_all(&seed);
+            make_db_seed(&seed, 10_000);
+            make_tree_seed(&seed);
+        }
+        workloads.insert(
+            0,
+            compare_workload(
+                "home",
+                HOME_TITLE,
+                &seed,
+                &["**/*".to_string()],
+                Change::Row { entities: 10_000 },
+                Reps {
+                    changes: runs,
+                    noop: runs,
+                },
+                &work,
+            ),
+        );
     }
     if want("tree10k") {
         let seed = work.join("seeds").join("tree10k");

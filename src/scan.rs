@@ -71,8 +71,9 @@ impl Stat {
     }
 }
 
-/// A plain file's stat as a trusted scan cache entry vouched for it, and when that entry was
-/// recorded: what [`signature_holds`] checks, kept as numbers.
+/// A file's stat as a trusted scan cache entry vouched for it, and when that entry was
+/// recorded: what [`signature_holds`] checks, kept as numbers. A database's stat set also
+/// holds the files beside it that carry or may carry its rows ([`Beside`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Held {
     /// Size in bytes.
@@ -85,6 +86,27 @@ pub struct Held {
     pub ctime_ns: i128,
     /// When the entry was recorded, ns since the epoch.
     pub scanned_ns: i64,
+    /// For a database: its `-wal` and `-journal` as they were (`None`: a plain file).
+    pub database: Option<Beside>,
+}
+
+/// What is beside a database: its `-wal` (size and mtime of a non-empty one, as
+/// [`Stat::side`]) and its `-journal` (size and mtime, even an empty one); `None`: absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Beside {
+    /// The `-wal`, which holds committed rows the file does not yet.
+    pub wal: Option<(u64, i128)>,
+    /// The `-journal` of a rollback-mode writer.
+    pub journal: Option<(u64, i128)>,
+}
+
+impl Beside {
+    /// Whether the `-journal` was last written more than [`RACY_NS`] before `now_ns` (or is
+    /// absent): only then may its stat vouch that it is as it was.
+    pub fn journal_settled(&self, now_ns: i64) -> bool {
+        self.journal
+            .is_none_or(|(_, mtime)| not_racy(mtime, now_ns))
+    }
 }
 
 impl Held {
@@ -96,18 +118,47 @@ impl Held {
             ino: stat.ino,
             ctime_ns: stat.ctime_ns,
             scanned_ns,
+            database: None,
         }
     }
 
-    /// [`signature_holds`] for a plain file: the same size, mtime, inode and ctime, and not
-    /// racy.
+    /// What a database's entry recorded at `scanned_ns` for `stat` (with its `-wal`) holds,
+    /// with the `-journal` beside it at `path` as it is now.
+    pub fn of_database(stat: &Stat, scanned_ns: i64, path: &Path) -> Held {
+        Held {
+            database: Some(Beside {
+                wal: stat.side,
+                journal: journal_of(path),
+            }),
+            ..Held::of(stat, scanned_ns)
+        }
+    }
+
+    /// [`signature_holds`] by numbers: the same size, mtime, inode and ctime (and for a
+    /// database the same `-wal`), and not racy. A database's `-journal` is [`still`]'s.
     pub fn holds(&self, stat: &Stat) -> bool {
+        let same_wal = self.database.is_none_or(|b| b.wal == stat.side);
+        let beside = stat.side.filter(|_| self.database.is_some());
+        let beside = beside.map_or(i128::MIN, |(_, mtime)| mtime);
         self.size == stat.size
             && self.mtime_ns == stat.mtime_ns
             && self.ino == stat.ino
             && self.ctime_ns == stat.ctime_ns
-            && not_racy(stat.mtime_ns.max(stat.ctime_ns), self.scanned_ns)
+            && same_wal
+            && not_racy(
+                stat.mtime_ns.max(stat.ctime_ns).max(beside),
+                self.scanned_ns,
+            )
     }
+}
+
+/// Size and mtime of the `-journal` beside `path`, whatever its size.
+fn journal_of(path: &Path) -> Option<(u64, i128)> {
+    let mut journal = path.as_os_str().to_owned();
+    journal.push("-journal");
+    std::fs::symlink_metadata(PathBuf::from(journal))
+        .ok()
+        .map(|j| (j.size(), times::ns_of(j.mtime(), j.mtime_nsec())))
 }
 
 /// Size and mtime of a non-empty `-wal` beside `path`. An empty one holds no rows (and opening
@@ -293,12 +344,16 @@ fn look(path: &Path, maybe_database: bool) -> Look {
 }
 
 /// Whether `path` is, by its stat alone, what a scan found there before: absent (`expected`
-/// is `None`), or a plain file its cache entry still vouches for. A scan of it would then find
-/// the same without reading a byte. Never reads contents.
+/// is `None`), or a file its cache entry still vouches for (a database with the same `-wal`
+/// and `-journal` beside it, or the same absence of them). A scan of it would then find the
+/// same without reading a byte. Never reads contents.
 pub fn still(path: &Path, expected: Option<&Held>) -> bool {
-    match (look(path, false), expected) {
+    let database = expected.and_then(|h| h.database);
+    match (look(path, database.is_some()), expected) {
         (Look::Absent, None) => true,
-        (Look::File(stat), Some(held)) => held.holds(&stat),
+        (Look::File(stat), Some(held)) => {
+            held.holds(&stat) && database.is_none_or(|b| journal_of(path) == b.journal)
+        }
         _ => false,
     }
 }

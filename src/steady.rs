@@ -2,10 +2,10 @@
 //! can tell by stat alone that nothing has changed since (SPEC §4.1's no-op, made cheap).
 //!
 //! A run is *steady* when it wrote nothing and reported every file in sync, with no warning,
-//! error or conflict, every location available, every file plain (databases are always planned
-//! in full, for their base) and every location's version vouched for by its scan cache. It
-//! then stores, in the same archive transaction, which files each location held and the cache
-//! entry that vouched for each.
+//! error or conflict, every location available and every location's version vouched for by
+//! its scan cache. It then stores, in the same archive transaction, which files each location
+//! held and the stat that vouched for each: a plain file's own, a database's with its `-wal`
+//! and `-journal` (or their absence), so a write through either leaves the steady path.
 //!
 //! The next run may replay that run's outcome instead of loading the archive's records and
 //! scan caches when all of these hold, which are everything a full run's decisions depend on:
@@ -16,7 +16,8 @@
 //! - every location lists exactly the files it held, and each is still what its cache entry
 //!   says (same size, mtime, inode and ctime, not racy) or still absent
 //!   ([`Steady::changed_in`]);
-//! - no temp files to clean and no backups for retention to thin out.
+//! - no temp files to clean and no backups for retention to thin out;
+//! - every database's base for row merges is still kept (else it is planned, and kept again).
 //!
 //! Then a full run would find every file through its cache entry, plan each as in sync and do
 //! nothing; a test runs both and compares them. Anything else: the full run, as always.
@@ -25,11 +26,11 @@ use crate::archive::{CacheEntry, FileMap};
 use crate::config::Config;
 use crate::kind::Kind;
 use crate::report::FileOutcome;
-use crate::scan::{self, Found, Held, StillIn};
+use crate::scan::{self, Beside, Found, Held, StillIn};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-const MAGIC: &[u8] = b"metasync-steady-3\n";
+const MAGIC: &[u8] = b"metasync-steady-4\n";
 
 /// What a steady run saw, borrowed from its stored form (see [`Steady::decode`]).
 #[derive(Debug, PartialEq)]
@@ -120,18 +121,7 @@ impl<'a> Steady<'a> {
             }
             put_u32(&mut out, reasons.binary_search(&f.reason).unwrap_or(0));
             for l in 0..self.locations {
-                match self.at(i, l) {
-                    Some(h) => {
-                        out.push(1);
-                        // File times are i128 (crate::times), the rest 64-bit.
-                        out.extend_from_slice(&h.size.to_le_bytes());
-                        out.extend_from_slice(&h.mtime_ns.to_le_bytes());
-                        out.extend_from_slice(&h.ino.to_le_bytes());
-                        out.extend_from_slice(&h.ctime_ns.to_le_bytes());
-                        out.extend_from_slice(&h.scanned_ns.to_le_bytes());
-                    }
-                    None => out.push(0),
-                }
+                put_held(&mut out, self.at(i, l));
             }
         }
         out
@@ -161,17 +151,7 @@ impl<'a> Steady<'a> {
                 reason,
             });
             for _ in 0..locations {
-                at.push(match r.u8()? {
-                    0 => None,
-                    1 => Some(Held {
-                        size: r.i64()? as u64,
-                        mtime_ns: r.i128()?,
-                        ino: r.i64()? as u64,
-                        ctime_ns: r.i128()?,
-                        scanned_ns: r.i64()?,
-                    }),
-                    _ => return None,
-                });
+                at.push(r.held()?);
             }
         }
         let sorted = files.windows(2).all(|w| w[0].name < w[1].name);
@@ -184,19 +164,26 @@ impl<'a> Steady<'a> {
 }
 
 /// The steady state a run leaves, when it is one: every file reported in sync, and held in
-/// each location as a plain file its cache entry vouches for (read this run: the entry it
-/// recorded at `scan_time`), or absent. `found[location][file]` is the run's scan of `files`;
-/// `caches` the scan caches it loaded. The run-wide conditions are the caller's: not a dry
-/// run, nothing written, no warning, error or conflict, every location available.
+/// each location as a file its cache entry vouches for (read this run: the entry it recorded
+/// at `scan_time`), or absent. `found[location][file]` is the run's scan of `files`; `caches`
+/// the scan caches it loaded; `roots` the locations' folders (a database's `-journal` is
+/// looked at there). The run-wide conditions are the caller's: not a dry run, nothing
+/// written, no warning, error or conflict, every location available, and for each database
+/// the base its row merges need kept.
 pub(crate) fn of_run<'a>(
     files: &'a [String],
     found: &'a [Vec<Found>],
     caches: &'a [FileMap<CacheEntry>],
     outcomes: &'a [FileOutcome],
     scan_time: i64,
+    roots: &[&Path],
 ) -> Option<Steady<'a>> {
     let locations = found.len();
-    if outcomes.len() != files.len() || caches.len() != locations || locations == 0 {
+    if outcomes.len() != files.len()
+        || caches.len() != locations
+        || roots.len() != locations
+        || locations == 0
+    {
         return None;
     }
     let mut steady = Steady {
@@ -217,34 +204,55 @@ pub(crate) fn of_run<'a>(
             reason: &outcome.reason,
         });
         for (li, cache) in caches.iter().enumerate() {
-            let held = match found[li].get(fi)? {
-                Found::Absent => None,
-                Found::Present {
-                    stat,
-                    content,
-                    hashed,
-                } if content.kind == Kind::Plain => {
-                    let (at, vouched) = if *hashed {
-                        let ok =
-                            scan::signature_holds(&stat.signature(), scan_time, Kind::Plain, stat);
-                        (scan_time, ok)
-                    } else {
-                        let e = cache.get(file)?;
-                        let ok =
-                            scan::signature_holds(&e.signature, e.scanned_ns, Kind::Plain, stat);
-                        (e.scanned_ns, ok)
-                    };
-                    if !vouched {
-                        return None;
-                    }
-                    Some(Held::of(stat, at))
-                }
-                _ => return None,
+            let at = Vouched {
+                scan_time,
+                root: roots[li],
             };
-            steady.at.push(held);
+            steady.at.push(at.held(file, found[li].get(fi)?, cache)?);
         }
     }
     Some(steady)
+}
+
+/// Where and when a location was scanned, for [`Vouched::held`].
+struct Vouched<'r> {
+    scan_time: i64,
+    root: &'r Path,
+}
+
+impl Vouched<'_> {
+    /// What the scan `found` of `file` (with its `cache`) holds for the next run: `Some(None)`
+    /// absent, `Some(Some(_))` a file its cache entry vouches for; `None`: nothing to vouch
+    /// with (read while racy, skipped), so the run is not steady.
+    fn held(&self, file: &str, found: &Found, cache: &FileMap<CacheEntry>) -> Option<Option<Held>> {
+        let Found::Present {
+            stat,
+            content,
+            hashed,
+        } = found
+        else {
+            return matches!(found, Found::Absent).then_some(None);
+        };
+        let (at, vouched) = if *hashed {
+            let sig = stat.signature();
+            let ok = scan::signature_holds(&sig, self.scan_time, content.kind, stat);
+            (self.scan_time, ok)
+        } else {
+            let e = cache.get(file)?;
+            let ok = e.kind == content.kind
+                && scan::signature_holds(&e.signature, e.scanned_ns, e.kind, stat);
+            (e.scanned_ns, ok)
+        };
+        let held = match content.kind {
+            Kind::Plain => Held::of(stat, at),
+            Kind::Sqlite => Held::of_database(stat, at, &self.root.join(file)),
+        };
+        // A -journal written within the racy window of this scan vouches for nothing either.
+        let settled = held
+            .database
+            .is_none_or(|b| b.journal_settled(self.scan_time));
+        (vouched && settled).then_some(Some(held))
+    }
 }
 
 /// What the next run does with a stored steady state, once each location is listed.
@@ -304,6 +312,33 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// A location's file: 0 absent, 1 a plain file, 2 a database (then its `-wal` and `-journal`).
+fn put_held(out: &mut Vec<u8>, held: Option<&Held>) {
+    let Some(h) = held else {
+        out.push(0);
+        return;
+    };
+    out.push(if h.database.is_some() { 2 } else { 1 });
+    // File times are i128 (crate::times), the rest 64-bit.
+    out.extend_from_slice(&h.size.to_le_bytes());
+    out.extend_from_slice(&h.mtime_ns.to_le_bytes());
+    out.extend_from_slice(&h.ino.to_le_bytes());
+    out.extend_from_slice(&h.ctime_ns.to_le_bytes());
+    out.extend_from_slice(&h.scanned_ns.to_le_bytes());
+    if let Some(b) = h.database {
+        for side in [b.wal, b.journal] {
+            match side {
+                Some((size, mtime)) => {
+                    out.push(1);
+                    out.extend_from_slice(&size.to_le_bytes());
+                    out.extend_from_slice(&mtime.to_le_bytes());
+                }
+                None => out.push(0),
+            }
+        }
+    }
+}
+
 /// Reads the stored form front to back.
 struct Reader<'a>(&'a [u8]);
 
@@ -339,6 +374,41 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Option<&'a str> {
         let n = self.u32()?;
         std::str::from_utf8(self.take(n)?).ok()
+    }
+
+    /// What [`put_held`] wrote.
+    fn held(&mut self) -> Option<Option<Held>> {
+        let tag = self.u8()?;
+        if tag == 0 {
+            return Some(None);
+        }
+        let mut held = Held {
+            size: self.i64()? as u64,
+            mtime_ns: self.i128()?,
+            ino: self.i64()? as u64,
+            ctime_ns: self.i128()?,
+            scanned_ns: self.i64()?,
+            database: None,
+        };
+        match tag {
+            1 => {}
+            2 => {
+                held.database = Some(Beside {
+                    wal: self.side()?,
+                    journal: self.side()?,
+                })
+            }
+            _ => return None,
+        }
+        Some(Some(held))
+    }
+
+    fn side(&mut self) -> Option<Option<(u64, i128)>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some((self.i64()? as u64, self.i128()?))),
+            _ => None,
+        }
     }
 }
 
@@ -376,6 +446,19 @@ mod tests {
             ino: 7 + n as u64,
             ctime_ns: i128::from(n) * 1_000 + i128::from(i64::MAX),
             scanned_ns: i64::MAX - n,
+            database: None,
+        })
+    }
+
+    /// A database's stat set, its -wal and -journal present or not by `n`'s bits.
+    fn held_database(n: i64) -> Option<Held> {
+        let side = |bit: i64| (n & bit != 0).then_some((n as u64 * 4_096, -i128::from(n)));
+        Some(Held {
+            database: Some(Beside {
+                wal: side(1),
+                journal: side(2),
+            }),
+            ..held(n)?
         })
     }
 
@@ -399,7 +482,14 @@ mod tests {
                     reason: "every location holds it",
                 },
             ],
-            at: vec![held(1), held(2), None, None, held(3), held(4)],
+            at: vec![
+                held(1),
+                held(2),
+                None,
+                None,
+                held_database(3),
+                held_database(4),
+            ],
         }
     }
 

@@ -336,3 +336,123 @@ fn a_run_planning_only_the_changed_files_reports_what_a_full_run_does() {
         assert_eq!(trees[0], trees[1], "{name}");
     }
 }
+
+/// `steady_pair` with a SQLite database beside the plain files: `metastore.db` in WAL mode,
+/// its rows written through `conn`, which stays open (so its `-wal` stays, with the rows
+/// since the last checkpoint) and never checkpoints by itself.
+fn steady_pair_with_db(w: &World) -> (Machine, rusqlite::Connection) {
+    let m = steady_pair(w, "");
+    let db = m.file("metastore.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE entities(id INTEGER PRIMARY KEY, name TEXT);
+         INSERT INTO entities(name) VALUES ('one'), ('two'), ('three');
+         PRAGMA wal_checkpoint(TRUNCATE);
+         INSERT INTO entities(name) VALUES ('four');",
+    )
+    .unwrap();
+    m.sync(&[], 0);
+    (m, conn)
+}
+
+/// The names in the remote's copy of the database.
+fn remote_names(m: &Machine) -> Vec<String> {
+    let db = m.home.parent().unwrap().join("remote/metastore.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let mut q = c.prepare("SELECT name FROM entities ORDER BY id").unwrap();
+    let names = q.query_map([], |r| r.get(0)).unwrap();
+    names.map(Result::unwrap).collect()
+}
+
+#[test]
+fn a_no_op_with_a_database_is_replayed_until_its_stat_set_or_base_changes() {
+    let w = World::new();
+    let (m, _conn) = steady_pair_with_db(&w);
+    let full = settle(&[&m]).remove(0);
+    assert_eq!(outcome(&full, "metastore.db"), "in_sync", "{full:#}");
+    assert_eq!(remote_names(&m), ["one", "two", "three", "four"]);
+    // A `-journal` appearing beside it (an empty one: no rows) is a change of its stat set:
+    // the next run is a full one, the one after it replayed again.
+    std::fs::write(m.file("metastore.db-journal"), "").unwrap();
+    m.sync(&[], 0);
+    assert_eq!(replays(&m), 1, "a new -journal leaves the steady path");
+    std::thread::sleep(Duration::from_millis(2_300));
+    m.sync(&[], 0);
+    m.sync(&[], 0);
+    assert_eq!(replays(&m), 2, "steady again, with the -journal");
+    std::fs::remove_file(m.file("metastore.db-journal")).unwrap();
+    m.sync(&[], 0);
+    assert_eq!(replays(&m), 2, "a -journal gone leaves the steady path too");
+    m.sync(&[], 0);
+    m.sync(&[], 0);
+    assert_eq!(replays(&m), 3, "a full run, then a replay again");
+    // The row-merge base of the agreed version is part of what a replay stands for: when it
+    // is gone, the database is planned again and its base kept again.
+    let bases = m.home.join(".metasync/base");
+    std::fs::remove_dir_all(&bases).unwrap();
+    let r = m.sync(&[], 0);
+    assert_eq!(replays(&m), 3, "no replay without the base");
+    assert_eq!(outcome(&r, "metastore.db"), "in_sync", "{r:#}");
+    assert_eq!(r["actions"], serde_json::json!([]), "{r:#}");
+    assert_eq!(tree(&bases).len(), 1, "the base is kept again");
+}
+
+#[test]
+fn a_database_edited_through_its_wal_leaves_the_steady_path_and_is_synced() {
+    let w = World::new();
+    let (m, conn) = steady_pair_with_db(&w);
+    settle(&[&m]);
+    let db = m.file("metastore.db");
+    let before = std::fs::metadata(&db).unwrap();
+    let wal = m.file("metastore.db-wal");
+    let wal_mtime = std::fs::metadata(&wal).unwrap().modified().unwrap();
+    conn.execute("UPDATE entities SET name = 'TWO' WHERE id = 2", [])
+        .unwrap();
+    // Its mtime put back (a coarse clock, a restored time): only the -wal's size tells.
+    std::fs::File::options()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_modified(wal_mtime)
+        .unwrap();
+    // The writer touched only the -wal: the database file is as it was.
+    let after = std::fs::metadata(&db).unwrap();
+    assert_eq!(before.modified().unwrap(), after.modified().unwrap());
+    assert_eq!(before.len(), after.len());
+    let r = m.sync(&[], 0);
+    assert_eq!(replays(&m), 1, "not replayed over");
+    assert_eq!(outcome(&r, "metastore.db"), "propagated", "{r:#}");
+    assert_eq!(remote_names(&m), ["one", "TWO", "three", "four"]);
+}
+
+#[test]
+fn a_checkpoint_changes_the_database_file_but_not_its_version() {
+    let w = World::new();
+    let (m, conn) = steady_pair_with_db(&w);
+    settle(&[&m]);
+    let db = m.file("metastore.db");
+    let before = std::fs::read(&db).unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    assert_ne!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the rows moved into the file"
+    );
+    // Not replayed over: the database is read again, found to be the same version, and
+    // nothing is written anywhere.
+    let r = m.sync(&[], 0);
+    assert_eq!(replays(&m), 1);
+    assert_eq!(outcome(&r, "metastore.db"), "in_sync", "{r:#}");
+    assert_eq!(r["actions"], serde_json::json!([]), "{r:#}");
+    assert_eq!(r["hashed"], 1, "{r:#}");
+    assert!(backups_in(&w.path("remote"), "metastore.db").is_empty());
+    // Steady again once the file is out of the racy window.
+    std::thread::sleep(Duration::from_millis(2_300));
+    m.sync(&[], 0);
+    let again = m.sync(&[], 0);
+    assert_eq!(replays(&m), 2, "{again:#}");
+    assert_eq!(remote_names(&m), ["one", "two", "three", "four"]);
+}

@@ -1,6 +1,8 @@
 //! The one way a file is put in place (SPEC §5): a temp file in the target's own folder,
 //! written, fsynced and verified by the caller, given its modification time, renamed over the
-//! target, and the folder fsynced. A reader sees the old file or the new one, never a torn
+//! target, and the folder fsynced (a run's copies of plain files: once per folder, before the
+//! archive commit records any of them, [`crate::apply::Copier`]). A reader sees the old file or
+//! the new one, never a torn
 //! one; a crash at any point leaves one of them (and at worst a temp file, which the next run
 //! removes). Every whole-file write of Metasync goes through here: copies of plain files,
 //! databases put into remotes, row-merge bases, location markers.
@@ -21,6 +23,12 @@ impl Temp {
     pub fn beside(dest: &Path, machine: &str) -> Result<Temp> {
         let dir = folder_of(dest)?;
         std::fs::create_dir_all(dir).ctx("create folder", dir)?;
+        Temp::in_folder(dest, machine)
+    }
+
+    /// [`Temp::beside`] where the folder of `dest` is known to exist.
+    pub fn in_folder(dest: &Path, machine: &str) -> Result<Temp> {
+        let dir = folder_of(dest)?;
         let name = dest
             .file_name()
             .and_then(|n| n.to_str())
@@ -53,13 +61,24 @@ impl Temp {
     /// file `dest`, after giving it `mtime`, and makes the rename durable. The crash tests'
     /// failpoints `before_rename` and `after_rename` are here.
     pub fn put_in_place(self, dest: &Path, mtime: Option<std::time::SystemTime>) -> Result<()> {
-        self.rename(dest, mtime, true)
+        self.rename(dest, mtime, true, true)
+    }
+
+    /// [`Temp::put_in_place`] without the folder's fsync: the caller fsyncs the folder
+    /// (once for all the files it put there, [`crate::apply::Copier::sync_folders`]) before
+    /// anything records the file as written.
+    pub fn put_in_place_unsynced(
+        self,
+        dest: &Path,
+        mtime: Option<std::time::SystemTime>,
+    ) -> Result<()> {
+        self.rename(dest, mtime, true, false)
     }
 
     /// [`Temp::put_in_place`] for Metasync's own files (markers, row-merge bases), without
     /// the synced files' failpoints.
     pub fn put_own_file_in_place(self, dest: &Path) -> Result<()> {
-        self.rename(dest, None, false)
+        self.rename(dest, None, false, true)
     }
 
     fn rename(
@@ -67,6 +86,7 @@ impl Temp {
         dest: &Path,
         mtime: Option<std::time::SystemTime>,
         failpoints: bool,
+        sync: bool,
     ) -> Result<()> {
         let hit = |name| {
             if failpoints {
@@ -84,7 +104,9 @@ impl Temp {
         std::fs::rename(&self.path, dest).ctx("rename into place", dest)?;
         self.kept = true;
         hit("after_rename");
-        sync_folder(dest);
+        if sync {
+            sync_folder(dest);
+        }
         Ok(())
     }
 }
@@ -111,9 +133,14 @@ pub fn write_bytes(dest: &Path, bytes: &[u8], machine: &str) -> Result<()> {
 /// folder that cannot be synced is not worth failing the write for.
 pub fn sync_folder(path: &Path) {
     if let Some(dir) = path.parent() {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+        sync_dir(dir);
+    }
+}
+
+/// Fsyncs the folder `dir` (see [`sync_folder`]).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
     }
 }
 

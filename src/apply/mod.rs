@@ -8,6 +8,7 @@ use crate::model::Kind;
 use crate::names;
 pub use atomic::Temp;
 use chrono::NaiveDateTime;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -87,7 +88,8 @@ fn file_name(path: &Path) -> Result<&str> {
 }
 
 /// Writes the content of `src` to `dest` through a temp file beside it: streamed with the hash
-/// computed on the way, fsynced, checked against `expected`, given `mtime`, renamed into place.
+/// computed on the way, fsynced, checked against `expected`, given `mtime`, renamed into place,
+/// and the folder fsynced.
 pub fn copy_file(
     src: &Path,
     dest: &Path,
@@ -95,33 +97,86 @@ pub fn copy_file(
     mtime: std::time::SystemTime,
     machine: &str,
 ) -> Result<()> {
-    let temp = Temp::beside(dest, machine)?;
-    let mut input = File::open(src).ctx("open source", src)?;
-    let mut out = temp.create()?;
-    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = input.read(&mut buf).ctx("read", src)?;
-        if n == 0 {
-            break;
+    let mut copier = Copier::default();
+    copier.copy(src, dest, expected, mtime, machine)?;
+    copier.sync_folders();
+    Ok(())
+}
+
+/// The copies of plain files of one run: one buffer for all of them, and the folders whose
+/// new names still need their fsync, done once per folder by [`Copier::sync_folders`] before
+/// the run records anything as written (SPEC §5: until then a crash or a power loss may only
+/// lose a copy the archive does not know of, and the next run writes it again).
+#[derive(Default)]
+pub struct Copier {
+    buf: Vec<u8>,
+    /// Folders copied into since the last [`Copier::sync_folders`].
+    folders: BTreeSet<PathBuf>,
+    /// Folders made or found this run (not created again for each file).
+    made: HashSet<PathBuf>,
+}
+
+impl Copier {
+    /// [`copy_file`] but for the folder's fsync, which waits for [`Copier::sync_folders`].
+    pub fn copy(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        expected: &str,
+        mtime: std::time::SystemTime,
+        machine: &str,
+    ) -> Result<()> {
+        let temp = match dest.parent() {
+            Some(dir) if !self.made.contains(dir) => {
+                let t = Temp::beside(dest, machine)?;
+                self.made.insert(dir.to_path_buf());
+                t
+            }
+            _ => Temp::in_folder(dest, machine)?,
+        };
+        let mut input = File::open(src).ctx("open source", src)?;
+        let mut out = temp.create()?;
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; 1 << 20];
         }
-        sha2::Digest::update(&mut hasher, &buf[..n]);
-        out.write_all(&buf[..n])
-            .ctx("write temp file", temp.path())?;
+        loop {
+            let n = input.read(&mut self.buf).ctx("read", src)?;
+            if n == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut hasher, &self.buf[..n]);
+            out.write_all(&self.buf[..n])
+                .ctx("write temp file", temp.path())?;
+        }
+        // The mtime is given before the fsync (one open, and durable with the content).
+        out.set_modified(mtime)
+            .ctx("set modification time", temp.path())?;
+        out.sync_all().ctx("fsync temp file", temp.path())?;
+        drop(out);
+        let got = crate::ids::hex_lower(&sha2::Digest::finalize(hasher));
+        if got != expected {
+            return Err(Error::Changed(format!(
+                "{} changed while being copied (expected {}, read {}); it will be synced next run",
+                src.display(),
+                &expected[..12.min(expected.len())],
+                &got[..12]
+            )));
+        }
+        crate::failpoint::hit("after_temp_write");
+        temp.put_in_place_unsynced(dest, None)?;
+        if let Some(dir) = dest.parent() {
+            self.folders.insert(dir.to_path_buf());
+        }
+        Ok(())
     }
-    out.sync_all().ctx("fsync temp file", temp.path())?;
-    drop(out);
-    let got = crate::ids::hex_lower(&sha2::Digest::finalize(hasher));
-    if got != expected {
-        return Err(Error::Changed(format!(
-            "{} changed while being copied (expected {}, read {}); it will be synced next run",
-            src.display(),
-            &expected[..12.min(expected.len())],
-            &got[..12]
-        )));
+
+    /// Fsyncs each folder a copy was put into since the last call, once.
+    pub fn sync_folders(&mut self) {
+        for dir in std::mem::take(&mut self.folders) {
+            atomic::sync_dir(&dir);
+        }
     }
-    crate::failpoint::hit("after_temp_write");
-    temp.put_in_place(dest, Some(mtime))
 }
 
 /// Deletes a synced file by moving it to a backup name; returns the backup's path.

@@ -47,9 +47,19 @@ impl Run<'_> {
             t.changes.conflicts.clear();
             t.changes.location_ids.clear();
         }
-        if let (Some(key), true) = (&steady_key, planned_all) {
-            self.keep_steady(key, &sc, &mut t);
+        match (&steady_key, planned_all) {
+            (Some(key), true) => self.keep_steady(key, &sc, &mut t),
+            // A partial run found a change that left the archive as it was (say, a
+            // database's `-journal` came or went): the steady state it started from no longer
+            // says what the locations hold, so it is replaced by none, and the next run plans
+            // in full and stores a new one (an empty key matches no run).
+            (Some(_), false) if t.changes.steady.is_none() => {
+                t.changes.steady = Some((String::new(), Vec::new()));
+            }
+            _ => {}
         }
+        // What the run copied is durable before the archive says so.
+        t.copier.sync_folders();
         crate::failpoint::hit("before_archive_commit");
         archive.commit(&t.changes)?;
         if !self.ask.dry_run {
@@ -113,12 +123,14 @@ impl Run<'_> {
             && t.conflicts.is_empty()
             && sc.old_conflicts.is_empty();
         if quiet {
+            let roots: Vec<&Path> = sc.available.iter().map(|p| p.loc.root.as_path()).collect();
             t.changes.steady = crate::steady::of_run(
                 &sc.scans.files,
                 &sc.scans.found,
                 &sc.loaded.caches,
                 &t.outcomes,
                 sc.scan_time,
+                &roots,
             )
             .map(|s| (key.to_string(), s.encode()));
         }

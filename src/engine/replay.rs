@@ -25,6 +25,7 @@ impl Engine {
         }
         let looked = self.look_all(&steady, available);
         let mut changed: Vec<String> = looked.iter().flat_map(|(_, c, _)| c.clone()).collect();
+        changed.extend(self.without_base(&steady).map(String::from));
         changed.sort_unstable();
         changed.dedup();
         let prunable = looked.iter().any(|(_, _, p)| *p);
@@ -65,6 +66,24 @@ impl Engine {
             crate::steady::Scope::Unchanged => {}
         }
         self.replayed(run, archive, places, available, settled(&[]))
+    }
+
+    /// The steady run's databases whose row merges need a base that is no longer kept: a
+    /// full run would keep it again, so they are planned.
+    fn without_base<'s>(
+        &'s self,
+        steady: &'s crate::steady::Steady<'_>,
+    ) -> impl Iterator<Item = &'s str> + 's {
+        steady.files.iter().enumerate().filter_map(move |(i, f)| {
+            let database = (0..steady.locations)
+                .any(|l| steady.at(i, l).is_some_and(|h| h.database.is_some()));
+            let needs_base =
+                database && self.config.merge_mode_for(f.name) == crate::config::MergeMode::Rows;
+            let missing = needs_base
+                && f.sha256
+                    .is_none_or(|h| crate::merge::base_of(&self.home, f.name, h).is_none());
+            missing.then_some(f.name)
+        })
     }
 
     /// Per location, all at once: its listing, what changed there since the steady run, and

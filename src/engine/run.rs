@@ -74,6 +74,8 @@ pub(super) struct Tally {
     pub(super) written: u64,
     pub(super) hashed: u64,
     pub(super) backup_folders: BTreeSet<PathBuf>,
+    /// The run's copies of plain files (their folders fsynced before the archive commit).
+    pub(super) copier: crate::apply::Copier,
 }
 
 /// One file on its way through plan, merge, apply and record.

@@ -58,6 +58,7 @@ impl Engine {
         job: &Job<'_>,
         ready: &mut HashSet<String>,
         changes: &mut Changes,
+        copier: &mut crate::apply::Copier,
         events: &mut dyn FnMut(&Event),
     ) -> (Vec<ActionReport>, GroupOutcome) {
         let (file, place) = (job.file, job.place);
@@ -86,7 +87,7 @@ impl Engine {
             if matches!(action, Action::Copy { .. } | Action::Delete { .. }) && !job.unchanged() {
                 return (reports, GroupOutcome::Raced(moved()));
             }
-            match self.act(job, action, at) {
+            match self.act(job, action, at, copier) {
                 Ok(detail) => {
                     let r = action_report(file, action, detail, true, None);
                     tracing::info!(target: "metasync", "{file} in {}: {} {}", place.loc.name, r.action, r.detail);
@@ -113,7 +114,13 @@ impl Engine {
     }
 
     /// Carries out one action; its detail for the report.
-    fn act(&self, job: &Job<'_>, action: &Action, at: chrono::NaiveDateTime) -> Result<String> {
+    fn act(
+        &self,
+        job: &Job<'_>,
+        action: &Action,
+        at: chrono::NaiveDateTime,
+        copier: &mut crate::apply::Copier,
+    ) -> Result<String> {
         let dest = job.dest();
         match action {
             Action::Backup { .. } => {
@@ -142,8 +149,18 @@ impl Engine {
                     snapshot: content.snapshot.as_deref().map(|p| (p, job.snapshot_use)),
                 };
                 let local = job.place.loc.is_local();
-                crate::kind::write_version(&version, &dest, local, job.machine, &self.read_ctx())
-                    .map(|_| format!("from {from}"))
+                let written = match content.kind {
+                    // The folder's fsync waits for the archive commit (once per folder).
+                    Kind::Plain => copier.copy(src, &dest, hash, version.mtime, job.machine),
+                    Kind::Sqlite => crate::kind::write_version(
+                        &version,
+                        &dest,
+                        local,
+                        job.machine,
+                        &self.read_ctx(),
+                    ),
+                };
+                written.map(|_| format!("from {from}"))
             }
             Action::Delete { .. } => crate::apply::delete_to_backup(&dest, at)
                 .map(|p| format!("moved to {}", p.display())),
@@ -325,9 +342,13 @@ impl super::run::Run<'_> {
                 scans: &sc.scans,
                 machine: &sc.machine,
             };
-            let (reports, outcome) =
-                self.engine
-                    .apply_group(&job, &mut t.ready, &mut t.changes, &mut *self.events);
+            let (reports, outcome) = self.engine.apply_group(
+                &job,
+                &mut t.ready,
+                &mut t.changes,
+                &mut t.copier,
+                &mut *self.events,
+            );
             let outcome = self.engine.published(place, file, outcome, &mut t.changes);
             t.actions.extend(reports);
             match outcome {
