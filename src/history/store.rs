@@ -44,6 +44,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::failpoint;
 use crate::history::policy::Protected;
 use chrono::{DateTime, Duration, Utc};
+use miniz_oxide::inflate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -177,6 +178,115 @@ fn decode(stored: &[u8]) -> Option<Vec<u8>> {
             Some(out)
         }
         _ => None,
+    }
+}
+
+/// Where a chunk is stored: pack slot (in its manifest), offset, stored length.
+type Place = (usize, u64, u32);
+
+/// Chunks per batch when a version is rebuilt (a megabyte of 4 KB pages).
+const BATCH: usize = 256;
+/// Threads inflating a version's chunks at most.
+const MAX_WORKERS: usize = 4;
+/// The largest chunk content: a page (64 KB at most) or a CDC chunk ([`CDC_MAX`]).
+const MAX_CHUNK: usize = 65536;
+
+fn mismatch(m: &Manifest) -> Error {
+    Error::Refused(format!(
+        "the rebuilt {} does not match its hash",
+        m.info.name
+    ))
+}
+
+/// Writes a stored chunk's content at `out[*pos..]` and moves `pos` past it: deflated
+/// chunks are inflated straight into `out` (a non-wrapping output buffer: no window copied,
+/// nothing zeroed per chunk), `out` growing when a chunk might not fit.
+fn decode_at(
+    stored: &[u8],
+    z: &mut inflate::core::DecompressorOxide,
+    out: &mut Vec<u8>,
+    pos: &mut usize,
+) -> Option<()> {
+    if out.len() < *pos + MAX_CHUNK {
+        out.resize((*pos + MAX_CHUNK).max(out.len() * 2), 0);
+    }
+    match stored.split_first()? {
+        (0, raw) => {
+            out.get_mut(*pos..*pos + raw.len())?.copy_from_slice(raw);
+            *pos += raw.len();
+        }
+        (1, deflated) => {
+            z.init();
+            let flags = inflate::core::inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+            let window = &mut out[*pos..*pos + MAX_CHUNK];
+            let (status, read, written) = inflate::core::decompress(z, deflated, window, 0, flags);
+            if status != inflate::TINFLStatus::Done || read != deflated.len() {
+                return None;
+            }
+            *pos += written;
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+/// The contents of a batch of chunks, in order: runs of chunks adjacent in one pack are
+/// read with one positioned read.
+fn decode_batch(
+    batch: &[Place],
+    packs: &[(PathBuf, std::fs::File)],
+    z: &mut inflate::core::DecompressorOxide,
+) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; batch.len() * 4096 + MAX_CHUNK];
+    let mut pos = 0;
+    let mut stored = Vec::new();
+    let mut i = 0;
+    while i < batch.len() {
+        let (slot, start, _) = batch[i];
+        let mut end = i;
+        let mut to = start;
+        while end < batch.len() && batch[end].0 == slot && batch[end].1 == to {
+            to += u64::from(batch[end].2);
+            end += 1;
+        }
+        let (path, file) = &packs[slot];
+        stored.resize((to - start) as usize, 0);
+        read_at(file, &mut stored, start).ctx("read pack", path)?;
+        let mut at = 0;
+        for &(_, _, len) in &batch[i..end] {
+            let piece = &stored[at..at + len as usize];
+            at += len as usize;
+            decode_at(piece, z, &mut out, &mut pos).ok_or_else(|| {
+                Error::Refused(format!("{} is damaged at {}", path.display(), start))
+            })?;
+        }
+        i = end;
+    }
+    out.truncate(pos);
+    Ok(out)
+}
+
+/// Reads exactly `buf.len()` bytes of `file` at `offset`, without moving a shared cursor.
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = std::os::windows::fs::FileExt::seek_read(
+                file,
+                &mut buf[done..],
+                offset + done as u64,
+            )?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
+        Ok(())
     }
 }
 
@@ -483,50 +593,84 @@ impl Store {
         write_durably(&self.manifest_path(id), &bytes)
     }
 
-    /// Rebuilds a version's bytes into `out`, checking each chunk's hash and the whole.
-    pub fn read_into(&self, m: &Manifest, out: &mut dyn Write) -> Result<()> {
-        let mut open: Option<(usize, std::fs::File)> = None;
-        let mut whole = Sha256::new();
-        let mut buf = Vec::new();
-        for ChunkRef(slot, off, len, hash) in &m.chunks {
-            let name = m.packs.get(*slot).ok_or_else(|| {
-                Error::Refused(format!(
-                    "history manifest of {} names no pack {slot}",
-                    m.info.name
-                ))
-            })?;
-            let path = self.pack_path(name);
-            if open.as_ref().is_none_or(|(s, _)| s != slot) {
-                open = Some((*slot, std::fs::File::open(&path).ctx("open pack", &path)?));
-            }
-            let file = &mut open.as_mut().expect("just opened").1;
-            buf.resize(*len as usize, 0);
-            std::io::Seek::seek(file, std::io::SeekFrom::Start(*off)).ctx("seek in pack", &path)?;
-            file.read_exact(&mut buf).ctx("read pack", &path)?;
-            let content = decode(&buf)
-                .filter(|c| &chunk_hash(c) == hash)
-                .ok_or_else(|| {
-                    Error::Refused(format!(
-                        "a chunk of {} in {} does not match its hash",
-                        m.info.name,
-                        path.display()
-                    ))
-                })?;
-            whole.update(&content);
-            out.write_all(&content)
-                .map_err(|e| Error::io("write rebuilt version of", &m.info.name, e))?;
-        }
-        if crate::ids::hex_lower(&whole.finalize()) != m.sha256 {
-            return Err(Error::Refused(format!(
-                "the rebuilt {} does not match its hash",
-                m.info.name
-            )));
-        }
-        Ok(())
+    /// Where each chunk of `m` is stored, in order: (pack slot, offset, stored length).
+    fn places_of(&self, m: &Manifest) -> Result<Vec<Place>> {
+        m.chunks
+            .iter()
+            .map(|ChunkRef(slot, off, len, _)| {
+                if *slot < m.packs.len() {
+                    Ok((*slot, *off, *len))
+                } else {
+                    Err(Error::Refused(format!(
+                        "history manifest of {} names no pack {slot}",
+                        m.info.name
+                    )))
+                }
+            })
+            .collect()
     }
 
-    /// Rebuilds a version into the new file `dest` (fsynced), verified: its bytes against
-    /// the byte hash, and a database against its logical hash.
+    /// Rebuilds a version's bytes into `out`, in order, and tells whether they match its
+    /// byte hash (hashed once, as they are written). Batches of chunks are read and inflated
+    /// by worker threads, each with one decompressor for all its chunks; the caller hashes
+    /// and writes them in order.
+    fn rebuild(&self, m: &Manifest, out: &mut dyn Write) -> Result<bool> {
+        let places = self.places_of(m)?;
+        let mut packs = Vec::with_capacity(m.packs.len());
+        for name in &m.packs {
+            let path = self.pack_path(name);
+            let file = std::fs::File::open(&path).ctx("open pack", &path)?;
+            packs.push((path, file));
+        }
+        let batches: Vec<&[Place]> = places.chunks(BATCH).collect();
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_WORKERS)
+            .min(batches.len().max(1));
+        let mut whole = Sha256::new();
+        std::thread::scope(|s| -> Result<()> {
+            let mut from = Vec::with_capacity(workers);
+            for w in 0..workers {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(2);
+                from.push(rx);
+                let (batches, packs) = (&batches, &packs);
+                s.spawn(move || {
+                    let mut z = inflate::core::DecompressorOxide::new();
+                    for batch in batches.iter().skip(w).step_by(workers) {
+                        let decoded = decode_batch(batch, packs, &mut z);
+                        let failed = decoded.is_err();
+                        if tx.send(decoded).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+            for i in 0..batches.len() {
+                let bytes = from[i % workers]
+                    .recv()
+                    .map_err(|_| Error::Refused(format!("rebuilding {} stopped", m.info.name)))??;
+                whole.update(&bytes);
+                out.write_all(&bytes)
+                    .map_err(|e| Error::io("write rebuilt version of", &m.info.name, e))?;
+            }
+            Ok(())
+        })?;
+        Ok(crate::ids::hex_lower(&whole.finalize()) == m.sha256)
+    }
+
+    /// Rebuilds a version's bytes into `out`, checked against its byte hash.
+    pub fn read_into(&self, m: &Manifest, out: &mut dyn Write) -> Result<()> {
+        if self.rebuild(m, out)? {
+            Ok(())
+        } else {
+            Err(mismatch(m))
+        }
+    }
+
+    /// Rebuilds a version into the new file `dest` (fsynced), verified: its bytes equal to
+    /// the byte hash prove it (a database's logical hash was taken of those very bytes);
+    /// only a database whose bytes differ is checked against its logical hash, and kept when
+    /// that matches (SPEC: databases restore logical-hash exact).
     pub fn restore_to(
         &self,
         m: &Manifest,
@@ -534,24 +678,29 @@ impl Store {
         sqlite: &crate::sqlite::SqliteOptions,
     ) -> Result<()> {
         let result = (|| {
-            let mut f = std::fs::OpenOptions::new()
+            let f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(dest)
                 .ctx("create", dest)?;
-            self.read_into(m, &mut f)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let exact = self.rebuild(m, &mut w)?;
+            let f = w
+                .into_inner()
+                .map_err(|e| Error::io("write", dest, e.into_error()))?;
             f.sync_all().ctx("fsync", dest)?;
             drop(f);
-            if let Some(want) = &m.info.logical {
-                let got = crate::sqlite::logical_hash(dest, sqlite)?;
-                if &got != want {
-                    return Err(Error::Refused(format!(
-                        "the rebuilt {} does not match its logical hash",
-                        m.info.name
-                    )));
+            match (&m.info.logical, exact) {
+                (_, true) => Ok(()),
+                (Some(want), false) if &crate::sqlite::logical_hash(dest, sqlite)? == want => {
+                    Ok(())
                 }
+                (Some(_), false) => Err(Error::Refused(format!(
+                    "the rebuilt {} does not match its hash nor its logical hash",
+                    m.info.name
+                ))),
+                (None, false) => Err(mismatch(m)),
             }
-            Ok(())
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(dest);
@@ -1061,6 +1210,34 @@ mod tests {
         let err = store.restore_to(&m, &out, &Default::default()).unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
         assert!(!out.exists());
+    }
+
+    /// The byte hash proves a rebuilt version; a database whose bytes differ from it is
+    /// checked against its logical hash instead, and refused only when that differs too.
+    #[test]
+    fn a_database_with_other_bytes_is_kept_only_when_its_rows_match() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let db = d.path().join("m.db");
+        make_db(&db, 300, 1);
+        let logical = crate::sqlite::logical_hash(&db, &Default::default()).unwrap();
+        let (_, m) = store
+            .put(&db, info("m.db.backup-1", true, Some(logical)))
+            .unwrap();
+        // The rebuilt bytes differ from the recorded ones (as after a page rewritten with
+        // the same rows): the rows decide.
+        let mut other = m.clone();
+        other.sha256 = "0".repeat(64);
+        let out = d.path().join("same-rows");
+        store.restore_to(&other, &out, &Default::default()).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&db).unwrap());
+        other.info.logical = Some("1".repeat(64));
+        let refused = d.path().join("other-rows");
+        let err = store
+            .restore_to(&other, &refused, &Default::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("logical hash"), "{err}");
+        assert!(!refused.exists());
     }
 
     /// The store is never a synced file, whatever the patterns: not listed, not eligible.
