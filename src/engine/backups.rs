@@ -11,7 +11,7 @@ use crate::names;
 use crate::report::{BackupEntry, Event, PruneReport, RestoreReport};
 use crate::scan::{self, Found};
 use chrono::{Local, TimeZone};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 
 /// One backup found on disk.
@@ -656,7 +656,7 @@ fn kept_versions(
         }
     }
     let (manifests, _) = store.manifests()?;
-    let freed = only_bytes(&manifests);
+    let freed = store.exclusive_bytes(&manifests);
     for (id, m) in manifests {
         let entry = stored_entry(place, store, &id, &m);
         kept.push(Kept {
@@ -673,41 +673,6 @@ fn kept_versions(
         });
     }
     Ok(kept)
-}
-
-/// For each manifest id: the bytes of the chunks no other manifest uses (what removing it frees).
-fn only_bytes(manifests: &[(String, Manifest)]) -> HashMap<String, u64> {
-    let mut users: HashMap<(&str, u64), (usize, u32)> = HashMap::new();
-    for (_, m) in manifests {
-        let mine: HashSet<(&str, u64, u32)> = m
-            .chunks
-            .iter()
-            .filter_map(|c| m.packs.get(c.0).map(|p| (p.as_str(), c.1, c.2)))
-            .collect();
-        for (p, off, len) in mine {
-            users.entry((p, off)).or_insert((0, len)).0 += 1;
-        }
-    }
-    manifests
-        .iter()
-        .map(|(id, m)| {
-            let mine: HashSet<(&str, u64)> = m
-                .chunks
-                .iter()
-                .filter_map(|c| m.packs.get(c.0).map(|p| (p.as_str(), c.1)))
-                .collect();
-            let bytes = mine
-                .into_iter()
-                .filter_map(|k| {
-                    users
-                        .get(&k)
-                        .filter(|(n, _)| *n == 1)
-                        .map(|(_, l)| u64::from(*l))
-                })
-                .sum();
-            (id.clone(), bytes)
-        })
-        .collect()
 }
 
 /// A stored version as the listing shows it.

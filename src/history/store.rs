@@ -2,12 +2,16 @@
 //!
 //! # Layout
 //!
-//! - `packs/<sha256>.pack`: chunks end to end; named by the hash of its own bytes, so a
-//!   name is written once and always means the same bytes (two machines writing the same
-//!   pack write the same file).
-//! - `manifests/<id>.json`: one per version (file, created, size, byte hash, logical hash
-//!   for databases, counts, protection, and the chunk list: pack, offset, length, hash).
-//!   Its id is the hash of the plain backup's relative path the version had, so moving
+//! - `packs/<sha256>.pack`: chunks end to end, then the pack's own index (each chunk's
+//!   stored length and hash, in order) and a trailer (index length, chunk count,
+//!   `MSPACK2\n`); named by the hash of its own bytes, so a name is written once and always
+//!   means the same bytes (two machines writing the same pack write the same file).
+//! - `manifests/<id>.json` (format 2): one per version (file, created, size, byte hash,
+//!   logical hash for databases, counts, protection, its packs, and its chunks as *runs*:
+//!   pack, first chunk number in that pack's index, count). A version that shares most of
+//!   its pages with an earlier one is a few runs of the earlier one's chunks, not a line per
+//!   page, and every manifest still stands alone (no manifest refers to another; its byte
+//!   hash checks the rebuilt whole). Its id is the hash of the plain backup's relative path the version had, so moving
 //!   the same backup twice (two machines, a retried run) names the same manifest.
 //! - `packs/<sha256>.unused`: a collection's note that this pack was found unreferenced,
 //!   and when.
@@ -47,10 +51,12 @@ use chrono::{DateTime, Duration, Utc};
 use miniz_oxide::inflate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+/// The manifest layout: 2 lists runs of chunks, each pack holding the index of its chunks.
+pub const FORMAT: u32 = 2;
 /// The store's folder inside a location's state folder.
 pub const HISTORY_DIR: &str = "history";
 /// A pack is closed once it holds this many bytes.
@@ -74,10 +80,23 @@ pub struct Protection {
     pub since: DateTime<Utc>,
 }
 
-/// One chunk of a version: index into the manifest's packs, offset and length of its stored
-/// bytes there, and the hash of its content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkRef(pub usize, pub u64, pub u32, pub String);
+/// A run of a version's chunks: `.2` consecutive chunks of one pack (`.0`, its slot in the
+/// manifest's packs) from its chunk number `.1` (in the pack's own index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run(pub usize, pub u32, pub u32);
+
+/// One chunk in a pack's index: where it is, and the hash of its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    off: u64,
+    len: u32,
+    hash: String,
+}
+
+/// The end of every pack: `MSPACK2\n` after its index.
+const PACK_MAGIC: &[u8; 8] = b"MSPACK2\n";
+/// Bytes of an index entry: stored length (u32, little-endian), then 16 bytes of hash.
+const ENTRY_BYTES: usize = 20;
 
 /// What is known of a version before it is stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,8 +133,9 @@ pub struct Manifest {
     pub sha256: String,
     /// The packs its chunks are in (names without `.pack`).
     pub packs: Vec<String>,
-    /// Its chunks in order.
-    pub chunks: Vec<ChunkRef>,
+    /// Its chunks in order, as runs of consecutive chunks of a pack: a version sharing most
+    /// pages with an earlier one lists a few runs, not every page.
+    pub runs: Vec<Run>,
 }
 
 impl Manifest {
@@ -290,6 +310,50 @@ fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result
     }
 }
 
+/// Appends a pack's index and trailer to its chunks: per chunk its stored length and hash
+/// ([`ENTRY_BYTES`]), then the index's length and the chunk count (u32, little-endian)
+/// and [`PACK_MAGIC`]. A pack thus describes itself, and a manifest names its chunks by
+/// their numbers in it.
+fn seal_pack(buf: &mut Vec<u8>, entries: &[(u32, String)]) {
+    for (len, hash) in entries {
+        buf.extend_from_slice(&len.to_le_bytes());
+        let raw: Vec<u8> = (0..16)
+            .map(|i| u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).unwrap_or(0))
+            .collect();
+        buf.extend_from_slice(&raw);
+    }
+    let index = (entries.len() * ENTRY_BYTES) as u32;
+    buf.extend_from_slice(&index.to_le_bytes());
+    buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    buf.extend_from_slice(PACK_MAGIC);
+}
+
+/// The entries of a pack's index, from the pack's trailer and index (`tail`, the pack's last
+/// bytes) and the pack's length; `None` when they do not describe the pack.
+fn parse_index(tail: &[u8], pack_len: u64) -> Option<Vec<Entry>> {
+    let (body, trailer) = tail.split_at(tail.len().checked_sub(16)?);
+    if &trailer[8..] != PACK_MAGIC {
+        return None;
+    }
+    let index = u32::from_le_bytes(trailer[..4].try_into().ok()?) as usize;
+    let count = u32::from_le_bytes(trailer[4..8].try_into().ok()?) as usize;
+    if index != count.checked_mul(ENTRY_BYTES)? || body.len() < index {
+        return None;
+    }
+    let mut off = 0u64;
+    let mut out = Vec::with_capacity(count);
+    for raw in body[body.len() - index..].chunks_exact(ENTRY_BYTES) {
+        let len = u32::from_le_bytes(raw[..4].try_into().ok()?);
+        out.push(Entry {
+            off,
+            len,
+            hash: crate::ids::hex_lower(&raw[4..]),
+        });
+        off += u64::from(len);
+    }
+    (off + index as u64 + 16 == pack_len).then_some(out)
+}
+
 /// Fsyncs a folder, so that a rename in it survives a crash.
 fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
@@ -320,17 +384,19 @@ fn page_size(header: &[u8]) -> Option<usize> {
     (size >= 512 && size.is_power_of_two()).then_some(size)
 }
 
-/// Where a chunk already is.
-type Index = HashMap<String, (String, u64, u32)>;
+/// Where a chunk already is: its pack and its number there.
+type Index = HashMap<String, (String, u32)>;
 
-/// A manifest being built: its packs, chunks, and the pack being filled.
+/// A manifest being built: its packs, runs, and the pack being filled.
 struct Builder<'s> {
     store: &'s Store,
     index: Index,
     packs: Vec<String>,
-    chunks: Vec<ChunkRef>,
-    /// Chunks of the pack being filled: hash → (offset, length).
-    open: HashMap<String, (u64, u32)>,
+    runs: Runs,
+    /// Chunks of the pack being filled: hash → number.
+    open: HashMap<String, u32>,
+    /// The index of the pack being filled: stored length and hash of each chunk.
+    entries: Vec<(u32, String)>,
     open_at: Option<usize>,
     buf: Vec<u8>,
     bytes: Sha256,
@@ -343,8 +409,9 @@ impl<'s> Builder<'s> {
             store,
             index,
             packs: Vec::new(),
-            chunks: Vec::new(),
+            runs: Runs(Vec::new()),
             open: HashMap::new(),
+            entries: Vec::new(),
             open_at: None,
             buf: Vec::new(),
             bytes: Sha256::new(),
@@ -362,64 +429,79 @@ impl<'s> Builder<'s> {
         }
     }
 
+    /// Appends chunk `n` of the pack in `slot` to the version.
+    fn push_ref(&mut self, slot: usize, n: u32) {
+        self.runs.push(slot, n);
+    }
+
     fn add(&mut self, chunk: &[u8]) -> Result<()> {
         self.bytes.update(chunk);
         self.size += chunk.len() as u64;
         let hash = chunk_hash(chunk);
-        self.add_stored(hash, encode, chunk)
+        self.add_stored(hash, encode, chunk)?;
+        Ok(())
     }
 
-    /// Adds a chunk of hash `hash`, stored as `stored(content)` when it is new.
+    /// Adds a chunk of hash `hash`, stored as `stored(content)` when it is new; returns where
+    /// it is (slot, number).
     fn add_stored(
         &mut self,
         hash: String,
         stored: impl FnOnce(&[u8]) -> Vec<u8>,
         content: &[u8],
-    ) -> Result<()> {
-        if let Some((pack, off, len)) = self.index.get(&hash).cloned() {
+    ) -> Result<(usize, u32)> {
+        if let Some((pack, n)) = self.index.get(&hash).cloned() {
             let slot = self.pack_slot(&pack);
-            self.chunks.push(ChunkRef(slot, off, len, hash));
-            return Ok(());
+            self.push_ref(slot, n);
+            return Ok((slot, n));
         }
         let slot = *self.open_at.get_or_insert_with(|| {
             self.packs.push(String::new());
             self.packs.len() - 1
         });
-        let (off, len) = *self.open.entry(hash.clone()).or_insert_with(|| {
-            let bytes = stored(content);
-            self.buf.extend_from_slice(&bytes);
-            ((self.buf.len() - bytes.len()) as u64, bytes.len() as u32)
-        });
-        self.chunks.push(ChunkRef(slot, off, len, hash));
+        let n = match self.open.get(&hash) {
+            Some(n) => *n,
+            None => {
+                let bytes = stored(content);
+                self.buf.extend_from_slice(&bytes);
+                self.entries.push((bytes.len() as u32, hash.clone()));
+                let n = (self.entries.len() - 1) as u32;
+                self.open.insert(hash, n);
+                n
+            }
+        };
+        self.push_ref(slot, n);
         if self.buf.len() >= PACK_TARGET {
             self.flush()?;
         }
-        Ok(())
+        Ok((slot, n))
     }
 
-    /// Writes the pack being filled under its own hash.
+    /// Writes the pack being filled, with its index, under its own hash.
     fn flush(&mut self) -> Result<()> {
         let Some(slot) = self.open_at.take() else {
             return Ok(());
         };
+        seal_pack(&mut self.buf, &self.entries);
         let name = self.store.write_pack(&self.buf)?;
-        for (hash, (off, len)) in self.open.drain() {
-            self.index.insert(hash, (name.clone(), off, len));
+        for (hash, n) in self.open.drain() {
+            self.index.insert(hash, (name.clone(), n));
         }
         self.packs[slot] = name;
         self.buf.clear();
+        self.entries.clear();
         Ok(())
     }
 
     fn finish(mut self, info: VersionInfo) -> Result<Manifest> {
         self.flush()?;
         Ok(Manifest {
-            format: 1,
+            format: FORMAT,
             info,
             size: self.size,
             sha256: crate::ids::hex_lower(&self.bytes.finalize()),
             packs: self.packs,
-            chunks: self.chunks,
+            runs: self.runs.0,
         })
     }
 }
@@ -519,23 +601,54 @@ impl Store {
         Ok((out, unreadable))
     }
 
-    /// Where each chunk referenced by a manifest is, in packs that exist and are not marked.
+    /// The index of the pack `name`: where each of its chunks is, and its hash.
+    fn pack_index(&self, name: &str) -> Result<Vec<Entry>> {
+        let path = self.pack_path(name);
+        let file = std::fs::File::open(&path).ctx("open pack", &path)?;
+        let len = file.metadata().ctx("read pack", &path)?.len();
+        let damaged = || Error::Refused(format!("pack {} has no valid index", path.display()));
+        let mut trailer = [0u8; 16];
+        if len < 16 {
+            return Err(damaged());
+        }
+        read_at(&file, &mut trailer, len - 16).ctx("read pack", &path)?;
+        let index = u64::from(u32::from_le_bytes(
+            trailer[..4].try_into().expect("4 bytes"),
+        ));
+        let mut tail = vec![0u8; (index.min(len - 16) + 16) as usize];
+        let at = len - tail.len() as u64;
+        read_at(&file, &mut tail, at).ctx("read pack", &path)?;
+        parse_index(&tail, len).ok_or_else(damaged)
+    }
+
+    /// The indexes of the packs `names`, each read once.
+    fn pack_indexes<'n>(
+        &self,
+        names: impl Iterator<Item = &'n String>,
+    ) -> Result<HashMap<String, Vec<Entry>>> {
+        let mut out = HashMap::new();
+        for n in names {
+            if !out.contains_key(n) {
+                out.insert(n.clone(), self.pack_index(n)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where each chunk of a pack referenced by a manifest is, in packs that exist, are not
+    /// marked and have a readable index (a chunk is stored again rather than referenced in a
+    /// pack that cannot be read).
     fn index(&self, manifests: &[(String, Manifest)]) -> Index {
-        let mut usable: HashMap<&str, bool> = HashMap::new();
         let mut index = Index::new();
-        for (_, m) in manifests {
-            for ChunkRef(slot, off, len, hash) in &m.chunks {
-                let Some(pack) = m.packs.get(*slot) else {
-                    continue;
-                };
-                let ok = *usable.entry(pack).or_insert_with(|| {
-                    self.pack_path(pack).is_file() && !self.mark_path(pack).exists()
-                });
-                if ok {
-                    index
-                        .entry(hash.clone())
-                        .or_insert((pack.clone(), *off, *len));
-                }
+        for pack in referenced_packs(manifests) {
+            if self.mark_path(&pack).exists() {
+                continue;
+            }
+            let Ok(entries) = self.pack_index(&pack) else {
+                continue;
+            };
+            for (n, e) in entries.into_iter().enumerate() {
+                index.entry(e.hash).or_insert((pack.clone(), n as u32));
             }
         }
         index
@@ -595,19 +708,23 @@ impl Store {
 
     /// Where each chunk of `m` is stored, in order: (pack slot, offset, stored length).
     fn places_of(&self, m: &Manifest) -> Result<Vec<Place>> {
-        m.chunks
-            .iter()
-            .map(|ChunkRef(slot, off, len, _)| {
-                if *slot < m.packs.len() {
-                    Ok((*slot, *off, *len))
-                } else {
-                    Err(Error::Refused(format!(
-                        "history manifest of {} names no pack {slot}",
+        let indexes = self.pack_indexes(m.packs.iter())?;
+        let mut out = Vec::new();
+        for &Run(slot, first, count) in &m.runs {
+            let entries = m
+                .packs
+                .get(slot)
+                .and_then(|p| indexes.get(p))
+                .and_then(|e| e.get(first as usize..first as usize + count as usize))
+                .ok_or_else(|| {
+                    Error::Refused(format!(
+                        "history manifest of {} names chunks its packs do not hold",
                         m.info.name
-                    )))
-                }
-            })
-            .collect()
+                    ))
+                })?;
+            out.extend(entries.iter().map(|e| (slot, e.off, e.len)));
+        }
+        Ok(out)
     }
 
     /// Rebuilds a version's bytes into `out`, in order, and tells whether they match its
@@ -731,8 +848,20 @@ impl Store {
     }
 }
 
-/// Live chunks of the packs to repack: pack → offset → (length, hash).
-type Live = BTreeMap<String, BTreeMap<u64, (u32, String)>>;
+/// The chunks of each pack that manifests reference: pack → chunk numbers.
+type Live = BTreeMap<String, BTreeSet<u32>>;
+
+/// Every (pack, chunk number) `m` references, once each.
+fn refs_of(m: &Manifest) -> BTreeSet<(&str, u32)> {
+    m.runs
+        .iter()
+        .filter_map(|&Run(slot, first, count)| {
+            let pack = m.packs.get(slot)?;
+            Some((first..first + count).map(move |n| (pack.as_str(), n)))
+        })
+        .flatten()
+        .collect()
+}
 
 impl Store {
     /// Collects unreferenced packs and repacks wasteful ones (see the module documentation).
@@ -839,21 +968,57 @@ impl Store {
         Ok(())
     }
 
-    /// The packs worth repacking: at least half dead, or one of many small ones.
-    fn wasteful(&self, manifests: &[(String, Manifest)]) -> Live {
+    /// For each manifest id: the stored bytes of the chunks no other manifest references
+    /// (what removing that version alone frees). A pack whose index cannot be read counts
+    /// for nothing.
+    pub fn exclusive_bytes(&self, manifests: &[(String, Manifest)]) -> HashMap<String, u64> {
+        let indexes: HashMap<String, Vec<Entry>> = referenced_packs(manifests)
+            .into_iter()
+            .filter_map(|p| Some((p.clone(), self.pack_index(&p).ok()?)))
+            .collect();
+        let refs: Vec<BTreeSet<(&str, u32)>> = manifests.iter().map(|(_, m)| refs_of(m)).collect();
+        let mut users: HashMap<(&str, u32), usize> = HashMap::new();
+        for r in &refs {
+            for k in r {
+                *users.entry(*k).or_insert(0) += 1;
+            }
+        }
+        let len = |(p, n): &(&str, u32)| {
+            indexes
+                .get(*p)
+                .and_then(|e| e.get(*n as usize))
+                .map_or(0, |e| u64::from(e.len))
+        };
+        manifests
+            .iter()
+            .zip(&refs)
+            .map(|((id, _), r)| {
+                let only = r.iter().filter(|k| users.get(*k) == Some(&1)).map(len);
+                (id.clone(), only.sum())
+            })
+            .collect()
+    }
+
+    /// The packs worth repacking, with their live chunks: at least half dead, or one of
+    /// many small ones.
+    fn wasteful(
+        &self,
+        manifests: &[(String, Manifest)],
+        indexes: &HashMap<String, Vec<Entry>>,
+    ) -> Live {
         let mut live = Live::new();
         for (_, m) in manifests {
-            for ChunkRef(slot, off, len, hash) in &m.chunks {
-                if let Some(p) = m.packs.get(*slot) {
-                    live.entry(p.clone())
-                        .or_default()
-                        .insert(*off, (*len, hash.clone()));
-                }
+            for (p, n) in refs_of(m) {
+                live.entry(p.to_string()).or_default().insert(n);
             }
         }
         let size = |p: &str| std::fs::metadata(self.pack_path(p)).map_or(0, |m| m.len());
-        let live_bytes = |c: &BTreeMap<u64, (u32, String)>| -> u64 {
-            c.values().map(|(l, _)| u64::from(*l)).sum()
+        let live_bytes = |p: &str, c: &BTreeSet<u32>| -> u64 {
+            let e = indexes.get(p).map(Vec::as_slice).unwrap_or_default();
+            c.iter()
+                .filter_map(|n| e.get(*n as usize))
+                .map(|e| u64::from(e.len))
+                .sum()
         };
         let small: Vec<String> = live
             .keys()
@@ -864,8 +1029,9 @@ impl Store {
         live.retain(|p, c| {
             let total = size(p);
             total > 0
+                && indexes.contains_key(p)
                 && !self.mark_path(p).exists()
-                && (live_bytes(c) * 2 < total || (many_small && small.contains(p)))
+                && (live_bytes(p, c) * 2 < total || (many_small && small.contains(p)))
         });
         live
     }
@@ -873,26 +1039,33 @@ impl Store {
     /// Copies the live chunks of wasteful packs into new packs and points every manifest at
     /// them; the old packs are then unreferenced. Returns the number of packs written.
     fn repack(&self, manifests: &[(String, Manifest)]) -> Result<usize> {
-        let live = self.wasteful(manifests);
+        let indexes: HashMap<String, Vec<Entry>> = referenced_packs(manifests)
+            .into_iter()
+            .filter_map(|p| Some((p.clone(), self.pack_index(&p).ok()?)))
+            .collect();
+        let live = self.wasteful(manifests, &indexes);
         if live.is_empty() {
             return Ok(0);
         }
         let mut builder = Builder::new(self, Index::new());
-        // (old pack, offset) → new chunk reference in `builder.packs`.
-        let mut moved: HashMap<(String, u64), ChunkRef> = HashMap::new();
+        // (old pack, chunk number) → (slot in `builder.packs`, new number).
+        let mut moved: HashMap<(String, u32), (usize, u32)> = HashMap::new();
         for (pack, chunks) in &live {
             let path = self.pack_path(pack);
             let bytes = std::fs::read(&path).ctx("read pack", &path)?;
-            for (off, (len, hash)) in chunks {
-                let piece = bytes
-                    .get(*off as usize..*off as usize + *len as usize)
-                    .filter(|p| decode(p).is_some_and(|c| &chunk_hash(&c) == hash))
+            for n in chunks {
+                let e = indexes[pack].get(*n as usize);
+                let piece = e
+                    .and_then(|e| bytes.get(e.off as usize..e.off as usize + e.len as usize))
+                    .filter(|p| {
+                        decode(p).is_some_and(|c| Some(&chunk_hash(&c)) == e.map(|e| &e.hash))
+                    })
                     .ok_or_else(|| {
-                        Error::Refused(format!("pack {} is damaged at {off}", path.display()))
+                        Error::Refused(format!("pack {} is damaged at chunk {n}", path.display()))
                     })?;
-                builder.add_stored(hash.clone(), |p| p.to_vec(), piece)?;
-                let new = builder.chunks.last().expect("just added").clone();
-                moved.insert((pack.clone(), *off), new);
+                let hash = e.expect("checked above").hash.clone();
+                let new = builder.add_stored(hash, |p| p.to_vec(), piece)?;
+                moved.insert((pack.clone(), *n), new);
             }
         }
         builder.flush()?;
@@ -918,32 +1091,48 @@ fn referenced_packs(manifests: &[(String, Manifest)]) -> HashSet<String> {
 /// `m` with its chunks in repacked packs pointing at their new places; `None` when none moved.
 fn rewrite(
     m: &Manifest,
-    moved: &HashMap<(String, u64), ChunkRef>,
+    moved: &HashMap<(String, u32), (usize, u32)>,
     new_packs: &[String],
 ) -> Option<Manifest> {
     let mut out = m.clone();
     out.packs.clear();
-    out.chunks.clear();
+    out.runs.clear();
     let mut any = false;
-    for ChunkRef(slot, off, len, hash) in &m.chunks {
-        let old = m.packs.get(*slot)?;
-        let (pack, off, len) = match moved.get(&(old.clone(), *off)) {
-            Some(ChunkRef(s, o, l, _)) => {
-                any = true;
-                (new_packs[*s].clone(), *o, *l)
-            }
-            None => (old.clone(), *off, *len),
-        };
-        let slot = match out.packs.iter().position(|p| *p == pack) {
-            Some(i) => i,
-            None => {
-                out.packs.push(pack);
-                out.packs.len() - 1
-            }
-        };
-        out.chunks.push(ChunkRef(slot, off, len, hash.clone()));
+    let mut b = Runs(Vec::new());
+    for &Run(slot, first, count) in &m.runs {
+        let old = m.packs.get(slot)?;
+        for n in first..first + count {
+            let (pack, n) = match moved.get(&(old.clone(), n)) {
+                Some((s, new)) => {
+                    any = true;
+                    (new_packs.get(*s)?, *new)
+                }
+                None => (old, n),
+            };
+            let slot = match out.packs.iter().position(|p| p == pack) {
+                Some(i) => i,
+                None => {
+                    out.packs.push(pack.clone());
+                    out.packs.len() - 1
+                }
+            };
+            b.push(slot, n);
+        }
     }
+    out.runs = b.0;
     any.then_some(out)
+}
+
+/// Runs being built from chunk references in order.
+struct Runs(Vec<Run>);
+
+impl Runs {
+    fn push(&mut self, slot: usize, n: u32) {
+        match self.0.last_mut() {
+            Some(Run(s, first, count)) if *s == slot && *first + *count == n => *count += 1,
+            _ => self.0.push(Run(slot, n, 1)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -972,6 +1161,7 @@ mod tests {
         let c = rusqlite::Connection::open(path).unwrap();
         c.execute_batch("CREATE TABLE IF NOT EXISTS entities(id INTEGER PRIMARY KEY, body TEXT)")
             .unwrap();
+        c.execute_batch("BEGIN").unwrap();
         for i in 0..rows {
             c.execute(
                 "INSERT OR REPLACE INTO entities VALUES (?1, ?2)",
@@ -979,6 +1169,7 @@ mod tests {
             )
             .unwrap();
         }
+        c.execute_batch("COMMIT").unwrap();
         c.execute(
             "UPDATE entities SET body = ?1 WHERE id = ?2",
             rusqlite::params![format!("changed {changed}"), changed],
@@ -1013,7 +1204,7 @@ mod tests {
             d.path(),
         );
         assert_eq!(
-            m.chunks.len() as u64 * 4096,
+            m.runs.iter().map(|r| u64::from(r.2)).sum::<u64>() * 4096,
             m.size,
             "a database is stored by its pages"
         );
@@ -1036,7 +1227,7 @@ mod tests {
             info("empty.backup-1", false, None),
             d.path(),
         );
-        assert!(m.chunks.is_empty());
+        assert!(m.runs.is_empty());
 
         let big = d.path().join("big.bin");
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -1088,6 +1279,35 @@ mod tests {
         assert!(
             growth < db_size / 4,
             "4 one-row versions added {growth} bytes to {sizes:?}"
+        );
+    }
+
+    /// A version sharing most pages with a stored one has a manifest of a few runs, not a
+    /// line per page: its size does not grow with the database.
+    #[test]
+    fn a_version_sharing_its_pages_has_a_small_manifest() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let db = d.path().join("metastore.db");
+        make_db(&db, 5000, 1);
+        let mut sizes = Vec::new();
+        for v in 0..3 {
+            let copy = d.path().join(format!("v{v}"));
+            crate::sqlite::snapshot(&db, &copy, &Default::default()).unwrap();
+            let (id, m) = store
+                .put(&copy, info(&format!("m.db.backup-{v}"), true, None))
+                .unwrap();
+            let out = d.path().join(format!("out{v}"));
+            store.restore_to(&m, &out, &Default::default()).unwrap();
+            assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&copy).unwrap());
+            sizes.push(std::fs::metadata(store.manifest_path(&id)).unwrap().len());
+            make_db(&db, 0, v * 2000 + 7);
+        }
+        let pages = std::fs::metadata(&db).unwrap().len() / 4096;
+        assert!(pages > 250, "{pages} pages");
+        assert!(
+            sizes[1] < 2048 && sizes[2] < 2048,
+            "manifests of {pages}-page versions one row apart: {sizes:?} bytes"
         );
     }
 
@@ -1203,13 +1423,18 @@ mod tests {
         let a = d.path().join("a");
         std::fs::write(&a, b"hello history").unwrap();
         let (_, m) = store.put(&a, info("a.backup-1", false, None)).unwrap();
-        let mut bytes = std::fs::read(store.pack_path(&m.packs[0])).unwrap();
-        *bytes.last_mut().unwrap() ^= 0xff;
-        std::fs::write(store.pack_path(&m.packs[0]), bytes).unwrap();
-        let out = d.path().join("out");
-        let err = store.restore_to(&m, &out, &Default::default()).unwrap_err();
-        assert!(err.to_string().contains("does not match"), "{err}");
-        assert!(!out.exists());
+        let pack = store.pack_path(&m.packs[0]);
+        let good = std::fs::read(&pack).unwrap();
+        // A byte of the chunk (after its leading kind byte), then a byte of the trailer.
+        for (at, says) in [(5, "does not match"), (good.len() - 1, "no valid index")] {
+            let mut bytes = good.clone();
+            bytes[at] ^= 0xff;
+            std::fs::write(&pack, bytes).unwrap();
+            let out = d.path().join("out");
+            let err = store.restore_to(&m, &out, &Default::default()).unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+            assert!(!out.exists());
+        }
     }
 
     /// The byte hash proves a rebuilt version; a database whose bytes differ from it is
