@@ -93,7 +93,7 @@ fn backups_by_file<'f>(
 
 /// Whether retention right after a run that changed nothing could delete any backup of
 /// `files` in `place`, looking only in `folders` (the ones its listing saw backups in): only a
-/// file with more than `keep_last` backups there can lose one.
+/// file with more plain backups there than stay plain can lose one.
 pub(crate) fn could_prune<'f>(
     engine: &Engine,
     place: &Place,
@@ -114,13 +114,16 @@ pub(crate) fn could_prune<'f>(
 }
 
 /// Whether retention has nothing to do with the plain backups in `list`: no more of them
-/// than `keep_last` (older ones move into the store or go).
+/// than stay plain (`plain_last` of the `keep_last`; older ones move into the store or go),
+/// and none of a file too large to keep a plain copy.
 fn policy_keeps_all(
     list: &[OnDisk],
     policy: &crate::config::BackupConfig,
     _now: chrono::DateTime<chrono::Utc>,
 ) -> bool {
-    list.len() <= policy.keep_last
+    let max = policy.plain_max_mb.saturating_mul(1 << 20);
+    list.len() <= policy.plain_last.min(policy.keep_last)
+        && list.iter().all(|b| b.entry.size <= max)
 }
 
 /// `e` as a backup of `file` (whose base name is `base`) in `place`, when it is one.
