@@ -517,14 +517,14 @@ impl<'s> Builder<'s> {
         Some((e, bytes))
     }
 
-    /// The full chunk a chunk stands on: itself, or the base of a delta (when that base is
-    /// still in the index: a pack neither marked nor unreadable).
+    /// The full chunk a chunk stands on: itself, or the base of a delta — found through the
+    /// index, so never in a pack marked unused (a writer never references one) or unreadable.
     fn full_of(&mut self, pack: &str, n: u32) -> Option<(String, u32)> {
         let (e, bytes) = self.stored(pack, n)?;
-        if !e.delta {
-            return Some((pack.to_string(), n));
-        }
-        let base = crate::ids::hex_lower(bytes.get(1..17)?);
+        let base = match e.delta {
+            false => e.hash,
+            true => crate::ids::hex_lower(bytes.get(1..17)?),
+        };
         match self.index.get(&base) {
             Some((p, m, false)) => Some((p.clone(), *m)),
             _ => None,
