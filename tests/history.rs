@@ -521,3 +521,43 @@ fn a_conflict_loser_is_protected_and_outlives_the_schedule() {
     // Besides it, only the keep_last newest: the ordinary older versions went.
     assert_eq!(list.len(), 2, "{list:#?}");
 }
+
+/// Backups made in the same second (the clock held still) each keep their version: a
+/// backup name freed when its file moved into the store (`plain_last = 1`) and made again
+/// names a new stored version, never overwrites the one stored under it.
+#[test]
+fn versions_backed_up_in_the_same_second_are_all_kept() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "files = [\"notes.txt\"]\n");
+    let start = chrono::Utc::now() - chrono::Duration::hours(1);
+    let start = start - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
+    let clock = Arc::new(FixedClock::new(start));
+    let engine = metasync::Engine::open(a.home.clone(), None)
+        .unwrap()
+        .with_clock(clock.clone());
+    for v in 0..4u64 {
+        let f = a.file("notes.txt");
+        std::fs::write(&f, format!("version {v}\n")).unwrap();
+        set_age(&f, 100 - v * 10);
+        let r = engine
+            .run(&metasync::RunOptions::default(), &mut |_| {})
+            .unwrap();
+        assert_eq!(r.exit_code, 0, "{:?} {:?}", r.errors, r.warnings);
+    }
+    // iCloud held versions 0, 1 and 2 before the runs that replaced them: one backup each.
+    let list = engine
+        .backups(Some("notes.txt"), Some("icloud"), false)
+        .unwrap();
+    let mut kept = Vec::new();
+    for (i, b) in list.iter().enumerate() {
+        let out = w.path(&format!("restored-{i}"));
+        engine.restore_to_path(&b.id, &out).unwrap();
+        kept.push(std::fs::read_to_string(out).unwrap());
+    }
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["version 0\n", "version 1\n", "version 2\n"],
+        "{list:#?}"
+    );
+}

@@ -797,9 +797,10 @@ fn move_into_store(
     let database = content.kind == crate::kind::Kind::Sqlite
         && content.facts.integrity.is_empty()
         && crate::sqlite::is_sqlite(&path)?;
+    let bytes = crate::kind::sha256_file(&path)?;
     let info = VersionInfo {
         file: file.to_string(),
-        name: b.rel.clone(),
+        name: store.free_name(&b.rel, &bytes),
         created: b.created,
         database,
         logical: database.then(|| content.hash.clone()),
@@ -809,7 +810,6 @@ fn move_into_store(
             .protected
             .map(|(reason, since)| crate::history::store::Protection { reason, since }),
     };
-    let bytes = crate::kind::sha256_file(&path)?;
     let (id, manifest) = store.put(&path, info)?;
     let check = ctx
         .scratch

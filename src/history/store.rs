@@ -791,6 +791,34 @@ impl Store {
         index
     }
 
+    /// The manifest with this id, when there is a readable one.
+    pub fn manifest(&self, id: &str) -> Option<Manifest> {
+        let bytes = std::fs::read(self.manifest_path(id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The name to store the version of bytes `sha256` that was the plain backup `rel`
+    /// under: `rel` itself, unless a stored version of other bytes already has that name (a
+    /// backup name freed when its file moved into the store, and made again in the same
+    /// second); then `rel.1`, `rel.2`, … The same bytes keep the same name, so a retried or
+    /// concurrent move of one backup still names one manifest.
+    pub fn free_name(&self, rel: &str, sha256: &str) -> String {
+        (0..)
+            .map(|k| match k {
+                0 => rel.to_string(),
+                k => format!("{rel}.{k}"),
+            })
+            .find(|name| {
+                let id = Manifest::id_of(name);
+                match self.manifest(&id) {
+                    Some(m) => m.sha256 == sha256,
+                    // An unreadable manifest keeps its name: it may be another's version.
+                    None => !self.manifest_path(&id).exists(),
+                }
+            })
+            .expect("some name is free")
+    }
+
     /// Stores the version at `src` (a plain backup nobody writes to); returns its id and
     /// manifest. Packs are written first, the manifest last.
     pub fn put(&self, src: &Path, info: VersionInfo) -> Result<(String, Manifest)> {
