@@ -159,8 +159,13 @@ impl LocationConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupConfig {
-    /// Always kept per file and location.
+    /// The newest versions always kept per file and location, each exactly restorable.
     pub keep_last: usize,
+    /// How many of the `keep_last` newest stay plain `<file>.backup-…` files (a person can
+    /// `cp` one back); the others live in the location's history store.
+    pub plain_last: usize,
+    /// A file larger than this many MiB keeps no plain copy: all its versions are stored.
+    pub plain_max_mb: u64,
     /// How older backups are thinned.
     pub retention: Retention,
     /// With `retention = "max_age"`: how old a backup may get, in days.
@@ -178,6 +183,8 @@ impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
             keep_last: 5,
+            plain_last: 1,
+            plain_max_mb: 100,
             retention: Retention::Staggered,
             max_age_days: 90,
             protect_days: 30,
@@ -450,7 +457,9 @@ impl Config {
         }
         out.push_str(
             "[backups]\n\
-             keep_last = 5                    # always kept per file and location\n\
+             keep_last = 5                    # newest versions always kept per file and location\n\
+             plain_last = 1                   # of those, how many stay plain .backup- files (the rest are stored)\n\
+             plain_max_mb = 100               # a file larger than this keeps no plain copy\n\
              retention = \"staggered\"          # staggered | max_age | none\n\
              max_age_days = 90                # with retention = \"max_age\"\n\
              protect_days = 30                # conflict losers, held and replaced versions: kept at least this long\n\

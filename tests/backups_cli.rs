@@ -154,7 +154,9 @@ fn restore_refuses_anything_but_a_real_backup_inside_a_location() {
 
 #[test]
 fn prune_applies_retention_and_keeps_the_last_copies() {
-    let (w, a, _b) = two("[backups]\nkeep_last = 2\nretention = \"max_age\"\nmax_age_days = 30\n");
+    let (w, a, _b) = two(
+        "[backups]\nkeep_last = 2\nplain_last = 2\nretention = \"max_age\"\nmax_age_days = 30\n",
+    );
     write_aged(&a.file(RULES), "current\n", 100);
     a.sync(&[], 0);
     let cloud = w.path("cloud");
@@ -264,7 +266,7 @@ fn backups_read(m: &Machine) -> usize {
 
 #[test]
 fn retention_reads_no_backup_while_the_policy_keeps_them_all() {
-    let (w, a, _b) = two("[backups]\nkeep_last = 2\nretention = \"staggered\"\n");
+    let (w, a, _b) = two("[backups]\nkeep_last = 2\nplain_last = 2\nretention = \"staggered\"\n");
     write_aged(&a.file(RULES), "current\n", 100);
     a.sync(&[], 0);
     let cloud = w.path("cloud");

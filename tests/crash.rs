@@ -63,6 +63,10 @@ fn version(path: &Path, scratch: &Path) -> Option<(String, bool)> {
     Some(v)
 }
 
+/// Versions stay plain files here (the checks read them beside the file): `plain_last` as
+/// `keep_last`, none moved into the history store.
+const PLAIN: &str = "[backups]\nplain_last = 5";
+
 /// Every version of `file` in `dir`: (name, hash, healthy), current and backups.
 fn versions_in(dir: &Path, file: &str, scratch: &Path) -> Vec<(String, String, bool)> {
     let mut out = Vec::new();
@@ -183,8 +187,8 @@ fn write_version(path: &Path, file: &str, n: u32, scratch: &Path) -> String {
 fn failpoint_case(point: &str, nth: u32, file: &str, writer: &str) -> Outcome {
     let w = World::new();
     // Two remotes, so a sync writes twice and the n-th hit of a point is a later write.
-    let a = w.machine("a", &[("icloud", "cloud"), ("drive", "drive")], "");
-    let b = w.machine("b", &[("icloud", "cloud")], "");
+    let a = w.machine("a", &[("icloud", "cloud"), ("drive", "drive")], PLAIN);
+    let b = w.machine("b", &[("icloud", "cloud")], PLAIN);
     let cloud = w.path("cloud");
     let scratch = w.path("scratch");
     let mut known = HashSet::new();
@@ -299,8 +303,8 @@ fn write_big_plain(path: &Path, mb: u64, fill: u8) {
 /// SIGKILL during `sync` of a big file, at pseudo-random moments within a measured sync time.
 fn sigkill_case(file: &str, kills: usize) -> (u64, u64, u64) {
     let w = World::new();
-    let a = w.machine("a", &[("icloud", "cloud")], "");
-    let b = w.machine("b", &[("icloud", "cloud")], "");
+    let a = w.machine("a", &[("icloud", "cloud")], PLAIN);
+    let b = w.machine("b", &[("icloud", "cloud")], PLAIN);
     let cloud = w.path("cloud");
     let scratch = w.path("scratch");
     let mb = env_u64("METASYNC_CRASH_MB", 64);
@@ -395,7 +399,7 @@ fn sigkill_case_named(file: &str, kills: usize) -> (u64, u64, u64) {
 /// The plain-file variant syncs `big.bin` (configured with `files = ["big.bin"]`).
 fn sigkill_case_plain(file: &str, kills: usize) -> (u64, u64, u64) {
     let w = World::new();
-    let extra = format!("files = [\"{file}\"]");
+    let extra = format!("files = [\"{file}\"]\n{PLAIN}");
     let a = w.machine("a", &[("icloud", "cloud")], &extra);
     let b = w.machine("b", &[("icloud", "cloud")], &extra);
     let cloud = w.path("cloud");

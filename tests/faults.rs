@@ -116,7 +116,8 @@ impl Drop for Unmount {
 #[test]
 fn remote_folder_vanishes_mid_run() {
     let w = World::new();
-    let extra = "files = [\"big.bin\"]";
+    // Versions stay plain files (the check reads them beside the file).
+    let extra = "files = [\"big.bin\"]\n[backups]\nplain_last = 5\nplain_max_mb = 1000";
     let a = w.machine("a", &[("icloud", "cloud/.metasystem")], extra);
     std::fs::create_dir_all(w.path("cloud")).unwrap();
     let scratch = w.path("scratch");
@@ -588,8 +589,10 @@ fn db_under_writer(pause: Duration, runs_max: u64, group: &str) {
 fn clock_skew_of_hours() {
     use metasync::clock::FixedClock;
     let w = World::new();
-    let a = w.machine("a", &[("icloud", "cloud")], "");
-    let b = w.machine("b", &[("icloud", "cloud")], "");
+    // Versions stay plain files (the check reads them beside the file).
+    let plain = "[backups]\nplain_last = 5";
+    let a = w.machine("a", &[("icloud", "cloud")], plain);
+    let b = w.machine("b", &[("icloud", "cloud")], plain);
     let scratch = w.path("scratch");
     let now = chrono::Utc::now();
     let ahead = Arc::new(FixedClock::new(now + chrono::Duration::hours(6)));

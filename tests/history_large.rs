@@ -276,3 +276,79 @@ fn large_database_restore_breakdown() {
     println!("logical hash of the database: {:?}", show(&hash));
     println!("copy + fsync: {:?}", show(&copy));
 }
+
+/// A stored version's restore against `cp` of the same file, through the store alone (no
+/// sync before it: a minute, not fourteen): the seed database (`HISTORY_LARGE_SEED`, made
+/// there if absent) put into a fresh store, then `Store::restore_to` (rebuilt, hashed,
+/// fsynced) and `cp`, page cache warm, 3 runs each after a warm-up.
+///
+/// ```text
+/// HISTORY_LARGE_SEED=/tmp/seed.db cargo test --release --test history_large -- --ignored --nocapture store_restore
+/// ```
+#[test]
+#[ignore = "the 383 MB database: run by hand with --release"]
+fn large_database_store_restore_against_cp() {
+    let Some(seed) = std::env::var_os("HISTORY_LARGE_SEED") else {
+        return;
+    };
+    let seed = Path::new(&seed);
+    if !seed.exists() {
+        metasync::sample::create_knowledge_graph(seed, ENTITIES, ENTITIES / 10).unwrap();
+    }
+    let d = tempfile::tempdir().unwrap();
+    let store = metasync::history::store::Store::of_location(&d.path().join("loc"));
+    let logical = metasync::sqlite::logical_hash(seed, &Default::default()).unwrap();
+    let info = metasync::history::store::VersionInfo {
+        file: DB.to_string(),
+        name: format!("{DB}.backup-1"),
+        created: chrono::Utc::now(),
+        database: true,
+        logical: Some(logical),
+        entities: None,
+        conversations: None,
+        protected: None,
+    };
+    let t = Instant::now();
+    let (_, m) = store.put(seed, info).unwrap();
+    println!(
+        "put {} B in {}: store {} B",
+        m.size,
+        secs(t.elapsed()),
+        store.bytes_used()
+    );
+    let out = d.path().join("restored.db");
+    let mut restore = Vec::new();
+    for i in 0..4 {
+        let _ = std::fs::remove_file(&out);
+        let t = Instant::now();
+        store.restore_to(&m, &out, &Default::default()).unwrap();
+        if i > 0 {
+            restore.push(t.elapsed());
+        }
+    }
+    restore.sort();
+    let cp = time_runs(3, &out, || {
+        let mut c = Command::new("cp");
+        c.arg(seed).arg(&out);
+        c
+    });
+    let cp_sync = time_runs(3, &out, || {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!(
+            "cp '{}' '{}' && sync '{}'",
+            seed.display(),
+            out.display(),
+            out.display()
+        ));
+        c
+    });
+    let show = |v: &[Duration]| v.iter().map(|d| secs(*d)).collect::<Vec<_>>();
+    println!(
+        "restore_to: {:?}; cp: {:?}; cp + sync: {:?}; median ratio {:.2}× cp, {:.2}× cp + sync",
+        show(&restore),
+        show(&cp),
+        show(&cp_sync),
+        restore[1].as_secs_f64() / cp[1].as_secs_f64(),
+        restore[1].as_secs_f64() / cp_sync[1].as_secs_f64()
+    );
+}

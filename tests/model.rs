@@ -13,7 +13,7 @@
 //! 1. **Nothing lost**: every version ever written (by a user edit; tracked by the engine's
 //!    own version hash: SHA-256 for plain files, the logical hash for databases) exists
 //!    somewhere — as a current file or a backup, in any home, the shared folder or the drive.
-//!    Retention is configured never to delete (keep_last huge, retention none). A version the
+//!    Retention is configured never to delete (keep_last and plain_last huge, retention none). A version the
 //!    *user* destroys by editing again before any sync saw it is dropped from the set at the
 //!    edit (that loss is the user's, not the engine's).
 //! 2. **Archive truthful** (after each run of machine M): for every file whose outcome was
@@ -189,6 +189,9 @@ impl Sim {
         c.locations.clear();
         c.lock_wait_secs = 5;
         c.backups.keep_last = 1_000_000;
+        // Every version stays a plain file (the invariants read them beside the files).
+        c.backups.plain_last = 1_000_000;
+        c.backups.plain_max_mb = u64::MAX;
         c.backups.retention = Retention::None;
         // A database held busy by a test step fails its run quickly.
         c.sqlite.busy_timeout_ms = 20;

@@ -11,7 +11,7 @@ use crate::names;
 use crate::report::{BackupEntry, Event, PruneReport, RestoreReport};
 use crate::scan::{self, Found};
 use chrono::{Local, TimeZone};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 
 /// One backup found on disk.
@@ -93,7 +93,7 @@ fn backups_by_file<'f>(
 
 /// Whether retention right after a run that changed nothing could delete any backup of
 /// `files` in `place`, looking only in `folders` (the ones its listing saw backups in): only a
-/// file with more than `keep_last` backups there can lose one.
+/// file with more plain backups there than stay plain can lose one.
 pub(crate) fn could_prune<'f>(
     engine: &Engine,
     place: &Place,
@@ -114,13 +114,16 @@ pub(crate) fn could_prune<'f>(
 }
 
 /// Whether retention has nothing to do with the plain backups in `list`: no more of them
-/// than `keep_last` (older ones move into the store or go).
+/// than stay plain (`plain_last` of the `keep_last`; older ones move into the store or go),
+/// and none of a file too large to keep a plain copy.
 fn policy_keeps_all(
     list: &[OnDisk],
     policy: &crate::config::BackupConfig,
     _now: chrono::DateTime<chrono::Utc>,
 ) -> bool {
-    list.len() <= policy.keep_last
+    let max = policy.plain_max_mb.saturating_mul(1 << 20);
+    list.len() <= policy.plain_last.min(policy.keep_last)
+        && list.iter().all(|b| b.entry.size <= max)
 }
 
 /// `e` as a backup of `file` (whose base name is `base`) in `place`, when it is one.
@@ -686,7 +689,7 @@ fn kept_versions(
         }
     }
     let (manifests, _) = store.manifests()?;
-    let freed = only_bytes(&manifests);
+    let freed = store.exclusive_bytes(&manifests);
     for (id, m) in manifests {
         let entry = stored_entry(place, store, &id, &m);
         kept.push(Kept {
@@ -703,41 +706,6 @@ fn kept_versions(
         });
     }
     Ok(kept)
-}
-
-/// For each manifest id: the bytes of the chunks no other manifest uses (what removing it frees).
-fn only_bytes(manifests: &[(String, Manifest)]) -> HashMap<String, u64> {
-    let mut users: HashMap<(&str, u64), (usize, u32)> = HashMap::new();
-    for (_, m) in manifests {
-        let mine: HashSet<(&str, u64, u32)> = m
-            .chunks
-            .iter()
-            .filter_map(|c| m.packs.get(c.0).map(|p| (p.as_str(), c.1, c.2)))
-            .collect();
-        for (p, off, len) in mine {
-            users.entry((p, off)).or_insert((0, len)).0 += 1;
-        }
-    }
-    manifests
-        .iter()
-        .map(|(id, m)| {
-            let mine: HashSet<(&str, u64)> = m
-                .chunks
-                .iter()
-                .filter_map(|c| m.packs.get(c.0).map(|p| (p.as_str(), c.1)))
-                .collect();
-            let bytes = mine
-                .into_iter()
-                .filter_map(|k| {
-                    users
-                        .get(&k)
-                        .filter(|(n, _)| *n == 1)
-                        .map(|(_, l)| u64::from(*l))
-                })
-                .sum();
-            (id.clone(), bytes)
-        })
-        .collect()
 }
 
 /// A stored version as the listing shows it.
@@ -859,9 +827,10 @@ fn move_into_store(
     let database = content.kind == crate::kind::Kind::Sqlite
         && content.facts.integrity.is_empty()
         && crate::sqlite::is_sqlite(&path)?;
+    let bytes = crate::kind::sha256_file(&path)?;
     let info = VersionInfo {
         file: file.to_string(),
-        name: b.rel.clone(),
+        name: store.free_name(&b.rel, &bytes),
         created: b.created,
         database,
         logical: database.then(|| content.hash.clone()),
@@ -871,7 +840,6 @@ fn move_into_store(
             .protected
             .map(|(reason, since)| crate::history::store::Protection { reason, since }),
     };
-    let bytes = crate::kind::sha256_file(&path)?;
     let (id, manifest) = store.put(&path, info)?;
     let check = ctx
         .scratch

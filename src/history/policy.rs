@@ -11,7 +11,10 @@
 //!
 //! # Rules, in order
 //!
-//! 1. The `keep_last` newest stay plain (`KeepPlain`).
+//! 1. The `keep_last` newest are kept, whatever else: the `plain_last` newest of them stay
+//!    plain (`KeepPlain`) unless the version is larger than `plain_max_mb`, the others
+//!    are stored (`Store`, reason `KeepLast`). A stored version's size is what removing it
+//!    frees, not its file's size: the size check matters only for plain ones.
 //! 2. A protected version (a conflict's loser, a version held by the shrink guard, a refused
 //!    corrupt version, the version a restore or resolve replaced) is stored while it has been
 //!    protected for less than `protect_days` (protection from the future counts as new).
@@ -27,8 +30,8 @@
 //!    - `none`: nothing beyond `keep_last`.
 //!
 //! [`within_budget`] then applies `max_history_mb` across the decisions of a location:
-//! the oldest stored unprotected versions go first until the kept sizes fit; plain
-//! `keep_last` and protected versions are never removed by the budget.
+//! the oldest stored unprotected versions go first until the kept sizes fit; the
+//! `keep_last` (plain or stored) and protected versions are never removed by the budget.
 
 use crate::config::{BackupConfig, Retention};
 use chrono::{DateTime, Duration, Utc};
@@ -148,6 +151,16 @@ pub fn is_protected(v: &Version, config: &BackupConfig, now: DateTime<Utc>) -> b
         .is_some_and(|(_, since)| age(since, now) < Duration::days(i64::from(config.protect_days)))
 }
 
+/// Where the `rank`-th newest version (one of the `keep_last`) is kept: plain while among
+/// the `plain_last` newest and its file is at most `plain_max_mb`, stored otherwise.
+fn keep_last_action(v: &Version, rank: usize, config: &BackupConfig) -> Action {
+    if rank < config.plain_last && v.size <= config.plain_max_mb.saturating_mul(1 << 20) {
+        Action::KeepPlain
+    } else {
+        Action::Store
+    }
+}
+
 /// Decides every version of one file in one location (any order); the decisions come back
 /// in the input's order.
 pub fn decide(versions: &[Version], config: &BackupConfig, now: DateTime<Utc>) -> Vec<Decision> {
@@ -165,7 +178,7 @@ pub fn decide(versions: &[Version], config: &BackupConfig, now: DateTime<Utc>) -
         let v = &versions[i];
         let a = age(v.created, now);
         let (action, reason) = if rank < config.keep_last {
-            (Action::KeepPlain, Reason::KeepLast(rank))
+            (keep_last_action(v, rank, config), Reason::KeepLast(rank))
         } else {
             let scheduled = match config.retention {
                 Retention::None => (Action::Remove, Reason::NotKept),
@@ -215,6 +228,7 @@ pub fn within_budget(
         .sum();
     let mut candidates: Vec<usize> = (0..versions.len())
         .filter(|&i| decisions[i].action == Action::Store)
+        .filter(|&i| !matches!(decisions[i].reason, Reason::KeepLast(_)))
         .filter(|&i| !is_protected(&versions[i], config, now))
         .collect();
     // Oldest first: the greatest age, then the smaller id.
@@ -253,9 +267,11 @@ mod tests {
         Duration::minutes(n)
     }
 
+    /// A config whose `keep_last` all stay plain (cases of the stored `keep_last` below).
     fn config(keep_last: usize, retention: Retention) -> BackupConfig {
         BackupConfig {
             keep_last,
+            plain_last: keep_last,
             retention,
             ..BackupConfig::default()
         }
@@ -503,6 +519,65 @@ mod tests {
                 config: budget(1, 2),
                 want: vec![("p", P, Reason::KeepLast(0)), ("d2", S, Reason::Daily)],
                 over: false,
+            },
+            Case {
+                name: "the defaults: of the keep_last 5, the newest stays plain, 4 are stored",
+                spec: vec![
+                    plain("a", m(1)),
+                    plain("b", m(6)),
+                    plain("c", m(11)),
+                    plain("d", m(16)),
+                    plain("e", m(21)),
+                    plain("f", m(26)),
+                ],
+                config: BackupConfig::default(),
+                want: vec![
+                    ("a", P, Reason::KeepLast(0)),
+                    ("b", S, Reason::KeepLast(1)),
+                    ("c", S, Reason::KeepLast(2)),
+                    ("d", S, Reason::KeepLast(3)),
+                    ("e", S, Reason::KeepLast(4)),
+                    ("f", S, Reason::Hourly),
+                ],
+                over: false,
+            },
+            Case {
+                name: "a file over plain_max_mb keeps no plain copy, all its keep_last stored",
+                spec: vec![
+                    ("big1", m(1), 101 * mib, None),
+                    ("big2", m(6), 100 * mib + 1, None),
+                    ("fits", m(11), 100 * mib, None),
+                ],
+                config: BackupConfig {
+                    plain_last: 3,
+                    ..BackupConfig::default()
+                },
+                want: vec![
+                    ("big1", S, Reason::KeepLast(0)),
+                    ("big2", S, Reason::KeepLast(1)),
+                    ("fits", P, Reason::KeepLast(2)),
+                ],
+                over: false,
+            },
+            Case {
+                name: "stored keep_last never go over budget; the older stored ones do",
+                spec: vec![
+                    ("k1", m(1), mib, None),
+                    ("k2", m(6), mib, None),
+                    ("d2", d(2), mib, None),
+                ],
+                config: BackupConfig {
+                    keep_last: 2,
+                    plain_last: 0,
+                    max_history_mb: Some(1),
+                    ..BackupConfig::default()
+                },
+                want: vec![
+                    ("k1", S, Reason::KeepLast(0)),
+                    ("k2", S, Reason::KeepLast(1)),
+                    ("d2", R, Reason::OverBudget),
+                ],
+                over: true,
             },
         ]
     }

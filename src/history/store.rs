@@ -2,18 +2,30 @@
 //!
 //! # Layout
 //!
-//! - `packs/<sha256>.pack`: chunks end to end; named by the hash of its own bytes, so a
-//!   name is written once and always means the same bytes (two machines writing the same
-//!   pack write the same file).
-//! - `manifests/<id>.json`: one per version (file, created, size, byte hash, logical hash
-//!   for databases, counts, protection, and the chunk list: pack, offset, length, hash).
-//!   Its id is the hash of the plain backup's relative path the version had, so moving
+//! - `packs/<sha256>.pack`: chunks end to end, then the pack's own index (each chunk's
+//!   stored length and hash, in order) and a trailer (index length, chunk count,
+//!   `MSPACK2\n`); named by the hash of its own bytes, so a name is written once and always
+//!   means the same bytes (two machines writing the same pack write the same file).
+//! - `manifests/<id>.json` (format 2): one per version (file, created, size, byte hash,
+//!   logical hash for databases, counts, protection, its packs, and its chunks as *runs*:
+//!   pack, first chunk number in that pack's index, count). A version that shares most of
+//!   its pages with an earlier one is a few runs of the earlier one's chunks, not a line per
+//!   page, and every manifest still stands alone (no manifest refers to another; its byte
+//!   hash checks the rebuilt whole). Its id is the hash of the plain backup's relative path the version had, so moving
 //!   the same backup twice (two machines, a retried run) names the same manifest.
 //! - `packs/<sha256>.unused`: a collection's note that this pack was found unreferenced,
 //!   and when.
 //!
 //! Each chunk is kept deflated when that makes it smaller (a leading byte says which: 0
 //! raw, 1 deflate); its hash (the first 128 bits of SHA-256, in hex) is of its content.
+//!
+//! A database page that changed since the version stored before it (of the same file) is
+//! kept as a *delta* when that is at most half the page deflated: a leading 2, the hash of
+//! its base, and the deflated XOR of page and base (a page changed by one row differs in a
+//! few bytes). The base is always a full chunk — the same page of the previous version, or
+//! that page's own base (chains of depth 1) — and the manifest lists it among its `bases`,
+//! so collection keeps it and a restore reads it first. Index entries of deltas carry
+//! [`DELTA_BIT`] in their length.
 //!
 //! A database version is stored as its pages (the backup file read in page-size blocks: a
 //! backup-API snapshot keeps page numbers, so consecutive versions share almost every
@@ -44,12 +56,15 @@ use crate::error::{Error, IoContext, Result};
 use crate::failpoint;
 use crate::history::policy::Protected;
 use chrono::{DateTime, Duration, Utc};
+use miniz_oxide::inflate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+/// The manifest layout: 2 lists runs of chunks, each pack holding the index of its chunks.
+pub const FORMAT: u32 = 2;
 /// The store's folder inside a location's state folder.
 pub const HISTORY_DIR: &str = "history";
 /// A pack is closed once it holds this many bytes.
@@ -73,10 +88,27 @@ pub struct Protection {
     pub since: DateTime<Utc>,
 }
 
-/// One chunk of a version: index into the manifest's packs, offset and length of its stored
-/// bytes there, and the hash of its content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkRef(pub usize, pub u64, pub u32, pub String);
+/// A run of a version's chunks: `.2` consecutive chunks of one pack (`.0`, its slot in the
+/// manifest's packs) from its chunk number `.1` (in the pack's own index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run(pub usize, pub u32, pub u32);
+
+/// One chunk in a pack's index: where it is, and the hash of its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    off: u64,
+    len: u32,
+    hash: String,
+    /// A delta against a base chunk (named in its stored bytes).
+    delta: bool,
+}
+
+/// The end of every pack: `MSPACK2\n` after its index.
+const PACK_MAGIC: &[u8; 8] = b"MSPACK2\n";
+/// Bytes of an index entry: stored length (u32, little-endian), then 16 bytes of hash.
+const ENTRY_BYTES: usize = 20;
+/// In an index entry's length, the bit saying the chunk is a delta against a base chunk.
+const DELTA_BIT: u32 = 1 << 31;
 
 /// What is known of a version before it is stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,8 +145,13 @@ pub struct Manifest {
     pub sha256: String,
     /// The packs its chunks are in (names without `.pack`).
     pub packs: Vec<String>,
-    /// Its chunks in order.
-    pub chunks: Vec<ChunkRef>,
+    /// Its chunks in order, as runs of consecutive chunks of a pack: a version sharing most
+    /// pages with an earlier one lists a few runs, not every page.
+    pub runs: Vec<Run>,
+    /// The base chunks its delta chunks are stored against (runs, as `runs`): listed so that
+    /// collection keeps them and a restore reads them first; never deltas themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<Run>,
 }
 
 impl Manifest {
@@ -180,6 +217,201 @@ fn decode(stored: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Where a chunk is stored: pack slot (in its manifest), offset, stored length.
+type Place = (usize, u64, u32);
+
+/// Chunks per batch when a version is rebuilt (a megabyte of 4 KB pages).
+const BATCH: usize = 256;
+/// Threads inflating a version's chunks at most.
+const MAX_WORKERS: usize = 4;
+/// The largest chunk content: a page (64 KB at most) or a CDC chunk ([`CDC_MAX`]).
+const MAX_CHUNK: usize = 65536;
+
+fn mismatch(m: &Manifest) -> Error {
+    Error::Refused(format!(
+        "the rebuilt {} does not match its hash",
+        m.info.name
+    ))
+}
+
+/// Writes a stored chunk's content at `out[*pos..]` and moves `pos` past it: deflated
+/// chunks are inflated straight into `out` (a non-wrapping output buffer: no window copied,
+/// nothing zeroed per chunk), `out` growing when a chunk might not fit.
+fn decode_at(
+    stored: &[u8],
+    z: &mut inflate::core::DecompressorOxide,
+    bases: &HashMap<String, Vec<u8>>,
+    out: &mut Vec<u8>,
+    pos: &mut usize,
+) -> Option<()> {
+    if out.len() < *pos + MAX_CHUNK {
+        out.resize((*pos + MAX_CHUNK).max(out.len() * 2), 0);
+    }
+    match stored.split_first()? {
+        (0, raw) => {
+            out.get_mut(*pos..*pos + raw.len())?.copy_from_slice(raw);
+            *pos += raw.len();
+        }
+        (1, deflated) => {
+            z.init();
+            let flags = inflate::core::inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+            let window = &mut out[*pos..*pos + MAX_CHUNK];
+            let (status, read, written) = inflate::core::decompress(z, deflated, window, 0, flags);
+            if status != inflate::TINFLStatus::Done || read != deflated.len() {
+                return None;
+            }
+            *pos += written;
+        }
+        (2, delta) => {
+            let (base_hash, deflated) = delta.split_at_checked(16)?;
+            let base = bases.get(&crate::ids::hex_lower(base_hash))?;
+            z.init();
+            let flags = inflate::core::inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+            let window = &mut out[*pos..*pos + MAX_CHUNK];
+            let (status, read, written) = inflate::core::decompress(z, deflated, window, 0, flags);
+            if status != inflate::TINFLStatus::Done || read != deflated.len() {
+                return None;
+            }
+            if written != base.len() {
+                return None;
+            }
+            for (o, b) in window[..written].iter_mut().zip(base) {
+                *o ^= b;
+            }
+            *pos += written;
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+/// The contents of a batch of chunks, in order: runs of chunks adjacent in one pack are
+/// read with one positioned read.
+fn decode_batch(
+    batch: &[Place],
+    packs: &[(PathBuf, std::fs::File)],
+    z: &mut inflate::core::DecompressorOxide,
+    bases: &HashMap<String, Vec<u8>>,
+) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; batch.len() * 4096 + MAX_CHUNK];
+    let mut pos = 0;
+    let mut stored = Vec::new();
+    let mut i = 0;
+    while i < batch.len() {
+        let (slot, start, _) = batch[i];
+        let mut end = i;
+        let mut to = start;
+        while end < batch.len() && batch[end].0 == slot && batch[end].1 == to {
+            to += u64::from(batch[end].2);
+            end += 1;
+        }
+        let (path, file) = &packs[slot];
+        stored.resize((to - start) as usize, 0);
+        read_at(file, &mut stored, start).ctx("read pack", path)?;
+        let mut at = 0;
+        for &(_, _, len) in &batch[i..end] {
+            let piece = &stored[at..at + len as usize];
+            at += len as usize;
+            decode_at(piece, z, bases, &mut out, &mut pos).ok_or_else(|| {
+                Error::Refused(format!("{} is damaged at {}", path.display(), start))
+            })?;
+        }
+        i = end;
+    }
+    out.truncate(pos);
+    Ok(out)
+}
+
+/// Reads exactly `buf.len()` bytes of `file` at `offset`, without moving a shared cursor.
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = std::os::windows::fs::FileExt::seek_read(
+                file,
+                &mut buf[done..],
+                offset + done as u64,
+            )?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// A chunk hash's 16 bytes, from its hex.
+fn raw_hash(hash: &str) -> [u8; 16] {
+    let mut raw = [0u8; 16];
+    for (i, b) in raw.iter_mut().enumerate() {
+        *b = hash
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    raw
+}
+
+/// A page stored as a delta against `base` (same size): a leading 2, the base's hash, then
+/// the deflated XOR of the two (mostly zeros when they differ in a row).
+fn encode_delta(page: &[u8], base: &[u8], base_hash: &str) -> Vec<u8> {
+    let xor: Vec<u8> = page.iter().zip(base).map(|(a, b)| a ^ b).collect();
+    let mut out = vec![2u8];
+    out.extend_from_slice(&raw_hash(base_hash));
+    let mut z = flate2::write::DeflateEncoder::new(out, flate2::Compression::fast());
+    let _ = z.write_all(&xor);
+    z.finish().unwrap_or_default()
+}
+
+/// Appends a pack's index and trailer to its chunks: per chunk its stored length and hash
+/// ([`ENTRY_BYTES`]), then the index's length and the chunk count (u32, little-endian)
+/// and [`PACK_MAGIC`]. A pack thus describes itself, and a manifest names its chunks by
+/// their numbers in it.
+fn seal_pack(buf: &mut Vec<u8>, entries: &[(u32, String)]) {
+    for (len, hash) in entries {
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&raw_hash(hash));
+    }
+    let index = (entries.len() * ENTRY_BYTES) as u32;
+    buf.extend_from_slice(&index.to_le_bytes());
+    buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    buf.extend_from_slice(PACK_MAGIC);
+}
+
+/// The entries of a pack's index, from the pack's trailer and index (`tail`, the pack's last
+/// bytes) and the pack's length; `None` when they do not describe the pack.
+fn parse_index(tail: &[u8], pack_len: u64) -> Option<Vec<Entry>> {
+    let (body, trailer) = tail.split_at(tail.len().checked_sub(16)?);
+    if &trailer[8..] != PACK_MAGIC {
+        return None;
+    }
+    let index = u32::from_le_bytes(trailer[..4].try_into().ok()?) as usize;
+    let count = u32::from_le_bytes(trailer[4..8].try_into().ok()?) as usize;
+    if index != count.checked_mul(ENTRY_BYTES)? || body.len() < index {
+        return None;
+    }
+    let mut off = 0u64;
+    let mut out = Vec::with_capacity(count);
+    for raw in body[body.len() - index..].chunks_exact(ENTRY_BYTES) {
+        let raw_len = u32::from_le_bytes(raw[..4].try_into().ok()?);
+        let len = raw_len & !DELTA_BIT;
+        out.push(Entry {
+            off,
+            len,
+            hash: crate::ids::hex_lower(&raw[4..]),
+            delta: raw_len & DELTA_BIT != 0,
+        });
+        off += u64::from(len);
+    }
+    (off + index as u64 + 16 == pack_len).then_some(out)
+}
+
 /// Fsyncs a folder, so that a rename in it survives a crash.
 fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
@@ -210,35 +442,50 @@ fn page_size(header: &[u8]) -> Option<usize> {
     (size >= 512 && size.is_power_of_two()).then_some(size)
 }
 
-/// Where a chunk already is.
-type Index = HashMap<String, (String, u64, u32)>;
+/// Where a chunk already is: its pack, its number there, and whether it is a delta.
+type Index = HashMap<String, (String, u32, bool)>;
 
-/// A manifest being built: its packs, chunks, and the pack being filled.
+/// A manifest being built: its packs, runs, bases, and the pack being filled.
 struct Builder<'s> {
     store: &'s Store,
     index: Index,
     packs: Vec<String>,
-    chunks: Vec<ChunkRef>,
-    /// Chunks of the pack being filled: hash → (offset, length).
-    open: HashMap<String, (u64, u32)>,
+    runs: Runs,
+    /// Chunks of the pack being filled: hash → number.
+    open: HashMap<String, u32>,
+    /// The index of the pack being filled: stored length (with [`DELTA_BIT`]) and hash.
+    entries: Vec<(u32, String)>,
     open_at: Option<usize>,
     buf: Vec<u8>,
     bytes: Sha256,
     size: u64,
+    /// The pages of the version stored before this one (pack, number), for deltas.
+    parent: Vec<(String, u32)>,
+    /// The number of the next page added.
+    page: usize,
+    /// The base chunks of this version's deltas.
+    bases: BTreeSet<(String, u32)>,
+    /// Pack indexes read so far.
+    read: HashMap<String, Vec<Entry>>,
 }
 
 impl<'s> Builder<'s> {
-    fn new(store: &'s Store, index: Index) -> Self {
+    fn new(store: &'s Store, index: Index, parent: Vec<(String, u32)>) -> Self {
         Builder {
             store,
             index,
             packs: Vec::new(),
-            chunks: Vec::new(),
+            runs: Runs(Vec::new()),
             open: HashMap::new(),
+            entries: Vec::new(),
             open_at: None,
             buf: Vec::new(),
             bytes: Sha256::new(),
             size: 0,
+            parent,
+            page: 0,
+            bases: BTreeSet::new(),
+            read: HashMap::new(),
         }
     }
 
@@ -252,64 +499,144 @@ impl<'s> Builder<'s> {
         }
     }
 
+    /// The index entry of chunk `n` of the written pack `pack`.
+    fn entry(&mut self, pack: &str, n: u32) -> Option<Entry> {
+        if !self.read.contains_key(pack) {
+            let entries = self.store.pack_index(pack).ok()?;
+            self.read.insert(pack.to_string(), entries);
+        }
+        self.read.get(pack)?.get(n as usize).cloned()
+    }
+
+    /// The stored bytes of chunk `n` of the written pack `pack`.
+    fn stored(&mut self, pack: &str, n: u32) -> Option<(Entry, Vec<u8>)> {
+        let e = self.entry(pack, n)?;
+        let file = std::fs::File::open(self.store.pack_path(pack)).ok()?;
+        let mut bytes = vec![0u8; e.len as usize];
+        read_at(&file, &mut bytes, e.off).ok()?;
+        Some((e, bytes))
+    }
+
+    /// The full chunk a chunk stands on: itself, or the base of a delta — found through the
+    /// index, so never in a pack marked unused (a writer never references one) or unreadable.
+    fn full_of(&mut self, pack: &str, n: u32) -> Option<(String, u32)> {
+        let (e, bytes) = self.stored(pack, n)?;
+        let base = match e.delta {
+            false => e.hash,
+            true => crate::ids::hex_lower(bytes.get(1..17)?),
+        };
+        match self.index.get(&base) {
+            Some((p, m, false)) => Some((p.clone(), *m)),
+            _ => None,
+        }
+    }
+
+    /// The page stored as a delta against the same page of the parent version (its full
+    /// chunk), when that is at most half of `full` (the page stored whole); and that base.
+    fn delta_for(&mut self, page: &[u8], full: &[u8]) -> Option<(Vec<u8>, (String, u32))> {
+        let (pack, n) = self.parent.get(self.page)?.clone();
+        let (bp, bn) = self.full_of(&pack, n)?;
+        let (e, bytes) = self.stored(&bp, bn)?;
+        let base = decode(&bytes).filter(|b| b.len() == page.len() && chunk_hash(b) == e.hash)?;
+        let delta = encode_delta(page, &base, &e.hash);
+        (delta.len() * 2 <= full.len()).then_some((delta, (bp, bn)))
+    }
+
     fn add(&mut self, chunk: &[u8]) -> Result<()> {
         self.bytes.update(chunk);
         self.size += chunk.len() as u64;
         let hash = chunk_hash(chunk);
-        self.add_stored(hash, encode, chunk)
+        let known = self.index.get(&hash).cloned();
+        let reuse = match known {
+            Some((pack, n, true)) => self.full_of(&pack, n).map(|base| ((pack, n), Some(base))),
+            Some((pack, n, false)) => Some(((pack, n), None)),
+            None => None,
+        };
+        if let Some(((pack, n), base)) = reuse {
+            self.bases.extend(base);
+            let slot = self.pack_slot(&pack);
+            self.runs.push(slot, n);
+        } else if !self.open.contains_key(&hash) {
+            let full = encode(chunk);
+            match self.delta_for(chunk, &full) {
+                Some((delta, base)) => {
+                    self.bases.insert(base);
+                    self.add_stored(hash, |_| delta, chunk, DELTA_BIT)?;
+                }
+                None => {
+                    self.add_stored(hash, |_| full, chunk, 0)?;
+                }
+            }
+        } else {
+            self.add_stored(hash, encode, chunk, 0)?;
+        }
+        self.page += 1;
+        Ok(())
     }
 
-    /// Adds a chunk of hash `hash`, stored as `stored(content)` when it is new.
+    /// Adds a chunk of hash `hash` to the pack being filled (once), stored as
+    /// `stored(content)` with `flag` in its index entry; returns where it is (slot, number).
     fn add_stored(
         &mut self,
         hash: String,
         stored: impl FnOnce(&[u8]) -> Vec<u8>,
         content: &[u8],
-    ) -> Result<()> {
-        if let Some((pack, off, len)) = self.index.get(&hash).cloned() {
-            let slot = self.pack_slot(&pack);
-            self.chunks.push(ChunkRef(slot, off, len, hash));
-            return Ok(());
-        }
+        flag: u32,
+    ) -> Result<(usize, u32)> {
         let slot = *self.open_at.get_or_insert_with(|| {
             self.packs.push(String::new());
             self.packs.len() - 1
         });
-        let (off, len) = *self.open.entry(hash.clone()).or_insert_with(|| {
-            let bytes = stored(content);
-            self.buf.extend_from_slice(&bytes);
-            ((self.buf.len() - bytes.len()) as u64, bytes.len() as u32)
-        });
-        self.chunks.push(ChunkRef(slot, off, len, hash));
+        let n = match self.open.get(&hash) {
+            Some(n) => *n,
+            None => {
+                let bytes = stored(content);
+                self.buf.extend_from_slice(&bytes);
+                self.entries.push((bytes.len() as u32 | flag, hash.clone()));
+                let n = (self.entries.len() - 1) as u32;
+                self.open.insert(hash, n);
+                n
+            }
+        };
+        self.runs.push(slot, n);
         if self.buf.len() >= PACK_TARGET {
             self.flush()?;
         }
-        Ok(())
+        Ok((slot, n))
     }
 
-    /// Writes the pack being filled under its own hash.
+    /// Writes the pack being filled, with its index, under its own hash.
     fn flush(&mut self) -> Result<()> {
         let Some(slot) = self.open_at.take() else {
             return Ok(());
         };
+        seal_pack(&mut self.buf, &self.entries);
         let name = self.store.write_pack(&self.buf)?;
-        for (hash, (off, len)) in self.open.drain() {
-            self.index.insert(hash, (name.clone(), off, len));
+        for (hash, n) in self.open.drain() {
+            let delta = self.entries[n as usize].0 & DELTA_BIT != 0;
+            self.index.insert(hash, (name.clone(), n, delta));
         }
         self.packs[slot] = name;
         self.buf.clear();
+        self.entries.clear();
         Ok(())
     }
 
     fn finish(mut self, info: VersionInfo) -> Result<Manifest> {
         self.flush()?;
+        let mut bases = Runs(Vec::new());
+        for (pack, n) in std::mem::take(&mut self.bases) {
+            let slot = self.pack_slot(&pack);
+            bases.push(slot, n);
+        }
         Ok(Manifest {
-            format: 1,
+            format: FORMAT,
             info,
             size: self.size,
             sha256: crate::ids::hex_lower(&self.bytes.finalize()),
             packs: self.packs,
-            chunks: self.chunks,
+            runs: self.runs.0,
+            bases: bases.0,
         })
     }
 }
@@ -409,33 +736,98 @@ impl Store {
         Ok((out, unreadable))
     }
 
-    /// Where each chunk referenced by a manifest is, in packs that exist and are not marked.
+    /// The index of the pack `name`: where each of its chunks is, and its hash.
+    fn pack_index(&self, name: &str) -> Result<Vec<Entry>> {
+        let path = self.pack_path(name);
+        let file = std::fs::File::open(&path).ctx("open pack", &path)?;
+        let len = file.metadata().ctx("read pack", &path)?.len();
+        let damaged = || Error::Refused(format!("pack {} has no valid index", path.display()));
+        let mut trailer = [0u8; 16];
+        if len < 16 {
+            return Err(damaged());
+        }
+        read_at(&file, &mut trailer, len - 16).ctx("read pack", &path)?;
+        let index = u64::from(u32::from_le_bytes(
+            trailer[..4].try_into().expect("4 bytes"),
+        ));
+        let mut tail = vec![0u8; (index.min(len - 16) + 16) as usize];
+        let at = len - tail.len() as u64;
+        read_at(&file, &mut tail, at).ctx("read pack", &path)?;
+        parse_index(&tail, len).ok_or_else(damaged)
+    }
+
+    /// The indexes of the packs `names`, each read once.
+    fn pack_indexes<'n>(
+        &self,
+        names: impl Iterator<Item = &'n String>,
+    ) -> Result<HashMap<String, Vec<Entry>>> {
+        let mut out = HashMap::new();
+        for n in names {
+            if !out.contains_key(n) {
+                out.insert(n.clone(), self.pack_index(n)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where each chunk of a pack referenced by a manifest is, in packs that exist, are not
+    /// marked and have a readable index (a chunk is stored again rather than referenced in a
+    /// pack that cannot be read).
     fn index(&self, manifests: &[(String, Manifest)]) -> Index {
-        let mut usable: HashMap<&str, bool> = HashMap::new();
         let mut index = Index::new();
-        for (_, m) in manifests {
-            for ChunkRef(slot, off, len, hash) in &m.chunks {
-                let Some(pack) = m.packs.get(*slot) else {
-                    continue;
-                };
-                let ok = *usable.entry(pack).or_insert_with(|| {
-                    self.pack_path(pack).is_file() && !self.mark_path(pack).exists()
-                });
-                if ok {
-                    index
-                        .entry(hash.clone())
-                        .or_insert((pack.clone(), *off, *len));
-                }
+        for pack in referenced_packs(manifests) {
+            if self.mark_path(&pack).exists() {
+                continue;
+            }
+            let Ok(entries) = self.pack_index(&pack) else {
+                continue;
+            };
+            for (n, e) in entries.into_iter().enumerate() {
+                index
+                    .entry(e.hash)
+                    .or_insert((pack.clone(), n as u32, e.delta));
             }
         }
         index
+    }
+
+    /// The manifest with this id, when there is a readable one.
+    pub fn manifest(&self, id: &str) -> Option<Manifest> {
+        let bytes = std::fs::read(self.manifest_path(id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The name to store the version of bytes `sha256` that was the plain backup `rel`
+    /// under: `rel` itself, unless a stored version of other bytes already has that name (a
+    /// backup name freed when its file moved into the store, and made again in the same
+    /// second); then `rel.1`, `rel.2`, … The same bytes keep the same name, so a retried or
+    /// concurrent move of one backup still names one manifest.
+    pub fn free_name(&self, rel: &str, sha256: &str) -> String {
+        (0..)
+            .map(|k| match k {
+                0 => rel.to_string(),
+                k => format!("{rel}.{k}"),
+            })
+            .find(|name| {
+                let id = Manifest::id_of(name);
+                match self.manifest(&id) {
+                    Some(m) => m.sha256 == sha256,
+                    // An unreadable manifest keeps its name: it may be another's version.
+                    None => !self.manifest_path(&id).exists(),
+                }
+            })
+            .expect("some name is free")
     }
 
     /// Stores the version at `src` (a plain backup nobody writes to); returns its id and
     /// manifest. Packs are written first, the manifest last.
     pub fn put(&self, src: &Path, info: VersionInfo) -> Result<(String, Manifest)> {
         let (existing, _) = self.manifests()?;
-        let mut builder = Builder::new(self, self.index(&existing));
+        let parent = match info.database {
+            true => parent_pages(&existing, &info),
+            false => Vec::new(),
+        };
+        let mut builder = Builder::new(self, self.index(&existing), parent);
         let mut f = std::fs::File::open(src).ctx("open to store", src)?;
         let mut head = vec![0u8; 100];
         let got = crate::sqlite::read_up_to(&mut f, &mut head).ctx("read to store", src)?;
@@ -483,50 +875,114 @@ impl Store {
         write_durably(&self.manifest_path(id), &bytes)
     }
 
-    /// Rebuilds a version's bytes into `out`, checking each chunk's hash and the whole.
-    pub fn read_into(&self, m: &Manifest, out: &mut dyn Write) -> Result<()> {
-        let mut open: Option<(usize, std::fs::File)> = None;
-        let mut whole = Sha256::new();
-        let mut buf = Vec::new();
-        for ChunkRef(slot, off, len, hash) in &m.chunks {
-            let name = m.packs.get(*slot).ok_or_else(|| {
-                Error::Refused(format!(
-                    "history manifest of {} names no pack {slot}",
-                    m.info.name
-                ))
-            })?;
-            let path = self.pack_path(name);
-            if open.as_ref().is_none_or(|(s, _)| s != slot) {
-                open = Some((*slot, std::fs::File::open(&path).ctx("open pack", &path)?));
-            }
-            let file = &mut open.as_mut().expect("just opened").1;
-            buf.resize(*len as usize, 0);
-            std::io::Seek::seek(file, std::io::SeekFrom::Start(*off)).ctx("seek in pack", &path)?;
-            file.read_exact(&mut buf).ctx("read pack", &path)?;
-            let content = decode(&buf)
-                .filter(|c| &chunk_hash(c) == hash)
-                .ok_or_else(|| {
-                    Error::Refused(format!(
-                        "a chunk of {} in {} does not match its hash",
-                        m.info.name,
-                        path.display()
-                    ))
-                })?;
-            whole.update(&content);
-            out.write_all(&content)
-                .map_err(|e| Error::io("write rebuilt version of", &m.info.name, e))?;
-        }
-        if crate::ids::hex_lower(&whole.finalize()) != m.sha256 {
-            return Err(Error::Refused(format!(
-                "the rebuilt {} does not match its hash",
-                m.info.name
-            )));
-        }
-        Ok(())
+    /// Where each chunk of `m` is stored, in order: (pack slot, offset, stored length).
+    fn places_of(&self, m: &Manifest) -> Result<Vec<Place>> {
+        Ok(self
+            .entries_of(m, &m.runs)?
+            .into_iter()
+            .map(|(slot, e)| (slot, e.off, e.len))
+            .collect())
     }
 
-    /// Rebuilds a version into the new file `dest` (fsynced), verified: its bytes against
-    /// the byte hash, and a database against its logical hash.
+    /// The contents of the base chunks of `m`'s deltas, by hash.
+    fn bases_of(&self, m: &Manifest) -> Result<HashMap<String, Vec<u8>>> {
+        let mut out = HashMap::new();
+        for (slot, e) in self.entries_of(m, &m.bases)? {
+            let path = self.pack_path(&m.packs[slot]);
+            let file = std::fs::File::open(&path).ctx("open pack", &path)?;
+            let mut stored = vec![0u8; e.len as usize];
+            read_at(&file, &mut stored, e.off).ctx("read pack", &path)?;
+            let content = decode(&stored)
+                .filter(|c| chunk_hash(c) == e.hash)
+                .ok_or_else(|| mismatch(m))?;
+            out.insert(e.hash, content);
+        }
+        Ok(out)
+    }
+
+    /// The index entries of `runs` (of `m`), in order, with their pack slots.
+    fn entries_of(&self, m: &Manifest, runs: &[Run]) -> Result<Vec<(usize, Entry)>> {
+        let indexes = self.pack_indexes(runs.iter().filter_map(|r| m.packs.get(r.0)))?;
+        let mut out = Vec::new();
+        for &Run(slot, first, count) in runs {
+            let entries = m
+                .packs
+                .get(slot)
+                .and_then(|p| indexes.get(p))
+                .and_then(|e| e.get(first as usize..first as usize + count as usize))
+                .ok_or_else(|| {
+                    Error::Refused(format!(
+                        "history manifest of {} names chunks its packs do not hold",
+                        m.info.name
+                    ))
+                })?;
+            out.extend(entries.iter().map(|e| (slot, e.clone())));
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds a version's bytes into `out`, in order, and tells whether they match its
+    /// byte hash (hashed once, as they are written). Batches of chunks are read and inflated
+    /// by worker threads, each with one decompressor for all its chunks; the caller hashes
+    /// and writes them in order.
+    fn rebuild(&self, m: &Manifest, out: &mut dyn Write) -> Result<bool> {
+        let places = self.places_of(m)?;
+        let bases = self.bases_of(m)?;
+        let mut packs = Vec::with_capacity(m.packs.len());
+        for name in &m.packs {
+            let path = self.pack_path(name);
+            let file = std::fs::File::open(&path).ctx("open pack", &path)?;
+            packs.push((path, file));
+        }
+        let batches: Vec<&[Place]> = places.chunks(BATCH).collect();
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_WORKERS)
+            .min(batches.len().max(1));
+        let mut whole = Sha256::new();
+        std::thread::scope(|s| -> Result<()> {
+            let mut from = Vec::with_capacity(workers);
+            for w in 0..workers {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(2);
+                from.push(rx);
+                let (batches, packs, bases) = (&batches, &packs, &bases);
+                s.spawn(move || {
+                    let mut z = inflate::core::DecompressorOxide::new();
+                    for batch in batches.iter().skip(w).step_by(workers) {
+                        let decoded = decode_batch(batch, packs, &mut z, bases);
+                        let failed = decoded.is_err();
+                        if tx.send(decoded).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+            for i in 0..batches.len() {
+                let bytes = from[i % workers]
+                    .recv()
+                    .map_err(|_| Error::Refused(format!("rebuilding {} stopped", m.info.name)))??;
+                whole.update(&bytes);
+                out.write_all(&bytes)
+                    .map_err(|e| Error::io("write rebuilt version of", &m.info.name, e))?;
+            }
+            Ok(())
+        })?;
+        Ok(crate::ids::hex_lower(&whole.finalize()) == m.sha256)
+    }
+
+    /// Rebuilds a version's bytes into `out`, checked against its byte hash.
+    pub fn read_into(&self, m: &Manifest, out: &mut dyn Write) -> Result<()> {
+        if self.rebuild(m, out)? {
+            Ok(())
+        } else {
+            Err(mismatch(m))
+        }
+    }
+
+    /// Rebuilds a version into the new file `dest` (fsynced), verified: its bytes equal to
+    /// the byte hash prove it (a database's logical hash was taken of those very bytes);
+    /// only a database whose bytes differ is checked against its logical hash, and kept when
+    /// that matches (SPEC: databases restore logical-hash exact).
     pub fn restore_to(
         &self,
         m: &Manifest,
@@ -534,24 +990,29 @@ impl Store {
         sqlite: &crate::sqlite::SqliteOptions,
     ) -> Result<()> {
         let result = (|| {
-            let mut f = std::fs::OpenOptions::new()
+            let f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(dest)
                 .ctx("create", dest)?;
-            self.read_into(m, &mut f)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let exact = self.rebuild(m, &mut w)?;
+            let f = w
+                .into_inner()
+                .map_err(|e| Error::io("write", dest, e.into_error()))?;
             f.sync_all().ctx("fsync", dest)?;
             drop(f);
-            if let Some(want) = &m.info.logical {
-                let got = crate::sqlite::logical_hash(dest, sqlite)?;
-                if &got != want {
-                    return Err(Error::Refused(format!(
-                        "the rebuilt {} does not match its logical hash",
-                        m.info.name
-                    )));
+            match (&m.info.logical, exact) {
+                (_, true) => Ok(()),
+                (Some(want), false) if &crate::sqlite::logical_hash(dest, sqlite)? == want => {
+                    Ok(())
                 }
+                (Some(_), false) => Err(Error::Refused(format!(
+                    "the rebuilt {} does not match its hash nor its logical hash",
+                    m.info.name
+                ))),
+                (None, false) => Err(mismatch(m)),
             }
-            Ok(())
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(dest);
@@ -582,8 +1043,42 @@ impl Store {
     }
 }
 
-/// Live chunks of the packs to repack: pack → offset → (length, hash).
-type Live = BTreeMap<String, BTreeMap<u64, (u32, String)>>;
+/// The chunks of each pack that manifests reference: pack → chunk numbers.
+type Live = BTreeMap<String, BTreeSet<u32>>;
+
+/// The pages, in order, of the newest stored database version of `info`'s file made no
+/// later than it: what its pages are stored as deltas against.
+fn parent_pages(existing: &[(String, Manifest)], info: &VersionInfo) -> Vec<(String, u32)> {
+    let parent = existing
+        .iter()
+        .map(|(_, m)| m)
+        .filter(|m| m.info.database && m.info.file == info.file && m.info.created <= info.created)
+        .max_by_key(|m| m.info.created);
+    let Some(m) = parent else {
+        return Vec::new();
+    };
+    m.runs
+        .iter()
+        .filter_map(|&Run(slot, first, count)| {
+            let pack = m.packs.get(slot)?;
+            Some((first..first + count).map(move |n| (pack.clone(), n)))
+        })
+        .flatten()
+        .collect()
+}
+
+/// Every (pack, chunk number) `m` references, once each.
+fn refs_of(m: &Manifest) -> BTreeSet<(&str, u32)> {
+    m.runs
+        .iter()
+        .chain(&m.bases)
+        .filter_map(|&Run(slot, first, count)| {
+            let pack = m.packs.get(slot)?;
+            Some((first..first + count).map(move |n| (pack.as_str(), n)))
+        })
+        .flatten()
+        .collect()
+}
 
 impl Store {
     /// Collects unreferenced packs and repacks wasteful ones (see the module documentation).
@@ -690,21 +1185,57 @@ impl Store {
         Ok(())
     }
 
-    /// The packs worth repacking: at least half dead, or one of many small ones.
-    fn wasteful(&self, manifests: &[(String, Manifest)]) -> Live {
+    /// For each manifest id: the stored bytes of the chunks no other manifest references
+    /// (what removing that version alone frees). A pack whose index cannot be read counts
+    /// for nothing.
+    pub fn exclusive_bytes(&self, manifests: &[(String, Manifest)]) -> HashMap<String, u64> {
+        let indexes: HashMap<String, Vec<Entry>> = referenced_packs(manifests)
+            .into_iter()
+            .filter_map(|p| Some((p.clone(), self.pack_index(&p).ok()?)))
+            .collect();
+        let refs: Vec<BTreeSet<(&str, u32)>> = manifests.iter().map(|(_, m)| refs_of(m)).collect();
+        let mut users: HashMap<(&str, u32), usize> = HashMap::new();
+        for r in &refs {
+            for k in r {
+                *users.entry(*k).or_insert(0) += 1;
+            }
+        }
+        let len = |(p, n): &(&str, u32)| {
+            indexes
+                .get(*p)
+                .and_then(|e| e.get(*n as usize))
+                .map_or(0, |e| u64::from(e.len))
+        };
+        manifests
+            .iter()
+            .zip(&refs)
+            .map(|((id, _), r)| {
+                let only = r.iter().filter(|k| users.get(*k) == Some(&1)).map(len);
+                (id.clone(), only.sum())
+            })
+            .collect()
+    }
+
+    /// The packs worth repacking, with their live chunks: at least half dead, or one of
+    /// many small ones.
+    fn wasteful(
+        &self,
+        manifests: &[(String, Manifest)],
+        indexes: &HashMap<String, Vec<Entry>>,
+    ) -> Live {
         let mut live = Live::new();
         for (_, m) in manifests {
-            for ChunkRef(slot, off, len, hash) in &m.chunks {
-                if let Some(p) = m.packs.get(*slot) {
-                    live.entry(p.clone())
-                        .or_default()
-                        .insert(*off, (*len, hash.clone()));
-                }
+            for (p, n) in refs_of(m) {
+                live.entry(p.to_string()).or_default().insert(n);
             }
         }
         let size = |p: &str| std::fs::metadata(self.pack_path(p)).map_or(0, |m| m.len());
-        let live_bytes = |c: &BTreeMap<u64, (u32, String)>| -> u64 {
-            c.values().map(|(l, _)| u64::from(*l)).sum()
+        let live_bytes = |p: &str, c: &BTreeSet<u32>| -> u64 {
+            let e = indexes.get(p).map(Vec::as_slice).unwrap_or_default();
+            c.iter()
+                .filter_map(|n| e.get(*n as usize))
+                .map(|e| u64::from(e.len))
+                .sum()
         };
         let small: Vec<String> = live
             .keys()
@@ -715,8 +1246,9 @@ impl Store {
         live.retain(|p, c| {
             let total = size(p);
             total > 0
+                && indexes.contains_key(p)
                 && !self.mark_path(p).exists()
-                && (live_bytes(c) * 2 < total || (many_small && small.contains(p)))
+                && (live_bytes(p, c) * 2 < total || (many_small && small.contains(p)))
         });
         live
     }
@@ -724,26 +1256,32 @@ impl Store {
     /// Copies the live chunks of wasteful packs into new packs and points every manifest at
     /// them; the old packs are then unreferenced. Returns the number of packs written.
     fn repack(&self, manifests: &[(String, Manifest)]) -> Result<usize> {
-        let live = self.wasteful(manifests);
+        let indexes: HashMap<String, Vec<Entry>> = referenced_packs(manifests)
+            .into_iter()
+            .filter_map(|p| Some((p.clone(), self.pack_index(&p).ok()?)))
+            .collect();
+        let live = self.wasteful(manifests, &indexes);
         if live.is_empty() {
             return Ok(0);
         }
-        let mut builder = Builder::new(self, Index::new());
-        // (old pack, offset) → new chunk reference in `builder.packs`.
-        let mut moved: HashMap<(String, u64), ChunkRef> = HashMap::new();
+        let mut builder = Builder::new(self, Index::new(), Vec::new());
+        // (old pack, chunk number) → (slot in `builder.packs`, new number).
+        let mut moved: HashMap<(String, u32), (usize, u32)> = HashMap::new();
         for (pack, chunks) in &live {
             let path = self.pack_path(pack);
             let bytes = std::fs::read(&path).ctx("read pack", &path)?;
-            for (off, (len, hash)) in chunks {
-                let piece = bytes
-                    .get(*off as usize..*off as usize + *len as usize)
-                    .filter(|p| decode(p).is_some_and(|c| &chunk_hash(&c) == hash))
+            for n in chunks {
+                let e = indexes[pack].get(*n as usize);
+                let piece = e
+                    .and_then(|e| bytes.get(e.off as usize..e.off as usize + e.len as usize))
+                    .filter(|p| intact(p, e.map(|e| e.hash.as_str())))
                     .ok_or_else(|| {
-                        Error::Refused(format!("pack {} is damaged at {off}", path.display()))
+                        Error::Refused(format!("pack {} is damaged at chunk {n}", path.display()))
                     })?;
-                builder.add_stored(hash.clone(), |p| p.to_vec(), piece)?;
-                let new = builder.chunks.last().expect("just added").clone();
-                moved.insert((pack.clone(), *off), new);
+                let e = e.expect("checked above");
+                let flag = if e.delta { DELTA_BIT } else { 0 };
+                let new = builder.add_stored(e.hash.clone(), |p| p.to_vec(), piece, flag)?;
+                moved.insert((pack.clone(), *n), new);
             }
         }
         builder.flush()?;
@@ -759,6 +1297,15 @@ impl Store {
     }
 }
 
+/// Whether a stored chunk is whole: a full one decodes to its hash; a delta (checked
+/// against its base when a version is rebuilt) has its kind and base.
+fn intact(stored: &[u8], hash: Option<&str>) -> bool {
+    match stored.first() {
+        Some(2) => stored.len() > 17,
+        _ => decode(stored).is_some_and(|c| Some(chunk_hash(&c).as_str()) == hash),
+    }
+}
+
 fn referenced_packs(manifests: &[(String, Manifest)]) -> HashSet<String> {
     manifests
         .iter()
@@ -769,32 +1316,71 @@ fn referenced_packs(manifests: &[(String, Manifest)]) -> HashSet<String> {
 /// `m` with its chunks in repacked packs pointing at their new places; `None` when none moved.
 fn rewrite(
     m: &Manifest,
-    moved: &HashMap<(String, u64), ChunkRef>,
+    moved: &HashMap<(String, u32), (usize, u32)>,
     new_packs: &[String],
 ) -> Option<Manifest> {
     let mut out = m.clone();
     out.packs.clear();
-    out.chunks.clear();
+    out.runs.clear();
+    out.bases.clear();
     let mut any = false;
-    for ChunkRef(slot, off, len, hash) in &m.chunks {
-        let old = m.packs.get(*slot)?;
-        let (pack, off, len) = match moved.get(&(old.clone(), *off)) {
-            Some(ChunkRef(s, o, l, _)) => {
-                any = true;
-                (new_packs[*s].clone(), *o, *l)
-            }
-            None => (old.clone(), *off, *len),
-        };
-        let slot = match out.packs.iter().position(|p| *p == pack) {
-            Some(i) => i,
-            None => {
-                out.packs.push(pack);
-                out.packs.len() - 1
-            }
-        };
-        out.chunks.push(ChunkRef(slot, off, len, hash.clone()));
+    let mut b = Runs(Vec::new());
+    for &Run(slot, first, count) in &m.runs {
+        let old = m.packs.get(slot)?;
+        for n in first..first + count {
+            let (pack, n) = match moved.get(&(old.clone(), n)) {
+                Some((s, new)) => {
+                    any = true;
+                    (new_packs.get(*s)?, *new)
+                }
+                None => (old, n),
+            };
+            let slot = match out.packs.iter().position(|p| p == pack) {
+                Some(i) => i,
+                None => {
+                    out.packs.push(pack.clone());
+                    out.packs.len() - 1
+                }
+            };
+            b.push(slot, n);
+        }
     }
+    out.runs = b.0;
+    let mut bases = Runs(Vec::new());
+    for &Run(slot, first, count) in &m.bases {
+        let old = m.packs.get(slot)?;
+        for n in first..first + count {
+            let (pack, n) = match moved.get(&(old.clone(), n)) {
+                Some((s, new)) => {
+                    any = true;
+                    (new_packs.get(*s)?, *new)
+                }
+                None => (old, n),
+            };
+            let slot = match out.packs.iter().position(|p| p == pack) {
+                Some(i) => i,
+                None => {
+                    out.packs.push(pack.clone());
+                    out.packs.len() - 1
+                }
+            };
+            bases.push(slot, n);
+        }
+    }
+    out.bases = bases.0;
     any.then_some(out)
+}
+
+/// Runs being built from chunk references in order.
+struct Runs(Vec<Run>);
+
+impl Runs {
+    fn push(&mut self, slot: usize, n: u32) {
+        match self.0.last_mut() {
+            Some(Run(s, first, count)) if *s == slot && *first + *count == n => *count += 1,
+            _ => self.0.push(Run(slot, n, 1)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -823,6 +1409,7 @@ mod tests {
         let c = rusqlite::Connection::open(path).unwrap();
         c.execute_batch("CREATE TABLE IF NOT EXISTS entities(id INTEGER PRIMARY KEY, body TEXT)")
             .unwrap();
+        c.execute_batch("BEGIN").unwrap();
         for i in 0..rows {
             c.execute(
                 "INSERT OR REPLACE INTO entities VALUES (?1, ?2)",
@@ -830,6 +1417,7 @@ mod tests {
             )
             .unwrap();
         }
+        c.execute_batch("COMMIT").unwrap();
         c.execute(
             "UPDATE entities SET body = ?1 WHERE id = ?2",
             rusqlite::params![format!("changed {changed}"), changed],
@@ -864,7 +1452,7 @@ mod tests {
             d.path(),
         );
         assert_eq!(
-            m.chunks.len() as u64 * 4096,
+            m.runs.iter().map(|r| u64::from(r.2)).sum::<u64>() * 4096,
             m.size,
             "a database is stored by its pages"
         );
@@ -887,7 +1475,7 @@ mod tests {
             info("empty.backup-1", false, None),
             d.path(),
         );
-        assert!(m.chunks.is_empty());
+        assert!(m.runs.is_empty());
 
         let big = d.path().join("big.bin");
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -940,6 +1528,110 @@ mod tests {
             growth < db_size / 4,
             "4 one-row versions added {growth} bytes to {sizes:?}"
         );
+    }
+
+    /// A version sharing most pages with a stored one has a manifest of a few runs, not a
+    /// line per page: its size does not grow with the database.
+    #[test]
+    fn a_version_sharing_its_pages_has_a_small_manifest() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let db = d.path().join("metastore.db");
+        make_db(&db, 5000, 1);
+        let mut sizes = Vec::new();
+        for v in 0..3 {
+            let copy = d.path().join(format!("v{v}"));
+            crate::sqlite::snapshot(&db, &copy, &Default::default()).unwrap();
+            let (id, m) = store
+                .put(&copy, info(&format!("m.db.backup-{v}"), true, None))
+                .unwrap();
+            let out = d.path().join(format!("out{v}"));
+            store.restore_to(&m, &out, &Default::default()).unwrap();
+            assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&copy).unwrap());
+            sizes.push(std::fs::metadata(store.manifest_path(&id)).unwrap().len());
+            make_db(&db, 0, v * 2000 + 7);
+        }
+        let pages = std::fs::metadata(&db).unwrap().len() / 4096;
+        assert!(pages > 250, "{pages} pages");
+        assert!(
+            sizes[1] < 2048 && sizes[2] < 2048,
+            "manifests of {pages}-page versions one row apart: {sizes:?} bytes"
+        );
+    }
+
+    /// Bytes of the store's packs.
+    fn pack_bytes(store: &Store) -> u64 {
+        store
+            .pack_names()
+            .unwrap()
+            .iter()
+            .map(|p| std::fs::metadata(store.pack_path(p)).unwrap().len())
+            .sum()
+    }
+
+    /// A page changed by one row is stored as a delta against the same page of the version
+    /// stored before it (its differing bytes, not the page again), its base referenced by the
+    /// manifest: every version restores byte-exact, also after the version that first stored
+    /// the base is removed and collected.
+    #[test]
+    fn a_page_changed_by_a_row_is_stored_as_a_small_delta_and_its_base_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let db = d.path().join("m.db");
+        let body = |i: u64, v: u64| sha_hex(format!("{i}/{v}").as_bytes()).repeat(3);
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("CREATE TABLE entities(id INTEGER PRIMARY KEY, body TEXT); BEGIN")
+            .unwrap();
+        for i in 0..2000u64 {
+            c.execute(
+                "INSERT INTO entities VALUES (?1, ?2)",
+                rusqlite::params![i as i64, body(i, 0)],
+            )
+            .unwrap();
+        }
+        c.execute_batch("COMMIT").unwrap();
+        let mut copies = Vec::new();
+        let mut growth = Vec::new();
+        let mut ids = Vec::new();
+        for v in 0..5u64 {
+            if v > 0 {
+                let id = (v * 389) % 2000;
+                c.execute(
+                    "UPDATE entities SET body = ?1 WHERE id = ?2",
+                    rusqlite::params![body(id, v), id as i64],
+                )
+                .unwrap();
+            }
+            let copy = d.path().join(format!("v{v}"));
+            crate::sqlite::snapshot(&db, &copy, &Default::default()).unwrap();
+            let before = pack_bytes(&store);
+            let mut i = info(&format!("m.db.backup-{v}"), true, None);
+            i.created = t0() + Duration::minutes(v as i64);
+            let (id, m) = store.put(&copy, i).unwrap();
+            growth.push(pack_bytes(&store) - before);
+            if v > 0 {
+                assert!(!m.bases.is_empty(), "version {v} has bases");
+            }
+            copies.push(copy);
+            ids.push(id);
+        }
+        // The pack's trailer and index (20 B a chunk) aside, a changed row costs its delta.
+        assert!(
+            growth[1..].iter().all(|g| *g < 400),
+            "bytes added per one-row version: {growth:?}"
+        );
+        store.remove(&ids[0]).unwrap();
+        store.collect(t0()).unwrap();
+        store.collect(t0() + GRACE).unwrap();
+        for (id, m) in store.manifests().unwrap().0 {
+            let v = ids.iter().position(|i| *i == id).unwrap();
+            let out = d.path().join(format!("out{v}"));
+            store.restore_to(&m, &out, &Default::default()).unwrap();
+            assert_eq!(
+                std::fs::read(&out).unwrap(),
+                std::fs::read(&copies[v]).unwrap()
+            );
+        }
     }
 
     #[test]
@@ -1054,13 +1746,46 @@ mod tests {
         let a = d.path().join("a");
         std::fs::write(&a, b"hello history").unwrap();
         let (_, m) = store.put(&a, info("a.backup-1", false, None)).unwrap();
-        let mut bytes = std::fs::read(store.pack_path(&m.packs[0])).unwrap();
-        *bytes.last_mut().unwrap() ^= 0xff;
-        std::fs::write(store.pack_path(&m.packs[0]), bytes).unwrap();
-        let out = d.path().join("out");
-        let err = store.restore_to(&m, &out, &Default::default()).unwrap_err();
-        assert!(err.to_string().contains("does not match"), "{err}");
-        assert!(!out.exists());
+        let pack = store.pack_path(&m.packs[0]);
+        let good = std::fs::read(&pack).unwrap();
+        // A byte of the chunk (after its leading kind byte), then a byte of the trailer.
+        for (at, says) in [(5, "does not match"), (good.len() - 1, "no valid index")] {
+            let mut bytes = good.clone();
+            bytes[at] ^= 0xff;
+            std::fs::write(&pack, bytes).unwrap();
+            let out = d.path().join("out");
+            let err = store.restore_to(&m, &out, &Default::default()).unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+            assert!(!out.exists());
+        }
+    }
+
+    /// The byte hash proves a rebuilt version; a database whose bytes differ from it is
+    /// checked against its logical hash instead, and refused only when that differs too.
+    #[test]
+    fn a_database_with_other_bytes_is_kept_only_when_its_rows_match() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let db = d.path().join("m.db");
+        make_db(&db, 300, 1);
+        let logical = crate::sqlite::logical_hash(&db, &Default::default()).unwrap();
+        let (_, m) = store
+            .put(&db, info("m.db.backup-1", true, Some(logical)))
+            .unwrap();
+        // The rebuilt bytes differ from the recorded ones (as after a page rewritten with
+        // the same rows): the rows decide.
+        let mut other = m.clone();
+        other.sha256 = "0".repeat(64);
+        let out = d.path().join("same-rows");
+        store.restore_to(&other, &out, &Default::default()).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&db).unwrap());
+        other.info.logical = Some("1".repeat(64));
+        let refused = d.path().join("other-rows");
+        let err = store
+            .restore_to(&other, &refused, &Default::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("logical hash"), "{err}");
+        assert!(!refused.exists());
     }
 
     /// The store is never a synced file, whatever the patterns: not listed, not eligible.
