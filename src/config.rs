@@ -71,9 +71,9 @@ pub struct LocationConfig {
 impl LocationConfig {
     /// The object store this location is, if it is one (`None` for a folder or a bad URL,
     /// which validation refuses).
-    pub fn store(&self) -> Option<crate::objstore::StoreSpec> {
-        let (bucket, prefix) = crate::objstore::StoreSpec::parse_url(self.url.as_deref()?).ok()?;
-        Some(crate::objstore::StoreSpec {
+    pub fn store(&self) -> Option<crate::bucket::StoreSpec> {
+        let (bucket, prefix) = crate::bucket::StoreSpec::parse_url(self.url.as_deref()?).ok()?;
+        Some(crate::bucket::StoreSpec {
             bucket,
             prefix,
             endpoint: self.endpoint.clone(),
@@ -129,7 +129,7 @@ impl LocationConfig {
                 format!("location `{name}` is an object store: `mount_point` is for drives"),
             ));
         }
-        crate::objstore::StoreSpec::parse_url(url)
+        crate::bucket::StoreSpec::parse_url(url)
             .map_err(|m| (key("url"), format!("location `{name}`: {m}")))?;
         if let Some(e) = &self.endpoint {
             let http = e.starts_with("http://");

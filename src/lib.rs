@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod archive;
+pub mod bucket;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -18,7 +18,7 @@ pub struct Location {
     /// When set: available only while this is a mounted volume.
     pub mount_point: Option<PathBuf>,
     /// When set: an object store, and `root` is its mirror under the home's state folder.
-    pub store: Option<crate::objstore::StoreSpec>,
+    pub store: Option<crate::bucket::StoreSpec>,
 }
 
 impl Location {
@@ -44,7 +44,7 @@ pub fn all(home: &Path, config: &Config) -> Vec<Location> {
     for l in &config.locations {
         let store = l.store();
         let root = match &store {
-            Some(_) => crate::objstore::mirror_root(home, &l.name),
+            Some(_) => crate::bucket::mirror_root(home, &l.name),
             None => expand_tilde(&l.path),
         };
         out.push(Location {

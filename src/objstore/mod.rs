@@ -11,69 +11,17 @@ mod credentials;
 mod lease;
 mod mirror;
 
+pub use crate::bucket::{mirror_root, StoreSpec};
 pub use credentials::{login, Credentials};
 
 use crate::location::Location;
 use crate::select::Selector;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 /// The lease object at the prefix's root.
 pub const LEASE: &str = ".metasync-lease";
-
-/// Where an object-store location lives, as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreSpec {
-    /// The bucket.
-    pub bucket: String,
-    /// The prefix inside it (no leading or trailing `/`; may be empty).
-    pub prefix: String,
-    /// Any S3-compatible server (default: AWS).
-    pub endpoint: Option<String>,
-    /// The region (default: `us-east-1`).
-    pub region: Option<String>,
-    /// Whether plain `http://` is allowed (a server on this machine).
-    pub allow_http: bool,
-}
-
-impl StoreSpec {
-    /// Parses `s3://BUCKET[/PREFIX]`; the message says what is wrong.
-    pub fn parse_url(url: &str) -> Result<(String, String), String> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("`{url}` is not an s3:// URL (s3://BUCKET/PREFIX)"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let bucket_ok = (3..=63).contains(&bucket.len())
-            && bucket
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-        if !bucket_ok {
-            return Err(format!(
-                "`{bucket}` is not a bucket name (3 to 63 lowercase letters, digits, `-`, `.`)"
-            ));
-        }
-        let prefix = prefix.trim_matches('/');
-        if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
-            return Err(format!("prefix `{prefix}` may not hold `.`, `..` or `//`"));
-        }
-        Ok((bucket.to_string(), prefix.to_string()))
-    }
-
-    /// `s3://bucket/prefix`, for messages.
-    pub fn url(&self) -> String {
-        if self.prefix.is_empty() {
-            format!("s3://{}", self.bucket)
-        } else {
-            format!("s3://{}/{}", self.bucket, self.prefix)
-        }
-    }
-}
-
-/// The mirror folder of the object-store location `name`.
-pub fn mirror_root(home: &Path, name: &str) -> PathBuf {
-    home.join(crate::names::STATE_DIR).join("stores").join(name)
-}
 
 /// How publishing one file's writes went.
 #[derive(Debug)]
@@ -163,30 +111,5 @@ pub struct RunGuard<'a>(pub &'a Stores);
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.0.end_run();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_parse_to_bucket_and_prefix() {
-        assert_eq!(
-            StoreSpec::parse_url("s3://my-bucket/a/b/").unwrap(),
-            ("my-bucket".into(), "a/b".into())
-        );
-        assert_eq!(
-            StoreSpec::parse_url("s3://my-bucket").unwrap(),
-            ("my-bucket".into(), "".into())
-        );
-        for bad in [
-            "http://x/y",
-            "s3://",
-            "s3://B_ad/x",
-            "s3://ok-bucket/a/../b",
-        ] {
-            assert!(StoreSpec::parse_url(bad).is_err(), "{bad}");
-        }
     }
 }
