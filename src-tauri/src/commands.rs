@@ -129,7 +129,7 @@ pub async fn restore_backup<R: Runtime>(
         .state::<AppState>()
         .notifier()
         .notices(&events, None, None);
-    crate::notify::show(&app, &notices);
+    crate::alerts::show(&app, &notices);
     scheduler::refresh_status(&app).await;
     result
 }

@@ -3,9 +3,11 @@
 //! native notifications, and in a small web-view panel (`ui/`).
 #![deny(missing_docs)]
 
+pub mod alerts;
 pub mod commands;
 pub mod login;
 pub mod logs;
+pub mod menu;
 pub mod notify;
 pub mod panel;
 pub mod pause;

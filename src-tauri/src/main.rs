@@ -32,12 +32,12 @@ fn main() {
         .invoke_handler(metasync_app::handler())
         .setup(move |app| {
             #[cfg(target_os = "macos")]
-            metasync_app::notify::register_sender(app.handle());
+            metasync_app::alerts::register_sender(app.handle());
             // The panel's web view (and WebKit's processes) exist only once it is opened.
             if open_panel {
                 panel::create(app.handle(), true)?;
             }
-            tray::create(app.handle())?;
+            tray::create(app.handle(), metasync_app::menu::on_menu_event)?;
             scheduler::start(app.handle().clone());
             Ok(())
         })

@@ -8,7 +8,7 @@
 // The queue's types as this module's API names them (`request_run` takes and returns them).
 pub use crate::queue::{RunRequest, Trigger};
 use crate::state::{AppState, LastOutcome};
-use crate::{notify, tray};
+use crate::tray;
 use ::notify::{EventKind, RecursiveMode, Watcher as _};
 use metasync::select::Selector;
 use metasync::{Event, RunOptions, RunReport};
@@ -97,7 +97,7 @@ pub async fn after_call<R: Runtime>(
     let notices = state
         .notifier()
         .notices(events, failure.as_deref(), open.as_deref());
-    notify::show(app, &notices);
+    crate::alerts::show(app, &notices);
     refresh_status(app).await;
 }
 

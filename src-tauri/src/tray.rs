@@ -3,7 +3,6 @@
 //! tomorrow, until resumed, while on battery power —, Open panel, Start at login, Quit). The line texts are pure functions, tested below.
 
 use crate::pause::{PauseFor, Paused};
-use crate::queue::Trigger;
 use crate::state::{AppState, AppView, PauseView, TrayState};
 use metasync::{LocationStatus, StatusReport};
 use tauri::image::Image;
@@ -251,14 +250,18 @@ pub fn pause_choice(id: &str) -> Option<PauseFor> {
     }
 }
 
-/// Creates the tray icon.
-pub fn create<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<()> {
+/// The function that answers a click on one of the tray menu's items.
+pub type MenuHandler<R> = fn(&AppHandle<R>, MenuEvent);
+
+/// Creates the tray icon; `on_menu` answers its menu's clicks (`crate::menu::on_menu_event`:
+/// the tray draws, the menu module acts, so neither depends on the other's callers).
+pub fn create<R: Runtime>(app: &AppHandle<R>, on_menu: MenuHandler<R>) -> tauri::Result<()> {
     let view = app.state::<AppState>().view();
     let builder = TrayIconBuilder::with_id(TRAY_ID)
         .icon(icon(view.tray_state)?)
         .tooltip(&view.tooltip)
         .menu(&build_menu(app)?)
-        .on_menu_event(on_menu_event);
+        .on_menu_event(on_menu);
     #[cfg(target_os = "macos")]
     let builder = builder.icon_as_template(true);
     builder.build(app)?;
@@ -295,63 +298,6 @@ pub fn changed<R: Runtime>(app: &AppHandle<R>) {
     refresh(app);
     let view = app.state::<AppState>().view();
     let _ = app.emit(CHANGED_EVENT, view);
-}
-
-fn on_menu_event<R: Runtime>(app: &AppHandle<R>, event: MenuEvent) {
-    match event.id().as_ref() {
-        "sync_now" => app.state::<AppState>().queue().trigger(Trigger::Manual),
-        "resume" => {
-            let state = app.state::<AppState>();
-            state.resume(chrono::Utc::now());
-            crate::scheduler::pause_changed(app, true);
-        }
-        "pause:battery" => {
-            let state = app.state::<AppState>();
-            let was = state.is_paused();
-            let on = !state.pause_settings().on_battery;
-            state.set_pause_on_battery(on, chrono::Utc::now());
-            crate::scheduler::pause_changed(app, was);
-        }
-        id if pause_choice(id).is_some() => {
-            if let Some(choice) = pause_choice(id) {
-                let state = app.state::<AppState>();
-                state.pause_for(choice, chrono::Local::now());
-                crate::scheduler::pause_changed(app, false);
-            }
-        }
-        "open_panel" => crate::panel::show(app),
-        id if id.starts_with("conflict:") => {
-            let file = id.trim_start_matches("conflict:").to_string();
-            crate::panel::open_at(app, crate::notify::Target::Conflict(file));
-        }
-        "autostart" => {
-            let auto = app.autolaunch();
-            let result = match auto.is_enabled() {
-                Ok(true) => auto.disable(),
-                Ok(false) => match crate::login::warning() {
-                    // Refused: said in the log and in a notification (the panel says it too).
-                    Some(why) => {
-                        tracing::warn!("{why}");
-                        let notice = crate::notify::Notice {
-                            title: "Start at login is off".into(),
-                            body: why,
-                            target: None,
-                        };
-                        crate::notify::show(app, &[notice]);
-                        Ok(())
-                    }
-                    None => auto.enable(),
-                },
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                tracing::warn!("start at login: {e}");
-            }
-            refresh(app);
-        }
-        "quit" => app.exit(0),
-        _ => {}
-    }
 }
 
 #[cfg(test)]

@@ -316,26 +316,7 @@ fn dispatch(engine: &Engine, cli: &Cli, on_event: &mut dyn FnMut(&Event)) -> Res
             rows: Some(rows),
             ..
         } => restore_rows(engine, cli, backup, rows),
-        Command::History { file } => {
-            let h = engine.history(file)?;
-            show_as(
-                cli,
-                h.as_slice(),
-                metasync::inspect::json::history_json,
-                metasync::inspect::text::history,
-            );
-            Ok(0)
-        }
-        Command::Diff { file, a, b, table } => {
-            let d = engine.diff(file, a.as_deref(), b.as_deref(), table.as_deref())?;
-            show_as(
-                cli,
-                &d,
-                metasync::inspect::json::diff_json,
-                metasync::inspect::text::diff,
-            );
-            Ok(0)
-        }
+        Command::History { .. } | Command::Diff { .. } => versions(engine, cli),
         Command::Restore {
             backup,
             to: Some(to),
@@ -397,6 +378,23 @@ fn dispatch(engine: &Engine, cli: &Cli, on_event: &mut dyn FnMut(&Event)) -> Res
         Command::Daemon { interval } => daemon(engine, cli, *interval, on_event),
         Command::Login { location } => login(engine, cli, location),
     }
+}
+
+/// `history FILE` and `diff FILE [A] [B]`: a file's kept versions and what differs between two.
+fn versions(engine: &Engine, cli: &Cli) -> Result<i32, Error> {
+    use metasync::inspect::{json, text};
+    match &cli.command {
+        Command::History { file } => {
+            let h = engine.history(file)?;
+            show_as(cli, h.as_slice(), json::history_json, text::history);
+        }
+        Command::Diff { file, a, b, table } => {
+            let d = engine.diff(file, a.as_deref(), b.as_deref(), table.as_deref())?;
+            show_as(cli, &d, json::diff_json, text::diff);
+        }
+        _ => return Err(Error::Usage("not a history or diff command".into())),
+    }
+    Ok(0)
 }
 
 /// `restore ID --rows TABLE:KEY[,KEY...]`: only those rows, into the local database.
