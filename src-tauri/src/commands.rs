@@ -147,15 +147,24 @@ pub async fn resolve_conflict<R: Runtime>(
     file: String,
     location: String,
 ) -> Result<RunReport, String> {
+    settle(app, move |e, events| e.resolve(&file, &location, events)).await
+}
+
+/// Runs a resolve on a blocking thread as the app's own write (its writes are not taken for
+/// the user's), then tells the tray and the page what came of it.
+async fn settle<R: Runtime>(
+    app: AppHandle<R>,
+    resolve: impl FnOnce(&Engine, &mut dyn FnMut(&Event)) -> metasync::Result<RunReport>
+        + Send
+        + 'static,
+) -> Result<RunReport, String> {
     let engine = app.state::<AppState>().engine.clone();
     let app2 = app.clone();
     let (result, events) = blocking(&engine, move |e| {
         let state = app2.state::<AppState>();
         let _writing = state.begin_write();
         let mut events: Vec<Event> = Vec::new();
-        let r = e
-            .resolve(&file, &location, &mut |ev| events.push(ev.clone()))
-            .map_err(|e| e.to_string());
+        let r = resolve(&e, &mut |ev| events.push(ev.clone())).map_err(|e| e.to_string());
         if let Ok(report) = &r {
             state.record_own_writes(report);
         }
@@ -226,26 +235,10 @@ pub async fn resolve_rows<R: Runtime>(
     file: String,
     choices: Vec<RowChoice>,
 ) -> Result<RunReport, String> {
-    let engine = app.state::<AppState>().engine.clone();
-    let app2 = app.clone();
-    let (result, events) = blocking(&engine, move |e| {
-        let state = app2.state::<AppState>();
-        let _writing = state.begin_write();
-        let mut events: Vec<Event> = Vec::new();
-        let r = e
-            .resolve_rows(&file, &choices, &mut |ev| events.push(ev.clone()))
-            .map_err(|e| e.to_string());
-        if let Ok(report) = &r {
-            state.record_own_writes(report);
-        }
-        Ok((r, events))
+    settle(app, move |e, events| {
+        e.resolve_rows(&file, &choices, events)
     })
-    .await?;
-    match &result {
-        Ok(report) => scheduler::after_call(&app, "resolve", Ok(report), &events).await,
-        Err(_) => scheduler::refresh_status(&app).await,
-    }
-    result
+    .await
 }
 
 /// The most recent runs from the archive, newest first.

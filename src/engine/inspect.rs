@@ -85,6 +85,20 @@ fn parse_time(s: &str) -> DateTime<Utc> {
 }
 
 impl Engine {
+    /// Marks the backup `made` (in the location rooted at `root`) as a version a restore or
+    /// resolve replaced: protected for `protect_days` whatever the schedule says.
+    pub(crate) fn protect_replaced(&self, root: &Path, made: &Path) -> Result<()> {
+        match made.strip_prefix(root).ok().and_then(|r| r.to_str()) {
+            Some(rel) => crate::history::protect(
+                root,
+                rel,
+                crate::history::policy::Protected::Replaced,
+                self.clock().now(),
+            ),
+            None => Ok(()),
+        }
+    }
+
     fn check_synced(&self, file: &str) -> Result<()> {
         if self.selector().matches(file) {
             Ok(())
@@ -332,18 +346,7 @@ impl Engine {
                 return Err(e);
             }
         };
-        if let Some(rel) = made
-            .strip_prefix(&local.loc.root)
-            .ok()
-            .and_then(|r| r.to_str())
-        {
-            crate::history::protect(
-                &local.loc.root,
-                rel,
-                crate::history::policy::Protected::Replaced,
-                self.clock().now(),
-            )?;
-        }
+        self.protect_replaced(&local.loc.root, &made)?;
         tracing::info!(target: "metasync", "{file} in local: {} of {table} restored from {}", crate::words::plural(keys.len() as u64, "row"), entry.id);
         Ok(RestoreRowsReport {
             backup: entry,
@@ -463,18 +466,7 @@ impl Engine {
         let opts = crate::sqlite::SqliteOptions::from(&self.config().sqlite);
         let at = self.clock().now_local().naive_local();
         let made = crate::apply::backup(&live, at, crate::apply::BackupMethod::Snapshot, &opts)?;
-        if let Some(rel) = made
-            .strip_prefix(&local.loc.root)
-            .ok()
-            .and_then(|r| r.to_str())
-        {
-            crate::history::protect(
-                &local.loc.root,
-                rel,
-                crate::history::policy::Protected::Replaced,
-                self.clock().now(),
-            )?;
-        }
+        self.protect_replaced(&local.loc.root, &made)?;
         for (loc, tables) in picks {
             let source = self.open_current(file, loc)?;
             for (table, keys) in tables {
