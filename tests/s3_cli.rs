@@ -768,3 +768,44 @@ fn a_bucket_backup_is_restored_into_local_and_the_next_sync_carries_it_everywher
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(read(&to), "rules: v1\n");
 }
+
+#[test]
+fn retention_thins_the_bucket_backups_of_the_files_a_run_wrote() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let extra = "[backups]\nkeep_last = 2\nretention = \"none\"\n";
+    let (a, _b) = two_versions(&moto, &w, extra);
+    for (v, age) in [
+        ("rules: v3\n", 40),
+        ("rules: v4\n", 30),
+        ("rules: v5\n", 20),
+    ] {
+        write_aged(&a.file(RULES), v, age);
+        a.sync(&[], 0);
+    }
+    let mut kept = backup_objects(&moto);
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["rules: v3\n", "rules: v4\n"],
+        "the two newest backup objects stay, the older ones are deleted"
+    );
+    let keys = moto.keys("shared");
+    assert!(
+        keys.contains(&"meta/sorting-rules.yaml".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"meta/.metasync-location".to_string()),
+        "{keys:?}"
+    );
+    assert_eq!(moto.get("shared", "meta/sorting-rules.yaml"), "rules: v5\n");
+    // A no-op run deletes nothing and costs one listing.
+    a.sync(&[], 0);
+    let n = requests(&a, "s3");
+    assert_eq!(
+        (n["list"].as_u64(), n["delete"].as_u64()),
+        (Some(1), Some(0)),
+        "{n}"
+    );
+}

@@ -6,6 +6,7 @@
 use super::backups::{created_of, OnDisk, Scratch};
 use crate::engine::{Engine, Place};
 use crate::error::{Error, Result};
+use crate::history::policy::{self, Action};
 use crate::report::BackupEntry;
 use crate::scan::{self, Found};
 use std::path::{Path, PathBuf};
@@ -131,6 +132,47 @@ impl Engine {
             scratch,
         )))
     }
+}
+
+/// Retention for the backup objects of each file a run wrote to a store: the same policy as
+/// for a folder's backups; the versions it removes are deleted from the bucket (a version it
+/// would store stays an object: a bucket has no compact store). Under the run's lease.
+pub(crate) fn prune_bucket_backups(engine: &Engine, places: &[&Place]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let config = &engine.config().backups;
+    let now = engine.clock().now();
+    for place in places.iter().filter(|p| p.loc.store.is_some()) {
+        let name = &place.loc.name;
+        let mut doomed = Vec::new();
+        for file in engine.stores.touched(name) {
+            let list = match engine.bucket_backups(place, Some(&file), false) {
+                Ok(l) => l,
+                Err(e) => {
+                    warnings.push(e.to_string());
+                    continue;
+                }
+            };
+            let versions: Vec<policy::Version> = list
+                .iter()
+                .map(|b| policy::Version {
+                    id: b.rel.clone(),
+                    created: b.created,
+                    size: b.entry.size,
+                    protected: crate::history::protection_of(&place.loc.root, &b.rel)
+                        .map(|p| (p.reason, p.since)),
+                })
+                .collect();
+            for d in policy::decide(&versions, config, now) {
+                if d.action == Action::Remove {
+                    doomed.push(d.id);
+                }
+            }
+        }
+        if let Err(e) = engine.stores.delete_backups(name, &doomed) {
+            warnings.push(format!("{name}: {e}"));
+        }
+    }
+    warnings
 }
 
 /// Whether `path` is a backup object's address rather than a file.
