@@ -677,3 +677,135 @@ fn a_200_mb_database_goes_up_in_parts_and_comes_down_whole() {
         "the rows that came down are the rows that went up"
     );
 }
+
+/// Machines `a` and `b` on the bucket `shared`, with the rules file at v1 then v2 synced
+/// through it by `a` (and `b` up to date): the bucket keeps v1 as a backup object.
+fn two_versions(moto: &Moto, w: &World, extra: &str) -> (Machine, Machine) {
+    moto.create_bucket("shared");
+    let loc = format!("{extra}\n{}", moto.location("s3", "shared", "meta"));
+    let a = w.machine("a", &[], &loc);
+    let b = w.machine("b", &[], &loc);
+    write_aged(&a.file(RULES), "rules: v1\n", 100);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    write_aged(&a.file(RULES), "rules: v2\n", 50);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    assert_eq!(read(&b.file(RULES)), "rules: v2\n");
+    assert_eq!(backup_objects(moto), ["rules: v1\n"]);
+    (a, b)
+}
+
+#[test]
+fn the_bucket_backups_are_listed_like_plain_backups() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (a, b) = two_versions(&moto, &w, "");
+    let key = moto
+        .keys("shared")
+        .into_iter()
+        .find(|k| k.starts_with("meta/sorting-rules.yaml.backup-"))
+        .unwrap();
+    let id = format!("s3:{}", key.strip_prefix("meta/").unwrap());
+    for m in [&a, &b] {
+        let (code, list) = m.json(&["backups", "--location", "s3"]);
+        assert_eq!(code, 0, "{list:#}");
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 1, "one backup object: {list:#?}");
+        assert_eq!(list[0]["id"], id.as_str());
+        assert_eq!(list[0]["file"], RULES);
+        assert_eq!(list[0]["location"], "s3");
+        assert_eq!(list[0]["size"], "rules: v1\n".len());
+        assert_eq!(list[0]["stored"], false);
+        assert!(
+            list[0]["created"].as_str().unwrap().len() >= 19,
+            "{list:#?}"
+        );
+        let (_, by_file) = m.json(&["backups", RULES]);
+        assert!(by_file.to_string().contains(&id), "{by_file:#}");
+        let (code, history) = m.json(&["history", RULES]);
+        assert_eq!(code, 0, "{history:#}");
+        assert!(history.to_string().contains(&id), "{history:#}");
+    }
+    // With counts asked, the object is read for its hash: the one its bytes give.
+    let (_, counted) = b.json(&["backups", "--location", "s3", "--counts"]);
+    let expected = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(b"rules: v1\n");
+        digest
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(counted[0]["sha256"], expected.as_str(), "{counted:#}");
+}
+
+#[test]
+fn a_bucket_backup_is_restored_into_local_and_the_next_sync_carries_it_everywhere() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (a, b) = two_versions(&moto, &w, "");
+    let (_, list) = b.json(&["backups", "--location", "s3"]);
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let (code, r) = b.json(&["restore", &id]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(
+        r["restored_to"],
+        b.file(RULES).display().to_string(),
+        "restored in local, not in the store's mirror: {r:#}"
+    );
+    assert_eq!(read(&b.file(RULES)), "rules: v1\n");
+    b.sync(&[], 0);
+    assert_eq!(moto.get("shared", "meta/sorting-rules.yaml"), "rules: v1\n");
+    a.sync(&[], 0);
+    assert_eq!(read(&a.file(RULES)), "rules: v1\n");
+    let r = b.sync(&[], 0);
+    assert_eq!(r["actions"].as_array().unwrap().len(), 0, "{r:#}");
+
+    // --to writes the version to a new file outside every location.
+    let to = w.path("restored-v1.yaml");
+    let (code, r) = a.json(&["restore", &id, "--to", to.to_str().unwrap()]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(read(&to), "rules: v1\n");
+}
+
+#[test]
+fn retention_thins_the_bucket_backups_of_the_files_a_run_wrote() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let extra = "[backups]\nkeep_last = 2\nretention = \"none\"\n";
+    let (a, _b) = two_versions(&moto, &w, extra);
+    for (v, age) in [
+        ("rules: v3\n", 40),
+        ("rules: v4\n", 30),
+        ("rules: v5\n", 20),
+    ] {
+        write_aged(&a.file(RULES), v, age);
+        a.sync(&[], 0);
+    }
+    let mut kept = backup_objects(&moto);
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["rules: v3\n", "rules: v4\n"],
+        "the two newest backup objects stay, the older ones are deleted"
+    );
+    let keys = moto.keys("shared");
+    assert!(
+        keys.contains(&"meta/sorting-rules.yaml".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"meta/.metasync-location".to_string()),
+        "{keys:?}"
+    );
+    assert_eq!(moto.get("shared", "meta/sorting-rules.yaml"), "rules: v5\n");
+    // A no-op run deletes nothing and costs one listing.
+    a.sync(&[], 0);
+    let n = requests(&a, "s3");
+    assert_eq!(
+        (n["list"].as_u64(), n["delete"].as_u64()),
+        (Some(1), Some(0)),
+        "{n}"
+    );
+}

@@ -22,7 +22,7 @@ pub(crate) struct OnDisk {
     pub(crate) created: chrono::DateTime<chrono::Utc>,
 }
 
-fn created_of(at: chrono::NaiveDateTime) -> chrono::DateTime<Local> {
+pub(crate) fn created_of(at: chrono::NaiveDateTime) -> chrono::DateTime<Local> {
     // A name in a skipped daylight-saving hour has no local time: read it as UTC.
     Local
         .from_local_datetime(&at)
@@ -227,6 +227,12 @@ impl Engine {
                     all.push(b);
                 }
             }
+            // The store's backup objects the mirror does not hold as plain files.
+            for b in self.bucket_backups(p, file, with_counts)? {
+                if !all.iter().any(|a| a.entry.id == b.entry.id) {
+                    all.push(b);
+                }
+            }
             let store = Store::of_location(&p.loc.root);
             for (id, m) in store.manifests()?.0 {
                 if file.is_none_or(|x| x == m.info.file) {
@@ -243,7 +249,9 @@ impl Engine {
         out.sort_by_key(|b| std::cmp::Reverse(b.0));
         let mut out: Vec<BackupEntry> = out.into_iter().map(|(_, e)| e).collect();
         if with_counts {
-            for b in out.iter_mut().filter(|b| !b.stored) {
+            let plain =
+                |b: &BackupEntry| !b.stored && !super::bucket_backups::is_object_path(&b.path);
+            for b in out.iter_mut().filter(|b| plain(b)) {
                 let facts = crate::kind::read_content(Path::new(&b.path), &self.read_ctx())
                     .map(|c| c.facts)
                     .unwrap_or_default();
@@ -332,6 +340,19 @@ impl Engine {
             }
         }
         let ctx = self.read_ctx();
+        if let Some((_, _, tmp, entry, _scratch)) = self.find_bucket_backup(spec)? {
+            let content = crate::kind::read_content(&tmp, &ctx)?;
+            if !content.facts.integrity.is_empty() {
+                return Err(Error::Refused(format!(
+                    "backup {} fails its integrity check ({}); not restored",
+                    entry.path,
+                    content.facts.integrity.join("; ")
+                )));
+            }
+            let hash = crate::kind::sha256_file(&tmp)?;
+            crate::apply::copy_file(&tmp, to, &hash, std::time::SystemTime::now(), "restore")?;
+            return Ok(entry);
+        }
         if let Some((place, store, id, m)) = self.find_stored(spec)? {
             store.restore_to(&m, to, &ctx.sqlite)?;
             return Ok(stored_entry(&place, &store, &id, &m));
@@ -424,6 +445,9 @@ impl Engine {
         &self,
         spec: &str,
     ) -> Result<(Place, String, PathBuf, BackupEntry, Scratch)> {
+        if let Some(found) = self.find_bucket_backup(spec)? {
+            return Ok(found);
+        }
         if let Some((place, store, id, m)) = self.find_stored(spec)? {
             let ctx = self.read_ctx();
             std::fs::create_dir_all(&ctx.scratch)
@@ -874,6 +898,13 @@ fn move_into_store(
 
 /// A scratch file removed when dropped.
 pub(crate) struct Scratch(Option<PathBuf>);
+
+impl Scratch {
+    /// The scratch file `path`.
+    pub(crate) fn new(path: PathBuf) -> Scratch {
+        Scratch(Some(path))
+    }
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {

@@ -146,5 +146,8 @@ impl Run<'_> {
         if let Err(e) = super::backups::prune_after_sync(self.engine, &sc.available, known) {
             self.warnings.push(format!("backup retention: {e}"));
         }
+        for w in super::bucket_backups::prune_bucket_backups(self.engine, &sc.available) {
+            self.warnings.push(format!("backup retention: {w}"));
+        }
     }
 }

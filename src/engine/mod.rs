@@ -3,6 +3,7 @@
 //! merge attempt, `write` every write of a run, `status` what a person asks to see.
 
 mod backups;
+mod bucket_backups;
 mod file;
 mod finish;
 mod inspect;

@@ -39,6 +39,11 @@ pub(crate) struct Session {
     /// Synced keys that changed in the bucket between the scan and the lease.
     pub(super) moved: HashSet<String>,
     pub(super) selector: Option<crate::select::Selector>,
+    /// The backup objects under the prefix, by path relative to it (from the last listing,
+    /// and the ones this run put).
+    pub(super) backups: std::collections::BTreeMap<String, super::BucketBackup>,
+    /// The synced files this run published.
+    pub(super) touched: std::collections::BTreeSet<String>,
 }
 
 impl Session {
@@ -92,6 +97,8 @@ impl Session {
             lease: lease::Lease::None,
             moved: HashSet::new(),
             selector: None,
+            backups: Default::default(),
+            touched: Default::default(),
         })
     }
 
@@ -177,6 +184,7 @@ impl Session {
         self.release_lease();
         self.stats = Stats::default();
         self.moved.clear();
+        self.touched.clear();
     }
 
     /// Ends a run: the lease released, the run's request counts written beside the mirror.

@@ -119,6 +119,7 @@ impl Session {
         selector: &crate::select::Selector,
     ) -> Result<BTreeMap<String, String>, String> {
         let listed = self.list_all()?;
+        self.note_backups(&listed, selector);
         Ok(listed
             .into_iter()
             .filter_map(|m| {
@@ -213,6 +214,7 @@ impl Session {
                 self.spec.url()
             ));
         }
+        self.touched.insert(file.to_string());
         let root = self.mirror.clone();
         let outcome = self.publish_backups(&root, file).and_then(|()| {
             let marker_new = !self.index.0.contains_key(names::MARKER);
@@ -278,11 +280,17 @@ impl Session {
         b: &names::BackupName,
     ) -> Result<(), Published> {
         let mut last = String::new();
-        for n in b.n..b.n + 100 {
+        let first = self.first_free_suffix(&format!("{base}{}", b.file_name), b.at, b.n);
+        for n in first..first + 100 {
             let key = format!("{base}{}", names::backup_name(&b.file_name, b.at, n));
             match self.put_as(root, rel, &key) {
                 Err(Published::Raced(why)) => last = why,
-                done => return done,
+                Ok(()) => {
+                    let size = stat(&root.join(rel)).map_or(0, |s| s[0] as u64);
+                    self.remember_backup(&key, size);
+                    return Ok(());
+                }
+                failed => return failed,
             }
         }
         Err(Published::Failed(format!(
@@ -457,7 +465,7 @@ fn mtime_attributes(stat: Option<[i64; 4]>) -> Attributes {
     a
 }
 
-fn io_err(e: std::io::Error) -> object_store::Error {
+pub(super) fn io_err(e: std::io::Error) -> object_store::Error {
     object_store::Error::Generic {
         store: "mirror",
         source: Box::new(e),

@@ -6,12 +6,14 @@
 //! ([`Stores::publish`]), conditional on the object version the run scanned (its ETag), under
 //! a lease that serialises the runs of different machines on one store.
 
+mod backups;
 mod client;
 mod credentials;
 mod lease;
 mod mirror;
 
 pub use crate::bucket::{mirror_root, StoreSpec};
+pub use backups::BucketBackup;
 pub use credentials::{login, Credentials};
 
 use crate::location::Location;
@@ -64,6 +66,40 @@ impl Stores {
         let mut sessions = self.lock();
         let session = sessions.get_mut(name)?;
         Some(session.publish(file))
+    }
+
+    /// The backup objects of the store `name` (as its last listing and this run know them).
+    /// `None`: not a store this engine has listed.
+    pub fn backup_objects(&self, name: &str) -> Option<Vec<BucketBackup>> {
+        let sessions = self.lock();
+        Some(sessions.get(name)?.backups.values().cloned().collect())
+    }
+
+    /// The synced files of the store `name` this run published.
+    pub fn touched(&self, name: &str) -> Vec<String> {
+        let sessions = self.lock();
+        sessions
+            .get(name)
+            .map(|s| s.touched.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Downloads the backup object `rel` of the store `name` to the new file `dest`.
+    pub fn fetch_backup(&self, name: &str, rel: &str, dest: &Path) -> Result<(), String> {
+        let mut sessions = self.lock();
+        let session = sessions
+            .get_mut(name)
+            .ok_or_else(|| format!("{name} is not an object store this run listed"))?;
+        session.get_backup(rel, dest)
+    }
+
+    /// Deletes backup objects of the store `name`, under the run's lease.
+    pub fn delete_backups(&self, name: &str, rels: &[String]) -> Result<(), String> {
+        let mut sessions = self.lock();
+        match sessions.get_mut(name) {
+            Some(s) => s.delete_backups(rels),
+            None => Ok(()),
+        }
     }
 
     /// Whether the store `name`'s identity marker is in its bucket (as far as this engine knows).

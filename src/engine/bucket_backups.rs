@@ -1,0 +1,181 @@
+//! The backups an object store keeps as objects (`<file>.backup-…` under its prefix): listed
+//! like plain backups (from the listing the refresh made), restored into the local folder
+//! (the store's folder is only a mirror; the next sync carries the version everywhere), and
+//! thinned by retention after a run that wrote to the store.
+
+use super::backups::{created_of, OnDisk, Scratch};
+use crate::engine::{Engine, Place};
+use crate::error::{Error, Result};
+use crate::history::policy::{self, Action};
+use crate::report::BackupEntry;
+use crate::scan::{self, Found};
+use std::path::{Path, PathBuf};
+
+/// A version to restore: the place it goes back into, its file, the file holding it, its
+/// listing entry, and the scratch copy's guard.
+pub(crate) type FoundVersion = (Place, String, PathBuf, BackupEntry, Scratch);
+
+impl Engine {
+    /// The backup objects of the store `place` (of `file`, when given), as listed entries;
+    /// with `read`, each is downloaded to find its hash and counts.
+    pub(crate) fn bucket_backups(
+        &self,
+        place: &Place,
+        file: Option<&str>,
+        read: bool,
+    ) -> Result<Vec<OnDisk>> {
+        let (Some(spec), Some(objects)) = (
+            &place.loc.store,
+            self.stores.backup_objects(&place.loc.name),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for b in objects
+            .into_iter()
+            .filter(|b| file.is_none_or(|f| f == b.file))
+        {
+            let created = created_of(b.at);
+            let mut entry = BackupEntry {
+                id: format!("{}:{}", place.loc.name, b.rel),
+                location: place.loc.name.clone(),
+                file: b.file.clone(),
+                path: format!("{}/{}", spec.url(), b.rel),
+                created: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                size: b.size,
+                entities: None,
+                conversations: None,
+                sha256: None,
+                protected: crate::history::protection_of(&place.loc.root, &b.rel)
+                    .map(|p| p.reason.as_str().to_string()),
+                stored: false,
+            };
+            if read {
+                let (tmp, _scratch) = self.fetch_bucket_backup(&place.loc.name, &b.rel)?;
+                if let Found::Present { content, .. } =
+                    scan::scan_file(&tmp, None, &self.read_ctx())
+                {
+                    entry.sha256 = Some(content.hash);
+                }
+                let facts = crate::kind::read_content(&tmp, &self.read_ctx())
+                    .map(|c| c.facts)
+                    .unwrap_or_default();
+                entry.entities = facts.entities;
+                entry.conversations = facts.conversations;
+            }
+            out.push(OnDisk {
+                entry,
+                rel: b.rel,
+                created: created.with_timezone(&chrono::Utc),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Downloads the backup object `rel` of the store `name` into a scratch file (removed
+    /// when the returned guard drops).
+    fn fetch_bucket_backup(&self, name: &str, rel: &str) -> Result<(PathBuf, Scratch)> {
+        let ctx = self.read_ctx();
+        std::fs::create_dir_all(&ctx.scratch)
+            .map_err(|e| Error::io("create folder", &ctx.scratch, e))?;
+        let tmp = ctx
+            .scratch
+            .join(format!("bucket-backup-{}", crate::ids::random_hex(12)));
+        let scratch = Scratch::new(tmp.clone());
+        self.stores
+            .fetch_backup(name, rel, &tmp)
+            .map_err(|e| Error::Refused(format!("cannot read the backup {name}:{rel}: {e}")))?;
+        Ok((tmp, scratch))
+    }
+
+    /// The backup object `spec` (`<store>:<path>`) names, downloaded into scratch, with the
+    /// local place it is restored into. `None`: `spec` names no backup object.
+    pub(crate) fn find_bucket_backup(&self, spec: &str) -> Result<Option<FoundVersion>> {
+        let Some((loc, rel)) = spec.split_once(':').filter(|(l, _)| !l.contains('/')) else {
+            return Ok(None);
+        };
+        if !self
+            .config()
+            .locations
+            .iter()
+            .any(|c| c.name == loc && c.url.is_some())
+        {
+            return Ok(None);
+        }
+        let (places, _) = self.available_places()?;
+        let Some(place) = places.iter().find(|p| p.loc.name == loc) else {
+            return Ok(None);
+        };
+        let Some(found) = self
+            .bucket_backups(place, None, false)?
+            .into_iter()
+            .find(|b| b.rel == rel)
+        else {
+            return Ok(None);
+        };
+        if !self.selector().matches(&found.entry.file) {
+            return Err(Error::Refused(format!(
+                "`{spec}` is not a restorable backup: `{}` is not a synced file",
+                found.entry.file
+            )));
+        }
+        let local = places
+            .into_iter()
+            .find(|p| p.loc.is_local())
+            .ok_or_else(|| Error::Refused("the local folder is not available".into()))?;
+        let (tmp, scratch) = self.fetch_bucket_backup(loc, rel)?;
+        Ok(Some((
+            local,
+            found.entry.file.clone(),
+            tmp,
+            found.entry,
+            scratch,
+        )))
+    }
+}
+
+/// Retention for the backup objects of each file a run wrote to a store: the same policy as
+/// for a folder's backups; the versions it removes are deleted from the bucket (a version it
+/// would store stays an object: a bucket has no compact store). Under the run's lease.
+pub(crate) fn prune_bucket_backups(engine: &Engine, places: &[&Place]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let config = &engine.config().backups;
+    let now = engine.clock().now();
+    for place in places.iter().filter(|p| p.loc.store.is_some()) {
+        let name = &place.loc.name;
+        let mut doomed = Vec::new();
+        for file in engine.stores.touched(name) {
+            let list = match engine.bucket_backups(place, Some(&file), false) {
+                Ok(l) => l,
+                Err(e) => {
+                    warnings.push(e.to_string());
+                    continue;
+                }
+            };
+            let versions: Vec<policy::Version> = list
+                .iter()
+                .map(|b| policy::Version {
+                    id: b.rel.clone(),
+                    created: b.created,
+                    size: b.entry.size,
+                    protected: crate::history::protection_of(&place.loc.root, &b.rel)
+                        .map(|p| (p.reason, p.since)),
+                })
+                .collect();
+            for d in policy::decide(&versions, config, now) {
+                if d.action == Action::Remove {
+                    doomed.push(d.id);
+                }
+            }
+        }
+        if let Err(e) = engine.stores.delete_backups(name, &doomed) {
+            warnings.push(format!("{name}: {e}"));
+        }
+    }
+    warnings
+}
+
+/// Whether `path` is a backup object's address rather than a file.
+pub(crate) fn is_object_path(path: &str) -> bool {
+    path.starts_with("s3://") && !Path::new(path).exists()
+}
