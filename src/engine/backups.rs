@@ -515,18 +515,7 @@ impl Engine {
                 method,
                 &crate::sqlite::SqliteOptions::from(&self.config().sqlite),
             )?;
-            if let Some(rel) = made
-                .strip_prefix(&place.loc.root)
-                .ok()
-                .and_then(|r| r.to_str())
-            {
-                crate::history::protect(
-                    &place.loc.root,
-                    rel,
-                    crate::history::policy::Protected::Replaced,
-                    self.clock().now(),
-                )?;
-            }
+            self.protect_replaced(&place.loc.root, &made)?;
             report.previous_backup = Some(made.display().to_string());
         }
         let archive = Archive::open(self.home())?;
