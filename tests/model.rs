@@ -227,8 +227,11 @@ impl Sim {
         let mut c = Config::default();
         c.locations.clear();
         c.lock_wait_secs = 5;
-        // With retention on, the default policy (keep_last 5, the newest plain, staggered).
-        if self.base.is_none() {
+        // With retention on, the default policy (the newest plain, staggered, protected
+        // versions kept 30 days) with a shorter keep_last, so the schedule thins early.
+        if self.base.is_some() {
+            c.backups.keep_last = KEEP_LAST;
+        } else {
             c.backups.keep_last = 1_000_000;
             // Every version stays a plain file (the invariants read them beside the files).
             c.backups.plain_last = 1_000_000;
@@ -834,9 +837,9 @@ impl Sim {
     fn step(&mut self) {
         self.stats.steps += 1;
         if let Some(b) = &self.base {
-            // From a second to 45 minutes between steps: several versions share an hour,
+            // From a second to 20 minutes between steps: several versions share an hour,
             // and a case spans hours.
-            let secs = 1 + self.rng.below(45 * 60) as i64;
+            let secs = 1 + self.rng.below(20 * 60) as i64;
             b.advance(chrono::Duration::seconds(secs));
         }
         let m = self.rng.below(self.n);
@@ -1123,8 +1126,9 @@ struct Listed {
     protected: bool,
 }
 
-/// The policy's `keep_last` (the default).
-const KEEP_LAST: usize = 5;
+/// The policy's `keep_last` with retention on (the default is 5: with 2, the case's few
+/// versions per place reach the hourly schedule and the protection rule).
+const KEEP_LAST: usize = 2;
 
 impl Sim {
     /// Machine `m`'s clock now.
@@ -1156,7 +1160,7 @@ impl Sim {
     /// A `metasync` command on machine `m`, through the CLI, with a config naming the
     /// locations it reaches now.
     fn cli(&self, m: usize, args: &[&str]) -> std::process::Output {
-        let mut toml = String::from("lock_wait_secs = 5\n");
+        let mut toml = format!("lock_wait_secs = 5\n[backups]\nkeep_last = {KEEP_LAST}\n");
         let reach = self.reach(m);
         if reach.iter().any(|l| l == "icloud") {
             toml.push_str(&format!(
