@@ -24,6 +24,9 @@
 //!    non-manual strategy, held-back versions resolved), every location — all homes, the
 //!    shared folder and the drive wherever it is plugged — holds the same version of each file.
 //!
+//! With retention on (`model_retention`): the default policy but `keep_last = 2`, a simulated
+//! clock, invariant 1 replaced by what the policy must keep (see `check_history`).
+//!
 //! Reproduce one case: `METASYNC_MODEL_SEED=<seed> cargo test --test model one_seed -- --nocapture`.
 //! Soak: `METASYNC_SOAK_CASES=20000 METASYNC_SOAK_SEED=7 cargo test --release --test model soak -- --ignored --nocapture`.
 
