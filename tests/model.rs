@@ -24,12 +24,16 @@
 //!    non-manual strategy, held-back versions resolved), every location — all homes, the
 //!    shared folder and the drive wherever it is plugged — holds the same version of each file.
 //!
+//! With retention on (`model_retention`): the default policy but `keep_last = 2`, a simulated
+//! clock, invariant 1 replaced by what the policy must keep (see `check_history`).
+//!
 //! Reproduce one case: `METASYNC_MODEL_SEED=<seed> cargo test --test model one_seed -- --nocapture`.
 //! Soak: `METASYNC_SOAK_CASES=20000 METASYNC_SOAK_SEED=7 cargo test --release --test model soak -- --ignored --nocapture`.
 
 mod common;
 use common::Rng;
 use metasync::archive::{Archive, Recorded};
+use metasync::clock::FixedClock;
 use metasync::config::{ConfigSource, Retention};
 use metasync::{Clock, Config, Engine, Mode, RunOptions, Strategy};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -41,12 +45,34 @@ const RULES: &str = "sorting-rules.yaml";
 const DB: &str = "metastore.db";
 const FILES: [&str; 2] = [RULES, DB];
 
-/// A machine's clock, `skew` seconds off the real one.
-struct SkewClock(i64);
+/// A machine's clock, `skew` seconds off the real one, or off the case's simulated clock
+/// (`base`, with retention on: time then passes between steps, so versions age).
+struct SkewClock {
+    skew: i64,
+    base: Option<Arc<FixedClock>>,
+}
 impl Clock for SkewClock {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc::now() + chrono::Duration::seconds(self.0)
+        let t = match &self.base {
+            Some(b) => b.now(),
+            None => chrono::Utc::now(),
+        };
+        t + chrono::Duration::seconds(self.skew)
     }
+}
+
+type Utc = chrono::DateTime<chrono::Utc>;
+
+/// What a step or run did to history, with retention on (the model's side of it).
+#[derive(Default)]
+struct History {
+    /// (place label, file) -> every version a run replaced there: (when, by that
+    /// machine's clock; version).
+    replaced: HashMap<(String, String), Vec<(Utc, String)>>,
+    /// (place label, file) -> versions `backups --json` once listed as protected there.
+    protected: HashMap<(String, String), HashSet<String>>,
+    /// (id, version) pairs `restore --to` already rebuilt exactly.
+    restored: HashSet<(String, String)>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -63,6 +89,9 @@ struct Stats {
     run_failures: u64,
     overwrites_checked: u64,
     silent_overwrites: u64,
+    history_checked: u64,
+    history_restores: u64,
+    history_failures: u64,
 }
 
 impl Stats {
@@ -79,6 +108,9 @@ impl Stats {
         self.run_failures += o.run_failures;
         self.overwrites_checked += o.overwrites_checked;
         self.silent_overwrites += o.silent_overwrites;
+        self.history_checked += o.history_checked;
+        self.history_restores += o.history_restores;
+        self.history_failures += o.history_failures;
     }
 }
 
@@ -112,6 +144,9 @@ struct Sim {
     stats: Stats,
     log: Vec<String>,
     failures: Vec<String>,
+    /// With retention on (the default policy): the case's simulated clock.
+    base: Option<Arc<FixedClock>>,
+    history: History,
 }
 
 fn stat_key(p: &Path) -> Option<(PathBuf, u64, i128, u64)> {
@@ -126,7 +161,7 @@ fn stat_key(p: &Path) -> Option<(PathBuf, u64, i128, u64)> {
 }
 
 impl Sim {
-    fn new(seed: u64) -> Sim {
+    fn new(seed: u64, retention: bool) -> Sim {
         let mut rng = Rng(seed);
         // On tmpfs when there is one: the model is about logic, and fsync on a shared VM disk
         // would dominate its run time (the crash and fault tests use the real disk).
@@ -171,6 +206,13 @@ impl Sim {
             stats: Stats::default(),
             log: Vec::new(),
             failures: Vec::new(),
+            base: retention.then(|| {
+                let now = chrono::Utc::now();
+                let whole =
+                    now - chrono::Duration::nanoseconds(now.timestamp_subsec_nanos().into());
+                Arc::new(FixedClock::new(whole))
+            }),
+            history: History::default(),
         }
     }
 
@@ -188,11 +230,17 @@ impl Sim {
         let mut c = Config::default();
         c.locations.clear();
         c.lock_wait_secs = 5;
-        c.backups.keep_last = 1_000_000;
-        // Every version stays a plain file (the invariants read them beside the files).
-        c.backups.plain_last = 1_000_000;
-        c.backups.plain_max_mb = u64::MAX;
-        c.backups.retention = Retention::None;
+        // With retention on, the default policy (the newest plain, staggered, protected
+        // versions kept 30 days) with a shorter keep_last, so the schedule thins early.
+        if self.base.is_some() {
+            c.backups.keep_last = KEEP_LAST;
+        } else {
+            c.backups.keep_last = 1_000_000;
+            // Every version stays a plain file (the invariants read them beside the files).
+            c.backups.plain_last = 1_000_000;
+            c.backups.plain_max_mb = u64::MAX;
+            c.backups.retention = Retention::None;
+        }
         // A database held busy by a test step fails its run quickly.
         c.sqlite.busy_timeout_ms = 20;
         if self.online[m] {
@@ -215,7 +263,10 @@ impl Sim {
     fn engine(&self, m: usize) -> Engine {
         Engine::with_config(self.home(m), self.config(m), ConfigSource::Defaults)
             .expect("engine")
-            .with_clock(Arc::new(SkewClock(self.skew[m])))
+            .with_clock(Arc::new(SkewClock {
+                skew: self.skew[m],
+                base: self.base.clone(),
+            }))
     }
 
     /// Every location folder that exists now: (label, root).
@@ -287,6 +338,10 @@ impl Sim {
 
     /// Invariant 1 and the second half of 2.
     fn check_nothing_lost(&mut self, when: &str) {
+        // With retention on, versions go by the policy: `check_history` checks what stays.
+        if self.base.is_some() {
+            return;
+        }
         let (all, _) = self.present();
         self.stats.versions_checked += self.required.len() as u64;
         let mut lost: Vec<(String, String)> = self.required.difference(&all).cloned().collect();
@@ -379,7 +434,11 @@ impl Sim {
     }
 
     fn set_mtime(&self, m: usize, p: &Path) {
-        let t = SystemTime::now() + Duration::from_millis(self.rng_free_jitter());
+        let now = match &self.base {
+            Some(b) => SystemTime::from(b.now()),
+            None => SystemTime::now(),
+        };
+        let t = now + Duration::from_millis(self.rng_free_jitter());
         let t = if self.skew[m] >= 0 {
             t + Duration::from_secs(self.skew[m] as u64)
         } else {
@@ -586,6 +645,8 @@ impl Sim {
                 }
                 let after = self.check_archive_after_run(m, &r, held);
                 self.check_overwrites(m, mode, &before, &after, &r);
+                self.record_replaced(m, &before, &after);
+                self.check_history(m);
                 Some(r)
             }
             Err(e) => {
@@ -736,6 +797,7 @@ impl Sim {
                 holders[self.rng.below(holders.len())]
             };
             self.stats.runs += 1;
+            let (_, before) = self.present();
             match engine.resolve(&c.file, &keep.location, &mut |_| {}) {
                 Ok(r) => {
                     self.log.push(format!(
@@ -746,7 +808,9 @@ impl Sim {
                         self.stats.run_failures += 1;
                         self.fail(format!("m{m} resolve failed: {:?}", r.errors));
                     }
-                    self.check_archive_after_run(m, &r, false);
+                    let after = self.check_archive_after_run(m, &r, false);
+                    self.record_replaced(m, &before, &after);
+                    self.check_history(m);
                 }
                 Err(e) => {
                     self.stats.run_failures += 1;
@@ -775,6 +839,12 @@ impl Sim {
 
     fn step(&mut self) {
         self.stats.steps += 1;
+        if let Some(b) = &self.base {
+            // From a second to 20 minutes between steps: several versions share an hour,
+            // and a case spans hours.
+            let secs = 1 + self.rng.below(20 * 60) as i64;
+            b.advance(chrono::Duration::seconds(secs));
+        }
         let m = self.rng.below(self.n);
         match self.rng.below(100) {
             0..=39 => self.edit(m),
@@ -860,8 +930,8 @@ impl Sim {
 }
 
 /// Runs one case; returns its stats and, on failure, a report with the seed and the steps.
-fn run_case(seed: u64, steps: usize) -> (Stats, Option<String>) {
-    let mut sim = Sim::new(seed);
+fn run_case(seed: u64, steps: usize, retention: bool) -> (Stats, Option<String>) {
+    let mut sim = Sim::new(seed, retention);
     sim.log.push(format!(
         "{} machines, clock skew (s): {:?}",
         sim.n, sim.skew
@@ -917,20 +987,20 @@ impl Sim {
     }
 }
 
-fn run_group(name: &str, base_seed: u64, cases: u64, steps: usize) {
+fn run_group(name: &str, base_seed: u64, cases: u64, steps: usize, retention: bool) {
     let started = std::time::Instant::now();
     let mut total = Stats::default();
     let mut failures = Vec::new();
     for i in 0..cases {
         let seed = base_seed.wrapping_mul(0x1000_0000_01B3).wrapping_add(i);
-        let (s, f) = run_case(seed, steps);
+        let (s, f) = run_case(seed, steps, retention);
         total.add(&s);
         if let Some(f) = f {
             failures.push(f);
         }
     }
     println!(
-        "model[{name}]: cases {} (steps {}, engine runs {}), faults injected {}, versions tracked {}, versions checked {}, versions lost {}, overwrites checked {}, silent overwrites {}, archive mismatches {}, convergence failures {}, failed runs {}, {:.1}s",
+        "model[{name}]: cases {} (steps {}, engine runs {}), faults injected {}, versions tracked {}, versions checked {}, versions lost {}, overwrites checked {}, silent overwrites {}, archive mismatches {}, convergence failures {}, failed runs {}, history versions checked {}, restored {}, history failures {}, {:.1}s",
         total.cases,
         total.steps,
         total.runs,
@@ -943,6 +1013,9 @@ fn run_group(name: &str, base_seed: u64, cases: u64, steps: usize) {
         total.archive_failures,
         total.convergence_failures,
         total.run_failures,
+        total.history_checked,
+        total.history_restores,
+        total.history_failures,
         started.elapsed().as_secs_f64()
     );
     if !failures.is_empty() {
@@ -982,6 +1055,7 @@ fn model_group_a() {
         env_u64("METASYNC_MODEL_BASE").unwrap_or(1),
         cases,
         CI_STEPS,
+        false,
     );
 }
 
@@ -993,6 +1067,7 @@ fn model_group_b() {
         env_u64("METASYNC_MODEL_BASE").unwrap_or(1) + 0x5eed,
         cases,
         CI_STEPS,
+        false,
     );
 }
 
@@ -1003,7 +1078,8 @@ fn one_seed() {
         return;
     };
     let steps = env_u64("METASYNC_MODEL_STEPS").unwrap_or(CI_STEPS as u64) as usize;
-    let (s, f) = run_case(seed, steps);
+    let retention = std::env::var_os("METASYNC_MODEL_RETENTION").is_some();
+    let (s, f) = run_case(seed, steps, retention);
     println!(
         "seed {seed:#x}: versions tracked {}, lost {}",
         s.versions_tracked, s.versions_lost
@@ -1021,5 +1097,240 @@ fn soak() {
     let cases = env_u64("METASYNC_SOAK_CASES").unwrap_or(20_000);
     let steps = env_u64("METASYNC_SOAK_STEPS").unwrap_or(40) as usize;
     let seed = env_u64("METASYNC_SOAK_SEED").unwrap_or(7);
-    run_group("soak", seed, cases, steps);
+    run_group("soak", seed, cases, steps, false);
+}
+
+/// Cases and steps of the group with retention on (the default policy).
+const RETENTION_CASES: u64 = 60;
+const RETENTION_STEPS: usize = 20;
+
+/// Retention on: after every run, what the policy must keep is listed by `backups --json`
+/// and restores exactly (`restore ID --to`); the current-state invariants as in the others.
+/// Replay one case: `METASYNC_MODEL_RETENTION=1 METASYNC_MODEL_STEPS=20 METASYNC_MODEL_SEED=0x...`.
+#[test]
+fn model_retention() {
+    let cases = env_u64("METASYNC_MODEL_RETENTION_CASES").unwrap_or(RETENTION_CASES);
+    run_group(
+        "retention",
+        env_u64("METASYNC_MODEL_BASE").unwrap_or(1) + 0x7e7e,
+        cases,
+        RETENTION_STEPS,
+        true,
+    );
+}
+
+/// One version `backups --json` listed.
+struct Listed {
+    label: String,
+    file: String,
+    id: String,
+    created: Utc,
+    sha: Option<String>,
+    protected: bool,
+}
+
+/// The policy's `keep_last` with retention on (the default is 5: with 2, the case's few
+/// versions per place reach the hourly schedule and the protection rule).
+const KEEP_LAST: usize = 2;
+
+impl Sim {
+    /// Machine `m`'s clock now.
+    fn now_of(&self, m: usize) -> Utc {
+        let base = self.base.as_ref().expect("retention on");
+        base.now() + chrono::Duration::seconds(self.skew[m])
+    }
+
+    /// Notes every version a run (or resolve) of `m` replaced or removed in a place it reaches.
+    fn record_replaced(&mut self, m: usize, before: &Currents, after: &Currents) {
+        if self.base.is_none() {
+            return;
+        }
+        let at = self.now_of(m);
+        for l in self.reach(m) {
+            for f in FILES {
+                let key = (l.clone(), f.to_string());
+                let (Some(Some(old)), Some(new)) = (before.get(&key), after.get(&key)) else {
+                    continue;
+                };
+                if new.as_ref() != Some(old) {
+                    let entry = self.history.replaced.entry(key).or_default();
+                    entry.push((at, old.clone()));
+                }
+            }
+        }
+    }
+
+    /// A `metasync` command on machine `m`, through the CLI, with a config naming the
+    /// locations it reaches now.
+    fn cli(&self, m: usize, args: &[&str]) -> std::process::Output {
+        let mut toml = format!("lock_wait_secs = 5\n[backups]\nkeep_last = {KEEP_LAST}\n");
+        let reach = self.reach(m);
+        if reach.iter().any(|l| l == "icloud") {
+            toml.push_str(&format!(
+                "[[locations]]\nname = \"icloud\"\npath = \"{}\"\n",
+                self.icloud().display()
+            ));
+        }
+        if reach.iter().any(|l| l == "drive") {
+            toml.push_str(&format!(
+                "[[locations]]\nname = \"external\"\npath = \"{}\"\n",
+                self.mount(m).join(".metasystem").display()
+            ));
+        }
+        let config = self.root.join(format!("m{m}/metasync.toml"));
+        std::fs::write(&config, toml).expect("write the CLI's config");
+        std::process::Command::new(env!("CARGO_BIN_EXE_metasync"))
+            .arg("--home")
+            .arg(self.home(m))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("METASYNC_HOME")
+            .env_remove("METASYNC_CONFIG")
+            .output()
+            .expect("run metasync")
+    }
+
+    /// `backups --json` on machine `m`: every version listed in the places it reaches.
+    fn list_backups(&mut self, m: usize) -> Vec<Listed> {
+        let out = self.cli(m, &["--json", "backups"]);
+        let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+            Ok(v) if out.status.success() => v,
+            _ => {
+                self.stats.history_failures += 1;
+                self.fail(format!(
+                    "m{m} backups --json: exit {:?}: {}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+                return Vec::new();
+            }
+        };
+        let entries = v.as_array().cloned().unwrap_or_default();
+        entries
+            .iter()
+            .map(|e| Listed {
+                label: self.label_of(m, e["location"].as_str().unwrap_or("")),
+                file: e["file"].as_str().unwrap_or("").to_string(),
+                id: e["id"].as_str().unwrap_or("").to_string(),
+                created: chrono::DateTime::parse_from_rfc3339(e["created"].as_str().unwrap_or(""))
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_default(),
+                sha: e["sha256"].as_str().map(String::from),
+                protected: !e["protected"].is_null(),
+            })
+            .collect()
+    }
+
+    /// With retention on, after a run of `m`: in every place `m` reaches, (a) every version
+    /// a run replaced there is still listed unless `keep_last` newer ones are, and every
+    /// UTC hour of the last day that had one still has one; (b) every version once listed
+    /// as protected still is; and every listed version restores to its hash.
+    fn check_history(&mut self, m: usize) {
+        if self.base.is_none() {
+            return;
+        }
+        let listed = self.list_backups(m);
+        let max_skew = self.skew.iter().copied().max().unwrap_or(0);
+        let now_max = self.now_of(m) + chrono::Duration::seconds(max_skew - self.skew[m]);
+        for l in self.reach(m) {
+            for f in FILES {
+                let here: Vec<&Listed> = listed
+                    .iter()
+                    .filter(|e| e.label == l && e.file == f)
+                    .collect();
+                self.check_kept(m, &l, f, &here, now_max);
+                self.check_protected(m, &l, f, &here);
+            }
+        }
+        for e in &listed {
+            self.check_restores(m, e);
+        }
+    }
+
+    /// Rule (a) for file `f` in place `l`: `here` is what is listed there.
+    fn check_kept(&mut self, m: usize, l: &str, f: &str, here: &[&Listed], now_max: Utc) {
+        let key = (l.to_string(), f.to_string());
+        let replaced = self.history.replaced.get(&key).cloned().unwrap_or_default();
+        let mut problems = Vec::new();
+        for (at, v) in &replaced {
+            self.stats.history_checked += 1;
+            if !here.iter().any(|e| e.sha.as_deref() == Some(v)) {
+                let newer = here.iter().filter(|e| e.created >= *at).count();
+                if newer < KEEP_LAST {
+                    problems.push(format!(
+                        "version {} replaced at {at} is gone, with only {newer} listed as new",
+                        &v[..12]
+                    ));
+                }
+            }
+            let hour = at.timestamp().div_euclid(3600);
+            let young = now_max.signed_duration_since(*at) < chrono::Duration::days(1);
+            if young
+                && !here
+                    .iter()
+                    .any(|e| e.created.timestamp().div_euclid(3600) == hour)
+            {
+                problems.push(format!("no version of the hour of {at} is left"));
+            }
+        }
+        for p in problems {
+            self.stats.history_failures += 1;
+            self.fail(format!("after m{m}'s run: {f} in {l}: {p}"));
+        }
+    }
+
+    /// Rule (b): what was once listed as protected in `l` still is.
+    fn check_protected(&mut self, m: usize, l: &str, f: &str, here: &[&Listed]) {
+        let key = (l.to_string(), f.to_string());
+        let seen = self.history.protected.entry(key).or_default();
+        for e in here.iter().filter(|e| e.protected) {
+            if let Some(s) = &e.sha {
+                seen.insert(s.clone());
+            }
+        }
+        let gone: Vec<String> = seen
+            .iter()
+            .filter(|s| !here.iter().any(|e| e.sha.as_deref() == Some(s.as_str())))
+            .cloned()
+            .collect();
+        for s in gone {
+            self.stats.history_failures += 1;
+            self.fail(format!(
+                "after m{m}'s run: {f} in {l}: protected version {} is gone",
+                &s[..12]
+            ));
+        }
+    }
+
+    /// `restore ID --to` rebuilds a listed version exactly (once per id and version).
+    fn check_restores(&mut self, m: usize, e: &Listed) {
+        let Some(sha) = &e.sha else {
+            self.stats.history_failures += 1;
+            self.fail(format!("m{m}: {} listed without its hash", e.id));
+            return;
+        };
+        if !self.history.restored.insert((e.id.clone(), sha.clone())) {
+            return;
+        }
+        self.stats.history_restores += 1;
+        let to = self.root.join("restored");
+        let out = self.cli(
+            m,
+            &["restore", &e.id, "--to", to.to_str().expect("utf-8 path")],
+        );
+        let got = out.status.success().then(|| self.version_of(&to)).flatten();
+        let _ = std::fs::remove_file(&to);
+        if got.as_deref() != Some(sha.as_str()) {
+            self.stats.history_failures += 1;
+            self.fail(format!(
+                "m{m} restore {} --to: exit {:?}, version {:?}, listed as {}: {}",
+                e.id,
+                out.status.code(),
+                got.as_deref().map(|g| &g[..12]),
+                &sha[..12],
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
 }
