@@ -390,7 +390,7 @@ fn decide(input: &FileInput, direction: &Direction) -> (Decision, bool) {
     if let Some(c) = &agreed_candidate {
         candidates.push(c);
     }
-    if let Some(waits) = waits_for_agreed(input, &candidates, &behind) {
+    if let Some(waits) = waits_for_agreed(input, &candidates, &behind, first_sync_rule) {
         return (waits, false);
     }
     match candidates.len() {
@@ -482,11 +482,15 @@ fn agreed_holder<'a>(input: &'a FileInput, candidates: &[&Changed<'a>]) -> Optio
 }
 
 /// Changes all made without the agreed version, which is still there but not reachable
-/// this run (offline, or evicted): replacing it by them would drop it, so they wait for it.
+/// this run (offline, evicted, or unreadable: a database that never held still): replacing it
+/// by them would drop it, so they wait for it. So does the version of a location never seen
+/// from this machine (the first-sync rule): the agreed version must compete with it, and it
+/// cannot while it is out of reach.
 fn waits_for_agreed(
     input: &FileInput,
     candidates: &[&Changed<'_>],
     behind: &[Recorded],
+    first_sync_rule: bool,
 ) -> Option<Decision> {
     let agreed @ Recorded::Present(_) = input.agreed.as_ref()? else {
         return None;
@@ -499,11 +503,29 @@ fn waits_for_agreed(
             .sides
             .iter()
             .any(|s| matches!(s.observed, Observed::Skipped(_)));
-    (!behind.is_empty() && !carried && reachable_later).then(|| Decision::Stuck {
-        reason: format!(
+    if carried || !reachable_later {
+        return None;
+    }
+    let reason = if !behind.is_empty() {
+        format!(
             "{} changed a version older than the agreed one, which is in no available location",
             behind_names(candidates, input).join(" and ")
-        ),
+        )
+    } else if first_sync_rule {
+        let new: Vec<&str> = candidates
+            .iter()
+            .filter(|c| c.side.recorded.is_none())
+            .map(|c| c.side.location.as_str())
+            .collect();
+        format!(
+            "{} holds another version than the agreed one, which cannot be read this run:              they are compared when it can",
+            new.join(" and ")
+        )
+    } else {
+        return None;
+    };
+    Some(Decision::Stuck {
+        reason,
         failure: false,
     })
 }
@@ -1362,6 +1384,26 @@ mod tests {
                 expect: "stuck",
                 actions: &[],
                 mergeable: true,
+            },
+            Case {
+                name: "a location never seen holds another version while the agreed one cannot be read (a busy database): it waits",
+                agreed: "a",
+                sides: &["local:?:a", "icloud:c@9:"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "stuck",
+                actions: &[],
+                mergeable: true,
+            },
+            Case {
+                name: "... and competes with it once it can be read",
+                agreed: "a",
+                sides: &["local:a@1:a", "icloud:c@9:"],
+                deletes: false,
+                direction: sync(Newest),
+                expect: "prop c icloud",
+                actions: &["backup local", "copy icloud local c"],
+                mergeable: false,
             },
             Case {
                 name: "... but when the agreed version is gone everywhere (deleted by hand), the change is restored",
