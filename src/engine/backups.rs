@@ -349,7 +349,11 @@ impl Engine {
                     content.facts.integrity.join("; ")
                 )));
             }
-            let hash = crate::kind::sha256_file(&tmp)?;
+            // A plain file's version hash is its byte hash already; a database's is logical.
+            let hash = match content.kind {
+                crate::model::Kind::Plain => content.hash,
+                _ => crate::kind::sha256_file(&tmp)?,
+            };
             crate::apply::copy_file(&tmp, to, &hash, std::time::SystemTime::now(), "restore")?;
             return Ok(entry);
         }

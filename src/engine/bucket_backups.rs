@@ -52,16 +52,14 @@ impl Engine {
             };
             if read {
                 let (tmp, _scratch) = self.fetch_bucket_backup(&place.loc.name, &b.rel)?;
+                // One read gives the hash and the counts.
                 if let Found::Present { content, .. } =
                     scan::scan_file(&tmp, None, &self.read_ctx())
                 {
                     entry.sha256 = Some(content.hash);
+                    entry.entities = content.facts.entities;
+                    entry.conversations = content.facts.conversations;
                 }
-                let facts = crate::kind::read_content(&tmp, &self.read_ctx())
-                    .map(|c| c.facts)
-                    .unwrap_or_default();
-                entry.entities = facts.entities;
-                entry.conversations = facts.conversations;
             }
             out.push(OnDisk {
                 entry,
