@@ -2,6 +2,7 @@
 //! check, rename. Makes no decisions: it carries out one step and says whether it worked.
 
 pub mod atomic;
+pub(crate) mod rows;
 
 use crate::error::{Error, IoContext, Result};
 use crate::model::Kind;
