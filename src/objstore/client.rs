@@ -29,6 +29,9 @@ pub(crate) struct Session {
     pub(super) name: String,
     runtime: tokio::runtime::Runtime,
     pub(super) s3: Arc<AmazonS3>,
+    /// What built `s3`: the lease's renewer builds its own client from it (a client's
+    /// connections belong to the runtime that made them).
+    pub(super) builder: AmazonS3Builder,
     pub(super) stats: Stats,
     pub(super) index: Index,
     pub(super) index_path: PathBuf,
@@ -76,6 +79,7 @@ impl Session {
             b = b.with_endpoint(e);
         }
         let s3 = b
+            .clone()
             .build()
             .map_err(|e| format!("{}: cannot set up the client: {e}", spec.url()))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -89,6 +93,7 @@ impl Session {
             name: name.to_string(),
             runtime,
             s3: Arc::new(s3),
+            builder: b,
             stats: Stats::default(),
             index: Index::load(&index_path),
             index_path,
