@@ -585,9 +585,13 @@ impl Engine {
     /// Applies the backup retention now.
     pub fn prune(&self, dry_run: bool) -> Result<PruneReport> {
         let _lock = self.lock("metasync prune")?;
+        // A lease taken to thin a bucket is given back when the command ends.
+        let _stores = crate::objstore::RunGuard(&self.stores);
         let (places, _) = self.available_places()?;
         let refs: Vec<&Place> = places.iter().collect();
-        prune_places(self, &refs, dry_run, None)
+        let mut report = prune_places(self, &refs, dry_run, None)?;
+        super::bucket_backups::prune_buckets(self, &refs, dry_run, &mut report)?;
+        Ok(report)
     }
 }
 

@@ -7,8 +7,9 @@ use super::backups::{created_of, OnDisk, Scratch};
 use crate::engine::{Engine, Place};
 use crate::error::{Error, Result};
 use crate::history::policy::{self, Action};
-use crate::report::BackupEntry;
+use crate::report::{BackupEntry, PruneReport};
 use crate::scan::{self, Found};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A version to restore: the place it goes back into, its file, the file holding it, its
@@ -132,45 +133,84 @@ impl Engine {
     }
 }
 
-/// Retention for the backup objects of each file a run wrote to a store: the same policy as
-/// for a folder's backups; the versions it removes are deleted from the bucket (a version it
+/// Retention for the backup objects of a store: the same policy as for a folder's backups,
+/// per file, then `max_history_mb` across all the location's objects (a bucket's history is
+/// its backup objects); the versions it removes are deleted from the bucket (a version it
 /// would store stays an object: a bucket has no compact store). Under the run's lease.
-pub(crate) fn prune_bucket_backups(engine: &Engine, places: &[&Place]) -> Vec<String> {
-    let mut warnings = Vec::new();
+/// `Ok`: what goes (with `dry_run`, what would), and how many stay.
+pub(crate) fn thin_bucket(
+    engine: &Engine,
+    place: &Place,
+    dry_run: bool,
+) -> Result<(Vec<OnDisk>, usize)> {
+    let list = engine.bucket_backups(place, None, false)?;
+    let versions: Vec<policy::Version> = list
+        .iter()
+        .map(|b| policy::Version {
+            id: b.rel.clone(),
+            created: b.created,
+            size: b.entry.size,
+            protected: crate::history::protection_of(&place.loc.root, &b.rel)
+                .map(|p| (p.reason, p.since)),
+        })
+        .collect();
     let config = &engine.config().backups;
     let now = engine.clock().now();
-    for place in places.iter().filter(|p| p.loc.store.is_some()) {
-        let name = &place.loc.name;
-        let mut doomed = Vec::new();
-        for file in engine.stores.touched(name) {
-            let list = match engine.bucket_backups(place, Some(&file), false) {
-                Ok(l) => l,
-                Err(e) => {
-                    warnings.push(e.to_string());
-                    continue;
-                }
-            };
-            let versions: Vec<policy::Version> = list
-                .iter()
-                .map(|b| policy::Version {
-                    id: b.rel.clone(),
-                    created: b.created,
-                    size: b.entry.size,
-                    protected: crate::history::protection_of(&place.loc.root, &b.rel)
-                        .map(|p| (p.reason, p.since)),
-                })
-                .collect();
-            for d in policy::decide(&versions, config, now) {
-                if d.action == Action::Remove {
-                    doomed.push(d.id);
-                }
-            }
-        }
-        if let Err(e) = engine.stores.delete_backups(name, &doomed) {
-            warnings.push(format!("{name}: {e}"));
+    let mut by_file: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, b) in list.iter().enumerate() {
+        by_file.entry(b.entry.file.as_str()).or_default().push(i);
+    }
+    let mut decisions: Vec<Option<policy::Decision>> = vec![None; list.len()];
+    for idx in by_file.values() {
+        let group: Vec<policy::Version> = idx.iter().map(|&i| versions[i].clone()).collect();
+        for (&i, d) in idx.iter().zip(policy::decide(&group, config, now)) {
+            decisions[i] = Some(d);
         }
     }
-    warnings
+    let decisions: Vec<policy::Decision> = decisions.into_iter().flatten().collect();
+    let (doomed, kept): (Vec<_>, Vec<_>) = list
+        .into_iter()
+        .zip(&decisions)
+        .partition(|(_, d)| d.action == Action::Remove);
+    let doomed: Vec<OnDisk> = doomed.into_iter().map(|(b, _)| b).collect();
+    if !dry_run {
+        let rels: Vec<String> = doomed.iter().map(|b| b.rel.clone()).collect();
+        engine
+            .stores
+            .delete_backups(&place.loc.name, &rels)
+            .map_err(|e| Error::Refused(format!("{}: {e}", place.loc.name)))?;
+    }
+    Ok((doomed, kept.len()))
+}
+
+/// Retention after a run, for each store it wrote to; the warnings.
+pub(crate) fn prune_bucket_backups(engine: &Engine, places: &[&Place]) -> Vec<String> {
+    places
+        .iter()
+        .filter(|p| p.loc.store.is_some() && !engine.stores.touched(&p.loc.name).is_empty())
+        .filter_map(|p| thin_bucket(engine, p, false).err())
+        .map(|e| e.to_string())
+        .collect()
+}
+
+/// `prune` for the stores among `places`: their thinned backup objects join `report`.
+pub(crate) fn prune_buckets(
+    engine: &Engine,
+    places: &[&Place],
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> Result<()> {
+    for p in places
+        .iter()
+        .filter(|p| p.loc.store.is_some() && p.availability.is_available())
+    {
+        let (doomed, kept) = thin_bucket(engine, p, dry_run)?;
+        report.kept += kept;
+        report.bytes_freed += doomed.iter().map(|b| b.entry.size).sum::<u64>();
+        report.deleted.extend(doomed.into_iter().map(|b| b.entry));
+    }
+    report.deleted.sort_by(|a, b| a.created.cmp(&b.created));
+    Ok(())
 }
 
 /// Whether `path` is a backup object's address rather than a file.
