@@ -175,12 +175,17 @@ pub fn status(st: &StatusReport) -> String {
         } else {
             ""
         };
+        let bucket = if h.bucket_bytes > 0 {
+            format!(", {} in the bucket", bytes(h.bucket_bytes))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "history in {}: {}, {} ({} plain backups, {} stored){over}",
+            "history in {}: {}, {} ({} plain backups, {} stored{bucket}){over}",
             h.location,
             plural(h.versions as u64, "version"),
-            bytes(h.plain_bytes + h.stored_bytes),
+            bytes(h.plain_bytes + h.stored_bytes + h.bucket_bytes),
             bytes(h.plain_bytes),
             bytes(h.stored_bytes)
         );

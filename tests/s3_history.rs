@@ -1,9 +1,24 @@
 //! The history an object store keeps as backup objects, against a real S3-compatible server
-//! (`moto_server`): `prune` and its dry run thin the bucket too.
+//! (`moto_server`): `prune` and its dry run thin the bucket too, `max_history_mb` counts the
+//! objects, `status` shows their bytes, and a dry-run restore reads nothing from the bucket.
 
 mod common;
 use common::s3::*;
 use common::*;
+
+/// The sizes of the backup objects of the rules file, oldest first.
+fn backup_sizes(moto: &common::moto::Moto) -> Vec<usize> {
+    moto.keys("shared")
+        .iter()
+        .filter(|k| k.starts_with("meta/sorting-rules.yaml.backup-"))
+        .map(|k| moto.get("shared", k).len())
+        .collect()
+}
+
+/// The rules file at version `v`, about 600 kB.
+fn big(v: u32) -> String {
+    format!("rules: v{v}\n{}\n", "x".repeat(600_000))
+}
 
 #[test]
 fn prune_and_its_dry_run_thin_the_bucket_backups_too() {
@@ -69,4 +84,38 @@ fn prune_and_its_dry_run_thin_the_bucket_backups_too() {
         !keys.contains(&LEASE_KEY.to_string()),
         "the lease is released: {keys:?}"
     );
+}
+
+#[test]
+fn max_history_mb_counts_the_bucket_objects_and_status_shows_their_bytes() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let extra = "[backups]\nkeep_last = 1\nretention = \"max_age\"\nmax_age_days = 365\n\
+                 max_history_mb = 1\n";
+    let (a, b) = on_bucket(&moto, &w, extra);
+    for (v, age) in [(1, 100), (2, 80), (3, 60)] {
+        write_aged(&a.file(RULES), &big(v), age);
+        a.sync(&[], 0);
+    }
+    // v1 and v2 as objects would take 1.2 MB, over the 1 MB cap: the oldest went.
+    assert_eq!(backup_sizes(&moto), [big(2).len()]);
+    // Any machine's status shows the bucket's history.
+    for m in [&a, &b] {
+        let (code, s) = m.json(&["status"]);
+        assert_eq!(code, 0, "{s:#}");
+        let h = s["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["location"] == "s3")
+            .unwrap_or_else(|| panic!("{s:#}"))
+            .clone();
+        let bucket = h["bucket_bytes"].as_u64().unwrap_or(0);
+        let total = h["plain_bytes"].as_u64().unwrap() + bucket;
+        assert_eq!(total, big(2).len() as u64, "{h:#}");
+        if m.home == b.home {
+            assert_eq!(bucket, big(2).len() as u64, "b holds no plain copy: {h:#}");
+        }
+        assert_eq!(h["versions"], 1, "{h:#}");
+    }
 }

@@ -564,12 +564,14 @@ impl Engine {
             let versions =
                 plain.iter().map(|(_, l)| l.len()).sum::<usize>() + store.manifests()?.0.len();
             let cap = config.max_history_mb.map(|mb| mb.saturating_mul(1 << 20));
+            let (bucket_bytes, objects) = super::bucket_backups::bucket_usage(self, p);
             out.push(crate::report::HistoryUsage {
                 location: p.loc.name.clone(),
                 plain_bytes,
                 stored_bytes,
-                versions,
-                over_budget: cap.is_some_and(|c| plain_bytes + stored_bytes > c),
+                bucket_bytes,
+                versions: versions + objects,
+                over_budget: cap.is_some_and(|c| plain_bytes + stored_bytes + bucket_bytes > c),
             });
         }
         Ok(out)

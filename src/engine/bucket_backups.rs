@@ -167,7 +167,10 @@ pub(crate) fn thin_bucket(
             decisions[i] = Some(d);
         }
     }
-    let decisions: Vec<policy::Decision> = decisions.into_iter().flatten().collect();
+    let mut decisions: Vec<policy::Decision> = decisions.into_iter().flatten().collect();
+    if policy::within_budget(&versions, &mut decisions, config, now) {
+        tracing::warn!(target: "metasync", "history in {} is over max_history_mb with only plain and protected versions left", place.loc.name);
+    }
     let (doomed, kept): (Vec<_>, Vec<_>) = list
         .into_iter()
         .zip(&decisions)
@@ -211,6 +214,19 @@ pub(crate) fn prune_buckets(
     }
     report.deleted.sort_by(|a, b| a.created.cmp(&b.created));
     Ok(())
+}
+
+/// The bytes and the number of the backup objects of the store `place` that its mirror does
+/// not hold as plain backups (none for a folder).
+pub(crate) fn bucket_usage(engine: &Engine, place: &Place) -> (u64, usize) {
+    let list = engine
+        .bucket_backups(place, None, false)
+        .unwrap_or_default();
+    let objects: Vec<&OnDisk> = list
+        .iter()
+        .filter(|b| !place.loc.root.join(&b.rel).exists())
+        .collect();
+    (objects.iter().map(|b| b.entry.size).sum(), objects.len())
 }
 
 /// Whether `path` is a backup object's address rather than a file.
