@@ -312,6 +312,18 @@ pub fn restore(r: &RestoreReport) -> String {
     }
     if !r.dry_run {
         s.push_str("the next sync propagates it to the other locations\n");
+    } else if r.backup.path.starts_with("s3://") {
+        let hash = r
+            .backup
+            .sha256
+            .as_deref()
+            .map_or(String::new(), |h| format!(", sha256 {h} as recorded"));
+        let _ = writeln!(
+            s,
+            "{}{hash}: the object {} is downloaded and checked only when restored",
+            bytes(r.backup.size),
+            r.backup.path
+        );
     }
     s
 }

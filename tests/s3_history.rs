@@ -119,3 +119,40 @@ fn max_history_mb_counts_the_bucket_objects_and_status_shows_their_bytes() {
         assert_eq!(h["versions"], 1, "{h:#}");
     }
 }
+
+#[test]
+fn a_dry_run_restore_of_a_bucket_backup_downloads_nothing() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (_a, b) = two_versions(&moto, &w, "");
+    let (_, list) = b.json(&["backups", "--location", "s3"]);
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let (code, r) = b.json(&["restore", &id, "--dry-run"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["dry_run"], true, "{r:#}");
+    assert_eq!(r["backup"]["id"], id.as_str(), "{r:#}");
+    assert_eq!(
+        r["backup"]["size"],
+        "rules: v1\n".len(),
+        "from the listing: {r:#}"
+    );
+    assert_eq!(
+        r["restored_to"],
+        b.file(RULES).display().to_string(),
+        "{r:#}"
+    );
+    assert_eq!(read(&b.file(RULES)), "rules: v2\n", "nothing restored");
+    let n = requests(&b, "s3");
+    assert_eq!(
+        (n["get"].as_u64(), n["bytes_down"].as_u64()),
+        (Some(0), Some(0)),
+        "one listing, no download: {n}"
+    );
+    let out = b.run(&["restore", &id, "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("would restore {id} to")), "{text}");
+    assert!(
+        text.contains("downloaded and checked only when restored"),
+        "{text}"
+    );
+}

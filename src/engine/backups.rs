@@ -488,6 +488,12 @@ impl Engine {
         events: &mut dyn FnMut(&Event),
     ) -> Result<RestoreReport> {
         let _lock = self.lock("metasync restore")?;
+        if dry_run {
+            // A backup object is not downloaded to say what restoring it would do.
+            if let Some(plan) = self.bucket_restore_plan(spec)? {
+                return Ok(plan);
+            }
+        }
         let (place, file, backup_path, entry, _scratch) = self.find_version(spec)?;
         let content = crate::kind::read_content(&backup_path, &self.read_ctx())?;
         if !content.facts.integrity.is_empty() {

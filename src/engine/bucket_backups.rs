@@ -7,7 +7,7 @@ use super::backups::{created_of, OnDisk, Scratch};
 use crate::engine::{Engine, Place};
 use crate::error::{Error, Result};
 use crate::history::policy::{self, Action};
-use crate::report::{BackupEntry, PruneReport};
+use crate::report::{BackupEntry, PruneReport, RestoreReport};
 use crate::scan::{self, Found};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +90,23 @@ impl Engine {
     /// The backup object `spec` (`<store>:<path>`) names, downloaded into scratch, with the
     /// local place it is restored into. `None`: `spec` names no backup object.
     pub(crate) fn find_bucket_backup(&self, spec: &str) -> Result<Option<FoundVersion>> {
+        let Some((local, found)) = self.locate_bucket_backup(spec)? else {
+            return Ok(None);
+        };
+        let name = found.entry.location.clone();
+        let (tmp, scratch) = self.fetch_bucket_backup(&name, &found.rel)?;
+        Ok(Some((
+            local,
+            found.entry.file.clone(),
+            tmp,
+            found.entry,
+            scratch,
+        )))
+    }
+
+    /// The backup object `spec` names, as its listing gives it (nothing read), with the local
+    /// place it is restored into. `None`: `spec` names no backup object.
+    fn locate_bucket_backup(&self, spec: &str) -> Result<Option<(Place, OnDisk)>> {
         let Some((loc, rel)) = spec.split_once(':').filter(|(l, _)| !l.contains('/')) else {
             return Ok(None);
         };
@@ -122,14 +139,26 @@ impl Engine {
             .into_iter()
             .find(|p| p.loc.is_local())
             .ok_or_else(|| Error::Refused("the local folder is not available".into()))?;
-        let (tmp, scratch) = self.fetch_bucket_backup(loc, rel)?;
-        Ok(Some((
-            local,
-            found.entry.file.clone(),
-            tmp,
-            found.entry,
-            scratch,
-        )))
+        Ok(Some((local, found)))
+    }
+
+    /// `restore --dry-run` of a backup object: what it would do, from the listing (its size)
+    /// and the hash recorded for it if any, without downloading it. `None`: `spec` names no
+    /// backup object.
+    pub(crate) fn bucket_restore_plan(&self, spec: &str) -> Result<Option<RestoreReport>> {
+        let Some((local, mut found)) = self.locate_bucket_backup(spec)? else {
+            return Ok(None);
+        };
+        if let Some(archive) = crate::archive::Archive::open_existing(self.home())? {
+            let cache = archive.cache(&found.entry.location)?;
+            found.entry.sha256 = cache.get(&found.rel).map(|c| c.hash.clone());
+        }
+        Ok(Some(RestoreReport {
+            restored_to: local.loc.path_of(&found.entry.file).display().to_string(),
+            backup: found.entry,
+            previous_backup: None,
+            dry_run: true,
+        }))
     }
 }
 

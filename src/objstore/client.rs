@@ -47,6 +47,8 @@ pub(crate) struct Session {
     pub(super) backups: std::collections::BTreeMap<String, super::BucketBackup>,
     /// The synced files this run published.
     pub(super) touched: std::collections::BTreeSet<String>,
+    /// Between `begin_run` and `end_run`.
+    running: bool,
 }
 
 impl Session {
@@ -104,6 +106,7 @@ impl Session {
             selector: None,
             backups: Default::default(),
             touched: Default::default(),
+            running: false,
         })
     }
 
@@ -190,10 +193,14 @@ impl Session {
         self.stats = Stats::default();
         self.moved.clear();
         self.touched.clear();
+        self.running = true;
     }
 
     /// Ends a run: the lease released, the run's request counts written beside the mirror.
     pub(super) fn end_run(&mut self) {
+        if !std::mem::replace(&mut self.running, false) {
+            return;
+        }
         self.release_lease();
         let path = self
             .index_path
