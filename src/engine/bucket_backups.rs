@@ -1,7 +1,8 @@
 //! The backups an object store keeps as objects (`<file>.backup-…` under its prefix): listed
 //! like plain backups (from the listing the refresh made), restored into the local folder
-//! (the store's folder is only a mirror; the next sync carries the version everywhere), and
-//! thinned by retention after a run that wrote to the store.
+//! (the store's folder is only a mirror; the next sync carries the version everywhere; a dry
+//! run reads nothing), thinned by retention after a run that wrote to the store and by
+//! `prune`, and counted in the location's history (`max_history_mb`, `status`).
 
 use super::backups::{created_of, OnDisk, Scratch};
 use crate::engine::{Engine, Place};

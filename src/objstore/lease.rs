@@ -1,9 +1,11 @@
 //! The lease: one object at the prefix's root that serialises the writing runs of different
 //! machines on one store. Taken only when a run has something to publish (a no-op run writes
 //! nothing), created only if absent (or over an expired lease's version), renewed while the
-//! run holds it (a conditional put on the version it last wrote, every third of its span), released at the
-//! end of the run, and it expires so that a crashed machine never blocks the others. A run
-//! whose renewal finds the lease changed (another machine took it) writes no more to the store.
+//! run holds it (a conditional put on the version it last wrote, every third of its span),
+//! released at the end of the run, and it expires so that a crashed machine never blocks the
+//! others. A run whose renewal finds the lease changed (another machine took it) writes no
+//! more to the store. A renewal whose reply is lost after the server applied it looks like a
+//! lost lease to the next one: the run then stops writing (the safe side).
 
 use super::client::Session;
 use super::{Published, LEASE};
@@ -167,7 +169,7 @@ async fn put_over(
     Ok(r.e_tag.unwrap_or_default())
 }
 
-/// The renewing thread: wakes every `every` and renews, until stopped or the lease is lost.
+/// The renewing thread: renews when a renewal is due, until stopped or the lease is lost.
 fn renew_loop(shared: Arc<(Mutex<State>, Condvar)>, s3: AmazonS3, r: (ObjectPath, String, String)) {
     let (key, owner, url) = r;
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
