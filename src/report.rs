@@ -206,6 +206,10 @@ pub struct HistoryUsage {
     pub plain_bytes: u64,
     /// Bytes of its store (`.metasync/history/`).
     pub stored_bytes: u64,
+    /// Bytes of its backup objects, for an object-store location (0, and left out, for a
+    /// folder).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bucket_bytes: u64,
     /// Versions kept, plain and stored.
     pub versions: usize,
     /// Whether it is over `max_history_mb` with only protected and plain versions left.
@@ -359,4 +363,8 @@ pub enum Event {
         /// One line for people.
         summary: String,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

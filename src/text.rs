@@ -175,12 +175,17 @@ pub fn status(st: &StatusReport) -> String {
         } else {
             ""
         };
+        let bucket = if h.bucket_bytes > 0 {
+            format!(", {} in the bucket", bytes(h.bucket_bytes))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "history in {}: {}, {} ({} plain backups, {} stored){over}",
+            "history in {}: {}, {} ({} plain backups, {} stored{bucket}){over}",
             h.location,
             plural(h.versions as u64, "version"),
-            bytes(h.plain_bytes + h.stored_bytes),
+            bytes(h.plain_bytes + h.stored_bytes + h.bucket_bytes),
             bytes(h.plain_bytes),
             bytes(h.stored_bytes)
         );
@@ -307,6 +312,18 @@ pub fn restore(r: &RestoreReport) -> String {
     }
     if !r.dry_run {
         s.push_str("the next sync propagates it to the other locations\n");
+    } else if r.backup.path.starts_with("s3://") {
+        let hash = r
+            .backup
+            .sha256
+            .as_deref()
+            .map_or(String::new(), |h| format!(", sha256 {h} as recorded"));
+        let _ = writeln!(
+            s,
+            "{}{hash}: the object {} is downloaded and checked only when restored",
+            bytes(r.backup.size),
+            r.backup.path
+        );
     }
     s
 }

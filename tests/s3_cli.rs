@@ -4,32 +4,14 @@
 
 mod common;
 use common::moto::Moto;
+use common::s3::*;
 use common::*;
-
-const RULES: &str = "sorting-rules.yaml";
-
-/// The server, with test credentials in the environment every `metasync` inherits (moto
-/// takes any); `None`: skipped (see `Moto::start`).
-fn server() -> Option<Moto> {
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    Moto::start()
-}
-
-/// The requests the last run of `m` made to the store `name`.
-fn requests(m: &Machine, name: &str) -> serde_json::Value {
-    let path = m.home.join(format!(".metasync/stores/{name}.stats.json"));
-    serde_json::from_str(&read(&path)).unwrap()
-}
 
 #[test]
 fn round_trip_between_machines_sharing_only_the_bucket() {
     let Some(moto) = server() else { return };
-    moto.create_bucket("shared");
     let w = World::new();
-    let loc = moto.location("s3", "shared", "meta");
-    let a = w.machine("a", &[], &loc);
-    let b = w.machine("b", &[], &loc);
+    let (a, b) = on_bucket(&moto, &w, "");
     write_aged(&a.file(RULES), "rules: v1\n", 100);
     let r = a.sync(&[], 0);
     assert_eq!(r["files"][0]["outcome"], "propagated", "{r:#}");
@@ -79,10 +61,7 @@ fn round_trip_between_machines_sharing_only_the_bucket() {
 /// Two machines on one bucket, in sync on `base`; then A edits and syncs, B edits (newer)
 /// without syncing.
 fn diverge(moto: &Moto, w: &World, extra: &str) -> (Machine, Machine) {
-    moto.create_bucket("shared");
-    let loc = format!("{extra}\n{}", moto.location("s3", "shared", "meta"));
-    let a = w.machine("a", &[], &loc);
-    let b = w.machine("b", &[], &loc);
+    let (a, b) = on_bucket(moto, w, extra);
     write_aged(&a.file(RULES), "base\n", 1000);
     a.sync(&[], 0);
     b.sync(&[], 0);
@@ -94,15 +73,6 @@ fn diverge(moto: &Moto, w: &World, extra: &str) -> (Machine, Machine) {
         "edit from a\n"
     );
     (a, b)
-}
-
-/// The contents of the backup objects of the rules file.
-fn backup_objects(moto: &Moto) -> Vec<String> {
-    moto.keys("shared")
-        .iter()
-        .filter(|k| k.starts_with("meta/sorting-rules.yaml.backup-"))
-        .map(|k| moto.get("shared", k))
-        .collect()
 }
 
 #[test]
@@ -166,14 +136,8 @@ fn conflicts_under_each_strategy_through_the_bucket() {
 #[test]
 fn row_edits_on_two_machines_merge_through_the_bucket() {
     let Some(moto) = server() else { return };
-    moto.create_bucket("shared");
     let w = World::new();
-    let loc = format!(
-        "strategy = \"manual\"\n{}",
-        moto.location("s3", "shared", "meta")
-    );
-    let a = w.machine("a", &[], &loc);
-    let b = w.machine("b", &[], &loc);
+    let (a, b) = on_bucket(&moto, &w, "strategy = \"manual\"");
     let db = "metastore.db";
     metasync::sample::create_knowledge_graph(&a.file(db), 92, 1).unwrap();
     set_age(&a.file(db), 1000);
@@ -246,11 +210,6 @@ fn the_bucket_together_with_a_folder_remote() {
     assert_eq!(read(&w.path("drive").join(RULES)), "from c\n");
     b.sync(&[], 0);
     assert_eq!(read(&b.file(RULES)), "from c\n");
-}
-
-/// The run's warnings, joined.
-fn warnings(r: &serde_json::Value) -> String {
-    r["warnings"].to_string()
 }
 
 #[test]
@@ -376,59 +335,6 @@ fn login_stores_the_key_that_later_runs_use() {
     );
 }
 
-/// `sync --json` on `m`, stopped at `point` (see `METASYNC_STORE_PAUSE`) until `go`.
-struct Paused {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl Paused {
-    fn start(m: &Machine, point: &str) -> Paused {
-        let dir = tempfile::tempdir().unwrap();
-        let child = m
-            .cmd(&["--json", "sync"])
-            .env(
-                "METASYNC_STORE_PAUSE",
-                format!("{point}:{}", dir.path().display()),
-            )
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut p = Paused { child, dir };
-        while !p.dir.path().join("reached").exists() {
-            if let Some(status) = p.child.try_wait().unwrap() {
-                panic!("the run ended ({status}) before it reached {point}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        p
-    }
-
-    /// Lets it go on; its exit code and report.
-    fn finish(self) -> (i32, serde_json::Value) {
-        std::fs::write(self.dir.path().join("go"), "").unwrap();
-        let out = self.child.wait_with_output().unwrap();
-        let r = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-        (out.status.code().unwrap_or(-1), r)
-    }
-}
-
-/// Two machines in sync on `v1` through one bucket.
-fn pair(moto: &Moto, w: &World) -> (Machine, Machine) {
-    moto.create_bucket("shared");
-    let loc = moto.location("s3", "shared", "meta");
-    let a = w.machine("a", &[], &loc);
-    let b = w.machine("b", &[], &loc);
-    write_aged(&a.file(RULES), "v1\n", 1000);
-    a.sync(&[], 0);
-    b.sync(&[], 0);
-    (a, b)
-}
-
-const KEY: &str = "meta/sorting-rules.yaml";
-
 #[test]
 fn a_write_that_lost_the_race_overwrites_nothing_and_the_next_run_converges() {
     let Some(moto) = server() else { return };
@@ -534,17 +440,62 @@ fn the_lease_keeps_a_second_machine_from_writing_during_a_run() {
     assert_eq!(moto.get("shared", KEY), "v2 from b\n");
 }
 
+/// A lease that lasts three seconds unless renewed (`METASYNC_LEASE_SECS`).
+const SHORT_LEASE: [(&str, &str); 1] = [("METASYNC_LEASE_SECS", "3")];
+
+#[test]
+fn a_run_renews_its_lease_so_it_outlasts_its_span() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (a, b) = pair(&moto, &w);
+    write_aged(&a.file(RULES), "v2 from a\n", 200);
+    // A holds the lease and is still in its run (as in a long upload) past the lease's span.
+    let run = Paused::start_with(&a, "lease_taken", &SHORT_LEASE);
+    let first = lease_expiry(&moto);
+    while now_secs() <= first + 1 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(lease_expiry(&moto) > first, "renewed while the run goes on");
+    write_aged(&b.file(RULES), "v2 from b\n", 100);
+    let r = sync_with(&b, &SHORT_LEASE);
+    assert!(warnings(&r).contains("is in use by"), "{r:#}");
+    assert_eq!(moto.get("shared", KEY), "v1\n", "B wrote nothing");
+    let (code, r) = run.finish();
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(moto.get("shared", KEY), "v2 from a\n");
+    assert!(
+        !moto.keys("shared").contains(&LEASE_KEY.to_string()),
+        "released"
+    );
+}
+
+#[test]
+fn a_run_that_lost_its_lease_writes_no_more_to_the_store() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (a, _b) = pair(&moto, &w);
+    write_aged(&a.file(RULES), "v2 from a\n", 200);
+    let run = Paused::start_with(&a, "lease_taken", &SHORT_LEASE);
+    // Another machine takes the lease (as if A's had expired), and a renewal falls due.
+    let theirs = format!("owner = other-machine\nexpires = {}\n", now_secs() + 3600);
+    moto.put("shared", LEASE_KEY, &theirs);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, r) = run.finish();
+    assert_eq!(code, 0, "unavailable for this run, a warning: {r:#}");
+    assert!(
+        warnings(&r).contains("s3://shared/meta: this run lost its lease to another machine"),
+        "{r:#}"
+    );
+    assert_eq!(moto.get("shared", KEY), "v1\n", "A wrote nothing more");
+    assert_eq!(moto.get("shared", LEASE_KEY), theirs, "their lease stands");
+    assert_eq!(read(&a.file(RULES)), "v2 from a\n", "nothing lost here");
+}
+
 #[test]
 fn two_machines_syncing_at_once_in_a_loop_lose_no_update() {
     let Some(moto) = server() else { return };
-    moto.create_bucket("shared");
     let w = World::new();
-    let loc = format!(
-        "files = [\"*.txt\"]\n{}",
-        moto.location("s3", "shared", "meta")
-    );
-    let a = w.machine("a", &[], &loc);
-    let b = w.machine("b", &[], &loc);
+    let (a, b) = on_bucket(&moto, &w, "files = [\"*.txt\"]");
     for i in 0..6 {
         std::fs::write(a.file("from-a.txt"), format!("a {i}\n")).unwrap();
         std::fs::write(b.file("from-b.txt"), format!("b {i}\n")).unwrap();
@@ -631,14 +582,8 @@ fn the_server_killed_mid_run_loses_nothing_and_a_relink_repopulates_the_bucket()
 #[test]
 fn a_200_mb_database_goes_up_in_parts_and_comes_down_whole() {
     let Some(moto) = server() else { return };
-    moto.create_bucket("shared");
     let w = World::new();
-    let loc = format!(
-        "files = [\"*.db\"]\n{}",
-        moto.location("s3", "shared", "meta")
-    );
-    let a = w.machine("a", &[], &loc);
-    let b = w.machine("b", &[], &loc);
+    let (a, b) = on_bucket(&moto, &w, "files = [\"*.db\"]");
     let db = a.file("big.db");
     {
         let c = rusqlite::Connection::open(&db).unwrap();
@@ -676,24 +621,6 @@ fn a_200_mb_database_goes_up_in_parts_and_comes_down_whole() {
         there == rows(&db),
         "the rows that came down are the rows that went up"
     );
-}
-
-/// Machines `a` and `b` on the bucket `shared`, with the rules file at v1 then v2 synced
-/// through it by `a` (and `b` up to date): the bucket keeps v1 as a backup object.
-fn two_versions(moto: &Moto, w: &World, extra: &str) -> (Machine, Machine) {
-    moto.create_bucket("shared");
-    let loc = format!("{extra}\n{}", moto.location("s3", "shared", "meta"));
-    let a = w.machine("a", &[], &loc);
-    let b = w.machine("b", &[], &loc);
-    write_aged(&a.file(RULES), "rules: v1\n", 100);
-    a.sync(&[], 0);
-    b.sync(&[], 0);
-    write_aged(&a.file(RULES), "rules: v2\n", 50);
-    a.sync(&[], 0);
-    b.sync(&[], 0);
-    assert_eq!(read(&b.file(RULES)), "rules: v2\n");
-    assert_eq!(backup_objects(moto), ["rules: v1\n"]);
-    (a, b)
 }
 
 #[test]

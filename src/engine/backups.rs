@@ -488,6 +488,12 @@ impl Engine {
         events: &mut dyn FnMut(&Event),
     ) -> Result<RestoreReport> {
         let _lock = self.lock("metasync restore")?;
+        if dry_run {
+            // A backup object is not downloaded to say what restoring it would do.
+            if let Some(plan) = self.bucket_restore_plan(spec)? {
+                return Ok(plan);
+            }
+        }
         let (place, file, backup_path, entry, _scratch) = self.find_version(spec)?;
         let content = crate::kind::read_content(&backup_path, &self.read_ctx())?;
         if !content.facts.integrity.is_empty() {
@@ -564,12 +570,14 @@ impl Engine {
             let versions =
                 plain.iter().map(|(_, l)| l.len()).sum::<usize>() + store.manifests()?.0.len();
             let cap = config.max_history_mb.map(|mb| mb.saturating_mul(1 << 20));
+            let (bucket_bytes, objects) = super::bucket_backups::bucket_usage(self, p);
             out.push(crate::report::HistoryUsage {
                 location: p.loc.name.clone(),
                 plain_bytes,
                 stored_bytes,
-                versions,
-                over_budget: cap.is_some_and(|c| plain_bytes + stored_bytes > c),
+                bucket_bytes,
+                versions: versions + objects,
+                over_budget: cap.is_some_and(|c| plain_bytes + stored_bytes + bucket_bytes > c),
             });
         }
         Ok(out)
@@ -585,9 +593,13 @@ impl Engine {
     /// Applies the backup retention now.
     pub fn prune(&self, dry_run: bool) -> Result<PruneReport> {
         let _lock = self.lock("metasync prune")?;
+        // A lease taken to thin a bucket is given back when the command ends.
+        let _stores = crate::objstore::RunGuard(&self.stores);
         let (places, _) = self.available_places()?;
         let refs: Vec<&Place> = places.iter().collect();
-        prune_places(self, &refs, dry_run, None)
+        let mut report = prune_places(self, &refs, dry_run, None)?;
+        super::bucket_backups::prune_buckets(self, &refs, dry_run, &mut report)?;
+        Ok(report)
     }
 }
 

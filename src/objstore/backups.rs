@@ -138,6 +138,9 @@ impl Session {
                     self.spec.url()
                 ));
             }
+            if let Err(p) = self.check_lease() {
+                return Err(format!("backups not thinned: {p:?}"));
+            }
             self.stats.delete += 1;
             let (s3, key) = (self.s3.clone(), self.key(rel));
             match self.block(async { s3.delete(&key).await }) {

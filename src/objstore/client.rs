@@ -29,6 +29,9 @@ pub(crate) struct Session {
     pub(super) name: String,
     runtime: tokio::runtime::Runtime,
     pub(super) s3: Arc<AmazonS3>,
+    /// What built `s3`: the lease's renewer builds its own client from it (a client's
+    /// connections belong to the runtime that made them).
+    pub(super) builder: AmazonS3Builder,
     pub(super) stats: Stats,
     pub(super) index: Index,
     pub(super) index_path: PathBuf,
@@ -44,6 +47,8 @@ pub(crate) struct Session {
     pub(super) backups: std::collections::BTreeMap<String, super::BucketBackup>,
     /// The synced files this run published.
     pub(super) touched: std::collections::BTreeSet<String>,
+    /// Between `begin_run` and `end_run`.
+    running: bool,
 }
 
 impl Session {
@@ -76,6 +81,7 @@ impl Session {
             b = b.with_endpoint(e);
         }
         let s3 = b
+            .clone()
             .build()
             .map_err(|e| format!("{}: cannot set up the client: {e}", spec.url()))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -89,6 +95,7 @@ impl Session {
             name: name.to_string(),
             runtime,
             s3: Arc::new(s3),
+            builder: b,
             stats: Stats::default(),
             index: Index::load(&index_path),
             index_path,
@@ -99,6 +106,7 @@ impl Session {
             selector: None,
             backups: Default::default(),
             touched: Default::default(),
+            running: false,
         })
     }
 
@@ -185,10 +193,14 @@ impl Session {
         self.stats = Stats::default();
         self.moved.clear();
         self.touched.clear();
+        self.running = true;
     }
 
     /// Ends a run: the lease released, the run's request counts written beside the mirror.
     pub(super) fn end_run(&mut self) {
+        if !std::mem::replace(&mut self.running, false) {
+            return;
+        }
         self.release_lease();
         let path = self
             .index_path

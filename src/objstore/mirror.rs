@@ -306,6 +306,7 @@ impl Session {
 
     /// Puts the mirror file `rel` at `key` (both relative to the prefix).
     fn put_as(&mut self, root: &Path, rel: &str, key: &str) -> Result<(), Published> {
+        self.check_lease()?;
         let path = root.join(rel);
         let before = stat(&path);
         let mode = match self.index.0.get(key) {
@@ -381,11 +382,20 @@ impl Session {
         };
         let s3 = self.s3.clone();
         let mut parts = 0u64;
+        let watch = self.lease_watch();
         let done = self.block(async {
             let upload = s3.put_multipart_opts(&key, opts).await?;
             let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
             let mut buf = vec![0u8; PART_SIZE];
             loop {
+                // A run that lost its lease writes no more: the upload is given up.
+                if let Some(why) = watch.lost() {
+                    writer.abort().await?;
+                    return Err(object_store::Error::Precondition {
+                        path: rel.to_string(),
+                        source: why.into(),
+                    });
+                }
                 let n = file.read(&mut buf).map_err(io_err)?;
                 if n == 0 {
                     break;
@@ -400,7 +410,10 @@ impl Session {
         self.stats.put += parts + 2;
         self.stats.bytes_up += stat(path).map_or(0, |s| s[0] as u64);
         done.map(|r| r.e_tag.unwrap_or_default())
-            .map_err(|e| Published::Failed(self.describe(&e, &format!("upload {rel}"))))
+            .map_err(|e| match (e, watch.lost()) {
+                (object_store::Error::Precondition { .. }, Some(why)) => Published::Raced(why),
+                (e, _) => Published::Failed(self.describe(&e, &format!("upload {rel}"))),
+            })
     }
 
     /// Deletes the object of a file the run deleted, if it is still the version scanned.
@@ -408,6 +421,7 @@ impl Session {
         let Some(held) = self.index.0.get(rel).cloned() else {
             return Ok(());
         };
+        self.check_lease()?;
         let key = self.key(rel);
         self.stats.head += 1;
         let s3 = self.s3.clone();

@@ -141,6 +141,14 @@ pub(crate) fn pause(point: &str) {
     }
 }
 
+impl Drop for Stores {
+    /// A command that met a store without a run around it (`backups`, `restore`, `status`)
+    /// ends its session too: any lease given back, its request counts written.
+    fn drop(&mut self) {
+        self.end_run();
+    }
+}
+
 /// Releases the run's leases when dropped (also when a run stops on an error).
 pub struct RunGuard<'a>(pub &'a Stores);
 

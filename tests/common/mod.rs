@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod moto;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
