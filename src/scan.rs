@@ -522,14 +522,18 @@ fn still_plain_at(dir: &std::fs::File, rel: &str, held: &Held) -> bool {
 /// folders).
 struct LinkedFolders {
     root: PathBuf,
-    seen: HashMap<String, Option<String>>,
+    seen: HashMap<String, Option<String>, rustc_hash::FxBuildHasher>,
+    /// The folder asked about last and its answer: a listing gives a folder's files one
+    /// after another, so most files need no lookup at all.
+    last: Option<(String, Option<String>)>,
 }
 
 impl LinkedFolders {
     fn new(root: &Path) -> Self {
         LinkedFolders {
             root: root.to_path_buf(),
-            seen: HashMap::new(),
+            seen: HashMap::default(),
+            last: None,
         }
     }
 
@@ -539,11 +543,20 @@ impl LinkedFolders {
         if dir.is_empty() {
             return None;
         }
-        if let Some(known) = self.seen.get(dir) {
-            return known.clone();
+        if let Some((last, link)) = &self.last {
+            if last == dir {
+                return link.clone();
+            }
         }
-        let link = linked_folder(&self.root, file);
-        self.seen.insert(dir.to_string(), link.clone());
+        let link = match self.seen.get(dir) {
+            Some(known) => known.clone(),
+            None => {
+                let link = linked_folder(&self.root, file);
+                self.seen.insert(dir.to_string(), link.clone());
+                link
+            }
+        };
+        self.last = Some((dir.to_string(), link.clone()));
         link
     }
 }
