@@ -455,6 +455,9 @@ pub struct StillIn {
     /// The root and a separator, then the file being looked at: one buffer for every path.
     path: Vec<u8>,
     root_len: usize,
+    /// The root folder, open: a plain file is stated relative to it (Linux).
+    #[cfg(target_os = "linux")]
+    dir: Option<std::fs::File>,
 }
 
 impl StillIn {
@@ -468,6 +471,8 @@ impl StillIn {
             folders: LinkedFolders::new(root),
             root_len: path.len(),
             path,
+            #[cfg(target_os = "linux")]
+            dir: std::fs::File::open(root).ok(),
         }
     }
 
@@ -476,24 +481,59 @@ impl StillIn {
         if self.folders.of(rel).is_some() {
             return false;
         }
+        #[cfg(target_os = "linux")]
+        if let (Some(dir), Some(held)) = (&self.dir, expected) {
+            if held.database.is_none() {
+                return still_plain_at(dir, rel, held);
+            }
+        }
         self.path.truncate(self.root_len);
         self.path.extend_from_slice(rel.as_bytes());
         still(Path::new(OsStr::from_bytes(&self.path)), expected)
     }
 }
 
+/// [`still`] for a plain file expected present, stated relative to its location's open
+/// folder `dir`: the kernel walks `rel`'s one or two components, not the whole path (on the
+/// steady path that walk was most of a no-op's time). Anything but the same regular file,
+/// not racy, is a change, as [`still`] says: absent (an iCloud placeholder or not), a link,
+/// not a regular file, or not stated at all.
+#[cfg(target_os = "linux")]
+fn still_plain_at(dir: &std::fs::File, rel: &str, held: &Held) -> bool {
+    use rustix::fs::{statat, AtFlags, FileType};
+    let Ok(st) = statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW) else {
+        return false;
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return false;
+    }
+    const NS: i128 = 1_000_000_000;
+    let stat = Stat {
+        size: u64::try_from(st.st_size).unwrap_or(u64::MAX),
+        mtime_ns: i128::from(st.st_mtime) * NS + i128::from(st.st_mtime_nsec),
+        ctime_ns: i128::from(st.st_ctime) * NS + i128::from(st.st_ctime_nsec),
+        ino: st.st_ino,
+        side: None,
+    };
+    held.holds(&stat)
+}
+
 /// The linked folder above each file of a location, looked up once per folder (files share
 /// folders).
 struct LinkedFolders {
     root: PathBuf,
-    seen: HashMap<String, Option<String>>,
+    seen: HashMap<String, Option<String>, rustc_hash::FxBuildHasher>,
+    /// The folder asked about last and its answer: a listing gives a folder's files one
+    /// after another, so most files need no lookup at all.
+    last: Option<(String, Option<String>)>,
 }
 
 impl LinkedFolders {
     fn new(root: &Path) -> Self {
         LinkedFolders {
             root: root.to_path_buf(),
-            seen: HashMap::new(),
+            seen: HashMap::default(),
+            last: None,
         }
     }
 
@@ -503,11 +543,20 @@ impl LinkedFolders {
         if dir.is_empty() {
             return None;
         }
-        if let Some(known) = self.seen.get(dir) {
-            return known.clone();
+        if let Some((last, link)) = &self.last {
+            if last == dir {
+                return link.clone();
+            }
         }
-        let link = linked_folder(&self.root, file);
-        self.seen.insert(dir.to_string(), link.clone());
+        let link = match self.seen.get(dir) {
+            Some(known) => known.clone(),
+            None => {
+                let link = linked_folder(&self.root, file);
+                self.seen.insert(dir.to_string(), link.clone());
+                link
+            }
+        };
+        self.last = Some((dir.to_string(), link.clone()));
         link
     }
 }
@@ -710,6 +759,53 @@ mod tests {
         assert!(!here.still("link/g", Some(&g)));
         assert!(here.still("real/none", None));
         assert!(!here.still("real/g", None));
+    }
+
+    /// Stated relative to the location's folder (Linux) or by whole path, a file that was
+    /// replaced, in every way, is no longer what it was.
+    #[test]
+    fn still_in_sees_every_replacement_of_a_plain_file() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        let held_of = |rel: &str| {
+            let (stat, _) = Stat::of_kind(&root.join(rel), false).unwrap().unwrap();
+            Held::of(&stat, i64::try_from(stat.ctime_ns).unwrap() + RACY_NS + 1)
+        };
+        type Replace = fn(&Path);
+        let replacements: [(&str, Replace); 6] = [
+            ("removed", |p| std::fs::remove_file(p).unwrap()),
+            ("rewritten, same size", |p| {
+                std::fs::write(p, "TEXT").unwrap()
+            }),
+            ("appended to", |p| {
+                std::fs::write(p, "text, longer").unwrap()
+            }),
+            ("a folder", |p| {
+                std::fs::remove_file(p).unwrap();
+                std::fs::create_dir(p).unwrap();
+            }),
+            ("a link to itself", |p| {
+                let kept = p.with_extension("kept");
+                std::fs::rename(p, &kept).unwrap();
+                std::os::unix::fs::symlink(&kept, p).unwrap();
+            }),
+            ("an iCloud placeholder", |p| {
+                let name = p.file_name().unwrap().to_str().unwrap();
+                std::fs::write(p.with_file_name(names::placeholder_name(name)), "x").unwrap();
+                std::fs::remove_file(p).unwrap();
+            }),
+        ];
+        for (i, (what, replace)) in replacements.iter().enumerate() {
+            let rel = format!("sub/f{i}.txt");
+            std::fs::write(root.join(&rel), "text").unwrap();
+            let held = held_of(&rel);
+            let mut here = StillIn::new(root);
+            assert!(here.still(&rel, Some(&held)), "{what}: before");
+            replace(&root.join(&rel));
+            assert!(!here.still(&rel, Some(&held)), "{what}: after");
+            assert!(!still(&root.join(&rel), Some(&held)), "{what}: by path");
+        }
     }
 
     #[test]
