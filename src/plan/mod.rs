@@ -1707,7 +1707,12 @@ mod tests {
             ..input
         };
         assert_eq!(
-            protection(&plan_file(&plain, &Direction::Push), &Direction::Push, "icloud", false),
+            protection(
+                &plan_file(&plain, &Direction::Push),
+                &Direction::Push,
+                "icloud",
+                false
+            ),
             None
         );
     }
