@@ -6,8 +6,8 @@
 //!   stored length and hash, in order) and a trailer (index length, chunk count,
 //!   `MSPACK2\n`); named by the hash of its own bytes, so a name is written once and always
 //!   means the same bytes (two machines writing the same pack write the same file).
-//! - `manifests/<id>.json` (format 2): one per version (file, created, size, byte hash,
-//!   logical hash for databases, counts, protection, its packs, and its chunks as *runs*:
+//! - `manifests/<id>.json` (format 2): one per version (file, created, size, byte hash (SHA-256,
+//!   and BLAKE3 since the LZ4 codec), logical hash for databases, counts, protection, its packs, and its chunks as *runs*:
 //!   pack, first chunk number in that pack's index, count). A version that shares most of
 //!   its pages with an earlier one is a few runs of the earlier one's chunks, not a line per
 //!   page, and every manifest still stands alone (no manifest refers to another; its byte
@@ -63,7 +63,6 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The manifest layout: 2 lists runs of chunks, each pack holding the index of its chunks.
 pub const FORMAT: u32 = 2;
@@ -305,17 +304,21 @@ fn decode_at(
     Some(())
 }
 
-/// The contents of a batch of chunks, in order: runs of chunks adjacent in one pack are
-/// read with one positioned read.
+/// Decodes a batch of chunks, in order, into `out[..n]`; returns `n`. Runs of chunks
+/// adjacent in one pack are read with one positioned read into `stored`. Both buffers are
+/// the caller's, kept from batch to batch: they only grow, so nothing is zeroed again.
 fn decode_batch(
     batch: &[Place],
     packs: &[(PathBuf, std::fs::File)],
     z: &mut inflate::core::DecompressorOxide,
     bases: &HashMap<String, Vec<u8>>,
-) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; batch.len() * 4096 + MAX_CHUNK];
+    (out, stored): (&mut Vec<u8>, &mut Vec<u8>),
+) -> Result<usize> {
+    let need = batch.len() * 4096 + MAX_CHUNK;
+    if out.len() < need {
+        out.resize(need, 0);
+    }
     let mut pos = 0;
-    let mut stored = Vec::new();
     let mut i = 0;
     while i < batch.len() {
         let (slot, start, _) = batch[i];
@@ -327,19 +330,46 @@ fn decode_batch(
         }
         let (path, file) = &packs[slot];
         stored.resize((to - start) as usize, 0);
-        read_at(file, &mut stored, start).ctx("read pack", path)?;
+        read_at(file, stored, start).ctx("read pack", path)?;
         let mut at = 0;
         for &(_, _, len) in &batch[i..end] {
             let piece = &stored[at..at + len as usize];
             at += len as usize;
-            decode_at(piece, z, bases, &mut out, &mut pos).ok_or_else(|| {
+            decode_at(piece, z, bases, out, &mut pos).ok_or_else(|| {
                 Error::Refused(format!("{} is damaged at {}", path.display(), start))
             })?;
         }
         i = end;
     }
-    out.truncate(pos);
-    Ok(out)
+    Ok(pos)
+}
+
+/// Decoded bytes: a buffer and how much of it holds them.
+type Decoded = (Vec<u8>, usize);
+
+/// Hashes the decoded batches received, in order (BLAKE3 when `quick`, else SHA-256), and
+/// hands each buffer back to the decoders; the hex digest.
+fn hash_batches(
+    quick: bool,
+    batches: std::sync::mpsc::Receiver<Decoded>,
+    recycle: std::sync::mpsc::Sender<Vec<u8>>,
+) -> String {
+    let mut b3 = quick.then(blake3::Hasher::new);
+    let mut sha = (!quick).then(Sha256::new);
+    for (buf, n) in batches {
+        if let Some(h) = b3.as_mut() {
+            h.update(&buf[..n]);
+        }
+        if let Some(h) = sha.as_mut() {
+            h.update(&buf[..n]);
+        }
+        let _ = recycle.send(buf);
+    }
+    match (b3, sha) {
+        (Some(h), _) => h.finalize().to_hex().to_string(),
+        (_, Some(h)) => crate::ids::hex_lower(&h.finalize()),
+        _ => String::new(),
+    }
 }
 
 /// Reads exactly `buf.len()` bytes of `file` at `offset`, without moving a shared cursor.
@@ -948,8 +978,8 @@ impl Store {
     /// Rebuilds a version's bytes into `out`, in order, and tells whether they match its
     /// byte hash (BLAKE3 when the manifest has one, else SHA-256). Batches of chunks are
     /// read and decompressed by worker threads, each with one decompressor for all its
-    /// chunks; the caller writes them in order while a thread of its own hashes them (once,
-    /// the same buffers: no copy).
+    /// chunks; the caller writes them in order and passes them to a thread of its own that
+    /// hashes them and hands the buffers back to the workers (no buffer zeroed twice).
     fn rebuild(&self, m: &Manifest, out: &mut dyn Write) -> Result<bool> {
         let places = self.places_of(m)?;
         let bases = self.bases_of(m)?;
@@ -965,46 +995,40 @@ impl Store {
             .clamp(1, MAX_WORKERS)
             .min(batches.len().max(1));
         let stopped = || Error::Refused(format!("rebuilding {} stopped", m.info.name));
+        let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
+        let recycled = std::sync::Mutex::new(recycled);
         let digest = std::thread::scope(|s| -> Result<String> {
             let mut from = Vec::with_capacity(workers);
             for w in 0..workers {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(2);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Decoded>>(2);
                 from.push(rx);
-                let (batches, packs, bases) = (&batches, &packs, &bases);
+                let (batches, packs, bases, recycled) = (&batches, &packs, &bases, &recycled);
                 s.spawn(move || {
                     let mut z = inflate::core::DecompressorOxide::new();
+                    let mut stored = Vec::new();
                     for batch in batches.iter().skip(w).step_by(workers) {
-                        let decoded = decode_batch(batch, packs, &mut z, bases);
+                        let mut buf = recycled
+                            .lock()
+                            .ok()
+                            .and_then(|r| r.try_recv().ok())
+                            .unwrap_or_default();
+                        let decoded =
+                            decode_batch(batch, packs, &mut z, bases, (&mut buf, &mut stored));
                         let failed = decoded.is_err();
-                        if tx.send(decoded).is_err() || failed {
+                        if tx.send(decoded.map(|n| (buf, n))).is_err() || failed {
                             return;
                         }
                     }
                 });
             }
-            let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+            let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Decoded>(4);
             let quick = m.blake3.is_some();
-            let hasher = s.spawn(move || match quick {
-                true => {
-                    let mut whole = blake3::Hasher::new();
-                    for bytes in hash_rx {
-                        whole.update(&bytes[..]);
-                    }
-                    whole.finalize().to_hex().to_string()
-                }
-                false => {
-                    let mut whole = Sha256::new();
-                    for bytes in hash_rx {
-                        whole.update(&bytes[..]);
-                    }
-                    crate::ids::hex_lower(&whole.finalize())
-                }
-            });
+            let hasher = s.spawn(move || hash_batches(quick, hash_rx, recycle));
             for i in 0..batches.len() {
-                let bytes = Arc::new(from[i % workers].recv().map_err(|_| stopped())??);
-                to_hash.send(bytes.clone()).map_err(|_| stopped())?;
-                out.write_all(&bytes)
+                let (buf, n) = from[i % workers].recv().map_err(|_| stopped())??;
+                out.write_all(&buf[..n])
                     .map_err(|e| Error::io("write rebuilt version of", &m.info.name, e))?;
+                to_hash.send((buf, n)).map_err(|_| stopped())?;
             }
             drop(to_hash);
             hasher.join().map_err(|_| stopped())
@@ -1867,7 +1891,15 @@ mod tests {
         std::fs::write(&path, &pack).unwrap();
         let packs = [(path.clone(), std::fs::File::open(&path).unwrap())];
         let mut z = inflate::core::DecompressorOxide::new();
-        let out = decode_batch(&places, &packs, &mut z, &HashMap::new()).unwrap();
+        let (mut out, mut stored) = (Vec::new(), Vec::new());
+        let n = decode_batch(
+            &places,
+            &packs,
+            &mut z,
+            &HashMap::new(),
+            (&mut out, &mut stored),
+        );
+        out.truncate(n.unwrap());
         let want = [&page[..], &page[..], b"xyz", b"old chunk"].concat();
         assert_eq!(out, want);
         for (c, content) in chunks
