@@ -6,8 +6,9 @@
 //!   stored length and hash, in order) and a trailer (index length, chunk count,
 //!   `MSPACK2\n`); named by the hash of its own bytes, so a name is written once and always
 //!   means the same bytes (two machines writing the same pack write the same file).
-//! - `manifests/<id>.json` (format 2): one per version (file, created, size, byte hash (SHA-256,
-//!   and BLAKE3 since the LZ4 codec), logical hash for databases, counts, protection, its packs, and its chunks as *runs*:
+//! - `manifests/<id>.json` (format 2): one per version (file, created, size, byte hash —
+//!   SHA-256, and BLAKE3 since chunks are LZ4 —, logical hash for databases, counts,
+//!   protection, its packs, and its chunks as *runs*:
 //!   pack, first chunk number in that pack's index, count). A version that shares most of
 //!   its pages with an earlier one is a few runs of the earlier one's chunks, not a line per
 //!   page, and every manifest still stands alone (no manifest refers to another; its byte
