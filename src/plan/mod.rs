@@ -145,6 +145,8 @@ pub struct FilePlan {
     /// Whether two or more changed versions competed (a conflict, settled by the strategy,
     /// merged, or held): the versions it overwrites are conflict losers.
     pub conflict: bool,
+    /// Locations whose version the shrink guard holds back (against the agreed version).
+    pub held: Vec<String>,
 }
 
 fn current(observed: &Observed) -> Option<Recorded> {
@@ -191,6 +193,12 @@ pub fn plan_file(input: &FileInput, direction: &Direction) -> FilePlan {
             v.corrupt.as_ref().map(|c| (s.location.clone(), c.clone()))
         })
         .collect();
+    let held = input
+        .sides
+        .iter()
+        .filter(|s| version(&s.observed).is_some_and(|v| v.hold.is_some()))
+        .map(|s| s.location.clone())
+        .collect();
     let (decision, conflict) = decide(input, direction);
     let actions = match &decision {
         Decision::Propagate { winner, source, .. } => actions_for(input, winner, source, direction),
@@ -205,12 +213,15 @@ pub fn plan_file(input: &FileInput, direction: &Direction) -> FilePlan {
         actions,
         refused,
         conflict,
+        held,
     }
 }
 
 /// Why the backup a run made of `location`'s version of a planned file is protected from
-/// thinning, if it is: what a resolve replaced, a corrupt version refused, a conflict's
-/// loser (file level), a version holding a row that lost a row conflict.
+/// thinning, if it is: a version the shrink guard held back (replaced by a resolve that kept
+/// another one), or one replaced by such a version (a resolve confirming it, a push); what a
+/// resolve replaced, a corrupt version refused, a conflict's loser (file level), a version
+/// holding a row that lost a row conflict.
 pub fn protection(
     plan: &FilePlan,
     direction: &Direction,
@@ -219,7 +230,11 @@ pub fn protection(
 ) -> Option<Protected> {
     let merged =
         matches!(&plan.decision, Decision::Propagate { source, .. } if source == MERGE_SOURCE);
-    if matches!(direction, Direction::Keep(_)) {
+    let held_wins =
+        matches!(&plan.decision, Decision::Propagate { source, .. } if plan.held.contains(source));
+    if held_wins || plan.held.iter().any(|l| l == location) {
+        Some(Protected::ShrinkHeld)
+    } else if matches!(direction, Direction::Keep(_)) {
         Some(Protected::Replaced)
     } else if plan.refused.iter().any(|(l, _)| l == location) {
         Some(Protected::RefusedCorrupt)
@@ -1647,6 +1662,58 @@ mod tests {
         assert_eq!(
             protection(&merged, &sync, "local", true),
             Some(Protected::RowConflictLoser)
+        );
+    }
+
+    #[test]
+    fn protection_of_a_version_held_by_the_shrink_guard() {
+        let input = FileInput {
+            file: "f".into(),
+            agreed: rec("a"),
+            sides: vec![side("local:s@2~:a"), side("icloud:a@1:a")],
+            propagate_deletes: false,
+            mergeable: false,
+            agreed_elsewhere: false,
+        };
+        let sync = Direction::Sync(Newest);
+        let held = plan_file(&input, &sync);
+        assert_eq!(held.held, vec!["local".to_string()]);
+        assert!(matches!(held.decision, Decision::Conflict { .. }));
+        // A resolve keeping the other version replaces the held one: its backup is protected
+        // as held back, not merely as replaced.
+        let keep_other = Direction::Keep("icloud".into());
+        let plan = plan_file(&input, &keep_other);
+        assert_eq!(
+            protection(&plan, &keep_other, "local", false),
+            Some(Protected::ShrinkHeld)
+        );
+        // The held version confirmed (resolve) or pushed: what it replaces is protected.
+        for direction in [Direction::Keep("local".into()), Direction::Push] {
+            let plan = plan_file(&input, &direction);
+            assert!(
+                matches!(&plan.decision, Decision::Propagate { source, .. } if source == "local"),
+                "{direction:?}: {:?}",
+                plan.decision
+            );
+            assert_eq!(
+                protection(&plan, &direction, "icloud", false),
+                Some(Protected::ShrinkHeld),
+                "{direction:?}"
+            );
+        }
+        // Nothing held: nothing protected for it.
+        let plain = FileInput {
+            sides: vec![side("local:s@2:a"), side("icloud:a@1:a")],
+            ..input
+        };
+        assert_eq!(
+            protection(
+                &plan_file(&plain, &Direction::Push),
+                &Direction::Push,
+                "icloud",
+                false
+            ),
+            None
         );
     }
 }
