@@ -6,7 +6,8 @@
 //!   stored length and hash, in order) and a trailer (index length, chunk count,
 //!   `MSPACK2\n`); named by the hash of its own bytes, so a name is written once and always
 //!   means the same bytes (two machines writing the same pack write the same file).
-//! - `manifests/<id>.json` (format 2): one per version (file, created, size, byte hash —
+//! - `manifests/<id>.json` (format 3; 2 had no LZ4 chunks and no BLAKE3, and still reads):
+//!   one per version (file, created, size, byte hash —
 //!   SHA-256, and BLAKE3 since chunks are LZ4 —, logical hash for databases, counts,
 //!   protection, its packs, and its chunks as *runs*:
 //!   pack, first chunk number in that pack's index, count). A version that shares most of
@@ -65,8 +66,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// The manifest layout: 2 lists runs of chunks, each pack holding the index of its chunks.
-pub const FORMAT: u32 = 2;
+/// The manifest layout: 2 lists runs of chunks, each pack holding the index of its chunks;
+/// 3 may refer to LZ4 chunks and records a BLAKE3. A manifest of a later format (a newer
+/// Metasync on another machine) is left alone: not listed, and it stops collection, as an
+/// unreadable one does, so nothing it refers to is deleted.
+pub const FORMAT: u32 = 3;
 /// The store's folder inside a location's state folder.
 pub const HISTORY_DIR: &str = "history";
 /// A pack is closed once it holds this many bytes.
@@ -780,6 +784,10 @@ impl Store {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok());
             match parsed {
+                Some(m) if m.format > FORMAT => {
+                    tracing::warn!(target: "metasync", "history manifest {} was stored by a newer Metasync (format {}, this one reads up to {FORMAT}): update Metasync to list or restore it", e.path().display(), m.format);
+                    unreadable = true;
+                }
                 Some(m) => out.push((id.to_string(), m)),
                 None => {
                     tracing::warn!(target: "metasync", "unreadable history manifest {}", e.path().display());
@@ -849,7 +857,9 @@ impl Store {
     /// The manifest with this id, when there is a readable one.
     pub fn manifest(&self, id: &str) -> Option<Manifest> {
         let bytes = std::fs::read(self.manifest_path(id)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        serde_json::from_slice::<Manifest>(&bytes)
+            .ok()
+            .filter(|m| m.format <= FORMAT)
     }
 
     /// The name to store the version of bytes `sha256` that was the plain backup `rel`
@@ -1765,6 +1775,29 @@ mod tests {
             )
             .unwrap();
         assert_eq!(std::fs::read(out).unwrap(), std::fs::read(&b).unwrap());
+    }
+
+    #[test]
+    fn a_manifest_of_a_later_format_is_left_alone_and_keeps_its_packs() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let a = d.path().join("a");
+        std::fs::write(&a, vec![5u8; 80_000]).unwrap();
+        let (id, m) = store.put(&a, info("a.backup-1", false, None)).unwrap();
+        // A newer Metasync on another machine rewrote it in a format this one cannot read.
+        let path = store.manifest_path(&id);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        json["format"] = serde_json::json!(FORMAT + 1);
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        let (listed, unreadable) = store.manifests().unwrap();
+        assert!(listed.is_empty() && unreadable);
+        assert!(store.manifest(&id).is_none());
+        for later in [t0(), t0() + GRACE, t0() + GRACE * 2] {
+            let done = store.collect(later).unwrap();
+            assert_eq!((done.marked, done.deleted), (0, 0));
+        }
+        assert_eq!(store.pack_names().unwrap(), m.packs);
     }
 
     #[test]
