@@ -55,7 +55,10 @@ pub fn of_status(status: &StatusReport, config: &Config) -> Vec<LocationHealth> 
         .locations
         .iter()
         .map(|l| {
-            let usage = status.history.iter().find(|h| h.location == l.location.name);
+            let usage = status
+                .history
+                .iter()
+                .find(|h| h.location == l.location.name);
             of_location(&l.location, kind(&l.location.name, config), usage)
         })
         .collect()
@@ -157,7 +160,10 @@ mod tests {
             "endpoint unreachable (http://127.0.0.1:9)"
         );
         assert_eq!(
-            short_reason(url, "s3://shared/meta: no such bucket `shared`: NoSuchBucket"),
+            short_reason(
+                url,
+                "s3://shared/meta: no such bucket `shared`: NoSuchBucket"
+            ),
             "no such bucket `shared`"
         );
         assert_eq!(

@@ -35,7 +35,9 @@ impl Moto {
                 std::env::var_os("CI").is_none(),
                 "moto_server is missing: run scripts/deps (pip install 'moto[server]')"
             );
-            eprintln!("\n*** SKIPPED: moto_server is not installed; the store test did not run ***\n");
+            eprintln!(
+                "\n*** SKIPPED: moto_server is not installed; the store test did not run ***\n"
+            );
             return None;
         }
         let port = free_port();
@@ -66,7 +68,10 @@ impl Moto {
         .expect("send");
         let mut reply = String::new();
         let _ = s.read_to_string(&mut reply);
-        assert!(reply.starts_with("HTTP/1.1 200"), "create bucket {bucket}: {reply}");
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "create bucket {bucket}: {reply}"
+        );
     }
 
     /// The config lines of a store `name` on `s3://bucket/meta` at `endpoint`.
@@ -177,7 +182,11 @@ fn a_store_shows_its_health_its_reason_and_its_history_in_the_panel_and_the_tray
         .iter()
         .map(|n| health(&s, n)["kind"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(kinds, ["home", "folder", "store", "store", "store"], "{s:#}");
+    assert_eq!(
+        kinds,
+        ["home", "folder", "store", "store", "store"],
+        "{s:#}"
+    );
     let store = health(&s, "s3");
     assert_eq!(store["available"], true, "{s:#}");
     assert_eq!(store["place"], "s3://shared/meta", "{s:#}");
@@ -189,21 +198,31 @@ fn a_store_shows_its_health_its_reason_and_its_history_in_the_panel_and_the_tray
     );
     let gone = health(&s, "gone");
     assert_eq!(gone["available"], false, "{s:#}");
-    assert_eq!(gone["reason"], format!("endpoint unreachable ({dead})"), "{s:#}");
+    assert_eq!(
+        gone["reason"],
+        format!("endpoint unreachable ({dead})"),
+        "{s:#}"
+    );
     assert!(
         gone["detail"]
             .as_str()
             .is_some_and(|d| d.starts_with("s3://shared/meta: endpoint unreachable (")),
         "{s:#}"
     );
-    assert_eq!(health(&s, "nobucket")["reason"], "no such bucket `absent`", "{s:#}");
+    assert_eq!(
+        health(&s, "nobucket")["reason"],
+        "no such bucket `absent`",
+        "{s:#}"
+    );
 
     // The tray's health lines, from the status the app keeps.
     let state = panel.state::<AppState>();
     let lines = metasync_app::tray::info_lines(&state.view(), state.last_status().as_ref());
     assert!(lines.iter().any(|l| l.starts_with("s3 — ok")), "{lines:#?}");
     assert!(
-        lines.contains(&format!("gone — unavailable: endpoint unreachable ({dead})")),
+        lines.contains(&format!(
+            "gone — unavailable: endpoint unreachable ({dead})"
+        )),
         "{lines:#?}"
     );
     assert!(
