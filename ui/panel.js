@@ -95,11 +95,16 @@ function renderApp(app) {
     : "No sync since the app started.";
 }
 
+// What kind of place a location is, in the card's badge.
+const PLACE_WORDS = { home: "home", folder: "folder", drive: "drive", store: "object store" };
+
 function renderLocations(status) {
   const box = $("locations");
   box.replaceChildren();
+  const healthOf = new Map((status.health || []).map((h) => [h.location, h]));
   for (const loc of status.locations) {
-    const health = loc.available ? (loc.reason ? `available — ${loc.reason}` : "available") : `unavailable — ${loc.reason || "unknown reason"}`;
+    const h = healthOf.get(loc.name) || { kind: "folder", reason: loc.reason, place: loc.path };
+    const health = loc.available ? (h.reason ? `available — ${h.reason}` : "available") : `unavailable — ${h.reason || "unknown reason"}`;
     const rows = loc.files.map((f) =>
       el("tr", { "data-file": f.file },
         el("td", {},
@@ -116,8 +121,11 @@ function renderLocations(status) {
     box.append(el("div", { class: "card location", "data-location": loc.name, "data-available": String(loc.available) },
       el("div", { class: "card-head" },
         el("strong", { text: loc.name }),
-        el("span", { class: "health", "data-available": String(loc.available), text: health })),
-      el("div", { class: "path", text: loc.path }),
+        el("span", { class: "kind", "data-kind": h.kind, text: PLACE_WORDS[h.kind] || h.kind }),
+        el("span", { class: "health", "data-available": String(loc.available), title: h.detail || "", text: health })),
+      el("div", { class: "path", text: h.place || loc.path }),
+      h.detail ? el("div", { class: "detail", text: h.detail }) : null,
+      h.history ? el("div", { class: "history muted", text: `History: ${h.history}` }) : null,
       table,
       loc.conflict_copies && loc.conflict_copies.length
         ? el("p", { class: "muted", text: `iCloud conflict copies: ${loc.conflict_copies.join(", ")}` })

@@ -2,6 +2,7 @@
 //! strings for the page); ids and paths from the page go straight to the engine, which
 //! checks them. Engine calls run on blocking threads.
 
+use crate::health::{self, LocationHealth};
 use crate::pause::PauseFor;
 use crate::queue::{RunRequest, Trigger};
 use crate::scheduler;
@@ -40,18 +41,21 @@ pub struct StatusView {
     pub autostart_warning: Option<String>,
     /// Drive locations whose volume this machine never saw, with the volumes mounted now.
     pub volume_offers: Vec<VolumeOffer>,
+    /// Each location's kind, health in short words and history, in the order of `locations`.
+    pub health: Vec<LocationHealth>,
 }
 
 /// Locations, files, conflicts and the last run, with the app's state.
 #[tauri::command]
 pub async fn get_status(state: State<'_, AppState>) -> Result<StatusView, String> {
-    let (status, volume_offers) = blocking(&state.engine, |e| {
-        let status = e.status().map_err(|e| e.to_string())?;
+    let (status, volume_offers, health) = blocking(&state.engine, |e| {
+        let status = health::with_history(&e, e.status().map_err(|e| e.to_string())?);
+        let health = health::of_status(&status, e.config());
         let offers = volumes::offers_for(e.home(), e.config()).unwrap_or_else(|err| {
             tracing::warn!("volume offer: {err}");
             Vec::new()
         });
-        Ok((status, offers))
+        Ok((status, offers, health))
     })
     .await?;
     state.set_last_status(status.clone());
@@ -60,6 +64,7 @@ pub async fn get_status(state: State<'_, AppState>) -> Result<StatusView, String
         app: state.view(),
         autostart_warning: crate::login::warning(),
         volume_offers,
+        health,
     })
 }
 

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod commands;
+pub mod health;
 pub mod login;
 pub mod logs;
 pub mod menu;

@@ -53,7 +53,10 @@ pub fn short_hash(hash: &str) -> &str {
 pub fn location_line(loc: &LocationStatus) -> String {
     let name = &loc.location.name;
     if !loc.location.available {
-        let why = loc.location.reason.as_deref().unwrap_or("unavailable");
+        let why = match loc.location.reason.as_deref() {
+            Some(r) => crate::health::short_reason(&loc.location.path, r),
+            None => "unavailable".to_string(),
+        };
         return format!("{name} — unavailable: {why}");
     }
     let db = loc
