@@ -5,11 +5,9 @@
 use std::path::Path;
 use tracing_subscriber::prelude::*;
 
-/// Keeps the log writer alive; drop it at exit to flush.
+/// Kept for the callers, which hold it until exit: lines are written as they are logged, so
+/// there is nothing to flush (always `None`).
 pub type LogGuard = Option<tracing_appender::non_blocking::WorkerGuard>;
-
-/// Lines the log writer's queue holds before a logging call waits for the file.
-const LOG_QUEUE_LINES: usize = 1024;
 
 /// Installs the subscriber (once per process; later calls do nothing). `targets` are logged at
 /// INFO besides the engine's own.
@@ -31,24 +29,18 @@ pub fn init(home: &Path, prefix: &str, targets: &[&str], to_stderr: bool) -> Log
             |f, t| f.with_target(*t, tracing::Level::INFO),
         )
     };
-    let (file_layer, guard) = match file {
-        Some(appender) => {
-            // The default queue holds 128,000 lines, allocated and touched up front: 4 MB
-            // of page faults in every short CLI run. A run logs a few dozen lines; when the
-            // queue is full the writer waits (not lossy), so no line is dropped.
-            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-                .buffered_lines_limit(LOG_QUEUE_LINES)
-                .lossy(false)
-                .finish(appender);
-            let layer = tracing_subscriber::fmt::layer()
-                .with_writer(writer)
-                .with_ansi(false)
-                .with_target(false)
-                .with_filter(filter());
-            (Some(layer), Some(guard))
-        }
-        None => (None, None),
-    };
+    // Lines go straight to the file from the logging thread, one write(2) each (the file
+    // appender formats a line into one buffer). The non-blocking writer this replaced handed
+    // every line to a log thread: on a first sync, which logs a line per file written, that
+    // hand-off (a futex wake and the log thread's spinning, ~2 syscalls a line) cost more than
+    // the write itself, and with a bounded queue the run waited on it anyway.
+    let file_layer = file.map(|appender| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(appender)
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(filter())
+    });
     let stderr_layer = to_stderr.then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -60,5 +52,5 @@ pub fn init(home: &Path, prefix: &str, targets: &[&str], to_stderr: bool) -> Log
         .with(file_layer)
         .with(stderr_layer)
         .try_init();
-    guard
+    None
 }

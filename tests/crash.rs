@@ -447,3 +447,75 @@ fn sigkill_case_plain(file: &str, kills: usize) -> (u64, u64, u64) {
     }
     (killed, checked, 0)
 }
+
+/// The batched path (many small new files, `apply::batch`): a first sync of a tree into a new
+/// remote crashes where the batch's temps are durable but not yet renamed (`temps_durable`),
+/// in the middle of its renames (`after_rename:N`), and after them before the archive commit
+/// (`before_archive_commit`). After each crash every file of the remote is absent or complete
+/// (the source's bytes, never torn), and the next syncs write the rest, leave no temp file and
+/// converge.
+#[test]
+fn crash_in_a_batch_of_new_files() {
+    let points = ["temps_durable", "after_rename:7", "before_archive_commit"];
+    for point in points {
+        let w = World::new();
+        let a = w.machine("a", &[("icloud", "cloud")], "files = [\"**/*.txt\"]");
+        let mut want = std::collections::BTreeMap::new();
+        for d in 0..3 {
+            for f in 0..10 {
+                let rel = format!("d{d}/f{f}.txt");
+                let text = format!("file {rel}\n{}\n", "words ".repeat(50 * (f + 1)));
+                write_aged(&a.file(&rel), &text, 100);
+                want.insert(rel, text);
+            }
+        }
+        let out = a
+            .cmd(&["--json", "sync"])
+            .env("METASYNC_FAILPOINT", point)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code().is_none() && stderr.contains("failpoint"),
+            "{point}: the batched path never reached it (exit {:?}): {stderr}",
+            out.status.code()
+        );
+        let cloud = w.path("cloud");
+        let mut present = 0;
+        for (rel, text) in &want {
+            if let Ok(got) = std::fs::read_to_string(cloud.join(rel)) {
+                assert_eq!(&got, text, "{point}: torn {rel} in the remote");
+                present += 1;
+            }
+        }
+        let placed = match point {
+            "temps_durable" => 0,
+            "after_rename:7" => 7,
+            _ => want.len(),
+        };
+        assert_eq!(present, placed, "{point}: files in place after the crash");
+        a.sync(&[], 0);
+        let v = a.sync(&[], 0);
+        assert!(
+            v["actions"].as_array().is_some_and(|x| x.is_empty()),
+            "{point}: no convergence: {v:#}"
+        );
+        for (rel, text) in &want {
+            assert_eq!(
+                &read(&cloud.join(rel)),
+                text,
+                "{point}: {rel} after recovery"
+            );
+        }
+        let names = tree(&cloud);
+        assert!(
+            names.iter().all(|n| !n.contains(".metasync-tmp-")),
+            "{point}: temp file left: {names:?}"
+        );
+        assert_eq!(
+            names.iter().filter(|n| n.ends_with(".txt")).count(),
+            want.len(),
+            "{point}: {names:?}"
+        );
+    }
+}

@@ -75,6 +75,28 @@ impl Temp {
         self.rename(dest, mtime, true, false)
     }
 
+    /// Puts the temp file (written, made durable and verified by the caller, with its
+    /// modification time) in place as the new file `dest`, never over a file that appeared
+    /// there since the scan (that is a race: synced next run). The folder is not fsynced: the
+    /// caller does ([`crate::apply::batch`]). The failpoints `before_rename` and
+    /// `after_rename` are here too.
+    pub fn put_in_place_new(mut self, dest: &Path) -> Result<()> {
+        crate::failpoint::hit("before_rename");
+        match rename_new(&self.path, dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Changed(format!(
+                    "{} appeared while being synced; it will be synced next run",
+                    dest.display()
+                )))
+            }
+            Err(e) => return Err(Error::io("rename into place", dest, e)),
+        }
+        self.kept = true;
+        crate::failpoint::hit("after_rename");
+        Ok(())
+    }
+
     /// [`Temp::put_in_place`] for Metasync's own files (markers, row-merge bases), without
     /// the synced files' failpoints.
     pub fn put_own_file_in_place(self, dest: &Path) -> Result<()> {
@@ -142,6 +164,21 @@ pub fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
+}
+
+/// Renames `from` to `to` unless `to` exists.
+#[cfg(target_os = "linux")]
+fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(std::io::Error::from)
+}
+
+/// Renames `from` to `to` unless `to` exists (a link then an unlink where there is no
+/// `RENAME_NOREPLACE`; batches are taken on Linux only).
+#[cfg(not(target_os = "linux"))]
+fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
 }
 
 fn folder_of(dest: &Path) -> Result<&Path> {

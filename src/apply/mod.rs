@@ -2,6 +2,7 @@
 //! check, rename. Makes no decisions: it carries out one step and says whether it worked.
 
 pub mod atomic;
+pub mod batch;
 pub(crate) mod rows;
 
 use crate::error::{Error, IoContext, Result};
@@ -115,6 +116,8 @@ pub struct Copier {
     folders: BTreeSet<PathBuf>,
     /// Folders made or found this run (not created again for each file).
     made: HashSet<PathBuf>,
+    /// New small files waiting to be made durable and put in place together.
+    batch: batch::Batch,
 }
 
 impl Copier {
@@ -127,6 +130,57 @@ impl Copier {
         mtime: std::time::SystemTime,
         machine: &str,
     ) -> Result<()> {
+        let (temp, _) = self.write_temp(src, dest, expected, mtime, machine, true)?;
+        temp.put_in_place_unsynced(dest, None)?;
+        if let Some(dir) = dest.parent() {
+            self.folders.insert(dir.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Whether a new file of `size` bytes may wait for a batch ([`batch`]).
+    pub fn batches(size: u64) -> bool {
+        batch::Batch::takes(size)
+    }
+
+    /// [`Copier::copy`] of a new file into a batch: written and checked now, made durable and
+    /// put in place by [`Copier::settle`] (never over a file that appeared meanwhile).
+    pub fn copy_later(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        expected: &str,
+        mtime: std::time::SystemTime,
+        machine: &str,
+        tag: batch::Tag,
+    ) -> Result<()> {
+        let (temp, size) = self.write_temp(src, dest, expected, mtime, machine, false)?;
+        self.batch.push(temp, dest, size, tag);
+        Ok(())
+    }
+
+    /// Whether the batch should be settled before more files join it.
+    pub fn batch_full(&self) -> bool {
+        self.batch.is_full()
+    }
+
+    /// Settles the batch ([`batch::Batch::settle`]): how each of its files went.
+    pub fn settle(&mut self) -> Vec<batch::Settled> {
+        self.batch.settle()
+    }
+
+    /// A temp file for `dest` with the content of `src`, its hash checked against `expected`
+    /// and its modification time `mtime`; fsynced when `durable`, else its file system noted for
+    /// the batch's sync. Also its size.
+    fn write_temp(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        expected: &str,
+        mtime: std::time::SystemTime,
+        machine: &str,
+        durable: bool,
+    ) -> Result<(Temp, u64)> {
         let temp = match dest.parent() {
             Some(dir) if !self.made.contains(dir) => {
                 let t = Temp::beside(dest, machine)?;
@@ -135,17 +189,24 @@ impl Copier {
             }
             _ => Temp::in_folder(dest, machine)?,
         };
+        if !durable {
+            if let Some(dir) = dest.parent() {
+                self.batch.note_folder(dir)?;
+            }
+        }
         let mut input = File::open(src).ctx("open source", src)?;
         let mut out = temp.create()?;
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
         if self.buf.is_empty() {
             self.buf = vec![0u8; 1 << 20];
         }
+        let mut size = 0u64;
         loop {
             let n = input.read(&mut self.buf).ctx("read", src)?;
             if n == 0 {
                 break;
             }
+            size += n as u64;
             sha2::Digest::update(&mut hasher, &self.buf[..n]);
             out.write_all(&self.buf[..n])
                 .ctx("write temp file", temp.path())?;
@@ -153,7 +214,9 @@ impl Copier {
         // The mtime is given before the fsync (one open, and durable with the content).
         out.set_modified(mtime)
             .ctx("set modification time", temp.path())?;
-        out.sync_all().ctx("fsync temp file", temp.path())?;
+        if durable {
+            out.sync_all().ctx("fsync temp file", temp.path())?;
+        }
         drop(out);
         let got = crate::ids::hex_lower(&sha2::Digest::finalize(hasher));
         if got != expected {
@@ -165,11 +228,7 @@ impl Copier {
             )));
         }
         crate::failpoint::hit("after_temp_write");
-        temp.put_in_place_unsynced(dest, None)?;
-        if let Some(dir) = dest.parent() {
-            self.folders.insert(dir.to_path_buf());
-        }
-        Ok(())
+        Ok((temp, size))
     }
 
     /// Fsyncs each folder a copy was put into since the last call, once.
@@ -272,6 +331,53 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("dest")]);
+    }
+
+    #[test]
+    fn a_batch_puts_new_files_in_place_but_never_over_one_that_appeared() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::write(&src, "new content").unwrap();
+        let content = crate::kind::Content {
+            hash: crate::ids::hex_lower(&<sha2::Sha256 as sha2::Digest>::digest(b"new content")),
+            kind: Kind::Plain,
+            facts: Default::default(),
+            snapshot: None,
+        };
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000);
+        let (fresh, taken) = (d.path().join("a/fresh"), d.path().join("a/taken"));
+        let mut copier = Copier::default();
+        for dest in [&fresh, &taken] {
+            let tag = batch::Tag {
+                location: "remote".into(),
+                file: dest.file_name().unwrap().to_string_lossy().into(),
+                content: content.clone(),
+            };
+            copier
+                .copy_later(&src, dest, &content.hash, t, "m1", tag)
+                .unwrap();
+        }
+        assert!(
+            !fresh.exists(),
+            "nothing is in place before the batch settles"
+        );
+        std::fs::write(&taken, "the user's own").unwrap();
+        let settled = copier.settle();
+        assert_eq!(settled.len(), 2);
+        assert!(settled[0].result.is_ok());
+        let err = settled[1].result.as_ref().unwrap_err();
+        assert!(matches!(err, Error::Changed(_)), "{err}");
+        assert_eq!(std::fs::read_to_string(&fresh).unwrap(), "new content");
+        assert_eq!(std::fs::metadata(&fresh).unwrap().modified().unwrap(), t);
+        assert_eq!(std::fs::read_to_string(&taken).unwrap(), "the user's own");
+        let mut left: Vec<_> = std::fs::read_dir(d.path().join("a"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["fresh", "taken"]);
+        assert!(copier.settle().is_empty());
     }
 
     #[test]

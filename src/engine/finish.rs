@@ -14,6 +14,8 @@ impl Run<'_> {
         mut t: Tally,
         steady_key: Option<String>,
     ) -> Result<RunReport> {
+        // The last batch of copies is in place (or undone) before anything is decided.
+        self.settle_copies(&mut t);
         // A partial run's report lists every file, the unchanged ones as in sync.
         let planned_all = sc.loaded.partial.is_none();
         if let Some((_, others)) = &sc.loaded.partial {

@@ -128,6 +128,10 @@ impl Engine {
         let scene = run.scan(&survey, available, loaded, &mut tally)?;
         for index in 0..scene.scans.files.len() {
             run.file(&scene, index, &mut tally);
+            // After the file's records, which a copy that cannot be put in place undoes.
+            if tally.copier.batch_full() {
+                run.settle_copies(&mut tally);
+            }
         }
         run.finish(survey.archive, &survey.places, scene, tally, steady_key)
     }

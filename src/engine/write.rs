@@ -72,6 +72,7 @@ impl Engine {
             return (reports, GroupOutcome::Failed(e));
         }
         let at = self.clock.now_local().naive_local();
+        let later = job.batches();
         for action in job.group {
             // The location's folder must still be there: a write would otherwise re-create
             // it (a drive unplugged or a folder moved away during the run). Like an
@@ -87,7 +88,7 @@ impl Engine {
             if matches!(action, Action::Copy { .. } | Action::Delete { .. }) && !job.unchanged() {
                 return (reports, GroupOutcome::Raced(moved()));
             }
-            match self.act(job, action, at, copier) {
+            match self.act(job, action, at, copier, later) {
                 Ok(detail) => {
                     let r = action_report(file, action, detail, true, None);
                     tracing::info!(target: "metasync", "{file} in {}: {} {}", place.loc.name, r.action, r.detail);
@@ -106,20 +107,25 @@ impl Engine {
                 }
             }
         }
-        let entry = job.written_entry();
-        changes
-            .cache
-            .push(((place.loc.name.clone(), file.to_string()), entry));
+        // A batched copy's cache entry is made once it is in place (Run::settle_copies).
+        if !later {
+            let entry = job.written_entry();
+            changes
+                .cache
+                .push(((place.loc.name.clone(), file.to_string()), entry));
+        }
         (reports, GroupOutcome::Written)
     }
 
-    /// Carries out one action; its detail for the report.
+    /// Carries out one action; its detail for the report. With `later`, a copy joins the
+    /// copier's batch ([`crate::apply::batch`]).
     fn act(
         &self,
         job: &Job<'_>,
         action: &Action,
         at: chrono::NaiveDateTime,
         copier: &mut crate::apply::Copier,
+        later: bool,
     ) -> Result<String> {
         let dest = job.dest();
         match action {
@@ -150,6 +156,14 @@ impl Engine {
                 };
                 let local = job.place.loc.is_local();
                 let written = match content.kind {
+                    Kind::Plain if later => {
+                        let tag = crate::apply::batch::Tag {
+                            location: job.place.loc.name.clone(),
+                            file: job.file.to_string(),
+                            content: content.clone(),
+                        };
+                        copier.copy_later(src, &dest, hash, version.mtime, job.machine, tag)
+                    }
                     // The folder's fsync waits for the archive commit (once per folder).
                     Kind::Plain => copier.copy(src, &dest, hash, version.mtime, job.machine),
                     Kind::Sqlite => crate::kind::write_version(
@@ -218,10 +232,20 @@ impl Job<'_> {
         }
     }
 
+    /// Whether this job's copy may join a batch ([`crate::apply::batch`]): one copy of a
+    /// small plain file to where the scan found none, in a location of plain folders (an
+    /// object store's mirror publishes each file right after its write).
+    fn batches(&self) -> bool {
+        let small_plain = matches!(self.source, Some((_, Found::Present { stat, content, .. }))
+            if content.kind == Kind::Plain && crate::apply::Copier::batches(stat.size));
+        small_plain
+            && self.place.loc.store.is_none()
+            && matches!(self.group, [Action::Copy { .. }])
+            && self.scanned_stat().is_none()
+    }
+
     /// What was just written is known exactly: the scan cache remembers it, so the next run
-    /// need not read it again. Trusted at once (not subject to the racy-clean wait): the copy
-    /// carries the source's old mtime, so any later edit moves mtime and ctime away from this
-    /// stat.
+    /// need not read it again (see [`written_entry_at`]).
     fn written_entry(&self) -> Option<crate::archive::CacheEntry> {
         let hash = self.group.iter().find_map(|a| match a {
             Action::Copy { hash, .. } => Some(hash.clone()),
@@ -230,19 +254,30 @@ impl Job<'_> {
         let Some((_, Found::Present { content, .. })) = self.source else {
             return None;
         };
-        let database = content.kind == Kind::Sqlite;
-        let (stat, _) = scan::Stat::of_kind(&self.dest(), database).ok().flatten()?;
-        let trusted = stat
-            .mtime_ns
-            .max(stat.ctime_ns)
-            .max(stat.side.map_or(0, |s| s.1))
-            .saturating_add(i128::from(scan::RACY_NS) + 1);
-        // Past 2262 (i64 ns) the entry stays racy: read again each run.
-        let trusted = i64::try_from(trusted).unwrap_or(i64::MAX);
-        let mut e = scan::cache_entry(&stat, content, trusted);
-        e.hash = hash;
-        Some(e)
+        written_entry_at(&self.dest(), content, hash)
     }
+}
+
+/// The scan cache's entry for `content` just written at `dest` with the version hash `hash`.
+/// Trusted at once (not subject to the racy-clean wait): the copy carries the source's old
+/// mtime, so any later edit moves mtime and ctime away from this stat.
+pub(super) fn written_entry_at(
+    dest: &Path,
+    content: &crate::kind::Content,
+    hash: String,
+) -> Option<crate::archive::CacheEntry> {
+    let database = content.kind == Kind::Sqlite;
+    let (stat, _) = scan::Stat::of_kind(dest, database).ok().flatten()?;
+    let trusted = stat
+        .mtime_ns
+        .max(stat.ctime_ns)
+        .max(stat.side.map_or(0, |s| s.1))
+        .saturating_add(i128::from(scan::RACY_NS) + 1);
+    // Past 2262 (i64 ns) the entry stays racy: read again each run.
+    let trusted = i64::try_from(trusted).unwrap_or(i64::MAX);
+    let mut e = scan::cache_entry(&stat, content, trusted);
+    e.hash = hash;
+    Some(e)
 }
 
 /// How one location's writes for one file went.
@@ -368,6 +403,46 @@ impl super::run::Run<'_> {
             }
         }
         (did, failed)
+    }
+
+    /// Settles the copier's batch ([`crate::apply::batch`]): each file put in place gets its
+    /// scan cache entry; one that could not be is not recorded (its copy reported as failed,
+    /// its file as failed, a warning when it raced a change, else an error), so the next run
+    /// writes it again. Before the archive commit, and whenever the batch is full.
+    pub(super) fn settle_copies(&mut self, t: &mut super::run::Tally) {
+        let mut undone: HashSet<(String, String)> = HashSet::new();
+        for s in t.copier.settle() {
+            let (loc, file) = (s.tag.location, s.tag.file);
+            match s.result {
+                Ok(()) => {
+                    let hash = s.tag.content.hash.clone();
+                    let entry = written_entry_at(&s.dest, &s.tag.content, hash);
+                    t.changes.cache.push(((loc, file), entry));
+                }
+                Err(e) => {
+                    tracing::error!(target: "metasync", "{file} in {loc}: copy failed: {e}");
+                    let copy = t.actions.iter_mut().rev().find(|r| {
+                        r.file == file && r.location == loc && r.action == ActionKind::Copy
+                    });
+                    if let Some(r) = copy {
+                        r.done = false;
+                        r.error = Some(e.to_string());
+                    }
+                    if let Some(o) = t.outcomes.iter_mut().rev().find(|o| o.file == file) {
+                        o.outcome = Outcome::Failed;
+                    }
+                    t.written = t.written.saturating_sub(1);
+                    match e {
+                        Error::Changed(_) => self.warnings.push(format!("{file} in {loc}: {e}")),
+                        e => self.errors.push(format!("{file} in {loc}: {e}")),
+                    }
+                    undone.insert((file, loc));
+                }
+            }
+        }
+        if !undone.is_empty() {
+            t.changes.records.retain(|(key, _)| !undone.contains(key));
+        }
     }
 
     /// The source's snapshot may become this target's file (no copy) only when nothing reads
