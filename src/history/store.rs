@@ -887,6 +887,38 @@ impl Store {
     /// Stores the version at `src` (a plain backup nobody writes to); returns its id and
     /// manifest. Packs are written first, the manifest last.
     pub fn put(&self, src: &Path, info: VersionInfo) -> Result<(String, Manifest)> {
+        self.put_named(src, info, |_, _| None)
+    }
+
+    /// [`put`](Self::put) of the plain backup at relative path `rel`, named (see
+    /// [`free_name`](Self::free_name)) by the SHA-256 of its bytes taken while they are read
+    /// and stored: one read of the file, not a separate pass to hash it first. `info.name` is
+    /// replaced.
+    pub fn put_backup(
+        &self,
+        src: &Path,
+        rel: &str,
+        info: VersionInfo,
+    ) -> Result<(String, Manifest)> {
+        self.put_named(src, info, |store, sha256| {
+            Some(store.free_name(rel, sha256))
+        })
+    }
+
+    /// Checks that the stored version `m` rebuilds to the bytes it was stored from (its byte
+    /// hash), rebuilding into nothing: the same proof as a restore, without writing a file.
+    pub fn verify(&self, m: &Manifest) -> Result<()> {
+        self.read_into(m, &mut std::io::sink())
+    }
+
+    /// [`put`](Self::put), the name given by `name(store, sha256 of the bytes)` when it gives
+    /// one, else `info.name`.
+    fn put_named(
+        &self,
+        src: &Path,
+        mut info: VersionInfo,
+        name: impl FnOnce(&Self, &str) -> Option<String>,
+    ) -> Result<(String, Manifest)> {
         let (existing, _) = self.manifests()?;
         let parent = match info.database {
             true => parent_pages(&existing, &info),
@@ -925,6 +957,10 @@ impl Store {
                     builder.add(&chunk.data)?;
                 }
             }
+        }
+        let sha256 = crate::ids::hex_lower(&builder.bytes.clone().finalize());
+        if let Some(name) = name(self, &sha256) {
+            info.name = name;
         }
         let id = Manifest::id_of(&info.name);
         let manifest = builder.finish(info)?;
@@ -1890,6 +1926,42 @@ mod tests {
             assert!(err.to_string().contains(says), "{err}");
             assert!(!out.exists());
         }
+    }
+
+    #[test]
+    fn a_backup_is_named_by_its_bytes_read_once_and_verified_without_a_file() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let a = d.path().join("a");
+        std::fs::write(&a, b"hello history").unwrap();
+        let (id, m) = store
+            .put_backup(&a, "a.backup-1", info("ignored", false, None))
+            .unwrap();
+        assert_eq!(m.info.name, "a.backup-1");
+        assert_eq!(id, Manifest::id_of("a.backup-1"));
+        assert_eq!(m.sha256, sha_hex(b"hello history"));
+        store.verify(&m).unwrap();
+        // The same bytes again keep the name; other bytes under a taken name get the next.
+        let (again, _) = store
+            .put_backup(&a, "a.backup-1", info("ignored", false, None))
+            .unwrap();
+        assert_eq!(again, id);
+        std::fs::write(&a, b"other bytes").unwrap();
+        let (_, other) = store
+            .put_backup(&a, "a.backup-1", info("ignored", false, None))
+            .unwrap();
+        assert_eq!(other.info.name, "a.backup-1.1");
+        store.verify(&other).unwrap();
+        // A damaged chunk fails the check, and nothing is written anywhere.
+        let pack = store.pack_path(&m.packs[0]);
+        let mut bytes = std::fs::read(&pack).unwrap();
+        bytes[5] ^= 0xff;
+        std::fs::write(&pack, bytes).unwrap();
+        let listed = |dir: &Path| walkdir::WalkDir::new(dir).into_iter().count();
+        let files = listed(d.path());
+        let err = store.verify(&m).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        assert_eq!(listed(d.path()), files);
     }
 
     /// A chunk as versions before LZ4 stored it: deflated, behind a 1.
