@@ -852,21 +852,20 @@ fn move_into_store(
 ) -> Result<()> {
     let path = PathBuf::from(&b.entry.path);
     let before = at_rest(&path)?;
-    let (logical, entities, conversations) = describe_backup(&path, &engine.read_ctx().sqlite)?;
-    let info = VersionInfo {
+    let opts = &engine.read_ctx().sqlite;
+    let guess = VersionInfo {
         file: file.to_string(),
         name: b.rel.clone(),
         created: b.created,
-        database: logical.is_some(),
-        logical,
-        entities,
-        conversations,
+        database: crate::sqlite::is_sqlite(&path)?,
+        logical: None,
+        entities: None,
+        conversations: None,
         protected: version
             .protected
             .map(|(reason, since)| crate::history::store::Protection { reason, since }),
     };
-    // Named by the bytes' SHA-256, taken while they are read into the store.
-    let (id, manifest) = store.put_backup(&path, &b.rel, info)?;
+    let (id, manifest) = store_backup(store, &path, &b.rel, guess, opts)?;
     // Proven before the plain file goes: the manifest rebuilds to the very bytes read (into
     // nothing: no file written), and the file did not change since it was described.
     let checked = store
@@ -896,6 +895,48 @@ fn move_into_store(
     crate::history::forget_protection(&place.loc.root, &b.rel);
     tracing::info!(target: "metasync", "{} moved into {}", b.entry.id, store.dir().display());
     Ok(())
+}
+
+/// Stores the plain backup at `path` (relative path `rel`): described (see
+/// [`describe_backup`]) while it is read into the store, by pages when `guess` says it is a
+/// database, and named by the SHA-256 of its bytes taken meanwhile; read again, as bytes, when
+/// the description says it is not one after all (damaged).
+fn store_backup(
+    store: &Store,
+    path: &Path,
+    rel: &str,
+    mut guess: VersionInfo,
+    opts: &crate::sqlite::SqliteOptions,
+) -> Result<(String, Manifest)> {
+    let mut known: Option<VersionInfo> = None;
+    for _ in 0..2 {
+        let base = guess.clone();
+        let given = known.take();
+        let describe = || -> Result<VersionInfo> {
+            if let Some(info) = given {
+                return Ok(info);
+            }
+            let (logical, entities, conversations) = describe_backup(path, opts)?;
+            Ok(VersionInfo {
+                database: logical.is_some(),
+                logical,
+                entities,
+                conversations,
+                ..base
+            })
+        };
+        match store.put_backup(path, rel, &guess, describe)? {
+            Ok(done) => return Ok(done),
+            Err(described) => {
+                guess = described.clone();
+                known = Some(described);
+            }
+        }
+    }
+    Err(Error::Refused(format!(
+        "{} changed while it was stored",
+        path.display()
+    )))
 }
 
 /// A file's identity (device, inode) and state (size, modification time in nanoseconds).
