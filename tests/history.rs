@@ -623,3 +623,69 @@ fn versions_backed_up_in_the_same_second_are_all_kept() {
         "{list:#?}"
     );
 }
+
+/// A plain backup found damaged when it moves into the store (read by pages at first, as its
+/// header says SQLite) is stored as bytes instead, with no logical hash, and restores to
+/// exactly those bytes; the plain file goes only then.
+#[test]
+fn a_damaged_backup_moves_into_the_store_as_bytes_and_restores_exactly() {
+    let w = World::new();
+    let a = w.machine("a", &[("icloud", "cloud")], "files = [\"metastore.db\"]\n");
+    metasync::sample::create_knowledge_graph(&a.file(DB), 300, 30).unwrap();
+    let start = chrono::Utc::now() - chrono::Duration::hours(1);
+    let start = start - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
+    let clock = Arc::new(FixedClock::new(start));
+    let engine = metasync::Engine::open(a.home.clone(), None)
+        .unwrap()
+        .with_clock(clock.clone());
+    let sync = |rep: u64| {
+        if rep > 0 {
+            change_one_row(&a.file(DB), rep, 300);
+            set_age(&a.file(DB), 100 - rep * 10);
+        }
+        clock.advance(chrono::Duration::minutes(5));
+        let r = engine
+            .run(&metasync::RunOptions::default(), &mut |_| {})
+            .unwrap();
+        assert_eq!(r.exit_code, 0, "{:?} {:?}", r.errors, r.warnings);
+    };
+    sync(0);
+    sync(1);
+    let cloud = w.path("cloud");
+    let plain: Vec<PathBuf> = std::fs::read_dir(&cloud)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| metasync::names::is_backup_name(&p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    // Cut in half: the header still says SQLite, the integrity check fails.
+    let len = std::fs::metadata(&plain[0]).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&plain[0])
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let damaged = std::fs::read(&plain[0]).unwrap();
+    sync(2);
+    assert!(
+        !plain[0].exists(),
+        "the damaged backup moved into the store"
+    );
+    let store = metasync::history::store::Store::of_location(&cloud);
+    let (manifests, _) = store.manifests().unwrap();
+    let m = manifests
+        .iter()
+        .map(|(_, m)| m)
+        .find(|m| m.size == damaged.len() as u64)
+        .expect("the damaged version is stored");
+    assert!(!m.info.database && m.info.logical.is_none(), "{:?}", m.info);
+    let list = engine.backups(Some(DB), Some("icloud"), false).unwrap();
+    let b = list
+        .iter()
+        .find(|b| b.stored && b.size == damaged.len() as u64)
+        .expect("listed");
+    let out = w.path("restored.db");
+    engine.restore_to_path(&b.id, &out).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), damaged);
+}

@@ -851,37 +851,33 @@ fn move_into_store(
     version: &policy::Version,
 ) -> Result<()> {
     let path = PathBuf::from(&b.entry.path);
-    let ctx = engine.read_ctx();
-    let content = crate::kind::read_content(&path, &ctx)?;
-    let database = content.kind == crate::kind::Kind::Sqlite
-        && content.facts.integrity.is_empty()
-        && crate::sqlite::is_sqlite(&path)?;
-    let bytes = crate::kind::sha256_file(&path)?;
-    let info = VersionInfo {
+    let before = at_rest(&path)?;
+    let opts = &engine.read_ctx().sqlite;
+    let guess = VersionInfo {
         file: file.to_string(),
-        name: store.free_name(&b.rel, &bytes),
+        name: b.rel.clone(),
         created: b.created,
-        database,
-        logical: database.then(|| content.hash.clone()),
-        entities: content.facts.entities,
-        conversations: content.facts.conversations,
+        database: crate::sqlite::is_sqlite(&path)?,
+        logical: None,
+        entities: None,
+        conversations: None,
         protected: version
             .protected
             .map(|(reason, since)| crate::history::store::Protection { reason, since }),
     };
-    let (id, manifest) = store.put(&path, info)?;
-    let check = ctx
-        .scratch
-        .join(format!("history-check-{}", crate::ids::random_hex(12)));
-    std::fs::create_dir_all(&ctx.scratch)
-        .map_err(|e| Error::io("create folder", &ctx.scratch, e))?;
-    let rebuilt = store.restore_to(&manifest, &check, &ctx.sqlite);
-    let _ = std::fs::remove_file(&check);
-    if let Err(e) = rebuilt.and_then(|_| {
-        (manifest.sha256 == bytes).then_some(()).ok_or_else(|| {
-            Error::Refused(format!("{} changed while it was stored", path.display()))
-        })
-    }) {
+    let (id, manifest) = store_backup(store, &path, &b.rel, guess, opts)?;
+    // Proven before the plain file goes: the manifest rebuilds to the very bytes read (into
+    // nothing: no file written), and the file did not change since it was described.
+    let checked = store
+        .verify(&manifest)
+        .and_then(|()| match at_rest_now(&path)? {
+            Some(now) if now != before => Err(Error::Refused(format!(
+                "{} changed while it was stored",
+                path.display()
+            ))),
+            _ => Ok(()),
+        });
+    if let Err(e) = checked {
         // The plain file stays, so the version is not lost; a manifest of the same name may be
         // another machine's, made from a backup it has already deleted: it stays then.
         if path.exists() {
@@ -899,6 +895,90 @@ fn move_into_store(
     crate::history::forget_protection(&place.loc.root, &b.rel);
     tracing::info!(target: "metasync", "{} moved into {}", b.entry.id, store.dir().display());
     Ok(())
+}
+
+/// Stores the plain backup at `path` (relative path `rel`): described (see
+/// [`describe_backup`]) while it is read into the store, by pages when `guess` says it is a
+/// database, and named by the SHA-256 of its bytes taken meanwhile; read again, as bytes, when
+/// the description says it is not one after all (damaged).
+fn store_backup(
+    store: &Store,
+    path: &Path,
+    rel: &str,
+    mut guess: VersionInfo,
+    opts: &crate::sqlite::SqliteOptions,
+) -> Result<(String, Manifest)> {
+    let mut known: Option<VersionInfo> = None;
+    for _ in 0..2 {
+        let base = guess.clone();
+        let given = known.take();
+        let describe = || -> Result<VersionInfo> {
+            if let Some(info) = given {
+                return Ok(info);
+            }
+            let (logical, entities, conversations) = describe_backup(path, opts)?;
+            Ok(VersionInfo {
+                database: logical.is_some(),
+                logical,
+                entities,
+                conversations,
+                ..base
+            })
+        };
+        match store.put_backup(path, rel, &guess, describe)? {
+            Ok(done) => return Ok(done),
+            Err(described) => {
+                guess = described.clone();
+                known = Some(described);
+            }
+        }
+    }
+    Err(Error::Refused(format!(
+        "{} changed while it was stored",
+        path.display()
+    )))
+}
+
+/// A file's identity (device, inode) and state (size, modification time in nanoseconds).
+type AtRest = ((u64, u64), (u64, i64, i64));
+
+/// [`AtRest`] of the file at `path`.
+fn at_rest(path: &Path) -> Result<AtRest> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).map_err(|e| Error::io("read the state of", path, e))?;
+    Ok(((m.dev(), m.ino()), (m.len(), m.mtime(), m.mtime_nsec())))
+}
+
+/// [`at_rest`], `None` when the file is gone.
+fn at_rest_now(path: &Path) -> Result<Option<AtRest>> {
+    match at_rest(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What is known of the plain backup at `path` before it is stored: the logical hash of a
+/// healthy SQLite database (stored by pages; `None` for any other file, stored as bytes, as
+/// is a damaged database), and the `entities` and `conversations` counts. Read where it is,
+/// read-only: a plain backup is a file at rest (never synced, nobody writes it), so it needs
+/// no snapshot to be read consistently.
+fn describe_backup(
+    path: &Path,
+    opts: &crate::sqlite::SqliteOptions,
+) -> Result<(Option<String>, Option<u64>, Option<u64>)> {
+    if !crate::sqlite::is_sqlite(path)? {
+        return Ok((None, None, None));
+    }
+    match crate::sqlite::describe_at_rest(path, opts) {
+        Ok(info) => Ok((
+            info.integrity.ok.then_some(info.logical_hash),
+            info.counts.entities(),
+            info.counts.conversations(),
+        )),
+        Err(e) if crate::sqlite::is_corruption(&e) => Ok((None, None, None)),
+        Err(e) => Err(e),
+    }
 }
 
 /// A scratch file removed when dropped.

@@ -887,9 +887,61 @@ impl Store {
     /// Stores the version at `src` (a plain backup nobody writes to); returns its id and
     /// manifest. Packs are written first, the manifest last.
     pub fn put(&self, src: &Path, info: VersionInfo) -> Result<(String, Manifest)> {
+        let builder = self.read_chunks(src, &info)?;
+        self.seal(builder, info)
+    }
+
+    /// [`put`](Self::put) of the plain backup at relative path `rel`, read by pages when
+    /// `guess.database` (else as bytes) while `describe` runs beside the reading on a thread of
+    /// its own and gives what is known of it (its [`VersionInfo`]). Named (see
+    /// [`free_name`](Self::free_name)) by the SHA-256 of its bytes taken while they are read
+    /// and stored: one read of the file, not a separate pass to hash it first. When `describe`
+    /// says otherwise than `guess` whether it is a database, nothing is recorded (chunks
+    /// written meanwhile are collected as unreferenced) and that description is given back:
+    /// put it again with it.
+    pub fn put_backup<D>(
+        &self,
+        src: &Path,
+        rel: &str,
+        guess: &VersionInfo,
+        describe: D,
+    ) -> Result<std::result::Result<(String, Manifest), VersionInfo>>
+    where
+        D: FnOnce() -> Result<VersionInfo> + Send,
+    {
+        let (read, described) = std::thread::scope(|s| {
+            let described = s.spawn(describe);
+            let read = self.read_chunks(src, guess);
+            let described = described.join().unwrap_or_else(|_| {
+                Err(Error::Refused(format!(
+                    "describing {} panicked",
+                    src.display()
+                )))
+            });
+            (read, described)
+        });
+        let mut info = described?;
+        let builder = read?;
+        if info.database != guess.database {
+            return Ok(Err(info));
+        }
+        let sha256 = crate::ids::hex_lower(&builder.bytes.clone().finalize());
+        info.name = self.free_name(rel, &sha256);
+        self.seal(builder, info).map(Ok)
+    }
+
+    /// Checks that the stored version `m` rebuilds to the bytes it was stored from (its byte
+    /// hash), rebuilding into nothing: the same proof as a restore, without writing a file.
+    pub fn verify(&self, m: &Manifest) -> Result<()> {
+        self.read_into(m, &mut std::io::sink())
+    }
+
+    /// Reads the file at `src` into new chunks (packs written as they fill): by pages when
+    /// `info` says it is a database, else by content-defined chunks.
+    fn read_chunks(&self, src: &Path, info: &VersionInfo) -> Result<Builder<'_>> {
         let (existing, _) = self.manifests()?;
         let parent = match info.database {
-            true => parent_pages(&existing, &info),
+            true => parent_pages(&existing, info),
             false => Vec::new(),
         };
         let mut builder = Builder::new(self, self.index(&existing), parent);
@@ -926,6 +978,11 @@ impl Store {
                 }
             }
         }
+        Ok(builder)
+    }
+
+    /// Writes the last pack of `builder` and then the manifest of `info`.
+    fn seal(&self, builder: Builder<'_>, info: VersionInfo) -> Result<(String, Manifest)> {
         let id = Manifest::id_of(&info.name);
         let manifest = builder.finish(info)?;
         failpoint::hit("history_before_manifest");
@@ -1890,6 +1947,55 @@ mod tests {
             assert!(err.to_string().contains(says), "{err}");
             assert!(!out.exists());
         }
+    }
+
+    fn put_backup(store: &Store, src: &Path) -> (String, Manifest) {
+        let guess = info("ignored", false, None);
+        let described = guess.clone();
+        store
+            .put_backup(src, "a.backup-1", &guess, || Ok(described))
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_backup_is_named_by_its_bytes_read_once_and_verified_without_a_file() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let a = d.path().join("a");
+        std::fs::write(&a, b"hello history").unwrap();
+        let (id, m) = put_backup(&store, &a);
+        assert_eq!(m.info.name, "a.backup-1");
+        assert_eq!(id, Manifest::id_of("a.backup-1"));
+        assert_eq!(m.sha256, sha_hex(b"hello history"));
+        store.verify(&m).unwrap();
+        // The same bytes again keep the name; other bytes under a taken name get the next.
+        let (again, _) = put_backup(&store, &a);
+        assert_eq!(again, id);
+        std::fs::write(&a, b"other bytes").unwrap();
+        let (_, other) = put_backup(&store, &a);
+        assert_eq!(other.info.name, "a.backup-1.1");
+        store.verify(&other).unwrap();
+        // Read by pages but described as no database (damaged): nothing recorded, the
+        // description handed back.
+        let guess = info("ignored", true, None);
+        let said = info("ignored", false, None);
+        let back = store
+            .put_backup(&a, "b.backup-1", &guess, || Ok(said.clone()))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(back, said);
+        assert!(!store.manifest_path(&Manifest::id_of("b.backup-1")).exists());
+        // A damaged chunk fails the check, and nothing is written anywhere.
+        let pack = store.pack_path(&m.packs[0]);
+        let mut bytes = std::fs::read(&pack).unwrap();
+        bytes[5] ^= 0xff;
+        std::fs::write(&pack, bytes).unwrap();
+        let listed = |dir: &Path| walkdir::WalkDir::new(dir).into_iter().count();
+        let files = listed(d.path());
+        let err = store.verify(&m).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        assert_eq!(listed(d.path()), files);
     }
 
     /// A chunk as versions before LZ4 stored it: deflated, behind a 1.

@@ -168,6 +168,25 @@ pub(super) fn describe_snapshot(
     described
 }
 
+/// [`describe_snapshot`] of a database file at rest (nobody writes it: a plain backup), read
+/// where it is, read-only and without a snapshot: its integrity check and its logical hash
+/// (from its pages) at once, on two connections.
+pub(super) fn describe_in_place(path: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
+    let size = std::fs::metadata(path).ctx("read", path)?.len();
+    let (integrity, hashed) = std::thread::scope(|s| {
+        let check = s.spawn(|| integrity(path, opts));
+        let hashed = explained(hash_and_count(path, opts, true));
+        let integrity = check.join().unwrap_or_else(|_| {
+            Err(Error::Refused(format!(
+                "the integrity check of {} panicked",
+                path.display()
+            )))
+        });
+        (integrity, hashed)
+    });
+    describe_results(path, opts, size, Ok(()), integrity, hashed)
+}
+
 pub(super) fn describe_results(
     dest: &Path,
     opts: &SqliteOptions,

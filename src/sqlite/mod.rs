@@ -282,6 +282,13 @@ fn snapshot_into(
     taken
 }
 
+/// Describes the database file `path` as it is at rest — a file nobody writes, such as a
+/// plain backup — like a [`snapshot`] describes its copy, but reading the file itself
+/// (read-only; no copy, nothing written). A damaged file gives `integrity.ok == false`.
+pub fn describe_at_rest(path: &Path, opts: &SqliteOptions) -> Result<SnapshotInfo> {
+    explained(backup::describe_in_place(path, opts))
+}
+
 /// Logical hash (hex SHA-256) over the schema and rows of the database at `db`, read-only and
 /// in one read transaction; see the [module documentation](self) for its exact definition.
 pub fn logical_hash(db: &Path, opts: &SqliteOptions) -> Result<String> {
@@ -1017,6 +1024,42 @@ mod tests {
         for page in 3..=6u64 {
             scribble(path, (page - 1) * 4096 + 1500, 600, page);
         }
+    }
+
+    #[test]
+    fn a_database_at_rest_is_described_as_its_snapshot_is_without_a_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kg.db.backup-1");
+        create_knowledge_graph(&db, 3000, 20).expect("create");
+        let before = std::fs::read(&db).expect("read");
+        let snap = dir.path().join("snap.db");
+        let want = scratch_snapshot(&db, &snap, &opts(), None).expect("snapshot");
+        let got = describe_at_rest(&db, &opts()).expect("describe at rest");
+        assert!(got.integrity.ok, "{:?}", got.integrity);
+        assert_eq!(got.logical_hash, want.logical_hash);
+        assert_eq!(got.logical_hash, logical_hash(&db, &opts()).expect("hash"));
+        assert_eq!(got.counts, want.counts);
+        assert_eq!(got.size, before.len() as u64);
+        assert_eq!(
+            std::fs::read(&db).expect("read"),
+            before,
+            "the file is untouched"
+        );
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["kg.db.backup-1", "snap.db"],
+            "no side file, no copy"
+        );
+
+        let flipped = dir.path().join("flipped.db");
+        damaged_db(&flipped);
+        let bad = describe_at_rest(&flipped, &opts()).expect("a damaged file is described");
+        assert!(!bad.integrity.ok && !bad.integrity.messages.is_empty());
     }
 
     #[test]
