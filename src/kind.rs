@@ -6,35 +6,7 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 
-pub use crate::model::Kind;
-
-/// Kind-specific facts about one version, kept in the scan cache.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Facts {
-    /// Integrity problems, for databases (empty when healthy or not a database).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub integrity: Vec<String>,
-    /// Row count of `entities`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entities: Option<u64>,
-    /// Row count of `conversations`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conversations: Option<u64>,
-}
-
-/// A version as read: its hash, kind and facts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Content {
-    /// Version hash (hex).
-    pub hash: String,
-    /// Its kind.
-    pub kind: Kind,
-    /// Kind-specific facts.
-    pub facts: Facts,
-    /// For a database read this run: the consistent snapshot it was hashed from, kept for the
-    /// run so that propagation copies exactly the version that was hashed and checked.
-    pub snapshot: Option<std::path::PathBuf>,
-}
+pub use crate::model::{Content, Facts, Kind};
 
 /// Where the base copy of the run snapshot `snapshot` is, when one was made (see
 /// [`crate::sqlite::scratch_snapshot`]): an independent, fsynced byte copy of it, for the

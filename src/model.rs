@@ -55,6 +55,35 @@ pub enum Kind {
     Sqlite,
 }
 
+/// Kind-specific facts about one version, kept in the scan cache.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Facts {
+    /// Integrity problems, for databases (empty when healthy or not a database).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub integrity: Vec<String>,
+    /// Row count of `entities`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<u64>,
+    /// Row count of `conversations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<u64>,
+}
+
+/// A version as read: its hash, kind and facts (made by [`crate::kind`]; here, with the
+/// other plain data of the model, so that `apply` can carry it without depending on `kind`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Content {
+    /// Version hash (hex).
+    pub hash: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Kind-specific facts.
+    pub facts: Facts,
+    /// For a database read this run: the consistent snapshot it was hashed from, kept for the
+    /// run so that propagation copies exactly the version that was hashed and checked.
+    pub snapshot: Option<std::path::PathBuf>,
+}
+
 impl Kind {
     /// Its name in reports and the scan cache.
     pub fn as_str(self) -> &'static str {

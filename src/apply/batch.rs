@@ -32,7 +32,7 @@ pub struct Tag {
     /// The synced file.
     pub file: String,
     /// The version written (its scan cache entry is made once it is in place).
-    pub content: crate::kind::Content,
+    pub content: crate::model::Content,
 }
 
 /// A temp file written and checked, waiting for its batch.

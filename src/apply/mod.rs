@@ -3,7 +3,6 @@
 
 pub mod atomic;
 pub mod batch;
-pub(crate) mod rows;
 
 use crate::error::{Error, IoContext, Result};
 use crate::model::Kind;
@@ -338,7 +337,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         std::fs::write(&src, "new content").unwrap();
-        let content = crate::kind::Content {
+        let content = crate::model::Content {
             hash: crate::ids::hex_lower(&<sha2::Sha256 as sha2::Digest>::digest(b"new content")),
             kind: Kind::Plain,
             facts: Default::default(),

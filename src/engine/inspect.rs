@@ -338,7 +338,7 @@ impl Engine {
         let opts = crate::sqlite::SqliteOptions::from(&self.config().sqlite);
         let at = self.clock().now_local().naive_local();
         let made = crate::apply::backup(&live, at, crate::apply::BackupMethod::Snapshot, &opts)?;
-        let put = match crate::apply::rows::put_rows(&live, &old, table, keys, &opts) {
+        let put = match crate::inspect::restore::put_rows(&live, &old, table, keys, &opts) {
             Ok(put) => put,
             Err(e) => {
                 // The backup holds the very version still in place: not worth keeping.
@@ -470,7 +470,7 @@ impl Engine {
         for (loc, tables) in picks {
             let source = self.open_current(file, loc)?;
             for (table, keys) in tables {
-                crate::apply::rows::put_rows(&live, &source.path, table, keys, &opts)?;
+                crate::inspect::restore::put_rows(&live, &source.path, table, keys, &opts)?;
             }
         }
         Ok(())

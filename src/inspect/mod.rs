@@ -1,7 +1,6 @@
 //! What changed between kept versions of a synced file (issue 18): a file's timeline
 //! ([`HistoryEntry`]), the diff of two versions ([`Diff`]: rows for a database, lines for text),
-//! and what putting back chosen rows of an old version did ([`RestoreRowsReport`]; the write
-//! itself is `apply::rows`, with every other write).
+//! and putting back chosen rows of an old version ([`RestoreRowsReport`]).
 //!
 //! Rows are identified as the row merge identifies them ([`crate::merge`]): by the table's
 //! declared PRIMARY KEY (an `INTEGER PRIMARY KEY` is the rowid; a table without one by its
@@ -14,6 +13,7 @@
 //! integer or a text key spelled so (refused when it matches more than one row).
 
 pub mod json;
+pub(crate) mod restore;
 pub(crate) mod rows;
 pub mod text;
 pub(crate) mod textdiff;

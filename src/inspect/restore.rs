@@ -1,11 +1,12 @@
-//! The write of `restore --rows` (issue 18): putting back chosen rows of an old database
+//! The write of `restore --rows` (issue 18), kept beside the row reads it shares (in `apply` it
+//! would close a module cycle through `merge`): putting back chosen rows of an old database
 //! version into the live database. One transaction on the live file under SQLite's own
 //! locking (open connections see the change, nothing another writer commits is lost), the
 //! database's triggers off as in the row merge, and foreign keys and integrity checked before
 //! the commit (else nothing is kept).
 
+use super::rows::{key_columns, open_read_only, quote, user_tables};
 use crate::error::{Error, Result};
-use crate::inspect::rows::{key_columns, open_read_only, quote, user_tables};
 use crate::merge::{row_identity, values_json, RowIdentity};
 use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
