@@ -506,24 +506,23 @@ fn a_conflict_loser_is_protected_and_outlives_the_schedule() {
         write_aged(&b.file(RULES), &format!("later edit {i}\n"), 200 - i * 20);
         b.sync(&[], 0);
     }
-    let (_, list) = b.json(&["backups", RULES, "--location", "icloud"]);
+    let out = w.path("loser");
+    the_one_protected_restores(&b, RULES, "conflict_loser", &out);
+    assert_eq!(read(&out), "from a, older\n");
+}
+
+/// In `machine`'s listing of `file` in the iCloud folder: exactly one version protected for
+/// `reason`, in the store, which `restore --to out` writes; besides it only the keep_last (1)
+/// newest, the ordinary older versions gone.
+fn the_one_protected_restores(machine: &Machine, file: &str, reason: &str, out: &Path) {
+    let (_, list) = machine.json(&["backups", file, "--location", "icloud"]);
     let list = list.as_array().unwrap();
-    let protected: Vec<_> = list
-        .iter()
-        .filter(|x| x["protected"] == "conflict_loser")
-        .collect();
+    let protected: Vec<_> = list.iter().filter(|x| x["protected"] == reason).collect();
     assert_eq!(protected.len(), 1, "{list:#?}");
     assert_eq!(protected[0]["stored"], true, "{list:#?}");
-    let out = w.path("loser");
-    let r = b.run(&[
-        "restore",
-        protected[0]["id"].as_str().unwrap(),
-        "--to",
-        out.to_str().unwrap(),
-    ]);
+    let id = protected[0]["id"].as_str().unwrap();
+    let r = machine.run(&["restore", id, "--to", out.to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert_eq!(read(&out), "from a, older\n");
-    // Besides it, only the keep_last newest: the ordinary older versions went.
     assert_eq!(list.len(), 2, "{list:#?}");
 }
 
@@ -563,25 +562,9 @@ fn a_version_replaced_past_the_shrink_guard_is_protected_and_outlives_the_schedu
         change_one_row(&a.file(DB), rep, 10);
         a.sync(&[], 0);
     }
-    let (_, list) = a.json(&["backups", DB, "--location", "icloud"]);
-    let list = list.as_array().unwrap();
-    let held: Vec<_> = list
-        .iter()
-        .filter(|x| x["protected"] == "shrink_held")
-        .collect();
-    assert_eq!(held.len(), 1, "{list:#?}");
-    assert_eq!(held[0]["stored"], true, "{list:#?}");
     let out = w.path("held.db");
-    let r = a.run(&[
-        "restore",
-        held[0]["id"].as_str().unwrap(),
-        "--to",
-        out.to_str().unwrap(),
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    the_one_protected_restores(&a, DB, "shrink_held", &out);
     assert_eq!(entities(&out), 92);
-    // Besides it, only the keep_last newest: the ordinary older versions went.
-    assert_eq!(list.len(), 2, "{list:#?}");
 }
 
 /// Backups made in the same second (the clock held still) each keep their version: a
