@@ -2,6 +2,8 @@
 //! context (capabilities included) and real temporary folders behind the engine: a home
 //! and one remote folder configured in a metasync.toml written here.
 
+mod support;
+
 use metasync_app::state::{AppState, EngineHandle};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -48,19 +50,7 @@ fn fixture(strategy: &str) -> Fixture {
     );
     std::fs::write(home.join("metasync.toml"), config).expect("config");
     std::fs::write(home.join(RULES), "rules: v1\n").expect("rules");
-    let app = mock_builder()
-        .plugin(tauri_plugin_autostart::init(
-            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
-            None,
-        ))
-        .plugin(tauri_plugin_notification::init())
-        .manage(AppState::new(EngineHandle::new(&home, None)))
-        .invoke_handler(metasync_app::handler())
-        .build(metasync_app::context())
-        .expect("mock app");
-    let panel = WebviewWindowBuilder::new(&app, "panel", WebviewUrl::App("index.html".into()))
-        .build()
-        .expect("panel window");
+    let (app, panel) = support::panel_app(&home);
     Fixture {
         _dir: dir,
         home,

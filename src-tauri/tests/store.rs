@@ -3,7 +3,9 @@
 //! (`moto_server`, as the engine's own tests start it: `tests/common/moto.rs`), a store whose
 //! endpoint nothing listens on and one whose bucket does not exist.
 
-use metasync_app::state::{AppState, EngineHandle};
+mod support;
+
+use metasync_app::state::AppState;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,9 +13,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 use tauri::ipc::{CallbackFn, InvokeBody};
-use tauri::test::{get_ipc_response, mock_builder, MockRuntime, INVOKE_KEY};
+use tauri::test::{get_ipc_response, MockRuntime, INVOKE_KEY};
 use tauri::webview::InvokeRequest;
-use tauri::{Manager, WebviewUrl, WebviewWindow, WebviewWindowBuilder};
+use tauri::{Manager, WebviewWindow};
 
 /// A `moto_server` on a free loopback port, killed on drop.
 struct Moto {
@@ -155,19 +157,7 @@ fn a_store_shows_its_health_its_reason_and_its_history_in_the_panel_and_the_tray
         Moto::location("nobucket", "absent", &moto.endpoint()),
     );
     std::fs::write(home.join("metasync.toml"), config).expect("config");
-    let app = mock_builder()
-        .plugin(tauri_plugin_autostart::init(
-            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
-            None,
-        ))
-        .plugin(tauri_plugin_notification::init())
-        .manage(AppState::new(EngineHandle::new(&home, None)))
-        .invoke_handler(metasync_app::handler())
-        .build(metasync_app::context())
-        .expect("mock app");
-    let panel = WebviewWindowBuilder::new(&app, "panel", WebviewUrl::App("index.html".into()))
-        .build()
-        .expect("panel window");
+    let (_app, panel) = support::panel_app(&home);
 
     // Two versions through the bucket: the first is kept there as a backup object.
     let rules = home.join("sorting-rules.yaml");
