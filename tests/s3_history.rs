@@ -156,3 +156,51 @@ fn a_dry_run_restore_of_a_bucket_backup_downloads_nothing() {
         "{text}"
     );
 }
+
+/// A machine whose only remote is the bucket, joined after v1 was replaced by v2: it holds no
+/// backup of its own, only the bucket's v1 object.
+fn newcomer(moto: &common::moto::Moto, w: &World) -> Machine {
+    let c = w.machine(
+        "c",
+        &[],
+        &format!("\n{}", moto.location("s3", "shared", "meta")),
+    );
+    c.sync(&[], 0);
+    assert_eq!(read(&c.file(RULES)), "rules: v2\n");
+    c
+}
+
+#[test]
+fn diff_by_default_compares_with_the_newest_bucket_backup() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (_a, _b) = two_versions(&moto, &w, "");
+    let c = newcomer(&moto, &w);
+    let (_, list) = c.json(&["backups", "--location", "s3"]);
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("s3:sorting-rules.yaml.backup-"), "{list:#}");
+
+    let (code, d) = c.json(&["diff", RULES]);
+    assert_eq!(code, 0, "{d:#}");
+    assert_eq!(d["a"]["id"], id.as_str(), "the bucket's v1: {d:#}");
+    assert_eq!(d["a"]["location"], "s3", "{d:#}");
+    assert_eq!(d["b"]["id"], "current:local", "{d:#}");
+    let unified = d["unified"].as_str().unwrap_or_default();
+    assert!(
+        unified.contains("-rules: v1") && unified.contains("+rules: v2"),
+        "{d:#}"
+    );
+    let scratch = c.home.join(".metasync/tmp");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the download is scratch only: {left:?}");
+    // Named explicitly, on either side.
+    let (code, d) = c.json(&["diff", RULES, &id, "current"]);
+    assert_eq!(code, 0, "{d:#}");
+    assert_eq!(d["a"]["id"], id.as_str(), "{d:#}");
+    let (code, d) = c.json(&["diff", RULES, "current", &id]);
+    assert_eq!(code, 0, "{d:#}");
+    let unified = d["unified"].as_str().unwrap_or_default();
+    assert!(unified.contains("+rules: v1"), "{d:#}");
+}

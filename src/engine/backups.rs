@@ -262,8 +262,8 @@ impl Engine {
         Ok(out)
     }
 
-    /// The id of the newest backup of `file` in any available location, plain or stored,
-    /// found without reading any (what `diff` compares with by default).
+    /// The id of the newest backup of `file` in any available location, plain, stored or a
+    /// store's backup object, found without reading any (what `diff` compares with by default).
     pub(crate) fn newest_backup_id(&self, file: &str) -> Result<Option<String>> {
         let (places, _) = self.available_places()?;
         let mut best: Option<(chrono::DateTime<chrono::Utc>, String, String)> = None;
@@ -277,6 +277,10 @@ impl Engine {
         };
         for p in &places {
             for b in backups_of(p, file) {
+                consider(b.created, &b.rel, b.entry.id);
+            }
+            // A store's backup objects, from the listing the refresh made (nothing read).
+            for b in self.bucket_backups(p, Some(file), false)? {
                 consider(b.created, &b.rel, b.entry.id);
             }
             let store = Store::of_location(&p.loc.root);

@@ -118,11 +118,14 @@ impl Engine {
         if let Some(loc) = loc {
             return self.open_current(file, loc);
         }
-        let (place, of, path, entry, scratch) = self.find_version(id)?;
+        let (_, of, path, entry, scratch) = self.find_version(id)?;
         if of != file {
             return Err(Error::Usage(format!(
                 "`{id}` is a version of {of}, not of {file}"
             )));
+        }
+        if super::bucket_backups::is_object_path(&entry.path) {
+            self.check_downloaded(&entry, &path)?;
         }
         let db = crate::sqlite::is_sqlite(&path)?;
         let counts = match db {
@@ -137,7 +140,7 @@ impl Engine {
         Ok(Opened {
             vref: VersionRef {
                 id: entry.id.clone(),
-                location: place.loc.name.clone(),
+                location: entry.location.clone(),
                 created: entry.created.clone(),
             },
             path,
@@ -149,6 +152,20 @@ impl Engine {
             _temp: None,
             _scratch: Some(scratch),
         })
+    }
+
+    /// A backup object downloaded to `path` passes the check `restore` makes before putting
+    /// it back (a database's integrity check).
+    fn check_downloaded(&self, entry: &crate::report::BackupEntry, path: &Path) -> Result<()> {
+        let content = crate::kind::read_content(path, &self.read_ctx())?;
+        if content.facts.integrity.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Refused(format!(
+            "backup {} fails its integrity check ({}); not compared",
+            entry.path,
+            content.facts.integrity.join("; ")
+        )))
     }
 
     /// The current copy of `file` in location `loc`: a database through a consistent snapshot.
