@@ -204,3 +204,43 @@ fn diff_by_default_compares_with_the_newest_bucket_backup() {
     let unified = d["unified"].as_str().unwrap_or_default();
     assert!(unified.contains("+rules: v1"), "{d:#}");
 }
+
+#[test]
+fn diff_refuses_a_bucket_backup_that_fails_its_integrity_check() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let extra = "files = [\"*.db\"]\n";
+    let (a, _b) = on_bucket(&moto, &w, extra);
+    let db = "kg.db";
+    metasync::sample::create_knowledge_graph(&a.file(db), 92, 1).unwrap();
+    set_age(&a.file(db), 1000);
+    a.sync(&[], 0);
+    exec(&a.file(db), "UPDATE entities SET name = 'v2' WHERE id = 1;");
+    set_age(&a.file(db), 100);
+    a.sync(&[], 0);
+    let key = moto
+        .keys("shared")
+        .into_iter()
+        .find(|k| k.starts_with("meta/kg.db.backup-"))
+        .expect("v1 kept as a backup object");
+    // Cut in half: the header still says SQLite, the integrity check fails.
+    let mut bytes = get_bytes(&moto, "shared", &key);
+    bytes.truncate(bytes.len() / 2);
+    put_bytes(&moto, "shared", &key, bytes);
+    let c = w.machine(
+        "c",
+        &[],
+        &format!("{extra}\n{}", moto.location("s3", "shared", "meta")),
+    );
+    c.sync(&[], 0);
+    let id = format!("s3:{}", key.strip_prefix("meta/").unwrap());
+    for args in [vec!["diff", db], vec!["diff", db, &id, "current"]] {
+        let (code, r) = c.json(&args);
+        assert_ne!(code, 0, "{args:?}: {r:#}");
+        let error = r["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("fails its integrity check") && error.contains(&key),
+            "{args:?}: {r:#}"
+        );
+    }
+}

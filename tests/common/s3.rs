@@ -145,3 +145,40 @@ pub fn now_secs() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// A signed client of `bucket` on `moto` (it takes any key).
+fn client(moto: &Moto, bucket: &str) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .with_endpoint(moto.endpoint())
+        .with_allow_http(true)
+        .build()
+        .expect("an S3 client")
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}
+
+/// The bytes of the object at `key` of `bucket`.
+pub fn get_bytes(moto: &Moto, bucket: &str, key: &str) -> Vec<u8> {
+    use object_store::ObjectStoreExt;
+    let s3 = client(moto, bucket);
+    block(async move { s3.get(&key.into()).await?.bytes().await })
+        .expect("get")
+        .to_vec()
+}
+
+/// Another writer: puts the bytes `body` at `key` of `bucket`.
+pub fn put_bytes(moto: &Moto, bucket: &str, key: &str, body: Vec<u8>) {
+    use object_store::ObjectStoreExt;
+    let s3 = client(moto, bucket);
+    block(async move { s3.put(&key.into(), body.into()).await }).expect("put");
+}
