@@ -293,15 +293,19 @@ impl Engine {
         Ok(best.map(|b| b.2))
     }
 
-    /// The stored version named by `<location>:history:<backup name>`, when `spec` is one.
-    fn find_stored(&self, spec: &str) -> Result<Option<(Place, Store, String, Manifest)>> {
+    /// The stored version named by `<location>:history:<backup name>`, when `spec` is one,
+    /// among the available `places`.
+    fn find_stored(
+        &self,
+        spec: &str,
+        places: Vec<Place>,
+    ) -> Result<Option<(Place, Store, String, Manifest)>> {
         let Some((loc, name)) = spec
             .split_once(':')
             .and_then(|(l, rest)| Some((l, rest.strip_prefix(STORED_PREFIX)?)))
         else {
             return Ok(None);
         };
-        let (places, _) = self.available_places()?;
         let refuse =
             |why: String| Error::Refused(format!("`{spec}` is not a restorable backup: {why}"));
         let place = places
@@ -361,7 +365,7 @@ impl Engine {
             crate::apply::copy_file(&tmp, to, &hash, std::time::SystemTime::now(), "restore")?;
             return Ok(entry);
         }
-        if let Some((place, store, id, m)) = self.find_stored(spec)? {
+        if let Some((place, store, id, m)) = self.find_stored(spec, places)? {
             store.restore_to(&m, to, &ctx.sqlite)?;
             return Ok(stored_entry(&place, &store, &id, &m));
         }
@@ -456,7 +460,7 @@ impl Engine {
         if let Some(found) = self.find_bucket_backup(spec)? {
             return Ok(found);
         }
-        if let Some((place, store, id, m)) = self.find_stored(spec)? {
+        if let Some((place, store, id, m)) = self.find_stored(spec, self.available_places()?.0)? {
             let ctx = self.read_ctx();
             std::fs::create_dir_all(&ctx.scratch)
                 .map_err(|e| Error::io("create folder", &ctx.scratch, e))?;
