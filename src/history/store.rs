@@ -1455,53 +1455,33 @@ fn rewrite(
 ) -> Option<Manifest> {
     let mut out = m.clone();
     out.packs.clear();
-    out.runs.clear();
-    out.bases.clear();
     let mut any = false;
-    let mut b = Runs(Vec::new());
-    for &Run(slot, first, count) in &m.runs {
-        let old = m.packs.get(slot)?;
-        for n in first..first + count {
-            let (pack, n) = match moved.get(&(old.clone(), n)) {
-                Some((s, new)) => {
-                    any = true;
-                    (new_packs.get(*s)?, *new)
-                }
-                None => (old, n),
-            };
-            let slot = match out.packs.iter().position(|p| p == pack) {
-                Some(i) => i,
-                None => {
-                    out.packs.push(pack.clone());
-                    out.packs.len() - 1
-                }
-            };
-            b.push(slot, n);
+    let mut remap = |runs: &[Run], packs: &mut Vec<String>| -> Option<Vec<Run>> {
+        let mut b = Runs(Vec::new());
+        for &Run(slot, first, count) in runs {
+            let old = m.packs.get(slot)?;
+            for n in first..first + count {
+                let (pack, n) = match moved.get(&(old.clone(), n)) {
+                    Some((s, new)) => {
+                        any = true;
+                        (new_packs.get(*s)?, *new)
+                    }
+                    None => (old, n),
+                };
+                let slot = match packs.iter().position(|p| p == pack) {
+                    Some(i) => i,
+                    None => {
+                        packs.push(pack.clone());
+                        packs.len() - 1
+                    }
+                };
+                b.push(slot, n);
+            }
         }
-    }
-    out.runs = b.0;
-    let mut bases = Runs(Vec::new());
-    for &Run(slot, first, count) in &m.bases {
-        let old = m.packs.get(slot)?;
-        for n in first..first + count {
-            let (pack, n) = match moved.get(&(old.clone(), n)) {
-                Some((s, new)) => {
-                    any = true;
-                    (new_packs.get(*s)?, *new)
-                }
-                None => (old, n),
-            };
-            let slot = match out.packs.iter().position(|p| p == pack) {
-                Some(i) => i,
-                None => {
-                    out.packs.push(pack.clone());
-                    out.packs.len() - 1
-                }
-            };
-            bases.push(slot, n);
-        }
-    }
-    out.bases = bases.0;
+        Some(b.0)
+    };
+    out.runs = remap(&m.runs, &mut out.packs)?;
+    out.bases = remap(&m.bases, &mut out.packs)?;
     any.then_some(out)
 }
 
