@@ -236,24 +236,22 @@ struct Lists {
 impl Lists {
     fn added(&mut self, key: &[Value], row: &[Value]) {
         self.t.summary.added += 1;
-        if self.t.added.len() < self.limit {
-            let values = cells(&self.t.columns, row);
-            self.t.added.push(Row {
-                key: values_json(key),
-                values,
-            });
-        }
+        let row = self.listed(self.t.added.len(), key, row);
+        self.t.added.extend(row);
     }
 
     fn removed(&mut self, key: &[Value], row: &[Value]) {
         self.t.summary.removed += 1;
-        if self.t.removed.len() < self.limit {
-            let values = cells(&self.t.columns, row);
-            self.t.removed.push(Row {
-                key: values_json(key),
-                values,
-            });
-        }
+        let row = self.listed(self.t.removed.len(), key, row);
+        self.t.removed.extend(row);
+    }
+
+    /// The row to list after `listed` others, while under the limit.
+    fn listed(&self, listed: usize, key: &[Value], row: &[Value]) -> Option<Row> {
+        (listed < self.limit).then(|| Row {
+            key: values_json(key),
+            values: cells(&self.t.columns, row),
+        })
     }
 
     /// Records the pair when it differs.
