@@ -395,3 +395,47 @@ fn a_database_backup_is_checked_then_restored_live_and_propagates() {
         "written in place, not replaced: the local file keeps its journal mode"
     );
 }
+
+/// `restore ID --to PATH` of a stored version writes a temp file beside PATH and renames it
+/// only once whole, verified and fsynced: a crash before the rename leaves nothing at PATH,
+/// and the next attempt writes it.
+#[test]
+fn restore_to_a_path_crashing_before_the_rename_leaves_nothing_there() {
+    let (w, a, _b) = two("[backups]\nkeep_last = 3\nplain_last = 1\n");
+    write_aged(&a.file(RULES), "current\n", 100);
+    a.sync(&[], 0);
+    let cloud = w.path("cloud");
+    let now = chrono::Local::now().naive_local();
+    for (h, body) in [(1u64, "newer\n"), (2, "the older version\n")] {
+        let at = now - chrono::Duration::hours(h as i64);
+        let p = cloud.join(format!("{RULES}.backup-{}", at.format("%Y%m%d-%H%M%S")));
+        write_aged(&p, body, 3600 * h);
+    }
+    let (code, _) = a.json(&["prune"]);
+    assert_eq!(code, 0);
+    let (_, list) = a.json(&["backups", RULES, "--location", "icloud"]);
+    let stored: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["stored"] == true)
+        .collect();
+    assert_eq!(stored.len(), 1, "{list:#}");
+    let id = stored[0]["id"].as_str().unwrap();
+    let out = w.path("restored");
+    let crashed = a
+        .cmd(&["restore", id, "--to", out.to_str().unwrap()])
+        .env("METASYNC_FAILPOINT", "before_rename")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&crashed.stderr);
+    assert!(
+        crashed.status.code().is_none() && stderr.contains("failpoint"),
+        "the restore stops at the rename: {:?} {stderr}",
+        crashed.status
+    );
+    assert!(!out.exists(), "nothing at the path before the rename");
+    let r = a.run(&["restore", id, "--to", out.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(read(&out), "the older version\n");
+}

@@ -14,6 +14,29 @@ use chrono::{Local, TimeZone};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 
+/// Rebuilds the stored version `m` into the new file `to` by way of a temp file beside it:
+/// `to` appears only whole, verified and fsynced (a crash midway leaves at most the temp),
+/// and never over a file that appeared there meanwhile.
+fn restore_stored_to(
+    store: &Store,
+    m: &Manifest,
+    to: &Path,
+    sqlite: &crate::sqlite::SqliteOptions,
+) -> Result<()> {
+    let temp = crate::apply::atomic::Temp::in_folder(to, "restore")?;
+    store.restore_to(m, temp.path(), sqlite)?;
+    match temp.put_in_place_new(to) {
+        Err(Error::Changed(_)) => Err(Error::Refused(format!(
+            "{} appeared while the version was being restored; left as it is",
+            to.display()
+        ))),
+        done => {
+            crate::apply::atomic::sync_folder(to);
+            done
+        }
+    }
+}
+
 /// One backup found on disk.
 #[derive(Debug, Clone)]
 pub(crate) struct OnDisk {
@@ -366,7 +389,7 @@ impl Engine {
             return Ok(entry);
         }
         if let Some((place, store, id, m)) = self.find_stored(spec, places)? {
-            store.restore_to(&m, to, &ctx.sqlite)?;
+            restore_stored_to(&store, &m, to, &ctx.sqlite)?;
             return Ok(stored_entry(&place, &store, &id, &m));
         }
         let (place, file, path) = self.find_backup(spec)?;
