@@ -395,3 +395,144 @@ fn a_database_backup_is_checked_then_restored_live_and_propagates() {
         "written in place, not replaced: the local file keeps its journal mode"
     );
 }
+
+/// `path → sha256` of a listing.
+fn listed_hashes(list: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let hash = b["sha256"].as_str().unwrap_or_default().to_string();
+            (b["path"].as_str().unwrap().to_string(), hash)
+        })
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A listing keeps each plain backup's hash with the stat it was read at (in the home's
+/// state): a later listing of the unchanged backups takes every hash (and, with `--counts`,
+/// every count) from there, reading none of the backups — shown by replacing what was kept
+/// with values no backup has —, and reads again the one whose stat changed (same size, new
+/// mtime).
+#[test]
+fn a_listing_of_unchanged_backups_reads_none_and_rehashes_a_changed_one() {
+    let (w, a, _b) = two("");
+    write_aged(&a.file(RULES), "current\n", 100);
+    a.sync(&[], 0);
+    let cloud = w.path("cloud");
+    let now = chrono::Local::now().naive_local();
+    let made: Vec<std::path::PathBuf> = (1..=3u64)
+        .map(|h| {
+            let at = now - chrono::Duration::hours(h as i64);
+            let p = cloud.join(format!("{RULES}.backup-{}", at.format("%Y%m%d-%H%M%S")));
+            write_aged(&p, &format!("version {h}\n"), 3600 * h);
+            p
+        })
+        .collect();
+    // A hash read within 2 s of the file's last change is never trusted later (racy).
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let args = ["backups", RULES, "--location", "icloud"];
+    let (code, first) = a.json(&args);
+    assert_eq!(code, 0);
+    let real: std::collections::BTreeMap<String, String> = made
+        .iter()
+        .map(|p| {
+            let hash = sha256_hex(&std::fs::read(p).unwrap());
+            (p.display().to_string(), hash)
+        })
+        .collect();
+    assert_eq!(listed_hashes(&first), real);
+    // What was kept, replaced by values no backup has.
+    let kept_dir = a.home.join(".metasync").join("backup-hashes");
+    let kept: Vec<_> = std::fs::read_dir(&kept_dir)
+        .expect("the listing kept the backups' hashes")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "one location listed: {kept:?}");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&kept[0]).unwrap()).unwrap();
+    let entries = json.as_object_mut().unwrap();
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    for e in entries.values_mut() {
+        e["hash"] = serde_json::json!("f".repeat(64));
+        e["extra"] = serde_json::json!("{\"entities\":777}");
+    }
+    std::fs::write(&kept[0], serde_json::to_vec(&json).unwrap()).unwrap();
+    let planted = |list: &serde_json::Value| {
+        let hashes = listed_hashes(list);
+        hashes.values().filter(|h| **h == "f".repeat(64)).count()
+    };
+    let (_, second) = a.json(&args);
+    assert_eq!(planted(&second), 3, "no backup read: {second:#}");
+    let mut counted = args.to_vec();
+    counted.push("--counts");
+    let (_, with_counts) = a.json(&counted);
+    let counts: Vec<_> = with_counts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["entities"].clone())
+        .collect();
+    assert_eq!(counts, vec![serde_json::json!(777); 3], "{with_counts:#}");
+    // One backup rewritten in place: same size, other bytes, another mtime.
+    write_aged(&made[0], "version 9\n", 7200);
+    let (_, third) = a.json(&args);
+    let hashes = listed_hashes(&third);
+    assert_eq!(
+        hashes[&made[0].display().to_string()],
+        sha256_hex(b"version 9\n"),
+        "the changed backup is read again"
+    );
+    assert_eq!(planted(&third), 2, "the others still are not: {third:#}");
+}
+
+/// `restore ID --to PATH` of a stored version writes a temp file beside PATH and renames it
+/// only once whole, verified and fsynced: a crash before the rename leaves nothing at PATH,
+/// and the next attempt writes it.
+#[test]
+fn restore_to_a_path_crashing_before_the_rename_leaves_nothing_there() {
+    let (w, a, _b) = two("[backups]\nkeep_last = 3\nplain_last = 1\n");
+    write_aged(&a.file(RULES), "current\n", 100);
+    a.sync(&[], 0);
+    let cloud = w.path("cloud");
+    let now = chrono::Local::now().naive_local();
+    for (h, body) in [(1u64, "newer\n"), (2, "the older version\n")] {
+        let at = now - chrono::Duration::hours(h as i64);
+        let p = cloud.join(format!("{RULES}.backup-{}", at.format("%Y%m%d-%H%M%S")));
+        write_aged(&p, body, 3600 * h);
+    }
+    let (code, _) = a.json(&["prune"]);
+    assert_eq!(code, 0);
+    let (_, list) = a.json(&["backups", RULES, "--location", "icloud"]);
+    let stored: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["stored"] == true)
+        .collect();
+    assert_eq!(stored.len(), 1, "{list:#}");
+    let id = stored[0]["id"].as_str().unwrap();
+    let out = w.path("restored");
+    let crashed = a
+        .cmd(&["restore", id, "--to", out.to_str().unwrap()])
+        .env("METASYNC_FAILPOINT", "before_rename")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&crashed.stderr);
+    assert!(
+        crashed.status.code().is_none() && stderr.contains("failpoint"),
+        "the restore stops at the rename: {:?} {stderr}",
+        crashed.status
+    );
+    assert!(!out.exists(), "nothing at the path before the rename");
+    let r = a.run(&["restore", id, "--to", out.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(read(&out), "the older version\n");
+}

@@ -4,6 +4,7 @@
 use crate::archive::{Archive, Changes, FileMap};
 use crate::engine::{ns_to_rfc3339, Engine, Place};
 use crate::error::{Error, Result};
+use crate::history::hashes::PlainHashes;
 use crate::history::policy::{self, Action};
 use crate::history::store::{Manifest, Store, VersionInfo};
 use crate::location::Availability;
@@ -13,6 +14,29 @@ use crate::scan::{self, Found};
 use chrono::{Local, TimeZone};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
+
+/// Rebuilds the stored version `m` into the new file `to` by way of a temp file beside it:
+/// `to` appears only whole, verified and fsynced (a crash midway leaves at most the temp),
+/// and never over a file that appeared there meanwhile.
+fn restore_stored_to(
+    store: &Store,
+    m: &Manifest,
+    to: &Path,
+    sqlite: &crate::sqlite::SqliteOptions,
+) -> Result<()> {
+    let temp = crate::apply::atomic::Temp::in_folder(to, "restore")?;
+    store.restore_to(m, temp.path(), sqlite)?;
+    match temp.put_in_place_new(to) {
+        Err(Error::Changed(_)) => Err(Error::Refused(format!(
+            "{} appeared while the version was being restored; left as it is",
+            to.display()
+        ))),
+        done => {
+            crate::apply::atomic::sync_folder(to);
+            done
+        }
+    }
+}
 
 /// One backup found on disk.
 #[derive(Debug, Clone)]
@@ -203,6 +227,7 @@ impl Engine {
         let files = self.file_set(&places, archive.as_ref())?;
         let mut all = Vec::new();
         let mut stored = Vec::new();
+        let mut facts = HashMap::new();
         for p in places
             .iter()
             .filter(|p| location.is_none_or(|l| l == p.loc.name))
@@ -211,22 +236,8 @@ impl Engine {
                 Some(a) => a.cache(&p.loc.name)?,
                 None => FileMap::default(),
             };
-            for f in files
-                .iter()
-                .filter(|f| file.is_none_or(|x| x == f.as_str()))
-            {
-                for mut b in backups_of(p, f) {
-                    b.entry.sha256 = match scan::scan_file(
-                        Path::new(&b.entry.path),
-                        cache.get(&b.rel),
-                        &self.read_ctx(),
-                    ) {
-                        Found::Present { content, .. } => Some(content.hash),
-                        _ => None,
-                    };
-                    all.push(b);
-                }
-            }
+            let plain = self.plain_backups(p, &files, file, &cache, &mut facts);
+            all.extend(plain);
             // The store's backup objects the mirror does not hold as plain files.
             for b in self.bucket_backups(p, file, with_counts)? {
                 if !all.iter().any(|a| a.entry.id == b.entry.id) {
@@ -252,14 +263,64 @@ impl Engine {
             let plain =
                 |b: &BackupEntry| !b.stored && !super::bucket_backups::is_object_path(&b.path);
             for b in out.iter_mut().filter(|b| plain(b)) {
-                let facts = crate::kind::read_content(Path::new(&b.path), &self.read_ctx())
-                    .map(|c| c.facts)
-                    .unwrap_or_default();
+                // Read with the hash (or kept with it); read again only if that failed.
+                let facts = facts.remove(&b.id).unwrap_or_else(|| {
+                    crate::kind::read_content(Path::new(&b.path), &self.read_ctx())
+                        .map(|c| c.facts)
+                        .unwrap_or_default()
+                });
                 b.entities = facts.entities;
                 b.conversations = facts.conversations;
             }
         }
         Ok(out)
+    }
+
+    /// The plain backups of `files` (or of `file` alone) in `place`, each with its version
+    /// hash, and its facts in `facts` (by id). A backup's hash is read once and then kept
+    /// ([`PlainHashes`]) for as long as its stat stays the same: a listing of unchanged
+    /// backups reads none of them.
+    fn plain_backups(
+        &self,
+        place: &Place,
+        files: &BTreeSet<String>,
+        file: Option<&str>,
+        cache: &FileMap<crate::archive::CacheEntry>,
+        facts: &mut HashMap<String, crate::model::Facts>,
+    ) -> Vec<OnDisk> {
+        let mut hashes = PlainHashes::load(self.home(), &place.loc.name);
+        let mut all = Vec::new();
+        for f in files
+            .iter()
+            .filter(|f| file.is_none_or(|x| x == f.as_str()))
+        {
+            for mut b in backups_of(place, f) {
+                let kept = hashes.get(&b.rel);
+                let path = Path::new(&b.entry.path);
+                let found =
+                    scan::scan_file(path, kept.as_ref().or(cache.get(&b.rel)), &self.read_ctx());
+                if let Found::Present {
+                    stat,
+                    content,
+                    hashed,
+                } = found
+                {
+                    if hashed {
+                        let now = crate::times::now_ns();
+                        hashes.put(&b.rel, f, scan::cache_entry(&stat, &content, now));
+                    }
+                    b.entry.sha256 = Some(content.hash);
+                    facts.insert(b.entry.id.clone(), content.facts);
+                }
+                all.push(b);
+            }
+        }
+        let listed: Vec<&str> = all.iter().map(|b| b.rel.as_str()).collect();
+        hashes.forget_unlisted(file, &listed);
+        if let Err(e) = hashes.save() {
+            tracing::warn!(target: "metasync", "cannot keep the hashes of the backups in {}: {e}", place.loc.name);
+        }
+        all
     }
 
     /// The id of the newest backup of `file` in any available location, plain, stored or a
@@ -366,7 +427,7 @@ impl Engine {
             return Ok(entry);
         }
         if let Some((place, store, id, m)) = self.find_stored(spec, places)? {
-            store.restore_to(&m, to, &ctx.sqlite)?;
+            restore_stored_to(&store, &m, to, &ctx.sqlite)?;
             return Ok(stored_entry(&place, &store, &id, &m));
         }
         let (place, file, path) = self.find_backup(spec)?;
