@@ -47,6 +47,10 @@ pub(crate) struct Session {
     pub(super) backups: std::collections::BTreeMap<String, super::BucketBackup>,
     /// The synced files this run published.
     pub(super) touched: std::collections::BTreeSet<String>,
+    /// The history store's objects under the prefix (from the last listing, and this run's).
+    pub(super) history: std::collections::BTreeMap<String, super::history::Listed>,
+    /// The bucket's manifests the mirror holds, as fetched or published.
+    pub(super) history_index: super::history::HistoryIndex,
     /// Between `begin_run` and `end_run`.
     running: bool,
 }
@@ -106,7 +110,13 @@ impl Session {
             selector: None,
             backups: Default::default(),
             touched: Default::default(),
+            history: Default::default(),
+            history_index: Default::default(),
             running: false,
+        })
+        .map(|mut s| {
+            s.load_history_index();
+            s
         })
     }
 
