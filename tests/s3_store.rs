@@ -152,6 +152,18 @@ fn versions_move_into_the_bucket_store_and_another_machine_restores_them() {
         assert_eq!(e["sha256"].as_str(), Some(want.as_str()), "{e:#}");
         assert!(e.get("protected").is_some(), "{e:#}");
     }
+    // Every one rebuilds on b from the bucket's packs (some rewritten by a repack).
+    for (i, e) in stored.iter().enumerate() {
+        let to = w.path(&format!("b-{i}.db"));
+        let id = e["id"].as_str().unwrap();
+        let out = b.run(&["restore", id, "--to", to.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(logical(&to), expected[&created(e)], "{id}");
+    }
     // The oldest: its pages are spread over the most packs.
     let oldest = stored.iter().min_by_key(|e| created(e)).unwrap();
     let id = oldest["id"].as_str().unwrap();
@@ -297,4 +309,122 @@ fn a_no_op_run_is_one_listing_with_the_store_in_the_bucket() {
             "a no-op is one listing: {n}"
         );
     }
+}
+
+/// The pack keys of the bucket, and the unused marks.
+fn packs_and_marks(moto: &common::moto::Moto) -> (Vec<String>, Vec<String>) {
+    let keys = bucket(moto);
+    (history_keys(&keys, ".pack"), history_keys(&keys, ".unused"))
+}
+
+#[test]
+fn packs_no_version_needs_are_marked_then_deleted_after_the_grace() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let keep_two = "[backups]\nkeep_last = 2\nplain_last = 1\nretention = \"none\"\n";
+    let (a, b) = on_bucket(&moto, &w, keep_two);
+    let start = chrono::Utc::now() - chrono::Duration::hours(10);
+    let clock = Arc::new(FixedClock::new(start));
+    let engine = metasync::Engine::open(a.home.clone(), None)
+        .unwrap()
+        .with_clock(clock.clone());
+    let sync = |i: usize| {
+        std::fs::write(a.file(RULES), version(i)).unwrap();
+        clock.advance(chrono::Duration::minutes(5));
+        let r = engine
+            .run(&metasync::RunOptions::default(), &mut |_| {})
+            .unwrap();
+        assert_eq!(r.exit_code, 0, "{:?} {:?}", r.errors, r.warnings);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    };
+    // v0 and v1 become backup objects, v0 moves into the store (the second newest).
+    for i in 0..3 {
+        sync(i);
+    }
+    let (packs, marks) = packs_and_marks(&moto);
+    assert_eq!((packs.len(), marks.len()), (1, 0), "v0's pack: {packs:?}");
+    // v1 is stored, v0 (third newest) goes: its pack is no longer needed, and is marked.
+    sync(3);
+    let (after, marks) = packs_and_marks(&moto);
+    assert!(
+        after.contains(&packs[0]),
+        "marked, not deleted yet: {after:?}"
+    );
+    assert_eq!(marks, [packs[0].replace(".pack", ".unused")], "{after:?}");
+    // Within the grace it stays; past it, the next run deletes it and its mark.
+    clock.advance(chrono::Duration::minutes(30));
+    sync(4);
+    assert!(packs_and_marks(&moto).0.contains(&packs[0]));
+    clock.advance(chrono::Duration::hours(2));
+    sync(5);
+    let (left, marks) = packs_and_marks(&moto);
+    assert!(
+        !left.contains(&packs[0]),
+        "deleted after the grace: {left:?}"
+    );
+    assert!(
+        marks
+            .iter()
+            .all(|m| !m.starts_with(&packs[0].replace(".pack", ""))),
+        "{marks:?}"
+    );
+    // What is left still restores on another machine.
+    b.sync(&[], 0);
+    let got = restorable(&b, &w, "left");
+    assert_eq!(
+        got,
+        [version(4), version(3)],
+        "v4 a backup object, v3 stored"
+    );
+}
+
+#[test]
+fn a_conflict_losers_protection_is_known_to_every_machine_and_follows_it_into_the_store() {
+    let Some(moto) = server() else { return };
+    let w = World::new();
+    let (a, b) = on_bucket(
+        &moto,
+        &w,
+        "[backups]\nkeep_last = 1\nretention = \"none\"\n",
+    );
+    write_aged(&a.file(RULES), "base\n", 600);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    write_aged(&a.file(RULES), "from a, older\n", 400);
+    write_aged(&b.file(RULES), "from b, newer\n", 300);
+    a.sync(&[], 0);
+    b.sync(&[], 0);
+    // b made the loser's backup object; a knows it is protected from the listing alone.
+    let (_, list) = a.json(&["backups", RULES, "--location", "s3"]);
+    let losers: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["protected"] == "conflict_loser")
+        .collect();
+    assert_eq!(losers.len(), 1, "{list:#}");
+    assert_eq!(losers[0]["stored"], false, "{list:#}");
+    // a takes b's version, then edits it: under `retention = "none"` the loser outlives
+    // those ordinary versions, moved into the store by a.
+    a.sync(&[], 0);
+    assert_eq!(read(&a.file(RULES)), "from b, newer\n");
+    for i in 0..3u64 {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        write_aged(&a.file(RULES), &format!("later edit {i}\n"), 200 - i * 20);
+        a.sync(&[], 0);
+    }
+    let (_, list) = b.json(&["backups", RULES, "--location", "s3"]);
+    let losers: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["protected"] == "conflict_loser")
+        .collect();
+    assert_eq!(losers.len(), 1, "{list:#}");
+    assert_eq!(losers[0]["stored"], true, "{list:#}");
+    let out = w.path("loser");
+    let id = losers[0]["id"].as_str().unwrap();
+    let r = b.run(&["restore", id, "--to", out.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(read(&out), "from a, older\n");
 }

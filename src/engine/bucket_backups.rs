@@ -49,7 +49,7 @@ impl Engine {
                 entities: None,
                 conversations: None,
                 sha256: None,
-                protected: crate::history::protection_of(&place.loc.root, &b.rel)
+                protected: object_protection(self, place, &b.rel)
                     .map(|p| p.reason.as_str().to_string()),
                 stored: false,
             };
@@ -241,8 +241,7 @@ fn decide(engine: &Engine, place: &Place, held: &[Held]) -> Vec<policy::Decision
                 id: b.rel.clone(),
                 created: b.created,
                 size: b.entry.size,
-                protected: crate::history::protection_of(&place.loc.root, &b.rel)
-                    .map(|p| (p.reason, p.since)),
+                protected: object_protection(engine, place, &b.rel).map(|p| (p.reason, p.since)),
             },
             Held::Stored(s) => policy::Version {
                 id: s.listed.entry.id.clone(),
@@ -402,8 +401,7 @@ fn move_object(engine: &Engine, place: &Place, store: &Store, o: &OnDisk) -> Res
             id: o.rel.clone(),
             created: o.created,
             size: o.entry.size,
-            protected: crate::history::protection_of(&place.loc.root, &o.rel)
-                .map(|p| (p.reason, p.since)),
+            protected: object_protection(engine, place, &o.rel).map(|p| (p.reason, p.since)),
         };
         let local = OnDisk {
             entry: BackupEntry {
@@ -497,4 +495,15 @@ pub(crate) fn bucket_usage(engine: &Engine, place: &Place) -> (u64, usize) {
 /// Whether `path` is a backup object's address rather than a file.
 pub(crate) fn is_object_path(path: &str) -> bool {
     path.starts_with("s3://") && !Path::new(path).exists()
+}
+
+/// The protection of the backup object `rel` of the store `place`, as the bucket records it
+/// (by the machine that put it, under the object's own name: the mirror's note is under the
+/// name its copy had, which another machine's object may have taken in the same second).
+fn object_protection(
+    engine: &Engine,
+    place: &Place,
+    rel: &str,
+) -> Option<crate::history::store::Protection> {
+    engine.stores.bucket_protection(&place.loc.name, rel)
 }

@@ -399,3 +399,70 @@ impl Session {
         unpublished || beside
     }
 }
+
+/// The key that says a backup object is protected: `protected/<id>.<reason>.<since>` (the
+/// id of its name, the reason, seconds since the epoch), empty, so that the listing alone
+/// tells every machine, not only the one that made it.
+fn protection_rel(id: &str, p: &crate::history::store::Protection) -> String {
+    format!(
+        "{HISTORY}protected/{id}.{}.{}",
+        p.reason.as_str(),
+        p.since.timestamp()
+    )
+}
+
+impl Session {
+    /// The protection the bucket records for the backup object `rel`, if any.
+    pub(super) fn bucket_protection(&self, rel: &str) -> Option<crate::history::store::Protection> {
+        let id = crate::history::store::Manifest::id_of(rel);
+        let prefix = format!("{HISTORY}protected/{id}.");
+        let (key, _) = self
+            .history
+            .range(prefix.clone()..)
+            .next()
+            .filter(|(k, _)| k.starts_with(&prefix))?;
+        let (reason, since) = key.strip_prefix(&prefix)?.split_once('.')?;
+        Some(crate::history::store::Protection {
+            reason: crate::history::policy::Protected::parse(reason)?,
+            since: chrono::DateTime::from_timestamp(since.parse().ok()?, 0)?,
+        })
+    }
+
+    /// Records in the bucket which backup objects this run put are protected (the notes are
+    /// written once the file's writes are done, so after the objects).
+    pub(super) fn publish_protections(&mut self) -> Result<(), String> {
+        for (local, rel) in std::mem::take(&mut self.put_backups) {
+            self.publish_protection(&local, &rel)?;
+        }
+        Ok(())
+    }
+
+    /// Records in the bucket that the backup object `rel` is protected (as the mirror's note
+    /// for its copy `local` says), when it is.
+    fn publish_protection(&mut self, local: &str, rel: &str) -> Result<(), String> {
+        let Some(p) = crate::history::protection_of(&self.mirror, local) else {
+            return Ok(());
+        };
+        let key = protection_rel(&crate::history::store::Manifest::id_of(rel), &p);
+        if let Some(etag) = self.put_bytes(&key, Vec::new(), PutMode::Create)? {
+            self.history.insert(key, Listed { etag, size: 0 });
+        }
+        Ok(())
+    }
+
+    /// Removes the bucket's protection record of the backup object `rel` (once it is gone).
+    pub(super) fn drop_protection(&mut self, rel: &str) -> Result<(), String> {
+        let id = crate::history::store::Manifest::id_of(rel);
+        let prefix = format!("{HISTORY}protected/{id}.");
+        let keys: Vec<String> = self
+            .history
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.delete_key(&k)?;
+        }
+        Ok(())
+    }
+}

@@ -294,6 +294,7 @@ impl Session {
                 Ok(()) => {
                     let size = stat(&root.join(rel)).map_or(0, |s| s[0] as u64);
                     self.remember_backup(&key, size);
+                    self.put_backups.push((rel.to_string(), key));
                     return Ok(());
                 }
                 failed => return failed,

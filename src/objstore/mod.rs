@@ -130,7 +130,8 @@ impl Stores {
             s.ensure_lease()
                 .map_err(|p| format!("history not thinned: {p:?}"))?;
             let root = s.mirror.clone();
-            s.pull_manifests(&root)
+            s.pull_manifests(&root)?;
+            s.publish_protections()
         })
     }
 
@@ -177,6 +178,17 @@ impl Stores {
     pub fn history_pending(&self, name: &str) -> bool {
         self.with(name, |s| Ok(s.history_pending(&s.mirror.clone())))
             .unwrap_or(false)
+    }
+
+    /// The protection the bucket records for the backup object `rel` of the store `name`.
+    pub fn bucket_protection(
+        &self,
+        name: &str,
+        rel: &str,
+    ) -> Option<crate::history::store::Protection> {
+        self.with(name, |s| Ok(s.bucket_protection(rel)))
+            .ok()
+            .flatten()
     }
 
     /// Bytes the bucket's history store of `name` takes, as last listed.
