@@ -312,23 +312,28 @@ pub(crate) fn thin_bucket(
         if store.dir().is_dir() {
             store.collect(engine.clock().now())?;
         }
-        publish_all(engine, place, &store)?;
-        collect_bucket(engine, place, &store)?;
+        // The bucket's packs are collected only when its manifests are the mirror's: one
+        // another machine changed meanwhile may name packs no manifest here does.
+        if publish_all(engine, place, &store)? {
+            collect_bucket(engine, place, &store)?;
+        }
     }
     Ok((doomed, kept))
 }
 
 /// Publishes every manifest of the mirror's store the bucket does not hold as it is (one
-/// made or rewritten by a repack here); nothing to do, no request.
-fn publish_all(engine: &Engine, place: &Place, store: &Store) -> Result<()> {
+/// made or rewritten by a repack here); nothing to do, no request. `Ok(false)`: one was
+/// changed by another machine since (the bucket's and the mirror's then differ).
+fn publish_all(engine: &Engine, place: &Place, store: &Store) -> Result<bool> {
     let (manifests, _) = store.manifests()?;
+    let mut same = true;
     for (id, _) in manifests {
-        engine
+        same &= engine
             .stores
             .push_manifest(&place.loc.name, &id)
             .map_err(|e| Error::Refused(format!("{}: {e}", place.loc.name)))?;
     }
-    Ok(())
+    Ok(same)
 }
 
 /// The bytes of the bucket's history store, for an object store.
