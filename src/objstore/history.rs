@@ -9,7 +9,8 @@
 //! two steps leaves a pack no manifest references (collected later) or a manifest whose
 //! backup object is still there (the next run deletes the object after checking its bytes).
 //! Packs no manifest references are collected in two steps, as in a folder: first marked by an
-//! object `packs/<name>.unused` holding the time, then, once the mark is older than
+//! empty object `packs/<name>.<seconds since the epoch>.unused` (its time in its key: the
+//! listing tells its age), then, once the mark is older than
 //! [`GRACE`](crate::history::store::GRACE) (longer than a lease), deleted if still unreferenced.
 
 use super::client::Session;
@@ -51,8 +52,10 @@ fn pack_rel(name: &str) -> String {
     format!("{HISTORY}packs/{name}.pack")
 }
 
-fn mark_rel(name: &str) -> String {
-    format!("{HISTORY}packs/{name}.unused")
+/// A collection's mark on the pack `name`, made at `at`: the time is in the key, so the
+/// listing alone tells how old a mark is.
+fn mark_rel(name: &str, at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{HISTORY}packs/{name}.{}.unused", at.timestamp())
 }
 
 /// The id of a manifest path (`…/manifests/<id>.json`).
@@ -69,13 +72,6 @@ fn pack_name(rel: &str) -> Option<&str> {
         .strip_prefix("packs/")?
         .strip_suffix(".pack")
         .filter(|n| !n.is_empty() && !n.contains('/'))
-}
-
-/// The time a mark object holds; an unreadable one counts as made now.
-fn parse_mark(text: &str) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
 impl Session {
@@ -286,11 +282,24 @@ impl Session {
             self.history.insert(rel, Listed { etag, size });
             crate::failpoint::hit("bucket_pack_published");
         }
-        let mark = mark_rel(name);
-        if self.history.contains_key(&mark) {
+        for (mark, _) in self.marks_of(name) {
             self.delete_key(&mark)?;
         }
         Ok(())
+    }
+
+    /// The marks on the pack `name` the bucket lists, with their times.
+    fn marks_of(&self, name: &str) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+        let prefix = format!("{HISTORY}packs/{name}.");
+        self.history
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(k, _)| {
+                let secs = k.strip_prefix(&prefix)?.strip_suffix(".unused")?;
+                let at = chrono::DateTime::from_timestamp(secs.parse().ok()?, 0)?;
+                Some((k.clone(), at))
+            })
+            .collect()
     }
 
     /// Removes the manifest `id` from the bucket (its packs go at a later collection).
@@ -337,27 +346,26 @@ impl Session {
             .collect();
         let mut deleted = 0;
         for name in packs {
-            let mark = mark_rel(&name);
-            let marked = self.history.contains_key(&mark);
+            let marks = self.marks_of(&name);
             if referenced.contains(&name) {
-                if marked {
+                for (mark, _) in marks {
                     self.delete_key(&mark)?;
                 }
                 continue;
             }
-            if !marked {
-                let body = now.to_rfc3339().into_bytes();
-                if let Some(etag) = self.put_bytes(&mark, body, PutMode::Overwrite)? {
+            let Some(at) = marks.iter().map(|m| m.1).min() else {
+                let mark = mark_rel(&name, now);
+                if let Some(etag) = self.put_bytes(&mark, Vec::new(), PutMode::Create)? {
                     self.history.insert(mark, Listed { etag, size: 0 });
                 }
                 continue;
-            }
-            let (text, _) = self.get_bytes(&mark)?;
-            let at = parse_mark(&String::from_utf8_lossy(&text));
+            };
             if now.signed_duration_since(at) >= crate::history::store::GRACE {
                 crate::failpoint::hit("bucket_before_pack_delete");
                 self.delete_key(&pack_rel(&name))?;
-                self.delete_key(&mark)?;
+                for (mark, _) in marks {
+                    self.delete_key(&mark)?;
+                }
                 deleted += 1;
             }
         }
