@@ -24,10 +24,11 @@ fn big(v: u32) -> String {
 fn prune_and_its_dry_run_thin_the_bucket_backups_too() {
     let Some(moto) = server() else { return };
     let w = World::new();
+    // All the kept versions plain: they stay backup objects (none moves into the store).
     let (a, _b) = on_bucket(
         &moto,
         &w,
-        "[backups]\nkeep_last = 5\nretention = \"none\"\n",
+        "[backups]\nkeep_last = 5\nplain_last = 5\nretention = \"none\"\n",
     );
     for (v, age) in [(1, 100), (2, 80), (3, 60), (4, 40)] {
         write_aged(&a.file(RULES), &format!("rules: v{v}\n"), age);

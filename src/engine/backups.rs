@@ -381,6 +381,7 @@ impl Engine {
         if !self.selector().matches(&m.info.file) {
             return Err(refuse(format!("`{}` is not a synced file", m.info.file)));
         }
+        self.fetch_stored_packs(&place, &m)?;
         Ok(Some((place, store, id, m)))
     }
 
@@ -531,6 +532,7 @@ impl Engine {
             let scratch = Scratch(Some(tmp.clone()));
             store.restore_to(&m, &tmp, &ctx.sqlite)?;
             let entry = stored_entry(&place, &store, &id, &m);
+            let place = self.restore_place(place)?;
             return Ok((place, m.info.file, tmp, entry, scratch));
         }
         let (place, file, backup_path) = self.find_backup(spec)?;
@@ -635,7 +637,8 @@ impl Engine {
                 .map(|b| b.entry.size)
                 .sum();
             let store = Store::of_location(&p.loc.root);
-            let stored_bytes = store.bytes_used();
+            let stored_bytes =
+                super::bucket_backups::stored_usage(self, p).unwrap_or_else(|| store.bytes_used());
             let versions =
                 plain.iter().map(|(_, l)| l.len()).sum::<usize>() + store.manifests()?.0.len();
             let cap = config.max_history_mb.map(|mb| mb.saturating_mul(1 << 20));
@@ -708,6 +711,8 @@ fn prune_places(
         .iter()
         .copied()
         .filter(|p| matches!(p.availability, Availability::Available { .. }))
+        // An object store's history is the bucket's, thinned by `bucket_backups::thin_bucket`.
+        .filter(|p| p.loc.store.is_none())
         .collect();
     // The `prune` command reads the archive itself; after a sync the run's files serve.
     let own: Option<Vec<String>> = match known {
@@ -911,7 +916,7 @@ fn prune_place(
 
 /// Moves one plain backup into the store: stored, rebuilt and checked (bytes, and a
 /// database's logical hash), and only then deleted.
-fn move_into_store(
+pub(crate) fn move_into_store(
     engine: &Engine,
     place: &Place,
     store: &Store,

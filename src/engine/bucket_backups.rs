@@ -8,6 +8,7 @@ use super::backups::{created_of, OnDisk, Scratch};
 use crate::engine::{Engine, Place};
 use crate::error::{Error, Result};
 use crate::history::policy::{self, Action};
+use crate::history::store::{Manifest, Store};
 use crate::report::{BackupEntry, PruneReport, RestoreReport};
 use crate::scan::{self, Found};
 use std::collections::BTreeMap;
@@ -48,7 +49,7 @@ impl Engine {
                 entities: None,
                 conversations: None,
                 sha256: None,
-                protected: crate::history::protection_of(&place.loc.root, &b.rel)
+                protected: object_protection(self, place, &b.rel)
                     .map(|p| p.reason.as_str().to_string()),
                 stored: false,
             };
@@ -163,34 +164,103 @@ impl Engine {
     }
 }
 
-/// Retention for the backup objects of a store: the same policy as for a folder's backups,
-/// per file, then `max_history_mb` across all the location's objects (a bucket's history is
-/// its backup objects); the versions it removes are deleted from the bucket (a version it
-/// would store stays an object: a bucket has no compact store). Under the run's lease.
-/// `Ok`: what goes (with `dry_run`, what would), and how many stay.
-pub(crate) fn thin_bucket(
-    engine: &Engine,
-    place: &Place,
-    dry_run: bool,
-) -> Result<(Vec<OnDisk>, usize)> {
-    let list = engine.bucket_backups(place, None, false)?;
-    let versions: Vec<policy::Version> = list
+/// One version of a store's history, as retention sees it.
+enum Held {
+    /// A backup object.
+    Object(Box<OnDisk>),
+    /// A stored version (its manifest id, its manifest and listing entry), and the backup
+    /// object of the same name and size still in the bucket, if any (the version it was
+    /// made from, left by a run that stopped before deleting it, or made here from the
+    /// mirror's own plain backup).
+    Stored(Box<Stored>),
+}
+
+/// A stored version: its manifest id, its manifest, its listing entry, and the backup object
+/// of its name beside it, if any.
+struct Stored {
+    id: String,
+    m: Manifest,
+    listed: OnDisk,
+    pair: Option<OnDisk>,
+}
+
+impl Held {
+    fn listed(&self) -> &OnDisk {
+        match self {
+            Held::Object(o) => o,
+            Held::Stored(s) => &s.listed,
+        }
+    }
+}
+
+/// The versions of the store `place`: its backup objects and its stored versions (the
+/// mirror's manifests: the bucket's, fetched, and any made here not yet published).
+fn held_versions(engine: &Engine, place: &Place, store: &Store) -> Result<Vec<Held>> {
+    let (manifests, _) = store.manifests()?;
+    let freed = store.exclusive_bytes(&manifests);
+    let mut held: Vec<Held> = manifests
+        .into_iter()
+        .map(|(id, m)| {
+            let mut entry = super::backups::stored_entry(place, store, &id, &m);
+            entry.size = freed.get(&id).copied().unwrap_or(0);
+            let listed = OnDisk {
+                entry,
+                rel: id.clone(),
+                created: m.info.created,
+            };
+            Held::Stored(Box::new(Stored {
+                id,
+                m,
+                listed,
+                pair: None,
+            }))
+        })
+        .collect();
+    for o in engine.bucket_backups(place, None, false)? {
+        let id = Manifest::id_of(&o.rel);
+        let pair = held.iter_mut().find_map(|h| match h {
+            Held::Stored(s) if s.id == id && s.m.size == o.entry.size && s.pair.is_none() => {
+                Some(&mut s.pair)
+            }
+            _ => None,
+        });
+        match pair {
+            Some(p) => *p = Some(o),
+            None => held.push(Held::Object(Box::new(o))),
+        }
+    }
+    Ok(held)
+}
+
+/// The policy's decisions for `held` (per file, then `max_history_mb` across them all).
+fn decide(engine: &Engine, place: &Place, held: &[Held]) -> Vec<policy::Decision> {
+    let versions: Vec<policy::Version> = held
         .iter()
-        .map(|b| policy::Version {
-            id: b.rel.clone(),
-            created: b.created,
-            size: b.entry.size,
-            protected: crate::history::protection_of(&place.loc.root, &b.rel)
-                .map(|p| (p.reason, p.since)),
+        .map(|h| match h {
+            Held::Object(b) => policy::Version {
+                id: b.rel.clone(),
+                created: b.created,
+                size: b.entry.size,
+                protected: object_protection(engine, place, &b.rel).map(|p| (p.reason, p.since)),
+            },
+            Held::Stored(s) => policy::Version {
+                id: s.listed.entry.id.clone(),
+                created: s.m.info.created,
+                size: s.listed.entry.size,
+                protected: s.m.info.protected.map(|p| (p.reason, p.since)),
+            },
         })
         .collect();
     let config = &engine.config().backups;
     let now = engine.clock().now();
     let mut by_file: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, b) in list.iter().enumerate() {
-        by_file.entry(b.entry.file.as_str()).or_default().push(i);
+    for (i, h) in held.iter().enumerate() {
+        by_file
+            .entry(h.listed().entry.file.as_str())
+            .or_default()
+            .push(i);
     }
-    let mut decisions: Vec<Option<policy::Decision>> = vec![None; list.len()];
+    let mut decisions: Vec<Option<policy::Decision>> = vec![None; held.len()];
     for idx in by_file.values() {
         let group: Vec<policy::Version> = idx.iter().map(|&i| versions[i].clone()).collect();
         for (&i, d) in idx.iter().zip(policy::decide(&group, config, now)) {
@@ -201,26 +271,194 @@ pub(crate) fn thin_bucket(
     if policy::within_budget(&versions, &mut decisions, config, now) {
         tracing::warn!(target: "metasync", "history in {} is over max_history_mb with only plain and protected versions left", place.loc.name);
     }
-    let (doomed, kept): (Vec<_>, Vec<_>) = list
-        .into_iter()
-        .zip(&decisions)
-        .partition(|(_, d)| d.action == Action::Remove);
-    let doomed: Vec<OnDisk> = doomed.into_iter().map(|(b, _)| b).collect();
+    decisions
+}
+
+/// Retention for a store's history, the same policy as a folder's, over its backup objects
+/// and its stored versions, under the run's lease: a backup object the policy stores moves
+/// into the bucket's store (stored in the mirror's store, published, and only then deleted);
+/// a version it removes is deleted from the bucket; then unreferenced packs are collected.
+/// `Ok`: what goes (with `dry_run`, what would; nothing is changed then), and how many stay.
+pub(crate) fn thin_bucket(
+    engine: &Engine,
+    place: &Place,
+    dry_run: bool,
+) -> Result<(Vec<OnDisk>, usize)> {
+    let name = &place.loc.name;
+    let refused = |e: String| Error::Refused(format!("{name}: {e}"));
     if !dry_run {
-        let rels: Vec<String> = doomed.iter().map(|b| b.rel.clone()).collect();
-        engine
+        engine.stores.history_begin(name).map_err(refused)?;
+    }
+    let store = Store::of_location(&place.loc.root);
+    let held = held_versions(engine, place, &store)?;
+    let decisions = decide(engine, place, &held);
+    let mut doomed = Vec::new();
+    let mut kept = 0;
+    for (h, d) in held.into_iter().zip(&decisions) {
+        if d.action != Action::Remove {
+            kept += 1;
+        }
+        if !dry_run {
+            settle(engine, place, &store, &h, d.action)?;
+        }
+        if d.action == Action::Remove {
+            doomed.push(match h {
+                Held::Object(o) => *o,
+                Held::Stored(s) => s.listed,
+            });
+        }
+    }
+    if !dry_run {
+        if store.dir().is_dir() {
+            store.collect(engine.clock().now())?;
+        }
+        // The bucket's packs are collected only when its manifests are the mirror's: one
+        // another machine changed meanwhile may name packs no manifest here does.
+        if publish_all(engine, place, &store)? {
+            collect_bucket(engine, place, &store)?;
+        }
+    }
+    Ok((doomed, kept))
+}
+
+/// Publishes every manifest of the mirror's store the bucket does not hold as it is (one
+/// made or rewritten by a repack here); nothing to do, no request. `Ok(false)`: one was
+/// changed by another machine since (the bucket's and the mirror's then differ).
+fn publish_all(engine: &Engine, place: &Place, store: &Store) -> Result<bool> {
+    let (manifests, _) = store.manifests()?;
+    let mut same = true;
+    for (id, _) in manifests {
+        same &= engine
             .stores
-            .delete_backups(&place.loc.name, &rels)
+            .push_manifest(&place.loc.name, &id)
             .map_err(|e| Error::Refused(format!("{}: {e}", place.loc.name)))?;
     }
-    Ok((doomed, kept.len()))
+    Ok(same)
+}
+
+/// The bytes of the bucket's history store, for an object store.
+pub(crate) fn stored_usage(engine: &Engine, place: &Place) -> Option<u64> {
+    place.loc.store.as_ref()?;
+    engine.stores.history_bytes(&place.loc.name)
+}
+
+/// Carries out one decision on one version of the store `place`.
+fn settle(engine: &Engine, place: &Place, store: &Store, h: &Held, action: Action) -> Result<()> {
+    let name = &place.loc.name;
+    let refused = |e: String| Error::Refused(format!("{name}: {e}"));
+    match (h, action) {
+        (Held::Object(o), Action::Remove) => {
+            engine
+                .stores
+                .delete_backups(name, std::slice::from_ref(&o.rel))
+                .map_err(refused)?;
+            crate::history::forget_protection(&place.loc.root, &o.rel);
+        }
+        (Held::Object(_), Action::KeepPlain) => {}
+        (Held::Object(o), Action::Store) => move_object(engine, place, store, o)?,
+        (Held::Stored(s), Action::Remove) => {
+            let Stored { id, m, pair, .. } = &**s;
+            engine.stores.drop_manifest(name, id).map_err(refused)?;
+            store.remove(id)?;
+            if let Some(o) = pair {
+                // Its object goes too when it holds the very same bytes.
+                let (tmp, _scratch) = engine.fetch_bucket_backup(name, &o.rel)?;
+                if crate::kind::sha256_file(&tmp)? == m.sha256 {
+                    engine
+                        .stores
+                        .delete_backups(name, std::slice::from_ref(&o.rel))
+                        .map_err(refused)?;
+                }
+            }
+        }
+        (Held::Stored(s), _) => {
+            let Stored { id, pair, .. } = &**s;
+            if !engine.stores.push_manifest(name, id).map_err(refused)? {
+                return Ok(());
+            }
+            if let Some(o) = pair {
+                move_object(engine, place, store, o)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves the backup object `o` into the bucket's store: downloaded, stored in the mirror's
+/// store (unless a stored version of the same name holds these very bytes already) and
+/// checked, published (packs, then manifest), and only then deleted from the bucket.
+fn move_object(engine: &Engine, place: &Place, store: &Store, o: &OnDisk) -> Result<()> {
+    let name = &place.loc.name;
+    let refused = |e: String| Error::Refused(format!("{name}: {e}"));
+    let (tmp, _scratch) = engine.fetch_bucket_backup(name, &o.rel)?;
+    let sha256 = crate::kind::sha256_file(&tmp)?;
+    let id = Manifest::id_of(&store.free_name(&o.rel, &sha256));
+    if store.manifest(&id).is_none() {
+        // The packs its earlier versions are in: its chunks are stored once, beside them.
+        let (manifests, _) = store.manifests()?;
+        let packs: Vec<String> = manifests
+            .iter()
+            .filter(|(_, m)| m.info.file == o.entry.file)
+            .flat_map(|(_, m)| m.packs.iter().cloned())
+            .collect();
+        engine.stores.fetch_packs(name, &packs).map_err(refused)?;
+        let version = policy::Version {
+            id: o.rel.clone(),
+            created: o.created,
+            size: o.entry.size,
+            protected: object_protection(engine, place, &o.rel).map(|p| (p.reason, p.since)),
+        };
+        let local = OnDisk {
+            entry: BackupEntry {
+                path: tmp.display().to_string(),
+                ..o.entry.clone()
+            },
+            rel: o.rel.clone(),
+            created: o.created,
+        };
+        super::backups::move_into_store(engine, place, store, &o.entry.file, &local, &version)?;
+    }
+    if !engine.stores.push_manifest(name, &id).map_err(refused)? {
+        return Ok(());
+    }
+    crate::failpoint::hit("bucket_before_object_delete");
+    engine
+        .stores
+        .delete_backups(name, std::slice::from_ref(&o.rel))
+        .map_err(refused)?;
+    tracing::info!(target: "metasync", "{name}: {} moved into the bucket's history store", o.rel);
+    Ok(())
+}
+
+/// Collection of the bucket's packs: those no manifest of the mirror's store references
+/// (the bucket's, and any not yet published), in two steps (see `crate::objstore`); nothing
+/// when a manifest cannot be read.
+fn collect_bucket(engine: &Engine, place: &Place, store: &Store) -> Result<()> {
+    let (manifests, unreadable) = store.manifests()?;
+    if unreadable {
+        return Ok(());
+    }
+    let referenced: std::collections::HashSet<String> = manifests
+        .iter()
+        .flat_map(|(_, m)| m.packs.iter().cloned())
+        .collect();
+    let now = engine.clock().now();
+    engine
+        .stores
+        .collect_packs(&place.loc.name, &referenced, now)
+        .map_err(|e| Error::Refused(format!("{}: {e}", place.loc.name)))?;
+    Ok(())
 }
 
 /// Retention after a run, for each store it wrote to; the warnings.
 pub(crate) fn prune_bucket_backups(engine: &Engine, places: &[&Place]) -> Vec<String> {
     places
         .iter()
-        .filter(|p| p.loc.store.is_some() && !engine.stores.touched(&p.loc.name).is_empty())
+        .filter(|p| {
+            p.loc.store.is_some()
+                && (!engine.stores.touched(&p.loc.name).is_empty()
+                    || engine.stores.history_pending(&p.loc.name))
+        })
         .filter_map(|p| thin_bucket(engine, p, false).err())
         .map(|e| e.to_string())
         .collect()
@@ -262,4 +500,15 @@ pub(crate) fn bucket_usage(engine: &Engine, place: &Place) -> (u64, usize) {
 /// Whether `path` is a backup object's address rather than a file.
 pub(crate) fn is_object_path(path: &str) -> bool {
     path.starts_with("s3://") && !Path::new(path).exists()
+}
+
+/// The protection of the backup object `rel` of the store `place`, as the bucket records it
+/// (by the machine that put it, under the object's own name: the mirror's note is under the
+/// name its copy had, which another machine's object may have taken in the same second).
+fn object_protection(
+    engine: &Engine,
+    place: &Place,
+    rel: &str,
+) -> Option<crate::history::store::Protection> {
+    engine.stores.bucket_protection(&place.loc.name, rel)
 }

@@ -43,3 +43,39 @@ impl Engine {
         }
     }
 }
+
+impl Engine {
+    /// Before a stored version of an object store is rebuilt: the packs it needs that the
+    /// mirror's store does not hold are fetched from the bucket (none for a folder).
+    pub(super) fn fetch_stored_packs(
+        &self,
+        place: &Place,
+        m: &crate::history::store::Manifest,
+    ) -> Result<()> {
+        if place.loc.store.is_none() {
+            return Ok(());
+        }
+        self.stores
+            .fetch_packs(&place.loc.name, &m.packs)
+            .map_err(|e| {
+                Error::Refused(format!(
+                    "cannot read the stored version {} from {}: {e}",
+                    m.info.name, place.loc.name
+                ))
+            })
+    }
+
+    /// Where a version found in `place` is put back: there, or the local folder when
+    /// `place` is an object store (its folder is only a mirror; the next sync carries the
+    /// restored version everywhere).
+    pub(super) fn restore_place(&self, place: Place) -> Result<Place> {
+        if place.loc.store.is_none() {
+            return Ok(place);
+        }
+        self.available_places()?
+            .0
+            .into_iter()
+            .find(|p| p.loc.is_local())
+            .ok_or_else(|| Error::Refused("the local folder is not available".into()))
+    }
+}

@@ -146,6 +146,7 @@ impl Session {
             match self.block(async { s3.delete(&key).await }) {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                     self.backups.remove(rel);
+                    self.drop_protection(rel)?;
                     tracing::info!(target: "metasync", "{}: pruned the backup object {rel}", self.name);
                 }
                 Err(e) => return Err(self.describe(&e, &format!("delete {rel}"))),

@@ -47,6 +47,12 @@ pub(crate) struct Session {
     pub(super) backups: std::collections::BTreeMap<String, super::BucketBackup>,
     /// The synced files this run published.
     pub(super) touched: std::collections::BTreeSet<String>,
+    /// The history store's objects under the prefix (from the last listing, and this run's).
+    pub(super) history: std::collections::BTreeMap<String, super::history::Listed>,
+    /// The backups this run put: the mirror's name, and the object's.
+    pub(super) put_backups: Vec<(String, String)>,
+    /// The bucket's manifests the mirror holds, as fetched or published.
+    pub(super) history_index: super::history::HistoryIndex,
     /// Between `begin_run` and `end_run`.
     running: bool,
 }
@@ -106,7 +112,14 @@ impl Session {
             selector: None,
             backups: Default::default(),
             touched: Default::default(),
+            history: Default::default(),
+            put_backups: Vec::new(),
+            history_index: Default::default(),
             running: false,
+        })
+        .map(|mut s| {
+            s.load_history_index();
+            s
         })
     }
 
@@ -193,6 +206,7 @@ impl Session {
         self.stats = Stats::default();
         self.moved.clear();
         self.touched.clear();
+        self.put_backups.clear();
         self.running = true;
     }
 

@@ -110,7 +110,8 @@ impl Session {
             }
             self.index.0.remove(rel);
         }
-        self.save_index()
+        self.save_index()?;
+        self.pull_manifests(root)
     }
 
     /// The ETag of each mirrored object under the prefix.
@@ -120,6 +121,7 @@ impl Session {
     ) -> Result<BTreeMap<String, String>, String> {
         let listed = self.list_all()?;
         self.note_backups(&listed, selector);
+        self.note_history(&listed);
         Ok(listed
             .into_iter()
             .filter_map(|m| {
@@ -283,11 +285,16 @@ impl Session {
         let first = self.first_free_suffix(&format!("{base}{}", b.file_name), b.at, b.n);
         for n in first..first + 100 {
             let key = format!("{base}{}", names::backup_name(&b.file_name, b.at, n));
+            // Nor the name of a version moved into the store: one name, one version.
+            if self.lists_manifest(&crate::history::store::Manifest::id_of(&key)) {
+                continue;
+            }
             match self.put_as(root, rel, &key) {
                 Err(Published::Raced(why)) => last = why,
                 Ok(()) => {
                     let size = stat(&root.join(rel)).map_or(0, |s| s[0] as u64);
                     self.remember_backup(&key, size);
+                    self.put_backups.push((rel.to_string(), key));
                     return Ok(());
                 }
                 failed => return failed,

@@ -9,6 +9,7 @@
 mod backups;
 mod client;
 mod credentials;
+mod history;
 mod lease;
 mod mirror;
 
@@ -107,6 +108,92 @@ impl Stores {
         self.lock()
             .get(name)
             .is_none_or(|s| s.index.0.contains_key(crate::names::MARKER))
+    }
+
+    /// Runs `f` on the session of the store `name`; `Err` when there is none.
+    fn with<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut client::Session) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut sessions = self.lock();
+        let session = sessions
+            .get_mut(name)
+            .ok_or_else(|| format!("{name} is not an object store this run listed"))?;
+        f(session)
+    }
+
+    /// Before the history of the store `name` is changed: the run's lease (taken when not
+    /// held yet, which lists the prefix again), and the manifests listed since fetched.
+    pub fn history_begin(&self, name: &str) -> Result<(), String> {
+        self.with(name, |s| {
+            s.ensure_lease()
+                .map_err(|p| format!("history not thinned: {p:?}"))?;
+            let root = s.mirror.clone();
+            s.pull_manifests(&root)?;
+            s.publish_protections()
+        })
+    }
+
+    /// Publishes the mirror's stored version `id` of the store `name` (its packs, then its
+    /// manifest). `Ok(false)`: another machine changed it since (left for the next run).
+    pub fn push_manifest(&self, name: &str, id: &str) -> Result<bool, String> {
+        self.with(name, |s| {
+            let root = s.mirror.clone();
+            s.push_manifest(&root, id)
+        })
+    }
+
+    /// Removes the stored version `id` from the bucket of the store `name`.
+    pub fn drop_manifest(&self, name: &str, id: &str) -> Result<(), String> {
+        self.with(name, |s| s.drop_manifest(id))
+    }
+
+    /// Whether the bucket of the store `name` holds the manifest `id` (as last listed).
+    pub fn lists_manifest(&self, name: &str, id: &str) -> bool {
+        self.with(name, |s| Ok(s.lists_manifest(id)))
+            .unwrap_or(false)
+    }
+
+    /// Fetches into the mirror's store the packs among `packs` it does not hold.
+    pub fn fetch_packs(&self, name: &str, packs: &[String]) -> Result<(), String> {
+        self.with(name, |s| {
+            let root = s.mirror.clone();
+            s.fetch_packs(&root, packs)
+        })
+    }
+
+    /// Collection of the bucket's packs (see `history`); the number deleted.
+    pub fn collect_packs(
+        &self,
+        name: &str,
+        referenced: &std::collections::HashSet<String>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, String> {
+        self.with(name, |s| s.collect_packs(referenced, now))
+    }
+
+    /// Whether the history of the store `name` has work left by a run that stopped (see
+    /// `history`): then retention runs even after a run that published nothing.
+    pub fn history_pending(&self, name: &str) -> bool {
+        self.with(name, |s| Ok(s.history_pending(&s.mirror.clone())))
+            .unwrap_or(false)
+    }
+
+    /// The protection the bucket records for the backup object `rel` of the store `name`.
+    pub fn bucket_protection(
+        &self,
+        name: &str,
+        rel: &str,
+    ) -> Option<crate::history::store::Protection> {
+        self.with(name, |s| Ok(s.bucket_protection(rel)))
+            .ok()
+            .flatten()
+    }
+
+    /// Bytes the bucket's history store of `name` takes, as last listed.
+    pub fn history_bytes(&self, name: &str) -> Option<u64> {
+        self.with(name, |s| Ok(s.history_bytes())).ok()
     }
 
     /// Ends a run: leases released, request counts written beside the mirrors.
