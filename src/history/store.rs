@@ -6,7 +6,8 @@
 //!   stored length and hash, in order) and a trailer (index length, chunk count,
 //!   `MSPACK2\n`); named by the hash of its own bytes, so a name is written once and always
 //!   means the same bytes (two machines writing the same pack write the same file).
-//! - `manifests/<id>.json` (format 3; 2 had no LZ4 chunks and no BLAKE3, and still reads):
+//! - `manifests/<id>.json` (format 4; 3 had XOR deltas only, 2 no LZ4 chunks and no
+//!   BLAKE3; both still read):
 //!   one per version (file, created, size, byte hash —
 //!   SHA-256, and BLAKE3 since chunks are LZ4 —, logical hash for databases, counts,
 //!   protection, its packs, and its chunks as *runs*:
@@ -23,9 +24,10 @@
 //! bits of SHA-256, in hex) is of its content.
 //!
 //! A database page that changed since the version stored before it (of the same file) is
-//! kept as a *delta* when that is at most half the page as stored whole: a leading 2, the hash of
-//! its base, and the deflated XOR of page and base (a page changed by one row differs in a
-//! few bytes). The base is always a full chunk — the same page of the previous version, or
+//! kept as a *delta* when that is at most half the page as stored whole: a leading 4, the hash of
+//! its base, and the page compressed by zstd with the base as its dictionary (a page changed
+//! by a row costs about that row, even when the rows after it moved; format 3's deltas, a
+//! leading 2 and the deflated XOR of page and base, still read). The base is always a full chunk — the same page of the previous version, or
 //! that page's own base (chains of depth 1) — and the manifest lists it among its `bases`,
 //! so collection keeps it and a restore reads it first. Index entries of deltas carry
 //! [`DELTA_BIT`] in their length.
@@ -67,10 +69,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The manifest layout: 2 lists runs of chunks, each pack holding the index of its chunks;
-/// 3 may refer to LZ4 chunks and records a BLAKE3. A manifest of a later format (a newer
+/// 3 may refer to LZ4 chunks and records a BLAKE3; 4 may refer to zstd deltas. A manifest of a later format (a newer
 /// Metasync on another machine) is left alone: not listed, and it stops collection, as an
 /// unreadable one does, so nothing it refers to is deleted.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 /// The store's folder inside a location's state folder.
 pub const HISTORY_DIR: &str = "history";
 /// A pack is closed once it holds this many bytes.
@@ -257,12 +259,28 @@ fn mismatch(m: &Manifest) -> Error {
     ))
 }
 
+/// A worker's decompressors, kept for all the chunks it decodes: one for deflated chunks
+/// and deltas of format 3, one for the zstd deltas of format 4.
+pub(crate) struct Decoders {
+    inflate: inflate::core::DecompressorOxide,
+    zstd: zstd::zstd_safe::DCtx<'static>,
+}
+
+impl Decoders {
+    fn new() -> Decoders {
+        Decoders {
+            inflate: inflate::core::DecompressorOxide::new(),
+            zstd: zstd::zstd_safe::DCtx::create(),
+        }
+    }
+}
+
 /// Writes a stored chunk's content at `out[*pos..]` and moves `pos` past it: deflated
 /// chunks are inflated straight into `out` (a non-wrapping output buffer: no window copied,
 /// nothing zeroed per chunk), `out` growing when a chunk might not fit.
 fn decode_at(
     stored: &[u8],
-    z: &mut inflate::core::DecompressorOxide,
+    d: &mut Decoders,
     bases: &HashMap<String, Vec<u8>>,
     out: &mut Vec<u8>,
     pos: &mut usize,
@@ -276,6 +294,7 @@ fn decode_at(
             *pos += raw.len();
         }
         (1, deflated) => {
+            let z = &mut d.inflate;
             z.init();
             let flags = inflate::core::inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
             let window = &mut out[*pos..*pos + MAX_CHUNK];
@@ -292,6 +311,7 @@ fn decode_at(
         (2, delta) => {
             let (base_hash, deflated) = delta.split_at_checked(16)?;
             let base = bases.get(&crate::ids::hex_lower(base_hash))?;
+            let z = &mut d.inflate;
             z.init();
             let flags = inflate::core::inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
             let window = &mut out[*pos..*pos + MAX_CHUNK];
@@ -307,6 +327,16 @@ fn decode_at(
             }
             *pos += written;
         }
+        (4, delta) => {
+            let (base_hash, frame) = delta.split_at_checked(16)?;
+            let base = bases.get(&crate::ids::hex_lower(base_hash))?;
+            let window = &mut out[*pos..*pos + MAX_CHUNK];
+            let written = d.zstd.decompress_using_dict(window, frame, base).ok()?;
+            if written != base.len() {
+                return None;
+            }
+            *pos += written;
+        }
         _ => return None,
     }
     Some(())
@@ -318,7 +348,7 @@ fn decode_at(
 fn decode_batch(
     batch: &[Place],
     packs: &[(PathBuf, std::fs::File)],
-    z: &mut inflate::core::DecompressorOxide,
+    d: &mut Decoders,
     bases: &HashMap<String, Vec<u8>>,
     (out, stored): (&mut Vec<u8>, &mut Vec<u8>),
 ) -> Result<usize> {
@@ -343,7 +373,7 @@ fn decode_batch(
         for &(_, _, len) in &batch[i..end] {
             let piece = &stored[at..at + len as usize];
             at += len as usize;
-            decode_at(piece, z, bases, out, &mut pos).ok_or_else(|| {
+            decode_at(piece, d, bases, out, &mut pos).ok_or_else(|| {
                 Error::Refused(format!("{} is damaged at {}", path.display(), start))
             })?;
         }
@@ -476,15 +506,24 @@ fn raw_hash(hash: &str) -> [u8; 16] {
     raw
 }
 
-/// A page stored as a delta against `base` (same size): a leading 2, the base's hash, then
-/// the deflated XOR of the two (mostly zeros when they differ in a row).
-fn encode_delta(page: &[u8], base: &[u8], base_hash: &str) -> Vec<u8> {
-    let xor: Vec<u8> = page.iter().zip(base).map(|(a, b)| a ^ b).collect();
-    let mut out = vec![2u8];
+/// The zstd level of deltas: they are small (a page or so), so a high level costs little.
+const DELTA_LEVEL: i32 = 19;
+
+/// A page stored as a delta against `base` (same size): a leading 4, the base's hash, then
+/// the page compressed by zstd with the base as its dictionary. A row rewritten with a
+/// different length moves the cells after it; the compressor finds them in the base
+/// where they were, so the delta stays about the size of what changed. (Format 3 stored
+/// the deflated XOR of page and base, a leading 2, which a moved cell turned into noise.)
+fn encode_delta(page: &[u8], base: &[u8], base_hash: &str) -> Option<Vec<u8>> {
+    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(page.len()));
+    zstd::zstd_safe::CCtx::create()
+        .compress_using_dict(&mut frame, page, base, DELTA_LEVEL)
+        .ok()?;
+    let mut out = Vec::with_capacity(17 + frame.len());
+    out.push(4u8);
     out.extend_from_slice(&raw_hash(base_hash));
-    let mut z = flate2::write::DeflateEncoder::new(out, flate2::Compression::fast());
-    let _ = z.write_all(&xor);
-    z.finish().unwrap_or_default()
+    out.extend_from_slice(&frame);
+    Some(out)
 }
 
 /// Appends a pack's index and trailer to its chunks: per chunk its stored length and hash
@@ -658,7 +697,7 @@ impl<'s> Builder<'s> {
         let (bp, bn) = self.full_of(&pack, n)?;
         let (e, bytes) = self.stored(&bp, bn)?;
         let base = decode(&bytes).filter(|b| b.len() == page.len() && chunk_hash(b) == e.hash)?;
-        let delta = encode_delta(page, &base, &e.hash);
+        let delta = encode_delta(page, &base, &e.hash)?;
         (delta.len() * 2 <= full.len()).then_some((delta, (bp, bn)))
     }
 
@@ -1135,7 +1174,7 @@ impl Store {
                 from.push(rx);
                 let (batches, packs, bases, recycled) = (&batches, &packs, &bases, &recycled);
                 s.spawn(move || {
-                    let mut z = inflate::core::DecompressorOxide::new();
+                    let mut d = Decoders::new();
                     let mut stored = Vec::new();
                     for batch in batches.iter().skip(w).step_by(workers) {
                         let mut buf = recycled
@@ -1144,7 +1183,7 @@ impl Store {
                             .and_then(|r| r.try_recv().ok())
                             .unwrap_or_default();
                         let decoded =
-                            decode_batch(batch, packs, &mut z, bases, (&mut buf, &mut stored));
+                            decode_batch(batch, packs, &mut d, bases, (&mut buf, &mut stored));
                         let failed = decoded.is_err();
                         if tx.send(decoded.map(|n| (buf, n))).is_err() || failed {
                             return;
@@ -1495,7 +1534,7 @@ impl Store {
 /// against its base when a version is rebuilt) has its kind and base.
 fn intact(stored: &[u8], hash: Option<&str>) -> bool {
     match stored.first() {
-        Some(2) => stored.len() > 17,
+        Some(2 | 4) => stored.len() > 17,
         _ => decode(stored).is_some_and(|c| Some(chunk_hash(&c).as_str()) == hash),
     }
 }
@@ -1840,6 +1879,70 @@ mod tests {
         }
     }
 
+    /// Rows rewritten with other lengths move the cells of their page, and the page drifts
+    /// from its base version by version: a zstd delta (the base as its dictionary) stays
+    /// about the size of what changed, where the XOR of page and base turned into noise.
+    #[test]
+    fn a_page_whose_cells_move_stays_a_small_delta_as_it_drifts_from_its_base() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let db = d.path().join("m.db");
+        let text = |i: u64, v: u64| {
+            let pad = "lorem ipsum dolor sit amet ".repeat(6);
+            format!(
+                "{{\"summary\":\"entity {i} edited in repetition {v}\",\"note\":\"{}\"}}",
+                &pad[..(v as usize * 13) % 120]
+            )
+        };
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("CREATE TABLE entities(id INTEGER PRIMARY KEY, data TEXT); BEGIN")
+            .unwrap();
+        for i in 0..400u64 {
+            c.execute(
+                "INSERT INTO entities VALUES (?1, ?2)",
+                rusqlite::params![i as i64, text(i, 0)],
+            )
+            .unwrap();
+        }
+        c.execute_batch("COMMIT").unwrap();
+        let mut growth = Vec::new();
+        let mut copies = Vec::new();
+        for v in 0..40u64 {
+            if v > 0 {
+                // Rows of the same few pages, each rewritten with another length.
+                let id = (v * 7) % 40;
+                c.execute(
+                    "UPDATE entities SET data = ?1 WHERE id = ?2",
+                    rusqlite::params![text(id, v), id as i64],
+                )
+                .unwrap();
+            }
+            let copy = d.path().join(format!("v{v}"));
+            crate::sqlite::snapshot(&db, &copy, &Default::default()).unwrap();
+            let before = pack_bytes(&store);
+            let mut i = info(&format!("m.db.backup-{v}"), true, None);
+            i.created = t0() + Duration::minutes(v as i64);
+            store.put(&copy, i).unwrap();
+            growth.push(pack_bytes(&store) - before);
+            copies.push(copy);
+        }
+        // Measured: 22 KB as zstd deltas, 39 KB as deflated XORs (format 3).
+        let later: u64 = growth[1..].iter().sum();
+        assert!(
+            later < 39 * 700,
+            "{later} bytes for 39 one-row versions: {growth:?}"
+        );
+        for (id, m) in store.manifests().unwrap().0 {
+            let v: usize = m.info.name.rsplit('-').next().unwrap().parse().unwrap();
+            let out = d.path().join(format!("out-{id}"));
+            store.restore_to(&m, &out, &Default::default()).unwrap();
+            assert_eq!(
+                std::fs::read(&out).unwrap(),
+                std::fs::read(&copies[v]).unwrap()
+            );
+        }
+    }
+
     #[test]
     fn collection_deletes_only_unreferenced_packs_after_the_grace() {
         let d = tempfile::tempdir().unwrap();
@@ -2070,12 +2173,12 @@ mod tests {
         let path = d.path().join("p.pack");
         std::fs::write(&path, &pack).unwrap();
         let packs = [(path.clone(), std::fs::File::open(&path).unwrap())];
-        let mut z = inflate::core::DecompressorOxide::new();
+        let mut dec = Decoders::new();
         let (mut out, mut stored) = (Vec::new(), Vec::new());
         let n = decode_batch(
             &places,
             &packs,
-            &mut z,
+            &mut dec,
             &HashMap::new(),
             (&mut out, &mut stored),
         );
@@ -2092,6 +2195,46 @@ mod tests {
         let mut bad = chunks[1].clone();
         bad.truncate(bad.len() / 2);
         assert!(decode(&bad).is_none_or(|b| b != page));
+    }
+
+    /// A delta as format 3 stored it: a 2, the base's hash, the deflated XOR of page and base.
+    fn xor_delta(page: &[u8], base: &[u8], base_hash: &str) -> Vec<u8> {
+        let xor: Vec<u8> = page.iter().zip(base).map(|(a, b)| a ^ b).collect();
+        let mut out = vec![2u8];
+        out.extend_from_slice(&raw_hash(base_hash));
+        let mut z = flate2::write::DeflateEncoder::new(out, flate2::Compression::fast());
+        z.write_all(&xor).unwrap();
+        z.finish().unwrap()
+    }
+
+    /// Deltas of both formats rebuild their page from its base, one after the other with
+    /// the same decompressors; a delta whose base is missing, or of another size, is refused.
+    #[test]
+    fn deltas_of_format_3_and_4_rebuild_their_page() {
+        let base: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut page = base.clone();
+        page.splice(100..100, b"a row that grew".iter().copied());
+        page.truncate(base.len());
+        let hash = chunk_hash(&base);
+        let new = encode_delta(&page, &base, &hash).unwrap();
+        assert_eq!(new[0], 4);
+        assert!(
+            new.len() < 100,
+            "a moved row costs little: {} bytes",
+            new.len()
+        );
+        let old = xor_delta(&page, &base, &hash);
+        let bases = HashMap::from([(hash.clone(), base.clone())]);
+        let mut dec = Decoders::new();
+        let (mut out, mut pos) = (Vec::new(), 0);
+        for delta in [&new, &old, &new] {
+            decode_at(delta, &mut dec, &bases, &mut out, &mut pos).unwrap();
+        }
+        assert_eq!(&out[..pos], [&page[..], &page[..], &page[..]].concat());
+        let mut pos = 0;
+        assert!(decode_at(&new, &mut dec, &HashMap::new(), &mut out, &mut pos).is_none());
+        let short = HashMap::from([(hash, base[..2048].to_vec())]);
+        assert!(decode_at(&new, &mut dec, &short, &mut out, &mut pos).is_none());
     }
 
     /// The byte hash proves a rebuilt version; a database whose bytes differ from it is
