@@ -12,6 +12,7 @@ pub const POINTS: &[&str] = &[
     "after_temp_write",
     "before_rename",
     "after_rename",
+    "base_patch",
     "before_archive_commit",
 ];
 
