@@ -12,7 +12,6 @@ pub const POINTS: &[&str] = &[
     "after_temp_write",
     "before_rename",
     "after_rename",
-    "base_patch",
     "before_archive_commit",
 ];
 
@@ -27,6 +26,10 @@ fn armed() -> &'static Option<(String, u32)> {
         Some((name, n.max(1)))
     })
 }
+
+/// Passed only by a database change whose row-merge base is rewritten in place
+/// ([`crate::merge::patch_base`]): after the old base was renamed aside, before its rewrite.
+pub const BASE_PATCH: &str = "base_patch";
 
 static HITS: AtomicU32 = AtomicU32::new(0);
 

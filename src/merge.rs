@@ -1338,7 +1338,7 @@ pub fn patch_base(
     }
     let temp = crate::apply::Temp::beside(&target, "base")?;
     std::fs::rename(&old, temp.path()).ctx("rename base", &old)?;
-    crate::failpoint::hit("base_patch");
+    crate::failpoint::hit(crate::failpoint::BASE_PATCH);
     let done = crate::sqlite::rewrite_to_match(temp.path(), source)?;
     if !holds() {
         return Ok(false);
