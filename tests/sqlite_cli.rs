@@ -617,6 +617,12 @@ fn a_change_rewrites_the_previous_base_in_place() {
             f.display()
         );
     }
+    // The merged version is the new base: the same file rewritten again, exactly the remote's.
+    let kept = bases(&a.home);
+    assert_eq!(kept.len(), 1, "after the merge: {kept:?}");
+    assert_eq!(nlink_ino(&kept[0]), (1, ino), "after the merge");
+    assert_eq!(logical(&kept[0]), logical(&remote), "after the merge");
+    assert_eq!(logical(&remote), logical(&a.file(DB)));
 }
 
 /// With the remote on another file system (a tmpfs; needs root) the run's snapshot cannot be

@@ -121,7 +121,11 @@ impl Engine {
             crate::merge::drop_bases_except(&self.home, file, &keep);
             return None;
         }
-        let mut source = merged.filter(|m| &m.hash == hash).map(|m| m.path.clone());
+        // The merged file, unless it became a remote's file (then the base is rewritten from
+        // that remote below).
+        let mut source = merged
+            .filter(|m| &m.hash == hash && m.path.is_file())
+            .map(|m| m.path.clone());
         if source.is_none() {
             source = input.sides.iter().find_map(|s| {
                 found_db(&s.location)
