@@ -27,6 +27,10 @@ fn armed() -> &'static Option<(String, u32)> {
     })
 }
 
+/// Passed only by a database change whose row-merge base is rewritten in place
+/// ([`crate::merge::patch_base`]): after the old base was renamed aside, before its rewrite.
+pub const BASE_PATCH: &str = "base_patch";
+
 static HITS: AtomicU32 = AtomicU32::new(0);
 
 /// Aborts the process here if this point is armed.

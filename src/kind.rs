@@ -27,6 +27,22 @@ pub fn base_source(snapshot: &Path) -> Option<std::path::PathBuf> {
     }
 }
 
+/// Whether a row-merge base of the database at `path` (under `home`) is kept: then its next
+/// base is rewritten from that one after the writes ([`crate::merge::patch_base`]), and its
+/// run snapshot needs no base copy.
+fn has_base(home: &Path, path: &Path) -> bool {
+    let Some(file) = path.strip_prefix(home).ok().and_then(|p| p.to_str()) else {
+        return false;
+    };
+    std::fs::read_dir(crate::merge::base_dir(home, file)).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".db") && !n.starts_with('.'))
+        })
+    })
+}
+
 /// Streams a file through SHA-256 in constant memory.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).ctx("open for hashing", path)?;
@@ -117,7 +133,7 @@ pub fn read_content(path: &Path, ctx: &ReadCtx) -> Result<Content> {
             .sqlite
             .base_copy_under
             .as_deref()
-            .is_some_and(|home| path.starts_with(home)))
+            .is_some_and(|home| path.starts_with(home) && !has_base(home, path)))
     .then(|| base_copy_of(&snap));
     let result = crate::sqlite::scratch_snapshot(path, &snap, &ctx.sqlite, base_copy.as_deref());
     let keep = ctx.keep_snapshots.is_some() && result.is_ok();

@@ -1283,7 +1283,8 @@ pub fn base_of(home: &Path, file: &str, hash: &str) -> Option<PathBuf> {
 /// (the caller drops the bases no longer needed, [`drop_bases_except`]). With `movable` (a file of the run's own that nothing
 /// reads afterwards), `snapshot` itself becomes the base when it can be hard-linked there (its
 /// name `snapshot` is then removed, so the base has one name only); otherwise it is copied.
-/// Bases are only ever read (a merge works on a copy of its base).
+/// Bases are only ever read (a merge works on a copy of its base), except by [`patch_base`],
+/// which rewrites one under another name once no merge needs it.
 pub fn keep_base(
     home: &Path,
     file: &str,
@@ -1307,6 +1308,49 @@ pub fn keep_base(
         temp.put_own_file_in_place(&target)?;
     }
     Ok(())
+}
+
+/// Keeps version `hash` of `file` as its base without a full copy: the base of version
+/// `old_hash`, which the caller knows no later merge needs, is renamed aside and rewritten in
+/// place from `source` (a file holding version `hash`), only its differing pages written
+/// ([`crate::sqlite::rewrite_to_match`]), fsynced, then renamed to `hash`'s name. `holds` says
+/// whether `source` is still exactly what was verified (its stat signature); it is asked
+/// before and after the rewrite. `Ok(false)`, with the old base untouched, when there is no
+/// base of `old_hash` or `source` moved before the rewrite; `Ok(false)` with it gone when
+/// `source` moved during it (the caller keeps the base another way). A crash midway leaves
+/// the old base under a temp name, which is no base (and is dropped by
+/// [`drop_bases_except`]): never a base whose bytes are not its version's.
+pub fn patch_base(
+    home: &Path,
+    file: &str,
+    (old_hash, hash): (&str, &str),
+    source: &Path,
+    holds: &dyn Fn() -> bool,
+) -> Result<bool> {
+    let dir = base_dir(home, file);
+    let target = dir.join(format!("{hash}.db"));
+    if target.exists() {
+        return Ok(true);
+    }
+    let old = dir.join(format!("{old_hash}.db"));
+    if old_hash == hash || !old.is_file() || !holds() {
+        return Ok(false);
+    }
+    let temp = crate::apply::Temp::beside(&target, "base")?;
+    std::fs::rename(&old, temp.path()).ctx("rename base", &old)?;
+    crate::failpoint::hit(crate::failpoint::BASE_PATCH);
+    let done = crate::sqlite::rewrite_to_match(temp.path(), source)?;
+    if !holds() {
+        return Ok(false);
+    }
+    temp.put_own_file_in_place(&target)?;
+    tracing::debug!(
+        "base of {file} rewritten from {}: {} of {} pages written",
+        source.display(),
+        done.written,
+        done.pages
+    );
+    Ok(true)
 }
 
 /// Removes every base of `file` but those of the versions in `keep`.
@@ -1430,6 +1474,53 @@ mod tests {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// A base is rewritten only from a source that holds still: a source that moved before
+    /// the rewrite leaves the old base as it was; one that moved during it leaves no base
+    /// of either version (and no temp file), never one whose bytes are not its name's.
+    #[test]
+    fn a_base_is_rewritten_only_from_a_source_that_held_still() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = base_dir(home.path(), "m.db");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (old, new) = (dir.join("old.db"), dir.join("new.db"));
+        let source = home.path().join("source.db");
+        std::fs::write(&source, vec![7u8; 3 * 4096]).unwrap();
+        let names = || -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        std::fs::write(&old, vec![1u8; 2 * 4096]).unwrap();
+        let patch = |holds: &dyn Fn() -> bool| {
+            patch_base(home.path(), "m.db", ("old", "new"), &source, holds).unwrap()
+        };
+        assert!(!patch(&|| false));
+        assert_eq!(names(), ["old.db"]);
+        assert_eq!(std::fs::read(&old).unwrap(), vec![1u8; 2 * 4096]);
+        // Holds when asked first, not when asked again after the rewrite.
+        let asked = std::cell::Cell::new(0);
+        assert!(!patch(&|| {
+            asked.set(asked.get() + 1);
+            asked.get() == 1
+        }));
+        assert_eq!(asked.get(), 2);
+        assert!(names().is_empty(), "{:?}", names());
+        // Holding still: the old base becomes the new one, same inode, the source's bytes.
+        std::fs::write(&old, vec![1u8; 2 * 4096]).unwrap();
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = ino(&old);
+        assert!(patch(&|| true));
+        assert_eq!(names(), ["new.db"]);
+        assert_eq!(ino(&new), before);
+        assert_eq!(std::fs::read(&new).unwrap(), vec![7u8; 3 * 4096]);
+        // No base of the old version: nothing to rewrite.
+        assert!(!patch_base(home.path(), "m.db", ("gone", "other"), &source, &|| true).unwrap());
     }
 
     #[test]

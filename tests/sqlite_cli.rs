@@ -537,6 +537,94 @@ fn one_remote_in_row_mode_the_remote_and_the_base_are_separate_files() {
     assert_eq!(logical(&a.file(DB)), logical(&remote));
 }
 
+/// A change whose version goes to the remote keeps its row-merge base by rewriting the
+/// previous base in place, only its changed pages written (the same inode, no second full copy
+/// of the database per change): the rewritten base holds exactly the remote's bytes, under the
+/// new version's name, and a later merge against it is exact.
+#[test]
+fn a_change_rewrites_the_previous_base_in_place() {
+    let w = World::new();
+    let a = w.machine("a", &[("cloud", "cloud")], "");
+    graph(&a.file(DB), 3000, 4);
+    set_age(&a.file(DB), 1000);
+    let remote = w.path("cloud").join(DB);
+    a.sync(&[], 0);
+    let first = bases(&a.home);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let (_, ino) = nlink_ino(&first[0]);
+    for (round, id) in [(1, 3), (2, 2900)] {
+        edit(
+            &a.file(DB),
+            &format!("UPDATE entities SET name = 'changed {round}' WHERE id = {id}"),
+            Some(900 - round * 100),
+        );
+        a.sync(&[], 0);
+        let kept = bases(&a.home);
+        assert_eq!(kept.len(), 1, "round {round}: {kept:?}");
+        assert_ne!(
+            kept[0], first[0],
+            "round {round}: the base is named by its version"
+        );
+        assert_eq!(
+            nlink_ino(&kept[0]),
+            (1, ino),
+            "round {round}: the base is not the previous one rewritten"
+        );
+        assert_ne!(nlink_ino(&remote).1, ino);
+        assert!(
+            std::fs::read(&kept[0]).unwrap() == std::fs::read(&remote).unwrap(),
+            "round {round}: the base's bytes are not the remote's"
+        );
+        assert_eq!(logical(&kept[0]), logical(&a.file(DB)), "round {round}");
+        assert_eq!(integrity(&kept[0]), "ok");
+        let names: Vec<_> = std::fs::read_dir(kept[0].parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "round {round}: {names:?}");
+        assert_scratch_empty(&a.home, &format!("round {round}"));
+    }
+    // A row changed on each side is merged against the rewritten base.
+    edit(
+        &remote,
+        "UPDATE entities SET name = 'remote' WHERE id = 10",
+        Some(100),
+    );
+    edit(
+        &a.file(DB),
+        "UPDATE entities SET name = 'local' WHERE id = 11",
+        Some(50),
+    );
+    a.sync(&[], 0);
+    for f in [a.file(DB), remote.clone()] {
+        let c = Connection::open(&f).unwrap();
+        let name = |id: i64| -> String {
+            c.query_row("SELECT name FROM entities WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            (name(10), name(11), name(3), name(2900)),
+            (
+                "remote".into(),
+                "local".into(),
+                "changed 1".into(),
+                "changed 2".into()
+            ),
+            "{}",
+            f.display()
+        );
+    }
+    // The merged version is the new base: the same file rewritten again, exactly the remote's.
+    let kept = bases(&a.home);
+    assert_eq!(kept.len(), 1, "after the merge: {kept:?}");
+    assert_eq!(nlink_ino(&kept[0]), (1, ino), "after the merge");
+    assert_eq!(logical(&kept[0]), logical(&remote), "after the merge");
+    assert_eq!(logical(&remote), logical(&a.file(DB)));
+}
+
 /// With the remote on another file system (a tmpfs; needs root) the run's snapshot cannot be
 /// moved there by a hard link: it is copied, and the copy is whole and healthy.
 #[test]

@@ -248,7 +248,24 @@ impl Run<'_> {
             .filter_map(Recorded::hash)
             .filter(|h| Some(*h) != winner.hash())
             .collect();
-        if let Some(w) = self.engine.keep_base(fr, winner, &older, sc) {
+        // A remote written with the winner: the previous base may be rewritten from it.
+        let written = t.changes.cache.iter().rev().find_map(|((loc, f), e)| {
+            let e = e.as_ref().filter(|e| e.kind == Kind::Sqlite)?;
+            let remote = fr
+                .input
+                .sides
+                .iter()
+                .any(|s| &s.location == loc && !s.local);
+            (f == &fr.file && remote && did.written.contains(loc) && winner.hash() == Some(&e.hash))
+                .then_some(super::rowmerge::Written {
+                    location: loc,
+                    signature: &e.signature,
+                })
+        });
+        if let Some(w) = self
+            .engine
+            .keep_base(fr, winner, &older, sc, written.as_ref())
+        {
             self.warnings.push(w);
         }
         if let Some(m) = &fr.merged {

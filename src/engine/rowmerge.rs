@@ -1,6 +1,13 @@
 //! A row merge attempt of a database conflict, and the bases later merges diff against.
 
 use super::run::{FileRun, Scene};
+
+/// A remote location this run wrote a database version into, with the stat signature of the
+/// file as written and verified (its scan cache entry's).
+pub(super) struct Written<'a> {
+    pub(super) location: &'a str,
+    pub(super) signature: &'a str,
+}
 use super::*;
 
 impl Engine {
@@ -90,6 +97,7 @@ impl Engine {
         winner: &Recorded,
         older: &[&str],
         sc: &Scene<'_>,
+        written: Option<&Written<'_>>,
     ) -> Option<String> {
         let (file, input, scans) = (fr.file.as_str(), &fr.input, &sc.scans);
         let (merged, run_dir) = (fr.merged.as_ref(), sc.run_dir.0.as_path());
@@ -113,7 +121,11 @@ impl Engine {
             crate::merge::drop_bases_except(&self.home, file, &keep);
             return None;
         }
-        let mut source = merged.filter(|m| &m.hash == hash).map(|m| m.path.clone());
+        // The merged file, unless it became a remote's file (then the base is rewritten from
+        // that remote below).
+        let mut source = merged
+            .filter(|m| &m.hash == hash && m.path.is_file())
+            .map(|m| m.path.clone());
         if source.is_none() {
             source = input.sides.iter().find_map(|s| {
                 found_db(&s.location)
@@ -121,6 +133,18 @@ impl Engine {
                     .and_then(|c| c.snapshot.as_deref())
                     .and_then(crate::kind::base_source)
             });
+        }
+        if source.is_none() {
+            if let Some(w) = written {
+                match self.patch_base(fr, hash, older, w, sc) {
+                    Ok(true) => {
+                        crate::merge::drop_bases_except(&self.home, file, &keep);
+                        return None;
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("{file}: the base could not be rewritten: {e}"),
+                }
+            }
         }
         if source.is_none() {
             // Remotes first: they have no live writer.
@@ -159,6 +183,37 @@ impl Engine {
                 "{file}: no copy of the agreed version to keep as the base for row merges"
             )),
         }
+    }
+
+    /// The base of version `hash` kept by rewriting the previous agreed version's base from
+    /// the remote file this run wrote with `hash` (`written`), when no version some location
+    /// still holds needs that old base ([`crate::merge::patch_base`]): no second full copy of
+    /// a database for each change. The remote file must still match the stat signature
+    /// recorded when it was written and verified, before and after it is read.
+    fn patch_base(
+        &self,
+        fr: &FileRun,
+        hash: &str,
+        older: &[&str],
+        w: &Written<'_>,
+        sc: &Scene<'_>,
+    ) -> Result<bool> {
+        let file = fr.file.as_str();
+        let agreed = sc.loaded.agreed.get(file).and_then(|a| a.version.hash());
+        let (Some(old), Some(root)) = (agreed, self.root_of(w.location)) else {
+            return Ok(false);
+        };
+        if older.contains(&old) || sc.agreed_offline.contains(file) {
+            return Ok(false);
+        }
+        let path = root.join(file);
+        let holds = || {
+            crate::scan::Stat::of_kind(&path, true)
+                .ok()
+                .flatten()
+                .is_some_and(|(stat, _)| stat.signature() == w.signature)
+        };
+        crate::merge::patch_base(&self.home, file, (old, hash), &path, &holds)
     }
 
     /// A merged database version: its hash, counts and the scan the writes read it by; held

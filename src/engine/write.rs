@@ -373,6 +373,7 @@ impl super::run::Run<'_> {
                     file,
                     source_found.as_ref().map(|(_, f)| *f),
                     later,
+                    sc,
                 ),
                 scans: &sc.scans,
                 machine: &sc.machine,
@@ -447,15 +448,27 @@ impl super::run::Run<'_> {
 
     /// The source's snapshot may become this target's file (no copy) only when nothing reads
     /// it afterwards: no later target copies it, and the base for row merges is not kept from
-    /// it after the writes (no base is kept, or it is kept from the snapshot's own base copy).
+    /// it after the writes (no base is kept, or it is kept from the snapshot's own base copy,
+    /// or by rewriting the agreed version's base: see [`Engine::keep_base`]).
     /// So at most one target gets it, and it never shares an inode with anything.
     fn snapshot_use(
         &self,
         file: &str,
         source: Option<&Found>,
         later: &[Action],
+        sc: &super::run::Scene<'_>,
     ) -> crate::kind::SnapshotUse {
+        let rewritable = || {
+            !sc.agreed_offline.contains(file)
+                && sc
+                    .loaded
+                    .agreed
+                    .get(file)
+                    .and_then(|a| a.version.hash())
+                    .is_some_and(|h| crate::merge::base_of(&self.engine.home, file, h).is_some())
+        };
         let base_elsewhere = self.engine.config.merge_mode_for(file) != MergeMode::Rows
+            || rewritable()
             || source.is_some_and(|f| {
                 matches!(f, Found::Present { content, .. } if content
                     .snapshot

@@ -44,6 +44,7 @@ mod counts;
 mod files;
 mod hash;
 mod pages;
+mod patch;
 mod records;
 
 use backup::*;
@@ -53,6 +54,7 @@ pub(crate) use files::read_up_to;
 use files::*;
 use hash::*;
 pub(crate) use pages::changed_rowid_ranges;
+pub use patch::{rewrite_to_match, Rewritten};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
