@@ -75,10 +75,8 @@ impl Engine {
         steady: &'s crate::steady::Steady<'_>,
     ) -> impl Iterator<Item = &'s str> + 's {
         steady.files.iter().enumerate().filter_map(move |(i, f)| {
-            let database = (0..steady.locations)
-                .any(|l| steady.at(i, l).is_some_and(|h| h.database.is_some()));
-            let needs_base =
-                database && self.config.merge_mode_for(f.name) == crate::config::MergeMode::Rows;
+            let needs_base = steady.is_database(i)
+                && self.config.merge_mode_for(f.name) == crate::config::MergeMode::Rows;
             let missing = needs_base
                 && f.sha256
                     .is_none_or(|h| crate::merge::base_of(&self.home, f.name, h).is_none());
@@ -93,16 +91,23 @@ impl Engine {
         steady: &crate::steady::Steady<'_>,
         available: &[&Place],
     ) -> Vec<(Listing, Vec<String>, bool)> {
+        // Made once, by the first look whose listing is done.
+        let names = std::sync::OnceLock::new();
         std::thread::scope(|s| {
             let looks: Vec<_> = available
                 .iter()
                 .enumerate()
                 .map(|(li, p)| {
-                    let steady = &steady;
+                    let (steady, names) = (&steady, &names);
                     s.spawn(move || {
                         let listing = self.selector.list(&p.loc.root);
                         let changed: Vec<String> = steady
-                            .changed_in(li, &p.loc.root, &listing.files)
+                            .changed_in(
+                                names.get_or_init(|| steady.names()),
+                                li,
+                                &p.loc.root,
+                                &listing.files,
+                            )
                             .into_iter()
                             .map(String::from)
                             .collect();
