@@ -65,7 +65,12 @@ impl Engine {
             }
             crate::steady::Scope::Unchanged => {}
         }
-        self.replayed(run, archive, places, available, settled(&[]))
+        let files = if run.ask.summary_only {
+            Vec::new()
+        } else {
+            settled(&[])
+        };
+        self.replayed(run, archive, places, available, (steady.files.len(), files))
     }
 
     /// The steady run's databases whose row merges need a base that is no longer kept: a
@@ -129,18 +134,19 @@ impl Engine {
         })
     }
 
-    /// The replay itself: the stored run's report, with its archive commit.
+    /// The replay itself: the stored run's report (of `count` files, with `files` their
+    /// outcomes unless only the counts are wanted), with its archive commit.
     fn replayed(
         &self,
         run: &mut Run<'_>,
         archive: &mut Archive,
         places: &[Place],
         available: &[&Place],
-        files: Vec<FileOutcome>,
+        (count, files): (usize, Vec<FileOutcome>),
     ) -> Result<Replay> {
         let (command, strategy, started) = (run.ask.command, run.ask.strategy, run.started);
         let finished = self.clock.now();
-        let summary = run_summary(files.len(), 0, 0, places.len() - available.len());
+        let summary = run_summary(count, 0, 0, places.len() - available.len());
         let changes = Changes {
             now: rfc3339(finished),
             run: Some(RunSummary {
