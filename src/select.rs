@@ -46,6 +46,8 @@ fn is_literal(pattern: &str) -> bool {
 pub struct Selector {
     literals: Vec<String>,
     globs: Option<GlobSet>,
+    /// A pattern selects every path (`**` or `**/*`): no glob is run per file.
+    all: bool,
 }
 
 impl Selector {
@@ -67,7 +69,12 @@ impl Selector {
         } else {
             None
         };
-        Ok(Selector { literals, globs })
+        let all = patterns.iter().any(|p| p == "**" || p == "**/*");
+        Ok(Selector {
+            literals,
+            globs,
+            all,
+        })
     }
 
     /// Whether a relative path is a synced file.
@@ -75,7 +82,8 @@ impl Selector {
         if !is_eligible(rel) {
             return false;
         }
-        self.literals.iter().any(|l| l == rel)
+        self.all
+            || self.literals.iter().any(|l| l == rel)
             || self.globs.as_ref().is_some_and(|g| g.is_match(rel))
     }
 
@@ -102,6 +110,24 @@ impl Selector {
 
     /// Glob patterns: the whole tree, not following symbolic links.
     fn walk(&self, root: &Path, listing: &mut Listing) {
+        #[cfg(target_os = "linux")]
+        self.walk_by_fd(root, listing);
+        #[cfg(not(target_os = "linux"))]
+        self.walk_by_path(root, listing);
+        // A literal the walk cannot reach (under a linked folder) is still looked at.
+        for l in &self.literals {
+            if is_eligible(l)
+                && !listing.files.contains(l)
+                && std::fs::symlink_metadata(root.join(l)).is_ok_and(|m| m.is_file())
+            {
+                listing.files.push(l.clone());
+            }
+        }
+    }
+
+    /// [`Selector::walk`] through `walkdir`: every entry's path is built and matched.
+    #[cfg(not(target_os = "linux"))]
+    fn walk_by_path(&self, root: &Path, listing: &mut Listing) {
         let walker = walkdir::WalkDir::new(root)
             .follow_links(false)
             .into_iter()
@@ -124,17 +150,67 @@ impl Selector {
             };
             let is_file = entry.file_type().is_file();
             match std::str::from_utf8(bytes) {
-                Ok(rel) => self.note(listing, rel, entry.path(), is_file),
+                Ok(rel) => self.note(listing, rel, root, is_file),
                 Err(_) => self.note_unreadable(listing, bytes, is_file),
             }
         }
-        // A literal the walk cannot reach (under a linked folder) is still looked at.
-        for l in &self.literals {
-            if is_eligible(l)
-                && !listing.files.contains(l)
-                && std::fs::symlink_metadata(root.join(l)).is_ok_and(|m| m.is_file())
-            {
-                listing.files.push(l.clone());
+    }
+
+    /// [`Selector::walk`] on Linux: each folder opened once (relative to the root, not
+    /// following a link at its end) and read with `getdents` into one reused buffer; each
+    /// entry's relative path is built in one reused buffer too, so a walked file costs no
+    /// allocation unless it is listed. A folder that cannot be opened or read is skipped, as
+    /// `walkdir` skips it.
+    #[cfg(target_os = "linux")]
+    fn walk_by_fd(&self, root: &Path, listing: &mut Listing) {
+        use rustix::fs::{open, openat, Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let Ok(root_fd) = open(root, flags, Mode::empty()) else {
+            return;
+        };
+        let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut rel: Vec<u8> = Vec::with_capacity(256);
+        // Folders still to read, relative to the root ("" is the root).
+        let mut pending: Vec<Vec<u8>> = vec![Vec::new()];
+        while let Some(folder) = pending.pop() {
+            let opened = if folder.is_empty() {
+                None
+            } else {
+                let at = std::ffi::OsStr::from_bytes(&folder);
+                match openat(&root_fd, at, flags | OFlags::NOFOLLOW, Mode::empty()) {
+                    Ok(fd) => Some(fd),
+                    Err(_) => continue,
+                }
+            };
+            let fd = opened.as_ref().unwrap_or(&root_fd);
+            let mut dir = rustix::fs::RawDir::new(fd, buf.spare_capacity_mut());
+            while let Some(Ok(entry)) = dir.next() {
+                let name = entry.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                rel.clear();
+                rel.extend_from_slice(&folder);
+                if !folder.is_empty() {
+                    rel.push(b'/');
+                }
+                rel.extend_from_slice(name);
+                let Some(kind) = entry_type(fd, entry.file_name(), entry.file_type()) else {
+                    continue;
+                };
+                if kind == rustix::fs::FileType::Directory {
+                    let state =
+                        folder.is_empty() && is_home_state_dir(std::ffi::OsStr::from_bytes(name));
+                    if !state {
+                        pending.push(rel.clone());
+                    }
+                    continue;
+                }
+                let is_file = kind == rustix::fs::FileType::RegularFile;
+                match std::str::from_utf8(&rel) {
+                    Ok(r) => self.note(listing, r, root, is_file),
+                    Err(_) => self.note_unreadable(listing, &rel, is_file),
+                }
             }
         }
     }
@@ -168,17 +244,19 @@ impl Selector {
                 } else {
                     format!("{folder}/{name}")
                 };
-                self.note(listing, &rel, &e.path(), is_file);
+                self.note(listing, &rel, root, is_file);
             }
         }
     }
 
-    /// One entry of a listing: a temp file, a backup's folder, or a synced file.
-    fn note(&self, listing: &mut Listing, rel: &str, path: &Path, is_file: bool) {
+    /// One entry of a listing (`rel` in the location at `root`): a temp file, a backup's
+    /// folder, or a synced file.
+    fn note(&self, listing: &mut Listing, rel: &str, root: &Path, is_file: bool) {
         let name = rel.rsplit('/').next().unwrap_or(rel);
         if names::temp_machine(name).is_some() {
-            listing.temps.push(path.to_path_buf());
+            listing.temps.push(root.join(rel));
         } else if is_file && names::is_backup_name(name) {
+            let path = root.join(rel);
             if let Some(dir) = path.parent() {
                 if listing.backup_folders.last().map(PathBuf::as_path) != Some(dir) {
                     listing.backup_folders.push(dir.to_path_buf());
@@ -223,21 +301,41 @@ pub struct Listing {
     pub skipped: Vec<SkippedFile>,
 }
 
+/// A walked entry's type: the one `getdents` gave, or, on a file system that gives none, its
+/// `lstat`'s (`None`: it cannot be stated, so it is skipped).
+#[cfg(target_os = "linux")]
+fn entry_type(
+    dir: &rustix::fd::OwnedFd,
+    name: &std::ffi::CStr,
+    given: rustix::fs::FileType,
+) -> Option<rustix::fs::FileType> {
+    use rustix::fs::{statat, AtFlags, FileType};
+    if given != FileType::Unknown {
+        return Some(given);
+    }
+    let st = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    Some(FileType::from_raw_mode(st.st_mode))
+}
+
 fn is_home_state_dir(name: &std::ffi::OsStr) -> bool {
     name == names::STATE_DIR || name == names::LOGS_DIR
 }
 
 /// Whether a relative path may be a synced file at all.
 pub fn is_eligible(rel: &str) -> bool {
-    let mut parts = rel.split('/');
-    let first = parts.next().unwrap_or("");
-    if first == names::STATE_DIR || first == names::LOGS_DIR || rel == names::CONFIG_FILE {
+    if rel == names::CONFIG_FILE {
         return false;
     }
-    let name = rel.rsplit('/').next().unwrap_or(rel);
-    !rel.is_empty()
-        && !rel.split('/').any(|c| c.is_empty() || c == "..")
-        && !names::is_never_synced(name)
+    // One pass over the components: none empty or `..`, the first not home's own state.
+    let mut name = "";
+    for (i, c) in rel.split('/').enumerate() {
+        let state = i == 0 && (c == names::STATE_DIR || c == names::LOGS_DIR);
+        if c.is_empty() || c == ".." || state {
+            return false;
+        }
+        name = c;
+    }
+    !names::is_never_synced(name)
 }
 
 /// A file the patterns select that is left alone, and why.
@@ -381,6 +479,48 @@ mod tests {
         assert!(temps
             .iter()
             .any(|t| t.starts_with(d.path().join("notes/deep"))));
+    }
+
+    #[test]
+    fn the_walk_skips_home_state_and_links_but_not_deeper_namesakes() {
+        let d = listing_tree();
+        let root = d.path();
+        std::fs::create_dir_all(root.join(names::LOGS_DIR)).unwrap();
+        std::fs::create_dir_all(root.join("sub/logs/.metasync")).unwrap();
+        std::fs::create_dir_all(root.join("elsewhere")).unwrap();
+        for f in [
+            "logs/metasync.log",
+            "sub/logs/kept.txt",
+            "sub/logs/.metasync/kept.db",
+            "elsewhere/outside.txt",
+        ] {
+            std::fs::write(root.join(f), "x").unwrap();
+        }
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("sub/linked")).unwrap();
+        std::os::unix::fs::symlink(root.join("notes/a.md"), root.join("sub/link.md")).unwrap();
+        let want = [
+            "elsewhere/outside.txt",
+            "metastore.db",
+            "notes/a.md",
+            "notes/deep/b.md",
+            "sub/logs/.metasync/kept.db",
+            "sub/logs/kept.txt",
+        ];
+        // Every pattern (the match-all short cut) and a glob that selects the same files.
+        for patterns in [
+            &["**/*"][..],
+            &["**"],
+            &["*", "*/**"],
+            &["**/*.{md,db,txt}"],
+        ] {
+            let mut l = sel(patterns).list(root);
+            l.files.sort();
+            assert_eq!(l.files, want, "{patterns:?}");
+            assert_eq!(l.temps.len(), 2, "{patterns:?}: {:?}", l.temps);
+        }
+        let mut l = sel(&["sub/**/*.txt"]).list(root);
+        l.files.sort();
+        assert_eq!(l.files, ["sub/logs/kept.txt"]);
     }
 
     #[test]

@@ -33,15 +33,41 @@ use std::path::Path;
 const MAGIC: &[u8] = b"metasync-steady-4\n";
 
 /// What a steady run saw, borrowed from its stored form (see [`Steady::decode`]).
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Steady<'a> {
     /// How many locations, in run order.
     pub locations: usize,
     /// Per file, sorted by name.
     pub files: Vec<SteadyFile<'a>>,
-    /// `at[file * locations + location]`: what the file was there (the stat its cache entry
-    /// vouched for), or `None`: absent there.
-    pub at: Vec<Option<Held>>,
+    /// What each file was in each location (see [`Steady::at`]).
+    at: At<'a>,
+}
+
+/// Each file of a [`Steady`] by name (see [`Steady::names`]).
+pub struct Names<'s>(rustc_hash::FxHashMap<&'s str, usize>);
+
+/// Where a [`Steady`] keeps what each file was in each location, `file * locations +
+/// location` for each.
+#[derive(Debug)]
+enum At<'a> {
+    /// As a run found them.
+    Built(Vec<Option<Held>>),
+    /// In the stored form (checked whole by [`Steady::decode`]), at these offsets: each is
+    /// decoded when asked for. Decoded up front they took 160 bytes each, most of a no-op's
+    /// memory; an offset takes 4.
+    Stored { bytes: &'a [u8], offsets: Vec<u32> },
+}
+
+impl PartialEq for Steady<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let cells = self.files.len() * self.locations;
+        self.locations == other.locations
+            && self.files == other.files
+            && (0..cells).all(|c| {
+                let (f, l) = (c / self.locations, c % self.locations);
+                self.at(f, l) == other.at(f, l)
+            })
+    }
 }
 
 /// One file of a steady run, with the outcome the run reported for it.
@@ -56,17 +82,70 @@ pub struct SteadyFile<'a> {
 }
 
 impl<'a> Steady<'a> {
+    /// A steady state of `files` in `locations`, with `at[file * locations + location]` what
+    /// the file was there (the stat its cache entry vouched for), or `None`: absent there.
+    pub fn new(locations: usize, files: Vec<SteadyFile<'a>>, at: Vec<Option<Held>>) -> Self {
+        Steady {
+            locations,
+            files,
+            at: At::Built(at),
+        }
+    }
+
     /// What file `file` was in location `location`.
-    pub fn at(&self, file: usize, location: usize) -> Option<&Held> {
-        self.at[file * self.locations + location].as_ref()
+    pub fn at(&self, file: usize, location: usize) -> Option<Held> {
+        let cell = file * self.locations + location;
+        match &self.at {
+            At::Built(held) => held.get(cell).copied().flatten(),
+            At::Stored { bytes, offsets } => {
+                let from = *offsets.get(cell)? as usize;
+                Reader(bytes.get(from..)?).held().flatten()
+            }
+        }
+    }
+
+    /// Whether file `file` was in location `location`: 0 absent, 1 a plain file, 2 a database
+    /// (the stored form's tag, read without decoding the rest).
+    fn tag(&self, file: usize, location: usize) -> u8 {
+        let cell = file * self.locations + location;
+        match &self.at {
+            At::Built(held) => match held.get(cell) {
+                Some(Some(h)) if h.database.is_some() => 2,
+                Some(Some(_)) => 1,
+                _ => 0,
+            },
+            At::Stored { bytes, offsets } => offsets
+                .get(cell)
+                .and_then(|&from| bytes.get(from as usize).copied())
+                .unwrap_or(0),
+        }
+    }
+
+    /// Whether file `file` was a database in some location.
+    pub fn is_database(&self, file: usize) -> bool {
+        (0..self.locations).any(|l| self.tag(file, l) == 2)
+    }
+
+    /// Each file by name, to look up a listing's names in (made once for every location).
+    /// A listing comes in directory order, not sorted: one hash lookup per listed name costs
+    /// a tenth of a binary search over the sorted names (whose compares miss the cache).
+    pub fn names(&self) -> Names<'_> {
+        Names(
+            self.files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name, i))
+                .collect(),
+        )
     }
 
     /// What changed in location `location` (at `root`) since the run, given its listing (its
-    /// synced files, in any order): the files listed that it did not hold, the ones it held
-    /// that are not listed or no longer what their stat was, and the ones it did not hold that
-    /// are there after all. Empty: the location is as the run saw it.
+    /// synced files, in any order) and [`Steady::names`]: the files listed that it did not
+    /// hold, the ones it held that are not listed or no longer what their stat was, and the
+    /// ones it did not hold that are there after all. Empty: the location is as the run saw it.
     pub fn changed_in<'l>(
         &'l self,
+        names: &Names<'_>,
         location: usize,
         root: &Path,
         listed: &'l [String],
@@ -74,23 +153,14 @@ impl<'a> Steady<'a> {
         let mut here = StillIn::new(root);
         let mut seen = vec![false; self.files.len()];
         let mut changed = Vec::new();
-        // A listing comes in directory order, not sorted: one hash lookup per listed name
-        // costs a tenth of a binary search over the sorted names (whose compares miss the
-        // cache).
-        let index: rustc_hash::FxHashMap<&str, usize> = self
-            .files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name, i))
-            .collect();
         for name in listed {
-            match index.get(name.as_str()).copied() {
+            match names.0.get(name.as_str()).copied() {
                 Some(i) if !seen[i] => {
                     seen[i] = true;
                     // Listed where it was absent, or no longer as it was.
                     let still = self
                         .at(i, location)
-                        .is_some_and(|h| here.still(name, Some(h)));
+                        .is_some_and(|h| here.still(name, Some(&h)));
                     if !still {
                         changed.push(name.as_str());
                     }
@@ -99,7 +169,7 @@ impl<'a> Steady<'a> {
             }
         }
         for (i, f) in self.files.iter().enumerate() {
-            if !seen[i] && (self.at(i, location).is_some() || !here.still(f.name, None)) {
+            if !seen[i] && (self.tag(i, location) != 0 || !here.still(f.name, None)) {
                 changed.push(f.name);
             }
         }
@@ -130,7 +200,7 @@ impl<'a> Steady<'a> {
             }
             put_u32(&mut out, reasons.binary_search(&f.reason).unwrap_or(0));
             for l in 0..self.locations {
-                put_held(&mut out, self.at(i, l));
+                put_held(&mut out, self.at(i, l).as_ref());
             }
         }
         out
@@ -145,7 +215,7 @@ impl<'a> Steady<'a> {
             .collect::<Option<_>>()?;
         let count = r.u32()?;
         let mut files = Vec::with_capacity(count.min(bytes.len()));
-        let mut at = Vec::with_capacity(count.saturating_mul(locations).min(bytes.len()));
+        let mut offsets = Vec::with_capacity(count.saturating_mul(locations).min(bytes.len()));
         for _ in 0..count {
             let name = r.str()?;
             let sha256 = match r.u8()? {
@@ -160,14 +230,15 @@ impl<'a> Steady<'a> {
                 reason,
             });
             for _ in 0..locations {
-                at.push(r.held()?);
+                offsets.push(u32::try_from(bytes.len() - r.0.len()).ok()?);
+                r.skip_held()?;
             }
         }
         let sorted = files.windows(2).all(|w| w[0].name < w[1].name);
         (r.0.is_empty() && sorted).then_some(Steady {
             locations,
             files,
-            at,
+            at: At::Stored { bytes, offsets },
         })
     }
 }
@@ -195,11 +266,8 @@ pub(crate) fn of_run<'a>(
     {
         return None;
     }
-    let mut steady = Steady {
-        locations,
-        files: Vec::with_capacity(files.len()),
-        at: Vec::with_capacity(files.len() * locations),
-    };
+    let mut steady_files = Vec::with_capacity(files.len());
+    let mut steady_at = Vec::with_capacity(files.len() * locations);
     for (fi, (file, outcome)) in files.iter().zip(outcomes).enumerate() {
         if outcome.file != *file
             || outcome.outcome != crate::model::Outcome::InSync
@@ -207,7 +275,7 @@ pub(crate) fn of_run<'a>(
         {
             return None;
         }
-        steady.files.push(SteadyFile {
+        steady_files.push(SteadyFile {
             name: file,
             sha256: outcome.sha256.as_deref(),
             reason: &outcome.reason,
@@ -217,10 +285,10 @@ pub(crate) fn of_run<'a>(
                 scan_time,
                 root: roots[li],
             };
-            steady.at.push(at.held(file, found[li].get(fi)?, cache)?);
+            steady_at.push(at.held(file, found[li].get(fi)?, cache)?);
         }
     }
-    Some(steady)
+    Some(Steady::new(locations, steady_files, steady_at))
 }
 
 /// Where and when a location was scanned, for [`Vouched::held`].
@@ -385,6 +453,30 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.take(n)?).ok()
     }
 
+    /// Steps over what [`put_held`] wrote, checking its tags (what [`Reader::held`] checks).
+    fn skip_held(&mut self) -> Option<()> {
+        // size, mtime, inode, ctime, when scanned; a side: size and mtime.
+        const HELD: usize = 8 + 16 + 8 + 16 + 8;
+        const SIDE: usize = 8 + 16;
+        let sides = match self.u8()? {
+            0 => return Some(()),
+            1 => 0,
+            2 => 2,
+            _ => return None,
+        };
+        self.take(HELD)?;
+        for _ in 0..sides {
+            match self.u8()? {
+                0 => {}
+                1 => {
+                    self.take(SIDE)?;
+                }
+                _ => return None,
+            }
+        }
+        Some(())
+    }
+
     /// What [`put_held`] wrote.
     fn held(&mut self) -> Option<Option<Held>> {
         let tag = self.u8()?;
@@ -472,9 +564,9 @@ mod tests {
     }
 
     fn sample() -> Steady<'static> {
-        Steady {
-            locations: 2,
-            files: vec![
+        Steady::new(
+            2,
+            vec![
                 SteadyFile {
                     name: "a/one.txt",
                     sha256: Some("11aa"),
@@ -491,7 +583,7 @@ mod tests {
                     reason: "every location holds it",
                 },
             ],
-            at: vec![
+            vec![
                 held(1),
                 held(2),
                 None,
@@ -499,7 +591,7 @@ mod tests {
                 held_database(3),
                 held_database(4),
             ],
-        }
+        )
     }
 
     #[test]
@@ -538,18 +630,15 @@ mod tests {
                 ))
             })
             .collect();
-        Steady {
-            locations: 1,
-            files: all
-                .into_iter()
-                .map(|name| SteadyFile {
-                    name,
-                    sha256: None,
-                    reason: "r",
-                })
-                .collect(),
-            at,
-        }
+        let files = all
+            .into_iter()
+            .map(|name| SteadyFile {
+                name,
+                sha256: None,
+                reason: "r",
+            })
+            .collect();
+        Steady::new(1, files, at)
     }
 
     #[test]
@@ -565,7 +654,7 @@ mod tests {
         let changed = |listed: &[&str]| {
             let listed = list(listed);
             let mut c: Vec<String> = s
-                .changed_in(0, root, &listed)
+                .changed_in(&s.names(), 0, root, &listed)
                 .into_iter()
                 .map(String::from)
                 .collect();

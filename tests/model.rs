@@ -610,6 +610,7 @@ impl Sim {
             mode,
             strategy,
             dry_run: false,
+            summary_only: false,
         };
         let (_, before) = self.present();
         let busy = if self.busy_next {

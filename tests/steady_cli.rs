@@ -456,3 +456,36 @@ fn a_checkpoint_changes_the_database_file_but_not_its_version() {
     assert_eq!(replays(&m), 2, "{again:#}");
     assert_eq!(remote_names(&m), ["one", "two", "three", "four"]);
 }
+
+/// With only the counts asked for (the CLI's `--quiet`), a replayed run reports no per-file
+/// outcomes but counts them; a run that asks for them gets them, replayed or not.
+#[test]
+fn a_replay_asked_only_for_counts_builds_no_outcomes() {
+    use metasync::{Engine, RunOptions};
+    let w = World::new();
+    let m = steady_pair(&w, "");
+    settle(&[&m]);
+    let engine = Engine::open(&m.home, None).unwrap();
+    let counts = RunOptions {
+        summary_only: true,
+        ..RunOptions::default()
+    };
+    // (The library logs nothing: the report tells the replay, whose outcomes are left out.)
+    let quiet = engine.run(&counts, &mut |_| {}).unwrap();
+    assert!(quiet.files.is_empty(), "{:?}", quiet.files);
+    assert_eq!((quiet.exit_code, quiet.warnings.len()), (0, 0));
+    let full = engine.run(&RunOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(full.files.len(), FILES.len());
+    assert!(full
+        .files
+        .iter()
+        .all(|f| f.outcome == metasync::model::Outcome::InSync));
+    // Still replayed after both; --json with --quiet still prints every file's outcome.
+    let json = m.sync(&["-q"], 0);
+    assert_eq!(replays(&m), 2);
+    assert_eq!(
+        json["files"].as_array().unwrap().len(),
+        FILES.len(),
+        "{json:#}"
+    );
+}

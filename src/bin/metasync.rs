@@ -497,6 +497,7 @@ fn run_sync(
             mode,
             strategy,
             dry_run,
+            summary_only: cli.quiet && !cli.json,
         },
         on_event,
     )?;

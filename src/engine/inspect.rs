@@ -410,6 +410,7 @@ impl Engine {
             strategy: crate::Strategy::Local,
             only: Some(file),
             dry_run: false,
+            summary_only: false,
         };
         self.execute(ask, events)
     }

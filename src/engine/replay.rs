@@ -65,7 +65,12 @@ impl Engine {
             }
             crate::steady::Scope::Unchanged => {}
         }
-        self.replayed(run, archive, places, available, settled(&[]))
+        let files = if run.ask.summary_only {
+            Vec::new()
+        } else {
+            settled(&[])
+        };
+        self.replayed(run, archive, places, available, (steady.files.len(), files))
     }
 
     /// The steady run's databases whose row merges need a base that is no longer kept: a
@@ -75,10 +80,8 @@ impl Engine {
         steady: &'s crate::steady::Steady<'_>,
     ) -> impl Iterator<Item = &'s str> + 's {
         steady.files.iter().enumerate().filter_map(move |(i, f)| {
-            let database = (0..steady.locations)
-                .any(|l| steady.at(i, l).is_some_and(|h| h.database.is_some()));
-            let needs_base =
-                database && self.config.merge_mode_for(f.name) == crate::config::MergeMode::Rows;
+            let needs_base = steady.is_database(i)
+                && self.config.merge_mode_for(f.name) == crate::config::MergeMode::Rows;
             let missing = needs_base
                 && f.sha256
                     .is_none_or(|h| crate::merge::base_of(&self.home, f.name, h).is_none());
@@ -93,16 +96,23 @@ impl Engine {
         steady: &crate::steady::Steady<'_>,
         available: &[&Place],
     ) -> Vec<(Listing, Vec<String>, bool)> {
+        // Made once, by the first look whose listing is done.
+        let names = std::sync::OnceLock::new();
         std::thread::scope(|s| {
             let looks: Vec<_> = available
                 .iter()
                 .enumerate()
                 .map(|(li, p)| {
-                    let steady = &steady;
+                    let (steady, names) = (&steady, &names);
                     s.spawn(move || {
                         let listing = self.selector.list(&p.loc.root);
                         let changed: Vec<String> = steady
-                            .changed_in(li, &p.loc.root, &listing.files)
+                            .changed_in(
+                                names.get_or_init(|| steady.names()),
+                                li,
+                                &p.loc.root,
+                                &listing.files,
+                            )
                             .into_iter()
                             .map(String::from)
                             .collect();
@@ -124,18 +134,19 @@ impl Engine {
         })
     }
 
-    /// The replay itself: the stored run's report, with its archive commit.
+    /// The replay itself: the stored run's report (of `count` files, with `files` their
+    /// outcomes unless only the counts are wanted), with its archive commit.
     fn replayed(
         &self,
         run: &mut Run<'_>,
         archive: &mut Archive,
         places: &[Place],
         available: &[&Place],
-        files: Vec<FileOutcome>,
+        (count, files): (usize, Vec<FileOutcome>),
     ) -> Result<Replay> {
         let (command, strategy, started) = (run.ask.command, run.ask.strategy, run.started);
         let finished = self.clock.now();
-        let summary = run_summary(files.len(), 0, 0, places.len() - available.len());
+        let summary = run_summary(count, 0, 0, places.len() - available.len());
         let changes = Changes {
             now: rfc3339(finished),
             run: Some(RunSummary {

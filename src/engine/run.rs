@@ -19,6 +19,8 @@ pub(super) struct Ask<'a> {
     pub(super) only: Option<&'a str>,
     /// Decide and report, write nothing.
     pub(super) dry_run: bool,
+    /// Only the counts are wanted (see [`super::RunOptions::summary_only`]).
+    pub(super) summary_only: bool,
 }
 
 /// A run in progress: what was asked, and what it has said so far.
