@@ -157,12 +157,18 @@ impl Engine {
                 let local = job.place.loc.is_local();
                 let written = match content.kind {
                     Kind::Plain if later => {
-                        let tag = crate::apply::batch::Tag {
-                            location: job.place.loc.name.clone(),
-                            file: job.file.to_string(),
-                            content: content.clone(),
+                        let copy = crate::apply::batch::NewCopy {
+                            src: src.to_path_buf(),
+                            expected: hash.to_string(),
+                            mtime: version.mtime,
+                            size: stat.size,
+                            tag: crate::apply::batch::Tag {
+                                location: job.place.loc.name.clone(),
+                                file: job.file.to_string(),
+                                content: content.clone(),
+                            },
                         };
-                        copier.copy_later(src, &dest, hash, version.mtime, job.machine, tag)
+                        copier.copy_later(&dest, job.machine, copy)
                     }
                     // The folder's fsync waits for the archive commit (once per folder).
                     Kind::Plain => copier.copy(src, &dest, hash, version.mtime, job.machine),
