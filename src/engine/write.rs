@@ -85,7 +85,10 @@ impl Engine {
                 ));
                 return (reports, GroupOutcome::Raced(e));
             }
-            if matches!(action, Action::Copy { .. } | Action::Delete { .. }) && !job.unchanged() {
+            // A batched copy is the group's only action, checked just above (nothing written
+            // since), and its rename never replaces a file that appeared meanwhile.
+            let recheck = matches!(action, Action::Copy { .. } | Action::Delete { .. }) && !later;
+            if recheck && !job.unchanged() {
                 return (reports, GroupOutcome::Raced(moved()));
             }
             match self.act(job, action, at, copier, later) {
