@@ -394,6 +394,77 @@ mod tests {
         assert!(copier.settle().is_empty());
     }
 
+    /// The batch's temps are written by its pool when it settles (more files than one
+    /// thread's run, in several folders), each checked against the hash of its scan: a source
+    /// that changed since fails alone, and leaves neither its file nor a temp.
+    #[test]
+    fn a_batch_writes_its_files_when_it_settles_and_a_changed_source_fails_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(3_000_000);
+        let mut copier = Copier::default();
+        let mut files = Vec::new();
+        for i in 0..100 {
+            let (rel, text) = (format!("d{}/f{i}", i % 3), format!("file {i} ").repeat(i + 1));
+            let src = d.path().join("src").join(&rel);
+            std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+            std::fs::write(&src, &text).unwrap();
+            let hash = crate::ids::hex_lower(&<sha2::Sha256 as sha2::Digest>::digest(&text));
+            let content = crate::model::Content {
+                hash: hash.clone(),
+                kind: Kind::Plain,
+                facts: Default::default(),
+                snapshot: None,
+            };
+            let tag = batch::Tag {
+                location: "remote".into(),
+                file: rel.clone(),
+                content,
+            };
+            let size = text.len() as u64;
+            let (expected, mtime) = (hash, t);
+            let copy = batch::NewCopy {
+                src: src.clone(),
+                expected,
+                mtime,
+                size,
+                tag,
+            };
+            let dest = d.path().join("dst").join(&rel);
+            copier.copy_later(&dest, "m1", copy).unwrap();
+            files.push((src, dest, text));
+        }
+        let listed = |dir: &str| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(d.path().join("dst").join(dir))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        assert!(
+            (0..3).all(|i| listed(&format!("d{i}")).is_empty()),
+            "nothing is written before the batch settles"
+        );
+        std::fs::write(&files[41].0, "edited after its scan").unwrap();
+        let settled = copier.settle();
+        assert_eq!(settled.len(), files.len());
+        for (s, (_, dest, text)) in settled.iter().zip(&files) {
+            assert_eq!(&s.dest, dest);
+            if dest.ends_with("d2/f41") {
+                let err = s.result.as_ref().unwrap_err();
+                assert!(err.to_string().contains("changed while being copied"), "{err}");
+                assert!(!dest.exists());
+                continue;
+            }
+            assert!(s.result.is_ok(), "{}: {:?}", dest.display(), s.result);
+            assert_eq!(&std::fs::read_to_string(dest).unwrap(), text);
+            assert_eq!(std::fs::metadata(dest).unwrap().modified().unwrap(), t);
+        }
+        let all: Vec<String> = (0..3).flat_map(|i| listed(&format!("d{i}"))).collect();
+        assert_eq!(all.len(), files.len() - 1, "no temp left: {all:?}");
+    }
+
     #[test]
     fn stale_temps_of_this_machine_are_removed() {
         let d = tempfile::tempdir().unwrap();
