@@ -70,7 +70,10 @@ fn hash_rest(f: &mut std::fs::File, mut h: Sha256, buf: &mut [u8], path: &Path) 
 /// first bytes read for the hash.
 fn hash_if_plain(path: &Path) -> Result<Option<String>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ["db", "sqlite", "sqlite3"].iter().any(|d| ext.eq_ignore_ascii_case(d)) {
+    if ["db", "sqlite", "sqlite3"]
+        .iter()
+        .any(|d| ext.eq_ignore_ascii_case(d))
+    {
         return Ok(None);
     }
     let mut f = std::fs::File::open(path).ctx("open for hashing", path)?;

@@ -135,7 +135,9 @@ impl Batch {
         if written.iter().any(Result::is_ok) {
             if let Err(e) = sync_all(&syncers) {
                 let failed = pending.into_iter().zip(written);
-                return failed.map(|(p, w)| settled(p, w.and(Err(copy_error(&e))))).collect();
+                return failed
+                    .map(|(p, w)| settled(p, w.and(Err(copy_error(&e)))))
+                    .collect();
             }
             crate::failpoint::hit("temps_durable");
         }

@@ -404,7 +404,10 @@ mod tests {
         let mut copier = Copier::default();
         let mut files = Vec::new();
         for i in 0..100 {
-            let (rel, text) = (format!("d{}/f{i}", i % 3), format!("file {i} ").repeat(i + 1));
+            let (rel, text) = (
+                format!("d{}/f{i}", i % 3),
+                format!("file {i} ").repeat(i + 1),
+            );
             let src = d.path().join("src").join(&rel);
             std::fs::create_dir_all(src.parent().unwrap()).unwrap();
             std::fs::write(&src, &text).unwrap();
@@ -453,7 +456,10 @@ mod tests {
             assert_eq!(&s.dest, dest);
             if dest.ends_with("d2/f41") {
                 let err = s.result.as_ref().unwrap_err();
-                assert!(err.to_string().contains("changed while being copied"), "{err}");
+                assert!(
+                    err.to_string().contains("changed while being copied"),
+                    "{err}"
+                );
                 assert!(!dest.exists());
                 continue;
             }
