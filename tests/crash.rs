@@ -484,22 +484,29 @@ fn sigkill_case_plain(file: &str, kills: usize) -> (u64, u64, u64) {
 }
 
 /// The batched path (many small new files, `apply::batch`): a first sync of a tree into a new
-/// remote crashes where the batch's temps are durable but not yet renamed (`temps_durable`),
+/// remote crashes while the batch's pool of threads writes its temps (`after_temp_write:40`:
+/// 90 files, more than one thread's run), where the temps are durable but not yet renamed
+/// (`temps_durable`),
 /// in the middle of its renames (`after_rename:N`), and after them before the archive commit
 /// (`before_archive_commit`). After each crash every file of the remote is absent or complete
 /// (the source's bytes, never torn), and the next syncs write the rest, leave no temp file and
 /// converge.
 #[test]
 fn crash_in_a_batch_of_new_files() {
-    let points = ["temps_durable", "after_rename:7", "before_archive_commit"];
+    let points = [
+        "after_temp_write:40",
+        "temps_durable",
+        "after_rename:7",
+        "before_archive_commit",
+    ];
     for point in points {
         let w = World::new();
         let a = w.machine("a", &[("icloud", "cloud")], "files = [\"**/*.txt\"]");
         let mut want = std::collections::BTreeMap::new();
         for d in 0..3 {
-            for f in 0..10 {
+            for f in 0..30 {
                 let rel = format!("d{d}/f{f}.txt");
-                let text = format!("file {rel}\n{}\n", "words ".repeat(50 * (f + 1)));
+                let text = format!("file {rel}\n{}\n", "words ".repeat(20 * (f + 1)));
                 write_aged(&a.file(&rel), &text, 100);
                 want.insert(rel, text);
             }
@@ -524,7 +531,7 @@ fn crash_in_a_batch_of_new_files() {
             }
         }
         let placed = match point {
-            "temps_durable" => 0,
+            "after_temp_write:40" | "temps_durable" => 0,
             "after_rename:7" => 7,
             _ => want.len(),
         };

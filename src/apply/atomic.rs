@@ -57,6 +57,19 @@ impl Temp {
             .ctx("create temp file", &self.path)
     }
 
+    /// [`Temp::create`] in its folder held open as `folder` (the name looked up there, not
+    /// along the whole path).
+    pub fn create_in(&self, folder: &Folder) -> Result<File> {
+        folder
+            .create_new(self.name())
+            .ctx("create temp file", &self.path)
+    }
+
+    /// Its name in its folder.
+    fn name(&self) -> &std::ffi::OsStr {
+        self.path.file_name().unwrap_or_default()
+    }
+
     /// Renames the temp file (written, fsynced and verified by the caller) over the synced
     /// file `dest`, after giving it `mtime`, and makes the rename durable. The crash tests'
     /// failpoints `before_rename` and `after_rename` are here.
@@ -80,9 +93,23 @@ impl Temp {
     /// there since the scan (that is a race: synced next run). The folder is not fsynced: the
     /// caller does ([`crate::apply::batch`]). The failpoints `before_rename` and
     /// `after_rename` are here too.
-    pub fn put_in_place_new(mut self, dest: &Path) -> Result<()> {
+    pub fn put_in_place_new(self, dest: &Path) -> Result<()> {
+        self.place_new(dest, None)
+    }
+
+    /// [`Temp::put_in_place_new`] with the folder of `dest` (and of the temp) held open as
+    /// `folder`: both names are looked up there.
+    pub fn put_in_place_new_in(self, folder: &Folder, dest: &Path) -> Result<()> {
+        self.place_new(dest, Some(folder))
+    }
+
+    fn place_new(mut self, dest: &Path, folder: Option<&Folder>) -> Result<()> {
         crate::failpoint::hit("before_rename");
-        match rename_new(&self.path, dest) {
+        let renamed = match (folder, dest.file_name()) {
+            (Some(f), Some(name)) => f.rename_new(self.name(), name),
+            _ => rename_new(&self.path, dest),
+        };
+        match renamed {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::Changed(format!(
@@ -138,6 +165,69 @@ impl Drop for Temp {
         if !self.kept {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// A folder held open while files are made and renamed in it: each name is looked up in the
+/// folder, not along its whole path again.
+pub struct Folder {
+    path: PathBuf,
+    #[cfg(target_os = "linux")]
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Folder {
+    /// Opens the folder `path`.
+    pub fn open(path: &Path) -> Result<Folder> {
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::fs::{openat, Mode, OFlags, CWD};
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            let fd = openat(CWD, path, flags, Mode::empty())
+                .map_err(std::io::Error::from)
+                .ctx("open folder", path)?;
+            Ok(Folder {
+                path: path.to_path_buf(),
+                fd,
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        Ok(Folder {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the new file `name` in it, empty, for writing (it must not exist).
+    fn create_new(&self, name: &std::ffi::OsStr) -> std::io::Result<File> {
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::fs::{openat, Mode, OFlags};
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+            let fd = openat(&self.fd, name, flags, Mode::from_raw_mode(0o666))?;
+            Ok(File::from(fd))
+        }
+        #[cfg(not(target_os = "linux"))]
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.path.join(name))
+    }
+
+    /// Renames `from` to `to`, both in it, unless `to` exists.
+    fn rename_new(&self, from: &std::ffi::OsStr, to: &std::ffi::OsStr) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::fs::{renameat_with, RenameFlags};
+            renameat_with(&self.fd, from, &self.fd, to, RenameFlags::NOREPLACE)
+                .map_err(std::io::Error::from)
+        }
+        #[cfg(not(target_os = "linux"))]
+        rename_new(&self.path.join(from), &self.path.join(to))
     }
 }
 

@@ -1,17 +1,21 @@
-//! Batched durability for many small new files (Linux): each temp file is written and checked
-//! as usual but not fsynced on its own; when the batch is full, or before the archive commit,
-//! one `syncfs(2)` per file system makes every temp of the batch durable, the temps are renamed
-//! into place (never over a file that appeared meanwhile: `RENAME_NOREPLACE`), and one more
-//! `syncfs(2)` makes the renames durable. Only then may the archive record them (SPEC §5): a
-//! crash at any point leaves each target absent or complete, and at worst a temp file that the
-//! next run removes. A failed sync fails the whole batch (nothing of it is recorded; the next
-//! run writes those files again).
+//! Batched durability for many small new files (Linux): the files of a batch wait until it is
+//! full, or until the archive commit; then a bounded pool of threads writes and checks their
+//! temp files ([`super::pool`], not fsynced one by one), one `syncfs(2)` per file system makes
+//! every temp of the batch durable, the temps are renamed into place (never over a file that
+//! appeared meanwhile: `RENAME_NOREPLACE`, each name looked up in its folder held open), and one
+//! more `syncfs(2)` makes the renames durable. Only then may the archive record them (SPEC §5):
+//! a crash at any point leaves each target absent or complete, and at worst a temp file that
+//! the next run removes. A failed sync fails the whole batch (nothing of it is recorded; the
+//! next run writes those files again); a file whose temp could not be written or whose source
+//! changed since its scan fails alone.
 //!
-//! The `syncfs` descriptor of a file system is opened before the first temp of a batch is
-//! written there, so that a write-back error of any of them is reported by its `syncfs`.
-//! Batching applies to new plain files up to [`BATCH_FILE_MAX`]; everything else (bigger files,
-//! replacements of existing files, databases, other systems) takes the per-file path.
+//! The `syncfs` descriptor of a file system is opened when the first file of a batch joins it,
+//! before any temp is written there, so that a write-back error of any of them is reported by
+//! its `syncfs`. Batching applies to new plain files up to [`BATCH_FILE_MAX`]; everything else
+//! (bigger files, replacements of existing files, databases, other systems) takes the per-file
+//! path.
 
+use super::atomic::Folder;
 use super::Temp;
 use crate::error::{Error, IoContext, Result};
 use std::collections::HashMap;
@@ -35,11 +39,25 @@ pub struct Tag {
     pub content: crate::model::Content,
 }
 
-/// A temp file written and checked, waiting for its batch.
-struct Pending {
-    temp: Temp,
-    dest: PathBuf,
-    tag: Tag,
+/// A new file to copy in a batch: where from, and what it must be.
+pub struct NewCopy {
+    /// The source.
+    pub src: PathBuf,
+    /// The hash the written temp must have (the source's at its scan).
+    pub expected: String,
+    /// The modification time the copy gets.
+    pub mtime: std::time::SystemTime,
+    /// Its size at the scan (for the batch's limit).
+    pub size: u64,
+    /// What the caller wants back with it.
+    pub tag: Tag,
+}
+
+/// A file waiting for its batch: its temp is named (not yet written) beside `dest`.
+pub(super) struct Pending {
+    pub(super) temp: Temp,
+    pub(super) dest: PathBuf,
+    pub(super) copy: NewCopy,
 }
 
 /// How one file of a batch went.
@@ -61,6 +79,8 @@ pub struct Batch {
     folder_dev: HashMap<PathBuf, u64>,
     /// One open folder per file system written this batch, for its `syncfs`.
     syncers: HashMap<u64, (PathBuf, File)>,
+    /// The pool's buffers, kept from batch to batch.
+    buffers: Vec<Vec<u8>>,
 }
 
 impl Batch {
@@ -87,13 +107,13 @@ impl Batch {
         Ok(())
     }
 
-    /// Adds a written and checked temp of `size` bytes for `dest`.
-    pub fn push(&mut self, temp: Temp, dest: &Path, size: u64, tag: Tag) {
-        self.bytes += size;
+    /// Adds a file to copy into `dest` through `temp` (named, not yet written).
+    pub fn push(&mut self, temp: Temp, dest: &Path, copy: NewCopy) {
+        self.bytes += copy.size;
         self.pending.push(Pending {
             temp,
             dest: dest.to_path_buf(),
-            tag,
+            copy,
         });
     }
 
@@ -102,8 +122,8 @@ impl Batch {
         self.pending.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES
     }
 
-    /// Makes the temps durable, puts them in place, and makes that durable (module doc).
-    /// The failpoint `temps_durable` is between the first two.
+    /// Writes the temps, makes them durable, puts them in place, and makes that durable
+    /// (module doc). The failpoint `temps_durable` is between the second and third steps.
     pub fn settle(&mut self) -> Vec<Settled> {
         let pending = std::mem::take(&mut self.pending);
         self.bytes = 0;
@@ -111,33 +131,57 @@ impl Batch {
             return Vec::new();
         }
         let syncers = std::mem::take(&mut self.syncers);
-        if let Err(e) = sync_all(&syncers) {
-            return pending.into_iter().map(|p| failed(p, &e)).collect();
+        let written = super::pool::write_temps(&pending, &mut self.buffers);
+        if written.iter().any(Result::is_ok) {
+            if let Err(e) = sync_all(&syncers) {
+                let failed = pending.into_iter().zip(written);
+                return failed
+                    .map(|(p, w)| settled(p, w.and(Err(copy_error(&e)))))
+                    .collect();
+            }
+            crate::failpoint::hit("temps_durable");
         }
-        crate::failpoint::hit("temps_durable");
-        let mut placed = Vec::with_capacity(pending.len());
-        for p in pending {
-            let result = p.temp.put_in_place_new(&p.dest);
-            placed.push(Settled {
-                tag: p.tag,
-                dest: p.dest,
-                result,
-            });
-        }
-        if let Err(e) = sync_all(&syncers) {
-            for s in placed.iter_mut().filter(|s| s.result.is_ok()) {
-                s.result = Err(copy_error(&e));
+        let mut placed = put_in_place(pending, written);
+        if placed.iter().any(|s| s.result.is_ok()) {
+            if let Err(e) = sync_all(&syncers) {
+                for s in placed.iter_mut().filter(|s| s.result.is_ok()) {
+                    s.result = Err(copy_error(&e));
+                }
             }
         }
         placed
     }
 }
 
-fn failed(p: Pending, e: &Error) -> Settled {
+/// Renames each written temp into place, in order, each folder held open while its files are.
+fn put_in_place(pending: Vec<Pending>, written: Vec<Result<()>>) -> Vec<Settled> {
+    let mut folder: Option<Folder> = None;
+    let mut place = |temp: Temp, dest: &Path| -> Result<()> {
+        let dir = dest.parent().unwrap_or(dest);
+        let held = match folder.take() {
+            Some(f) if f.path() == dir => f,
+            _ => Folder::open(dir)?,
+        };
+        temp.put_in_place_new_in(folder.insert(held), dest)
+    };
+    let mut placed = Vec::with_capacity(pending.len());
+    for (p, w) in pending.into_iter().zip(written) {
+        let Pending { temp, dest, copy } = p;
+        let result = w.and_then(|()| place(temp, &dest));
+        placed.push(Settled {
+            tag: copy.tag,
+            dest,
+            result,
+        });
+    }
+    placed
+}
+
+fn settled(p: Pending, result: Result<()>) -> Settled {
     Settled {
-        tag: p.tag,
+        tag: p.copy.tag,
         dest: p.dest,
-        result: Err(copy_error(e)),
+        result,
     }
 }
 

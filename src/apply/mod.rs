@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod batch;
+mod pool;
 
 use crate::error::{Error, IoContext, Result};
 use crate::model::Kind;
@@ -129,7 +130,7 @@ impl Copier {
         mtime: std::time::SystemTime,
         machine: &str,
     ) -> Result<()> {
-        let (temp, _) = self.write_temp(src, dest, expected, mtime, machine, true)?;
+        let temp = self.write_temp(src, dest, expected, mtime, machine)?;
         temp.put_in_place_unsynced(dest, None)?;
         if let Some(dir) = dest.parent() {
             self.folders.insert(dir.to_path_buf());
@@ -142,19 +143,14 @@ impl Copier {
         batch::Batch::takes(size)
     }
 
-    /// [`Copier::copy`] of a new file into a batch: written and checked now, made durable and
-    /// put in place by [`Copier::settle`] (never over a file that appeared meanwhile).
-    pub fn copy_later(
-        &mut self,
-        src: &Path,
-        dest: &Path,
-        expected: &str,
-        mtime: std::time::SystemTime,
-        machine: &str,
-        tag: batch::Tag,
-    ) -> Result<()> {
-        let (temp, size) = self.write_temp(src, dest, expected, mtime, machine, false)?;
-        self.batch.push(temp, dest, size, tag);
+    /// [`Copier::copy`] of a new file into a batch: written, checked, made durable and put
+    /// in place by [`Copier::settle`] (never over a file that appeared meanwhile).
+    pub fn copy_later(&mut self, dest: &Path, machine: &str, copy: batch::NewCopy) -> Result<()> {
+        let temp = self.temp_for(dest, machine)?;
+        if let Some(dir) = dest.parent() {
+            self.batch.note_folder(dir)?;
+        }
+        self.batch.push(temp, dest, copy);
         Ok(())
     }
 
@@ -169,8 +165,7 @@ impl Copier {
     }
 
     /// A temp file for `dest` with the content of `src`, its hash checked against `expected`
-    /// and its modification time `mtime`; fsynced when `durable`, else its file system noted for
-    /// the batch's sync. Also its size.
+    /// and its modification time `mtime`, fsynced.
     fn write_temp(
         &mut self,
         src: &Path,
@@ -178,56 +173,34 @@ impl Copier {
         expected: &str,
         mtime: std::time::SystemTime,
         machine: &str,
-        durable: bool,
-    ) -> Result<(Temp, u64)> {
-        let temp = match dest.parent() {
-            Some(dir) if !self.made.contains(dir) => {
-                let t = Temp::beside(dest, machine)?;
-                self.made.insert(dir.to_path_buf());
-                t
-            }
-            _ => Temp::in_folder(dest, machine)?,
-        };
-        if !durable {
-            if let Some(dir) = dest.parent() {
-                self.batch.note_folder(dir)?;
-            }
-        }
+    ) -> Result<Temp> {
+        let temp = self.temp_for(dest, machine)?;
         let mut input = File::open(src).ctx("open source", src)?;
         let mut out = temp.create()?;
-        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
         if self.buf.is_empty() {
             self.buf = vec![0u8; 1 << 20];
         }
-        let mut size = 0u64;
-        loop {
-            let n = input.read(&mut self.buf).ctx("read", src)?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            sha2::Digest::update(&mut hasher, &self.buf[..n]);
-            out.write_all(&self.buf[..n])
-                .ctx("write temp file", temp.path())?;
-        }
+        let (got, _) = stream(&mut input, &mut out, &mut self.buf, src, temp.path())?;
         // The mtime is given before the fsync (one open, and durable with the content).
         out.set_modified(mtime)
             .ctx("set modification time", temp.path())?;
-        if durable {
-            out.sync_all().ctx("fsync temp file", temp.path())?;
-        }
+        out.sync_all().ctx("fsync temp file", temp.path())?;
         drop(out);
-        let got = crate::ids::hex_lower(&sha2::Digest::finalize(hasher));
-        if got != expected {
-            return Err(Error::Changed(format!(
-                "{} changed while being copied (expected {}, read {}); it will be synced next run",
-                src.display(),
-                &expected[..12.min(expected.len())],
-                &got[..12]
-            )));
-        }
+        check_hash(src, expected, &got)?;
         crate::failpoint::hit("after_temp_write");
-        Ok((temp, size))
+        Ok(temp)
+    }
+
+    /// A temp name beside `dest`, its folder made the first time this run writes there.
+    fn temp_for(&mut self, dest: &Path, machine: &str) -> Result<Temp> {
+        match dest.parent() {
+            Some(dir) if !self.made.contains(dir) => {
+                let t = Temp::beside(dest, machine)?;
+                self.made.insert(dir.to_path_buf());
+                Ok(t)
+            }
+            _ => Temp::in_folder(dest, machine),
+        }
     }
 
     /// Fsyncs each folder a copy was put into since the last call, once.
@@ -236,6 +209,43 @@ impl Copier {
             atomic::sync_dir(&dir);
         }
     }
+}
+
+/// Streams `input` (the file `src`) into `out` (the temp file `temp`) through `buf`, hashing on
+/// the way: the content's hash and size.
+fn stream(
+    input: &mut File,
+    out: &mut File,
+    buf: &mut [u8],
+    src: &Path,
+    temp: &Path,
+) -> Result<(String, u64)> {
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut size = 0u64;
+    loop {
+        let n = input.read(buf).ctx("read", src)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        sha2::Digest::update(&mut hasher, &buf[..n]);
+        out.write_all(&buf[..n]).ctx("write temp file", temp)?;
+    }
+    Ok((crate::ids::hex_lower(&sha2::Digest::finalize(hasher)), size))
+}
+
+/// A copy whose content hashes to `got` instead of `expected`: its source `src` changed since
+/// its scan.
+fn check_hash(src: &Path, expected: &str, got: &str) -> Result<()> {
+    if got == expected {
+        return Ok(());
+    }
+    Err(Error::Changed(format!(
+        "{} changed while being copied (expected {}, read {}); it will be synced next run",
+        src.display(),
+        &expected[..12.min(expected.len())],
+        &got[..12]
+    )))
 }
 
 /// Deletes a synced file by moving it to a backup name; returns the backup's path.
@@ -352,9 +362,14 @@ mod tests {
                 file: dest.file_name().unwrap().to_string_lossy().into(),
                 content: content.clone(),
             };
-            copier
-                .copy_later(&src, dest, &content.hash, t, "m1", tag)
-                .unwrap();
+            let copy = batch::NewCopy {
+                src: src.clone(),
+                expected: content.hash.clone(),
+                mtime: t,
+                size: 11,
+                tag,
+            };
+            copier.copy_later(dest, "m1", copy).unwrap();
         }
         assert!(
             !fresh.exists(),
@@ -377,6 +392,83 @@ mod tests {
         left.sort();
         assert_eq!(left, ["fresh", "taken"]);
         assert!(copier.settle().is_empty());
+    }
+
+    /// The batch's temps are written by its pool when it settles (more files than one
+    /// thread's run, in several folders), each checked against the hash of its scan: a source
+    /// that changed since fails alone, and leaves neither its file nor a temp.
+    #[test]
+    fn a_batch_writes_its_files_when_it_settles_and_a_changed_source_fails_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(3_000_000);
+        let mut copier = Copier::default();
+        let mut files = Vec::new();
+        for i in 0..100 {
+            let (rel, text) = (
+                format!("d{}/f{i}", i % 3),
+                format!("file {i} ").repeat(i + 1),
+            );
+            let src = d.path().join("src").join(&rel);
+            std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+            std::fs::write(&src, &text).unwrap();
+            let hash = crate::ids::hex_lower(&<sha2::Sha256 as sha2::Digest>::digest(&text));
+            let content = crate::model::Content {
+                hash: hash.clone(),
+                kind: Kind::Plain,
+                facts: Default::default(),
+                snapshot: None,
+            };
+            let tag = batch::Tag {
+                location: "remote".into(),
+                file: rel.clone(),
+                content,
+            };
+            let size = text.len() as u64;
+            let (expected, mtime) = (hash, t);
+            let copy = batch::NewCopy {
+                src: src.clone(),
+                expected,
+                mtime,
+                size,
+                tag,
+            };
+            let dest = d.path().join("dst").join(&rel);
+            copier.copy_later(&dest, "m1", copy).unwrap();
+            files.push((src, dest, text));
+        }
+        let listed = |dir: &str| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(d.path().join("dst").join(dir))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        assert!(
+            (0..3).all(|i| listed(&format!("d{i}")).is_empty()),
+            "nothing is written before the batch settles"
+        );
+        std::fs::write(&files[41].0, "edited after its scan").unwrap();
+        let settled = copier.settle();
+        assert_eq!(settled.len(), files.len());
+        for (s, (_, dest, text)) in settled.iter().zip(&files) {
+            assert_eq!(&s.dest, dest);
+            if dest.ends_with("d2/f41") {
+                let err = s.result.as_ref().unwrap_err();
+                assert!(
+                    err.to_string().contains("changed while being copied"),
+                    "{err}"
+                );
+                assert!(!dest.exists());
+                continue;
+            }
+            assert!(s.result.is_ok(), "{}: {:?}", dest.display(), s.result);
+            assert_eq!(&std::fs::read_to_string(dest).unwrap(), text);
+            assert_eq!(std::fs::metadata(dest).unwrap().modified().unwrap(), t);
+        }
+        let all: Vec<String> = (0..3).flat_map(|i| listed(&format!("d{i}"))).collect();
+        assert_eq!(all.len(), files.len() - 1, "no temp left: {all:?}");
     }
 
     #[test]

@@ -85,7 +85,10 @@ impl Engine {
                 ));
                 return (reports, GroupOutcome::Raced(e));
             }
-            if matches!(action, Action::Copy { .. } | Action::Delete { .. }) && !job.unchanged() {
+            // A batched copy is the group's only action, checked just above (nothing written
+            // since), and its rename never replaces a file that appeared meanwhile.
+            let recheck = matches!(action, Action::Copy { .. } | Action::Delete { .. }) && !later;
+            if recheck && !job.unchanged() {
                 return (reports, GroupOutcome::Raced(moved()));
             }
             match self.act(job, action, at, copier, later) {
@@ -157,12 +160,18 @@ impl Engine {
                 let local = job.place.loc.is_local();
                 let written = match content.kind {
                     Kind::Plain if later => {
-                        let tag = crate::apply::batch::Tag {
-                            location: job.place.loc.name.clone(),
-                            file: job.file.to_string(),
-                            content: content.clone(),
+                        let copy = crate::apply::batch::NewCopy {
+                            src: src.to_path_buf(),
+                            expected: hash.to_string(),
+                            mtime: version.mtime,
+                            size: stat.size,
+                            tag: crate::apply::batch::Tag {
+                                location: job.place.loc.name.clone(),
+                                file: job.file.to_string(),
+                                content: content.clone(),
+                            },
                         };
-                        copier.copy_later(src, &dest, hash, version.mtime, job.machine, tag)
+                        copier.copy_later(&dest, job.machine, copy)
                     }
                     // The folder's fsync waits for the archive commit (once per folder).
                     Kind::Plain => copier.copy(src, &dest, hash, version.mtime, job.machine),
