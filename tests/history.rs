@@ -12,10 +12,9 @@
 
 mod common;
 use common::*;
-use metasync::clock::{Clock, FixedClock};
+use metasync::clock::Clock;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 const DB: &str = "metastore.db";
 const RULES: &str = "sorting-rules.yaml";
@@ -74,17 +73,9 @@ fn three_hundred_five_minute_versions_stay_within_3_mb_and_restore_exactly() {
     let entities = 700;
     metasync::sample::create_knowledge_graph(&a.file(DB), entities, entities / 10).unwrap();
     let db_size = std::fs::metadata(a.file(DB)).unwrap().len();
-    let start = chrono::Utc::now() - chrono::Duration::minutes(5 * 300);
-    let start = start - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
-    let clock = Arc::new(FixedClock::new(start));
-    let engine = metasync::Engine::open(a.home.clone(), None)
-        .unwrap()
-        .with_clock(clock.clone());
+    let (engine, clock) = clocked_engine(&a, chrono::Duration::minutes(5 * 300));
     let sync = || {
-        let r = engine
-            .run(&metasync::RunOptions::default(), &mut |_| {})
-            .unwrap();
-        assert_eq!(r.exit_code, 0, "{:?} {:?}", r.errors, r.warnings);
+        let r = run_ok(&engine);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     };
     sync();
@@ -441,16 +432,8 @@ fn simulated_week_of_five_minute_changes() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
-    let start = chrono::Utc::now() - chrono::Duration::days(days as i64 + 1);
-    let start = start - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
-    let clock = Arc::new(FixedClock::new(start));
-    let engine = metasync::Engine::open(a.home.clone(), None)
-        .unwrap()
-        .with_clock(clock.clone());
-    let r = engine
-        .run(&metasync::RunOptions::default(), &mut |_| {})
-        .unwrap();
-    assert_eq!(r.exit_code, 0);
+    let (engine, clock) = clocked_engine(&a, chrono::Duration::days(days as i64 + 1));
+    run_ok(&engine);
     let remote = cloud.join(DB);
     let db_size = std::fs::metadata(&remote).unwrap().len();
     for rep in 0..(days * 288) {
@@ -574,12 +557,7 @@ fn a_version_replaced_past_the_shrink_guard_is_protected_and_outlives_the_schedu
 fn versions_backed_up_in_the_same_second_are_all_kept() {
     let w = World::new();
     let a = w.machine("a", &[("icloud", "cloud")], "files = [\"notes.txt\"]\n");
-    let start = chrono::Utc::now() - chrono::Duration::hours(1);
-    let start = start - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
-    let clock = Arc::new(FixedClock::new(start));
-    let engine = metasync::Engine::open(a.home.clone(), None)
-        .unwrap()
-        .with_clock(clock.clone());
+    let (engine, _clock) = clocked_engine(&a, chrono::Duration::hours(1));
     for v in 0..4u64 {
         let f = a.file("notes.txt");
         std::fs::write(&f, format!("version {v}\n")).unwrap();
@@ -615,12 +593,7 @@ fn a_damaged_backup_moves_into_the_store_as_bytes_and_restores_exactly() {
     let w = World::new();
     let a = w.machine("a", &[("icloud", "cloud")], "files = [\"metastore.db\"]\n");
     metasync::sample::create_knowledge_graph(&a.file(DB), 300, 30).unwrap();
-    let start = chrono::Utc::now() - chrono::Duration::hours(1);
-    let start = start - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
-    let clock = Arc::new(FixedClock::new(start));
-    let engine = metasync::Engine::open(a.home.clone(), None)
-        .unwrap()
-        .with_clock(clock.clone());
+    let (engine, clock) = clocked_engine(&a, chrono::Duration::hours(1));
     let sync = |rep: u64| {
         if rep > 0 {
             change_one_row(&a.file(DB), rep, 300);

@@ -13,10 +13,9 @@
 mod common;
 use common::s3::*;
 use common::*;
-use metasync::clock::{Clock, FixedClock};
+use metasync::clock::Clock;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 const DB: &str = "metastore.db";
 
@@ -74,17 +73,9 @@ fn created(b: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
 fn five_minute_versions(a: &Machine, n: u64) -> BTreeMap<chrono::DateTime<chrono::Utc>, String> {
     let entities = 700;
     metasync::sample::create_knowledge_graph(&a.file(DB), entities, entities / 10).unwrap();
-    let start = chrono::Utc::now() - chrono::Duration::minutes(5 * n as i64);
-    let start = start - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
-    let clock = Arc::new(FixedClock::new(start));
-    let engine = metasync::Engine::open(a.home.clone(), None)
-        .unwrap()
-        .with_clock(clock.clone());
+    let (engine, clock) = clocked_engine(a, chrono::Duration::minutes(5 * n as i64));
     let sync = || {
-        let r = engine
-            .run(&metasync::RunOptions::default(), &mut |_| {})
-            .unwrap();
-        assert_eq!(r.exit_code, 0, "{:?} {:?}", r.errors, r.warnings);
+        let r = run_ok(&engine);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     };
     sync();
@@ -323,11 +314,7 @@ fn packs_no_version_needs_are_marked_then_deleted_after_the_grace() {
     let w = World::new();
     let keep_two = "[backups]\nkeep_last = 2\nplain_last = 1\nretention = \"none\"\n";
     let (a, b) = on_bucket(&moto, &w, keep_two);
-    let start = chrono::Utc::now() - chrono::Duration::hours(10);
-    let clock = Arc::new(FixedClock::new(start));
-    let engine = metasync::Engine::open(a.home.clone(), None)
-        .unwrap()
-        .with_clock(clock.clone());
+    let (engine, clock) = clocked_engine(&a, chrono::Duration::hours(10));
     let sync = |i: usize| {
         std::fs::write(a.file(RULES), version(i)).unwrap();
         clock.advance(chrono::Duration::minutes(5));

@@ -7,6 +7,7 @@ pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// A temp world: machines (homes) and shared remote folders.
@@ -176,4 +177,28 @@ pub fn name(db: &Path, id: i64) -> Option<String> {
             r.get(0)
         })
         .ok()
+}
+
+/// An engine for `machine`'s home on a simulated clock that starts `back` ago, in whole
+/// seconds (as a backup's name has them), and that clock.
+pub fn clocked_engine(
+    machine: &Machine,
+    back: chrono::Duration,
+) -> (metasync::Engine, Arc<metasync::clock::FixedClock>) {
+    let start = chrono::Utc::now() - back;
+    let start = start - chrono::Duration::nanoseconds(start.timestamp_subsec_nanos().into());
+    let clock = Arc::new(metasync::clock::FixedClock::new(start));
+    let engine = metasync::Engine::open(machine.home.clone(), None)
+        .unwrap()
+        .with_clock(clock.clone());
+    (engine, clock)
+}
+
+/// One sync of `engine` with the default options, which must exit 0.
+pub fn run_ok(engine: &metasync::Engine) -> metasync::RunReport {
+    let r = engine
+        .run(&metasync::RunOptions::default(), &mut |_| {})
+        .unwrap();
+    assert_eq!(r.exit_code, 0, "{:?} {:?}", r.errors, r.warnings);
+    r
 }
