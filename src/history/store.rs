@@ -1818,65 +1818,82 @@ mod tests {
     /// stored before it (its differing bytes, not the page again), its base referenced by the
     /// manifest: every version restores byte-exact, also after the version that first stored
     /// the base is removed and collected.
-    #[test]
-    fn a_page_changed_by_a_row_is_stored_as_a_small_delta_and_its_base_kept() {
-        let d = tempfile::tempdir().unwrap();
-        let store = Store::of_location(&d.path().join("loc"));
-        let db = d.path().join("m.db");
-        let body = |i: u64, v: u64| sha_hex(format!("{i}/{v}").as_bytes()).repeat(3);
+    /// Per version of [`one_row_versions`]: its snapshot, the pack bytes it added, its id
+    /// and manifest.
+    type Stored = Vec<(PathBuf, u64, String, Manifest)>;
+
+    /// A table of `rows` rows holding `text(i, 0)`, stored as `versions` versions of a
+    /// database: before each but the first, row `pick(v)` is rewritten to `text(row, v)`.
+    fn one_row_versions(
+        dir: &Path,
+        store: &Store,
+        (rows, versions): (u64, u64),
+        text: &dyn Fn(u64, u64) -> String,
+        pick: &dyn Fn(u64) -> u64,
+    ) -> Stored {
+        let db = dir.join("m.db");
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch("CREATE TABLE entities(id INTEGER PRIMARY KEY, body TEXT); BEGIN")
             .unwrap();
-        for i in 0..2000u64 {
+        for i in 0..rows {
             c.execute(
                 "INSERT INTO entities VALUES (?1, ?2)",
-                rusqlite::params![i as i64, body(i, 0)],
+                rusqlite::params![i as i64, text(i, 0)],
             )
             .unwrap();
         }
         c.execute_batch("COMMIT").unwrap();
-        let mut copies = Vec::new();
-        let mut growth = Vec::new();
-        let mut ids = Vec::new();
-        for v in 0..5u64 {
+        let mut out = Vec::new();
+        for v in 0..versions {
             if v > 0 {
-                let id = (v * 389) % 2000;
+                let id = pick(v);
                 c.execute(
                     "UPDATE entities SET body = ?1 WHERE id = ?2",
-                    rusqlite::params![body(id, v), id as i64],
+                    rusqlite::params![text(id, v), id as i64],
                 )
                 .unwrap();
             }
-            let copy = d.path().join(format!("v{v}"));
+            let copy = dir.join(format!("v{v}"));
             crate::sqlite::snapshot(&db, &copy, &Default::default()).unwrap();
-            let before = pack_bytes(&store);
+            let before = pack_bytes(store);
             let mut i = info(&format!("m.db.backup-{v}"), true, None);
             i.created = t0() + Duration::minutes(v as i64);
             let (id, m) = store.put(&copy, i).unwrap();
-            growth.push(pack_bytes(&store) - before);
-            if v > 0 {
-                assert!(!m.bases.is_empty(), "version {v} has bases");
-            }
-            copies.push(copy);
-            ids.push(id);
+            out.push((copy, pack_bytes(store) - before, id, m));
         }
+        out
+    }
+
+    /// Every version `store` lists rebuilds to its snapshot's bytes.
+    fn all_restore(dir: &Path, store: &Store, stored: &Stored) {
+        for (id, m) in store.manifests().unwrap().0 {
+            let (copy, ..) = stored.iter().find(|s| s.2 == id).unwrap();
+            let out = dir.join(format!("out-{id}"));
+            store.restore_to(&m, &out, &Default::default()).unwrap();
+            assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(copy).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_page_changed_by_a_row_is_stored_as_a_small_delta_and_its_base_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::of_location(&d.path().join("loc"));
+        let body = |i: u64, v: u64| sha_hex(format!("{i}/{v}").as_bytes()).repeat(3);
+        let stored = one_row_versions(d.path(), &store, (2000, 5), &body, &|v| (v * 389) % 2000);
+        assert!(
+            stored[1..].iter().all(|s| !s.3.bases.is_empty()),
+            "versions have bases"
+        );
+        let growth: Vec<u64> = stored.iter().map(|s| s.1).collect();
         // The pack's trailer and index (20 B a chunk) aside, a changed row costs its delta.
         assert!(
             growth[1..].iter().all(|g| *g < 400),
             "bytes added per one-row version: {growth:?}"
         );
-        store.remove(&ids[0]).unwrap();
+        store.remove(&stored[0].2).unwrap();
         store.collect(t0()).unwrap();
         store.collect(t0() + GRACE).unwrap();
-        for (id, m) in store.manifests().unwrap().0 {
-            let v = ids.iter().position(|i| *i == id).unwrap();
-            let out = d.path().join(format!("out{v}"));
-            store.restore_to(&m, &out, &Default::default()).unwrap();
-            assert_eq!(
-                std::fs::read(&out).unwrap(),
-                std::fs::read(&copies[v]).unwrap()
-            );
-        }
+        all_restore(d.path(), &store, &stored);
     }
 
     /// Rows rewritten with other lengths move the cells of their page, and the page drifts
@@ -1886,7 +1903,6 @@ mod tests {
     fn a_page_whose_cells_move_stays_a_small_delta_as_it_drifts_from_its_base() {
         let d = tempfile::tempdir().unwrap();
         let store = Store::of_location(&d.path().join("loc"));
-        let db = d.path().join("m.db");
         let text = |i: u64, v: u64| {
             let pad = "lorem ipsum dolor sit amet ".repeat(6);
             format!(
@@ -1894,53 +1910,16 @@ mod tests {
                 &pad[..(v as usize * 13) % 120]
             )
         };
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("CREATE TABLE entities(id INTEGER PRIMARY KEY, data TEXT); BEGIN")
-            .unwrap();
-        for i in 0..400u64 {
-            c.execute(
-                "INSERT INTO entities VALUES (?1, ?2)",
-                rusqlite::params![i as i64, text(i, 0)],
-            )
-            .unwrap();
-        }
-        c.execute_batch("COMMIT").unwrap();
-        let mut growth = Vec::new();
-        let mut copies = Vec::new();
-        for v in 0..40u64 {
-            if v > 0 {
-                // Rows of the same few pages, each rewritten with another length.
-                let id = (v * 7) % 40;
-                c.execute(
-                    "UPDATE entities SET data = ?1 WHERE id = ?2",
-                    rusqlite::params![text(id, v), id as i64],
-                )
-                .unwrap();
-            }
-            let copy = d.path().join(format!("v{v}"));
-            crate::sqlite::snapshot(&db, &copy, &Default::default()).unwrap();
-            let before = pack_bytes(&store);
-            let mut i = info(&format!("m.db.backup-{v}"), true, None);
-            i.created = t0() + Duration::minutes(v as i64);
-            store.put(&copy, i).unwrap();
-            growth.push(pack_bytes(&store) - before);
-            copies.push(copy);
-        }
+        // Rows of the same few pages, each rewritten with another length.
+        let stored = one_row_versions(d.path(), &store, (400, 40), &text, &|v| (v * 7) % 40);
+        let growth: Vec<u64> = stored.iter().map(|s| s.1).collect();
         // Measured: 22 KB as zstd deltas, 39 KB as deflated XORs (format 3).
         let later: u64 = growth[1..].iter().sum();
         assert!(
             later < 39 * 700,
             "{later} bytes for 39 one-row versions: {growth:?}"
         );
-        for (id, m) in store.manifests().unwrap().0 {
-            let v: usize = m.info.name.rsplit('-').next().unwrap().parse().unwrap();
-            let out = d.path().join(format!("out-{id}"));
-            store.restore_to(&m, &out, &Default::default()).unwrap();
-            assert_eq!(
-                std::fs::read(&out).unwrap(),
-                std::fs::read(&copies[v]).unwrap()
-            );
-        }
+        all_restore(d.path(), &store, &stored);
     }
 
     #[test]
