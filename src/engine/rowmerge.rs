@@ -1,6 +1,7 @@
 //! A row merge attempt of a database conflict, and the bases later merges diff against.
 
 use super::run::{FileRun, Scene};
+use super::*;
 
 /// A remote location this run wrote a database version into, with the stat signature of the
 /// file as written and verified (its scan cache entry's).
@@ -8,7 +9,6 @@ pub(super) struct Written<'a> {
     pub(super) location: &'a str,
     pub(super) signature: &'a str,
 }
-use super::*;
 
 impl Engine {
     /// Tries a row merge of the versions at `candidates` against the base snapshot of the
