@@ -203,12 +203,7 @@ fn prune_applies_retention_and_keeps_the_last_copies() {
     );
     assert!(!d10.exists(), "moved into the store");
     let (_, list) = a.json(&["backups", RULES, "--location", "icloud"]);
-    let stored: Vec<_> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["stored"] == true)
-        .collect();
+    let stored = stored_entries(&list);
     assert_eq!(stored.len(), 1, "{list:#}");
     let out = w.path("ten-days-old");
     let r = a.run(&[
@@ -511,12 +506,7 @@ fn restore_to_a_path_crashing_before_the_rename_leaves_nothing_there() {
     let (code, _) = a.json(&["prune"]);
     assert_eq!(code, 0);
     let (_, list) = a.json(&["backups", RULES, "--location", "icloud"]);
-    let stored: Vec<_> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["stored"] == true)
-        .collect();
+    let stored = stored_entries(&list);
     assert_eq!(stored.len(), 1, "{list:#}");
     let id = stored[0]["id"].as_str().unwrap();
     let out = w.path("restored");

@@ -19,23 +19,6 @@ use std::path::{Path, PathBuf};
 const DB: &str = "metastore.db";
 const RULES: &str = "sorting-rules.yaml";
 
-fn logical(path: &Path) -> String {
-    metasync::sqlite::logical_hash(path, &Default::default()).unwrap()
-}
-
-fn change_one_row(db: &Path, rep: u64, entities: u64) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.execute(
-        "UPDATE entities SET data = ?1, updated_at = ?2 WHERE id = ?3",
-        rusqlite::params![
-            format!("{{\"summary\":\"edited in repetition {rep}\"}}"),
-            format!("2026-12-01T12:{:02}:00Z", rep % 60),
-            ((rep * 7919) % entities + 1) as i64
-        ],
-    )
-    .unwrap();
-}
-
 /// Bytes of everything under `dir` that is history: plain backups and the store.
 fn history_bytes(dir: &Path) -> (u64, u64) {
     let mut plain = 0;

@@ -15,25 +15,8 @@ use common::s3::*;
 use common::*;
 use metasync::clock::Clock;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 const DB: &str = "metastore.db";
-
-fn logical(path: &Path) -> String {
-    metasync::sqlite::logical_hash(path, &Default::default()).unwrap()
-}
-
-fn change_one_row(db: &Path, rep: u64, entities: u64) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.execute(
-        "UPDATE entities SET data = ?1 WHERE id = ?2",
-        rusqlite::params![
-            format!("{{\"summary\":\"edited in repetition {rep}\"}}"),
-            ((rep * 7919) % entities + 1) as i64
-        ],
-    )
-    .unwrap();
-}
 
 /// The bucket's keys under the prefix `meta/` of the bucket `shared`, with their sizes.
 fn bucket(moto: &common::moto::Moto) -> BTreeMap<String, usize> {

@@ -202,3 +202,32 @@ pub fn run_ok(engine: &metasync::Engine) -> metasync::RunReport {
     assert_eq!(r.exit_code, 0, "{:?} {:?}", r.errors, r.warnings);
     r
 }
+
+/// The logical hash of the database at `path`.
+pub fn logical(path: &Path) -> String {
+    metasync::sqlite::logical_hash(path, &Default::default()).unwrap()
+}
+
+/// One row of a knowledge graph of `entities` entities changed, as a five-minute edit
+/// does: the row `rep` picks (every one in turn), its data and its time.
+pub fn change_one_row(db: &Path, rep: u64, entities: u64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute(
+        "UPDATE entities SET data = ?1, updated_at = ?2 WHERE id = ?3",
+        rusqlite::params![
+            format!("{{\"summary\":\"edited in repetition {rep}\"}}"),
+            format!("2026-12-01T12:{:02}:00Z", rep % 60),
+            ((rep * 7919) % entities + 1) as i64
+        ],
+    )
+    .unwrap();
+}
+
+/// The entries of a `backups --json` listing that are stored versions.
+pub fn stored_entries(list: &serde_json::Value) -> Vec<&serde_json::Value> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["stored"] == true)
+        .collect()
+}
