@@ -522,7 +522,39 @@ fn restore_to_a_path_crashing_before_the_rename_leaves_nothing_there() {
         crashed.status
     );
     assert!(!out.exists(), "nothing at the path before the rename");
+    let beside = |prefix: &str| -> Vec<String> {
+        std::fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    };
+    let left = beside(".restored.metasync-tmp-restore-");
+    assert_eq!(left.len(), 1, "the crash leaves its temp: {left:?}");
+    // An hour-old leftover is the crash's; a temp of another file, of a sync, or one still
+    // being written (fresh) is not, and stays.
+    set_age(&out.parent().unwrap().join(&left[0]), 3600);
+    let others = [
+        ".restored.metasync-tmp-restore-fresh",
+        ".restored-not.metasync-tmp-restore-old",
+        ".restored.metasync-tmp-ab12-old",
+    ];
+    for (i, o) in others.iter().enumerate() {
+        write_aged(
+            &out.parent().unwrap().join(o),
+            "keep\n",
+            if i == 0 { 0 } else { 3600 },
+        );
+    }
     let r = a.run(&["restore", id, "--to", out.to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(read(&out), "the older version\n");
+    let mut kept = beside(".restored");
+    kept.sort();
+    let mut want: Vec<String> = others.iter().map(|o| o.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        kept, want,
+        "only the abandoned restore temp of this path is removed"
+    );
 }

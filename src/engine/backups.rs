@@ -38,6 +38,54 @@ fn restore_stored_to(
     }
 }
 
+/// How long a `restore --to` temp must have gone unwritten before it counts as abandoned: a
+/// live restore writes its temp continuously, so one this old is a crash's leftover.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes what an interrupted `restore --to` of the same path left beside it: temps named
+/// for that very file and made by a restore (`.<file>.metasync-tmp-restore-…`), unwritten
+/// for [`ABANDONED_AFTER`]. Anything else in the folder is never touched; a temp that cannot
+/// be removed stays, with a warning.
+fn remove_abandoned_restores(to: &Path) {
+    let (Some(name), Some(dir)) = (to.file_name().and_then(|n| n.to_str()), to.parent()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = names::temp_name(name, "restore", "");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let fname = entry.file_name();
+        let Some(fname) = fname.to_str().filter(|f| f.starts_with(&prefix)) else {
+            continue;
+        };
+        let abandoned = entry.metadata().is_ok_and(|m| {
+            m.is_file()
+                && m.modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= ABANDONED_AFTER)
+        });
+        if !abandoned {
+            continue;
+        }
+        let path = dir.join(fname);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(target: "metasync", "removed {}, left by an interrupted restore", path.display())
+            }
+            Err(e) => {
+                tracing::warn!(target: "metasync", "could not remove {}, left by an interrupted restore: {e}", path.display())
+            }
+        }
+    }
+}
+
 /// One backup found on disk.
 #[derive(Debug, Clone)]
 pub(crate) struct OnDisk {
@@ -409,6 +457,7 @@ impl Engine {
                 )));
             }
         }
+        remove_abandoned_restores(to);
         let ctx = self.read_ctx();
         if let Some((_, _, tmp, entry, _scratch)) = self.find_bucket_backup(spec)? {
             let content = crate::kind::read_content(&tmp, &ctx)?;
