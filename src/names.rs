@@ -16,13 +16,55 @@ const BACKUP_INFIX: &str = ".backup-";
 const TEMP_INFIX: &str = ".metasync-tmp-";
 const BACKUP_STAMP: &str = "%Y%m%d-%H%M%S";
 
-/// `<file>.backup-YYYYMMDD-HHMMSS`, with `-N` (N ≥ 1) when `n > 0`.
+/// The longest name a file may have on ext4, APFS and most other file systems, in bytes.
+const NAME_MAX: usize = 255;
+/// The most a backup name adds to its `<file>` part: `.backup-YYYYMMDD-HHMMSS-NNNN`.
+const BACKUP_SUFFIX_MAX: usize = BACKUP_INFIX.len() + 15 + 5;
+/// The hex digits of the whole name's hash a shortened stem ends with.
+const STEM_HASH_HEX: usize = 16;
+
+/// The `<file>` part of the backup names of `file_name`: the name itself, or, when a backup
+/// name would be longer than a file system allows, the name's first bytes (cut at a
+/// character boundary), `~` and 16 hex digits of the SHA-256 of the whole name. One name
+/// always gives the same stem, so its backups are found again.
+pub fn backup_stem(file_name: &str) -> std::borrow::Cow<'_, str> {
+    if file_name.len() + BACKUP_SUFFIX_MAX <= NAME_MAX {
+        return std::borrow::Cow::Borrowed(file_name);
+    }
+    let mut cut = NAME_MAX - BACKUP_SUFFIX_MAX - 1 - STEM_HASH_HEX;
+    while !file_name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    use sha2::Digest;
+    let hash = crate::ids::hex_lower(&sha2::Sha256::digest(file_name.as_bytes()));
+    std::borrow::Cow::Owned(format!("{}~{}", &file_name[..cut], &hash[..STEM_HASH_HEX]))
+}
+
+/// Whether a backup name's `<file>` part may be a shortened stem (see [`backup_stem`]), so
+/// the file it backs up is found by [`file_of_stem`], not read from the name.
+pub fn may_be_shortened(stem: &str) -> bool {
+    let longest = NAME_MAX - BACKUP_SUFFIX_MAX;
+    stem.len() + 3 >= longest
+        && stem.len() <= longest
+        && stem.rsplit_once('~').is_some_and(|(_, h)| {
+            h.len() == STEM_HASH_HEX && h.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+}
+
+/// Of `names` (of files in one folder), the one whose backups are named with `stem`.
+pub fn file_of_stem<'n>(stem: &str, names: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
+    names.into_iter().find(|n| backup_stem(n) == stem)
+}
+
+/// `<stem>.backup-YYYYMMDD-HHMMSS`, with `-N` (N ≥ 1) when `n > 0`; the stem is
+/// [`backup_stem`] of `file_name`.
 pub fn backup_name(file_name: &str, at: NaiveDateTime, n: u32) -> String {
     let stamp = at.format(BACKUP_STAMP);
+    let stem = backup_stem(file_name);
     if n == 0 {
-        format!("{file_name}{BACKUP_INFIX}{stamp}")
+        format!("{stem}{BACKUP_INFIX}{stamp}")
     } else {
-        format!("{file_name}{BACKUP_INFIX}{stamp}-{n}")
+        format!("{stem}{BACKUP_INFIX}{stamp}-{n}")
     }
 }
 
@@ -79,9 +121,21 @@ pub fn is_backup_name(name: &str) -> bool {
     parse_backup_name(name).is_some()
 }
 
-/// `.<file>.metasync-tmp-<machine>-<unique>`: hidden, in the target's folder.
+/// The longest `<file>` part a temp name keeps: with the rest of a temp name (the dot, the
+/// infix, a machine id and a unique tail of up to 40 bytes) it stays under the 255 bytes a
+/// file name may have on ext4, APFS and most other file systems.
+const TEMP_FILE_PART_MAX: usize = 180;
+
+/// `.<file>.metasync-tmp-<machine>-<unique>`: hidden, in the target's folder. A `<file>` of
+/// more than [`TEMP_FILE_PART_MAX`] bytes is cut there (at a character boundary), so a file
+/// whose own name is near the limit still gets a temp name the file system accepts; the
+/// unique tail keeps two such temps apart.
 pub fn temp_name(file_name: &str, machine: &str, unique: &str) -> String {
-    format!(".{file_name}{TEMP_INFIX}{machine}-{unique}")
+    let mut cut = file_name.len().min(TEMP_FILE_PART_MAX);
+    while !file_name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(".{}{TEMP_INFIX}{machine}-{unique}", &file_name[..cut])
 }
 
 /// For a temp file's name: the machine id that made it, or `None` when not a temp name.
@@ -188,6 +242,53 @@ mod tests {
         ] {
             assert!(!is_backup_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_backup_name_fits_a_file_system_and_leads_back_to_its_file() {
+        let at = at();
+        let long = "L".repeat(255);
+        let wide = "日".repeat(80); // 240 bytes
+        let near = "n".repeat(227); // the longest kept whole
+        for name in [long.as_str(), wide.as_str(), near.as_str(), "a.md"] {
+            let b = backup_name(name, at, 9_999);
+            assert!(b.len() <= 255, "{} bytes: {b}", b.len());
+            let parsed = parse_backup_name(&b).unwrap();
+            assert_eq!((parsed.at, parsed.n), (at, 9_999));
+            let stem = parsed.file_name;
+            assert_eq!(stem == name, name.len() <= 227, "{name}");
+            assert_eq!(may_be_shortened(&stem), stem != name, "{stem}");
+            let others = ["L".repeat(254), "a.md".to_string(), name.to_string()];
+            assert_eq!(
+                file_of_stem(&stem, others.iter().map(String::as_str)),
+                Some(name)
+            );
+        }
+        assert_ne!(
+            backup_stem(&"L".repeat(255)),
+            backup_stem(&"L".repeat(254)),
+            "two long names with the same first bytes get two stems"
+        );
+    }
+
+    #[test]
+    fn a_temp_name_fits_a_file_system_even_for_a_file_name_at_its_limit() {
+        for long in [
+            "L".repeat(255),
+            "é".repeat(127),
+            format!("x{}", "日".repeat(84)),
+        ] {
+            assert!(long.len() <= 255);
+            let t = temp_name(&long, "72071db2", "7a034770");
+            assert!(t.len() <= 255, "{} bytes: {t}", t.len());
+            assert_eq!(temp_machine(&t), Some("72071db2"));
+            assert!(t.starts_with(&format!(".{}", &long[..long.floor_char_boundary(150)])));
+        }
+        assert_eq!(
+            temp_name("a.md", "m1", "x1"),
+            ".a.md.metasync-tmp-m1-x1",
+            "short names are kept whole"
+        );
     }
 
     #[test]

@@ -442,3 +442,38 @@ fn overlapping_locations_are_a_config_error_naming_both() {
     m.sync(&[], 0);
     assert_eq!(read(&w.path("h/home2/notes.txt")), "x");
 }
+
+/// Names as long as a file system allows (255 bytes, in ASCII and in three-byte characters):
+/// created, updated (a backup name would be longer than 255 bytes, so it is shortened with a
+/// hash of the whole name), listed as that file's backups, and restored. Before, the temp
+/// name of a first copy and the backup name of an update were too long for the file system:
+/// such a file could never sync.
+#[test]
+fn names_as_long_as_a_file_system_allows_sync_update_and_restore() {
+    let w = World::new();
+    let m = w.machine("home", &[("remote", "remote")], "files = [\"t/*\"]");
+    let names = ["L".repeat(255), "日".repeat(85), "a".repeat(230), "a".repeat(229)];
+    for (i, n) in names.iter().enumerate() {
+        write_aged(&m.file(&format!("t/{n}")), &format!("first {i}\n"), 60);
+    }
+    m.sync(&[], 0);
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(read(&w.path("remote").join("t").join(n)), format!("first {i}\n"));
+        write_aged(&m.file(&format!("t/{n}")), &format!("second {i}\n"), 30);
+    }
+    let r = m.sync(&[], 0);
+    assert!(r["errors"].as_array().unwrap().is_empty(), "{r:#}");
+    for (i, n) in names.iter().enumerate() {
+        let file = format!("t/{n}");
+        assert_eq!(read(&w.path("remote").join(&file)), format!("second {i}\n"));
+        let (code, list) = m.json(&["backups", &file, "--location", "remote"]);
+        assert_eq!(code, 0, "{list:#}");
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 1, "{file}: one backup, of this file only: {list:#?}");
+        assert_eq!(list[0]["file"], file.as_str());
+        let id = list[0]["id"].as_str().unwrap();
+        let (code, done) = m.json(&["restore", id]);
+        assert_eq!(code, 0, "{done:#}");
+        assert_eq!(read(&w.path("remote").join(&file)), format!("first {i}\n"));
+    }
+}

@@ -86,6 +86,17 @@ fn remove_abandoned_restores(to: &Path) {
     }
 }
 
+/// The name of the file in `dir` whose backups are named with the shortened `stem` (see
+/// [`names::backup_stem`]), when it is there.
+fn file_of_stem(dir: &Path, stem: &str) -> Option<String> {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names::file_of_stem(stem, names.iter().map(String::as_str)).map(String::from)
+}
+
 /// One backup found on disk.
 #[derive(Debug, Clone)]
 pub(crate) struct OnDisk {
@@ -135,7 +146,7 @@ fn backups_by_file<'f>(
         by_dir
             .entry(dir.to_path_buf())
             .or_default()
-            .insert(base.to_string(), (order.len(), f));
+            .insert(names::backup_stem(base).into_owned(), (order.len(), f));
         order.push(f);
     }
     let mut found: Vec<Vec<OnDisk>> = vec![Vec::new(); order.len()];
@@ -202,7 +213,7 @@ fn policy_keeps_all(
 fn backup_entry(place: &Place, file: &str, base: &str, e: &std::fs::DirEntry) -> Option<OnDisk> {
     let name = e.file_name().to_str().map(String::from)?;
     let parsed = names::parse_backup_name(&name)?;
-    if parsed.file_name != base {
+    if parsed.file_name != names::backup_stem(base) {
         return None;
     }
     let meta = std::fs::symlink_metadata(e.path()).ok()?;
@@ -539,9 +550,15 @@ impl Engine {
         let name = rel_path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let parsed = names::parse_backup_name(name)
             .ok_or_else(|| refuse("its name is not a backup name".into()))?;
-        let file = match rel.rsplit_once('/') {
-            Some((dir, _)) => format!("{dir}/{}", parsed.file_name),
-            None => parsed.file_name.clone(),
+        let dir = rel.rsplit_once('/').map(|(d, _)| d);
+        let base = match names::may_be_shortened(&parsed.file_name) {
+            true => file_of_stem(&place.loc.root.join(dir.unwrap_or("")), &parsed.file_name)
+                .unwrap_or(parsed.file_name.clone()),
+            false => parsed.file_name.clone(),
+        };
+        let file = match dir {
+            Some(dir) => format!("{dir}/{base}"),
+            None => base,
         };
         if !self.selector().matches(&file) {
             return Err(refuse(format!("`{file}` is not a synced file")));

@@ -23,11 +23,14 @@ pub struct BucketBackup {
     pub n: u32,
 }
 
-/// `rel` as a backup object of a synced file, when it is one.
-fn backup_of(
+/// `rel` as a backup object of a synced file, when it is one. A backup name with a
+/// shortened stem (see [`names::backup_stem`]) is of the file among `siblings` (relative
+/// paths, any folder) whose stem it is.
+fn backup_of<'s>(
     rel: &str,
     size: u64,
     selector: Option<&crate::select::Selector>,
+    siblings: impl IntoIterator<Item = &'s str>,
 ) -> Option<BucketBackup> {
     if rel == LEASE || rel.starts_with(names::STATE_DIR) {
         return None;
@@ -40,7 +43,17 @@ fn backup_of(
         return None;
     }
     let parsed = names::parse_backup_name(name)?;
-    let file = format!("{dir}{}", parsed.file_name);
+    let stem = &parsed.file_name;
+    let file = match names::may_be_shortened(stem) {
+        true => names::file_of_stem(
+            stem,
+            siblings
+                .into_iter()
+                .filter_map(|r| r.strip_prefix(dir.as_str()).filter(|n| !n.contains('/'))),
+        )
+        .map_or_else(|| format!("{dir}{stem}"), |n| format!("{dir}{n}")),
+        false => format!("{dir}{stem}"),
+    };
     if selector.is_some_and(|s| !s.matches(&file)) {
         return None;
     }
@@ -60,19 +73,22 @@ impl Session {
         listed: &[ObjectMeta],
         selector: &crate::select::Selector,
     ) {
-        self.backups = listed
+        let rels: Vec<(String, u64)> = listed
             .iter()
-            .filter_map(|m| {
-                let rel = self.rel(&m.location)?;
-                backup_of(&rel, m.size, Some(selector))
-            })
+            .filter_map(|m| Some((self.rel(&m.location)?, m.size)))
+            .collect();
+        let siblings = || rels.iter().map(|(r, _)| r.as_str());
+        self.backups = rels
+            .iter()
+            .filter_map(|(rel, size)| backup_of(rel, *size, Some(selector), siblings()))
             .map(|b| (b.rel.clone(), b))
             .collect();
     }
 
     /// A backup object this run put.
     pub(super) fn remember_backup(&mut self, rel: &str, size: u64) {
-        if let Some(b) = backup_of(rel, size, self.selector.as_ref()) {
+        let siblings = self.index.0.keys().map(String::as_str);
+        if let Some(b) = backup_of(rel, size, self.selector.as_ref(), siblings) {
             self.backups.insert(rel.to_string(), b);
         }
     }
@@ -132,7 +148,7 @@ impl Session {
             return Err(format!("backups not thinned: {p:?}"));
         }
         for rel in rels {
-            if backup_of(rel, 0, None).is_none() {
+            if backup_of(rel, 0, None, []).is_none() {
                 return Err(format!(
                     "{rel} in {} is not a backup object",
                     self.spec.url()

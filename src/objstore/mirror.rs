@@ -263,7 +263,10 @@ impl Session {
             };
             let rel = format!("{base}{n}");
             match names::parse_backup_name(&n) {
-                Some(b) if b.file_name == name && !self.index.0.contains_key(&rel) => {
+                Some(b)
+                    if b.file_name == names::backup_stem(name)
+                        && !self.index.0.contains_key(&rel) =>
+                {
                     self.put_backup(root, &rel, &base, &b)?
                 }
                 _ => {}
