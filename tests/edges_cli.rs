@@ -452,13 +452,21 @@ fn overlapping_locations_are_a_config_error_naming_both() {
 fn names_as_long_as_a_file_system_allows_sync_update_and_restore() {
     let w = World::new();
     let m = w.machine("home", &[("remote", "remote")], "files = [\"t/*\"]");
-    let names = ["L".repeat(255), "日".repeat(85), "a".repeat(230), "a".repeat(229)];
+    let names = [
+        "L".repeat(255),
+        "日".repeat(85),
+        "a".repeat(230),
+        "a".repeat(229),
+    ];
     for (i, n) in names.iter().enumerate() {
         write_aged(&m.file(&format!("t/{n}")), &format!("first {i}\n"), 60);
     }
     m.sync(&[], 0);
     for (i, n) in names.iter().enumerate() {
-        assert_eq!(read(&w.path("remote").join("t").join(n)), format!("first {i}\n"));
+        assert_eq!(
+            read(&w.path("remote").join("t").join(n)),
+            format!("first {i}\n")
+        );
         write_aged(&m.file(&format!("t/{n}")), &format!("second {i}\n"), 30);
     }
     let r = m.sync(&[], 0);
@@ -469,7 +477,11 @@ fn names_as_long_as_a_file_system_allows_sync_update_and_restore() {
         let (code, list) = m.json(&["backups", &file, "--location", "remote"]);
         assert_eq!(code, 0, "{list:#}");
         let list = list.as_array().unwrap();
-        assert_eq!(list.len(), 1, "{file}: one backup, of this file only: {list:#?}");
+        assert_eq!(
+            list.len(),
+            1,
+            "{file}: one backup, of this file only: {list:#?}"
+        );
         assert_eq!(list[0]["file"], file.as_str());
         let id = list[0]["id"].as_str().unwrap();
         let (code, done) = m.json(&["restore", id]);

@@ -622,3 +622,65 @@ fn what_a_run_wrote_is_not_read_again_by_the_next() {
     a.sync(&[], 0);
     assert_eq!(read(&a.file(RULES)), "two\n");
 }
+
+/// A file deleted by hand in every location is agreed deleted: no warning run after run.
+/// While an unplugged drive was last seen holding it, it waits for that drive, which
+/// brings it back everywhere when it returns. Before, both cases warned "the agreed
+/// version is in no available location" on every run, forever in the first.
+#[test]
+fn a_file_deleted_in_every_location_is_agreed_gone_unless_an_unplugged_drive_holds_it() {
+    let w = World::new();
+    let a = w.machine(
+        "a",
+        &[("icloud", "cloud"), ("external", "drive/.metasystem")],
+        "",
+    );
+    std::fs::create_dir_all(w.path("drive")).unwrap();
+    write_aged(&a.file(RULES), "v1\n", 500);
+    a.sync(&[], 0);
+    let everywhere = [
+        a.file(RULES),
+        w.path("cloud").join(RULES),
+        w.path("drive/.metasystem").join(RULES),
+    ];
+    // The drive unplugged while it holds the file: the deletion waits for it.
+    std::fs::rename(w.path("drive"), w.path("drive-away")).unwrap();
+    for p in &everywhere[..2] {
+        std::fs::remove_file(p).unwrap();
+    }
+    let r = a.sync(&[], 0);
+    let waits = r["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("is in no available location"));
+    assert!(waits, "{r:#}");
+    std::fs::rename(w.path("drive-away"), w.path("drive")).unwrap();
+    a.sync(&[], 0);
+    for p in &everywhere {
+        assert_eq!(read(p), "v1\n", "{}", p.display());
+    }
+    // Deleted in all three: gone, in sync, and said so once per run without a warning.
+    for p in &everywhere {
+        std::fs::remove_file(p).unwrap();
+    }
+    for run in 0..2 {
+        let r = a.sync(&[], 0);
+        assert!(r["warnings"].as_array().unwrap().is_empty(), "run {run}: {r:#}");
+        let f = r["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["file"] == RULES)
+            .expect("the file is reported");
+        assert_eq!(f["outcome"], "in_sync", "{r:#}");
+        assert_eq!(f["reason"], "deleted in every location", "{r:#}");
+    }
+    for p in &everywhere {
+        assert!(!p.exists(), "{}", p.display());
+    }
+    // Made again later: an ordinary new file.
+    write_aged(&a.file(RULES), "v2\n", 10);
+    a.sync(&[], 0);
+    assert_eq!(read(&w.path("cloud").join(RULES)), "v2\n");
+}

@@ -105,6 +105,7 @@ impl Run<'_> {
             propagate_deletes: engine.config.propagate_deletes,
             mergeable: all_databases && engine.config.merge_mode_for(file) == MergeMode::Rows,
             agreed_elsewhere: sc.agreed_offline.contains(file),
+            held_elsewhere: sc.held_offline.contains(file),
         };
         let planned = plan::plan_file(&input, &self.ask.direction);
         Some(FileRun {
@@ -327,7 +328,11 @@ fn outcome_of(decision: &Decision) -> (Outcome, Option<String>, Option<String>, 
             Outcome::InSync,
             None,
             v.hash().map(String::from),
-            "every location holds it".to_string(),
+            match v {
+                Recorded::Absent => "deleted in every location",
+                Recorded::Present(_) => "every location holds it",
+            }
+            .to_string(),
         ),
         Decision::Propagate {
             winner,

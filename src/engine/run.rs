@@ -61,6 +61,8 @@ pub(super) struct Scene<'p> {
     pub(super) run_dir: RunScratch,
     /// Files whose agreed version an unavailable location was last seen holding.
     pub(super) agreed_offline: HashSet<String>,
+    /// Files an unavailable location was last seen holding, in any version.
+    pub(super) held_offline: HashSet<String>,
     pub(super) old_conflicts: HashMap<String, ConflictReport>,
 }
 
@@ -323,17 +325,20 @@ impl Run<'_> {
             found,
         };
         self.learn_scans(&available, &loaded, &scans, scan_time, tally);
-        let agreed_offline = loaded
-            .records
-            .iter()
-            .filter(|(f, recs)| {
-                recs.iter().any(|(loc, rec)| {
-                    !scans.locations.contains(loc)
-                        && loaded.agreed.get(*f).is_some_and(|a| a.version == *rec)
+        let offline = |keep: &dyn Fn(&String, &Recorded) -> bool| -> HashSet<String> {
+            loaded
+                .records
+                .iter()
+                .filter(|(f, recs)| {
+                    recs.iter()
+                        .any(|(loc, rec)| !scans.locations.contains(loc) && keep(f, rec))
                 })
-            })
-            .map(|(f, _)| f.clone())
-            .collect();
+                .map(|(f, _)| f.clone())
+                .collect()
+        };
+        let agreed_offline =
+            offline(&|f, rec| loaded.agreed.get(f).is_some_and(|a| a.version == *rec));
+        let held_offline = offline(&|_, rec| matches!(rec, Recorded::Present(_)));
         let old_conflicts = survey
             .archive
             .conflicts()?
@@ -353,6 +358,7 @@ impl Run<'_> {
             scan_time,
             run_dir,
             agreed_offline,
+            held_offline,
             old_conflicts,
         })
     }

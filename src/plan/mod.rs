@@ -65,6 +65,9 @@ pub struct FileInput {
     /// Whether a location unavailable this run was last recorded holding the agreed version
     /// (so it may still be there, and nothing else is restored in its stead).
     pub agreed_elsewhere: bool,
+    /// Whether a location unavailable this run was last recorded holding the file, in any
+    /// version.
+    pub held_elsewhere: bool,
 }
 
 /// A step of propagation.
@@ -347,6 +350,16 @@ fn holder<'a>(input: &'a FileInput, value: &Recorded) -> Option<&'a Side> {
 
 /// The side holding the one healthy version present anywhere available, when there is
 /// exactly one such version (however many sides hold it).
+/// Whether every location, available or not, is without the file: each available one
+/// observed it absent, and no unavailable one was last seen holding it.
+fn deleted_everywhere(input: &FileInput) -> bool {
+    !input.held_elsewhere
+        && input
+            .sides
+            .iter()
+            .all(|s| matches!(s.observed, Observed::Absent))
+}
+
 fn sole_present(input: &FileInput) -> Option<&Side> {
     let mut found: Option<&Side> = None;
     for side in &input.sides {
@@ -564,6 +577,10 @@ fn unchanged(input: &FileInput, any_corrupt_change: bool) -> Decision {
         Some(side) => propagate_or_in_sync(input, agreed.clone(), side, "the agreed version"),
         None if any_corrupt_change => no_healthy(),
         None if input.agreed_elsewhere => nowhere(),
+        // Deleted in every location, and no unavailable one was seen holding it: there is
+        // nothing to restore it from, and nowhere it could come back from; the deletion is
+        // agreed (Unison's "deleted on both sides").
+        None if deleted_everywhere(input) => Decision::InSync(Recorded::Absent),
         // The agreed version exists nowhere available (say it was an offline edit that was
         // then deleted) but every location that has the file agrees on another one: missing
         // copies are restored from it rather than never.
@@ -1474,6 +1491,7 @@ mod tests {
                 propagate_deletes: case.deletes,
                 mergeable: case.mergeable,
                 agreed_elsewhere: false,
+                held_elsewhere: false,
             };
             let plan = plan_file(&input, &case.direction);
             let got = outcome(&plan.decision);
@@ -1535,6 +1553,7 @@ mod tests {
                         propagate_deletes: deletes,
                         mergeable: case.mergeable,
                         agreed_elsewhere: false,
+                        held_elsewhere: false,
                     };
                     let plan = plan_file(&input, direction);
                     assert!(
@@ -1575,6 +1594,37 @@ mod tests {
     }
 
     #[test]
+    fn a_file_deleted_in_every_location_is_agreed_deleted_unless_it_may_come_back() {
+        let input = |sides: &[&str], held_elsewhere: bool, agreed_elsewhere: bool| FileInput {
+            file: "f".into(),
+            agreed: rec("a"),
+            sides: sides.iter().map(|s| side(s)).collect(),
+            propagate_deletes: false,
+            mergeable: false,
+            agreed_elsewhere,
+            held_elsewhere,
+        };
+        let sync = Direction::Sync(Newest);
+        let stuck = |d: &Decision| matches!(d, Decision::Stuck { failure: false, .. });
+        // Gone everywhere, nothing offline: the deletion is agreed, no warning.
+        let gone = plan_file(&input(&["local:-:a", "icloud:-:a"], false, false), &sync);
+        assert_eq!(gone.decision, Decision::InSync(Recorded::Absent));
+        assert!(gone.actions.is_empty());
+        // An unavailable drive last held it (any version) or holds the agreed one: it may
+        // come back from there, so it waits, with the warning.
+        for (held, agreed) in [(true, false), (true, true)] {
+            let d = plan_file(&input(&["local:-:a", "icloud:-:a"], held, agreed), &sync).decision;
+            assert!(stuck(&d), "{held} {agreed}: {d:?}");
+        }
+        // An evicted copy may be it: not a deletion either.
+        let d = plan_file(&input(&["local:-:a", "icloud:?:a"], false, false), &sync).decision;
+        assert!(stuck(&d), "{d:?}");
+        // One location still holds another version: that one is restored everywhere.
+        let d = plan_file(&input(&["local:-:a", "icloud:b@2:b"], false, false), &sync).decision;
+        assert!(matches!(d, Decision::Propagate { .. }), "{d:?}");
+    }
+
+    #[test]
     fn conflict_lists_every_location_holding_a_candidate() {
         let input = FileInput {
             file: "f".into(),
@@ -1586,6 +1636,7 @@ mod tests {
             propagate_deletes: false,
             mergeable: false,
             agreed_elsewhere: false,
+            held_elsewhere: false,
         };
         let plan = plan_file(&input, &Direction::Sync(Manual));
         let Decision::Conflict { candidates, reason } = plan.decision else {
@@ -1608,6 +1659,7 @@ mod tests {
             propagate_deletes: false,
             mergeable: false,
             agreed_elsewhere: false,
+            held_elsewhere: false,
         };
         let plan = plan_file(&input, &Direction::Sync(Newest));
         assert_eq!(
@@ -1625,6 +1677,7 @@ mod tests {
             propagate_deletes: false,
             mergeable: false,
             agreed_elsewhere: false,
+            held_elsewhere: false,
         };
         let sync = Direction::Sync(Newest);
         // A conflict settled by newest: the loser's backup is protected, in every location.
@@ -1674,6 +1727,7 @@ mod tests {
             propagate_deletes: false,
             mergeable: false,
             agreed_elsewhere: false,
+            held_elsewhere: false,
         };
         let sync = Direction::Sync(Newest);
         let held = plan_file(&input, &sync);

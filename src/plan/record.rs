@@ -115,6 +115,7 @@ mod tests {
             propagate_deletes: false,
             mergeable: false,
             agreed_elsewhere: false,
+            held_elsewhere: false,
         };
         let w = Recorded::Present("w".into());
         let did = Written {
