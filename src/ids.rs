@@ -19,6 +19,12 @@ pub fn random_hex(len: usize) -> String {
     hex[..len.min(64)].to_string()
 }
 
+/// Lower-case hex of the SHA-256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex_lower(&sha2::Sha256::digest(bytes))
+}
+
 /// Lower-case hex of bytes.
 pub fn hex_lower(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -35,8 +35,7 @@ pub fn backup_stem(file_name: &str) -> std::borrow::Cow<'_, str> {
     while !file_name.is_char_boundary(cut) {
         cut -= 1;
     }
-    use sha2::Digest;
-    let hash = crate::ids::hex_lower(&sha2::Sha256::digest(file_name.as_bytes()));
+    let hash = crate::ids::sha256_hex(file_name.as_bytes());
     std::borrow::Cow::Owned(format!("{}~{}", &file_name[..cut], &hash[..STEM_HASH_HEX]))
 }
 

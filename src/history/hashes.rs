@@ -16,7 +16,6 @@ use crate::archive::CacheEntry;
 use crate::error::{IoContext, Result};
 use crate::model::Kind;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -49,7 +48,7 @@ impl PlainHashes {
     /// The hashes kept in `home` for the location named `location` (none when there is no
     /// readable file).
     pub fn load(home: &Path, location: &str) -> PlainHashes {
-        let name = crate::ids::hex_lower(&Sha256::digest(location.as_bytes()));
+        let name = crate::ids::sha256_hex(location.as_bytes());
         let path = home
             .join(crate::names::STATE_DIR)
             .join("backup-hashes")

@@ -192,7 +192,7 @@ pub struct Collected {
 }
 
 fn sha_hex(bytes: &[u8]) -> String {
-    crate::ids::hex_lower(&Sha256::digest(bytes))
+    crate::ids::sha256_hex(bytes)
 }
 
 /// A chunk's hash: the first 128 bits of its SHA-256.

@@ -39,11 +39,6 @@ pub(super) struct HeldManifest {
 /// Per manifest path under the prefix: what the mirror holds.
 pub(super) type HistoryIndex = BTreeMap<String, HeldManifest>;
 
-fn sha_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    crate::ids::hex_lower(&sha2::Sha256::digest(bytes))
-}
-
 fn manifest_rel(id: &str) -> String {
     format!("{HISTORY}manifests/{id}.json")
 }
@@ -140,7 +135,7 @@ impl Session {
             }
             crate::apply::atomic::write_bytes(&dest, &bytes, "objstore")
                 .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
-            let sha256 = sha_hex(&bytes);
+            let sha256 = crate::ids::sha256_hex(&bytes);
             self.history_index
                 .insert(rel, HeldManifest { etag, sha256 });
         }
@@ -227,7 +222,7 @@ impl Session {
         let rel = manifest_rel(id);
         let path = root.join(&rel);
         let bytes = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
-        let sha256 = sha_hex(&bytes);
+        let sha256 = crate::ids::sha256_hex(&bytes);
         let listed = self.history.get(&rel).cloned();
         let held = self.history_index.get(&rel).cloned();
         if listed.is_some() && held.as_ref().is_some_and(|h| h.sha256 == sha256) {
