@@ -24,14 +24,15 @@
 //! bits of SHA-256, in hex) is of its content.
 //!
 //! A database page that changed since the version stored before it (of the same file) is
-//! kept as a *delta* when that is at most a quarter ([`REBASE`]) of the page as stored whole
-//! (format 4 as first written: half), else whole again, the base of the pages after it: a leading 4, the hash of
-//! its base, and the page compressed by zstd with the base as its dictionary (a page changed
-//! by a row costs about that row, even when the rows after it moved; format 3's deltas, a
-//! leading 2 and the deflated XOR of page and base, still read). The base is always a full chunk — the same page of the previous version, or
-//! that page's own base (chains of depth 1) — and the manifest lists it among its `bases`,
-//! so collection keeps it and a restore reads it first. Index entries of deltas carry
-//! [`DELTA_BIT`] in their length.
+//! kept as a *delta* when that is at most a quarter ([`REBASE`]; format 4 as first written:
+//! half) of the page as stored whole, else stored whole again, the base of the pages after
+//! it. A delta is a leading 4, the hash of its base, and the page compressed by zstd with
+//! the base as its dictionary (a page changed by a row costs about that row, even when the
+//! rows after it moved; format 3's deltas, a leading 2 and the deflated XOR of page and
+//! base, still read). The base is always a full chunk — the same page of the previous
+//! version, or that page's own base (chains of depth 1) — and the manifest lists it among
+//! its `bases`, so collection keeps it and a restore reads it first. Index entries of
+//! deltas carry [`DELTA_BIT`] in their length.
 //!
 //! A database version is stored as its pages (the backup file read in page-size blocks: a
 //! backup-API snapshot keeps page numbers, so consecutive versions share almost every
@@ -52,11 +53,11 @@
 //! references it (a referenced pack loses its mark). A writer never references a marked
 //! pack, and finishes within seconds, well inside the grace: so a manifest being written by
 //! another machine while a pack is marked either avoids that pack or is seen by the
-//! re-read. Packs more than a quarter dead, or many small ones, are repacked: their live chunks are
-//! written into a new pack, every manifest is rewritten (by rename) to point at it, and only
-//! then are the old packs left unreferenced. An interrupted collection loses nothing: every
-//! manifest always points at packs that exist. An unreadable manifest stops a collection
-//! from deleting anything.
+//! re-read. Packs more than a quarter dead, or many small ones, are repacked: their live
+//! chunks are written into a new pack, every manifest is rewritten (by rename) to point at
+//! it, and only then are the old packs left unreferenced. An interrupted collection loses
+//! nothing: every manifest always points at packs that exist. An unreadable manifest stops
+//! a collection from deleting anything.
 
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint;
