@@ -43,6 +43,64 @@ fn history_bytes(dir: &Path) -> (u64, u64) {
     (plain, stored)
 }
 
+/// Bytes of the packs in `dir`'s store that a collection marked unused: dead, waiting out
+/// the grace before deletion.
+fn marked_pack_bytes(dir: &Path) -> u64 {
+    let packs = dir.join(".metasync/history/packs");
+    std::fs::read_dir(&packs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "unused"))
+        .filter_map(|e| std::fs::metadata(e.path().with_extension("pack")).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Bytes of the chunks that the manifests in `dir`'s store reference (each once, deltas'
+/// bases included): what its packs hold that is live, read from the packs' own indexes.
+fn live_chunk_bytes(dir: &Path) -> u64 {
+    let store = dir.join(".metasync/history");
+    let mut refs = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(store.join("manifests"))
+        .unwrap()
+        .flatten()
+    {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+        let packs = m["packs"].as_array().unwrap();
+        for run in m["runs"]
+            .as_array()
+            .into_iter()
+            .chain(m["bases"].as_array())
+            .flatten()
+        {
+            let pack = packs[run[0].as_u64().unwrap() as usize]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let (first, count) = (run[1].as_u64().unwrap(), run[2].as_u64().unwrap());
+            refs.extend((first..first + count).map(|n| (pack.clone(), n as usize)));
+        }
+    }
+    let mut lens: HashMap<String, Vec<u64>> = HashMap::new();
+    refs.iter()
+        .map(|(pack, n)| {
+            let lens = lens.entry(pack.clone()).or_insert_with(|| {
+                let bytes = std::fs::read(store.join(format!("packs/{pack}.pack"))).unwrap();
+                let tail = &bytes[bytes.len() - 16..];
+                let count = u32::from_le_bytes(tail[4..8].try_into().unwrap()) as usize;
+                let index = &bytes[bytes.len() - 16 - count * 20..bytes.len() - 16];
+                index
+                    .chunks_exact(20)
+                    .map(|e| u64::from(u32::from_le_bytes(e[..4].try_into().unwrap()) & !(1 << 31)))
+                    .collect()
+            });
+            lens[*n]
+        })
+        .sum()
+}
+
 fn created(b: &metasync::BackupEntry) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(&b.created)
         .unwrap()
@@ -428,12 +486,14 @@ fn simulated_week_of_five_minute_changes() {
         engine.prune(false).unwrap();
         if (rep + 1) % 288 == 0 {
             let (plain, stored) = history_bytes(&cloud);
+            let waiting = marked_pack_bytes(&cloud);
+            let live = live_chunk_bytes(&cloud);
             let versions = engine
                 .backups(Some(DB), Some("icloud"), false)
                 .unwrap()
                 .len();
             println!(
-                "day {}: {versions} versions, {plain} B plain + {stored} B stored = {:.2}× the {db_size} B database",
+                "day {}: {versions} versions, {plain} B plain + {stored} B stored = {:.2}× the {db_size} B database ({live} B of it live chunks, {waiting} B in packs waiting out the grace)",
                 (rep + 1) / 288,
                 (plain + stored) as f64 / db_size as f64
             );
@@ -627,4 +687,67 @@ fn a_damaged_backup_moves_into_the_store_as_bytes_and_restores_exactly() {
     let out = w.path("restored.db");
     engine.restore_to_path(&b.id, &out).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), damaged);
+}
+
+/// Page-level costs of the simulated workload's daily versions, without the store: for each
+/// day's version (288 five-minute one-row changes after the previous one), the bytes of its
+/// changed pages as LZ4 (stored whole), as zstd deltas against the first version's page
+/// (a base never renewed), against the previous day's page (a chain), and the whole file
+/// as zstd with the previous day's file as dictionary (a floor for any delta store).
+/// `HISTORY_SIM_DAYS=30 cargo test --release --test history -- --ignored --nocapture daily_page_costs`
+#[test]
+#[ignore]
+fn daily_page_costs_of_the_simulated_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DB);
+    let entities = 700;
+    metasync::sample::create_knowledge_graph(&db, entities, entities / 10).unwrap();
+    let days: u64 = std::env::var("HISTORY_SIM_DAYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let first = std::fs::read(&db).unwrap();
+    let mut prev = first.clone();
+    let mut third = first.clone();
+    let delta = |page: &[u8], base: &[u8]| {
+        let mut out = Vec::with_capacity(8192);
+        zstd::zstd_safe::CCtx::create()
+            .compress_using_dict(&mut out, page, base, 19)
+            .unwrap();
+        out.len() + 17
+    };
+    for day in 1..=days {
+        for rep in (day - 1) * 288..day * 288 {
+            change_one_row(&db, rep, entities);
+        }
+        let now = std::fs::read(&db).unwrap();
+        let (mut whole, mut vs_first, mut vs_prev, mut changed) = (0, 0, 0, 0);
+        let mut vs_third = 0;
+        for (i, page) in now.chunks(4096).enumerate() {
+            let old = prev.get(i * 4096..(i + 1) * 4096).unwrap_or(&[]);
+            if page == old {
+                continue;
+            }
+            changed += 1;
+            let lz4 = lz4_flex::block::compress(page).len() + 1;
+            whole += lz4;
+            let base = first.get(i * 4096..(i + 1) * 4096).unwrap_or(&[]);
+            vs_first += delta(page, base).min(lz4);
+            vs_prev += delta(page, old).min(lz4);
+            let renewed = third.get(i * 4096..(i + 1) * 4096).unwrap_or(&[]);
+            vs_third += delta(page, renewed).min(lz4);
+        }
+        let mut floor = Vec::with_capacity(zstd::zstd_safe::compress_bound(now.len()));
+        zstd::zstd_safe::CCtx::create()
+            .compress_using_dict(&mut floor, &now, &prev, 19)
+            .unwrap();
+        println!(
+            "day {day}: {changed} pages changed: {whole} B whole (LZ4), {vs_first} B as deltas against the first version, {vs_third} B against day 3's, {vs_prev} B against the previous day, floor {} B",
+            floor.len()
+        );
+        if day == 3 {
+            third = now.clone();
+        }
+        prev = now;
+    }
 }
