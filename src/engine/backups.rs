@@ -920,7 +920,7 @@ fn prune_place(
                 if !dry_run {
                     let known = described.and_then(|d| d.get(Path::new(&b.entry.path)));
                     let moved =
-                        move_into_store(engine, place, &store, (&k.file, b), &k.version, known);
+                        move_into_store(engine, place, &store, &k.file, b, &k.version, known);
                     match moved {
                         Ok(()) => {}
                         // Another machine sharing the location moved it meanwhile.
@@ -973,7 +973,8 @@ pub(crate) fn move_into_store(
     engine: &Engine,
     place: &Place,
     store: &Store,
-    (file, b): (&str, &OnDisk),
+    file: &str,
+    b: &OnDisk,
     version: &policy::Version,
     known: Option<&Described>,
 ) -> Result<()> {
@@ -1028,7 +1029,7 @@ fn store_proven(
         tracing::debug!(target: "metasync", "{}: described by the run that made it", path.display());
     }
     let rel = guess.name.clone();
-    let (id, manifest) = store_backup(store, path, &rel, (guess, known), opts)?;
+    let (id, manifest) = store_backup(store, path, &rel, guess, known, opts)?;
     let checked = store
         .verify(&manifest)
         .and_then(|()| match at_rest_now(path)? {
@@ -1058,7 +1059,8 @@ fn store_backup(
     store: &Store,
     path: &Path,
     rel: &str,
-    (mut guess, mut known): (VersionInfo, Option<VersionInfo>),
+    mut guess: VersionInfo,
+    mut known: Option<VersionInfo>,
     opts: &crate::sqlite::SqliteOptions,
 ) -> Result<(String, Manifest)> {
     for _ in 0..2 {

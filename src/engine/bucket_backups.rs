@@ -417,7 +417,7 @@ fn move_object(engine: &Engine, place: &Place, store: &Store, o: &OnDisk) -> Res
             created: o.created,
         };
         let file = o.entry.file.as_str();
-        super::backups::move_into_store(engine, place, store, (file, &local), &version, None)?;
+        super::backups::move_into_store(engine, place, store, file, &local, &version, None)?;
     }
     if !engine.stores.push_manifest(name, &id).map_err(refused)? {
         return Ok(());
