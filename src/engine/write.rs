@@ -504,8 +504,9 @@ impl super::run::Run<'_> {
 /// What the scan knew of the version the run just kept as the backup `backup` of `file` in
 /// `place` ([`super::backups::Described`]): only for a database whose scan found it whole in
 /// its file (no `-wal` beside it) and whose backup is that very file (a hard link: the same
-/// inode, size and mtime as scanned). Recorded at the scan cache entry's time when the cache
-/// vouched for it, else at the scan's (it was read after that).
+/// inode, size and mtime as scanned), while the file itself is now another inode. Recorded at
+/// the scan cache entry's time when the cache vouched for it, else at the scan's (it was read
+/// after that).
 fn described_backup(
     sc: &super::run::Scene<'_>,
     place: &Place,
@@ -534,6 +535,12 @@ fn described_backup(
     let ((_, ino), (size, secs, nanos)) = at_rest;
     let mtime_ns = crate::times::ns_of(secs, nanos);
     if (ino, size, mtime_ns) != (stat.ino, stat.size, stat.mtime_ns) {
+        return None;
+    }
+    // The file was replaced by a new one (a rename), not written in place through the link:
+    // an in-place write that kept size and mtime would otherwise go unseen.
+    let dest = super::backups::at_rest(&place.loc.path_of(file)).ok();
+    if dest.is_some_and(|((_, dest_ino), _)| dest_ino == ino) {
         return None;
     }
     let healthy = content.facts.integrity.is_empty() && !content.hash.starts_with("corrupt-");
