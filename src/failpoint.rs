@@ -31,6 +31,10 @@ fn armed() -> &'static Option<(String, u32)> {
 /// ([`crate::merge::patch_base`]): after the old base was renamed aside, before its rewrite.
 pub const BASE_PATCH: &str = "base_patch";
 
+/// Passed only when a plain database backup is described (integrity check, logical hash and
+/// counts) on its way into the history store, not when the run that made it vouched for it.
+pub const DESCRIBE_BACKUP: &str = "history_describe_backup";
+
 static HITS: AtomicU32 = AtomicU32::new(0);
 
 /// Aborts the process here if this point is armed.

@@ -751,3 +751,49 @@ fn daily_page_costs_of_the_simulated_workload() {
         prev = now;
     }
 }
+
+/// A database over `plain_max_mb` moves the version a run replaced into the store in that
+/// same run. That version is the very file the run's scan vouched for (kept aside as a hard
+/// link), so the move takes its description from the run: the backup is not checked and
+/// hashed again (the failpoint on that path is armed and must not fire), and the store still
+/// holds its true logical hash and counts.
+#[test]
+fn a_replaced_version_the_run_vouched_for_is_stored_without_describing_it_again() {
+    let w = World::new();
+    let cfg = "files = [\"metastore.db\"]\n[backups]\nplain_max_mb = 0\n";
+    let a = w.machine("a", &[("icloud", "cloud")], cfg);
+    metasync::sample::create_knowledge_graph(&a.file(DB), 300, 30).unwrap();
+    set_age(&a.file(DB), 100);
+    a.sync(&[], 0);
+    let cloud = w.path("cloud");
+    let replaced = logical(&cloud.join(DB));
+    change_one_row(&a.file(DB), 1, 300);
+    set_age(&a.file(DB), 50);
+    let out = a
+        .cmd(&["--json", "sync"])
+        .env("METASYNC_FAILPOINT", "history_describe_backup")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(backups_in(&cloud, DB).is_empty(), "moved into the store");
+    let store = metasync::history::store::Store::of_location(&cloud);
+    let (manifests, _) = store.manifests().unwrap();
+    let stored: Vec<_> = manifests.iter().map(|(_, m)| &m.info).collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].logical.as_deref(), Some(replaced.as_str()));
+    assert_eq!(
+        (stored[0].entities, stored[0].conversations),
+        (Some(300), Some(30))
+    );
+    let list = a.json(&["backups"]).1;
+    let id = stored_entries(&list)[0]["id"].as_str().unwrap().to_string();
+    let restored = w.path("restored.db");
+    let (code, r) = a.json(&["restore", &id, "--to", restored.to_str().unwrap()]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(logical(&restored), replaced);
+}

@@ -666,7 +666,10 @@ fn a_file_deleted_in_every_location_is_agreed_gone_unless_an_unplugged_drive_hol
     }
     for run in 0..2 {
         let r = a.sync(&[], 0);
-        assert!(r["warnings"].as_array().unwrap().is_empty(), "run {run}: {r:#}");
+        assert!(
+            r["warnings"].as_array().unwrap().is_empty(),
+            "run {run}: {r:#}"
+        );
         let f = r["files"]
             .as_array()
             .unwrap()

@@ -747,6 +747,37 @@ impl Engine {
 pub(crate) struct RunVersions<'a> {
     pub(crate) files: &'a [String],
     pub(crate) backup_folders: BTreeSet<PathBuf>,
+    /// What the run knew of the versions its backups keep, by backup path ([`Described`]).
+    pub(crate) described: HashMap<PathBuf, Described>,
+}
+
+/// What was known of a version when a run renamed it aside as a backup (a hard link to the
+/// very file its scan vouched for): its description and the file it was recorded for. The
+/// move into the store trusts it instead of checking and hashing the backup again only when
+/// the backup still is that file ([`Described::holds`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Described {
+    /// The file's identity and state when the description was recorded.
+    pub(crate) at_rest: AtRest,
+    /// When the description was taken (ns since the epoch): the scan cache entry's time, or
+    /// the scan's when the run read it.
+    pub(crate) recorded_ns: i64,
+    /// The logical hash of a healthy database (`None`: damaged, stored as bytes).
+    pub(crate) logical: Option<String>,
+    pub(crate) entities: Option<u64>,
+    pub(crate) conversations: Option<u64>,
+}
+
+impl Described {
+    /// Whether this description holds for the file whose [`AtRest`] is `now`: the same
+    /// device, inode, size and mtime (ns), and recorded at least [`scan::RACY_NS`] after that
+    /// mtime (the scan cache's racy-entry rule: a write within the same timestamp tick could
+    /// otherwise leave the stat as it was).
+    pub(crate) fn holds(&self, now: &AtRest) -> bool {
+        let (_, (_, secs, nanos)) = now;
+        let mtime_ns = crate::times::ns_of(*secs, *nanos);
+        self.at_rest == *now && i128::from(self.recorded_ns) >= mtime_ns + i128::from(scan::RACY_NS)
+    }
 }
 
 /// Retention after a sync (the caller holds the lock).
@@ -821,7 +852,14 @@ fn prune_places(
             ),
             None => backups_by_file(p, files.iter().map(String::as_str)),
         };
-        prune_place(engine, p, lists, dry_run, &mut report, &mut changes)?;
+        let described = known.map(|k| &k.described);
+        let mut run = PruneRun {
+            dry_run,
+            described,
+            report: &mut report,
+            changes: &mut changes,
+        };
+        prune_place(engine, p, lists, &mut run)?;
     }
     if !changes.cache.is_empty() {
         let scan_time = crate::times::now_ns();
@@ -901,15 +939,24 @@ pub(crate) fn stored_entry(place: &Place, store: &Store, id: &str, m: &Manifest)
 /// What comes after `<location>:` in the id of a stored version, before its backup name.
 pub(crate) const STORED_PREFIX: &str = "history:";
 
+/// What one retention pass carries from place to place.
+struct PruneRun<'a> {
+    dry_run: bool,
+    /// What the sync run knew of the backups it made (none for `prune`).
+    described: Option<&'a HashMap<PathBuf, Described>>,
+    report: &'a mut PruneReport,
+    changes: &'a mut Changes,
+}
+
 /// Applies the policy to one location.
 fn prune_place(
     engine: &Engine,
     place: &Place,
     lists: Vec<(String, Vec<OnDisk>)>,
-    dry_run: bool,
-    report: &mut PruneReport,
-    changes: &mut Changes,
+    run: &mut PruneRun<'_>,
 ) -> Result<()> {
+    let (dry_run, described) = (run.dry_run, run.described);
+    let (report, changes) = (&mut *run.report, &mut *run.changes);
     let store = Store::of_location(&place.loc.root);
     let kept = kept_versions(place, lists, &store)?;
     if kept.is_empty() {
@@ -937,7 +984,10 @@ fn prune_place(
         match (d.action, &k.plain, &k.stored) {
             (Action::Store, Some(b), _) => {
                 if !dry_run {
-                    match move_into_store(engine, place, &store, &k.file, b, &k.version) {
+                    let known = described.and_then(|d| d.get(Path::new(&b.entry.path)));
+                    let moved =
+                        move_into_store(engine, place, &store, &k.file, b, &k.version, known);
+                    match moved {
                         Ok(()) => {}
                         // Another machine sharing the location moved it meanwhile.
                         Err(_) if !Path::new(&b.entry.path).exists() => continue,
@@ -981,7 +1031,10 @@ fn prune_place(
 }
 
 /// Moves one plain backup into the store: stored, rebuilt and checked (bytes, and a
-/// database's logical hash), and only then deleted.
+/// database's logical hash), and only then deleted. `known`: what the run that made the
+/// backup knew of its version, used instead of describing it again only when the backup
+/// provably still is the file it was recorded for ([`Described::holds`], checked before the
+/// read into the store; after it, the file must be as it was before).
 pub(crate) fn move_into_store(
     engine: &Engine,
     place: &Place,
@@ -989,10 +1042,9 @@ pub(crate) fn move_into_store(
     file: &str,
     b: &OnDisk,
     version: &policy::Version,
+    known: Option<&Described>,
 ) -> Result<()> {
     let path = PathBuf::from(&b.entry.path);
-    let before = at_rest(&path)?;
-    let opts = &engine.read_ctx().sqlite;
     let guess = VersionInfo {
         file: file.to_string(),
         name: b.rel.clone(),
@@ -1005,12 +1057,48 @@ pub(crate) fn move_into_store(
             .protected
             .map(|(reason, since)| crate::history::store::Protection { reason, since }),
     };
-    let (id, manifest) = store_backup(store, &path, &b.rel, guess, opts)?;
-    // Proven before the plain file goes: the manifest rebuilds to the very bytes read (into
-    // nothing: no file written), and the file did not change since it was described.
+    store_proven(store, &path, guess, known, &engine.read_ctx().sqlite)?;
+    crate::failpoint::hit("history_before_plain_delete");
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io("delete stored backup", &path, e))
+        }
+        _ => {}
+    }
+    crate::history::forget_protection(&place.loc.root, &b.rel);
+    tracing::info!(target: "metasync", "{} moved into {}", b.entry.id, store.dir().display());
+    Ok(())
+}
+
+/// Stores the plain backup at `path` (named in the store after `guess.name`) and proves it
+/// before the plain file may go: the manifest rebuilds to the very bytes read (into nothing:
+/// no file written, the rebuilt bytes hashed), and the file is as it was before the read
+/// (device, inode, size, mtime). It is described as it is read ([`describe_backup`]), unless
+/// `known` holds for it as it is before the read ([`Described::holds`]): then that
+/// description is its own. A failed proof removes the manifest (the plain file stays).
+fn store_proven(
+    store: &Store,
+    path: &Path,
+    guess: VersionInfo,
+    known: Option<&Described>,
+    opts: &crate::sqlite::SqliteOptions,
+) -> Result<(String, Manifest)> {
+    let before = at_rest(path)?;
+    let known = known.filter(|k| k.holds(&before)).map(|k| VersionInfo {
+        database: k.logical.is_some(),
+        logical: k.logical.clone(),
+        entities: k.entities,
+        conversations: k.conversations,
+        ..guess.clone()
+    });
+    if known.is_some() {
+        tracing::debug!(target: "metasync", "{}: described by the run that made it", path.display());
+    }
+    let rel = guess.name.clone();
+    let (id, manifest) = store_backup(store, path, &rel, guess, known, opts)?;
     let checked = store
         .verify(&manifest)
-        .and_then(|()| match at_rest_now(&path)? {
+        .and_then(|()| match at_rest_now(path)? {
             Some(now) if now != before => Err(Error::Refused(format!(
                 "{} changed while it was stored",
                 path.display()
@@ -1025,30 +1113,22 @@ pub(crate) fn move_into_store(
         }
         return Err(e);
     }
-    crate::failpoint::hit("history_before_plain_delete");
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Error::io("delete stored backup", &path, e))
-        }
-        _ => {}
-    }
-    crate::history::forget_protection(&place.loc.root, &b.rel);
-    tracing::info!(target: "metasync", "{} moved into {}", b.entry.id, store.dir().display());
-    Ok(())
+    Ok((id, manifest))
 }
 
 /// Stores the plain backup at `path` (relative path `rel`): described (see
 /// [`describe_backup`]) while it is read into the store, by pages when `guess` says it is a
 /// database, and named by the SHA-256 of its bytes taken meanwhile; read again, as bytes, when
 /// the description says it is not one after all (damaged).
+/// `known`: its description when that is known already (then it is not described again).
 fn store_backup(
     store: &Store,
     path: &Path,
     rel: &str,
     mut guess: VersionInfo,
+    mut known: Option<VersionInfo>,
     opts: &crate::sqlite::SqliteOptions,
 ) -> Result<(String, Manifest)> {
-    let mut known: Option<VersionInfo> = None;
     for _ in 0..2 {
         let base = guess.clone();
         let given = known.take();
@@ -1080,10 +1160,10 @@ fn store_backup(
 }
 
 /// A file's identity (device, inode) and state (size, modification time in nanoseconds).
-type AtRest = ((u64, u64), (u64, i64, i64));
+pub(crate) type AtRest = ((u64, u64), (u64, i64, i64));
 
 /// [`AtRest`] of the file at `path`.
-fn at_rest(path: &Path) -> Result<AtRest> {
+pub(crate) fn at_rest(path: &Path) -> Result<AtRest> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).map_err(|e| Error::io("read the state of", path, e))?;
     Ok(((m.dev(), m.ino()), (m.len(), m.mtime(), m.mtime_nsec())))
@@ -1110,6 +1190,7 @@ fn describe_backup(
     if !crate::sqlite::is_sqlite(path)? {
         return Ok((None, None, None));
     }
+    crate::failpoint::hit(crate::failpoint::DESCRIBE_BACKUP);
     match crate::sqlite::describe_at_rest(path, opts) {
         Ok(info) => Ok((
             info.integrity.ok.then_some(info.logical_hash),
@@ -1136,5 +1217,97 @@ impl Drop for Scratch {
         if let Some(p) = &self.0 {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain backup of a small knowledge graph in a fresh location; its store; and what a
+    /// run would have recorded of it, with a logical hash no read of it gives (`recorded`),
+    /// so that the stored manifest shows which description was used.
+    fn backup_and_record(dir: &Path) -> (PathBuf, Store, Described) {
+        let path = dir.join("m.db.backup-20261208-020000");
+        crate::sample::create_knowledge_graph(&path, 40, 4).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(old).unwrap();
+        drop(f);
+        let described = Described {
+            at_rest: at_rest(&path).unwrap(),
+            recorded_ns: crate::times::now_ns(),
+            logical: Some("recorded".into()),
+            entities: Some(40),
+            conversations: Some(4),
+        };
+        (path, Store::of_location(dir), described)
+    }
+
+    fn guess_for(path: &Path) -> VersionInfo {
+        VersionInfo {
+            file: "m.db".into(),
+            name: path.file_name().unwrap().to_str().unwrap().into(),
+            created: chrono::Utc::now(),
+            database: true,
+            logical: None,
+            entities: None,
+            conversations: None,
+            protected: None,
+        }
+    }
+
+    fn stored_logical(path: &Path, store: &Store, known: &Described) -> Option<String> {
+        let opts = crate::sqlite::SqliteOptions::default();
+        let (_, m) = store_proven(store, path, guess_for(path), Some(known), &opts).unwrap();
+        m.info.logical
+    }
+
+    #[test]
+    fn a_backup_that_still_is_the_file_recorded_takes_the_recorded_description() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, store, known) = backup_and_record(dir.path());
+        assert_eq!(
+            stored_logical(&path, &store, &known).as_deref(),
+            Some("recorded")
+        );
+    }
+
+    #[test]
+    fn a_backup_replaced_by_a_copy_with_its_mtime_is_described_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, store, known) = backup_and_record(dir.path());
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let copy = dir.path().join("copy");
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::rename(&copy, &path).unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        let truth = crate::sqlite::logical_hash(&path, &Default::default()).unwrap();
+        assert_eq!(stored_logical(&path, &store, &known), Some(truth));
+    }
+
+    #[test]
+    fn a_backup_whose_mtime_moved_is_described_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, store, known) = backup_and_record(dir.path());
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(50))
+            .unwrap();
+        drop(f);
+        let truth = crate::sqlite::logical_hash(&path, &Default::default()).unwrap();
+        assert_eq!(stored_logical(&path, &store, &known), Some(truth));
+    }
+
+    #[test]
+    fn a_description_recorded_within_two_seconds_of_the_mtime_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, store, mut known) = backup_and_record(dir.path());
+        let (_, (_, secs, nanos)) = known.at_rest;
+        let mtime_ns = i64::try_from(crate::times::ns_of(secs, nanos)).unwrap();
+        known.recorded_ns = mtime_ns + scan::RACY_NS - 1;
+        let truth = crate::sqlite::logical_hash(&path, &Default::default()).unwrap();
+        assert_eq!(stored_logical(&path, &store, &known), Some(truth));
     }
 }

@@ -416,7 +416,8 @@ fn move_object(engine: &Engine, place: &Place, store: &Store, o: &OnDisk) -> Res
             rel: o.rel.clone(),
             created: o.created,
         };
-        super::backups::move_into_store(engine, place, store, &o.entry.file, &local, &version)?;
+        let file = o.entry.file.as_str();
+        super::backups::move_into_store(engine, place, store, file, &local, &version, None)?;
     }
     if !engine.stores.push_manifest(name, &id).map_err(refused)? {
         return Ok(());

@@ -143,6 +143,7 @@ impl Run<'_> {
         let run_versions = super::backups::RunVersions {
             files: &sc.scans.files,
             backup_folders: std::mem::take(&mut t.backup_folders),
+            described: std::mem::take(&mut t.described),
         };
         let known = self.ask.only.is_none().then_some(&run_versions);
         if let Err(e) = super::backups::prune_after_sync(self.engine, &sc.available, known) {

@@ -78,6 +78,9 @@ pub(super) struct Tally {
     pub(super) written: u64,
     pub(super) hashed: u64,
     pub(super) backup_folders: BTreeSet<PathBuf>,
+    /// What the scan knew of the versions the run's backups keep, for retention's move of
+    /// them into the history store.
+    pub(super) described: HashMap<PathBuf, super::backups::Described>,
     /// The run's copies of plain files (their folders fsynced before the archive commit).
     pub(super) copier: crate::apply::Copier,
 }

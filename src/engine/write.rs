@@ -395,6 +395,15 @@ impl super::run::Run<'_> {
                 &mut *self.events,
             );
             let outcome = self.engine.published(place, file, outcome, &mut t.changes);
+            for r in reports
+                .iter()
+                .filter(|r| r.done && r.action == ActionKind::Backup)
+            {
+                let backup = PathBuf::from(&r.detail);
+                if let Some(d) = described_backup(sc, place, file, &backup) {
+                    t.described.insert(backup, d);
+                }
+            }
             t.actions.extend(reports);
             match outcome {
                 GroupOutcome::Written => {
@@ -490,4 +499,56 @@ impl super::run::Run<'_> {
             crate::kind::SnapshotUse::Copy
         }
     }
+}
+
+/// What the scan knew of the version the run just kept as the backup `backup` of `file` in
+/// `place` ([`super::backups::Described`]): only for a database whose scan found it whole in
+/// its file (no `-wal` beside it) and whose backup is that very file (a hard link: the same
+/// inode, size and mtime as scanned), while the file itself is now another inode. Recorded at
+/// the scan cache entry's time when the cache vouched for it, else at the scan's (it was read
+/// after that).
+fn described_backup(
+    sc: &super::run::Scene<'_>,
+    place: &Place,
+    file: &str,
+    backup: &Path,
+) -> Option<super::backups::Described> {
+    let Some(Found::Present {
+        stat,
+        content,
+        hashed,
+    }) = sc.scans.get(file, &place.loc.name)
+    else {
+        return None;
+    };
+    if content.kind != Kind::Sqlite || stat.side.is_some() {
+        return None;
+    }
+    let recorded_ns = match hashed {
+        true => sc.scan_time,
+        false => {
+            let l = sc.scans.location_index(&place.loc.name)?;
+            sc.loaded.caches.get(l)?.get(file)?.scanned_ns
+        }
+    };
+    let at_rest = super::backups::at_rest(backup).ok()?;
+    let ((_, ino), (size, secs, nanos)) = at_rest;
+    let mtime_ns = crate::times::ns_of(secs, nanos);
+    if (ino, size, mtime_ns) != (stat.ino, stat.size, stat.mtime_ns) {
+        return None;
+    }
+    // The file was replaced by a new one (a rename), not written in place through the link:
+    // an in-place write that kept size and mtime would otherwise go unseen.
+    let dest = super::backups::at_rest(&place.loc.path_of(file)).ok();
+    if dest.is_some_and(|((_, dest_ino), _)| dest_ino == ino) {
+        return None;
+    }
+    let healthy = content.facts.integrity.is_empty() && !content.hash.starts_with("corrupt-");
+    Some(super::backups::Described {
+        at_rest,
+        recorded_ns,
+        logical: healthy.then(|| content.hash.clone()),
+        entities: content.facts.entities,
+        conversations: content.facts.conversations,
+    })
 }
