@@ -216,21 +216,11 @@ fn plain_backups(dir: &Path, file: &str, n: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Every version listed in `location`, restored with `restore --to`: content → count.
+/// Every version listed, restored with `restore --to`: content → count.
 fn restorable(m: &Machine, w: &World, tag: &str) -> HashMap<Vec<u8>, usize> {
-    let (code, list) = m.json(&["backups", RULES]);
-    assert_eq!(code, 0, "{list}");
     let mut out = HashMap::new();
-    for (i, b) in list.as_array().unwrap().iter().enumerate() {
-        let id = b["id"].as_str().unwrap();
-        let to = w.path(&format!("out-{tag}-{i}"));
-        let r = m.run(&["restore", id, "--to", to.to_str().unwrap()]);
-        assert!(
-            r.status.success(),
-            "{id}: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-        *out.entry(std::fs::read(&to).unwrap()).or_insert(0) += 1;
+    for (_, bytes) in restore_each(m, w, &[RULES], &format!("out-{tag}")) {
+        *out.entry(bytes).or_insert(0) += 1;
     }
     out
 }

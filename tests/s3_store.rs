@@ -182,21 +182,23 @@ fn version(i: usize) -> String {
 
 /// Every version of the rules file `m` lists, restored with `restore --to`.
 fn restorable(m: &Machine, w: &World, tag: &str) -> Vec<String> {
-    let (code, list) = m.json(&["backups", RULES, "--location", "s3"]);
-    assert_eq!(code, 0, "{list:#}");
-    let mut out = Vec::new();
-    for (i, e) in list.as_array().unwrap().iter().enumerate() {
-        let id = e["id"].as_str().unwrap();
-        let to = w.path(&format!("{tag}-{i}"));
-        let r = m.run(&["restore", id, "--to", to.to_str().unwrap()]);
-        assert!(
-            r.status.success(),
-            "{id}: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-        out.push(read(&to));
-    }
-    out
+    restore_each(m, w, &[RULES, "--location", "s3"], tag)
+        .into_iter()
+        .map(|(_, bytes)| String::from_utf8(bytes).unwrap())
+        .collect()
+}
+
+/// The conflict losers `m` lists among the rules file's versions in the bucket.
+fn losers_listed(m: &Machine) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let (_, list) = m.json(&["backups", RULES, "--location", "s3"]);
+    let losers = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["protected"] == "conflict_loser")
+        .cloned()
+        .collect();
+    (list, losers)
 }
 
 /// A crash at `point` during the run that moves a version into the bucket's store: the next
@@ -369,13 +371,7 @@ fn a_conflict_losers_protection_is_known_to_every_machine_and_follows_it_into_th
     a.sync(&[], 0);
     b.sync(&[], 0);
     // b made the loser's backup object; a knows it is protected from the listing alone.
-    let (_, list) = a.json(&["backups", RULES, "--location", "s3"]);
-    let losers: Vec<_> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["protected"] == "conflict_loser")
-        .collect();
+    let (list, losers) = losers_listed(&a);
     assert_eq!(losers.len(), 1, "{list:#}");
     assert_eq!(losers[0]["stored"], false, "{list:#}");
     // a takes b's version, then edits it: under `retention = "none"` the loser outlives
@@ -387,13 +383,7 @@ fn a_conflict_losers_protection_is_known_to_every_machine_and_follows_it_into_th
         write_aged(&a.file(RULES), &format!("later edit {i}\n"), 200 - i * 20);
         a.sync(&[], 0);
     }
-    let (_, list) = b.json(&["backups", RULES, "--location", "s3"]);
-    let losers: Vec<_> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["protected"] == "conflict_loser")
-        .collect();
+    let (list, losers) = losers_listed(&b);
     assert_eq!(losers.len(), 1, "{list:#}");
     assert_eq!(losers[0]["stored"], true, "{list:#}");
     let out = w.path("loser");

@@ -523,13 +523,7 @@ fn one_remote_in_row_mode_the_remote_and_the_base_are_separate_files() {
     );
     a.sync(&[], 0);
     for f in [a.file(DB), remote.clone()] {
-        let c = Connection::open(&f).unwrap();
-        let name = |id: i64| -> String {
-            c.query_row("SELECT name FROM entities WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .unwrap()
-        };
+        let name = |id: i64| -> String { common::name(&f, id).unwrap() };
         assert_eq!(name(5), "remote edit", "{}", f.display());
         assert_eq!(name(6), "local edit", "{}", f.display());
         assert_eq!(name(3), "changed", "{}", f.display());
@@ -598,13 +592,7 @@ fn a_change_rewrites_the_previous_base_in_place() {
     );
     a.sync(&[], 0);
     for f in [a.file(DB), remote.clone()] {
-        let c = Connection::open(&f).unwrap();
-        let name = |id: i64| -> String {
-            c.query_row("SELECT name FROM entities WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .unwrap()
-        };
+        let name = |id: i64| -> String { common::name(&f, id).unwrap() };
         assert_eq!(
             (name(10), name(11), name(3), name(2900)),
             (

@@ -223,6 +223,33 @@ pub fn change_one_row(db: &Path, rep: u64, entities: u64) {
     .unwrap();
 }
 
+/// Every version `m` lists with `backups` + `list_args`, each restored with `restore --to`
+/// into `w` (names tagged `tag`): its id and restored bytes, in the listing's order.
+pub fn restore_each(
+    m: &Machine,
+    w: &World,
+    list_args: &[&str],
+    tag: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let mut args = vec!["backups"];
+    args.extend_from_slice(list_args);
+    let (code, list) = m.json(&args);
+    assert_eq!(code, 0, "{list:#}");
+    let mut out = Vec::new();
+    for (i, e) in list.as_array().unwrap().iter().enumerate() {
+        let id = e["id"].as_str().unwrap();
+        let to = w.path(&format!("{tag}-{i}"));
+        let r = m.run(&["restore", id, "--to", to.to_str().unwrap()]);
+        assert!(
+            r.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        out.push((id.to_string(), std::fs::read(&to).unwrap()));
+    }
+    out
+}
+
 /// The entries of a `backups --json` listing that are stored versions.
 pub fn stored_entries(list: &serde_json::Value) -> Vec<&serde_json::Value> {
     list.as_array()
